@@ -199,7 +199,7 @@ fn index_by_peer(ctx: &SockOpsContext) {
     let addr = if ctx.family() == u32::from(AF_INET) {
         v4_mapped(ctx.local_ip4().to_ne_bytes())
     } else {
-        words_to_bytes(ctx.local_ip6())
+        words_to_bytes(local_ip6(ctx))
     };
     let key = PeerKey { addr, port: ctx.local_port() as u16, _pad: 0 };
     if PEER_RECORDS.insert(&key, &record, 0).is_ok() {
@@ -207,6 +207,23 @@ fn index_by_peer(ctx: &SockOpsContext) {
     }
     // Ask for state changes so the cookie entry goes when the socket closes.
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+}
+
+/// Reads `local_ip6` one word at a time with the offset in each load: the
+/// verifier rejects loads through a ctx pointer that was advanced first,
+/// which is what copying the array does.
+#[inline(always)]
+fn local_ip6(ctx: &SockOpsContext) -> [u32; 4] {
+    let ops = ctx.ops;
+    // SAFETY: ops is the kernel's bpf_sock_ops for this program run.
+    unsafe {
+        [
+            core::ptr::read_volatile(core::ptr::addr_of!((*ops).local_ip6[0])),
+            core::ptr::read_volatile(core::ptr::addr_of!((*ops).local_ip6[1])),
+            core::ptr::read_volatile(core::ptr::addr_of!((*ops).local_ip6[2])),
+            core::ptr::read_volatile(core::ptr::addr_of!((*ops).local_ip6[3])),
+        ]
+    }
 }
 
 #[cgroup_sock_addr(getpeername4)]

@@ -1,0 +1,197 @@
+//! Harness for Airlock's privileged end-to-end tests and benchmarks.
+//!
+//! Each [`Lab`] builds a small world of its own and tears it down on drop,
+//! even when the test fails: a cgroup the programs attach at (with `clients`
+//! and `agent` children), a target host in a network namespace joined by a
+//! veth pair, Unix test users, and a private bpffs pin directory. Traffic only
+//! ever goes to loopback or to that namespace.
+
+pub mod agent;
+pub mod netns;
+pub mod process;
+pub mod users;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{
+        Once,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+pub use agent::{Agent, AgentConfig};
+pub use netns::TargetHost;
+pub use process::{CommandOutput, run_as};
+pub use users::TestUser;
+
+/// Prefix of every resource a lab creates, so leftovers of a killed run are
+/// recognisable and swept.
+pub const PREFIX: &str = "alt";
+
+/// True when the tests can run (root). When they cannot: a failure under
+/// `CI=true`, a loud skip otherwise.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        SWEEP.call_once(sweep_stale);
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "vm-tests need root (eBPF, cgroups, network namespaces); in CI they must run"
+    );
+    eprintln!("SKIPPED: vm-tests need root");
+    false
+}
+
+static SWEEP: Once = Once::new();
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short tag for one lab: fits interface names (15 bytes).
+fn lab_tag() -> String {
+    format!("{}{}x{}", PREFIX, std::process::id() % 100_000, NEXT_LAB.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Root of the cgroup2 hierarchy.
+pub fn cgroup2_root() -> PathBuf {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+        })
+        .expect("cgroup2 is mounted")
+}
+
+/// The cgroups of one lab.
+pub struct Cgroups {
+    /// Where the programs attach.
+    pub root: PathBuf,
+    /// Where test clients run.
+    pub clients: PathBuf,
+    /// Where the agent runs (inside `root`, so its exemption is exercised).
+    pub agent: PathBuf,
+}
+
+impl Cgroups {
+    fn create(tag: &str) -> Self {
+        let root = cgroup2_root().join(format!("{tag}.test"));
+        let cgroups = Self { clients: root.join("clients"), agent: root.join("agent"), root };
+        for dir in [&cgroups.clients, &cgroups.agent] {
+            fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        }
+        cgroups
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.root);
+    }
+}
+
+/// Kills every process in a cgroup tree and removes it.
+pub fn remove_cgroup_tree(root: &Path) {
+    for _ in 0..50 {
+        let mut busy = false;
+        for dir in [root.join("clients"), root.join("agent"), root.to_owned()] {
+            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                    busy = true;
+                    // SAFETY: plain kill(2).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        if !busy {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for dir in [root.join("clients"), root.join("agent"), root.to_owned()] {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+/// Removes what killed earlier runs left: cgroups, namespaces, pins, users.
+fn sweep_stale() {
+    if let Ok(entries) = fs::read_dir(cgroup2_root()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PREFIX) && name.ends_with(".test") {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+    }
+    netns::sweep_stale();
+    if let Ok(entries) = fs::read_dir("/sys/fs/bpf") {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(PREFIX) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    users::sweep_stale();
+}
+
+/// One test's world. Fields drop in declaration order: agent first, then the
+/// target host, users and cgroups.
+pub struct Lab {
+    /// The agent, once started.
+    pub agent: Option<Agent>,
+    /// The target host.
+    pub target: TargetHost,
+    /// Test users, by name.
+    pub users: Vec<TestUser>,
+    /// The lab's cgroups.
+    pub cgroups: Cgroups,
+    /// Short unique tag.
+    pub tag: String,
+    /// Scratch directory (configs, audit log, PostgreSQL data).
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Creates the cgroups, the target host and `users`.
+    pub fn new(users: &[&str]) -> Self {
+        let tag = lab_tag();
+        let dir = tempfile::Builder::new().prefix(&format!("{tag}-")).tempdir().expect("tempdir");
+        // Test users must be able to traverse to sockets and files inside.
+        set_mode(dir.path(), 0o755);
+        let cgroups = Cgroups::create(&tag);
+        let target = TargetHost::create(&tag, NEXT_LAB.load(Ordering::Relaxed));
+        let users = users.iter().map(|name| TestUser::create(&tag, name)).collect();
+        Self { agent: None, target, users, cgroups, tag, dir }
+    }
+
+    /// The test user created as `name`.
+    pub fn user(&self, name: &str) -> &TestUser {
+        self.users.iter().find(|u| u.short == name).unwrap_or_else(|| panic!("no test user {name}"))
+    }
+
+    /// Writes `policy` (TOML) as the lab's only policy file and starts the agent.
+    pub fn start_agent(&mut self, policy: &str) -> &Agent {
+        let config = AgentConfig::new(self, policy);
+        self.agent = Some(Agent::start(config));
+        self.agent.as_ref().expect("just set")
+    }
+
+    /// The running agent.
+    pub fn agent(&self) -> &Agent {
+        self.agent.as_ref().expect("agent started")
+    }
+
+    /// Runs a command as a test user inside the lab's client cgroup.
+    pub fn run_as(&self, user: &str, program: &str, args: &[&str]) -> CommandOutput {
+        run_as(self.user(user), &self.cgroups.clients, program, args)
+    }
+}
+
+/// chmod.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}

@@ -1,0 +1,88 @@
+//! The `airlock` command line.
+
+mod policy;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Default agent configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/airlock/airlock.toml";
+
+/// Airlock: just-in-time access, masking, approvals and audit for database and
+/// server connections, enforced on this host.
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (systemd's ExecStart).
+    Agent {
+        /// Agent configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show attached programs, protected targets, live sessions and counters.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Control socket (default: the one named in --config, or /run/airlock/airlock.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Agent configuration file to take the control socket path from.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Detach the programs and remove every pinned object. Interception stops
+    /// until the agent starts again.
+    Uninstall {
+        /// Agent configuration file (for the bpffs directory).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files; errors are reported as file:line:column.
+    Check {
+        /// Policy directory (default: the one named in the default config).
+        dir: Option<PathBuf>,
+    },
+}
+
+impl Cli {
+    /// Runs the command; the returned code is the process exit status.
+    pub fn run(self) -> anyhow::Result<std::process::ExitCode> {
+        match self.command {
+            Command::Agent { config } => {
+                let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                crate::logging::init(&config.log);
+                crate::daemon::run(config)?;
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Command::Status { json, socket, config } => status::run(json, socket, config),
+            Command::Policy { command: PolicyCommand::Check { dir } } => policy::check(dir),
+            Command::Uninstall { config } => {
+                let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                for path in crate::intercept::uninstall(&config.bpffs_dir)? {
+                    println!("removed {}", path.display());
+                }
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+        }
+    }
+}

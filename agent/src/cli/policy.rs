@@ -1,0 +1,32 @@
+//! `airlock policy check`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use crate::{config::Config, policy::Policy};
+
+pub fn check(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => Config::load(super::DEFAULT_CONFIG.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?.policies_dir,
+    };
+    match Policy::load_dir(&dir) {
+        Ok(policy) => {
+            for target in &policy.targets {
+                let networks: Vec<String> = target.networks.iter().map(ToString::to_string).collect();
+                println!(
+                    "ok  {} ({} port {}: {}; {} access rules)",
+                    target.name,
+                    target.protocol,
+                    target.port,
+                    networks.join(", "),
+                    target.access.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

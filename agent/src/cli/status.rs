@@ -1,0 +1,54 @@
+//! `airlock status`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use crate::{
+    config::Config,
+    control::{Request, Response, Status, client},
+};
+
+const DEFAULT_SOCKET: &str = "/run/airlock/airlock.sock";
+
+pub fn run(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let socket = match (socket, config) {
+        (Some(socket), _) => socket,
+        (None, Some(config)) => Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?.control_socket,
+        (None, None) => PathBuf::from(DEFAULT_SOCKET),
+    };
+    match client::call(&socket, &Request::Status)? {
+        Response::Status(status) if json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Response::Status(status) => print_table(&status),
+        Response::Error { message } => {
+            eprintln!("airlock: {message}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(status: &Status) {
+    println!("agent      pid {} · version {} · up {}s", status.pid, status.version, status.uptime_s);
+    println!("cgroup     {}", status.cgroup);
+    let names: Vec<&str> = status.programs.iter().map(|p| p.name.as_str()).collect();
+    println!("programs   {} attached: {}", names.len(), names.join(", "));
+    let c = &status.counters;
+    println!(
+        "counters   {} connects seen · {} redirected · {} exempt (agent) · {} refused (no record)",
+        c.connects_seen, c.redirected, c.exempt, c.record_failed
+    );
+    println!("\nTARGET               PROTOCOL  PORT   REDIRECTED  NETWORKS");
+    for t in &status.targets {
+        println!("{:<20} {:<9} {:<6} {:<11} {}", t.name, t.protocol, t.port, t.redirected, t.networks.join(", "));
+    }
+    let scope = if status.all_sessions { "all users" } else { "yours" };
+    println!("\nSESSIONS ({}, {scope})", status.sessions.len());
+    if !status.sessions.is_empty() {
+        println!("{:<18} {:<12} {:<8} {:<12} {:<16} {:<24} {:>6} {:>12} {:>12}", "ID", "USER", "PID", "COMMAND", "TARGET", "DESTINATION", "AGE", "BYTES OUT", "BYTES IN");
+    }
+    for s in &status.sessions {
+        println!(
+            "{:<18} {:<12} {:<8} {:<12} {:<16} {:<24} {:>5}s {:>12} {:>12}",
+            s.id, s.user, s.pid, s.comm, s.target, s.destination, s.age_s, s.bytes_to_upstream, s.bytes_to_client
+        );
+    }
+}

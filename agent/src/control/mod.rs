@@ -1,0 +1,71 @@
+//! The CLI ↔ agent control channel: a Unix socket, one JSON request line and
+//! one JSON response line per connection. The caller is identified by the
+//! kernel (SO_PEERCRED), never by anything it sends.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{daemon::sessions::SessionSummary, intercept::AttachedProgram, intercept::Counters};
+
+/// What the CLI asks.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Agent state, for `airlock status`.
+    Status,
+}
+
+/// What the agent answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Status`].
+    Status(Box<Status>),
+    /// The request failed or was not allowed.
+    Error {
+        /// Why, for the person at the terminal.
+        message: String,
+    },
+}
+
+/// The agent's state as `airlock status` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// Agent version.
+    pub version: String,
+    /// Agent pid.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// cgroup the programs are attached at.
+    pub cgroup: String,
+    /// Attached programs.
+    pub programs: Vec<AttachedProgram>,
+    /// Protected targets.
+    pub targets: Vec<TargetStatus>,
+    /// Live sessions (only the caller's own unless the caller is an admin).
+    pub sessions: Vec<SessionSummary>,
+    /// Whether `sessions` lists everyone's sessions.
+    pub all_sessions: bool,
+    /// eBPF counters.
+    pub counters: Counters,
+}
+
+/// One protected target.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// Target id.
+    pub id: u32,
+    /// Name from policy.
+    pub name: String,
+    /// Protocol from policy.
+    pub protocol: String,
+    /// Protected port.
+    pub port: u16,
+    /// Protected networks.
+    pub networks: Vec<String>,
+    /// Connections redirected since the maps were created.
+    pub redirected: u64,
+}

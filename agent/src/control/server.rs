@@ -1,0 +1,134 @@
+//! The agent end of the control socket.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use super::{Request, Response, Status, TargetStatus};
+use crate::daemon::AgentState;
+
+/// Longest request accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// A client gets this long to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds the socket. It is world-connectable on purpose: every user may ask
+/// about their own sessions; what they get is decided per request from
+/// their kernel-verified uid.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666)).with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves control requests until the agent exits.
+pub async fn serve(listener: UnixListener, state: Arc<AgentState>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    if let Err(error) = handle(stream, &state).await {
+                        tracing::debug!(%error, "control request failed");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::error!(%error, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, state: &AgentState) -> anyhow::Result<()> {
+    let caller = stream.peer_cred()?;
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await??;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Status) => status(state, caller.uid()),
+        Err(error) => Response::Error { message: format!("bad request: {error}") },
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    Ok(())
+}
+
+fn status(state: &AgentState, caller_uid: u32) -> Response {
+    let counters = match state.interceptor.counters() {
+        Ok(counters) => counters,
+        Err(error) => return Response::Error { message: error.to_string() },
+    };
+    let all_sessions = is_admin(caller_uid, state.config.admin_group.as_deref());
+    let targets = state
+        .policy
+        .targets
+        .iter()
+        .map(|t| TargetStatus {
+            id: t.id,
+            name: t.name.clone(),
+            protocol: t.protocol.to_string(),
+            port: t.port,
+            networks: t.networks.iter().map(ToString::to_string).collect(),
+            redirected: counters.per_target.get(&t.id).copied().unwrap_or(0),
+        })
+        .collect();
+    Response::Status(Box::new(Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        uptime_s: state.started.elapsed().as_secs(),
+        cgroup: state.interceptor.cgroup().display().to_string(),
+        programs: state.interceptor.attached().to_vec(),
+        targets,
+        sessions: state.sessions.summaries((!all_sessions).then_some(caller_uid)),
+        all_sessions,
+        counters,
+    }))
+}
+
+/// Root, or a member of the configured admin group.
+fn is_admin(uid: u32, admin_group: Option<&str>) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let Some(group) = admin_group else { return false };
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else { return false };
+    let Ok(name) = std::ffi::CString::new(user.name) else { return false };
+    nix::unistd::getgrouplist(&name, user.gid)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|gid| matches!(nix::unistd::Group::from_gid(gid), Ok(Some(g)) if g.name == group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_admin_and_unknown_uid_is_not() {
+        assert!(is_admin(0, None));
+        assert!(!is_admin(3_999_999_999, Some("root")));
+        assert!(!is_admin(65534, None));
+    }
+}

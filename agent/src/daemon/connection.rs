@@ -1,0 +1,205 @@
+//! One redirected connection, top to bottom: who opened it, may they, record
+//! it, connect upstream, relay, record the end.
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use airlock_ebpf::ConnectRecord;
+use serde_json::json;
+use tokio::net::TcpStream;
+
+use super::{AgentState, sessions::LiveSession};
+use crate::{
+    audit::{Event, TargetRef},
+    identity::Identity,
+    policy::{Decision, Subject},
+    process::ProcessInfo,
+    proxy::relay::{self, ByteCounters},
+};
+
+/// Handles a connection accepted on an agent listener.
+pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr) {
+    let Some(record) = state.interceptor.take_record(peer) else {
+        // Not redirected by our programs (someone dialled the listener
+        // directly) or its record was evicted: nobody to attribute it to.
+        tracing::warn!(%peer, "refused: no interception record for this connection");
+        audit_or_log(&state, Event {
+            kind: "connection.refused",
+            session: None,
+            identity: None,
+            process: None,
+            target: None,
+            detail: json!({ "peer": peer.to_string(), "reason": "no interception record for this connection" }),
+        });
+        reset(client);
+        return;
+    };
+
+    let process = ProcessInfo::collect(&record, Path::new("/proc"));
+    let destination = original_destination(&record);
+    let target = target_ref(&state, &record, destination);
+    let session = state.sessions.new_id();
+
+    let identity = match state.identity.identify(&process) {
+        Ok(identity) => identity,
+        Err(error) => return deny(&state, client, &session, None, &process, &target, &error.to_string()),
+    };
+    let subject = Subject { user: &identity.user, groups: &identity.groups };
+    match state.policy.decide(record.target_id, &subject) {
+        Decision::Allow { rule } => {
+            let opened = state.audit.append(Event {
+                kind: "connection.open",
+                session: Some(&session),
+                identity: Some(&identity),
+                process: Some(&process),
+                target: Some(&target),
+                detail: json!({ "decision": "allow", "rule": rule, "peer": peer.to_string() }),
+            });
+            if let Err(error) = opened {
+                // Never run unrecorded.
+                tracing::error!(%error, %session, "refused: audit log unavailable");
+                reset(client);
+                return;
+            }
+            relay_session(&state, client, session, identity, process, target, destination).await;
+        }
+        Decision::Deny { reason } => deny(&state, client, &session, Some(&identity), &process, &target, &reason),
+    }
+}
+
+async fn relay_session(
+    state: &Arc<AgentState>,
+    client: TcpStream,
+    session: String,
+    identity: Identity,
+    process: ProcessInfo,
+    target: TargetRef,
+    destination: SocketAddr,
+) {
+    let started = Instant::now();
+    let live = state.sessions.register(LiveSession {
+        id: session,
+        identity,
+        process,
+        target,
+        started: SystemTime::now(),
+        bytes: ByteCounters::default(),
+    });
+    let s = live.session();
+    tracing::info!(session = %s.id, user = %s.identity.user, pid = s.process.pid, target = %s.target.name, %destination, "session open");
+
+    let timeout = Duration::from_millis(state.config.upstream_connect_timeout_ms);
+    let outcome = match tokio::time::timeout(timeout, TcpStream::connect(destination)).await {
+        Err(_) => Err(format!("connecting to {destination}: timed out after {timeout:?}")),
+        Ok(Err(error)) => Err(format!("connecting to {destination}: {error}")),
+        Ok(Ok(upstream)) => {
+            let _ = upstream.set_nodelay(true);
+            let _ = client.set_nodelay(true);
+            relay::relay(&client, &upstream, &s.bytes).await.map_err(|e| e.to_string())
+        }
+    };
+    if let Err(error) = &outcome {
+        tracing::info!(session = %s.id, %error, "session ended with an error");
+        reset(client);
+    }
+    close_record(state, s, started.elapsed(), outcome.err().as_deref());
+}
+
+/// Writes the `connection.close` record of a session.
+pub fn close_record(state: &AgentState, s: &LiveSession, duration: Duration, error: Option<&str>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    audit_or_log(state, Event {
+        kind: "connection.close",
+        session: Some(&s.id),
+        identity: Some(&s.identity),
+        process: Some(&s.process),
+        target: Some(&s.target),
+        detail: json!({
+            "bytes_to_upstream": s.bytes.to_upstream.load(Relaxed),
+            "bytes_to_client": s.bytes.to_client.load(Relaxed),
+            "duration_ms": duration.as_millis() as u64,
+            "error": error,
+        }),
+    });
+}
+
+fn deny(
+    state: &AgentState,
+    client: TcpStream,
+    session: &str,
+    identity: Option<&Identity>,
+    process: &ProcessInfo,
+    target: &TargetRef,
+    reason: &str,
+) {
+    tracing::warn!(session, pid = process.pid, uid = process.uid, target = %target.name, reason, "connection denied");
+    audit_or_log(state, Event {
+        kind: "connection.denied",
+        session: Some(session),
+        identity,
+        process: Some(process),
+        target: Some(target),
+        detail: json!({ "decision": "deny", "reason": reason }),
+    });
+    reset(client);
+}
+
+/// A record that cannot be written is at least in the agent's own log.
+fn audit_or_log(state: &AgentState, event: Event<'_>) {
+    let kind = event.kind;
+    if let Err(error) = state.audit.append(event) {
+        tracing::error!(%error, kind, "audit record lost");
+    }
+}
+
+/// Closes with RST: the client learns at once that it was refused, instead
+/// of seeing an orderly end it might take for success.
+fn reset(client: TcpStream) {
+    let _ = client.set_zero_linger();
+    drop(client);
+}
+
+fn original_destination(record: &ConnectRecord) -> SocketAddr {
+    let ip = Ipv6Addr::from(record.orig_addr);
+    let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+    SocketAddr::new(ip, record.orig_port)
+}
+
+fn target_ref(state: &AgentState, record: &ConnectRecord, destination: SocketAddr) -> TargetRef {
+    let (name, protocol) = match state.policy.target(record.target_id) {
+        Some(target) => (target.name.clone(), target.protocol.to_string()),
+        // Possible after a policy reload removed the target mid-connect;
+        // decide() denies unknown ids.
+        None => (format!("#{}", record.target_id), "unknown".to_owned()),
+    };
+    TargetRef { name, protocol, addr: destination.ip().to_string(), port: destination.port() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_destination_unmaps_ipv4() {
+        let mut record = ConnectRecord {
+            cgroup_id: 0,
+            connect_boot_ns: 0,
+            orig_addr: std::net::Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets(),
+            orig_port: 5432,
+            family: airlock_ebpf::AF_INET,
+            target_id: 0,
+            tgid: 1,
+            tid: 1,
+            uid: 0,
+            gid: 0,
+            comm: [0; 16],
+        };
+        assert_eq!(original_destination(&record), "10.1.2.3:5432".parse().unwrap());
+        record.orig_addr = "fd00::5".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(original_destination(&record), "[fd00::5]:5432".parse().unwrap());
+    }
+}

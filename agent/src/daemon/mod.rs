@@ -1,0 +1,219 @@
+//! `airlock agent`: start-up, the accept loop and shutdown.
+//!
+//! Start-up order matters: the agent moves into its own cgroup before any
+//! thread or socket exists (that cgroup is what exempts its upstream
+//! connections), opens the audit log before attaching anything (no session
+//! may run unrecorded), binds its listeners, attaches the programs and only
+//! then tells systemd it is ready.
+
+mod connection;
+mod notify;
+pub mod sessions;
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use airlock_ebpf::TargetValue;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::{
+    audit::{AuditLog, Event},
+    config::Config,
+    control,
+    identity::{IdentityProvider, UnixIdentityProvider},
+    intercept::{Interceptor, TargetEntry, cgroup},
+    policy::Policy,
+};
+use sessions::Sessions;
+
+/// Everything a connection handler or a control request needs.
+pub struct AgentState {
+    /// The agent's configuration.
+    pub config: Config,
+    /// Loaded policy.
+    pub policy: Policy,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The eBPF programs and maps.
+    pub interceptor: Interceptor,
+    /// Attributes processes to people.
+    pub identity: Box<dyn IdentityProvider>,
+    /// Live sessions.
+    pub sessions: Arc<Sessions>,
+    /// When the agent started.
+    pub started: Instant,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let policy = Policy::load_dir(&config.policies_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("loading policies from {}", config.policies_dir.display()))?;
+    let agent_cgroup = place_agent(&config)?;
+    let attach_cgroup = match &config.cgroup {
+        Some(dir) => dir.clone(),
+        None => cgroup::cgroup2_root()?,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(config, policy, agent_cgroup, attach_cgroup))
+}
+
+/// Moves the agent into the cgroup whose connections are exempt from
+/// redirection, and returns that cgroup's id.
+fn place_agent(config: &Config) -> anyhow::Result<u64> {
+    let root = cgroup::cgroup2_root()?;
+    let dir: PathBuf = match &config.agent_cgroup {
+        Some(dir) => {
+            cgroup::join(dir)?;
+            dir.clone()
+        }
+        // systemd already gave the service a cgroup of its own.
+        None if std::env::var_os("INVOCATION_ID").is_some() => {
+            root.join(cgroup::cgroup_of("self")?.trim_start_matches('/'))
+        }
+        None => {
+            let dir = root.join("airlock.agent");
+            cgroup::join(&dir)?;
+            dir
+        }
+    };
+    let id = cgroup::cgroup_id(&dir)?;
+    tracing::info!(cgroup = %dir.display(), id, "agent cgroup (exempt from redirection)");
+    Ok(id)
+}
+
+async fn serve(config: Config, policy: Policy, agent_cgroup: u64, attach_cgroup: PathBuf) -> anyhow::Result<()> {
+    let audit = AuditLog::open(&config.audit_dir)?;
+    let listeners = bind_listeners(&config).await?;
+    let interceptor =
+        Interceptor::install(&config.bpffs_dir, &attach_cgroup, agent_cgroup, &target_entries(&policy, config.listener.port))?;
+    let state = Arc::new(AgentState {
+        config,
+        policy,
+        audit,
+        interceptor,
+        identity: Box::new(UnixIdentityProvider),
+        sessions: Arc::new(Sessions::default()),
+        started: Instant::now(),
+    });
+    let control = control::server::bind(&state.config.control_socket)?;
+    tokio::spawn(control::server::serve(control, Arc::clone(&state)));
+
+    state.audit.append(Event {
+        kind: "agent.start",
+        session: None,
+        identity: None,
+        process: None,
+        target: None,
+        detail: json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "cgroup": state.interceptor.cgroup(),
+            "targets": state.policy.targets.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        }),
+    })?;
+    notify::ready(&format!("intercepting {} targets", state.policy.targets.len()));
+    tracing::info!(
+        listeners = ?listeners.iter().map(|l| l.local_addr().ok()).collect::<Vec<_>>(),
+        "agent ready"
+    );
+
+    for listener in listeners {
+        tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+    }
+    shutdown_signal().await?;
+    shutdown(&state);
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AgentState>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(connection::handle(Arc::clone(&state), stream, peer));
+            }
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::error!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Binds the loopback listeners. IPv6 may be missing on a host; then IPv6
+/// connections to protected targets are refused (fail closed), not bypassed.
+async fn bind_listeners(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+    let port = config.listener.port;
+    let mut listeners = Vec::new();
+    if config.listener.ipv4 {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        listeners.push(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?);
+    }
+    if config.listener.ipv6 {
+        let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        match TcpListener::bind(addr).await {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => tracing::warn!(%addr, %error, "no IPv6 listener; IPv6 connections to protected targets will fail"),
+        }
+    }
+    anyhow::ensure!(!listeners.is_empty(), "no listener configured (listener.ipv4 and listener.ipv6 are both off)");
+    Ok(listeners)
+}
+
+/// The trie entries for a policy: one per (target, network).
+pub fn target_entries(policy: &Policy, redirect_port: u16) -> Vec<TargetEntry> {
+    policy
+        .targets
+        .iter()
+        .flat_map(|target| {
+            target.networks.iter().map(move |network| TargetEntry {
+                port: target.port,
+                addr: network.addr.octets(),
+                prefix_len: network.prefix_len,
+                value: TargetValue { target_id: target.id, redirect_port, _pad: 0 },
+            })
+        })
+        .collect()
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Records the end of every live session and of the agent. The pinned
+/// programs stay: until an agent runs again, protected connections fail.
+fn shutdown(state: &AgentState) {
+    notify::stopping();
+    for session in state.sessions.live() {
+        let age = std::time::SystemTime::now().duration_since(session.started).unwrap_or_default();
+        connection::close_record(state, &session, age, Some("agent shutting down"));
+    }
+    if let Err(error) = state.audit.append(Event {
+        kind: "agent.stop",
+        session: None,
+        identity: None,
+        process: None,
+        target: None,
+        detail: json!({ "pid": std::process::id() }),
+    }) {
+        tracing::error!(%error, "could not record agent stop");
+    }
+    tracing::info!("agent stopped; interception stays pinned (protected connections fail until restart)");
+}

@@ -1,0 +1,178 @@
+//! Registry of live sessions, for `airlock status` and for closing records at shutdown.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{audit::TargetRef, identity::Identity, process::ProcessInfo, proxy::relay::ByteCounters};
+
+/// A session in progress.
+#[derive(Debug)]
+pub struct LiveSession {
+    /// Session id, as in audit records.
+    pub id: String,
+    /// Who.
+    pub identity: Identity,
+    /// Which process.
+    pub process: ProcessInfo,
+    /// Where to.
+    pub target: TargetRef,
+    /// When it started.
+    pub started: SystemTime,
+    /// Bytes each way so far.
+    pub bytes: ByteCounters,
+}
+
+/// What `airlock status` shows of a session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// Session id.
+    pub id: String,
+    /// User name.
+    pub user: String,
+    /// Unix uid.
+    pub uid: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Command name.
+    pub comm: String,
+    /// Target name.
+    pub target: String,
+    /// Original destination, `addr:port`.
+    pub destination: String,
+    /// Seconds since the session started.
+    pub age_s: u64,
+    /// Client → upstream bytes.
+    pub bytes_to_upstream: u64,
+    /// Upstream → client bytes.
+    pub bytes_to_client: u64,
+}
+
+/// All live sessions.
+#[derive(Debug)]
+pub struct Sessions {
+    /// Distinguishes ids across agent restarts.
+    prefix: String,
+    next: AtomicU64,
+    live: Mutex<BTreeMap<String, Arc<LiveSession>>>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self {
+            prefix: format!("{:x}", started.as_millis()),
+            next: AtomicU64::new(1),
+            live: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Sessions {
+    /// A new, unique session id.
+    pub fn new_id(&self) -> String {
+        format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Registers a session; it leaves the registry when the guard drops.
+    pub fn register(self: &Arc<Self>, session: LiveSession) -> SessionGuard {
+        let session = Arc::new(session);
+        self.lock().insert(session.id.clone(), Arc::clone(&session));
+        SessionGuard { sessions: Arc::clone(self), session }
+    }
+
+    /// Summaries of the live sessions, optionally only those of one uid.
+    pub fn summaries(&self, only_uid: Option<u32>) -> Vec<SessionSummary> {
+        let now = SystemTime::now();
+        self.lock()
+            .values()
+            .filter(|s| only_uid.is_none_or(|uid| s.identity.uid == uid))
+            .map(|s| SessionSummary {
+                id: s.id.clone(),
+                user: s.identity.user.clone(),
+                uid: s.identity.uid,
+                pid: s.process.pid,
+                comm: s.process.comm.clone(),
+                target: s.target.name.clone(),
+                destination: format!("{}:{}", s.target.addr, s.target.port),
+                age_s: now.duration_since(s.started).unwrap_or_default().as_secs(),
+                bytes_to_upstream: s.bytes.to_upstream.load(Ordering::Relaxed),
+                bytes_to_client: s.bytes.to_client.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// The live sessions themselves.
+    pub fn live(&self) -> Vec<Arc<LiveSession>> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<LiveSession>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Keeps a session registered while it lives.
+pub struct SessionGuard {
+    sessions: Arc<Sessions>,
+    session: Arc<LiveSession>,
+}
+
+impl SessionGuard {
+    /// The registered session.
+    pub fn session(&self) -> &LiveSession {
+        &self.session
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.sessions.lock().remove(&self.session.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::IdentitySource;
+
+    fn session(sessions: &Sessions, uid: u32) -> LiveSession {
+        LiveSession {
+            id: sessions.new_id(),
+            identity: Identity {
+                source: IdentitySource::Unix,
+                subject: format!("unix:u{uid}"),
+                user: format!("u{uid}"),
+                uid,
+                groups: vec![],
+            },
+            process: ProcessInfo { pid: 10 + uid, comm: "psql".into(), ..ProcessInfo::default() },
+            target: TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 },
+            started: SystemTime::now(),
+            bytes: ByteCounters::default(),
+        }
+    }
+
+    #[test]
+    fn register_filter_and_drop() {
+        let sessions = Arc::new(Sessions::default());
+        let a = sessions.register(session(&sessions, 1000));
+        let b = sessions.register(session(&sessions, 1001));
+        assert_ne!(a.session().id, b.session().id);
+        assert_eq!(sessions.summaries(None).len(), 2);
+        let mine = sessions.summaries(Some(1001));
+        assert_eq!(mine.len(), 1);
+        assert_eq!((mine[0].user.as_str(), mine[0].destination.as_str()), ("u1001", "10.0.0.1:5432"));
+        drop(b);
+        assert_eq!(sessions.summaries(None).len(), 1);
+        drop(a);
+        assert!(sessions.live().is_empty());
+    }
+}

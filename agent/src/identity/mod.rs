@@ -1,0 +1,59 @@
+//! Who is behind a connection.
+//!
+//! An [`IdentityProvider`] turns a process into a person. The first provider
+//! is the local Unix account ([`UnixIdentityProvider`]): the real uid the eBPF
+//! program saw at `connect()`, its user name and groups. OIDC logins and CI
+//! job tokens plug in behind the same trait.
+
+mod unix;
+
+use serde::Serialize;
+
+use crate::process::ProcessInfo;
+pub use unix::UnixIdentityProvider;
+
+/// The person (or job) a connection is attributed to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// Where the identity comes from.
+    pub source: IdentitySource,
+    /// Stable subject, e.g. `unix:alice` or an OIDC `sub`.
+    pub subject: String,
+    /// Name policies match `users` against.
+    pub user: String,
+    /// Unix uid of the connecting process.
+    pub uid: u32,
+    /// Group names policies match `groups` against.
+    pub groups: Vec<String>,
+}
+
+/// Origin of an [`Identity`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentitySource {
+    /// Local Unix account (the default when no OIDC issuer is configured).
+    Unix,
+}
+
+/// Why a process could not be attributed to anyone.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    /// The uid has no account on this host.
+    #[error("uid {0} has no user account on this host")]
+    UnknownUid(u32),
+    /// The account database could not be read.
+    #[error("looking up uid {uid}: {message}")]
+    Lookup {
+        /// The uid looked up.
+        uid: u32,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Maps a connecting process to an identity.
+pub trait IdentityProvider: Send + Sync {
+    /// Attributes `process`; an error means the connection has no owner and
+    /// is refused.
+    fn identify(&self, process: &ProcessInfo) -> Result<Identity, IdentityError>;
+}

@@ -1,0 +1,215 @@
+//! Typed access to the eBPF maps, and the encoding of their keys.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use airlock_ebpf::{
+    ConnectRecord, MAX_TARGET_IDS, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue,
+    map_names, target_key_data, target_prefix_len,
+};
+use aya::{
+    Ebpf,
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+};
+
+use super::InterceptError;
+
+/// One protected (port, network) entry as the eBPF trie holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetEntry {
+    /// Destination port.
+    pub port: u16,
+    /// Network address, IPv6 form (IPv4 as `::ffff:a.b.c.d`).
+    pub addr: [u8; 16],
+    /// Prefix length in IPv6 bits (an IPv4 /24 is 120).
+    pub prefix_len: u8,
+    /// Which target, and where to send it.
+    pub value: TargetValue,
+}
+
+impl TargetEntry {
+    fn trie_key(&self) -> Key<[u8; TARGET_KEY_LEN]> {
+        Key::new(target_prefix_len(u32::from(self.prefix_len)), target_key_data(self.port, &self.addr))
+    }
+}
+
+/// The agent's handles on the pinned maps.
+pub struct InterceptMaps {
+    targets: LpmTrie<MapData, [u8; TARGET_KEY_LEN], TargetValue>,
+    peer_records: HashMap<MapData, PeerKey, ConnectRecord>,
+    exempt_cgroups: HashMap<MapData, u64, u8>,
+    stats: PerCpuArray<MapData, u64>,
+    target_hits: PerCpuArray<MapData, u64>,
+}
+
+/// Counters summed over CPUs.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// TCP connects seen by the connect hooks.
+    pub connects_seen: u64,
+    /// Connects redirected into the agent.
+    pub redirected: u64,
+    /// Connects to protected targets let through because they came from the agent.
+    pub exempt: u64,
+    /// Connects refused because their record could not be stored.
+    pub record_failed: u64,
+    /// Redirected connects indexed by client address.
+    pub indexed: u64,
+    /// Redirected connects per target id (ids with none are left out).
+    pub per_target: BTreeMap<u32, u64>,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> InterceptError {
+    move |e| InterceptError::Map { map, message: e.to_string() }
+}
+
+impl InterceptMaps {
+    /// Takes ownership of the maps out of the loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, InterceptError> {
+        fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<T, InterceptError> {
+            let map = ebpf
+                .take_map(name)
+                .ok_or_else(|| InterceptError::Map { map: name, message: "missing from the eBPF object".into() })?;
+            T::try_from(map).map_err(map_err(name))
+        }
+        Ok(Self {
+            targets: take(ebpf, map_names::TARGETS)?,
+            peer_records: take(ebpf, map_names::PEER_RECORDS)?,
+            exempt_cgroups: take(ebpf, map_names::EXEMPT_CGROUPS)?,
+            stats: take(ebpf, map_names::STATS)?,
+            target_hits: take(ebpf, map_names::TARGET_HITS)?,
+        })
+    }
+
+    /// Makes the trie hold exactly `entries`. New and changed entries are
+    /// written before stale ones are removed, so a target protected both
+    /// before and after is never briefly unprotected.
+    pub fn sync_targets(&mut self, entries: &[TargetEntry]) -> Result<(), InterceptError> {
+        let err = map_err(map_names::TARGETS);
+        let wanted: HashSet<(u32, [u8; TARGET_KEY_LEN])> =
+            entries.iter().map(|e| key_tuple(&e.trie_key())).collect();
+        for entry in entries {
+            self.targets.insert(&entry.trie_key(), entry.value, 0).map_err(&err)?;
+        }
+        let stale: Vec<Key<[u8; TARGET_KEY_LEN]>> = self
+            .targets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !wanted.contains(&key_tuple(key)))
+            .collect();
+        for key in stale {
+            self.targets.remove(&key).map_err(&err)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the exempt set exactly `cgroup_ids` (a restarted agent may live
+    /// in a new cgroup; the old one must not stay exempt).
+    pub fn set_exempt_cgroups(&mut self, cgroup_ids: &[u64]) -> Result<(), InterceptError> {
+        let err = map_err(map_names::EXEMPT_CGROUPS);
+        for id in cgroup_ids {
+            self.exempt_cgroups.insert(id, 1, 0).map_err(&err)?;
+        }
+        let stale: Vec<u64> =
+            self.exempt_cgroups.keys().filter_map(Result::ok).filter(|id| !cgroup_ids.contains(id)).collect();
+        for id in stale {
+            self.exempt_cgroups.remove(&id).map_err(&err)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the record of the connection whose client end is `peer`.
+    pub fn take_record(&mut self, peer: SocketAddr) -> Option<ConnectRecord> {
+        let key = peer_key(peer);
+        let record = self.peer_records.get(&key, 0).ok()?;
+        // Removal failing only means the LRU evicts it later; the record is
+        // already ours.
+        let _ = self.peer_records.remove(&key);
+        Some(record)
+    }
+
+    /// Reads the counters.
+    pub fn counters(&self) -> Result<Counters, InterceptError> {
+        let sum = |array: &PerCpuArray<MapData, u64>, index: u32, name: &'static str| {
+            array.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(map_err(name))
+        };
+        let stat = |stat: Stat| sum(&self.stats, stat as u32, map_names::STATS);
+        debug_assert_eq!(STAT_COUNT, 5);
+        let mut per_target = BTreeMap::new();
+        for (id, values) in self.target_hits.iter().enumerate().take(MAX_TARGET_IDS as usize) {
+            let total: u64 = values.map_err(map_err(map_names::TARGET_HITS))?.iter().sum();
+            if total > 0 {
+                per_target.insert(id as u32, total);
+            }
+        }
+        Ok(Counters {
+            connects_seen: stat(Stat::ConnectsSeen)?,
+            redirected: stat(Stat::Redirected)?,
+            exempt: stat(Stat::Exempt)?,
+            record_failed: stat(Stat::RecordFailed)?,
+            indexed: stat(Stat::Indexed)?,
+            per_target,
+        })
+    }
+}
+
+fn key_tuple(key: &Key<[u8; TARGET_KEY_LEN]>) -> (u32, [u8; TARGET_KEY_LEN]) {
+    (key.prefix_len(), key.data())
+}
+
+/// The key the sock_ops program stores a connection under, built from the
+/// peer address the agent sees in `accept()`.
+pub fn peer_key(peer: SocketAddr) -> PeerKey {
+    let addr = match peer.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    PeerKey { addr, port: peer.port(), _pad: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+
+    #[test]
+    fn peer_keys_of_v4_and_mapped_v6_clients_are_equal() {
+        let v4 = peer_key(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 1), 40000)));
+        let mapped = peer_key(SocketAddr::V6(SocketAddrV6::new(
+            Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped(),
+            40000,
+            0,
+            0,
+        )));
+        assert_eq!(v4, mapped);
+        assert_eq!(v4.addr[10..], [0xff, 0xff, 127, 0, 0, 1]);
+        assert_eq!(v4.port, 40000);
+    }
+
+    #[test]
+    fn peer_key_of_v6_client() {
+        let key = peer_key(SocketAddr::from((Ipv6Addr::LOCALHOST, 1)));
+        assert_eq!(key.addr, Ipv6Addr::LOCALHOST.octets());
+        assert_eq!((key.port, key._pad), (1, 0));
+    }
+
+    #[test]
+    fn trie_key_puts_port_first_in_network_order() {
+        let entry = TargetEntry {
+            port: 5432,
+            addr: Ipv4Addr::new(10, 20, 0, 0).to_ipv6_mapped().octets(),
+            prefix_len: 96 + 16,
+            value: TargetValue { target_id: 3, redirect_port: 874, _pad: 0 },
+        };
+        let key = entry.trie_key();
+        assert_eq!(key.prefix_len(), 16 + 112);
+        let data = key.data();
+        assert_eq!(&data[..2], &5432u16.to_be_bytes());
+        assert_eq!(&data[12..18], &[0xff, 0xff, 10, 20, 0, 0]);
+    }
+}

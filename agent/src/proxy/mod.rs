@@ -1,0 +1,4 @@
+//! Protocol handling between the client and the target. Until a protocol has
+//! its own proxy, its bytes go through [`relay`] unchanged.
+
+pub mod relay;

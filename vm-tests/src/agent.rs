@@ -1,0 +1,225 @@
+//! Starting, killing and inspecting the real `airlock` agent binary.
+
+use std::{
+    fs,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::Lab;
+
+/// How long the agent may take to report readiness.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `airlock` binary under test: `$AIRLOCK_BIN`, or the workspace's debug build.
+pub fn airlock_bin() -> PathBuf {
+    let bin = std::env::var_os("AIRLOCK_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/airlock")
+    });
+    assert!(bin.exists(), "{} does not exist: run `cargo xtask test` (it builds the agent first)", bin.display());
+    bin
+}
+
+/// Files and settings of one lab's agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The agent's TOML config.
+    pub path: PathBuf,
+    /// Audit directory.
+    pub audit_dir: PathBuf,
+    /// Control socket.
+    pub socket: PathBuf,
+    /// bpffs pin directory.
+    pub pin_dir: PathBuf,
+    /// Loopback port the programs redirect to.
+    pub listener_port: u16,
+    /// cgroup the programs attach at.
+    pub cgroup: PathBuf,
+    /// Agent stderr goes here.
+    pub log: PathBuf,
+}
+
+impl AgentConfig {
+    /// Writes the config and the single policy file for `lab`.
+    pub fn new(lab: &Lab, policy: &str) -> Self {
+        let dir = lab.dir.path();
+        let policies = dir.join("policies");
+        fs::create_dir_all(&policies).expect("mkdir policies");
+        fs::write(policies.join("test.toml"), policy).expect("write policy");
+        let listener_port = 20_000 + (std::process::id() % 20_000) as u16;
+        let config = Self {
+            path: dir.join("airlock.toml"),
+            audit_dir: dir.join("audit"),
+            socket: dir.join("run/airlock.sock"),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/{}", lab.tag)),
+            listener_port,
+            cgroup: lab.cgroups.root.clone(),
+            log: dir.join("agent.log"),
+        };
+        let text = format!(
+            r#"policies_dir = "{policies}"
+state_dir = "{state}"
+audit_dir = "{audit}"
+control_socket = "{socket}"
+bpffs_dir = "{pins}"
+cgroup = "{cgroup}"
+agent_cgroup = "{agent_cgroup}"
+log = "debug"
+upstream_connect_timeout_ms = 3000
+
+[listener]
+port = {listener_port}
+"#,
+            policies = policies.display(),
+            state = dir.join("state").display(),
+            audit = config.audit_dir.display(),
+            socket = config.socket.display(),
+            pins = config.pin_dir.display(),
+            cgroup = lab.cgroups.root.display(),
+            agent_cgroup = lab.cgroups.agent.display(),
+        );
+        fs::write(&config.path, text).expect("write config");
+        config
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    /// Its configuration.
+    pub config: AgentConfig,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts the agent and waits for its systemd-style READY=1.
+    pub fn start(config: AgentConfig) -> Self {
+        let mut agent = Self { config, child: None };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let notify_path = self.config.path.with_file_name("notify.sock");
+        let _ = fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.config.log).expect("agent log");
+        let mut child = Command::new(airlock_bin())
+            .args(["agent", "--config"])
+            .arg(&self.config.path)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start airlock agent");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut buf = [0u8; 512];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("agent exited before ready ({status}):\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("agent not ready after {READY_TIMEOUT:?}:\n{}", self.log());
+            }
+        }
+        let _ = fs::remove_file(&notify_path);
+        self.child = Some(child);
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, waiting (bounded) for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Starts the agent again with the same configuration.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The agent's stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.config.log).unwrap_or_default()
+    }
+
+    /// Every audit record written so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let text = fs::read_to_string(self.config.audit_dir.join("audit.jsonl")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))).collect()
+    }
+
+    /// Audit records of one kind.
+    pub fn records_of(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.audit_records().into_iter().filter(|r| r["kind"] == kind).collect()
+    }
+
+    /// Waits (bounded) until `count` records of `kind` exist, and returns them.
+    pub fn wait_for_records(&self, kind: &str, count: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = self.records_of(kind);
+            if records.len() >= count || Instant::now() > deadline {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `airlock status --json`, run as root.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(airlock_bin())
+            .args(["status", "--json", "--socket"])
+            .arg(&self.config.socket)
+            .output()
+            .expect("run airlock status");
+        assert!(out.status.success(), "airlock status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status is JSON")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = Command::new(airlock_bin())
+            .args(["uninstall", "--config"])
+            .arg(&self.config.path)
+            .stdout(Stdio::null())
+            .status();
+        let _ = fs::remove_dir_all(&self.config.pin_dir);
+    }
+}

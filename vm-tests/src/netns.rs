@@ -1,0 +1,164 @@
+//! A target host in a network namespace, joined to the host by a veth pair,
+//! running real servers.
+
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::PREFIX;
+
+/// The target host.
+pub struct TargetHost {
+    /// Namespace name.
+    pub ns: String,
+    /// Host-side veth name.
+    pub host_if: String,
+    /// The target's IPv4 address.
+    pub v4: Ipv4Addr,
+    /// The target's IPv6 address.
+    pub v6: Ipv6Addr,
+    servers: Vec<Child>,
+}
+
+/// Runs a command, panicking with its output on failure.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl TargetHost {
+    /// Creates the namespace and the link; `index` picks the subnet.
+    pub fn create(tag: &str, index: u32) -> Self {
+        let n = (std::process::id() + index) % 200 + 20;
+        let ns = format!("{tag}n");
+        let host_if = format!("{tag}h");
+        let peer_if = format!("{tag}p");
+        let host = Self {
+            ns: ns.clone(),
+            host_if: host_if.clone(),
+            v4: Ipv4Addr::new(10, 231, n as u8, 2),
+            v6: format!("fd31:0:{n}::2").parse().expect("valid v6"),
+            servers: Vec::new(),
+        };
+        sh("ip", &["netns", "add", &ns]);
+        sh("ip", &["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns", &ns]);
+        sh("ip", &["addr", "add", &format!("10.231.{n}.1/24"), "dev", &host_if]);
+        sh("ip", &["-6", "addr", "add", &format!("fd31:0:{n}::1/64"), "dev", &host_if, "nodad"]);
+        sh("ip", &["link", "set", &host_if, "up"]);
+        let in_ns = |args: &[&str]| {
+            let mut full = vec!["netns", "exec", &ns, "ip"];
+            full.extend_from_slice(args);
+            sh("ip", &full);
+        };
+        in_ns(&["addr", "add", &format!("10.231.{n}.2/24"), "dev", &peer_if]);
+        in_ns(&["-6", "addr", "add", &format!("fd31:0:{n}::2/64"), "dev", &peer_if, "nodad"]);
+        in_ns(&["link", "set", &peer_if, "up"]);
+        in_ns(&["link", "set", "lo", "up"]);
+        host
+    }
+
+    /// Starts a command inside the namespace; it is killed when the host drops.
+    pub fn spawn(&mut self, program: &str, args: &[&str]) -> &mut Child {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program} in {}: {e}", self.ns));
+        self.servers.push(child);
+        self.servers.last_mut().expect("just pushed")
+    }
+
+    /// Serves HTTP on `port` (IPv4 and IPv6) from `dir` with Python's http.server.
+    pub fn start_http(&mut self, port: u16, dir: &Path) {
+        let port_s = port.to_string();
+        let dir_s = dir.display().to_string();
+        self.spawn("python3", &["-m", "http.server", &port_s, "--bind", "::", "--directory", &dir_s]);
+        self.wait_for_port(IpAddr::V4(self.v4), port);
+    }
+
+    /// Initialises and starts PostgreSQL 15 listening on the target's
+    /// addresses, trusting every client (credentials are not this test's subject).
+    pub fn start_postgres(&mut self, data_root: &Path) -> PathBuf {
+        let bin = Path::new("/usr/lib/postgresql/15/bin");
+        let data = data_root.join("pgdata");
+        fs::create_dir_all(&data).expect("mkdir pgdata");
+        sh("chown", &["-R", "postgres:postgres", &data_root.display().to_string()]);
+        sh("runuser", &["-u", "postgres", "--", &bin.join("initdb").display().to_string(), "-D", &data.display().to_string(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+        let mut hba = fs::OpenOptions::new().append(true).open(data.join("pg_hba.conf")).expect("pg_hba.conf");
+        use std::io::Write as _;
+        writeln!(hba, "host all all 0.0.0.0/0 trust\nhost all all ::/0 trust").expect("write pg_hba");
+        let listen = format!("listen_addresses={},{}", self.v4, self.v6);
+        let sockets = format!("unix_socket_directories={}", data.display());
+        let postgres = bin.join("postgres").display().to_string();
+        let data_s = data.display().to_string();
+        self.spawn("runuser", &["-u", "postgres", "--", &postgres, "-D", &data_s, "-c", &listen, "-c", &sockets, "-c", "fsync=off"]);
+        self.wait_for_port(IpAddr::V4(self.v4), 5432);
+        data
+    }
+
+    /// Waits (bounded) until something accepts on `addr:port`, connecting
+    /// from the test process, which sits outside the lab's cgroup.
+    pub fn wait_for_port(&self, addr: IpAddr, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect_timeout(&(addr, port).into(), Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nothing listens on {addr}:{port} in {} after 30 s", self.ns);
+    }
+}
+
+impl Drop for TargetHost {
+    fn drop(&mut self) {
+        for child in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Killing `ip netns exec` leaves its grandchildren (runuser → postgres).
+        kill_namespace_processes(&self.ns);
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).stderr(Stdio::null()).status();
+    }
+}
+
+fn kill_namespace_processes(ns: &str) {
+    for _ in 0..50 {
+        let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else { return };
+        let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|p| p.trim().parse().ok()).collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Deletes namespaces earlier runs left behind.
+pub fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if name.starts_with(PREFIX) && name.ends_with('n') {
+            kill_namespace_processes(name);
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Running unmodified clients as test users, inside a cgroup, with a bounded run time.
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::TestUser;
+
+/// Longest any client may run.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a finished client did.
+#[derive(Debug)]
+pub struct CommandOutput {
+    /// Exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// The client's pid.
+    pub pid: u32,
+}
+
+impl CommandOutput {
+    /// True on exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs `program` as `user` inside `cgroup`, with the user's login uid set as
+/// pam_loginuid would, and kills it if it outlives [`CLIENT_TIMEOUT`].
+pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> CommandOutput {
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").display().to_string()).expect("path");
+    let (uid, gid) = (user.uid, user.gid);
+    // Allocated before fork: only async-signal-safe calls may run after it.
+    let loginuid = uid.to_string();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", "/tmp")
+        .env("USER", &user.name)
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (open/write/close/set*id) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            write_file(&procs, b"0")?;
+            write_file(c"/proc/self/loginuid", loginuid.as_bytes())?;
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    let pid = child.id();
+    // Drain both pipes while waiting, so a chatty client cannot block on a full pipe.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    assert!(status.is_some(), "{program} {args:?} ran longer than {CLIENT_TIMEOUT:?}: {stdout}{stderr}");
+    CommandOutput { code: status.and_then(|s| s.code()), stdout, stderr, pid }
+}
+
+fn write_file(path: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<()> {
+    // SAFETY: open/write/close on a NUL-terminated path and a live buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let written = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        libc::close(fd);
+        if written < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
