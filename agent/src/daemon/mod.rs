@@ -101,7 +101,7 @@ async fn serve(config: Config, policy: Policy, agent_cgroup: u64, attach_cgroup:
         policy,
         audit,
         interceptor,
-        identity: Box::new(UnixIdentityProvider),
+        identity: Box::new(UnixIdentityProvider::default()),
         sessions: Arc::new(Sessions::default()),
         started: Instant::now(),
     });
