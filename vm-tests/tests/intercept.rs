@@ -259,6 +259,27 @@ fn the_agents_own_upstream_connection_is_not_redirected_into_itself() {
 }
 
 #[test]
+fn the_running_agent_keeps_only_cap_sys_ptrace() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&[]);
+    let policy = policy(&lab, ALLOW_ALL);
+    lab.start_agent(&policy);
+    let status = fs::read_to_string(format!("/proc/{}/status", lab.agent().pid())).unwrap();
+    let cap = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {status}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    const CAP_SYS_PTRACE: u64 = 1 << 19;
+    assert_eq!(cap("CapEff:"), CAP_SYS_PTRACE, "{status}");
+    assert_eq!(cap("CapPrm:"), CAP_SYS_PTRACE);
+    assert_eq!(cap("CapBnd:"), CAP_SYS_PTRACE);
+    assert_eq!(cap("CapInh:") | cap("CapAmb:"), 0);
+    assert!(status.lines().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')));
+}
+
+#[test]
 fn status_shows_live_sessions_only_to_their_owner_or_root() {
     if !privileged() {
         return;

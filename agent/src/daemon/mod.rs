@@ -1,13 +1,16 @@
 //! `airlock agent`: start-up, the accept loop and shutdown.
 //!
-//! Start-up order matters: the agent moves into its own cgroup before any
-//! thread or socket exists (that cgroup is what exempts its upstream
-//! connections), opens the audit log before attaching anything (no session
-//! may run unrecorded), binds its listeners, attaches the programs and only
-//! then tells systemd it is ready.
+//! Start-up order matters. Everything that needs privilege happens first, on
+//! the main thread, before the async runtime starts any thread: move into the
+//! agent's own cgroup (whose id exempts its upstream connections), open the
+//! audit log (no session may run unrecorded), bind the listeners and the
+//! control socket, attach the programs. Then capabilities are dropped for
+//! good (they are per thread, so this must precede the runtime's threads),
+//! and only then is systemd told the agent is ready.
 
 mod connection;
 mod notify;
+mod privileges;
 pub mod sessions;
 
 use std::{
@@ -60,11 +63,27 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => cgroup::cgroup2_root()?,
     };
+    let audit = AuditLog::open(&config.audit_dir)?;
+    let listeners = bind_listeners(&config)?;
+    let control = control::server::bind(&config.control_socket)?;
+    let targets = target_entries(&policy, config.listener.port);
+    let interceptor = Interceptor::install(&config.bpffs_dir, &attach_cgroup, agent_cgroup, &targets)?;
+    privileges::drop_all_but_runtime_needs()?;
+
+    let state = Arc::new(AgentState {
+        config,
+        policy,
+        audit,
+        interceptor,
+        identity: Box::new(UnixIdentityProvider::default()),
+        sessions: Arc::new(Sessions::default()),
+        started: Instant::now(),
+    });
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(serve(config, policy, agent_cgroup, attach_cgroup))
+        .block_on(serve(state, listeners, control))
 }
 
 /// Moves the agent into the cgroup whose connections are exempt from
@@ -91,22 +110,14 @@ fn place_agent(config: &Config) -> anyhow::Result<u64> {
     Ok(id)
 }
 
-async fn serve(config: Config, policy: Policy, agent_cgroup: u64, attach_cgroup: PathBuf) -> anyhow::Result<()> {
-    let audit = AuditLog::open(&config.audit_dir)?;
-    let listeners = bind_listeners(&config).await?;
-    let interceptor =
-        Interceptor::install(&config.bpffs_dir, &attach_cgroup, agent_cgroup, &target_entries(&policy, config.listener.port))?;
-    let state = Arc::new(AgentState {
-        config,
-        policy,
-        audit,
-        interceptor,
-        identity: Box::new(UnixIdentityProvider::default()),
-        sessions: Arc::new(Sessions::default()),
-        started: Instant::now(),
-    });
-    let control = control::server::bind(&state.config.control_socket)?;
+async fn serve(
+    state: Arc<AgentState>,
+    listeners: Vec<std::net::TcpListener>,
+    control: std::os::unix::net::UnixListener,
+) -> anyhow::Result<()> {
+    let control = tokio::net::UnixListener::from_std(control)?;
     tokio::spawn(control::server::serve(control, Arc::clone(&state)));
+    let listeners = listeners.into_iter().map(TcpListener::from_std).collect::<Result<Vec<_>, _>>()?;
 
     state.audit.append(Event {
         kind: "agent.start",
@@ -124,6 +135,7 @@ async fn serve(config: Config, policy: Policy, agent_cgroup: u64, attach_cgroup:
     notify::ready(&format!("intercepting {} targets", state.policy.targets.len()));
     tracing::info!(
         listeners = ?listeners.iter().map(|l| l.local_addr().ok()).collect::<Vec<_>>(),
+        audit = %state.audit.path().display(),
         "agent ready"
     );
 
@@ -150,18 +162,31 @@ async fn accept_loop(listener: TcpListener, state: Arc<AgentState>) {
     }
 }
 
-/// Binds the loopback listeners. IPv6 may be missing on a host; then IPv6
-/// connections to protected targets are refused (fail closed), not bypassed.
-async fn bind_listeners(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+/// Binds the loopback listeners (non-blocking, for the runtime to adopt).
+/// IPv6 may be missing on a host; then IPv6 connections to protected targets
+/// are refused (fail closed), not bypassed.
+fn bind_listeners(config: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let bind = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        // A restarted agent must rebind while old connections sit in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        Ok(socket.into())
+    };
     let port = config.listener.port;
     let mut listeners = Vec::new();
     if config.listener.ipv4 {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        listeners.push(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?);
+        listeners.push(bind(addr).with_context(|| format!("binding {addr}"))?);
     }
     if config.listener.ipv6 {
         let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-        match TcpListener::bind(addr).await {
+        match bind(addr) {
             Ok(listener) => listeners.push(listener),
             Err(error) => tracing::warn!(%addr, %error, "no IPv6 listener; IPv6 connections to protected targets will fail"),
         }

@@ -116,14 +116,14 @@ mod tests {
 
     #[tokio::test]
     async fn relays_both_ways_with_half_close_and_counts() {
-        let (mut client, mut upstream, task) = relayed().await;
+        let (client, mut upstream, task) = relayed().await;
         // More than a pipe's worth, so drain and refill both run many times.
         let request: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let writer = {
-            let request = request.clone();
+            let to_send = request.clone();
             let (mut read_half, mut write_half) = client.into_split();
             let send = tokio::spawn(async move {
-                write_half.write_all(&request).await.unwrap();
+                write_half.write_all(&to_send).await.unwrap();
                 write_half.shutdown().await.unwrap();
                 write_half
             });
