@@ -166,6 +166,14 @@ impl Agent {
         None
     }
 
+    /// Replaces the policy file and sends SIGHUP.
+    pub fn reload(&self, policy: &str) {
+        let file = self.config.path.with_file_name("policies").join("test.toml");
+        fs::write(&file, policy).expect("write policy");
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+    }
+
     /// Starts the agent again with the same configuration.
     pub fn restart(&mut self) {
         self.kill9();

@@ -259,6 +259,39 @@ fn the_agents_own_upstream_connection_is_not_redirected_into_itself() {
 }
 
 #[test]
+fn sighup_reloads_the_policy_and_a_broken_one_changes_nothing() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    start_web(&mut lab);
+    let protecting_web = policy(&lab, ALLOW_ALL);
+    lab.start_agent(&protecting_web);
+    let v4 = lab.target.v4;
+    let url = format!("http://{v4}:{WEB}/hello.txt");
+    assert!(curl(&lab, "alice", &url).success());
+    assert_eq!(lab.agent().wait_for_records("connection.open", 1).len(), 1);
+
+    lab.agent().reload("[[target]]\nname = \"broken\"\nport = \"not a port\"\n");
+    let failed = lab.agent().wait_for_records("policy.reload_failed", 1);
+    assert_eq!(failed.len(), 1, "{}", lab.agent().log());
+    assert!(failed[0]["detail"]["errors"].as_str().unwrap().contains("test.toml"), "{:#}", failed[0]);
+    assert!(curl(&lab, "alice", &url).success());
+    assert_eq!(lab.agent().wait_for_records("connection.open", 2).len(), 2, "old policy still in force");
+
+    let without_web = format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n{ALLOW_ALL}"
+    );
+    lab.agent().reload(&without_web);
+    assert_eq!(lab.agent().wait_for_records("policy.reload", 1).len(), 1, "{}", lab.agent().log());
+    let direct = curl(&lab, "alice", &url);
+    assert!(direct.success(), "{direct:?}");
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(lab.agent().records_of("connection.open").len(), 2, "web is no longer intercepted");
+    assert_eq!(lab.agent().status()["targets"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn the_running_agent_keeps_only_cap_sys_ptrace() {
     if !privileged() {
         return;

@@ -83,7 +83,7 @@ fn status(state: &AgentState, caller_uid: u32) -> Response {
     };
     let all_sessions = is_admin(caller_uid, state.config.admin_group.as_deref());
     let targets = state
-        .policy
+        .policy()
         .targets
         .iter()
         .map(|t| TargetStatus {

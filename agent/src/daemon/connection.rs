@@ -41,15 +41,28 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
 
     let process = ProcessInfo::collect(&record, Path::new("/proc"));
     let destination = original_destination(&record);
-    let target = target_ref(&state, &record, destination);
     let session = state.sessions.new_id();
+    // The target is found again from the destination, not trusted by id: a
+    // policy reload between connect() and here may have renumbered targets.
+    let policy = state.policy();
+    let Some(matched) = policy.find_target(destination.ip(), destination.port()) else {
+        let target = TargetRef { name: "-".into(), protocol: "-".into(), addr: destination.ip().to_string(), port: destination.port() };
+        let reason = format!("{destination} is no longer a protected target (policy reloaded)");
+        return deny(&state, client, &session, None, &process, &target, &reason);
+    };
+    let target = TargetRef {
+        name: matched.name.clone(),
+        protocol: matched.protocol.to_string(),
+        addr: destination.ip().to_string(),
+        port: destination.port(),
+    };
 
     let identity = match state.identity.identify(&process) {
         Ok(identity) => identity,
         Err(error) => return deny(&state, client, &session, None, &process, &target, &error.to_string()),
     };
     let subject = Subject { user: &identity.user, groups: &identity.groups };
-    match state.policy.decide(record.target_id, &subject) {
+    match policy.decide(matched.id, &subject) {
         Decision::Allow { rule } => {
             let opened = state.audit.append(Event {
                 kind: "connection.open",
@@ -167,16 +180,6 @@ fn original_destination(record: &ConnectRecord) -> SocketAddr {
     let ip = Ipv6Addr::from(record.orig_addr);
     let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
     SocketAddr::new(ip, record.orig_port)
-}
-
-fn target_ref(state: &AgentState, record: &ConnectRecord, destination: SocketAddr) -> TargetRef {
-    let (name, protocol) = match state.policy.target(record.target_id) {
-        Some(target) => (target.name.clone(), target.protocol.to_string()),
-        // Possible after a policy reload removed the target mid-connect;
-        // decide() denies unknown ids.
-        None => (format!("#{}", record.target_id), "unknown".to_owned()),
-    };
-    TargetRef { name, protocol, addr: destination.ip().to_string(), port: destination.port() }
 }
 
 #[cfg(test)]

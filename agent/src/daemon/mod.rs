@@ -16,7 +16,7 @@ pub mod sessions;
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -39,8 +39,8 @@ use sessions::Sessions;
 pub struct AgentState {
     /// The agent's configuration.
     pub config: Config,
-    /// Loaded policy.
-    pub policy: Policy,
+    /// The policy in force; replaced whole on reload (SIGHUP).
+    policy: RwLock<Arc<Policy>>,
     /// The audit log.
     pub audit: AuditLog,
     /// The eBPF programs and maps.
@@ -53,7 +53,14 @@ pub struct AgentState {
     pub started: Instant,
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
+impl AgentState {
+    /// The policy in force now. Each connection decides under one snapshot.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT; SIGHUP reloads the policy.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let policy = Policy::load_dir(&config.policies_dir)
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -72,7 +79,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let state = Arc::new(AgentState {
         config,
-        policy,
+        policy: RwLock::new(Arc::new(policy)),
         audit,
         interceptor,
         identity: Box::new(UnixIdentityProvider::default()),
@@ -129,10 +136,10 @@ async fn serve(
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "cgroup": state.interceptor.cgroup(),
-            "targets": state.policy.targets.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            "targets": target_names(&state.policy()),
         }),
     })?;
-    notify::ready(&format!("intercepting {} targets", state.policy.targets.len()));
+    notify::ready(&ready_status(&state.policy()));
     tracing::info!(
         listeners = ?listeners.iter().map(|l| l.local_addr().ok()).collect::<Vec<_>>(),
         audit = %state.audit.path().display(),
@@ -142,9 +149,69 @@ async fn serve(
     for listener in listeners {
         tokio::spawn(accept_loop(listener, Arc::clone(&state)));
     }
-    shutdown_signal().await?;
+    handle_signals(&state).await?;
     shutdown(&state);
     Ok(())
+}
+
+fn target_names(policy: &Policy) -> Vec<&str> {
+    policy.targets.iter().map(|t| t.name.as_str()).collect()
+}
+
+fn ready_status(policy: &Policy) -> String {
+    format!("intercepting {} targets", policy.targets.len())
+}
+
+/// Serves SIGHUP (reload) until SIGTERM or SIGINT.
+async fn handle_signals(state: &AgentState) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => reload(state),
+        }
+    }
+}
+
+/// Loads the policy directory again. A policy that does not load, or whose
+/// targets cannot be published, changes nothing: the old one stays in force
+/// and the failure is recorded with its reasons.
+fn reload(state: &AgentState) {
+    notify::reloading();
+    let result = Policy::load_dir(&state.config.policies_dir).map_err(|e| e.to_string()).and_then(|policy| {
+        let entries = target_entries(&policy, state.config.listener.port);
+        match state.interceptor.sync_targets(&entries) {
+            Ok(()) => Ok(policy),
+            Err(error) => {
+                // Put the previous targets back; a half-applied set must not stay.
+                let previous = target_entries(&state.policy(), state.config.listener.port);
+                if let Err(restore) = state.interceptor.sync_targets(&previous) {
+                    tracing::error!(%restore, "could not restore the previous protected targets");
+                }
+                Err(error.to_string())
+            }
+        }
+    });
+    let (kind, detail) = match result {
+        Ok(policy) => {
+            let detail = json!({ "targets": target_names(&policy) });
+            tracing::info!(targets = policy.targets.len(), "policy reloaded");
+            *state.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+            ("policy.reload", detail)
+        }
+        Err(errors) => {
+            tracing::error!("policy reload failed, previous policy stays in force:\n{errors}");
+            ("policy.reload_failed", json!({ "errors": errors }))
+        }
+    };
+    if let Err(error) = state.audit.append(Event { kind, session: None, identity: None, process: None, target: None, detail }) {
+        tracing::error!(%error, kind, "audit record lost");
+    }
+    notify::ready(&ready_status(&state.policy()));
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<AgentState>) {
@@ -209,17 +276,6 @@ pub fn target_entries(policy: &Policy, redirect_port: u16) -> Vec<TargetEntry> {
             })
         })
         .collect()
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }
 
 /// Records the end of every live session and of the agent. The pinned

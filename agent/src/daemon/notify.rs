@@ -9,6 +9,11 @@ pub fn ready(status: &str) {
     send(&format!("READY=1\nSTATUS={status}\nMAINPID={}", std::process::id()));
 }
 
+/// Tells systemd a reload is under way (followed by [`ready`] when done).
+pub fn reloading() {
+    send("RELOADING=1");
+}
+
 /// Tells systemd the agent is stopping.
 pub fn stopping() {
     send("STOPPING=1");

@@ -193,6 +193,11 @@ impl Interceptor {
         self.lock_maps().take_record(peer)
     }
 
+    /// Publishes a new set of protected targets (policy reload).
+    pub fn sync_targets(&self, targets: &[TargetEntry]) -> Result<(), InterceptError> {
+        self.lock_maps().sync_targets(targets)
+    }
+
     /// Global counters and per-target redirect counts.
     pub fn counters(&self) -> Result<Counters, InterceptError> {
         self.lock_maps().counters()

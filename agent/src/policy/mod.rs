@@ -21,6 +21,7 @@ impl Policy {
       for t in raw.target { let networks = t.addresses.iter().map(|a| { let (ip, len) = a.split_once('/').map(|(i,l)| (i, Some(l.parse::<u8>().unwrap()))).unwrap_or((a, None)); let ip: std::net::IpAddr = ip.parse().unwrap(); match ip { std::net::IpAddr::V4(v) => Network{addr: v.to_ipv6_mapped(), prefix_len: 96 + len.unwrap_or(32)}, std::net::IpAddr::V6(v) => Network{addr: v, prefix_len: len.unwrap_or(128)} } }).collect();
         targets.push(Target { id: targets.len() as u32, name: t.name, protocol: t.protocol, port: t.port, networks, access: t.access }); } }
     Ok(Policy { targets }) }
+  pub fn find_target(&self, a: std::net::IpAddr, port: u16) -> Option<&Target> { let a = match a { std::net::IpAddr::V4(v) => v.to_ipv6_mapped(), std::net::IpAddr::V6(v) => v }; self.targets.iter().find(|t| t.port == port && t.networks.iter().any(|n| { let m = if n.prefix_len == 0 { 0 } else { u128::MAX << (128 - n.prefix_len as u32) }; u128::from(a) & m == u128::from(n.addr) & m })) }
   pub fn target(&self, id: u32) -> Option<&Target> { self.targets.get(id as usize) }
   pub fn decide(&self, id: u32, s: &Subject) -> Decision { let Some(t) = self.target(id) else { return Decision::Deny{reason:"unknown".into()} };
     for (i, r) in t.access.iter().enumerate() { if r.users.iter().any(|u| u=="*" || u==s.user) { return if r.action=="allow" { Decision::Allow{rule:i} } else { Decision::Deny{reason: r.reason.clone().unwrap_or_default()} } } }
