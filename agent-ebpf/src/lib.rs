@@ -18,6 +18,9 @@ pub mod map_names {
     pub const PEER_RECORDS: &str = "PEER_RECORDS";
     /// Hash: cgroup id → 1, for cgroups whose connections are never redirected.
     pub const EXEMPT_CGROUPS: &str = "EXEMPT_CGROUPS";
+    /// Array: port → [`PORT_PROTECTED`](super::PORT_PROTECTED) |
+    /// [`PORT_LISTENER`](super::PORT_LISTENER) flags, the hot path's early exit.
+    pub const PORT_FLAGS: &str = "PORT_FLAGS";
     /// Per-CPU array of [`Stat`](super::Stat) counters.
     pub const STATS: &str = "STATS";
     /// Per-CPU array: target id → connections redirected to the agent.
@@ -37,6 +40,13 @@ pub mod program_names {
     /// `cgroup/getpeername6`: same for IPv6 sockets.
     pub const GETPEERNAME6: &str = "getpeername6";
 }
+
+/// Entries of the port-flags array: one per TCP port.
+pub const PORT_COUNT: u32 = 65536;
+/// Some target protects this destination port: look in the trie.
+pub const PORT_PROTECTED: u8 = 1;
+/// An agent listener uses this port: sock_ops indexes connects to it.
+pub const PORT_LISTENER: u8 = 2;
 
 /// Capacity of the protected-targets trie.
 pub const MAX_TARGET_ENTRIES: u32 = 4096;
@@ -140,8 +150,8 @@ pub struct PeerKey {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stat {
-    /// TCP connects seen by connect4/connect6.
-    ConnectsSeen = 0,
+    /// TCP connects to a protected port (the trie was consulted).
+    ProtectedPortConnects = 0,
     /// Connects redirected to the agent.
     Redirected = 1,
     /// Connects to a protected target from an exempt cgroup (the agent's own).

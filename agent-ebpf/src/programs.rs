@@ -11,13 +11,14 @@ use aya_ebpf::{
         generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
     },
     macros::{cgroup_sock_addr, map, sock_ops},
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::{SockAddrContext, SockOpsContext},
 };
 use airlock_ebpf::{
     AF_INET, AF_INET6, ConnectRecord, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS,
-    MAX_TARGET_ENTRIES, MAX_TARGET_IDS, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue,
-    is_v4_mapped, target_key_data, target_prefix_len, v4_mapped,
+    MAX_TARGET_ENTRIES, MAX_TARGET_IDS, PORT_COUNT, PORT_LISTENER, PORT_PROTECTED, PeerKey,
+    STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue, is_v4_mapped, target_key_data,
+    target_prefix_len, v4_mapped,
 };
 
 /// Return value of a cgroup sock_addr program that lets the call proceed.
@@ -27,6 +28,17 @@ const REFUSE: i32 = 0;
 const SOCK_STREAM: u32 = 1;
 /// All bits of an IPv6-form address, for the full-length trie lookup.
 const FULL_PREFIX: u32 = target_prefix_len(128);
+
+/// Flags per port. Nearly every connect goes to a port no target protects;
+/// this array lookup (inlined by the verifier) lets those leave before the
+/// trie walk, so unprotected traffic pays almost nothing.
+#[map]
+static PORT_FLAGS: Array<u8> = Array::pinned(PORT_COUNT, 0);
+
+#[inline(always)]
+fn port_has(port: u16, flag: u8) -> bool {
+    PORT_FLAGS.get(u32::from(port)).is_some_and(|flags| flags & flag != 0)
+}
 
 /// Protected targets, filled by the agent from policy. Longest prefix wins, so
 /// a specific host can carry a different target than the subnet around it.
@@ -86,7 +98,10 @@ fn intercept(
     orig_port: u16,
     family: u16,
 ) -> Result<Option<u16>, ()> {
-    count(&STATS, Stat::ConnectsSeen as u32);
+    if !port_has(orig_port, PORT_PROTECTED) {
+        return Ok(None);
+    }
+    count(&STATS, Stat::ProtectedPortConnects as u32);
     let Some(target) = lookup_target(&orig_addr, orig_port) else {
         return Ok(None);
     };
@@ -190,6 +205,10 @@ pub fn sock_ops_cb(ctx: SockOpsContext) -> u32 {
 
 #[inline(always)]
 fn index_by_peer(ctx: &SockOpsContext) {
+    // Only connects to an agent listener can be redirected ones.
+    if !port_has(u32::from_be(ctx.remote_port()) as u16, PORT_LISTENER) {
+        return;
+    }
     // SAFETY: ctx is the program's own context pointer.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied out before any other map operation.

@@ -33,8 +33,8 @@ fn print_table(status: &Status) {
     println!("programs   {} attached: {}", names.len(), names.join(", "));
     let c = &status.counters;
     println!(
-        "counters   {} connects seen · {} redirected · {} exempt (agent) · {} refused (no record)",
-        c.connects_seen, c.redirected, c.exempt, c.record_failed
+        "counters   {} connects to protected ports · {} redirected · {} exempt (agent) · {} refused (no record)",
+        c.protected_port_connects, c.redirected, c.exempt, c.record_failed
     );
     println!("\nTARGET               PROTOCOL  PORT   REDIRECTED  NETWORKS");
     for t in &status.targets {

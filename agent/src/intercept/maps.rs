@@ -6,12 +6,13 @@ use std::{
 };
 
 use airlock_ebpf::{
-    ConnectRecord, MAX_TARGET_IDS, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue,
-    map_names, target_key_data, target_prefix_len,
+    ConnectRecord, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS, MAX_TARGET_ENTRIES, MAX_TARGET_IDS,
+    PORT_COUNT, PORT_LISTENER, PORT_PROTECTED, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN,
+    TargetValue, map_names, target_key_data, target_prefix_len,
 };
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
 };
 
 use super::InterceptError;
@@ -38,6 +39,7 @@ impl TargetEntry {
 /// The agent's handles on the pinned maps.
 pub struct InterceptMaps {
     targets: LpmTrie<MapData, [u8; TARGET_KEY_LEN], TargetValue>,
+    port_flags: Array<MapData, u8>,
     peer_records: HashMap<MapData, PeerKey, ConnectRecord>,
     exempt_cgroups: HashMap<MapData, u64, u8>,
     stats: PerCpuArray<MapData, u64>,
@@ -47,8 +49,8 @@ pub struct InterceptMaps {
 /// Counters summed over CPUs.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
-    /// TCP connects seen by the connect hooks.
-    pub connects_seen: u64,
+    /// TCP connects to a protected port (whatever the address).
+    pub protected_port_connects: u64,
     /// Connects redirected into the agent.
     pub redirected: u64,
     /// Connects to protected targets let through because they came from the agent.
@@ -79,6 +81,7 @@ impl InterceptMaps {
         }
         Ok(Self {
             targets: take(ebpf, map_names::TARGETS)?,
+            port_flags: take(ebpf, map_names::PORT_FLAGS)?,
             peer_records: take(ebpf, map_names::PEER_RECORDS)?,
             exempt_cgroups: take(ebpf, map_names::EXEMPT_CGROUPS)?,
             stats: take(ebpf, map_names::STATS)?,
@@ -86,26 +89,36 @@ impl InterceptMaps {
         })
     }
 
-    /// Makes the trie hold exactly `entries`. New and changed entries are
-    /// written before stale ones are removed, so a target protected both
-    /// before and after is never briefly unprotected.
+    /// Makes the trie and the port flags describe exactly `entries`. What
+    /// is added is published flags first, then trie; what goes is removed
+    /// trie first, then flags: a target protected both before and after is
+    /// never briefly unprotected.
     pub fn sync_targets(&mut self, entries: &[TargetEntry]) -> Result<(), InterceptError> {
         let err = map_err(map_names::TARGETS);
+        let published: Vec<(Key<[u8; TARGET_KEY_LEN]>, TargetValue)> =
+            self.targets.iter().filter_map(Result::ok).collect();
+        let old_flags = port_flags(published.iter().map(|(key, value)| (port_of(key), value.redirect_port)));
+        let new_flags = port_flags(entries.iter().map(|e| (e.port, e.value.redirect_port)));
+
+        for (port, flags) in &new_flags {
+            self.set_port_flags(*port, flags | old_flags.get(port).copied().unwrap_or(0))?;
+        }
         let wanted: HashSet<(u32, [u8; TARGET_KEY_LEN])> =
             entries.iter().map(|e| key_tuple(&e.trie_key())).collect();
         for entry in entries {
             self.targets.insert(&entry.trie_key(), entry.value, 0).map_err(&err)?;
         }
-        let stale: Vec<Key<[u8; TARGET_KEY_LEN]>> = self
-            .targets
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !wanted.contains(&key_tuple(key)))
-            .collect();
-        for key in stale {
-            self.targets.remove(&key).map_err(&err)?;
+        for (key, _) in published.iter().filter(|(key, _)| !wanted.contains(&key_tuple(key))) {
+            self.targets.remove(key).map_err(&err)?;
+        }
+        for port in old_flags.keys().chain(new_flags.keys()) {
+            self.set_port_flags(*port, new_flags.get(port).copied().unwrap_or(0))?;
         }
         Ok(())
+    }
+
+    fn set_port_flags(&mut self, port: u16, flags: u8) -> Result<(), InterceptError> {
+        self.port_flags.set(u32::from(port), flags, 0).map_err(map_err(map_names::PORT_FLAGS))
     }
 
     /// Makes the exempt set exactly `cgroup_ids` (a restarted agent may live
@@ -148,7 +161,7 @@ impl InterceptMaps {
             }
         }
         Ok(Counters {
-            connects_seen: stat(Stat::ConnectsSeen)?,
+            protected_port_connects: stat(Stat::ProtectedPortConnects)?,
             redirected: stat(Stat::Redirected)?,
             exempt: stat(Stat::Exempt)?,
             record_failed: stat(Stat::RecordFailed)?,
@@ -156,6 +169,50 @@ impl InterceptMaps {
             per_target,
         })
     }
+}
+
+/// (name, key size, value size, max entries) of every map this build uses.
+fn expected_layouts() -> [(&'static str, usize, usize, u32); 7] {
+    use std::mem::size_of;
+    [
+        (map_names::TARGETS, size_of::<Key<[u8; TARGET_KEY_LEN]>>(), size_of::<TargetValue>(), MAX_TARGET_ENTRIES),
+        (map_names::COOKIE_RECORDS, size_of::<u64>(), size_of::<ConnectRecord>(), MAX_PENDING_CONNECTIONS),
+        (map_names::PEER_RECORDS, size_of::<PeerKey>(), size_of::<ConnectRecord>(), MAX_PENDING_CONNECTIONS),
+        (map_names::EXEMPT_CGROUPS, size_of::<u64>(), size_of::<u8>(), MAX_EXEMPT_CGROUPS),
+        (map_names::PORT_FLAGS, size_of::<u32>(), size_of::<u8>(), PORT_COUNT),
+        (map_names::STATS, size_of::<u32>(), size_of::<u64>(), STAT_COUNT),
+        (map_names::TARGET_HITS, size_of::<u32>(), size_of::<u64>(), MAX_TARGET_IDS),
+    ]
+}
+
+/// Names of the maps pinned in `dir` whose layout differs from this build's.
+pub fn incompatible_pins(dir: &std::path::Path) -> Vec<&'static str> {
+    expected_layouts()
+        .into_iter()
+        .filter(|(name, key, value, max)| {
+            let path = dir.join(name);
+            path.exists()
+                && !aya::maps::MapInfo::from_pin(&path).is_ok_and(|info| {
+                    (info.key_size() as usize, info.value_size() as usize, info.max_entries()) == (*key, *value, *max)
+                })
+        })
+        .map(|(name, ..)| name)
+        .collect()
+}
+
+/// Port flags implied by (protected port, listener port) pairs.
+fn port_flags(pairs: impl Iterator<Item = (u16, u16)>) -> std::collections::HashMap<u16, u8> {
+    let mut flags = std::collections::HashMap::new();
+    for (protected, listener) in pairs {
+        *flags.entry(protected).or_insert(0) |= PORT_PROTECTED;
+        *flags.entry(listener).or_insert(0) |= PORT_LISTENER;
+    }
+    flags
+}
+
+fn port_of(key: &Key<[u8; TARGET_KEY_LEN]>) -> u16 {
+    let data = key.data();
+    u16::from_be_bytes([data[0], data[1]])
 }
 
 fn key_tuple(key: &Key<[u8; TARGET_KEY_LEN]>) -> (u32, [u8; TARGET_KEY_LEN]) {

@@ -26,7 +26,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{
         CgroupAttachMode, CgroupSockAddr, SockOps,
-        links::{FdLink, PinnedLink},
+        links::FdLink,
     },
 };
 
@@ -127,17 +127,16 @@ impl Interceptor {
             fs::create_dir_all(dir).map_err(|source| InterceptError::Io { path: dir.clone(), source })?;
         }
 
-        let mut ebpf = match load(&maps_dir) {
-            Ok(ebpf) => ebpf,
-            Err(first) => {
-                // Pinned maps from an incompatible earlier build make the load
-                // fail; the pinned links keep the old maps alive (and keep
-                // failing closed) until the new links replace them.
-                tracing::warn!(error = %first, "reloading with fresh maps");
-                remove_pins(&maps_dir)?;
-                load(&maps_dir)?
-            }
-        };
+        // Pinned maps of an earlier build with another layout cannot be
+        // reused: the kernel would hand the new programs the old shapes. The
+        // old pinned links keep the old maps alive (and keep failing closed)
+        // until the new links replace them.
+        let stale = maps::incompatible_pins(&maps_dir);
+        if !stale.is_empty() {
+            tracing::warn!(maps = ?stale, "pinned maps from an incompatible build; starting with fresh maps");
+            remove_pins(&maps_dir)?;
+        }
+        let mut ebpf = load(&maps_dir)?;
         let mut maps = InterceptMaps::take(&mut ebpf)?;
         maps.set_exempt_cgroups(&[agent_cgroup_id])?;
         maps.sync_targets(targets)?;
@@ -280,13 +279,8 @@ fn remove_pins(dir: &Path) -> Result<Vec<PathBuf>, InterceptError> {
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
-        // Unpinning a link through aya first makes sure it is a link we can
-        // open; plain removal is what actually detaches it.
-        if let Ok(link) = PinnedLink::from_pin(&path) {
-            let _ = link.unpin();
-        } else {
-            fs::remove_file(&path).map_err(io(&path))?;
-        }
+        // A pinned link with no other reference detaches when its pin goes.
+        fs::remove_file(&path).map_err(io(&path))?;
         removed.push(path);
     }
     Ok(removed)
