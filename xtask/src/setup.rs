@@ -1,0 +1,198 @@
+//! `cargo xtask setup`: what a fresh Debian 12 machine needs to build and
+//! test Airlock. Every step checks before it acts, so a machine that has
+//! everything is done in well under a second.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Debian packages: the eBPF toolchain (LLVM 22 for bpf-linker), the real
+/// servers and clients the tests drive, and the tools they inspect with.
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "clang",
+    "postgresql",
+    "postgresql-contrib",
+    "openssh-server",
+    "openssh-client",
+    "iproute2",
+    "python3",
+    "curl",
+    "bpftool",
+    "pgbouncer",
+    "asciinema",
+    "procps",
+    "util-linux",
+    "systemd",
+];
+
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// One thing the machine may lack.
+#[derive(Debug, PartialEq, Eq)]
+enum Missing {
+    Packages(Vec<&'static str>),
+    NightlyRustSrc,
+    BpfLinker,
+    Bpffs,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Packages(packages) => write!(f, "Debian packages: {}", packages.join(" ")),
+            Self::NightlyRustSrc => f.write_str("rustup nightly toolchain with rust-src (builds the eBPF programs)"),
+            Self::BpfLinker => f.write_str("bpf-linker (links the eBPF programs)"),
+            Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
+        }
+    }
+}
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Reports what is missing; fails if anything is.
+pub fn check() -> anyhow::Result<()> {
+    let missing = find_missing()?;
+    if missing.is_empty() {
+        println!("setup: everything is installed");
+        return Ok(());
+    }
+    for item in &missing {
+        println!("missing: {item}");
+    }
+    bail!("{} item(s) missing: run `cargo xtask setup`", missing.len())
+}
+
+/// Installs whatever is missing.
+pub fn install() -> anyhow::Result<()> {
+    let missing = find_missing()?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        for item in &missing {
+            println!("missing: {item}");
+        }
+        bail!("setup installs system packages and mounts bpffs: run it as root");
+    }
+    for item in missing {
+        println!("setup: installing {item}");
+        match item {
+            Missing::Packages(packages) => {
+                run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+                run(Command::new("apt-get")
+                    .args(["install", "-y", "--no-install-recommends"])
+                    .args(&packages)
+                    .env("DEBIAN_FRONTEND", "noninteractive"))?;
+            }
+            Missing::NightlyRustSrc => {
+                run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
+            }
+            Missing::BpfLinker => {
+                // LLVM_PREFIX is where bpf-linker's build looks for libLLVM;
+                // LLVM_SYS_221_PREFIX is llvm-sys's own variable.
+                run(Command::new("cargo")
+                    .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"])
+                    .env("LLVM_PREFIX", LLVM_PREFIX)
+                    .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))?;
+            }
+            Missing::Bpffs => {
+                run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+            }
+        }
+    }
+    let still = find_missing()?;
+    if !still.is_empty() {
+        bail!("still missing after set-up: {}", still.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+    }
+    println!("setup: done");
+    Ok(())
+}
+
+fn find_missing() -> anyhow::Result<Vec<Missing>> {
+    let mut missing = Vec::new();
+    let packages: Vec<&str> = PACKAGES.iter().copied().filter(|p| !package_installed(p)).collect();
+    if !packages.is_empty() {
+        missing.push(Missing::Packages(packages));
+    }
+    if !nightly_has_rust_src() {
+        missing.push(Missing::NightlyRustSrc);
+    }
+    if !bpf_linker_present() {
+        missing.push(Missing::BpfLinker);
+    }
+    if !bpffs_mounted()? {
+        missing.push(Missing::Bpffs);
+    }
+    Ok(missing)
+}
+
+fn package_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+}
+
+fn nightly_has_rust_src() -> bool {
+    Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")))
+}
+
+fn bpf_linker_present() -> bool {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .map(|home| home.join("bin/bpf-linker"));
+    let on_path = Command::new("bpf-linker").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    on_path.is_ok_and(|s| s.success()) || cargo_bin.is_some_and(|p| p.exists())
+}
+
+fn bpffs_mounted() -> anyhow::Result<bool> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(mounts.lines().any(|line| {
+        line.split_once(" - ").is_some_and(|(left, right)| {
+            right.split_whitespace().next() == Some("bpf") && left.split_whitespace().nth(4) == Some("/sys/fs/bpf")
+        })
+    }))
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_items_explain_themselves() {
+        let text = Missing::Packages(vec!["bpftool", "curl"]).to_string();
+        assert_eq!(text, "Debian packages: bpftool curl");
+        assert!(Missing::BpfLinker.to_string().contains("bpf-linker"));
+    }
+
+    #[test]
+    fn installed_and_absent_packages_are_told_apart() {
+        // dpkg itself is installed on every Debian machine.
+        assert!(package_installed("dpkg"));
+        assert!(!package_installed("airlock-no-such-package"));
+    }
+}
