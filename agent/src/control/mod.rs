@@ -66,6 +66,9 @@ pub struct TargetStatus {
     pub port: u16,
     /// Protected networks.
     pub networks: Vec<String>,
+    /// Free text from policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Connections redirected since the maps were created.
     pub redirected: u64,
 }

@@ -92,6 +92,7 @@ fn status(state: &AgentState, caller_uid: u32) -> Response {
             protocol: t.protocol.to_string(),
             port: t.port,
             networks: t.networks.iter().map(ToString::to_string).collect(),
+            description: t.description.clone(),
             redirected: counters.per_target.get(&t.id).copied().unwrap_or(0),
         })
         .collect();

@@ -20,6 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::fs::DirBuilderExt as _;
+
 use anyhow::Context as _;
 use airlock_ebpf::TargetValue;
 use serde_json::json;
@@ -65,6 +67,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let policy = Policy::load_dir(&config.policies_dir)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading policies from {}", config.policies_dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.state_dir)
+        .with_context(|| format!("creating {}", config.state_dir.display()))?;
     let agent_cgroup = place_agent(&config)?;
     let attach_cgroup = match &config.cgroup {
         Some(dir) => dir.clone(),
