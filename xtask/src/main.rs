@@ -99,15 +99,60 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
 }
 
-/// Runs a command in the workspace root, failing with its name on a non-zero exit.
-fn cargo(root: &Path, args: &[&str], env: &[(&str, &Path)]) -> anyhow::Result<()> {
+fn cargo_command(root: &Path, args: &[&str], env: &[(&str, &Path)]) -> Command {
     println!("$ cargo {}", args.join(" "));
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.args(args).current_dir(root);
     for (key, value) in env {
         command.env(key, value);
     }
-    let status = command.status().context("running cargo")?;
+    command
+}
+
+/// Runs cargo in the workspace root, failing with the command on a non-zero exit.
+fn cargo(root: &Path, args: &[&str], env: &[(&str, &Path)]) -> anyhow::Result<()> {
+    let status = cargo_command(root, args, env).status().context("running cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Test counts over every `cargo test` run.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Adds a libtest summary line (`test result: ok. 3 passed; 0 failed; …`).
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else { continue };
+            let Ok(count) = count.parse::<u64>() else { continue };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, echoing its output and counting its results.
+fn cargo_test(root: &Path, args: &[&str], env: &[(&str, &Path)], tally: &mut Tally) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let mut child = cargo_command(root, args, env).stdout(std::process::Stdio::piped()).spawn().context("running cargo")?;
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo output")?;
+        println!("{line}");
+        tally.add(&line);
+    }
+    let status = child.wait().context("waiting for cargo")?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
@@ -123,6 +168,14 @@ fn build(root: &Path, release: bool) -> anyhow::Result<()> {
 }
 
 fn test(root: &Path, unit: bool, vm: bool, filters: &[String]) -> anyhow::Result<()> {
+    let mut tally = Tally::default();
+    let result = run_tests(root, unit, vm, filters, &mut tally);
+    // The last line a CI log shows: the whole run's count.
+    println!("\n{} passed, {} failed", tally.passed, tally.failed);
+    result
+}
+
+fn run_tests(root: &Path, unit: bool, vm: bool, filters: &[String], tally: &mut Tally) -> anyhow::Result<()> {
     build(root, false)?;
     let airlock = root.join("target/debug/airlock");
     let env = [("AIRLOCK_BIN", airlock.as_path())];
@@ -136,7 +189,7 @@ fn test(root: &Path, unit: bool, vm: bool, filters: &[String]) -> anyhow::Result
     };
     if unit {
         let args = with_filters(vec!["test", "-p", "airlock", "-p", "airlock-tests", "-p", "xtask"]);
-        cargo(root, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env)?;
+        cargo_test(root, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env, tally)?;
     }
     if vm {
         if !setup::is_root() {
@@ -153,7 +206,7 @@ fn test(root: &Path, unit: bool, vm: bool, filters: &[String]) -> anyhow::Result
             args.push("--".into());
         }
         args.push("--test-threads=1".into());
-        cargo(root, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env)?;
+        cargo_test(root, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env, tally)?;
     }
     Ok(())
 }
@@ -173,4 +226,18 @@ fn bench(root: &Path) -> anyhow::Result<()> {
         bail!("airlock-bench failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_adds_libtest_summaries() {
+        let mut tally = Tally::default();
+        tally.add("test result: ok. 42 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.06s");
+        tally.add("test result: FAILED. 9 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 11.81s");
+        tally.add("test something ... ok");
+        assert_eq!((tally.passed, tally.failed), (51, 1));
+    }
 }
