@@ -11,6 +11,7 @@ mod logging;
 mod policy;
 mod process;
 mod proxy;
+mod redact;
 mod source;
 
 use clap::Parser as _;

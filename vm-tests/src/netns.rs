@@ -92,6 +92,11 @@ impl TargetHost {
     /// Initialises and starts PostgreSQL 15 listening on the target's
     /// addresses, trusting every client (credentials are not this test's subject).
     pub fn start_postgres(&mut self, data_root: &Path) -> PathBuf {
+        self.start_postgres_with(data_root, &[])
+    }
+
+    /// Like [`Self::start_postgres`], with extra `-c name=value` settings.
+    pub fn start_postgres_with(&mut self, data_root: &Path, settings: &[&str]) -> PathBuf {
         let bin = Path::new("/usr/lib/postgresql/15/bin");
         let data = data_root.join("pgdata");
         fs::create_dir_all(&data).expect("mkdir pgdata");
@@ -104,7 +109,11 @@ impl TargetHost {
         let sockets = format!("unix_socket_directories={}", data.display());
         let postgres = bin.join("postgres").display().to_string();
         let data_s = data.display().to_string();
-        self.spawn("runuser", &["-u", "postgres", "--", &postgres, "-D", &data_s, "-c", &listen, "-c", &sockets, "-c", "fsync=off"]);
+        let mut args = vec!["-u", "postgres", "--", &postgres, "-D", &data_s, "-c", &listen, "-c", &sockets, "-c", "fsync=off"];
+        for setting in settings {
+            args.extend(["-c", setting]);
+        }
+        self.spawn("runuser", &args);
         self.wait_for_port(IpAddr::V4(self.v4), 5432);
         data
     }

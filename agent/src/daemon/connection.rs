@@ -16,9 +16,12 @@ use super::{AgentState, sessions::LiveSession};
 use crate::{
     audit::{Event, TargetRef},
     identity::Identity,
-    policy::{Decision, Subject},
+    policy::{Decision, Protocol, Subject},
     process::ProcessInfo,
-    proxy::relay::{self, ByteCounters},
+    proxy::{
+        postgres::{self, codec::ErrorFields},
+        relay::{self, ByteCounters},
+    },
 };
 
 /// Handles a connection accepted on an agent listener.
@@ -48,18 +51,24 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
     let Some(matched) = policy.find_target(destination.ip(), destination.port()) else {
         let target = TargetRef { name: "-".into(), protocol: "-".into(), addr: destination.ip().to_string(), port: destination.port() };
         let reason = format!("{destination} is no longer a protected target (policy reloaded)");
-        return deny(&state, client, &session, None, &process, &target, &reason);
+        deny(&state, &session, None, &process, &target, &reason);
+        return reset(client);
     };
+    let protocol = matched.protocol;
     let target = TargetRef {
         name: matched.name.clone(),
-        protocol: matched.protocol.to_string(),
+        protocol: protocol.to_string(),
         addr: destination.ip().to_string(),
         port: destination.port(),
     };
 
     let identity = match state.identity.identify(&process) {
         Ok(identity) => identity,
-        Err(error) => return deny(&state, client, &session, None, &process, &target, &error.to_string()),
+        Err(error) => {
+            let reason = error.to_string();
+            deny(&state, &session, None, &process, &target, &reason);
+            return refuse(client, protocol, Refusal::Denied { target: &target.name, reason: &reason }).await;
+        }
     };
     let subject = Subject { user: &identity.user, groups: &identity.groups };
     match policy.decide(matched.id, &subject) {
@@ -75,51 +84,89 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
             if let Err(error) = opened {
                 // Never run unrecorded.
                 tracing::error!(%error, %session, "refused: audit log unavailable");
-                reset(client);
-                return;
+                return refuse(client, protocol, Refusal::Unrecorded).await;
             }
-            relay_session(&state, client, session, identity, process, target, destination).await;
+            let live = LiveSession { id: session, identity, process, target, started: SystemTime::now(), bytes: ByteCounters::default() };
+            run_session(&state, client, protocol, live, destination).await;
         }
-        Decision::Deny { reason } => deny(&state, client, &session, Some(&identity), &process, &target, &reason),
+        Decision::Deny { reason } => {
+            deny(&state, &session, Some(&identity), &process, &target, &reason);
+            refuse(client, protocol, Refusal::Denied { target: &target.name, reason: &reason }).await;
+        }
     }
 }
 
-async fn relay_session(
-    state: &Arc<AgentState>,
-    client: TcpStream,
-    session: String,
-    identity: Identity,
-    process: ProcessInfo,
-    target: TargetRef,
-    destination: SocketAddr,
-) {
+async fn run_session(state: &Arc<AgentState>, client: TcpStream, protocol: Protocol, session: LiveSession, destination: SocketAddr) {
     let started = Instant::now();
-    let live = state.sessions.register(LiveSession {
-        id: session,
-        identity,
-        process,
-        target,
-        started: SystemTime::now(),
-        bytes: ByteCounters::default(),
-    });
+    let live = state.sessions.register(session);
     let s = live.session();
     tracing::info!(session = %s.id, user = %s.identity.user, pid = s.process.pid, target = %s.target.name, %destination, "session open");
 
     let timeout = Duration::from_millis(state.config.upstream_connect_timeout_ms);
-    let outcome = match tokio::time::timeout(timeout, TcpStream::connect(destination)).await {
-        Err(_) => Err(format!("connecting to {destination}: timed out after {timeout:?}")),
-        Ok(Err(error)) => Err(format!("connecting to {destination}: {error}")),
-        Ok(Ok(upstream)) => {
-            let _ = upstream.set_nodelay(true);
-            let _ = client.set_nodelay(true);
-            relay::relay(&client, &upstream, &s.bytes).await.map_err(|e| e.to_string())
+    let upstream = match connect(destination, timeout).await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            tracing::info!(session = %s.id, %error, "upstream unreachable");
+            close_record(state, s, started.elapsed(), Some(&error));
+            return refuse(client, protocol, Refusal::Unreachable { error: &error }).await;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let _ = client.set_nodelay(true);
+    let outcome = match protocol {
+        Protocol::Postgres => postgres::proxy(client, upstream, &state.audit, s).await.map_err(|e| e.to_string()),
+        Protocol::Ssh | Protocol::Tcp => {
+            let result = relay::relay(&client, &upstream, &s.bytes).await.map_err(|e| e.to_string());
+            if result.is_err() {
+                reset(client);
+            }
+            result
         }
     };
     if let Err(error) = &outcome {
         tracing::info!(session = %s.id, %error, "session ended with an error");
-        reset(client);
     }
     close_record(state, s, started.elapsed(), outcome.err().as_deref());
+}
+
+async fn connect(destination: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    match tokio::time::timeout(timeout, TcpStream::connect(destination)).await {
+        Ok(Ok(upstream)) => Ok(upstream),
+        Ok(Err(error)) => Err(format!("connecting to {destination}: {error}")),
+        Err(_) => Err(format!("connecting to {destination}: timed out after {timeout:?}")),
+    }
+}
+
+/// Why a client is turned away.
+enum Refusal<'a> {
+    /// Policy or identity says no.
+    Denied { target: &'a str, reason: &'a str },
+    /// The target did not answer.
+    Unreachable { error: &'a str },
+    /// The audit log cannot be written, so nothing may run.
+    Unrecorded,
+}
+
+/// Tells the client why, in its own protocol where Airlock speaks it;
+/// otherwise a reset, so it at least learns at once.
+async fn refuse(client: TcpStream, protocol: Protocol, refusal: Refusal<'_>) {
+    let (code, message, hint) = match refusal {
+        Refusal::Denied { target, reason } => (
+            "28000",
+            format!("airlock: access to \"{target}\" denied: {reason}"),
+            Some("This host's Airlock policy decides who may connect; ask its administrators for access."),
+        ),
+        Refusal::Unreachable { error } => ("08001", format!("airlock: {error}"), None),
+        Refusal::Unrecorded => (
+            "08004",
+            "airlock: the audit log cannot be written, so no session may start".to_owned(),
+            Some("Tell this host's administrators (disk full or audit directory broken)."),
+        ),
+    };
+    match protocol {
+        Protocol::Postgres => postgres::refuse(client, ErrorFields::fatal(code, &message, hint)).await,
+        Protocol::Ssh | Protocol::Tcp => reset(client),
+    }
 }
 
 /// Writes the `connection.close` record of a session.
@@ -140,15 +187,8 @@ pub fn close_record(state: &AgentState, s: &LiveSession, duration: Duration, err
     });
 }
 
-fn deny(
-    state: &AgentState,
-    client: TcpStream,
-    session: &str,
-    identity: Option<&Identity>,
-    process: &ProcessInfo,
-    target: &TargetRef,
-    reason: &str,
-) {
+/// Records a refusal in the audit log and the agent's log.
+fn deny(state: &AgentState, session: &str, identity: Option<&Identity>, process: &ProcessInfo, target: &TargetRef, reason: &str) {
     tracing::warn!(session, pid = process.pid, uid = process.uid, target = %target.name, reason, "connection denied");
     audit_or_log(state, Event {
         kind: "connection.denied",
@@ -158,7 +198,6 @@ fn deny(
         target: Some(target),
         detail: json!({ "decision": "deny", "reason": reason }),
     });
-    reset(client);
 }
 
 /// A record that cannot be written is at least in the agent's own log.

@@ -15,13 +15,13 @@
 mod load;
 mod model;
 
-pub use model::{Decision, Policy, Subject};
+pub use model::{Decision, Policy, Protocol, Subject};
 
 #[cfg(test)]
 mod tests {
     use std::{net::IpAddr, path::Path};
 
-    use super::{load::PolicyError, model::Protocol, *};
+    use super::{load::PolicyError, *};
 
     fn load(files: &[(&str, &str)]) -> Result<Policy, PolicyError> {
         Policy::from_sources(files.iter().map(|(p, t)| (Path::new(*p), *t)))

@@ -99,7 +99,7 @@ impl ProcessInfo {
         }
         info.procfs = true;
         info.exe = fs::read_link(dir.join("exe")).ok();
-        info.cmdline = redact_cmdline(read_cmdline(&dir));
+        info.cmdline = crate::redact::command_line(read_cmdline(&dir));
         info.loginuid = read_id(&dir.join("loginuid"));
         info.audit_session = read_id(&dir.join("sessionid"));
         info.cgroup = fs::read_to_string(dir.join("cgroup"))
@@ -144,72 +144,6 @@ fn read_cmdline(dir: &Path) -> Vec<String> {
         .filter(|arg| !arg.is_empty())
         .map(|arg| String::from_utf8_lossy(arg).into_owned())
         .collect()
-}
-
-/// What replaces a secret in a recorded command line.
-const REDACTED: &str = "***";
-/// Flags whose value is a secret, as `--flag value` or `--flag=value`.
-const SECRET_FLAGS: [&str; 6] = ["--password", "--pass", "--token", "--secret", "--api-key", "--access-token"];
-
-/// Removes secrets people put on command lines: `scheme://user:PASSWORD@host`,
-/// libpq-style `password=…`, and the values of [`SECRET_FLAGS`].
-fn redact_cmdline(args: Vec<String>) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut next_is_secret = false;
-    for arg in args {
-        if std::mem::take(&mut next_is_secret) {
-            out.push(REDACTED.to_owned());
-            continue;
-        }
-        if let Some(flag) = SECRET_FLAGS.iter().find(|f| arg.eq_ignore_ascii_case(f)) {
-            next_is_secret = true;
-            out.push((*flag).to_owned());
-            continue;
-        }
-        if let Some((flag, _)) = arg.split_once('=').filter(|(f, _)| SECRET_FLAGS.iter().any(|s| f.eq_ignore_ascii_case(s))) {
-            out.push(format!("{flag}={REDACTED}"));
-            continue;
-        }
-        out.push(redact_keyword_password(&redact_uri_password(&arg)));
-    }
-    out
-}
-
-/// `postgresql://alice:s3cret@db/x` → `postgresql://alice:***@db/x`, for
-/// every URI in the argument.
-fn redact_uri_password(arg: &str) -> String {
-    let mut out = String::with_capacity(arg.len());
-    let mut rest = arg;
-    while let Some(scheme_end) = rest.find("://") {
-        let authority_start = scheme_end + 3;
-        out.push_str(&rest[..authority_start]);
-        rest = &rest[authority_start..];
-        let authority_len = rest.find(['/', '?', '#', ' ']).unwrap_or(rest.len());
-        let authority = &rest[..authority_len];
-        match authority.rfind('@').and_then(|at| authority[..at].find(':').map(|colon| (colon, at))) {
-            Some((colon, at)) => {
-                out.push_str(&authority[..=colon]);
-                out.push_str(REDACTED);
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &rest[authority_len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `host=db password=s3cret user=a` → `host=db password=*** user=a`.
-fn redact_keyword_password(arg: &str) -> String {
-    let lower = arg.to_ascii_lowercase();
-    let Some(start) = lower.find("password=").map(|i| i + "password=".len()) else { return arg.to_owned() };
-    let value_len = if arg[start..].starts_with('\'') {
-        arg[start + 1..].find('\'').map_or(arg.len() - start, |end| end + 2)
-    } else {
-        arg[start..].find(char::is_whitespace).unwrap_or(arg.len() - start)
-    };
-    format!("{}{REDACTED}{}", &arg[..start], redact_keyword_password(&arg[start + value_len..]))
 }
 
 fn read_id(path: &Path) -> Option<u32> {
@@ -268,54 +202,6 @@ mod tests {
         fs::write(dir.join("cgroup"), "0::/user.slice/user-1001.slice/session-3.scope\n").unwrap();
         write(ppid, 1, "ba) sh (x");
         root
-    }
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|a| (*a).to_owned()).collect()
-    }
-
-    #[test]
-    fn secrets_on_command_lines_are_redacted() {
-        let redacted = redact_cmdline(strings(&[
-            "psql",
-            "postgresql://alice:s3cret@db:5432/app?sslmode=require",
-            "host=db password=hunter2 user=a",
-            "password='two words' dbname=x",
-            "--password",
-            "p@ss",
-            "--token=abc123",
-            "-h",
-            "db",
-            "ssh://bob@host",
-        ]));
-        assert_eq!(
-            redacted,
-            strings(&[
-                "psql",
-                "postgresql://alice:***@db:5432/app?sslmode=require",
-                "host=db password=*** user=a",
-                "password=*** dbname=x",
-                "--password",
-                "***",
-                "--token=***",
-                "-h",
-                "db",
-                "ssh://bob@host",
-            ])
-        );
-        let joined = redacted.join(" ");
-        for secret in ["s3cret", "hunter2", "two words", "p@ss", "abc123"] {
-            assert!(!joined.contains(secret), "{secret} leaked: {joined}");
-        }
-    }
-
-    #[test]
-    fn redaction_handles_odd_input_without_panicking() {
-        for arg in ["://", "a://@", "x://u:@", "password=", "password='", "PASSWORD=x", "é://ü:ö@ä", "--password"] {
-            let out = redact_cmdline(strings(&[arg]));
-            assert_eq!(out.len(), 1);
-        }
-        assert_eq!(redact_cmdline(strings(&["PASSWORD=x"])), strings(&["PASSWORD=***"]));
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Protocol handling between the client and the target. Until a protocol has
 //! its own proxy, its bytes go through [`relay`] unchanged.
 
+pub mod postgres;
 pub mod relay;

@@ -1,0 +1,443 @@
+//! PostgreSQL wire protocol (v3) framing and the typed messages the proxy
+//! inspects.
+//!
+//! Frames are forwarded as they arrived (no re-encoding), so the typed view
+//! only has to cover what Airlock looks at; everything else stays a
+//! [`Frame`] with its tag and body. Decoding never panics: every length is
+//! checked against the bytes present and against the limits below.
+
+use std::fmt;
+
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+
+/// Largest startup-phase packet accepted (PostgreSQL's own limit).
+pub const MAX_STARTUP_LEN: usize = 10_000;
+/// Largest regular message accepted (PostgreSQL's own 1 GiB limit).
+pub const MAX_MESSAGE_LEN: usize = 1 << 30;
+
+/// Protocol version 3.0, in a StartupMessage.
+const PROTOCOL_V3: u32 = 196_608;
+/// SSLRequest code.
+const SSL_REQUEST: u32 = 80_877_103;
+/// GSSENCRequest code.
+const GSSENC_REQUEST: u32 = 80_877_104;
+/// CancelRequest code.
+const CANCEL_REQUEST: u32 = 80_877_102;
+
+/// Why bytes could not be decoded.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// A length field is smaller than the length field itself.
+    #[error("message length {0} is shorter than its own header")]
+    LengthTooShort(u32),
+    /// A length field exceeds the protocol limit.
+    #[error("message of {len} bytes exceeds the {limit}-byte limit")]
+    TooLong {
+        /// Declared length.
+        len: usize,
+        /// The limit that applies.
+        limit: usize,
+    },
+    /// A startup packet with an unknown code or protocol version.
+    #[error("unsupported startup code {0} (only protocol 3.0 is spoken)")]
+    UnsupportedStartup(u32),
+    /// A message body ended before its fields did.
+    #[error("{0} message is truncated")]
+    Truncated(&'static str),
+    /// A string field is not NUL-terminated or not UTF-8.
+    #[error("{0} message has an invalid string field")]
+    BadString(&'static str),
+}
+
+/// A regular message: type byte and body (without the length field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Message type byte.
+    pub tag: u8,
+    /// Body, without tag and length.
+    pub body: Bytes,
+}
+
+impl Frame {
+    /// Appends the wire form to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.reserve(5 + self.body.len());
+        out.put_u8(self.tag);
+        out.put_u32(4 + self.body.len() as u32);
+        out.put_slice(&self.body);
+    }
+}
+
+/// The first packet of a client connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartupPacket {
+    /// Asks for TLS.
+    SslRequest,
+    /// Asks for GSSAPI encryption.
+    GssEncRequest,
+    /// Cancels a query of another connection.
+    Cancel {
+        /// Backend process id from BackendKeyData.
+        pid: u32,
+        /// Secret key from BackendKeyData.
+        key: u32,
+    },
+    /// Starts a session.
+    Startup(StartupMessage),
+}
+
+/// A StartupMessage: the connection parameters (user, database, …).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartupMessage {
+    /// Parameters in the order sent.
+    pub params: Vec<(String, String)>,
+}
+
+impl StartupMessage {
+    /// A parameter's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let body_len: usize = self.params.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() + 1;
+        out.put_u32((8 + body_len) as u32);
+        out.put_u32(PROTOCOL_V3);
+        for (key, value) in &self.params {
+            out.put_slice(key.as_bytes());
+            out.put_u8(0);
+            out.put_slice(value.as_bytes());
+            out.put_u8(0);
+        }
+        out.put_u8(0);
+    }
+}
+
+/// Decodes a startup-phase packet from the front of `buf`, consuming it.
+/// `Ok(None)`: more bytes are needed.
+pub fn decode_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, CodecError> {
+    let Some(len) = peek_u32(buf, 0) else { return Ok(None) };
+    let len = checked_len(len, 8, MAX_STARTUP_LEN)?;
+    if buf.len() < len {
+        return Ok(None);
+    }
+    let mut packet = buf.split_to(len).freeze();
+    packet.advance(4);
+    let code = packet.get_u32();
+    let packet = match code {
+        SSL_REQUEST => StartupPacket::SslRequest,
+        GSSENC_REQUEST => StartupPacket::GssEncRequest,
+        CANCEL_REQUEST => {
+            if packet.remaining() < 8 {
+                return Err(CodecError::Truncated("CancelRequest"));
+            }
+            StartupPacket::Cancel { pid: packet.get_u32(), key: packet.get_u32() }
+        }
+        PROTOCOL_V3 => {
+            let mut params = Vec::new();
+            loop {
+                let key = read_cstr(&mut packet, "StartupMessage")?;
+                if key.is_empty() {
+                    break;
+                }
+                let value = read_cstr(&mut packet, "StartupMessage")?;
+                params.push((key, value));
+            }
+            StartupPacket::Startup(StartupMessage { params })
+        }
+        other => return Err(CodecError::UnsupportedStartup(other)),
+    };
+    Ok(Some(packet))
+}
+
+/// Length of the regular frame at the front of `buf`, once its header is
+/// there: `Ok(Some(total bytes including tag))`.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, CodecError> {
+    let Some(len) = peek_u32(buf, 1) else { return Ok(None) };
+    Ok(Some(1 + checked_len(len, 4, MAX_MESSAGE_LEN)?))
+}
+
+/// Decodes a regular frame from the front of `buf`, consuming it.
+/// `Ok(None)`: more bytes are needed.
+pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+    let Some(total) = frame_len(buf)? else { return Ok(None) };
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(total).freeze();
+    let tag = frame.get_u8();
+    frame.advance(4);
+    Ok(Some(Frame { tag, body: frame }))
+}
+
+fn peek_u32(buf: &[u8], at: usize) -> Option<u32> {
+    let bytes = buf.get(at..at + 4)?;
+    Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+fn checked_len(len: u32, min: usize, max: usize) -> Result<usize, CodecError> {
+    let len_usize = len as usize;
+    if len_usize < min {
+        return Err(CodecError::LengthTooShort(len));
+    }
+    if len_usize > max {
+        return Err(CodecError::TooLong { len: len_usize, limit: max });
+    }
+    Ok(len_usize)
+}
+
+fn read_cstr(buf: &mut Bytes, message: &'static str) -> Result<String, CodecError> {
+    let end = buf.iter().position(|b| *b == 0).ok_or(CodecError::Truncated(message))?;
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| CodecError::BadString(message))?.to_owned();
+    buf.advance(end + 1);
+    Ok(text)
+}
+
+/// Frontend messages the proxy looks into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frontend {
+    /// Simple query: one or more statements.
+    Query {
+        /// SQL text.
+        sql: String,
+    },
+    /// Extended protocol: prepare a statement.
+    Parse {
+        /// Prepared statement name ("" = unnamed).
+        statement: String,
+        /// SQL text.
+        sql: String,
+    },
+    /// Extended protocol: bind a prepared statement to a portal.
+    Bind {
+        /// Portal name ("" = unnamed).
+        portal: String,
+        /// Prepared statement name.
+        statement: String,
+    },
+    /// Extended protocol: run a portal.
+    Execute {
+        /// Portal name.
+        portal: String,
+    },
+    /// The client is leaving.
+    Terminate,
+    /// Anything else, forwarded untouched.
+    Other,
+}
+
+impl Frontend {
+    /// Types a frontend frame.
+    pub fn parse(frame: &Frame) -> Result<Self, CodecError> {
+        let mut body = frame.body.clone();
+        Ok(match frame.tag {
+            b'Q' => Self::Query { sql: read_cstr(&mut body, "Query")? },
+            b'P' => {
+                let statement = read_cstr(&mut body, "Parse")?;
+                Self::Parse { statement, sql: read_cstr(&mut body, "Parse")? }
+            }
+            b'B' => {
+                let portal = read_cstr(&mut body, "Bind")?;
+                Self::Bind { portal, statement: read_cstr(&mut body, "Bind")? }
+            }
+            b'E' => Self::Execute { portal: read_cstr(&mut body, "Execute")? },
+            b'X' => Self::Terminate,
+            _ => Self::Other,
+        })
+    }
+}
+
+/// Backend messages the proxy looks into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A statement finished: its command tag, e.g. `INSERT 0 5`.
+    CommandComplete {
+        /// The tag.
+        tag: String,
+    },
+    /// An error.
+    Error(ErrorFields),
+    /// The server is idle; `status` is `I`, `T` (in transaction) or `E` (failed transaction).
+    ReadyForQuery {
+        /// Transaction status.
+        status: u8,
+    },
+    /// Anything else, forwarded untouched.
+    Other,
+}
+
+impl Backend {
+    /// Types a backend frame.
+    pub fn parse(frame: &Frame) -> Result<Self, CodecError> {
+        let mut body = frame.body.clone();
+        Ok(match frame.tag {
+            b'C' => Self::CommandComplete { tag: read_cstr(&mut body, "CommandComplete")? },
+            b'E' => Self::Error(ErrorFields::parse(&mut body, "ErrorResponse")?),
+            b'Z' => Self::ReadyForQuery {
+                status: *body.first().ok_or(CodecError::Truncated("ReadyForQuery"))?,
+            },
+            _ => Self::Other,
+        })
+    }
+}
+
+/// Fields of an ErrorResponse or NoticeResponse.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorFields {
+    /// (field code, value), e.g. (`C`, `28000`).
+    pub fields: Vec<(u8, String)>,
+}
+
+impl ErrorFields {
+    /// A FATAL error with SQLSTATE `code`, a message and an optional hint.
+    pub fn fatal(code: &str, message: &str, hint: Option<&str>) -> Self {
+        let mut fields = vec![(b'S', "FATAL".to_owned()), (b'V', "FATAL".to_owned()), (b'C', code.to_owned()), (b'M', message.to_owned())];
+        if let Some(hint) = hint {
+            fields.push((b'H', hint.to_owned()));
+        }
+        Self { fields }
+    }
+
+    /// A field's value.
+    pub fn get(&self, code: u8) -> Option<&str> {
+        self.fields.iter().find(|(c, _)| *c == code).map(|(_, v)| v.as_str())
+    }
+
+    fn parse(body: &mut Bytes, message: &'static str) -> Result<Self, CodecError> {
+        let mut fields = Vec::new();
+        loop {
+            if !body.has_remaining() {
+                return Err(CodecError::Truncated(message));
+            }
+            let code = body.get_u8();
+            if code == 0 {
+                return Ok(Self { fields });
+            }
+            fields.push((code, read_cstr(body, message)?));
+        }
+    }
+
+    /// The ErrorResponse frame carrying these fields.
+    pub fn to_error_frame(&self) -> Frame {
+        let mut body = BytesMut::new();
+        for (code, value) in &self.fields {
+            body.put_u8(*code);
+            // A NUL inside a value would end the field early on the client.
+            body.put_slice(value.replace('\0', " ").as_bytes());
+            body.put_u8(0);
+        }
+        body.put_u8(0);
+        Frame { tag: b'E', body: body.freeze() }
+    }
+}
+
+impl fmt::Display for ErrorFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.get(b'S').unwrap_or("ERROR"), self.get(b'C').unwrap_or("?????"), self.get(b'M').unwrap_or(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_bytes(tag: u8, body: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        Frame { tag, body: Bytes::copy_from_slice(body) }.encode(&mut out);
+        out
+    }
+
+    #[test]
+    fn startup_round_trip_and_partial_input() {
+        let message = StartupMessage { params: vec![("user".into(), "alice".into()), ("database".into(), "app".into())] };
+        let mut wire = BytesMut::new();
+        message.encode(&mut wire);
+        let full = wire.clone();
+        for cut in 0..full.len() {
+            let mut partial = BytesMut::from(&full[..cut]);
+            assert_eq!(decode_startup(&mut partial), Ok(None), "cut at {cut}");
+        }
+        let decoded = decode_startup(&mut wire).unwrap().unwrap();
+        assert_eq!(decoded, StartupPacket::Startup(message.clone()));
+        assert!(wire.is_empty());
+        assert_eq!(message.get("database"), Some("app"));
+    }
+
+    #[test]
+    fn special_startup_packets() {
+        let mut wire = BytesMut::new();
+        wire.put_u32(8);
+        wire.put_u32(SSL_REQUEST);
+        wire.put_u32(8);
+        wire.put_u32(GSSENC_REQUEST);
+        wire.put_u32(16);
+        wire.put_u32(CANCEL_REQUEST);
+        wire.put_u32(42);
+        wire.put_u32(7);
+        assert_eq!(decode_startup(&mut wire), Ok(Some(StartupPacket::SslRequest)));
+        assert_eq!(decode_startup(&mut wire), Ok(Some(StartupPacket::GssEncRequest)));
+        assert_eq!(decode_startup(&mut wire), Ok(Some(StartupPacket::Cancel { pid: 42, key: 7 })));
+    }
+
+    #[test]
+    fn bad_startup_packets_are_errors() {
+        let packet = |len: u32, code: u32, rest: &[u8]| {
+            let mut wire = BytesMut::new();
+            wire.put_u32(len);
+            wire.put_u32(code);
+            wire.put_slice(rest);
+            decode_startup(&mut wire)
+        };
+        assert_eq!(packet(3, 0, &[]), Err(CodecError::LengthTooShort(3)));
+        assert_eq!(packet(20_000, PROTOCOL_V3, &[]), Err(CodecError::TooLong { len: 20_000, limit: MAX_STARTUP_LEN }));
+        assert_eq!(packet(8, 131_072, &[]), Err(CodecError::UnsupportedStartup(131_072)));
+        assert_eq!(packet(12, CANCEL_REQUEST, &[0, 0, 0, 1]), Err(CodecError::Truncated("CancelRequest")));
+        assert_eq!(packet(12, PROTOCOL_V3, b"user"), Err(CodecError::Truncated("StartupMessage")));
+        assert_eq!(packet(13, PROTOCOL_V3, b"u\xff\0\0\0"), Err(CodecError::BadString("StartupMessage")));
+    }
+
+    #[test]
+    fn frames_decode_and_type() {
+        let mut wire = frame_bytes(b'Q', b"select 1\0");
+        wire.extend_from_slice(&frame_bytes(b'P', b"s1\0select $1\0\0\0")[..]);
+        let query = decode_frame(&mut wire).unwrap().unwrap();
+        assert_eq!(Frontend::parse(&query), Ok(Frontend::Query { sql: "select 1".into() }));
+        let parse = decode_frame(&mut wire).unwrap().unwrap();
+        assert_eq!(Frontend::parse(&parse), Ok(Frontend::Parse { statement: "s1".into(), sql: "select $1".into() }));
+        assert_eq!(decode_frame(&mut wire), Ok(None));
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let mut short = BytesMut::from(&[b'Q', 0, 0, 0, 3][..]);
+        assert_eq!(decode_frame(&mut short), Err(CodecError::LengthTooShort(3)));
+        let mut huge = BytesMut::from(&[b'D', 0x7f, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(decode_frame(&mut huge), Err(CodecError::TooLong { .. })));
+        let unterminated = Frame { tag: b'Q', body: Bytes::from_static(b"select") };
+        assert_eq!(Frontend::parse(&unterminated), Err(CodecError::Truncated("Query")));
+        let empty_ready = Frame { tag: b'Z', body: Bytes::new() };
+        assert_eq!(Backend::parse(&empty_ready), Err(CodecError::Truncated("ReadyForQuery")));
+        let open_error = Frame { tag: b'E', body: Bytes::from_static(b"SERROR\0") };
+        assert_eq!(Backend::parse(&open_error), Err(CodecError::Truncated("ErrorResponse")));
+    }
+
+    #[test]
+    fn error_response_round_trip() {
+        let error = ErrorFields::fatal("28000", "no access", Some("run: airlock login"));
+        let frame = error.to_error_frame();
+        assert_eq!(Backend::parse(&frame), Ok(Backend::Error(error.clone())));
+        assert_eq!(error.to_string(), "FATAL 28000: no access");
+        let with_nul = ErrorFields::fatal("XX000", "a\0b", None).to_error_frame();
+        let Ok(Backend::Error(parsed)) = Backend::parse(&with_nul) else { panic!("parses") };
+        assert_eq!(parsed.get(b'M'), Some("a b"));
+    }
+
+    #[test]
+    fn command_complete_and_ready() {
+        let done = Frame { tag: b'C', body: Bytes::from_static(b"INSERT 0 5\0") };
+        assert_eq!(Backend::parse(&done), Ok(Backend::CommandComplete { tag: "INSERT 0 5".into() }));
+        let ready = Frame { tag: b'Z', body: Bytes::from_static(b"T") };
+        assert_eq!(Backend::parse(&ready), Ok(Backend::ReadyForQuery { status: b'T' }));
+    }
+}

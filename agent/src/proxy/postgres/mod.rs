@@ -1,0 +1,280 @@
+//! PostgreSQL sessions: the startup handshake, then messages relayed frame
+//! by frame with every statement and its outcome recorded.
+//!
+//! The proxy is transparent: frames are forwarded as they arrived, in
+//! batches, and the client's own authentication reaches the server
+//! unchanged (just-in-time credentials replace it once a target has a
+//! credential source). TLS the server offers is passed through end to end,
+//! and recorded as such: the statements inside are then not visible.
+//! Refusals reach the client as a FATAL ErrorResponse it prints, never as a
+//! bare reset.
+
+pub mod codec;
+mod statements;
+mod stream;
+
+use std::{sync::Mutex, time::Duration};
+
+use bytes::BytesMut;
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+use self::{
+    codec::{ErrorFields, StartupPacket},
+    statements::{StatementRecord, StatementTracker},
+    stream::{FrameReader, Incoming},
+};
+use crate::{
+    audit::{AuditLog, Event},
+    daemon::sessions::LiveSession,
+};
+
+/// How long a client may take to send its startup packet.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Socket error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The peer broke the protocol.
+    #[error("{side} sent a malformed message: {error}")]
+    Protocol {
+        /// `client` or `server`.
+        side: &'static str,
+        /// What was wrong.
+        error: codec::CodecError,
+    },
+    /// The client did not finish the startup handshake in time.
+    #[error("client sent no startup message within {0:?}")]
+    StartupTimeout(Duration),
+    /// The server answered SSLRequest with something other than S or N.
+    #[error("server answered the TLS request with byte {0:#04x}")]
+    BadSslAnswer(u8),
+    /// A statement could not be recorded, so the session may not go on.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+/// Runs an allowed session between `client` and `upstream` to completion.
+pub async fn proxy(client: TcpStream, upstream: TcpStream, audit: &AuditLog, session: &LiveSession) -> Result<(), ProxyError> {
+    let mut client = client;
+    let mut upstream = upstream;
+    let mut client_reader = FrameReader::default();
+    let startup = tokio::time::timeout(STARTUP_TIMEOUT, startup(&mut client, &mut client_reader, &mut upstream, audit, session))
+        .await
+        .map_err(|_| ProxyError::StartupTimeout(STARTUP_TIMEOUT))??;
+    match startup {
+        Handshake::Done => Ok(()),
+        Handshake::Tls => {
+            record(audit, session, "postgres.tls_passthrough", json!({ "note": "the server accepted TLS: statements are encrypted end to end and not recorded" }));
+            crate::proxy::relay::relay(&client, &upstream, &session.bytes).await?;
+            Ok(())
+        }
+        Handshake::Started => {
+            let result = relay_messages(&mut client, &mut upstream, client_reader, audit, session).await;
+            if let Err(error) = &result {
+                tell_client(&mut client, error).await;
+            }
+            result
+        }
+    }
+}
+
+/// Best effort: the client learns why its session ended, in words.
+async fn tell_client(client: &mut TcpStream, error: &ProxyError) {
+    let (code, message) = match error {
+        ProxyError::Protocol { .. } => ("08P01", format!("airlock: {error}")),
+        ProxyError::Audit(_) => ("08006", "airlock: the audit log cannot be written; the session was ended".to_owned()),
+        _ => return,
+    };
+    let mut out = BytesMut::new();
+    ErrorFields::fatal(code, &message, None).to_error_frame().encode(&mut out);
+    let _ = client.write_all(&out).await;
+}
+
+enum Handshake {
+    /// A session started; messages follow.
+    Started,
+    /// TLS was negotiated with the server; the rest is opaque.
+    Tls,
+    /// Nothing more to do (a cancel request was forwarded).
+    Done,
+}
+
+async fn startup(
+    client: &mut TcpStream,
+    reader: &mut FrameReader,
+    upstream: &mut TcpStream,
+    audit: &AuditLog,
+    session: &LiveSession,
+) -> Result<Handshake, ProxyError> {
+    loop {
+        let Some(packet) = reader.startup(client).await? else { return Ok(Handshake::Done) };
+        match packet {
+            StartupPacket::GssEncRequest => client.write_all(b"N").await?,
+            StartupPacket::SslRequest => {
+                upstream.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await?;
+                let answer = upstream.read_u8().await?;
+                client.write_all(&[answer]).await?;
+                match answer {
+                    b'S' => return Ok(Handshake::Tls),
+                    b'N' => {}
+                    other => return Err(ProxyError::BadSslAnswer(other)),
+                }
+            }
+            StartupPacket::Cancel { pid, key } => {
+                let mut wire = BytesMut::with_capacity(16);
+                wire.extend_from_slice(&16u32.to_be_bytes());
+                wire.extend_from_slice(&80_877_102u32.to_be_bytes());
+                wire.extend_from_slice(&pid.to_be_bytes());
+                wire.extend_from_slice(&key.to_be_bytes());
+                upstream.write_all(&wire).await?;
+                record(audit, session, "postgres.cancel", json!({ "backend_pid": pid }));
+                return Ok(Handshake::Done);
+            }
+            StartupPacket::Startup(message) => {
+                append(audit, session, "postgres.startup", json!({
+                    "user": message.get("user"),
+                    "database": message.get("database").or(message.get("user")),
+                    "application_name": message.get("application_name"),
+                }))?;
+                let mut wire = BytesMut::new();
+                message.encode(&mut wire);
+                upstream.write_all(&wire).await?;
+                return Ok(Handshake::Started);
+            }
+        }
+    }
+}
+
+/// Relays frames both ways until either side closes, recording statements.
+async fn relay_messages(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    client_reader: FrameReader,
+    audit: &AuditLog,
+    session: &LiveSession,
+) -> Result<(), ProxyError> {
+    let tracker = Mutex::new(StatementTracker::default());
+    let (mut client_read, mut client_write) = client.split();
+    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let to_upstream = async {
+        let mut reader = client_reader;
+        let mut out = BytesMut::new();
+        loop {
+            match reader.next(&mut client_read, "client").await? {
+                None => {
+                    upstream_write.shutdown().await?;
+                    return Ok::<_, ProxyError>(());
+                }
+                Some(Incoming::Frames(frames)) => {
+                    {
+                        let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                        for frame in &frames {
+                            tracker.client_sent(frame);
+                            frame.encode(&mut out);
+                        }
+                    }
+                    session.bytes.to_upstream.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    upstream_write.write_all(&out).await?;
+                    out.clear();
+                }
+                Some(Incoming::Large { tag, len }) => {
+                    tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent_large(tag, len);
+                    reader.forward_large(&mut client_read, &mut upstream_write, tag, len).await?;
+                    session.bytes.to_upstream.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    let to_client = async {
+        let mut reader = FrameReader::default();
+        let mut out = BytesMut::new();
+        loop {
+            match reader.next(&mut upstream_read, "server").await? {
+                None => {
+                    client_write.shutdown().await?;
+                    return Ok::<_, ProxyError>(());
+                }
+                Some(Incoming::Frames(frames)) => {
+                    let mut finished = Vec::new();
+                    {
+                        let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                        for frame in &frames {
+                            finished.extend(tracker.server_sent(frame));
+                            frame.encode(&mut out);
+                        }
+                    }
+                    session.bytes.to_client.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    client_write.write_all(&out).await?;
+                    out.clear();
+                    record_statements(audit, session, finished)?;
+                }
+                Some(Incoming::Large { tag, len }) => {
+                    reader.forward_large(&mut upstream_read, &mut client_write, tag, len).await?;
+                    session.bytes.to_client.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    let result = tokio::try_join!(to_upstream, to_client).map(|_| ());
+    let unfinished = tracker.lock().unwrap_or_else(|p| p.into_inner()).unfinished();
+    record_statements(audit, session, unfinished)?;
+    result
+}
+
+/// Refuses a PostgreSQL client with a FATAL error it will print: answers
+/// its TLS or GSS request with "not supported" first, so the error arrives
+/// in plain text, then waits for the StartupMessage.
+pub async fn refuse(mut client: TcpStream, error: ErrorFields) {
+    let exchange = async {
+        let mut reader = FrameReader::default();
+        loop {
+            match reader.startup(&mut client).await {
+                Ok(Some(StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => client.write_all(b"N").await?,
+                Ok(Some(StartupPacket::Startup(_))) => {
+                    let mut out = BytesMut::new();
+                    error.to_error_frame().encode(&mut out);
+                    client.write_all(&out).await?;
+                    return client.shutdown().await;
+                }
+                Ok(Some(StartupPacket::Cancel { .. }) | None) | Err(_) => return Ok(()),
+            }
+        }
+    };
+    if let Ok(Err(error)) = tokio::time::timeout(STARTUP_TIMEOUT, exchange).await {
+        tracing::debug!(%error, "could not deliver the refusal");
+    }
+}
+
+/// Records finished statements; a statement that cannot be recorded ends the session.
+fn record_statements(audit: &AuditLog, session: &LiveSession, statements: Vec<StatementRecord>) -> Result<(), ProxyError> {
+    for statement in statements {
+        let detail = serde_json::to_value(&statement).map_err(crate::audit::AuditError::from)?;
+        append(audit, session, "postgres.statement", detail)?;
+    }
+    Ok(())
+}
+
+fn append(audit: &AuditLog, session: &LiveSession, kind: &str, detail: serde_json::Value) -> Result<u64, crate::audit::AuditError> {
+    audit.append(Event {
+        kind,
+        session: Some(&session.id),
+        identity: Some(&session.identity),
+        process: None,
+        target: Some(&session.target),
+        detail,
+    })
+}
+
+/// Records a session event that does not stop the session if it is lost.
+fn record(audit: &AuditLog, session: &LiveSession, kind: &str, detail: serde_json::Value) {
+    if let Err(error) = append(audit, session, kind, detail) {
+        tracing::error!(%error, kind, session = %session.id, "audit record lost");
+    }
+}

@@ -1,0 +1,293 @@
+//! Pairs statements with their outcome, for one audit record per statement.
+//!
+//! PostgreSQL answers in order, so a FIFO of statements in flight is enough,
+//! whether the client pipelines or not: a simple Query stays open until
+//! ReadyForQuery (it may hold several statements), an extended-protocol
+//! Execute ends at its CommandComplete, EmptyQueryResponse, PortalSuspended
+//! or ErrorResponse; after an error the server skips to Sync, so Executes
+//! still queued at ReadyForQuery never ran.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Instant,
+};
+
+use serde::Serialize;
+
+use super::codec::{Backend, ErrorFields, Frame, Frontend};
+use crate::redact;
+
+/// Longest SQL text kept in a record.
+const MAX_SQL_CHARS: usize = 64 * 1024;
+/// How many prepared statements and portals are remembered per session.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Which sub-protocol carried a statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryProtocol {
+    /// Query message.
+    Simple,
+    /// Parse/Bind/Execute.
+    Extended,
+}
+
+/// A finished statement, ready for the audit log.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct StatementRecord {
+    /// Sub-protocol.
+    pub protocol: QueryProtocol,
+    /// SQL text, secrets redacted, truncated.
+    pub sql: String,
+    /// Command tags, e.g. `["SELECT 3"]` (several for a multi-statement Query).
+    pub results: Vec<String>,
+    /// The error, if it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<StatementError>,
+    /// False when an earlier error in the pipeline made the server skip it.
+    pub executed: bool,
+    /// From send to outcome.
+    pub duration_us: u64,
+}
+
+/// What an ErrorResponse said.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatementError {
+    /// SQLSTATE.
+    pub sqlstate: String,
+    /// Severity.
+    pub severity: String,
+    /// Primary message.
+    pub message: String,
+}
+
+impl From<&ErrorFields> for StatementError {
+    fn from(fields: &ErrorFields) -> Self {
+        Self {
+            sqlstate: fields.get(b'C').unwrap_or("").to_owned(),
+            severity: fields.get(b'V').or_else(|| fields.get(b'S')).unwrap_or("").to_owned(),
+            message: fields.get(b'M').unwrap_or("").to_owned(),
+        }
+    }
+}
+
+struct Pending {
+    protocol: QueryProtocol,
+    sql: String,
+    results: Vec<String>,
+    error: Option<StatementError>,
+    sent: Instant,
+}
+
+/// Statement tracking for one session.
+#[derive(Default)]
+pub struct StatementTracker {
+    prepared: HashMap<String, String>,
+    portals: HashMap<String, String>,
+    pending: VecDeque<Pending>,
+}
+
+impl StatementTracker {
+    /// Notes a frame the client sent.
+    pub fn client_sent(&mut self, frame: &Frame) {
+        match Frontend::parse(frame) {
+            Ok(Frontend::Query { sql }) => self.push(QueryProtocol::Simple, clean(&sql)),
+            Ok(Frontend::Parse { statement, sql }) => remember(&mut self.prepared, statement, clean(&sql)),
+            Ok(Frontend::Bind { portal, statement }) => {
+                let sql = self.prepared.get(&statement).cloned().unwrap_or_else(|| format!("<prepared statement {statement:?}>"));
+                remember(&mut self.portals, portal, sql);
+            }
+            Ok(Frontend::Execute { portal }) => {
+                let sql = self.portals.get(&portal).cloned().unwrap_or_else(|| format!("<portal {portal:?}>"));
+                self.push(QueryProtocol::Extended, sql);
+            }
+            Ok(Frontend::Terminate | Frontend::Other) => {}
+            // The server will reject it too; the error comes back and is recorded.
+            Err(error) => tracing::debug!(%error, "uninspectable client message"),
+        }
+    }
+
+    /// Notes a message too large to inspect.
+    pub fn client_sent_large(&mut self, tag: u8, len: usize) {
+        if tag == b'Q' {
+            self.push(QueryProtocol::Simple, format!("<{len}-byte query, too large to inspect>"));
+        }
+    }
+
+    /// Notes a frame the server sent; returns the statements it finished.
+    pub fn server_sent(&mut self, frame: &Frame) -> Vec<StatementRecord> {
+        let mut done = Vec::new();
+        let message = match frame.tag {
+            // EmptyQueryResponse and PortalSuspended end an Execute like a CommandComplete.
+            b'I' => Backend::CommandComplete { tag: String::new() },
+            b's' => Backend::CommandComplete { tag: "(portal suspended)".into() },
+            _ => match Backend::parse(frame) {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::debug!(%error, "uninspectable server message");
+                    return done;
+                }
+            },
+        };
+        match message {
+            Backend::CommandComplete { tag } => match self.pending.front_mut() {
+                Some(front) if front.protocol == QueryProtocol::Simple => front.results.push(tag),
+                Some(_) => {
+                    if let Some(mut front) = self.pending.pop_front() {
+                        front.results.push(tag);
+                        done.push(finish(front, true));
+                    }
+                }
+                None => {}
+            },
+            Backend::Error(fields) => match self.pending.front_mut() {
+                Some(front) if front.protocol == QueryProtocol::Simple => front.error = Some((&fields).into()),
+                Some(_) => {
+                    if let Some(mut front) = self.pending.pop_front() {
+                        front.error = Some((&fields).into());
+                        done.push(finish(front, true));
+                    }
+                }
+                None => {}
+            },
+            Backend::ReadyForQuery { .. } => {
+                if self.pending.front().is_some_and(|p| p.protocol == QueryProtocol::Simple) {
+                    if let Some(front) = self.pending.pop_front() {
+                        done.push(finish(front, true));
+                    }
+                } else {
+                    // Executes queued before the Sync that an error made the server skip.
+                    while self.pending.front().is_some_and(|p| p.protocol == QueryProtocol::Extended) {
+                        if let Some(skipped) = self.pending.pop_front() {
+                            done.push(finish(skipped, false));
+                        }
+                    }
+                }
+            }
+            Backend::Other => {}
+        }
+        done
+    }
+
+    /// Statements still open when the session ends.
+    pub fn unfinished(&mut self) -> Vec<StatementRecord> {
+        self.pending.drain(..).map(|p| finish(p, false)).collect()
+    }
+
+    fn push(&mut self, protocol: QueryProtocol, sql: String) {
+        self.pending.push_back(Pending { protocol, sql, results: Vec::new(), error: None, sent: Instant::now() });
+    }
+}
+
+fn remember(map: &mut HashMap<String, String>, name: String, sql: String) {
+    if map.len() >= MAX_REMEMBERED && !map.contains_key(&name) {
+        // A client that never closes statements must not grow us without bound.
+        map.clear();
+    }
+    map.insert(name, sql);
+}
+
+fn clean(sql: &str) -> String {
+    let redacted = redact::sql(sql.trim());
+    match redacted.char_indices().nth(MAX_SQL_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &redacted[..cut], redacted.len()),
+        None => redacted,
+    }
+}
+
+fn finish(pending: Pending, executed: bool) -> StatementRecord {
+    StatementRecord {
+        protocol: pending.protocol,
+        sql: pending.sql,
+        results: pending.results,
+        error: pending.error,
+        executed,
+        duration_us: pending.sent.elapsed().as_micros() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut as _, Bytes, BytesMut};
+
+    use super::*;
+
+    fn frame(tag: u8, parts: &[&[u8]]) -> Frame {
+        let mut body = BytesMut::new();
+        for part in parts {
+            body.put_slice(part);
+        }
+        Frame { tag, body: body.freeze() }
+    }
+
+    fn query(sql: &str) -> Frame {
+        frame(b'Q', &[sql.as_bytes(), b"\0"])
+    }
+    fn complete(tag: &str) -> Frame {
+        frame(b'C', &[tag.as_bytes(), b"\0"])
+    }
+    fn ready() -> Frame {
+        frame(b'Z', &[b"I"])
+    }
+    fn error(code: &str) -> Frame {
+        ErrorFields::fatal(code, "boom", None).to_error_frame()
+    }
+
+    #[test]
+    fn simple_query_with_two_statements_is_one_record() {
+        let mut t = StatementTracker::default();
+        t.client_sent(&query("insert into t values (1); select * from t"));
+        assert!(t.server_sent(&complete("INSERT 0 1")).is_empty());
+        assert!(t.server_sent(&complete("SELECT 1")).is_empty());
+        let done = t.server_sent(&ready());
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].sql, "insert into t values (1); select * from t");
+        assert_eq!(done[0].results, ["INSERT 0 1", "SELECT 1"]);
+        assert_eq!((done[0].protocol, done[0].executed, done[0].error.as_ref()), (QueryProtocol::Simple, true, None));
+    }
+
+    #[test]
+    fn pipelined_extended_protocol_pairs_in_order_and_marks_skipped() {
+        let mut t = StatementTracker::default();
+        t.client_sent(&frame(b'P', &[b"s1\0select $1\0", &[0, 0]]));
+        t.client_sent(&frame(b'B', &[b"\0s1\0", &[0, 0, 0, 0, 0, 0]]));
+        t.client_sent(&frame(b'E', &[b"\0", &[0, 0, 0, 0]]));
+        t.client_sent(&frame(b'P', &[b"\0delete from t\0", &[0, 0]]));
+        t.client_sent(&frame(b'B', &[b"p2\0\0", &[0, 0, 0, 0, 0, 0]]));
+        t.client_sent(&frame(b'E', &[b"p2\0", &[0, 0, 0, 0]]));
+        t.client_sent(&frame(b'E', &[b"p2\0", &[0, 0, 0, 0]]));
+        t.client_sent(&frame(b'S', &[]));
+        let first = t.server_sent(&complete("SELECT 1"));
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].sql.as_str(), first[0].protocol), ("select $1", QueryProtocol::Extended));
+        let failed = t.server_sent(&error("42501"));
+        assert_eq!(failed[0].sql, "delete from t");
+        assert_eq!(failed[0].error.as_ref().unwrap().sqlstate, "42501");
+        let skipped = t.server_sent(&ready());
+        assert_eq!(skipped.len(), 1);
+        assert!(!skipped[0].executed);
+        assert!(t.unfinished().is_empty());
+    }
+
+    #[test]
+    fn secrets_in_statements_are_redacted() {
+        let mut t = StatementTracker::default();
+        t.client_sent(&query("ALTER ROLE app PASSWORD 'hunter2'"));
+        t.server_sent(&complete("ALTER ROLE"));
+        let done = t.server_sent(&ready());
+        assert!(!done[0].sql.contains("hunter2"), "{}", done[0].sql);
+    }
+
+    #[test]
+    fn unknown_names_and_garbage_do_not_panic() {
+        let mut t = StatementTracker::default();
+        t.client_sent(&frame(b'E', &[b"nope\0", &[0, 0, 0, 0]]));
+        t.client_sent(&frame(b'Q', &[b"unterminated"]));
+        t.client_sent(&Frame { tag: b'B', body: Bytes::from_static(b"\0") });
+        t.server_sent(&Frame { tag: b'C', body: Bytes::new() });
+        let done = t.server_sent(&complete("SELECT 0"));
+        assert_eq!(done[0].sql, "<portal \"nope\">");
+        t.client_sent_large(b'Q', 100_000_000);
+        assert_eq!(t.unfinished()[0].sql, "<100000000-byte query, too large to inspect>");
+    }
+}

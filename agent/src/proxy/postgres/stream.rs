@@ -1,0 +1,171 @@
+//! Reading frames off a socket: batches of whole frames for inspection, and
+//! frames too large to hold streamed straight through.
+
+use bytes::{Buf as _, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use super::{
+    ProxyError,
+    codec::{CodecError, Frame, StartupPacket, decode_frame, decode_startup, frame_len},
+};
+
+/// Frames up to this size are held and inspected; larger ones (big rows,
+/// COPY chunks, huge literals) are streamed through without buffering.
+pub const MAX_INSPECTED: usize = 16 << 20;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What arrived.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Every whole frame that was available (at least one), in order.
+    Frames(Vec<Frame>),
+    /// A frame of `len` bytes (tag and length included) to stream through
+    /// with [`FrameReader::forward_large`].
+    Large {
+        /// Message type.
+        tag: u8,
+        /// Total length on the wire.
+        len: usize,
+    },
+}
+
+/// Buffered reader of one direction of a connection.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: BytesMut,
+}
+
+fn malformed(side: &'static str) -> impl Fn(CodecError) -> ProxyError {
+    move |error| ProxyError::Protocol { side, error }
+}
+
+impl FrameReader {
+    /// Reads the client's next startup-phase packet; `None` on a clean close.
+    pub async fn startup<R: AsyncRead + Unpin>(&mut self, from: &mut R) -> Result<Option<StartupPacket>, ProxyError> {
+        loop {
+            if let Some(packet) = decode_startup(&mut self.buf).map_err(malformed("client"))? {
+                return Ok(Some(packet));
+            }
+            if !self.fill(from, 0).await? {
+                return self.eof("client", "startup packet");
+            }
+        }
+    }
+
+    /// Reads the next batch of frames; `None` when the peer closed cleanly
+    /// between frames.
+    pub async fn next<R: AsyncRead + Unpin>(&mut self, from: &mut R, side: &'static str) -> Result<Option<Incoming>, ProxyError> {
+        loop {
+            let mut frames = Vec::new();
+            while let Some(len) = frame_len(&self.buf).map_err(malformed(side))? {
+                if len > MAX_INSPECTED {
+                    if frames.is_empty() {
+                        return Ok(Some(Incoming::Large { tag: self.buf[0], len }));
+                    }
+                    break;
+                }
+                match decode_frame(&mut self.buf).map_err(malformed(side))? {
+                    Some(frame) => frames.push(frame),
+                    None => break,
+                }
+            }
+            if !frames.is_empty() {
+                return Ok(Some(Incoming::Frames(frames)));
+            }
+            let wanted = frame_len(&self.buf).ok().flatten().unwrap_or(0);
+            if !self.fill(from, wanted).await? {
+                return self.eof(side, "message");
+            }
+        }
+    }
+
+    /// Streams a [`Incoming::Large`] frame from `from` to `to`.
+    pub async fn forward_large<R, W>(&mut self, from: &mut R, to: &mut W, _tag: u8, len: usize) -> std::io::Result<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let buffered = self.buf.len().min(len);
+        to.write_all(&self.buf[..buffered]).await?;
+        self.buf.advance(buffered);
+        let mut remaining = len - buffered;
+        let mut chunk = vec![0u8; READ_CHUNK];
+        while remaining > 0 {
+            let want = remaining.min(chunk.len());
+            let n = from.read(&mut chunk[..want]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            to.write_all(&chunk[..n]).await?;
+            remaining -= n;
+        }
+        Ok(())
+    }
+
+    /// Reads more; false at end of stream.
+    async fn fill<R: AsyncRead + Unpin>(&mut self, from: &mut R, frame_len: usize) -> std::io::Result<bool> {
+        let want = frame_len.saturating_sub(self.buf.len()).clamp(READ_CHUNK, MAX_INSPECTED);
+        self.buf.reserve(want);
+        Ok(from.read_buf(&mut self.buf).await? > 0)
+    }
+
+    fn eof<T>(&self, side: &'static str, what: &'static str) -> Result<Option<T>, ProxyError> {
+        if self.buf.is_empty() { Ok(None) } else { Err(ProxyError::Protocol { side, error: CodecError::Truncated(what) }) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut as _, Bytes};
+
+    use super::*;
+
+    fn wire(frames: &[(u8, usize)]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for (tag, len) in frames {
+            Frame { tag: *tag, body: Bytes::from(vec![b'x'; *len]) }.encode(&mut out);
+        }
+        out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn batches_small_frames_and_streams_large_ones() {
+        let big = MAX_INSPECTED + 10;
+        let input = wire(&[(b'D', 3), (b'D', 4), (b'D', big), (b'C', 1)]);
+        let mut from = &input[..];
+        let mut reader = FrameReader::default();
+        let Some(Incoming::Frames(first)) = reader.next(&mut from, "server").await.unwrap() else { panic!("frames") };
+        assert_eq!(first.iter().map(|f| f.body.len()).collect::<Vec<_>>(), [3, 4]);
+        let Some(Incoming::Large { tag, len }) = reader.next(&mut from, "server").await.unwrap() else { panic!("large") };
+        assert_eq!((tag, len), (b'D', big + 5));
+        let mut out = Vec::new();
+        reader.forward_large(&mut from, &mut out, tag, len).await.unwrap();
+        assert_eq!(out.len(), big + 5);
+        assert_eq!(&out[..5], &[b'D', 0x01, 0x00, 0x00, 0x0e]);
+        let Some(Incoming::Frames(last)) = reader.next(&mut from, "server").await.unwrap() else { panic!("frames") };
+        assert_eq!(last[0].tag, b'C');
+        assert!(reader.next(&mut from, "server").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_frame_is_an_error() {
+        let mut input = wire(&[(b'Q', 10)]);
+        input.truncate(8);
+        let mut from = &input[..];
+        let error = FrameReader::default().next(&mut from, "client").await.unwrap_err();
+        assert_eq!(error.to_string(), "client sent a malformed message: message message is truncated");
+    }
+
+    #[tokio::test]
+    async fn startup_then_frames_on_one_reader() {
+        let mut input = BytesMut::new();
+        input.put_u32(8);
+        input.put_u32(80_877_103);
+        input.extend_from_slice(&wire(&[(b'Q', 2)]));
+        let mut from = &input[..];
+        let mut reader = FrameReader::default();
+        assert_eq!(reader.startup(&mut from).await.unwrap(), Some(StartupPacket::SslRequest));
+        assert!(matches!(reader.next(&mut from, "client").await.unwrap(), Some(Incoming::Frames(f)) if f.len() == 1));
+    }
+}
