@@ -10,14 +10,9 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("agent crate has no parent directory"))?
         .join("agent-ebpf");
-    let root_dir = ebpf_dir
-        .to_str()
-        .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
-    let package = aya_build::Package {
-        name: "airlock-ebpf",
-        root_dir,
-        ..Default::default()
-    };
-    aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
-        .context("building the eBPF programs (run `cargo xtask setup` if the nightly toolchain or bpf-linker is missing)")
+    let root_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    let package = aya_build::Package { name: "airlock-ebpf", root_dir, ..Default::default() };
+    aya_build::build_ebpf([package], aya_build::Toolchain::Nightly).context(
+        "building the eBPF programs (run `cargo xtask setup` if the nightly toolchain or bpf-linker is missing)",
+    )
 }

@@ -1,11 +1,13 @@
 //! The programs and maps; see the crate docs for the data path.
 
+use airlock_ebpf::{
+    AF_INET, AF_INET6, ConnectRecord, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS, MAX_TARGET_ENTRIES, MAX_TARGET_IDS,
+    PORT_COUNT, PORT_LISTENER, PORT_PROTECTED, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue, is_v4_mapped,
+    target_key_data, target_prefix_len, v4_mapped,
+};
 use aya_ebpf::{
     EbpfContext,
-    bindings::{
-        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
-        BPF_TCP_CLOSE,
-    },
+    bindings::{BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
@@ -13,12 +15,6 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, map, sock_ops},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::{SockAddrContext, SockOpsContext},
-};
-use airlock_ebpf::{
-    AF_INET, AF_INET6, ConnectRecord, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS,
-    MAX_TARGET_ENTRIES, MAX_TARGET_IDS, PORT_COUNT, PORT_LISTENER, PORT_PROTECTED, PeerKey,
-    STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue, is_v4_mapped, target_key_data,
-    target_prefix_len, v4_mapped,
 };
 
 /// Return value of a cgroup sock_addr program that lets the call proceed.
@@ -43,22 +39,19 @@ fn port_has(port: u16, flag: u8) -> bool {
 /// Protected targets, filled by the agent from policy. Longest prefix wins, so
 /// a specific host can carry a different target than the subnet around it.
 #[map]
-static TARGETS: LpmTrie<[u8; TARGET_KEY_LEN], TargetValue> =
-    LpmTrie::pinned(MAX_TARGET_ENTRIES, 0);
+static TARGETS: LpmTrie<[u8; TARGET_KEY_LEN], TargetValue> = LpmTrie::pinned(MAX_TARGET_ENTRIES, 0);
 
 /// Connect-time facts by socket cookie, kept while the client socket lives
 /// because getpeername needs them; removed at TCP_CLOSE (LRU as a backstop).
 #[map]
-static COOKIE_RECORDS: LruHashMap<u64, ConnectRecord> =
-    LruHashMap::pinned(MAX_PENDING_CONNECTIONS, 0);
+static COOKIE_RECORDS: LruHashMap<u64, ConnectRecord> = LruHashMap::pinned(MAX_PENDING_CONNECTIONS, 0);
 
 /// The same facts keyed by the client's address, consumed (removed) by the
 /// agent when it accepts the connection. A reused source port overwrites its
 /// stale entry at the next connect, before any SYN, so a stale record is never
 /// handed to a different connection.
 #[map]
-static PEER_RECORDS: LruHashMap<PeerKey, ConnectRecord> =
-    LruHashMap::pinned(MAX_PENDING_CONNECTIONS, 0);
+static PEER_RECORDS: LruHashMap<PeerKey, ConnectRecord> = LruHashMap::pinned(MAX_PENDING_CONNECTIONS, 0);
 
 /// cgroups never redirected: the agent's own, so its upstream connections to
 /// protected targets go out directly instead of looping back into itself.
@@ -92,12 +85,7 @@ fn lookup_target(addr: &[u8; 16], port: u16) -> Option<TargetValue> {
 /// Returns the redirect port, `Err(())` when the connect must be refused, or
 /// `Ok(None)` to let it through untouched.
 #[inline(always)]
-fn intercept(
-    ctx: &SockAddrContext,
-    orig_addr: [u8; 16],
-    orig_port: u16,
-    family: u16,
-) -> Result<Option<u16>, ()> {
+fn intercept(ctx: &SockAddrContext, orig_addr: [u8; 16], orig_port: u16, family: u16) -> Result<Option<u16>, ()> {
     if !port_has(orig_port, PORT_PROTECTED) {
         return Ok(None);
     }
@@ -295,12 +283,7 @@ fn bytes_to_words(bytes: &[u8; 16]) -> [u32; 4] {
     let mut out = [0u32; 4];
     let mut i = 0;
     while i < 4 {
-        out[i] = u32::from_ne_bytes([
-            bytes[i * 4],
-            bytes[i * 4 + 1],
-            bytes[i * 4 + 2],
-            bytes[i * 4 + 3],
-        ]);
+        out[i] = u32::from_ne_bytes([bytes[i * 4], bytes[i * 4 + 1], bytes[i * 4 + 2], bytes[i * 4 + 3]]);
         i += 1;
     }
     out

@@ -105,8 +105,8 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
@@ -121,7 +121,9 @@ impl Config {
             return Err(invalid("listener.port must not be 0".into()));
         }
         if !config.listener.ipv4 && !config.listener.ipv6 {
-            return Err(invalid("listener.ipv4 and listener.ipv6 are both off: nothing would receive connections".into()));
+            return Err(invalid(
+                "listener.ipv4 and listener.ipv6 are both off: nothing would receive connections".into(),
+            ));
         }
         if config.upstream_connect_timeout_ms == 0 {
             return Err(invalid("upstream_connect_timeout_ms must be more than 0".into()));

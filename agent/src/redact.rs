@@ -22,7 +22,9 @@ pub fn command_line(args: Vec<String>) -> Vec<String> {
             out.push((*flag).to_owned());
             continue;
         }
-        if let Some((flag, _)) = arg.split_once('=').filter(|(f, _)| SECRET_FLAGS.iter().any(|s| f.eq_ignore_ascii_case(s))) {
+        if let Some((flag, _)) =
+            arg.split_once('=').filter(|(f, _)| SECRET_FLAGS.iter().any(|s| f.eq_ignore_ascii_case(s)))
+        {
             out.push(format!("{flag}={REDACTED}"));
             continue;
         }
@@ -69,7 +71,6 @@ pub fn keyword_password(arg: &str) -> String {
     format!("{}{REDACTED}{}", &arg[..start], keyword_password(&arg[start + value_len..]))
 }
 
-
 /// SQL with the literal after every `PASSWORD` keyword replaced
 /// (`CREATE ROLE … PASSWORD 'x'`, `ALTER USER … ENCRYPTED PASSWORD $$x$$`),
 /// and passwords in URIs inside it.
@@ -81,7 +82,8 @@ pub fn sql(text: &str) -> String {
     let mut search = 0;
     while let Some(found) = lower[search..].find("password").map(|i| search + i) {
         search = found + "password".len();
-        let word_start = found == 0 || !lower.as_bytes()[found - 1].is_ascii_alphanumeric() && lower.as_bytes()[found - 1] != b'_';
+        let word_start =
+            found == 0 || !lower.as_bytes()[found - 1].is_ascii_alphanumeric() && lower.as_bytes()[found - 1] != b'_';
         // `PASSWORD 'x'` in DDL, or `password = 'x'` in a comparison.
         let rest = text[search..].trim_start();
         let rest = rest.strip_prefix('=').map_or(rest, str::trim_start);
@@ -185,7 +187,10 @@ mod tests {
     #[test]
     fn sql_password_literals_are_redacted() {
         assert_eq!(sql("CREATE ROLE app LOGIN PASSWORD 'hunter2'"), "CREATE ROLE app LOGIN PASSWORD '***'");
-        assert_eq!(sql("alter user x encrypted password 'it''s'; select 1"), "alter user x encrypted password '***'; select 1");
+        assert_eq!(
+            sql("alter user x encrypted password 'it''s'; select 1"),
+            "alter user x encrypted password '***'; select 1"
+        );
         assert_eq!(sql("ALTER ROLE a PASSWORD $$s3c$$ VALID UNTIL 'x'"), "ALTER ROLE a PASSWORD '***' VALID UNTIL 'x'");
         assert_eq!(sql("alter role a password $t$x$t$"), "alter role a password '***'");
         assert_eq!(sql("select password from users"), "select password from users", "a column, not a literal");

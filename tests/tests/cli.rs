@@ -63,7 +63,8 @@ fn the_systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("airlock.service");
     fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().expect("systemd-analyze");
+    let out =
+        Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().expect("systemd-analyze");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let problems: Vec<&str> = stderr.lines().filter(|l| l.contains("airlock.service")).collect();
     assert!(out.status.success() && problems.is_empty(), "{stderr}");

@@ -15,9 +15,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `airlock` binary under test: `$AIRLOCK_BIN`, or the workspace's debug build.
 pub fn airlock_bin() -> PathBuf {
-    let bin = std::env::var_os("AIRLOCK_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/airlock")
-    });
+    let bin = std::env::var_os("AIRLOCK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/airlock"));
     assert!(bin.exists(), "{} does not exist: run `cargo xtask test` (it builds the agent first)", bin.display());
     bin
 }
@@ -118,10 +118,10 @@ impl Agent {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut buf = [0u8; 512];
         loop {
-            if let Ok(n) = notify.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
-                    break;
-                }
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1")
+            {
+                break;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("agent exited before ready ({status}):\n{}", self.log());

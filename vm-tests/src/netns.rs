@@ -101,7 +101,22 @@ impl TargetHost {
         let data = data_root.join("pgdata");
         fs::create_dir_all(&data).expect("mkdir pgdata");
         sh("chown", &["-R", "postgres:postgres", &data_root.display().to_string()]);
-        sh("runuser", &["-u", "postgres", "--", &bin.join("initdb").display().to_string(), "-D", &data.display().to_string(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+        sh(
+            "runuser",
+            &[
+                "-u",
+                "postgres",
+                "--",
+                &bin.join("initdb").display().to_string(),
+                "-D",
+                &data.display().to_string(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
         let mut hba = fs::OpenOptions::new().append(true).open(data.join("pg_hba.conf")).expect("pg_hba.conf");
         use std::io::Write as _;
         writeln!(hba, "host all all 0.0.0.0/0 trust\nhost all all ::/0 trust").expect("write pg_hba");
@@ -109,7 +124,8 @@ impl TargetHost {
         let sockets = format!("unix_socket_directories={}", data.display());
         let postgres = bin.join("postgres").display().to_string();
         let data_s = data.display().to_string();
-        let mut args = vec!["-u", "postgres", "--", &postgres, "-D", &data_s, "-c", &listen, "-c", &sockets, "-c", "fsync=off"];
+        let mut args =
+            vec!["-u", "postgres", "--", &postgres, "-D", &data_s, "-c", &listen, "-c", &sockets, "-c", "fsync=off"];
         for setting in settings {
             args.extend(["-c", setting]);
         }
@@ -148,7 +164,8 @@ impl Drop for TargetHost {
 fn kill_namespace_processes(ns: &str) {
     for _ in 0..50 {
         let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else { return };
-        let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|p| p.trim().parse().ok()).collect();
+        let pids: Vec<i32> =
+            String::from_utf8_lossy(&out.stdout).lines().filter_map(|p| p.trim().parse().ok()).collect();
         if pids.is_empty() {
             return;
         }

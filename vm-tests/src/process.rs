@@ -55,10 +55,7 @@ pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> C
         command.pre_exec(move || {
             write_file(&procs, b"0")?;
             write_file(c"/proc/self/loginuid", loginuid.as_bytes())?;
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -1,9 +1,6 @@
 //! Real Unix test users, created with useradd and removed with userdel.
 
-use std::{
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use crate::PREFIX;
 

@@ -73,7 +73,8 @@ fn psql_and_curl_as_a_test_user_are_intercepted_and_attributed() {
     let v4 = lab.target.v4.to_string();
     let alice = lab.user("alice");
 
-    let psql = lab.run_as("alice", "psql", &["-h", &v4, "-U", "postgres", "-d", "postgres", "-At", "-c", "select 40 + 2"]);
+    let psql =
+        lab.run_as("alice", "psql", &["-h", &v4, "-U", "postgres", "-d", "postgres", "-At", "-c", "select 40 + 2"]);
     assert!(psql.success(), "psql failed: {psql:?}\nagent log:\n{}", lab.agent().log());
     assert_eq!(psql.stdout.trim(), "42");
 
@@ -247,7 +248,21 @@ fn pinned_maps_of_an_incompatible_build_are_replaced() {
     fs::create_dir_all(&maps).unwrap();
     let stats = maps.join("STATS");
     let made = Command::new("bpftool")
-        .args(["map", "create", stats.to_str().unwrap(), "type", "percpu_array", "key", "4", "value", "4", "entries", "5", "name", "STATS"])
+        .args([
+            "map",
+            "create",
+            stats.to_str().unwrap(),
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "4",
+            "entries",
+            "5",
+            "name",
+            "STATS",
+        ])
         .output()
         .expect("bpftool");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
@@ -365,13 +380,21 @@ fn status_shows_live_sessions_only_to_their_owner_or_root() {
         assert_eq!(session["user"], lab.user("alice").name.as_str());
         assert_eq!(session["target"], "web");
 
-        let as_bob = lab.run_as("bob", airlock_bin().to_str().unwrap(), &["status", "--json", "--socket", lab.agent().config.socket.to_str().unwrap()]);
+        let as_bob = lab.run_as(
+            "bob",
+            airlock_bin().to_str().unwrap(),
+            &["status", "--json", "--socket", lab.agent().config.socket.to_str().unwrap()],
+        );
         assert!(as_bob.success(), "{as_bob:?}");
         let bob_view: Value = serde_json::from_str(&as_bob.stdout).unwrap();
         assert_eq!(bob_view["all_sessions"], false);
         assert_eq!(bob_view["sessions"].as_array().unwrap().len(), 0, "bob must not see alice's session");
 
-        let as_alice = lab.run_as("alice", airlock_bin().to_str().unwrap(), &["status", "--json", "--socket", lab.agent().config.socket.to_str().unwrap()]);
+        let as_alice = lab.run_as(
+            "alice",
+            airlock_bin().to_str().unwrap(),
+            &["status", "--json", "--socket", lab.agent().config.socket.to_str().unwrap()],
+        );
         let alice_view: Value = serde_json::from_str(&as_alice.stdout).unwrap();
         assert_eq!(alice_view["sessions"].as_array().unwrap().len(), 1, "alice sees her own session");
         handle.join().unwrap()

@@ -56,7 +56,8 @@ fn statements_are_recorded_with_their_results_and_errors() {
         return;
     }
     let lab = lab_with_postgres(&["alice"], ALLOW_ALL, &[]);
-    let out = psql(&lab, "alice", &["-c", "create table t (a int); insert into t values (1), (2); select count(*) from t"]);
+    let out =
+        psql(&lab, "alice", &["-c", "create table t (a int); insert into t values (1), (2); select count(*) from t"]);
     assert!(out.success(), "{out:?}\n{}", lab.agent().log());
     assert_eq!(out.stdout.lines().last(), Some("2"));
     let failing = psql(&lab, "alice", &["-c", "select * from no_such_table"]);
@@ -98,7 +99,22 @@ fn pgbench_prepared_and_extended_protocols_are_recorded() {
         let out = lab.run_as(
             "alice",
             "pgbench",
-            &["-h", &host, "-U", "postgres", "-n", "-M", mode, "-t", "20", "-c", "2", "-f", script.to_str().unwrap(), "postgres"],
+            &[
+                "-h",
+                &host,
+                "-U",
+                "postgres",
+                "-n",
+                "-M",
+                mode,
+                "-t",
+                "20",
+                "-c",
+                "2",
+                "-f",
+                script.to_str().unwrap(),
+                "postgres",
+            ],
         );
         assert!(out.success(), "pgbench -M {mode}: {out:?}\n{}", lab.agent().log());
         assert!(out.stdout.contains("number of transactions actually processed: 40/40"), "{}", out.stdout);
@@ -124,7 +140,18 @@ fn copy_and_large_messages_pass_through_intact() {
     let data = lab.dir.path().join("rows.tsv");
     fs::write(&data, (1..=20_000).map(|i| format!("{i}\trow {i}\n")).collect::<String>()).unwrap();
     set_mode(&data, 0o644);
-    let copy_in = psql(&lab, "alice", &["-c", "create table c (a int, b text)", "-c", &format!("\\copy c from '{}'", data.display()), "-c", "select count(*), sum(a) from c"]);
+    let copy_in = psql(
+        &lab,
+        "alice",
+        &[
+            "-c",
+            "create table c (a int, b text)",
+            "-c",
+            &format!("\\copy c from '{}'", data.display()),
+            "-c",
+            "select count(*), sum(a) from c",
+        ],
+    );
     assert!(copy_in.success(), "{copy_in:?}");
     assert_eq!(copy_in.stdout.lines().last(), Some("20000|200010000"));
 
@@ -139,7 +166,10 @@ fn copy_and_large_messages_pass_through_intact() {
     assert!(out.success(), "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "20000000");
     let records = lab.agent().records_of("postgres.statement");
-    assert!(records.iter().any(|r| r["detail"]["sql"].as_str().unwrap().contains("-byte query, too large to inspect")), "large statement recorded as such");
+    assert!(
+        records.iter().any(|r| r["detail"]["sql"].as_str().unwrap().contains("-byte query, too large to inspect")),
+        "large statement recorded as such"
+    );
 }
 
 #[test]
@@ -147,7 +177,8 @@ fn refusals_reach_psql_as_fatal_errors() {
     if !privileged() {
         return;
     }
-    let access = "[[target.access]]\naction = \"deny\"\nusers = [\"*\"]\nreason = \"production is read through the replica\"\n";
+    let access =
+        "[[target.access]]\naction = \"deny\"\nusers = [\"*\"]\nreason = \"production is read through the replica\"\n";
     let lab = lab_with_postgres(&["bob"], access, &[]);
     let out = psql(&lab, "bob", &["-c", "select 1"]);
     assert!(!out.success());
@@ -161,7 +192,11 @@ fn refusals_reach_psql_as_fatal_errors() {
     let host = lab.target.v4.to_string();
     let down = lab.run_as("bob", "psql", &["-h", &host, "-p", "5433", "-U", "postgres", "-c", "select 1"]);
     assert!(!down.success());
-    assert!(down.stderr.contains(&format!("FATAL:  airlock: connecting to {host}:5433: Connection refused")), "{}", down.stderr);
+    assert!(
+        down.stderr.contains(&format!("FATAL:  airlock: connecting to {host}:5433: Connection refused")),
+        "{}",
+        down.stderr
+    );
 }
 
 #[test]
@@ -181,13 +216,20 @@ fn tls_offered_by_the_server_passes_through_end_to_end() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let ssl = ["ssl=on".to_owned(), format!("ssl_cert_file={}", cert.display()), format!("ssl_key_file={}", key.display())];
+    let ssl =
+        ["ssl=on".to_owned(), format!("ssl_cert_file={}", cert.display()), format!("ssl_key_file={}", key.display())];
     let settings: Vec<&str> = ssl.iter().map(String::as_str).collect();
     lab.target.start_postgres_with(&pg_dir, &settings);
     let v4 = lab.target.v4;
-    lab.start_agent(&format!("[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n{ALLOW_ALL}"));
+    lab.start_agent(&format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n{ALLOW_ALL}"
+    ));
     let conninfo = format!("host={v4} user=postgres dbname=postgres sslmode=require");
-    let out = lab.run_as("alice", "psql", &[&conninfo, "-At", "-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()"]);
+    let out = lab.run_as(
+        "alice",
+        "psql",
+        &[&conninfo, "-At", "-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()"],
+    );
     assert!(out.success(), "{out:?}\n{}", lab.agent().log());
     assert_eq!(out.stdout.trim(), "t", "the client's session is encrypted to the server");
     assert_eq!(lab.agent().wait_for_records("postgres.tls_passthrough", 1).len(), 1);
@@ -223,7 +265,11 @@ fn a_malformed_client_message_gets_a_protocol_error() {
     let out = lab.run_as("alice", "python3", &["-c", &script]);
     assert!(out.success(), "{out:?}");
     assert!(out.stdout.contains("08P01"), "{}", out.stdout);
-    assert!(out.stdout.contains("client sent a malformed message: message length 2 is shorter than its own header"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("client sent a malformed message: message length 2 is shorter than its own header"),
+        "{}",
+        out.stdout
+    );
     let closes = lab.agent().wait_for_records("connection.close", 1);
     assert!(closes[0]["detail"]["error"].as_str().unwrap().contains("malformed"), "{:#}", closes[0]);
 }

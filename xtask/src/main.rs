@@ -145,7 +145,8 @@ impl Tally {
 /// Runs `cargo test`, echoing its output and counting its results.
 fn cargo_test(root: &Path, args: &[&str], env: &[(&str, &Path)], tally: &mut Tally) -> anyhow::Result<()> {
     use std::io::BufRead as _;
-    let mut child = cargo_command(root, args, env).stdout(std::process::Stdio::piped()).spawn().context("running cargo")?;
+    let mut child =
+        cargo_command(root, args, env).stdout(std::process::Stdio::piped()).spawn().context("running cargo")?;
     let stdout = child.stdout.take().context("cargo stdout")?;
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading cargo output")?;

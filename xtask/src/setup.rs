@@ -95,7 +95,15 @@ pub fn install() -> anyhow::Result<()> {
                     .env("DEBIAN_FRONTEND", "noninteractive"))?;
             }
             Missing::NightlyRustSrc => {
-                run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
+                run(Command::new("rustup").args([
+                    "toolchain",
+                    "install",
+                    "nightly",
+                    "--profile",
+                    "minimal",
+                    "--component",
+                    "rust-src",
+                ]))?;
             }
             Missing::BpfLinker => {
                 // LLVM_PREFIX is where bpf-linker's build looks for libLLVM;
@@ -149,7 +157,9 @@ fn nightly_has_rust_src() -> bool {
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .stderr(Stdio::null())
         .output()
-        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")))
+        .is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src"))
+        })
 }
 
 fn bpf_linker_present() -> bool {

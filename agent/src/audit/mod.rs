@@ -109,13 +109,8 @@ impl AuditLog {
         };
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
         let path = dir.join(LOG_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let mut file =
+            OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(&path).map_err(io_err(&path))?;
         let tail = read_tail(&mut file).map_err(io_err(&path))?;
         let (next_seq, prev, torn) = resume(&tail);
         if torn {
@@ -161,10 +156,7 @@ impl AuditLog {
         let hash = hex(&Sha256::digest(&line));
         line.pop(); // the closing brace; the hash goes inside the object
         line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());
-        chain
-            .file
-            .write_all(&line)
-            .map_err(|source| AuditError::Io { path: self.path.clone(), source })?;
+        chain.file.write_all(&line).map_err(|source| AuditError::Io { path: self.path.clone(), source })?;
         chain.next_seq += 1;
         chain.prev = hash;
         Ok(seq)
@@ -203,13 +195,13 @@ fn read_tail(file: &mut File) -> io::Result<String> {
 /// file ends in a torn (unterminated) line.
 fn resume(tail: &str) -> (u64, String, bool) {
     let torn = !tail.is_empty() && !tail.ends_with('\n');
-    let last_whole = tail.split_inclusive('\n').filter(|l| l.ends_with('\n')).filter_map(|l| {
+    let mut last_whole = tail.split_inclusive('\n').filter(|l| l.ends_with('\n')).filter_map(|l| {
         let line = l.trim_end_matches('\n');
         let (_, hash) = split_hash(line)?;
         let seq = serde_json::from_str::<serde_json::Value>(line).ok()?.get("seq")?.as_u64()?;
         Some((seq, hash.to_owned()))
     });
-    match last_whole.last() {
+    match last_whole.next_back() {
         Some((seq, hash)) => (seq + 1, hash, torn),
         None => (1, GENESIS.to_owned(), torn),
     }

@@ -43,7 +43,10 @@ fn print_table(status: &Status) {
     let scope = if status.all_sessions { "all users" } else { "yours" };
     println!("\nSESSIONS ({}, {scope})", status.sessions.len());
     if !status.sessions.is_empty() {
-        println!("{:<18} {:<12} {:<8} {:<12} {:<16} {:<24} {:>6} {:>12} {:>12}", "ID", "USER", "PID", "COMMAND", "TARGET", "DESTINATION", "AGE", "BYTES OUT", "BYTES IN");
+        println!(
+            "{:<18} {:<12} {:<8} {:<12} {:<16} {:<24} {:>6} {:>12} {:>12}",
+            "ID", "USER", "PID", "COMMAND", "TARGET", "DESTINATION", "AGE", "BYTES OUT", "BYTES IN"
+        );
     }
     for s in &status.sessions {
         println!(

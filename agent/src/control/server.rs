@@ -27,16 +27,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// their kernel-verified uid.
 pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
     }
-    let listener = std::os::unix::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        std::os::unix::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     listener.set_nonblocking(true)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o666)).with_context(|| format!("chmod {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("chmod {}", path.display()))?;
     Ok(listener)
 }
 

@@ -30,14 +30,17 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
         // Not redirected by our programs (someone dialled the listener
         // directly) or its record was evicted: nobody to attribute it to.
         tracing::warn!(%peer, "refused: no interception record for this connection");
-        audit_or_log(&state, Event {
-            kind: "connection.refused",
-            session: None,
-            identity: None,
-            process: None,
-            target: None,
-            detail: json!({ "peer": peer.to_string(), "reason": "no interception record for this connection" }),
-        });
+        audit_or_log(
+            &state,
+            Event {
+                kind: "connection.refused",
+                session: None,
+                identity: None,
+                process: None,
+                target: None,
+                detail: json!({ "peer": peer.to_string(), "reason": "no interception record for this connection" }),
+            },
+        );
         reset(client);
         return;
     };
@@ -49,7 +52,12 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
     // policy reload between connect() and here may have renumbered targets.
     let policy = state.policy();
     let Some(matched) = policy.find_target(destination.ip(), destination.port()) else {
-        let target = TargetRef { name: "-".into(), protocol: "-".into(), addr: destination.ip().to_string(), port: destination.port() };
+        let target = TargetRef {
+            name: "-".into(),
+            protocol: "-".into(),
+            addr: destination.ip().to_string(),
+            port: destination.port(),
+        };
         let reason = format!("{destination} is no longer a protected target (policy reloaded)");
         deny(&state, &session, None, &process, &target, &reason);
         return reset(client);
@@ -86,7 +94,14 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
                 tracing::error!(%error, %session, "refused: audit log unavailable");
                 return refuse(client, protocol, Refusal::Unrecorded).await;
             }
-            let live = LiveSession { id: session, identity, process, target, started: SystemTime::now(), bytes: ByteCounters::default() };
+            let live = LiveSession {
+                id: session,
+                identity,
+                process,
+                target,
+                started: SystemTime::now(),
+                bytes: ByteCounters::default(),
+            };
             run_session(&state, client, protocol, live, destination).await;
         }
         Decision::Deny { reason } => {
@@ -96,7 +111,13 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
     }
 }
 
-async fn run_session(state: &Arc<AgentState>, client: TcpStream, protocol: Protocol, session: LiveSession, destination: SocketAddr) {
+async fn run_session(
+    state: &Arc<AgentState>,
+    client: TcpStream,
+    protocol: Protocol,
+    session: LiveSession,
+    destination: SocketAddr,
+) {
     let started = Instant::now();
     let live = state.sessions.register(session);
     let s = live.session();
@@ -172,32 +193,45 @@ async fn refuse(client: TcpStream, protocol: Protocol, refusal: Refusal<'_>) {
 /// Writes the `connection.close` record of a session.
 pub fn close_record(state: &AgentState, s: &LiveSession, duration: Duration, error: Option<&str>) {
     use std::sync::atomic::Ordering::Relaxed;
-    audit_or_log(state, Event {
-        kind: "connection.close",
-        session: Some(&s.id),
-        identity: Some(&s.identity),
-        process: Some(&s.process),
-        target: Some(&s.target),
-        detail: json!({
-            "bytes_to_upstream": s.bytes.to_upstream.load(Relaxed),
-            "bytes_to_client": s.bytes.to_client.load(Relaxed),
-            "duration_ms": duration.as_millis() as u64,
-            "error": error,
-        }),
-    });
+    audit_or_log(
+        state,
+        Event {
+            kind: "connection.close",
+            session: Some(&s.id),
+            identity: Some(&s.identity),
+            process: Some(&s.process),
+            target: Some(&s.target),
+            detail: json!({
+                "bytes_to_upstream": s.bytes.to_upstream.load(Relaxed),
+                "bytes_to_client": s.bytes.to_client.load(Relaxed),
+                "duration_ms": duration.as_millis() as u64,
+                "error": error,
+            }),
+        },
+    );
 }
 
 /// Records a refusal in the audit log and the agent's log.
-fn deny(state: &AgentState, session: &str, identity: Option<&Identity>, process: &ProcessInfo, target: &TargetRef, reason: &str) {
+fn deny(
+    state: &AgentState,
+    session: &str,
+    identity: Option<&Identity>,
+    process: &ProcessInfo,
+    target: &TargetRef,
+    reason: &str,
+) {
     tracing::warn!(session, pid = process.pid, uid = process.uid, target = %target.name, reason, "connection denied");
-    audit_or_log(state, Event {
-        kind: "connection.denied",
-        session: Some(session),
-        identity,
-        process: Some(process),
-        target: Some(target),
-        detail: json!({ "decision": "deny", "reason": reason }),
-    });
+    audit_or_log(
+        state,
+        Event {
+            kind: "connection.denied",
+            session: Some(session),
+            identity,
+            process: Some(process),
+            target: Some(target),
+            detail: json!({ "decision": "deny", "reason": reason }),
+        },
+    );
 }
 
 /// A record that cannot be written is at least in the agent's own log.

@@ -22,8 +22,8 @@ use std::{
 
 use std::os::unix::fs::DirBuilderExt as _;
 
-use anyhow::Context as _;
 use airlock_ebpf::TargetValue;
+use anyhow::Context as _;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -215,7 +215,9 @@ fn reload(state: &AgentState) {
             ("policy.reload_failed", json!({ "errors": errors }))
         }
     };
-    if let Err(error) = state.audit.append(Event { kind, session: None, identity: None, process: None, target: None, detail }) {
+    if let Err(error) =
+        state.audit.append(Event { kind, session: None, identity: None, process: None, target: None, detail })
+    {
         tracing::error!(%error, kind, "audit record lost");
     }
     notify::ready(&ready_status(&state.policy()));
@@ -262,7 +264,9 @@ fn bind_listeners(config: &Config) -> anyhow::Result<Vec<std::net::TcpListener>>
         let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
         match bind(addr) {
             Ok(listener) => listeners.push(listener),
-            Err(error) => tracing::warn!(%addr, %error, "no IPv6 listener; IPv6 connections to protected targets will fail"),
+            Err(error) => {
+                tracing::warn!(%addr, %error, "no IPv6 listener; IPv6 connections to protected targets will fail")
+            }
         }
     }
     anyhow::ensure!(!listeners.is_empty(), "no listener configured (listener.ipv4 and listener.ipv6 are both off)");

@@ -19,7 +19,8 @@ pub fn drop_all_but_runtime_needs() -> anyhow::Result<()> {
     // CapabilityBoundingSet has already shrunk it.
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
         for cap in caps::all().difference(&keep) {
-            caps::drop(None, CapSet::Bounding, *cap).with_context(|| format!("dropping {cap} from the bounding set"))?;
+            caps::drop(None, CapSet::Bounding, *cap)
+                .with_context(|| format!("dropping {cap} from the bounding set"))?;
         }
     }
     caps::clear(None, CapSet::Ambient).context("clearing ambient capabilities")?;

@@ -44,21 +44,14 @@ impl IdentityProvider for UnixIdentityProvider {
 /// moment ago must not stay unknown.
 fn lookup(uid: u32) -> Result<Identity, IdentityError> {
     let lookup = |message: String| IdentityError::Lookup { uid, message };
-    let user = User::from_uid(Uid::from_raw(uid))
-        .map_err(|e| lookup(e.to_string()))?
-        .ok_or(IdentityError::UnknownUid(uid))?;
+    let user =
+        User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup(e.to_string()))?.ok_or(IdentityError::UnknownUid(uid))?;
     let name = std::ffi::CString::new(user.name.as_str()).map_err(|e| lookup(e.to_string()))?;
     let gids = getgrouplist(&name, user.gid).map_err(|e| lookup(format!("group list: {e}")))?;
     let mut groups: Vec<String> = gids.into_iter().map(group_name).collect();
     groups.sort();
     groups.dedup();
-    Ok(Identity {
-        source: IdentitySource::Unix,
-        subject: format!("unix:{}", user.name),
-        user: user.name,
-        uid,
-        groups,
-    })
+    Ok(Identity { source: IdentitySource::Unix, subject: format!("unix:{}", user.name), user: user.name, uid, groups })
 }
 
 /// A group without a name still shows in records, as `gid:N`.

@@ -84,10 +84,7 @@ pub fn cgroup_id(dir: &Path) -> Result<u64, CgroupError> {
 pub fn cgroup_of(pid: &str) -> Result<String, CgroupError> {
     let path = PathBuf::from(format!("/proc/{pid}/cgroup"));
     let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .map(str::to_owned)
-        .ok_or(CgroupError::NotCgroup2(path))
+    text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_owned).ok_or(CgroupError::NotCgroup2(path))
 }
 
 /// Creates `dir` if needed and moves the calling process (all its threads) into it.

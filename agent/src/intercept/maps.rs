@@ -6,9 +6,9 @@ use std::{
 };
 
 use airlock_ebpf::{
-    ConnectRecord, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS, MAX_TARGET_ENTRIES, MAX_TARGET_IDS,
-    PORT_COUNT, PORT_LISTENER, PORT_PROTECTED, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN,
-    TargetValue, map_names, target_key_data, target_prefix_len,
+    ConnectRecord, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS, MAX_TARGET_ENTRIES, MAX_TARGET_IDS, PORT_COUNT,
+    PORT_LISTENER, PORT_PROTECTED, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue, map_names, target_key_data,
+    target_prefix_len,
 };
 use aya::{
     Ebpf,
@@ -103,8 +103,7 @@ impl InterceptMaps {
         for (port, flags) in &new_flags {
             self.set_port_flags(*port, flags | old_flags.get(port).copied().unwrap_or(0))?;
         }
-        let wanted: HashSet<(u32, [u8; TARGET_KEY_LEN])> =
-            entries.iter().map(|e| key_tuple(&e.trie_key())).collect();
+        let wanted: HashSet<(u32, [u8; TARGET_KEY_LEN])> = entries.iter().map(|e| key_tuple(&e.trie_key())).collect();
         for entry in entries {
             self.targets.insert(&entry.trie_key(), entry.value, 0).map_err(&err)?;
         }
@@ -237,12 +236,8 @@ mod tests {
     #[test]
     fn peer_keys_of_v4_and_mapped_v6_clients_are_equal() {
         let v4 = peer_key(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 1), 40000)));
-        let mapped = peer_key(SocketAddr::V6(SocketAddrV6::new(
-            Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped(),
-            40000,
-            0,
-            0,
-        )));
+        let mapped =
+            peer_key(SocketAddr::V6(SocketAddrV6::new(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped(), 40000, 0, 0)));
         assert_eq!(v4, mapped);
         assert_eq!(v4.addr[10..], [0xff, 0xff, 127, 0, 0, 1]);
         assert_eq!(v4.port, 40000);

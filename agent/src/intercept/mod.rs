@@ -24,10 +24,7 @@ use std::{
 use airlock_ebpf::{ConnectRecord, program_names};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{
-        CgroupAttachMode, CgroupSockAddr, SockOps,
-        links::FdLink,
-    },
+    programs::{CgroupAttachMode, CgroupSockAddr, SockOps, links::FdLink},
 };
 
 pub use maps::{Counters, InterceptMaps, TargetEntry};
@@ -141,22 +138,17 @@ impl Interceptor {
         maps.set_exempt_cgroups(&[agent_cgroup_id])?;
         maps.sync_targets(targets)?;
 
-        let cgroup_dir = fs::File::open(cgroup)
-            .map_err(|source| InterceptError::Io { path: cgroup.to_owned(), source })?;
+        let cgroup_dir =
+            fs::File::open(cgroup).map_err(|source| InterceptError::Io { path: cgroup.to_owned(), source })?;
         let mut attached = Vec::with_capacity(PROGRAMS.len());
         for (name, hook) in PROGRAMS {
-            let attach_err = |message: String| InterceptError::Attach {
-                program: name,
-                cgroup: cgroup.to_owned(),
-                message,
-            };
-            let program = ebpf
-                .program_mut(name)
-                .ok_or_else(|| attach_err("program missing from the eBPF object".into()))?;
+            let attach_err =
+                |message: String| InterceptError::Attach { program: name, cgroup: cgroup.to_owned(), message };
+            let program =
+                ebpf.program_mut(name).ok_or_else(|| attach_err("program missing from the eBPF object".into()))?;
             let link: FdLink = match hook {
                 Hook::SockAddr => {
-                    let program: &mut CgroupSockAddr =
-                        program.try_into().map_err(|e| attach_err(error_chain(&e)))?;
+                    let program: &mut CgroupSockAddr = program.try_into().map_err(|e| attach_err(error_chain(&e)))?;
                     program.load().map_err(|e| attach_err(error_chain(&e)))?;
                     let id = program
                         .attach(cgroup_dir.as_fd(), CgroupAttachMode::Single)
@@ -168,8 +160,7 @@ impl Interceptor {
                         .map_err(|e| attach_err(error_chain(&e)))?
                 }
                 Hook::SockOps => {
-                    let program: &mut SockOps =
-                        program.try_into().map_err(|e| attach_err(error_chain(&e)))?;
+                    let program: &mut SockOps = program.try_into().map_err(|e| attach_err(error_chain(&e)))?;
                     program.load().map_err(|e| attach_err(error_chain(&e)))?;
                     let id = program
                         .attach(cgroup_dir.as_fd(), CgroupAttachMode::Single)
@@ -290,9 +281,8 @@ fn remove_pins(dir: &Path) -> Result<Vec<PathBuf>, InterceptError> {
 fn ensure_bpffs(pin_dir: &Path) -> Result<(), InterceptError> {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     let bpffs = Path::new("/sys/fs/bpf");
-    let is_bpffs = |path: &Path| {
-        nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
-    };
+    let is_bpffs =
+        |path: &Path| nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false);
     if !is_bpffs(bpffs) {
         nix::mount::mount(Some("bpf"), bpffs, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
             .map_err(|e| InterceptError::Io { path: bpffs.to_owned(), source: e.into() })?;

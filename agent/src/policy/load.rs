@@ -89,7 +89,10 @@ impl Policy {
     /// Loads every `*.toml` file directly in `dir`.
     pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
         let fail = |message: String| PolicyError {
-            diagnostics: vec![Diagnostic { location: SourceLocation { file: dir.to_owned(), line: 1, column: 1 }, message }],
+            diagnostics: vec![Diagnostic {
+                location: SourceLocation { file: dir.to_owned(), line: 1, column: 1 },
+                message,
+            }],
         };
         let entries = std::fs::read_dir(dir).map_err(|e| fail(format!("cannot read the policy directory: {e}")))?;
         let mut files: Vec<PathBuf> = entries
@@ -135,11 +138,17 @@ impl Policy {
             }
         }
         if policy.targets.len() > MAX_TARGET_IDS as usize {
-            diagnostics.push(limit_error(&policy, format!("{} targets; at most {MAX_TARGET_IDS} are supported", policy.targets.len())));
+            diagnostics.push(limit_error(
+                &policy,
+                format!("{} targets; at most {MAX_TARGET_IDS} are supported", policy.targets.len()),
+            ));
         }
         let network_count: usize = policy.targets.iter().map(|t| t.networks.len()).sum();
         if network_count > MAX_TARGET_ENTRIES as usize {
-            diagnostics.push(limit_error(&policy, format!("{network_count} target addresses; at most {MAX_TARGET_ENTRIES} are supported")));
+            diagnostics.push(limit_error(
+                &policy,
+                format!("{network_count} target addresses; at most {MAX_TARGET_ENTRIES} are supported"),
+            ));
         }
         if diagnostics.is_empty() { Ok(policy) } else { Err(PolicyError { diagnostics }) }
     }
@@ -228,7 +237,10 @@ fn check_target(
         };
         if raw_rule.users.is_empty() && raw_rule.groups.is_empty() {
             let location = SourceLocation::at(check.path, check.text, rule_span.start);
-            check.diagnostics.push(Diagnostic { location, message: "access rule matches nobody: give users, groups or both".into() });
+            check.diagnostics.push(Diagnostic {
+                location,
+                message: "access rule matches nobody: give users, groups or both".into(),
+            });
         }
         if let Some(action) = action {
             access.push(AccessRule {

@@ -60,7 +60,10 @@ users = ["mallory"]
     fn loads_targets_networks_and_rules() {
         let policy = load(&[("p/prod.toml", PROD)]).unwrap();
         let target = &policy.targets[0];
-        assert_eq!((target.id, target.name.as_str(), target.protocol, target.port), (0, "prod-db", Protocol::Postgres, 5432));
+        assert_eq!(
+            (target.id, target.name.as_str(), target.protocol, target.port),
+            (0, "prod-db", Protocol::Postgres, 5432)
+        );
         let networks: Vec<String> = target.networks.iter().map(ToString::to_string).collect();
         assert_eq!(networks, ["10.20.0.5/32", "10.20.1.0/24", "fd00::/64"]);
         assert_eq!(target.access.len(), 3);
@@ -84,7 +87,9 @@ users = ["mallory"]
         );
         assert_eq!(
             policy.decide(0, &subject("bob", &["dev".to_owned(), "wheel".to_owned()])),
-            Decision::Deny { reason: "no access rule of target \"prod-db\" matches user \"bob\" (groups: dev, wheel)".into() }
+            Decision::Deny {
+                reason: "no access rule of target \"prod-db\" matches user \"bob\" (groups: dev, wheel)".into()
+            }
         );
         assert!(matches!(policy.decide(7, &subject("alice", &dba)), Decision::Deny { .. }));
     }
@@ -99,7 +104,8 @@ users = ["mallory"]
 
     #[test]
     fn find_target_takes_the_longest_prefix_on_the_port() {
-        let wide = "[[target]]\nname = \"subnet\"\nprotocol = \"tcp\"\nport = 5432\naddresses = [\"10.0.0.0/8\", \"any\"]\n";
+        let wide =
+            "[[target]]\nname = \"subnet\"\nprotocol = \"tcp\"\nport = 5432\naddresses = [\"10.0.0.0/8\", \"any\"]\n";
         let narrow = "[[target]]\nname = \"host\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.1.2.3\"]\n";
         let policy = load(&[("a.toml", wide), ("b.toml", narrow)]).unwrap();
         let find = |ip: &str, port| policy.find_target(ip.parse::<IpAddr>().unwrap(), port).map(|t| t.name.as_str());
@@ -152,7 +158,10 @@ action = "maybe"
 
     #[test]
     fn syntax_errors_and_unknown_fields_have_locations() {
-        let errs = errors(&[("s.toml", "[[target]]\nname = \"x\"\nprotocol = \"tcp\"\nport = 1\naddresses = [\"any\"]\ncolour = 1\n")]);
+        let errs = errors(&[(
+            "s.toml",
+            "[[target]]\nname = \"x\"\nprotocol = \"tcp\"\nport = 1\naddresses = [\"any\"]\ncolour = 1\n",
+        )]);
         assert_eq!(errs.len(), 1);
         assert!(errs[0].starts_with("s.toml:6:1: ") && errs[0].contains("colour"), "{errs:?}");
         let errs = errors(&[("t.toml", "[[target]\n")]);
@@ -172,7 +181,14 @@ action = "maybe"
 
     #[test]
     fn odd_input_never_panics() {
-        for text in ["", "target = 1", "[[target]]\nport = -1", "[[target]]\naddresses = \"x\"", "\u{0}", "[[target]]\nname = \"é\"\nprotocol = \"tcp\"\nport = 1\naddresses = [\"any\"]\n[[target.access]]\naction = \"allow\"\nusers = []\n"] {
+        for text in [
+            "",
+            "target = 1",
+            "[[target]]\nport = -1",
+            "[[target]]\naddresses = \"x\"",
+            "\u{0}",
+            "[[target]]\nname = \"é\"\nprotocol = \"tcp\"\nport = 1\naddresses = [\"any\"]\n[[target.access]]\naction = \"allow\"\nusers = []\n",
+        ] {
             let _ = load(&[("x.toml", text)]);
         }
     }
@@ -184,7 +200,10 @@ action = "maybe"
         let names: Vec<&str> = default.targets.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["postgres", "ssh"]);
         let anyone = subject("anyone", &[]);
-        assert!(default.targets.iter().all(|t| matches!(default.decide(t.id, &anyone), Decision::Allow { .. })), "observe mode denies nobody");
+        assert!(
+            default.targets.iter().all(|t| matches!(default.decide(t.id, &anyone), Decision::Allow { .. })),
+            "observe mode denies nobody"
+        );
         let examples = Policy::load_dir(&root.join("examples")).unwrap_or_else(|e| panic!("{e}"));
         assert!(!examples.targets.is_empty());
     }

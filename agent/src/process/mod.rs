@@ -189,9 +189,8 @@ mod tests {
         let write = |pid: u32, ppid: u32, comm: &str| {
             let dir = root.path().join(pid.to_string());
             fs::create_dir_all(&dir).unwrap();
-            let stat = format!(
-                "{pid} ({comm}) S {ppid} 1 1 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 {start_ticks} 1000 10 0"
-            );
+            let stat =
+                format!("{pid} ({comm}) S {ppid} 1 1 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 {start_ticks} 1000 10 0");
             fs::write(dir.join("stat"), stat).unwrap();
             dir
         };

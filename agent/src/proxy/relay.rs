@@ -32,10 +32,7 @@ pub struct ByteCounters {
 /// toward the other, so request/response protocols that close their sending
 /// side first still get their answer.
 pub async fn relay(client: &TcpStream, upstream: &TcpStream, counters: &ByteCounters) -> io::Result<()> {
-    tokio::try_join!(
-        pump(client, upstream, &counters.to_upstream),
-        pump(upstream, client, &counters.to_client),
-    )?;
+    tokio::try_join!(pump(client, upstream, &counters.to_upstream), pump(upstream, client, &counters.to_client),)?;
     Ok(())
 }
 

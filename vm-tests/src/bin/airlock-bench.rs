@@ -189,11 +189,16 @@ fn drive() {
     let direct = SocketAddr::new(lab.target.v4.into(), DIRECT);
     let through = SocketAddr::new(lab.target.v4.into(), PROTECTED);
     const SESSIONS: usize = 3_000;
-    let session_rate = |addr| median((0..ROUNDS).map(|_| run_client(&lab, "session", addr, SESSIONS)["rate"].as_f64().unwrap()).collect());
+    let session_rate = |addr| {
+        median((0..ROUNDS).map(|_| run_client(&lab, "session", addr, SESSIONS)["rate"].as_f64().unwrap()).collect())
+    };
     let (direct_rate, agent_rate) = (session_rate(direct), session_rate(through));
     println!("connect + 64-byte round trip + close, netns target ({SESSIONS} per round)");
     println!("  direct              {direct_rate:>10.0} conn/s");
-    println!("  through airlock     {agent_rate:>10.0} conn/s   ({:.1} % of direct)\n", agent_rate / direct_rate * 100.0);
+    println!(
+        "  through airlock     {agent_rate:>10.0} conn/s   ({:.1} % of direct)\n",
+        agent_rate / direct_rate * 100.0
+    );
 
     const TRIPS: usize = 20_000;
     let rtt = |addr| {

@@ -274,9 +274,7 @@ impl Backend {
         Ok(match frame.tag {
             b'C' => Self::CommandComplete { tag: read_cstr(&mut body, "CommandComplete")? },
             b'E' => Self::Error(ErrorFields::parse(&mut body, "ErrorResponse")?),
-            b'Z' => Self::ReadyForQuery {
-                status: *body.first().ok_or(CodecError::Truncated("ReadyForQuery"))?,
-            },
+            b'Z' => Self::ReadyForQuery { status: *body.first().ok_or(CodecError::Truncated("ReadyForQuery"))? },
             _ => Self::Other,
         })
     }
@@ -292,7 +290,12 @@ pub struct ErrorFields {
 impl ErrorFields {
     /// A FATAL error with SQLSTATE `code`, a message and an optional hint.
     pub fn fatal(code: &str, message: &str, hint: Option<&str>) -> Self {
-        let mut fields = vec![(b'S', "FATAL".to_owned()), (b'V', "FATAL".to_owned()), (b'C', code.to_owned()), (b'M', message.to_owned())];
+        let mut fields = vec![
+            (b'S', "FATAL".to_owned()),
+            (b'V', "FATAL".to_owned()),
+            (b'C', code.to_owned()),
+            (b'M', message.to_owned()),
+        ];
         if let Some(hint) = hint {
             fields.push((b'H', hint.to_owned()));
         }
@@ -334,7 +337,13 @@ impl ErrorFields {
 
 impl fmt::Display for ErrorFields {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.get(b'S').unwrap_or("ERROR"), self.get(b'C').unwrap_or("?????"), self.get(b'M').unwrap_or(""))
+        write!(
+            f,
+            "{} {}: {}",
+            self.get(b'S').unwrap_or("ERROR"),
+            self.get(b'C').unwrap_or("?????"),
+            self.get(b'M').unwrap_or("")
+        )
     }
 }
 
@@ -350,7 +359,8 @@ mod tests {
 
     #[test]
     fn startup_round_trip_and_partial_input() {
-        let message = StartupMessage { params: vec![("user".into(), "alice".into()), ("database".into(), "app".into())] };
+        let message =
+            StartupMessage { params: vec![("user".into(), "alice".into()), ("database".into(), "app".into())] };
         let mut wire = BytesMut::new();
         message.encode(&mut wire);
         let full = wire.clone();

@@ -61,17 +61,28 @@ pub enum ProxyError {
 }
 
 /// Runs an allowed session between `client` and `upstream` to completion.
-pub async fn proxy(client: TcpStream, upstream: TcpStream, audit: &AuditLog, session: &LiveSession) -> Result<(), ProxyError> {
+pub async fn proxy(
+    client: TcpStream,
+    upstream: TcpStream,
+    audit: &AuditLog,
+    session: &LiveSession,
+) -> Result<(), ProxyError> {
     let mut client = client;
     let mut upstream = upstream;
     let mut client_reader = FrameReader::default();
-    let startup = tokio::time::timeout(STARTUP_TIMEOUT, startup(&mut client, &mut client_reader, &mut upstream, audit, session))
-        .await
-        .map_err(|_| ProxyError::StartupTimeout(STARTUP_TIMEOUT))??;
+    let startup =
+        tokio::time::timeout(STARTUP_TIMEOUT, startup(&mut client, &mut client_reader, &mut upstream, audit, session))
+            .await
+            .map_err(|_| ProxyError::StartupTimeout(STARTUP_TIMEOUT))??;
     match startup {
         Handshake::Done => Ok(()),
         Handshake::Tls => {
-            record(audit, session, "postgres.tls_passthrough", json!({ "note": "the server accepted TLS: statements are encrypted end to end and not recorded" }));
+            record(
+                audit,
+                session,
+                "postgres.tls_passthrough",
+                json!({ "note": "the server accepted TLS: statements are encrypted end to end and not recorded" }),
+            );
             crate::proxy::relay::relay(&client, &upstream, &session.bytes).await?;
             Ok(())
         }
@@ -138,11 +149,16 @@ async fn startup(
                 return Ok(Handshake::Done);
             }
             StartupPacket::Startup(message) => {
-                append(audit, session, "postgres.startup", json!({
-                    "user": message.get("user"),
-                    "database": message.get("database").or(message.get("user")),
-                    "application_name": message.get("application_name"),
-                }))?;
+                append(
+                    audit,
+                    session,
+                    "postgres.startup",
+                    json!({
+                        "user": message.get("user"),
+                        "database": message.get("database").or(message.get("user")),
+                        "application_name": message.get("application_name"),
+                    }),
+                )?;
                 let mut wire = BytesMut::new();
                 message.encode(&mut wire);
                 upstream.write_all(&wire).await?;
@@ -253,7 +269,11 @@ pub async fn refuse(mut client: TcpStream, error: ErrorFields) {
 }
 
 /// Records finished statements; a statement that cannot be recorded ends the session.
-fn record_statements(audit: &AuditLog, session: &LiveSession, statements: Vec<StatementRecord>) -> Result<(), ProxyError> {
+fn record_statements(
+    audit: &AuditLog,
+    session: &LiveSession,
+    statements: Vec<StatementRecord>,
+) -> Result<(), ProxyError> {
     for statement in statements {
         let detail = serde_json::to_value(&statement).map_err(crate::audit::AuditError::from)?;
         append(audit, session, "postgres.statement", detail)?;
@@ -261,7 +281,12 @@ fn record_statements(audit: &AuditLog, session: &LiveSession, statements: Vec<St
     Ok(())
 }
 
-fn append(audit: &AuditLog, session: &LiveSession, kind: &str, detail: serde_json::Value) -> Result<u64, crate::audit::AuditError> {
+fn append(
+    audit: &AuditLog,
+    session: &LiveSession,
+    kind: &str,
+    detail: serde_json::Value,
+) -> Result<u64, crate::audit::AuditError> {
     audit.append(Event {
         kind,
         session: Some(&session.id),

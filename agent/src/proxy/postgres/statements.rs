@@ -94,7 +94,11 @@ impl StatementTracker {
             Ok(Frontend::Query { sql }) => self.push(QueryProtocol::Simple, clean(&sql)),
             Ok(Frontend::Parse { statement, sql }) => remember(&mut self.prepared, statement, clean(&sql)),
             Ok(Frontend::Bind { portal, statement }) => {
-                let sql = self.prepared.get(&statement).cloned().unwrap_or_else(|| format!("<prepared statement {statement:?}>"));
+                let sql = self
+                    .prepared
+                    .get(&statement)
+                    .cloned()
+                    .unwrap_or_else(|| format!("<prepared statement {statement:?}>"));
                 remember(&mut self.portals, portal, sql);
             }
             Ok(Frontend::Execute { portal }) => {

@@ -55,7 +55,11 @@ impl FrameReader {
 
     /// Reads the next batch of frames; `None` when the peer closed cleanly
     /// between frames.
-    pub async fn next<R: AsyncRead + Unpin>(&mut self, from: &mut R, side: &'static str) -> Result<Option<Incoming>, ProxyError> {
+    pub async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        from: &mut R,
+        side: &'static str,
+    ) -> Result<Option<Incoming>, ProxyError> {
         loop {
             let mut frames = Vec::new();
             while let Some(len) = frame_len(&self.buf).map_err(malformed(side))? {
@@ -111,7 +115,11 @@ impl FrameReader {
     }
 
     fn eof<T>(&self, side: &'static str, what: &'static str) -> Result<Option<T>, ProxyError> {
-        if self.buf.is_empty() { Ok(None) } else { Err(ProxyError::Protocol { side, error: CodecError::Truncated(what) }) }
+        if self.buf.is_empty() {
+            Ok(None)
+        } else {
+            Err(ProxyError::Protocol { side, error: CodecError::Truncated(what) })
+        }
     }
 }
 
@@ -137,7 +145,9 @@ mod tests {
         let mut reader = FrameReader::default();
         let Some(Incoming::Frames(first)) = reader.next(&mut from, "server").await.unwrap() else { panic!("frames") };
         assert_eq!(first.iter().map(|f| f.body.len()).collect::<Vec<_>>(), [3, 4]);
-        let Some(Incoming::Large { tag, len }) = reader.next(&mut from, "server").await.unwrap() else { panic!("large") };
+        let Some(Incoming::Large { tag, len }) = reader.next(&mut from, "server").await.unwrap() else {
+            panic!("large")
+        };
         assert_eq!((tag, len), (b'D', big + 5));
         let mut out = Vec::new();
         reader.forward_large(&mut from, &mut out, tag, len).await.unwrap();

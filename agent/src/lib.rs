@@ -1,0 +1,22 @@
+//! Airlock: a host agent that intercepts connections to protected targets
+//! with eBPF, attributes them to people, applies policy, proxies them and
+//! records them in a tamper-evident audit log.
+//!
+//! The crate is one binary (`airlock`, the agent and its CLI); the library
+//! exists so fuzz targets and integration tests can reach the parsers.
+
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod identity;
+pub mod intercept;
+pub mod logging;
+pub mod policy;
+pub mod process;
+pub mod proxy;
+pub mod redact;
+pub mod source;
