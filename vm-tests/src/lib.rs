@@ -22,7 +22,7 @@ use std::{
 
 pub use agent::{Agent, AgentConfig};
 pub use netns::TargetHost;
-pub use process::{CommandOutput, run_as};
+pub use process::{Background, CommandOutput, run_as, spawn_as};
 pub use users::TestUser;
 
 /// Prefix of every resource a lab creates, so leftovers of a killed run are

@@ -32,35 +32,29 @@ impl CommandOutput {
     }
 }
 
+/// A background process started with [`spawn_as`]; killed on drop.
+pub struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `program` as `user` inside `cgroup` in the background (a server
+/// a test needs), output discarded.
+pub fn spawn_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> Background {
+    let mut command = command_as(user, cgroup, program, args);
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    Background(command.spawn().unwrap_or_else(|e| panic!("starting {program}: {e}")))
+}
+
 /// Runs `program` as `user` inside `cgroup`, with the user's login uid set as
 /// pam_loginuid would, and kills it if it outlives [`CLIENT_TIMEOUT`].
 pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> CommandOutput {
-    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").display().to_string()).expect("path");
-    let (uid, gid) = (user.uid, user.gid);
-    // Allocated before fork: only async-signal-safe calls may run after it.
-    let loginuid = uid.to_string();
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", "/tmp")
-        .env("USER", &user.name)
-        .env("LANG", "C.UTF-8")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe calls (open/write/close/set*id) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            write_file(&procs, b"0")?;
-            write_file(c"/proc/self/loginuid", loginuid.as_bytes())?;
-            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut command = command_as(user, cgroup, program, args);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {program}: {e}"));
     let pid = child.id();
     // Drain both pipes while waiting, so a chatty client cannot block on a full pipe.
@@ -91,6 +85,36 @@ pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> C
     let stderr = stderr.join().unwrap_or_default();
     assert!(status.is_some(), "{program} {args:?} ran longer than {CLIENT_TIMEOUT:?}: {stdout}{stderr}");
     CommandOutput { code: status.and_then(|s| s.code()), stdout, stderr, pid }
+}
+
+/// `program` set up to run as `user` inside `cgroup`, with the user's login
+/// uid set as pam_loginuid would.
+fn command_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> Command {
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").display().to_string()).expect("path");
+    let (uid, gid) = (user.uid, user.gid);
+    // Allocated before fork: only async-signal-safe calls may run after it.
+    let loginuid = uid.to_string();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", "/tmp")
+        .env("USER", &user.name)
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null());
+    // SAFETY: only async-signal-safe calls (open/write/close/set*id) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            write_file(&procs, b"0")?;
+            write_file(c"/proc/self/loginuid", loginuid.as_bytes())?;
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
 }
 
 fn write_file(path: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<()> {

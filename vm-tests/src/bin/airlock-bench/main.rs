@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: interception overhead and relay latency, measured
-//! against the direct path in one run.
+//! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
+//! throughput, each measured against the direct path (and a peer) in one run.
+//! `airlock-bench [intercept] [postgres]` picks sections; default: all.
 //!
 //! The same binary plays three roles: the driver (default), an echo server
 //! started inside the lab's target namespace (`echo PORT…`), and the client
@@ -14,6 +15,8 @@ use std::{
 
 use airlock_vm_tests::{Lab, privileged};
 
+mod postgres;
+
 /// Protected echo port (redirected through the agent).
 const PROTECTED: u16 = 9000;
 /// Unprotected echo port on the same server (direct).
@@ -26,7 +29,19 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("echo") => echo_server(&args[1..]),
         Some("client") => client(&args[1..]),
-        _ => drive(),
+        _ => {
+            if !privileged() {
+                std::process::exit(1);
+            }
+            let all = args.is_empty();
+            if all || args.iter().any(|a| a == "intercept") {
+                intercept();
+            }
+            if all || args.iter().any(|a| a == "postgres") {
+                println!();
+                postgres::run();
+            }
+        }
     }
 }
 
@@ -142,10 +157,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn drive() {
-    if !privileged() {
-        std::process::exit(1);
-    }
+fn intercept() {
     let mut lab = Lab::new(&["bench"]);
     let me = std::env::current_exe().expect("own path");
     let ports = [PROTECTED.to_string(), DIRECT.to_string()];

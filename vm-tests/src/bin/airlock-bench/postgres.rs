@@ -1,0 +1,155 @@
+//! pgbench select-only through three paths, same machine, same run:
+//! direct to the target, through Airlock (eBPF-redirected, transparent), and
+//! through pgbouncer in session mode, the peer a team would otherwise deploy.
+
+use std::{fs, path::Path};
+
+use airlock_vm_tests::{Lab, run_as, set_mode, spawn_as};
+
+/// Seconds per pgbench run.
+const SECONDS: &str = "8";
+/// pgbouncer's loopback port.
+const PGBOUNCER_PORT: &str = "16432";
+
+struct Run {
+    tps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+pub fn run() {
+    let mut lab = Lab::new(&["pgbench"]);
+    let pg_dir = lab.dir.path().join("pg");
+    lab.target.start_postgres_with(&pg_dir, &["max_connections=200", "shared_buffers=128MB"]);
+    let v4 = lab.target.v4.to_string();
+    let init = std::process::Command::new("pgbench")
+        .args(["-i", "-q", "-s", "10", "-h", &v4, "-U", "postgres", "postgres"])
+        .output()
+        .expect("pgbench -i");
+    assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    lab.start_agent(&format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n"
+    ));
+
+    // Outside the cgroup the programs attach at: the direct path, and pgbouncer's upstream.
+    let outside = airlock_vm_tests::cgroup2_root().join(format!("{}.pgbench", lab.tag));
+    fs::create_dir_all(&outside).expect("mkdir cgroup");
+    let work = lab.dir.path().join("pgbench");
+    fs::create_dir_all(&work).expect("mkdir");
+    fs::write(work.join("userlist.txt"), "\"postgres\" \"\"\n").expect("userlist");
+    fs::write(
+        work.join("pgbouncer.ini"),
+        format!(
+            "[databases]\npostgres = host={v4} port=5432 dbname=postgres user=postgres\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {PGBOUNCER_PORT}\nunix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = session\nmax_client_conn = 200\ndefault_pool_size = 50\nlogfile = {}\n",
+            work.join("userlist.txt").display(),
+            work.join("pgbouncer.log").display()
+        ),
+    )
+    .expect("pgbouncer.ini");
+    airlock_vm_tests::netns::sh("chown", &["-R", &lab.user("pgbench").name, &work.display().to_string()]);
+    set_mode(&work, 0o755);
+    let pgbouncer =
+        spawn_as(lab.user("pgbench"), &outside, "pgbouncer", &[work.join("pgbouncer.ini").to_str().expect("utf-8")]);
+    lab.target.wait_for_port("127.0.0.1".parse().expect("ip"), PGBOUNCER_PORT.parse().expect("port"));
+
+    println!("pgbench select-only (-S), scale 10, {SECONDS} s per run");
+    println!("{:<10} {:>7}  {:>28}  {:>28}  {:>28}", "protocol", "clients", "direct", "airlock", "pgbouncer (session)");
+    for protocol in ["simple", "prepared"] {
+        for clients in ["1", "8"] {
+            let bench = |host: &str, port: &str, cgroup: &Path, label: &str| {
+                pgbench(
+                    &lab,
+                    cgroup,
+                    &work,
+                    label,
+                    &[
+                        "-S",
+                        "-M",
+                        protocol,
+                        "-c",
+                        clients,
+                        "-j",
+                        if clients == "1" { "1" } else { "2" },
+                        "-h",
+                        host,
+                        "-p",
+                        port,
+                    ],
+                )
+            };
+            let direct = bench(&v4, "5432", &outside, &format!("direct-{protocol}-{clients}"));
+            let airlock = bench(&v4, "5432", &lab.cgroups.clients, &format!("airlock-{protocol}-{clients}"));
+            let bouncer =
+                bench("127.0.0.1", PGBOUNCER_PORT, &lab.cgroups.clients, &format!("bouncer-{protocol}-{clients}"));
+            println!(
+                "{protocol:<10} {clients:>7}  {}  {}  {}",
+                cell(&direct, &direct),
+                cell(&airlock, &direct),
+                cell(&bouncer, &direct)
+            );
+            println!(
+                "{:<18}  added p50 through airlock: {:+.1} µs, through pgbouncer: {:+.1} µs",
+                "",
+                airlock.p50_us - direct.p50_us,
+                bouncer.p50_us - direct.p50_us
+            );
+        }
+    }
+    println!("\nnew connection per transaction (-C, simple, 1 client): connections/s");
+    let connect = |host: &str, port: &str, cgroup: &Path, label: &str| {
+        pgbench(&lab, cgroup, &work, label, &["-S", "-C", "-c", "1", "-h", host, "-p", port]).tps
+    };
+    let direct = connect(&v4, "5432", &outside, "direct-connect");
+    let airlock = connect(&v4, "5432", &lab.cgroups.clients, "airlock-connect");
+    let bouncer = connect("127.0.0.1", PGBOUNCER_PORT, &lab.cgroups.clients, "bouncer-connect");
+    println!(
+        "  direct {direct:.0}   airlock {airlock:.0} ({:.0} %)   pgbouncer {bouncer:.0} ({:.0} %)",
+        airlock / direct * 100.0,
+        bouncer / direct * 100.0
+    );
+    drop(pgbouncer);
+    drop(lab);
+    airlock_vm_tests::remove_cgroup_tree(&outside);
+}
+
+fn cell(run: &Run, direct: &Run) -> String {
+    format!(
+        "{:>7.0} tps {:>3.0}% p50 {:>5.0}µs p99 {:>5.0}µs",
+        run.tps,
+        run.tps / direct.tps * 100.0,
+        run.p50_us,
+        run.p99_us
+    )
+}
+
+fn pgbench(lab: &Lab, cgroup: &Path, work: &Path, label: &str, args: &[&str]) -> Run {
+    let prefix = work.join(label);
+    let prefix_arg = format!("--log-prefix={}", prefix.display());
+    let mut full = vec!["-n", "-T", SECONDS, "-U", "postgres", "-l", &prefix_arg];
+    full.extend_from_slice(args);
+    full.push("postgres");
+    let out = run_as(lab.user("pgbench"), cgroup, "pgbench", &full);
+    assert!(out.success(), "pgbench {label}: {out:?}");
+    let tps = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output: {}", out.stdout));
+    let mut latencies: Vec<f64> = Vec::new();
+    for entry in fs::read_dir(work).expect("read work dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{label}.")) {
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            latencies.extend(text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()));
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Run { tps, p50_us: percentile(0.5), p99_us: percentile(0.99) }
+}
