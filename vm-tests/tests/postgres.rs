@@ -273,3 +273,58 @@ fn a_malformed_client_message_gets_a_protocol_error() {
     let closes = lab.agent().wait_for_records("connection.close", 1);
     assert!(closes[0]["detail"]["error"].as_str().unwrap().contains("malformed"), "{:#}", closes[0]);
 }
+
+#[test]
+fn psql_cancel_reaches_the_running_statement() {
+    if !privileged() {
+        return;
+    }
+    let lab = lab_with_postgres(&["alice"], ALLOW_ALL, &[]);
+    let host = lab.target.v4.to_string();
+    // coreutils timeout sends SIGINT after 1 s; psql answers it with a
+    // CancelRequest on a new connection, which is intercepted too.
+    let out = lab.run_as(
+        "alice",
+        "timeout",
+        &["-s", "INT", "1", "psql", "-h", &host, "-U", "postgres", "-d", "postgres", "-X", "-c", "select pg_sleep(20)"],
+    );
+    assert!(out.stderr.contains("canceling statement due to user request"), "{out:?}\n{}", lab.agent().log());
+    let cancels = lab.agent().wait_for_records("postgres.cancel", 1);
+    assert_eq!(cancels.len(), 1);
+    let statements = lab.agent().wait_for_records("postgres.statement", 1);
+    assert_eq!(statements[0]["detail"]["error"]["sqlstate"], "57014", "{:#}", statements[0]);
+    assert_eq!(cancels[0]["detail"]["cancelled_session"], statements[0]["session"]);
+
+    // The key the client holds is Airlock's, not the server's.
+    let v4 = lab.target.v4;
+    let script = format!(
+        "import socket, struct\n\
+         s = socket.create_connection(('{v4}', 5432), timeout=10)\n\
+         params = b'user\\0postgres\\0database\\0postgres\\0\\0'\n\
+         s.sendall(struct.pack('!II', 8 + len(params), 196608) + params)\n\
+         def message():\n\
+         \x20   head = b''\n\
+         \x20   while len(head) < 5: head += s.recv(5 - len(head))\n\
+         \x20   size = struct.unpack('!I', head[1:])[0]\n\
+         \x20   body = b''\n\
+         \x20   while len(body) < size - 4: body += s.recv(size - 4 - len(body))\n\
+         \x20   return head[:1], body\n\
+         key_pid = None\n\
+         while True:\n\
+         \x20   tag, body = message()\n\
+         \x20   if tag == b'K': key_pid = struct.unpack('!I', body[:4])[0]\n\
+         \x20   if tag == b'Z': break\n\
+         q = b'select pg_backend_pid()\\0'\n\
+         s.sendall(b'Q' + struct.pack('!I', 4 + len(q)) + q)\n\
+         while True:\n\
+         \x20   tag, body = message()\n\
+         \x20   if tag == b'D': real = int(body[6:].decode())\n\
+         \x20   if tag == b'Z': break\n\
+         print(key_pid, real)\n"
+    );
+    let out = lab.run_as("alice", "python3", &["-c", &script]);
+    assert!(out.success(), "{out:?}");
+    let pids: Vec<u32> = out.stdout.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "{out:?}");
+    assert_ne!(pids[0], pids[1], "the client was given the server's backend pid");
+}

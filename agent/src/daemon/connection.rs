@@ -135,7 +135,10 @@ async fn run_session(
     let _ = upstream.set_nodelay(true);
     let _ = client.set_nodelay(true);
     let outcome = match protocol {
-        Protocol::Postgres => postgres::proxy(client, upstream, &state.audit, s).await.map_err(|e| e.to_string()),
+        Protocol::Postgres => {
+            let shared = postgres::Shared { audit: &state.audit, cancel_keys: &state.cancel_keys };
+            postgres::proxy(client, upstream, &shared, s).await.map_err(|e| e.to_string())
+        }
         Protocol::Ssh | Protocol::Tcp => {
             let result = relay::relay(&client, &upstream, &s.bytes).await.map_err(|e| e.to_string());
             if result.is_err() {

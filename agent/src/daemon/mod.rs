@@ -51,6 +51,8 @@ pub struct AgentState {
     pub identity: Box<dyn IdentityProvider>,
     /// Live sessions.
     pub sessions: Arc<Sessions>,
+    /// PostgreSQL cancel keys handed to clients.
+    pub cancel_keys: crate::proxy::postgres::cancel::CancelKeys,
     /// When the agent started.
     pub started: Instant,
 }
@@ -91,6 +93,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         interceptor,
         identity: Box::new(UnixIdentityProvider::default()),
         sessions: Arc::new(Sessions::default()),
+        cancel_keys: Default::default(),
         started: Instant::now(),
     });
     tokio::runtime::Builder::new_multi_thread()

@@ -258,6 +258,13 @@ pub enum Backend {
     },
     /// An error.
     Error(ErrorFields),
+    /// The backend's cancel key.
+    KeyData {
+        /// Backend process id.
+        pid: u32,
+        /// Secret key.
+        key: u32,
+    },
     /// The server is idle; `status` is `I`, `T` (in transaction) or `E` (failed transaction).
     ReadyForQuery {
         /// Transaction status.
@@ -274,6 +281,12 @@ impl Backend {
         Ok(match frame.tag {
             b'C' => Self::CommandComplete { tag: read_cstr(&mut body, "CommandComplete")? },
             b'E' => Self::Error(ErrorFields::parse(&mut body, "ErrorResponse")?),
+            b'K' => {
+                if body.remaining() < 8 {
+                    return Err(CodecError::Truncated("BackendKeyData"));
+                }
+                Self::KeyData { pid: body.get_u32(), key: body.get_u32() }
+            }
             b'Z' => Self::ReadyForQuery { status: *body.first().ok_or(CodecError::Truncated("ReadyForQuery"))? },
             _ => Self::Other,
         })

@@ -9,6 +9,7 @@
 //! Refusals reach the client as a FATAL ErrorResponse it prints, never as a
 //! bare reset.
 
+pub mod cancel;
 pub mod codec;
 mod statements;
 mod stream;
@@ -23,7 +24,8 @@ use tokio::{
 };
 
 use self::{
-    codec::{ErrorFields, StartupPacket},
+    cancel::{BackendKey, CancelKeys},
+    codec::{ErrorFields, Frame, StartupPacket},
     statements::{StatementRecord, StatementTracker},
     stream::{FrameReader, Incoming},
 };
@@ -60,18 +62,27 @@ pub enum ProxyError {
     Audit(#[from] crate::audit::AuditError),
 }
 
+/// What a PostgreSQL session needs from the agent besides its sockets.
+pub struct Shared<'a> {
+    /// Where records go.
+    pub audit: &'a AuditLog,
+    /// Cancel keys of all sessions.
+    pub cancel_keys: &'a CancelKeys,
+}
+
 /// Runs an allowed session between `client` and `upstream` to completion.
 pub async fn proxy(
     client: TcpStream,
     upstream: TcpStream,
-    audit: &AuditLog,
+    shared: &Shared<'_>,
     session: &LiveSession,
 ) -> Result<(), ProxyError> {
+    let audit = shared.audit;
     let mut client = client;
     let mut upstream = upstream;
     let mut client_reader = FrameReader::default();
     let startup =
-        tokio::time::timeout(STARTUP_TIMEOUT, startup(&mut client, &mut client_reader, &mut upstream, audit, session))
+        tokio::time::timeout(STARTUP_TIMEOUT, startup(&mut client, &mut client_reader, &mut upstream, shared, session))
             .await
             .map_err(|_| ProxyError::StartupTimeout(STARTUP_TIMEOUT))??;
     match startup {
@@ -87,7 +98,7 @@ pub async fn proxy(
             Ok(())
         }
         Handshake::Started => {
-            let result = relay_messages(&mut client, &mut upstream, client_reader, audit, session).await;
+            let result = relay_messages(&mut client, &mut upstream, client_reader, shared, session).await;
             if let Err(error) = &result {
                 tell_client(&mut client, error).await;
             }
@@ -121,9 +132,10 @@ async fn startup(
     client: &mut TcpStream,
     reader: &mut FrameReader,
     upstream: &mut TcpStream,
-    audit: &AuditLog,
+    shared: &Shared<'_>,
     session: &LiveSession,
 ) -> Result<Handshake, ProxyError> {
+    let audit = shared.audit;
     loop {
         let Some(packet) = reader.startup(client).await? else { return Ok(Handshake::Done) };
         match packet {
@@ -139,13 +151,26 @@ async fn startup(
                 }
             }
             StartupPacket::Cancel { pid, key } => {
-                let mut wire = BytesMut::with_capacity(16);
-                wire.extend_from_slice(&16u32.to_be_bytes());
-                wire.extend_from_slice(&80_877_102u32.to_be_bytes());
-                wire.extend_from_slice(&pid.to_be_bytes());
-                wire.extend_from_slice(&key.to_be_bytes());
-                upstream.write_all(&wire).await?;
-                record(audit, session, "postgres.cancel", json!({ "backend_pid": pid }));
+                // Like PostgreSQL, an unknown key gets no answer: one would
+                // help whoever is guessing keys.
+                let server = upstream.peer_addr()?;
+                match shared.cancel_keys.lookup(pid, key) {
+                    Some(backend) if backend.server == server => {
+                        let mut wire = BytesMut::with_capacity(16);
+                        wire.extend_from_slice(&16u32.to_be_bytes());
+                        wire.extend_from_slice(&80_877_102u32.to_be_bytes());
+                        wire.extend_from_slice(&backend.pid.to_be_bytes());
+                        wire.extend_from_slice(&backend.key.to_be_bytes());
+                        upstream.write_all(&wire).await?;
+                        record(audit, session, "postgres.cancel", json!({ "cancelled_session": backend.session }));
+                    }
+                    _ => record(
+                        audit,
+                        session,
+                        "postgres.cancel_refused",
+                        json!({ "reason": "no live session of this target has that cancel key" }),
+                    ),
+                }
                 return Ok(Handshake::Done);
             }
             StartupPacket::Startup(message) => {
@@ -173,9 +198,12 @@ async fn relay_messages(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     client_reader: FrameReader,
-    audit: &AuditLog,
+    shared: &Shared<'_>,
     session: &LiveSession,
 ) -> Result<(), ProxyError> {
+    let audit = shared.audit;
+    let server = upstream.peer_addr()?;
+    let issued = Mutex::new(Vec::new());
     let tracker = Mutex::new(StatementTracker::default());
     let (mut client_read, mut client_write) = client.split();
     let (mut upstream_read, mut upstream_write) = upstream.split();
@@ -223,7 +251,13 @@ async fn relay_messages(
                         let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
                         for frame in &frames {
                             finished.extend(tracker.server_sent(frame));
-                            frame.encode(&mut out);
+                            match own_backend_key(frame, server, shared.cancel_keys, session) {
+                                Some((ours, issued_key)) => {
+                                    issued.lock().unwrap_or_else(|p| p.into_inner()).push(issued_key);
+                                    ours.encode(&mut out);
+                                }
+                                None => frame.encode(&mut out),
+                            }
                         }
                     }
                     session.bytes.to_client.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -239,9 +273,27 @@ async fn relay_messages(
         }
     };
     let result = tokio::try_join!(to_upstream, to_client).map(|_| ());
+    for (pid, key) in issued.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        shared.cancel_keys.forget(pid, key);
+    }
     let unfinished = tracker.lock().unwrap_or_else(|p| p.into_inner()).unfinished();
     record_statements(audit, session, unfinished)?;
     result
+}
+
+/// Replaces the server's BackendKeyData with one of Airlock's own.
+fn own_backend_key(
+    frame: &Frame,
+    server: std::net::SocketAddr,
+    keys: &CancelKeys,
+    session: &LiveSession,
+) -> Option<(Frame, (u32, u32))> {
+    let codec::Backend::KeyData { pid, key } = codec::Backend::parse(frame).ok()? else { return None };
+    let (our_pid, our_key) = keys.issue(BackendKey { server, pid, key, session: session.id.clone() });
+    let mut body = BytesMut::with_capacity(8);
+    body.extend_from_slice(&our_pid.to_be_bytes());
+    body.extend_from_slice(&our_key.to_be_bytes());
+    Some((Frame { tag: b'K', body: body.freeze() }, (our_pid, our_key)))
 }
 
 /// Refuses a PostgreSQL client with a FATAL error it will print: answers

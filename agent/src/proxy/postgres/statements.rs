@@ -168,7 +168,7 @@ impl StatementTracker {
                     }
                 }
             }
-            Backend::Other => {}
+            Backend::KeyData { .. } | Backend::Other => {}
         }
         done
     }

@@ -48,8 +48,12 @@ pub fn run() {
     .expect("pgbouncer.ini");
     airlock_vm_tests::netns::sh("chown", &["-R", &lab.user("pgbench").name, &work.display().to_string()]);
     set_mode(&work, 0o755);
-    let pgbouncer =
-        spawn_as(lab.user("pgbench"), &outside, "/usr/sbin/pgbouncer", &[work.join("pgbouncer.ini").to_str().expect("utf-8")]);
+    let pgbouncer = spawn_as(
+        lab.user("pgbench"),
+        &outside,
+        "/usr/sbin/pgbouncer",
+        &[work.join("pgbouncer.ini").to_str().expect("utf-8")],
+    );
     lab.target.wait_for_port("127.0.0.1".parse().expect("ip"), PGBOUNCER_PORT.parse().expect("port"));
 
     println!("pgbench select-only (-S), scale 10, {SECONDS} s per run");
