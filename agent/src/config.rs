@@ -1,51 +1,61 @@
 //! The agent's configuration file (`/etc/airlock/airlock.toml`).
+//!
+//! Every setting is optional. Relative paths are relative to the directory
+//! of the configuration file, so a config kept next to its policies works
+//! from any working directory.
 
 use std::{
-    fmt,
+    io,
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::source::Diagnostic;
+use crate::source::{Diagnostic, SourceFile};
 
-/// Agent configuration. Every field has a default; relative paths are
-/// relative to the configuration file's directory.
+/// Agent configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Directory of policy files (`*.toml`, not recursive).
+    /// Directory of policy files (`*.toml` directly in it; not recursive).
     pub policies_dir: PathBuf,
-    /// Agent state (credential ledgers, keys).
+    /// Agent state.
     pub state_dir: PathBuf,
-    /// Audit log directory (root only).
+    /// Audit log directory.
     pub audit_dir: PathBuf,
-    /// Control socket the CLI talks to.
+    /// Unix socket the CLI talks to.
     pub control_socket: PathBuf,
     /// bpffs directory the programs, links and maps are pinned under.
     pub bpffs_dir: PathBuf,
-    /// cgroup v2 directory to attach at; default: the cgroup2 root.
+    /// cgroup v2 directory to attach at (absolute); `None`: the cgroup2 root,
+    /// i.e. every process on the host.
+    #[serde(deserialize_with = "absolute")]
     pub cgroup: Option<PathBuf>,
-    /// cgroup the agent moves into (its connections are never redirected);
-    /// default: systemd's cgroup for the service, else `<root>/airlock.agent`.
+    /// cgroup the agent moves itself into, whose connections are never
+    /// redirected (absolute); `None`: chosen at start-up.
+    #[serde(deserialize_with = "absolute")]
     pub agent_cgroup: Option<PathBuf>,
     /// Where redirected connections arrive.
+    #[serde(deserialize_with = "listening")]
     pub listener: ListenerConfig,
-    /// Members of this Unix group see everyone's sessions in `airlock status`.
+    /// Members of this Unix group see every session in `airlock status`
+    /// (root always does).
     pub admin_group: Option<String>,
-    /// How long connecting to a target may take.
+    /// How long connecting to a target may take, in milliseconds (> 0).
+    #[serde(deserialize_with = "nonzero_timeout")]
     pub upstream_connect_timeout_ms: u64,
-    /// Log filter (`RUST_LOG` syntax) when `RUST_LOG` is unset.
+    /// Log filter (`RUST_LOG` syntax), used when `RUST_LOG` is unset.
     pub log: String,
 }
 
-/// The loopback listener redirected connections are sent to.
+/// The loopback listener that redirected connections are sent to.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
-    /// Port on 127.0.0.1 and ::1. Privileged on purpose: while the agent is
-    /// down, no unprivileged process can bind it and receive the redirected
-    /// connections.
+    /// Port on 127.0.0.1 and ::1 (not 0). Privileged on purpose: while the
+    /// agent is down the programs still redirect to it, and no unprivileged
+    /// process can bind it to receive those connections.
+    #[serde(deserialize_with = "nonzero_port")]
     pub port: u16,
     /// Listen on 127.0.0.1.
     pub ipv4: bool,
@@ -78,57 +88,74 @@ impl Default for ListenerConfig {
 }
 
 /// Why a configuration file was not accepted.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// Why.
+        source: io::Error,
     },
     /// The file is not a valid configuration.
+    #[error("{0}")]
     Invalid(Diagnostic),
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Read { path, source } => write!(f, "reading {}: {source}", path.display()),
-            Self::Invalid(diagnostic) => diagnostic.fmt(f),
-        }
+// Validation happens while deserializing so that each error carries the
+// span of the offending value.
+
+fn nonzero_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    match u16::deserialize(deserializer)? {
+        0 => Err(D::Error::custom("listener.port must not be 0")),
+        port => Ok(port),
     }
 }
 
-impl std::error::Error for ConfigError {}
+fn nonzero_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    match u64::deserialize(deserializer)? {
+        0 => Err(D::Error::custom("upstream_connect_timeout_ms must be greater than 0")),
+        ms => Ok(ms),
+    }
+}
+
+/// cgroup paths relative to the config file would be meaningless, and
+/// guessing another base could attach somewhere unintended.
+fn absolute<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(deserializer)?;
+    if path.is_relative() {
+        return Err(D::Error::custom("must be an absolute path (like /sys/fs/cgroup/...)"));
+    }
+    Ok(Some(path))
+}
+
+/// Both families off would leave the programs redirecting to a port nobody
+/// listens on: every protected connection would fail.
+fn listening<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ListenerConfig, D::Error> {
+    let listener = ListenerConfig::deserialize(deserializer)?;
+    if !listener.ipv4 && !listener.ipv6 {
+        return Err(D::Error::custom(
+            "listener.ipv4 and listener.ipv6 are both false: nothing would receive redirected connections",
+        ));
+    }
+    Ok(listener)
+}
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text, path)
+        Self::from_str_at(&text, path)
     }
 
-    /// Parses configuration text that was read from `path`.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let invalid = |message: String| {
-            ConfigError::Invalid(Diagnostic { location: crate::source::SourceLocation::at(path, text, 0), message })
-        };
-        let mut config: Self =
-            toml::from_str(text).map_err(|e| ConfigError::Invalid(Diagnostic::from_toml(path, text, &e)))?;
-        if config.listener.port == 0 {
-            return Err(invalid("listener.port must not be 0".into()));
-        }
-        if !config.listener.ipv4 && !config.listener.ipv6 {
-            return Err(invalid(
-                "listener.ipv4 and listener.ipv6 are both off: nothing would receive connections".into(),
-            ));
-        }
-        if config.upstream_connect_timeout_ms == 0 {
-            return Err(invalid("upstream_connect_timeout_ms must be more than 0".into()));
-        }
-        let base = path.parent().unwrap_or(Path::new("."));
+    /// Parses and validates configuration `text` as if read from `path`
+    /// (errors name it; relative paths resolve against its directory).
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let source = SourceFile::new(path, text);
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Invalid(source.toml_error(&e)))?;
+        let base = path.parent().unwrap_or(Path::new(""));
         for dir in [
             &mut config.policies_dir,
             &mut config.state_dir,
@@ -136,11 +163,6 @@ impl Config {
             &mut config.control_socket,
             &mut config.bpffs_dir,
         ] {
-            if dir.is_relative() {
-                *dir = base.join(&*dir);
-            }
-        }
-        for dir in [config.cgroup.as_mut(), config.agent_cgroup.as_mut()].into_iter().flatten() {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
             }
@@ -154,41 +176,124 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("/etc/airlock/airlock.toml"))
+        Config::from_str_at(text, Path::new("/etc/airlock/airlock.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
     }
 
     #[test]
     fn empty_file_gives_the_defaults() {
-        assert_eq!(parse("").unwrap(), Config::default());
-        assert_eq!(Config::default().listener.port, 874);
+        let config = parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.policies_dir, Path::new("/etc/airlock/policies"));
+        assert_eq!(config.state_dir, Path::new("/var/lib/airlock"));
+        assert_eq!(config.audit_dir, Path::new("/var/log/airlock/audit"));
+        assert_eq!(config.control_socket, Path::new("/run/airlock/airlock.sock"));
+        assert_eq!(config.bpffs_dir, Path::new("/sys/fs/bpf/airlock"));
+        assert_eq!((config.cgroup, config.agent_cgroup, config.admin_group), (None, None, None));
+        assert_eq!(config.listener, ListenerConfig { port: 874, ipv4: true, ipv6: true });
+        assert_eq!(config.upstream_connect_timeout_ms, 5000);
+        assert_eq!(config.log, "info");
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let config = parse(
+            r#"policies_dir = "/p"
+state_dir = "/s"
+audit_dir = "/a"
+control_socket = "/c.sock"
+bpffs_dir = "/sys/fs/bpf/x"
+cgroup = "/sys/fs/cgroup/ci.slice"
+agent_cgroup = "/sys/fs/cgroup/airlock.slice"
+admin_group = "airlock-admins"
+upstream_connect_timeout_ms = 250
+log = "debug"
+
+[listener]
+port = 875
+ipv6 = false
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config,
+            Config {
+                policies_dir: "/p".into(),
+                state_dir: "/s".into(),
+                audit_dir: "/a".into(),
+                control_socket: "/c.sock".into(),
+                bpffs_dir: "/sys/fs/bpf/x".into(),
+                cgroup: Some("/sys/fs/cgroup/ci.slice".into()),
+                agent_cgroup: Some("/sys/fs/cgroup/airlock.slice".into()),
+                listener: ListenerConfig { port: 875, ipv4: true, ipv6: false },
+                admin_group: Some("airlock-admins".into()),
+                upstream_connect_timeout_ms: 250,
+                log: "debug".into(),
+            }
+        );
     }
 
     #[test]
     fn relative_paths_are_relative_to_the_config_file() {
-        let config = parse("policies_dir = \"policies\"\ncgroup = \"../x\"\naudit_dir = \"/abs\"\n").unwrap();
+        let config = parse("policies_dir = \"policies\"\nstate_dir = \"../state\"\naudit_dir = \"/abs\"\n").unwrap();
         assert_eq!(config.policies_dir, Path::new("/etc/airlock/policies"));
-        assert_eq!(config.cgroup.as_deref(), Some(Path::new("/etc/airlock/../x")));
+        assert_eq!(config.state_dir, Path::new("/etc/airlock/../state"));
         assert_eq!(config.audit_dir, Path::new("/abs"));
+        let bare = Config::from_str_at("policies_dir = \"p\"", Path::new("airlock.toml")).unwrap();
+        assert_eq!(bare.policies_dir, Path::new("p"), "a bare file name is in the working directory");
     }
 
     #[test]
     fn errors_name_file_line_and_column() {
-        let err = parse("log = \"info\"\n[listener]\nport = 70000\n").unwrap_err().to_string();
+        assert_eq!(
+            error("log = \"info\"\n[listener]\nport = 0\n"),
+            "/etc/airlock/airlock.toml:3:8: listener.port must not be 0"
+        );
+        assert_eq!(
+            error("\nupstream_connect_timeout_ms = 0\n"),
+            "/etc/airlock/airlock.toml:2:31: upstream_connect_timeout_ms must be greater than 0"
+        );
+        let err = error("log = \"info\"\n[listener]\nport = 70000\n");
         assert!(err.starts_with("/etc/airlock/airlock.toml:3:8: "), "{err}");
-        let err = parse("log = \"info\"\nlistner = 1\n").unwrap_err().to_string();
-        assert!(err.starts_with("/etc/airlock/airlock.toml:2:1: ") && err.contains("listner"), "{err}");
-        let err = parse("[listener]\nport = 0\n").unwrap_err().to_string();
-        assert!(err.contains("listener.port must not be 0"), "{err}");
-        let err = parse("[listener]\nipv4 = false\nipv6 = false\n").unwrap_err().to_string();
-        assert!(err.contains("both off"), "{err}");
+        let err = error("log = \"info\"\nlistner = 1\n");
+        assert!(err.starts_with("/etc/airlock/airlock.toml:2:1: ") && err.contains("unknown field `listner`"), "{err}");
+        let err = error("[listener]\nipv4 = true\nhost = \"0.0.0.0\"\n");
+        assert!(err.starts_with("/etc/airlock/airlock.toml:3:1: ") && err.contains("`host`"), "{err}");
+        let err = error("log = \"info\"\nlog = \"debug\"\n");
+        assert!(err.starts_with("/etc/airlock/airlock.toml:2:1: ") && err.contains("duplicate key"), "{err}");
+        assert_eq!(
+            error("log = \"x\"\n[listener]\nipv4 = false\nipv6 = false\n"),
+            "/etc/airlock/airlock.toml:2:1: listener.ipv4 and listener.ipv6 are both false: nothing would receive redirected connections"
+        );
+        assert_eq!(
+            error("\n\nagent_cgroup = \"airlock\"\n"),
+            "/etc/airlock/airlock.toml:3:16: must be an absolute path (like /sys/fs/cgroup/...)"
+        );
+    }
+
+    #[test]
+    fn unreadable_file_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.toml");
+        let err = Config::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().starts_with(&format!("cannot read {}: ", path.display())), "{err}");
+        std::fs::write(&path, "policies_dir = \"pol\"\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().policies_dir, dir.path().join("pol"));
     }
 
     #[test]
     fn shipped_configs_parse() {
-        for name in ["airlock.toml", "dev.toml"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config").join(name);
-            let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            assert!(config.policies_dir.is_absolute());
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config"));
+        assert_eq!(Config::load(&dir.join("airlock.toml")).unwrap_or_else(|e| panic!("{e}")), Config::default());
+        let dev = Config::load(&dir.join("dev.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dev.policies_dir, dir.join("../policies"), "the repository's policies");
+        assert!(dev.policies_dir.join("default.toml").is_file());
+        for path in [&dev.state_dir, &dev.audit_dir, &dev.control_socket, &dev.bpffs_dir] {
+            assert!(path.to_string_lossy().contains("airlock-dev"), "{}", path.display());
         }
     }
 }

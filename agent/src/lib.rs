@@ -11,6 +11,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod daemon;
 pub mod identity;
 pub mod intercept;

@@ -97,6 +97,12 @@ impl TargetHost {
 
     /// Like [`Self::start_postgres`], with extra `-c name=value` settings.
     pub fn start_postgres_with(&mut self, data_root: &Path, settings: &[&str]) -> PathBuf {
+        self.start_postgres_auth(data_root, settings, "trust")
+    }
+
+    /// PostgreSQL whose network clients authenticate with `method` (e.g.
+    /// `scram-sha-256`); local socket connections stay trusted for the test.
+    pub fn start_postgres_auth(&mut self, data_root: &Path, settings: &[&str], method: &str) -> PathBuf {
         let bin = Path::new("/usr/lib/postgresql/15/bin");
         let data = data_root.join("pgdata");
         fs::create_dir_all(&data).expect("mkdir pgdata");
@@ -119,7 +125,7 @@ impl TargetHost {
         );
         let mut hba = fs::OpenOptions::new().append(true).open(data.join("pg_hba.conf")).expect("pg_hba.conf");
         use std::io::Write as _;
-        writeln!(hba, "host all all 0.0.0.0/0 trust\nhost all all ::/0 trust").expect("write pg_hba");
+        writeln!(hba, "host all all 0.0.0.0/0 {method}\nhost all all ::/0 {method}").expect("write pg_hba");
         let listen = format!("listen_addresses={},{}", self.v4, self.v6);
         let sockets = format!("unix_socket_directories={}", data.display());
         let postgres = bin.join("postgres").display().to_string();
@@ -132,6 +138,28 @@ impl TargetHost {
         self.spawn("runuser", &args);
         self.wait_for_port(IpAddr::V4(self.v4), 5432);
         data
+    }
+
+    /// Runs SQL as the superuser over the server's local socket (never
+    /// through the network path under test); returns tuples-only output.
+    pub fn superuser_sql(data: &Path, sql: &str) -> String {
+        sh(
+            "runuser",
+            &[
+                "-u",
+                "postgres",
+                "--",
+                "psql",
+                "-h",
+                &data.display().to_string(),
+                "-X",
+                "-At",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        )
     }
 
     /// Waits (bounded) until something accepts on `addr:port`, connecting

@@ -16,7 +16,7 @@ use super::{AgentState, sessions::LiveSession};
 use crate::{
     audit::{Event, TargetRef},
     identity::Identity,
-    policy::{Decision, Protocol, Subject},
+    policy::{Credentials, Decision, Protocol, Subject},
     process::ProcessInfo,
     proxy::{
         postgres::{self, codec::ErrorFields},
@@ -102,7 +102,7 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
                 started: SystemTime::now(),
                 bytes: ByteCounters::default(),
             };
-            run_session(&state, client, protocol, live, destination).await;
+            run_session(&state, client, protocol, matched.credentials.as_ref(), live, destination).await;
         }
         Decision::Deny { reason } => {
             deny(&state, &session, Some(&identity), &process, &target, &reason);
@@ -115,6 +115,7 @@ async fn run_session(
     state: &Arc<AgentState>,
     client: TcpStream,
     protocol: Protocol,
+    credentials: Option<&Credentials>,
     session: LiveSession,
     destination: SocketAddr,
 ) {
@@ -136,7 +137,8 @@ async fn run_session(
     let _ = client.set_nodelay(true);
     let outcome = match protocol {
         Protocol::Postgres => {
-            let shared = postgres::Shared { audit: &state.audit, cancel_keys: &state.cancel_keys };
+            let jit = credentials.map(|credentials| postgres::Jit { engine: &state.credentials, credentials });
+            let shared = postgres::Shared { audit: &state.audit, cancel_keys: &state.cancel_keys, jit };
             postgres::proxy(client, upstream, &shared, s).await.map_err(|e| e.to_string())
         }
         Protocol::Ssh | Protocol::Tcp => {

@@ -53,6 +53,8 @@ pub struct AgentState {
     pub sessions: Arc<Sessions>,
     /// PostgreSQL cancel keys handed to clients.
     pub cancel_keys: crate::proxy::postgres::cancel::CancelKeys,
+    /// Just-in-time database logins.
+    pub credentials: Arc<crate::credentials::Engine>,
     /// When the agent started.
     pub started: Instant,
 }
@@ -84,6 +86,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let control = control::server::bind(&config.control_socket)?;
     let targets = target_entries(&policy, config.listener.port);
     let interceptor = Interceptor::install(&config.bpffs_dir, &attach_cgroup, agent_cgroup, &targets)?;
+    let credentials = Arc::new(crate::credentials::Engine::open(&config.state_dir)?);
     privileges::drop_all_but_runtime_needs()?;
 
     let state = Arc::new(AgentState {
@@ -94,6 +97,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         identity: Box::new(UnixIdentityProvider::default()),
         sessions: Arc::new(Sessions::default()),
         cancel_keys: Default::default(),
+        credentials,
         started: Instant::now(),
     });
     tokio::runtime::Builder::new_multi_thread()
@@ -136,6 +140,18 @@ async fn serve(
     tokio::spawn(control::server::serve(control, Arc::clone(&state)));
     let listeners = listeners.into_iter().map(TcpListener::from_std).collect::<Result<Vec<_>, _>>()?;
 
+    let recovered = state.credentials.recover().await;
+    if !recovered.is_empty() {
+        tracing::warn!(roles = ?recovered, "dropped just-in-time roles an earlier run left behind");
+        state.audit.append(Event {
+            kind: "credential.recovered",
+            session: None,
+            identity: None,
+            process: None,
+            target: None,
+            detail: json!({ "dropped_roles": recovered }),
+        })?;
+    }
     state.audit.append(Event {
         kind: "agent.start",
         session: None,

@@ -1,35 +1,40 @@
-//! Reading policy files: every `*.toml` directly in the policy directory, in
-//! name order (subdirectories such as `examples/` are not read). Every
-//! problem in every file is collected, each with its file:line:column.
+//! Reading and validating policy files. Every problem in every file is
+//! reported, each at its file:line:column, so one `airlock policy check`
+//! shows everything to fix.
 
 use std::{
     collections::HashMap,
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use airlock_ebpf::{MAX_TARGET_ENTRIES, MAX_TARGET_IDS};
 use serde::Deserialize;
-use toml::Spanned;
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue, ValueDeserializer},
+};
 
-use super::model::{AccessRule, Action, Network, Policy, Protocol, Target, mask};
-use crate::source::{Diagnostic, SourceLocation};
+use super::model::{AccessRule, Action, Credentials, Network, Policy, Protocol, RoleGrant, Target, mask};
+use crate::source::{Diagnostic, SourceFile, SourceLocation};
 
-/// Why a policy directory was not accepted: all problems found.
+/// Why a policy was not accepted: every problem found, in file order.
 #[derive(Debug)]
 pub struct PolicyError {
-    /// Each problem, in file order.
-    pub diagnostics: Vec<Diagnostic>,
+    /// The problems; never empty.
+    pub errors: Vec<Diagnostic>,
 }
 
 impl fmt::Display for PolicyError {
+    /// One problem per line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, diagnostic) in self.diagnostics.iter().enumerate() {
+        for (i, error) in self.errors.iter().enumerate() {
             if i > 0 {
-                writeln!(f)?;
+                f.write_str("\n")?;
             }
-            diagnostic.fmt(f)?;
+            write!(f, "{error}")?;
         }
         Ok(())
     }
@@ -37,13 +42,8 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    target: Vec<Spanned<RawTarget>>,
-}
-
+// Checked fields are taken loosely typed (strings, i64) so that a bad value
+// gets a specific message and does not stop the other checks.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
@@ -54,6 +54,7 @@ struct RawTarget {
     description: Option<String>,
     #[serde(default)]
     access: Vec<Spanned<RawRule>>,
+    credentials: Option<Spanned<RawCredentials>>,
 }
 
 #[derive(Deserialize)]
@@ -67,205 +68,307 @@ struct RawRule {
     reason: Option<String>,
 }
 
-/// Collects diagnostics for one file.
-struct FileCheck<'a> {
-    path: &'a Path,
-    text: &'a str,
-    diagnostics: &'a mut Vec<Diagnostic>,
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    admin_file: Spanned<String>,
+    ttl_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    role: Vec<Spanned<RawRole>>,
 }
 
-impl FileCheck<'_> {
-    fn location<T>(&self, spanned: &Spanned<T>) -> SourceLocation {
-        SourceLocation::at(self.path, self.text, spanned.span().start)
-    }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    name: Spanned<String>,
+    #[serde(default)]
+    grants: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
 
-    fn error<T>(&mut self, at: &Spanned<T>, message: String) {
-        let location = self.location(at);
-        self.diagnostics.push(Diagnostic { location, message });
-    }
+/// A created role lives this long unless the policy says otherwise.
+const DEFAULT_TTL_SECONDS: u64 = 900;
+
+/// State carried across files: what must be unique, and the limits.
+#[derive(Default)]
+struct Loader {
+    policy: Policy,
+    errors: Vec<Diagnostic>,
+    names: HashMap<String, SourceLocation>,
+    entries: HashMap<(u16, Network), (String, SourceLocation)>,
+    target_count: usize,
+    network_count: usize,
 }
 
 impl Policy {
-    /// Loads every `*.toml` file directly in `dir`.
+    /// Loads every `*.toml` file directly in `dir`, in file-name order.
+    /// Subdirectories (such as `examples/`) and hidden files (editors' lock
+    /// files) are not read. A missing directory, or one without policy
+    /// files, is an error: running with no policy by mistake would protect
+    /// nothing.
     pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
-        let fail = |message: String| PolicyError {
-            diagnostics: vec![Diagnostic {
-                location: SourceLocation { file: dir.to_owned(), line: 1, column: 1 },
-                message,
-            }],
-        };
-        let entries = std::fs::read_dir(dir).map_err(|e| fail(format!("cannot read the policy directory: {e}")))?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "toml"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(fail(format!("no policy files (*.toml) in {}", dir.display())));
+        let fail = |message: String| PolicyError { errors: vec![Diagnostic::without_location(message)] };
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| fail(format!("no policy files in {}: cannot read it: {e}", dir.display())))?;
+        let mut errors = Vec::new();
+        let mut paths = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => paths.push(entry.path()),
+                Err(e) => errors.push(Diagnostic::without_location(format!("cannot list {}: {e}", dir.display()))),
+            }
         }
-        let mut sources = Vec::with_capacity(files.len());
-        for path in files {
+        // Directories are skipped but not unreadable files: a dangling
+        // symlink must fail loudly rather than silently drop its targets.
+        paths.retain(|path| {
+            let hidden = path.file_name().is_some_and(|name| name.as_encoded_bytes().starts_with(b"."));
+            path.extension().is_some_and(|ext| ext == "toml") && !hidden && !path.is_dir()
+        });
+        paths.sort();
+        if paths.is_empty() && errors.is_empty() {
+            return Err(fail(format!("no policy files in {}", dir.display())));
+        }
+        let mut sources = Vec::new();
+        for path in paths {
             match std::fs::read_to_string(&path) {
                 Ok(text) => sources.push((path, text)),
-                Err(e) => return Err(fail(format!("cannot read {}: {e}", path.display()))),
+                Err(e) => errors.push(Diagnostic::without_location(format!("cannot read {}: {e}", path.display()))),
             }
         }
-        Self::from_sources(sources.iter().map(|(path, text)| (path.as_path(), text.as_str())))
+        let loaded = Self::from_sources(sources.iter().map(|(path, text)| (path.as_path(), text.as_str())));
+        match loaded {
+            Ok(policy) if errors.is_empty() => Ok(policy),
+            Ok(_) => Err(PolicyError { errors }),
+            Err(more) => {
+                errors.extend(more.errors);
+                Err(PolicyError { errors })
+            }
+        }
     }
 
-    /// Builds a policy from `(path, text)` pairs, as if read from those files.
+    /// Builds a policy from `(path, text)` pairs in order, as if each text
+    /// had been read from its path.
     pub fn from_sources<'a>(sources: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Result<Self, PolicyError> {
-        let mut diagnostics = Vec::new();
-        let mut policy = Policy::default();
-        let mut names: HashMap<String, SourceLocation> = HashMap::new();
-        let mut entries: HashMap<(u16, Network), (String, SourceLocation)> = HashMap::new();
+        let mut loader = Loader::default();
         for (path, text) in sources {
-            let raw: RawFile = match toml::from_str(text) {
-                Ok(raw) => raw,
-                Err(error) => {
-                    diagnostics.push(Diagnostic::from_toml(path, text, &error));
+            let first_error = loader.errors.len();
+            loader.file(&SourceFile::new(path, text));
+            // Checks run field by field; people read a file top to bottom.
+            loader.errors[first_error..]
+                .sort_by_key(|e| e.location.as_ref().map(|l| (l.line, l.column)).unwrap_or_default());
+        }
+        if loader.errors.is_empty() { Ok(loader.policy) } else { Err(PolicyError { errors: loader.errors }) }
+    }
+}
+
+impl Loader {
+    fn error(&mut self, source: &SourceFile<'_>, offset: usize, message: String) {
+        self.errors.push(source.diagnostic(offset, message));
+    }
+
+    fn file(&mut self, source: &SourceFile<'_>) {
+        let root = match DeTable::parse(source.text()) {
+            Ok(root) => root.into_inner(),
+            Err(e) => return self.errors.push(source.toml_error(&e)),
+        };
+        for (key, value) in root {
+            if key.get_ref() != "target" {
+                let message = format!("unknown key `{}`, expected `target`", key.get_ref());
+                self.error(source, key.span().start, message);
+                continue;
+            }
+            let span = value.span();
+            let DeValue::Array(tables) = value.into_inner() else {
+                self.error(source, span.start, "`target` must be an array of tables: write [[target]]".into());
+                continue;
+            };
+            for table in tables {
+                // Each target is deserialized on its own so one malformed
+                // target does not hide the problems of the others.
+                let start = table.span().start;
+                if !table.get_ref().is_table() {
+                    self.error(source, start, "each target must be a table: write [[target]]".into());
                     continue;
                 }
-            };
-            let mut check = FileCheck { path, text, diagnostics: &mut diagnostics };
-            for raw_target in raw.target {
-                let location = check.location(&raw_target);
-                let raw_target = raw_target.into_inner();
-                if let Some(target) = check_target(&mut check, raw_target, location, &mut names, &mut entries) {
-                    policy.targets.push(Target { id: policy.targets.len() as u32, ..target });
+                match Spanned::<RawTarget>::deserialize(ValueDeserializer::from(table)) {
+                    Ok(raw) => self.target(source, start, raw.into_inner()),
+                    Err(e) => self.errors.push(source.toml_error(&e)),
                 }
             }
         }
-        if policy.targets.len() > MAX_TARGET_IDS as usize {
-            diagnostics.push(limit_error(
-                &policy,
-                format!("{} targets; at most {MAX_TARGET_IDS} are supported", policy.targets.len()),
-            ));
-        }
-        let network_count: usize = policy.targets.iter().map(|t| t.networks.len()).sum();
-        if network_count > MAX_TARGET_ENTRIES as usize {
-            diagnostics.push(limit_error(
-                &policy,
-                format!("{network_count} target addresses; at most {MAX_TARGET_ENTRIES} are supported"),
-            ));
-        }
-        if diagnostics.is_empty() { Ok(policy) } else { Err(PolicyError { diagnostics }) }
-    }
-}
-
-fn limit_error(policy: &Policy, message: String) -> Diagnostic {
-    let location = policy.targets.last().map(|t| t.location.clone()).unwrap_or(SourceLocation {
-        file: PathBuf::new(),
-        line: 1,
-        column: 1,
-    });
-    Diagnostic { location, message }
-}
-
-/// Validates one target; reports every problem and returns it only if sound.
-fn check_target(
-    check: &mut FileCheck<'_>,
-    raw: RawTarget,
-    location: SourceLocation,
-    names: &mut HashMap<String, SourceLocation>,
-    entries: &mut HashMap<(u16, Network), (String, SourceLocation)>,
-) -> Option<Target> {
-    let errors_before = check.diagnostics.len();
-    let name = raw.name.get_ref().clone();
-    if !valid_name(&name) {
-        check.error(&raw.name, format!("target name {name:?} must be lowercase letters, digits, '_', '.', '-' (starting with a letter or digit), at most 64 characters"));
-    } else if let Some(first) = names.get(&name) {
-        check.error(&raw.name, format!("duplicate target name {name:?} (first defined at {first})"));
-    } else {
-        names.insert(name.clone(), check.location(&raw.name));
     }
 
-    let protocol = match raw.protocol.get_ref().as_str() {
-        "postgres" => Some(Protocol::Postgres),
-        "ssh" => Some(Protocol::Ssh),
-        "tcp" => Some(Protocol::Tcp),
-        other => {
-            check.error(&raw.protocol, format!("unknown protocol {other:?} (expected postgres, ssh or tcp)"));
-            None
+    fn target(&mut self, source: &SourceFile<'_>, start: usize, raw: RawTarget) {
+        let location = source.location(start);
+        self.target_count += 1;
+        if self.target_count == MAX_TARGET_IDS as usize + 1 {
+            self.error(source, start, format!("too many targets: at most {MAX_TARGET_IDS} are supported"));
         }
-    };
 
-    let port = match u16::try_from(*raw.port.get_ref()) {
-        Ok(port) if port != 0 => Some(port),
-        _ => {
-            check.error(&raw.port, format!("port {} is not a TCP port (1-65535)", raw.port.get_ref()));
-            None
+        let name = raw.name.get_ref();
+        if !valid_name(name) {
+            let message = format!(
+                "invalid target name {name:?}: use lowercase letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64 characters"
+            );
+            self.error(source, raw.name.span().start, message);
+        } else if let Some(first) = self.names.get(name) {
+            let message = format!("duplicate target name {name:?} (first defined at {first})");
+            self.error(source, raw.name.span().start, message);
+        } else {
+            self.names.insert(name.clone(), source.location(raw.name.span().start));
         }
-    };
 
-    if raw.addresses.get_ref().is_empty() {
-        check.error(&raw.addresses, "addresses is empty: list IPs or CIDRs, or \"any\"".into());
-    }
-    let mut networks = Vec::new();
-    for address in raw.addresses.get_ref() {
-        match parse_networks(address.get_ref()) {
-            Ok(parsed) => {
-                for network in parsed {
-                    if let Some(port) = port {
-                        let here = check.location(address);
-                        if let Some((other, first)) = entries.get(&(port, network)) {
-                            check.error(address, format!("{network} port {port} is already protected by target {other:?} ({first}); a connection must map to one target"));
-                        } else {
-                            entries.insert((port, network), (name.clone(), here));
-                        }
-                    }
-                    networks.push(network);
-                }
-            }
-            Err(message) => check.error(address, message),
-        }
-    }
-
-    let mut access = Vec::new();
-    for rule in raw.access {
-        let rule_location = check.location(&rule);
-        let rule_span = rule.span();
-        let raw_rule = rule.into_inner();
-        let action = match raw_rule.action.get_ref().as_str() {
-            "allow" => Some(Action::Allow),
-            "deny" => Some(Action::Deny),
+        let protocol = match raw.protocol.get_ref().as_str() {
+            "postgres" => Some(Protocol::Postgres),
+            "ssh" => Some(Protocol::Ssh),
+            "tcp" => Some(Protocol::Tcp),
             other => {
-                check.error(&raw_rule.action, format!("unknown action {other:?} (expected allow or deny)"));
+                let message = format!("unknown protocol {other:?}, expected \"postgres\", \"ssh\" or \"tcp\"");
+                self.error(source, raw.protocol.span().start, message);
                 None
             }
         };
-        if raw_rule.users.is_empty() && raw_rule.groups.is_empty() {
-            let location = SourceLocation::at(check.path, check.text, rule_span.start);
-            check.diagnostics.push(Diagnostic {
-                location,
-                message: "access rule matches nobody: give users, groups or both".into(),
-            });
+
+        let port = match u16::try_from(*raw.port.get_ref()) {
+            Ok(port) if port != 0 => Some(port),
+            _ => {
+                let message = format!("port {} is not a TCP port (1-65535)", raw.port.get_ref());
+                self.error(source, raw.port.span().start, message);
+                None
+            }
+        };
+
+        if raw.addresses.get_ref().is_empty() {
+            let message = "no addresses: list IP addresses or CIDRs, or \"any\"".into();
+            self.error(source, raw.addresses.span().start, message);
         }
-        if let Some(action) = action {
+        let mut networks: Vec<Network> = Vec::new();
+        for address in raw.addresses.get_ref() {
+            let offset = address.span().start;
+            let parsed = match parse_networks(address.get_ref()) {
+                Ok(parsed) => parsed,
+                Err(message) => {
+                    self.error(source, offset, message);
+                    continue;
+                }
+            };
+            for network in parsed {
+                self.network_count += 1;
+                if self.network_count == MAX_TARGET_ENTRIES as usize + 1 {
+                    let message = format!("too many addresses: at most {MAX_TARGET_ENTRIES} are supported in all");
+                    self.error(source, offset, message);
+                }
+                if networks.contains(&network) {
+                    self.error(source, offset, format!("{network} is listed twice in target {name:?}"));
+                    continue;
+                }
+                networks.push(network);
+                let Some(port) = port else { continue };
+                if let Some((other, first)) = self.entries.get(&(port, network)) {
+                    let message = format!(
+                        "{network} port {port} is already protected by target {other:?} ({first}): a connection must map to one target"
+                    );
+                    self.error(source, offset, message);
+                } else {
+                    self.entries.insert((port, network), (name.clone(), source.location(offset)));
+                }
+            }
+        }
+
+        let mut access = Vec::with_capacity(raw.access.len());
+        for rule in raw.access {
+            let start = rule.span().start;
+            let rule = rule.into_inner();
+            let action = match rule.action.get_ref().as_str() {
+                "allow" => Action::Allow,
+                "deny" => Action::Deny,
+                other => {
+                    let message = format!("unknown action {other:?}, expected \"allow\" or \"deny\"");
+                    self.error(source, rule.action.span().start, message);
+                    continue;
+                }
+            };
+            if rule.users.is_empty() && rule.groups.is_empty() {
+                self.error(source, start, "access rule matches nobody: give users, groups or both".into());
+                continue;
+            }
             access.push(AccessRule {
                 action,
-                users: raw_rule.users,
-                groups: raw_rule.groups,
-                reason: raw_rule.reason,
-                location: rule_location,
+                users: rule.users,
+                groups: rule.groups,
+                reason: rule.reason,
+                location: source.location(start),
             });
         }
+
+        let credentials = raw.credentials.map(|raw| self.credentials(source, raw, protocol));
+
+        // A target with errors may still be kept: any error discards the
+        // whole policy.
+        let (Some(protocol), Some(port)) = (protocol, port) else { return };
+        self.policy.targets.push(Target {
+            // Below MAX_TARGET_IDS, or an error was reported above.
+            id: u32::try_from(self.policy.targets.len()).unwrap_or(u32::MAX),
+            name: raw.name.into_inner(),
+            protocol,
+            port,
+            networks,
+            access,
+            description: raw.description,
+            credentials,
+            location,
+        });
     }
 
-    if check.diagnostics.len() > errors_before {
-        return None;
+    fn credentials(
+        &mut self,
+        source: &SourceFile<'_>,
+        raw: Spanned<RawCredentials>,
+        protocol: Option<Protocol>,
+    ) -> Credentials {
+        if protocol.is_some_and(|p| p != Protocol::Postgres) {
+            let message = "just-in-time credentials are supported for postgres targets only".into();
+            self.error(source, raw.span().start, message);
+        }
+        let raw = raw.into_inner();
+        let admin_file = PathBuf::from(raw.admin_file.get_ref());
+        if !admin_file.is_absolute() {
+            self.error(source, raw.admin_file.span().start, "admin_file must be an absolute path".into());
+        }
+        let ttl = match raw.ttl_seconds {
+            None => DEFAULT_TTL_SECONDS,
+            Some(ttl) => match u64::try_from(*ttl.get_ref()) {
+                Ok(seconds @ 10..=86_400) => seconds,
+                _ => {
+                    let message = format!("ttl_seconds {} must be between 10 and 86400", ttl.get_ref());
+                    self.error(source, ttl.span().start, message);
+                    DEFAULT_TTL_SECONDS
+                }
+            },
+        };
+        let mut roles = Vec::with_capacity(raw.role.len());
+        for role in raw.role {
+            let start = role.span().start;
+            let role = role.into_inner();
+            let name = role.name.get_ref();
+            if name.is_empty() || name.contains('\0') {
+                self.error(source, role.name.span().start, "role name must be a non-empty database user name".into());
+            }
+            if role.users.is_empty() && role.groups.is_empty() {
+                self.error(source, start, format!("role {name:?} is open to nobody: give users, groups or both"));
+            }
+            roles.push(RoleGrant {
+                name: role.name.into_inner(),
+                grants: role.grants,
+                users: role.users,
+                groups: role.groups,
+            });
+        }
+        Credentials { admin_file, ttl: Duration::from_secs(ttl), roles }
     }
-    Some(Target {
-        id: 0,
-        name,
-        protocol: protocol?,
-        port: port?,
-        networks,
-        access,
-        description: raw.description,
-        location,
-    })
 }
 
 fn valid_name(name: &str) -> bool {
@@ -275,36 +378,421 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
 }
 
-/// Parses `10.0.0.1`, `10.0.0.0/8`, `fd00::/64` or `any`.
+/// Parses `10.0.0.5`, `10.20.1.0/24`, `fd00::/64` or `any` (both families).
 fn parse_networks(text: &str) -> Result<Vec<Network>, String> {
     if text == "any" {
-        return Ok(vec![
-            Network { addr: std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(), prefix_len: 96 },
-            Network { addr: std::net::Ipv6Addr::UNSPECIFIED, prefix_len: 0 },
-        ]);
+        return Ok(vec![Network::ANY_V4, Network::ANY_V6]);
     }
     let (ip_text, len_text) = match text.split_once('/') {
         Some((ip, len)) => (ip, Some(len)),
         None => (text, None),
     };
     let ip: IpAddr = ip_text.parse().map_err(|_| format!("{text:?} is not an IP address, a CIDR or \"any\""))?;
-    let (addr, max, offset) = match ip {
-        IpAddr::V4(v4) => (v4.to_ipv6_mapped(), 32u8, 96u8),
-        IpAddr::V6(v6) => (v6, 128u8, 0u8),
+    let (addr, max) = match ip {
+        IpAddr::V4(v4) => (v4.to_ipv6_mapped(), 32),
+        IpAddr::V6(v6) => (v6, 128),
     };
     let len = match len_text {
         None => max,
-        Some(len) => match len.parse::<u8>() {
-            Ok(len) if len <= max => len,
-            _ => return Err(format!("{text:?}: prefix length must be 0-{max}")),
-        },
+        // Digits only: u8's parser would also take "+8".
+        Some(digits) => digits
+            .parse::<u8>()
+            .ok()
+            .filter(|&len| len <= max && digits.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| format!("{text:?}: the prefix length must be a number from 0 to {max}"))?,
     };
-    let prefix_len = offset + len;
-    if u128::from(addr) & !mask(prefix_len) != 0 {
-        return Err(format!(
-            "{text:?} has host bits set: did you mean {}?",
-            Network { addr: (u128::from(addr) & mask(prefix_len)).into(), prefix_len }
-        ));
+    let prefix_len = len + (128 - max);
+    let network = Network { addr: (u128::from(addr) & mask(prefix_len)).into(), prefix_len };
+    if network.addr != addr {
+        return Err(format!("{text:?} has host bits set: did you mean {network}?"));
     }
-    Ok(vec![Network { addr, prefix_len }])
+    Ok(vec![network])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    fn load(files: &[(&str, &str)]) -> Result<Policy, PolicyError> {
+        Policy::from_sources(files.iter().map(|&(path, text)| (Path::new(path), text)))
+    }
+
+    fn errors(files: &[(&str, &str)]) -> Vec<String> {
+        match load(files) {
+            Ok(policy) => panic!("loaded: {policy:?}"),
+            Err(error) => error.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn target(name: &str, port: u16, addresses: &str) -> String {
+        format!("[[target]]\nname = \"{name}\"\nprotocol = \"tcp\"\nport = {port}\naddresses = {addresses}\n")
+    }
+
+    const PROD: &str = r#"# production
+[[target]]
+name = "prod-db"
+protocol = "postgres"
+port = 5432
+addresses = ["10.20.0.5", "10.20.1.0/24", "::1", "fd00::/64", "::ffff:10.9.0.0/112"]
+description = "orders primary"
+
+[[target.access]]
+action = "deny"
+users = ["intern"]
+reason = "use staging"
+
+[[target.access]]
+action = "allow"
+users = ["alice"]
+groups = ["dba", "oncall"]
+
+[[target]]
+name = "bastion.ssh"
+protocol = "ssh"
+port = 22
+addresses = ["any"]
+"#;
+
+    #[test]
+    fn valid_file_loads_every_field() {
+        let policy = load(&[("policies/prod.toml", PROD)]).unwrap();
+        let at = |line, column| SourceLocation { file: "policies/prod.toml".into(), line, column };
+        let net = |addr: &str, prefix_len| Network { addr: addr.parse().unwrap(), prefix_len };
+        assert_eq!(
+            policy,
+            Policy {
+                targets: vec![
+                    Target {
+                        id: 0,
+                        name: "prod-db".into(),
+                        protocol: Protocol::Postgres,
+                        port: 5432,
+                        networks: vec![
+                            net("::ffff:10.20.0.5", 128),
+                            net("::ffff:10.20.1.0", 120),
+                            net("::1", 128),
+                            net("fd00::", 64),
+                            net("::ffff:10.9.0.0", 112),
+                        ],
+                        access: vec![
+                            AccessRule {
+                                action: Action::Deny,
+                                users: vec!["intern".into()],
+                                groups: vec![],
+                                reason: Some("use staging".into()),
+                                location: at(9, 1),
+                            },
+                            AccessRule {
+                                action: Action::Allow,
+                                users: vec!["alice".into()],
+                                groups: vec!["dba".into(), "oncall".into()],
+                                reason: None,
+                                location: at(14, 1),
+                            },
+                        ],
+                        description: Some("orders primary".into()),
+                        credentials: None,
+                        location: at(2, 1),
+                    },
+                    Target {
+                        id: 1,
+                        name: "bastion.ssh".into(),
+                        protocol: Protocol::Ssh,
+                        port: 22,
+                        networks: vec![Network::ANY_V4, Network::ANY_V6],
+                        access: vec![],
+                        description: None,
+                        credentials: None,
+                        location: at(19, 1),
+                    },
+                ]
+            }
+        );
+        let printed: Vec<String> = policy.targets[0].networks.iter().map(ToString::to_string).collect();
+        assert_eq!(printed, ["10.20.0.5/32", "10.20.1.0/24", "::1/128", "fd00::/64", "10.9.0.0/16"]);
+    }
+
+    #[test]
+    fn ids_follow_load_order_across_files() {
+        let a = target("zeta", 1, "[\"10.0.0.1\"]") + &target("alpha", 2, "[\"10.0.0.1\"]");
+        let b = target("mid", 1, "[\"10.0.0.2\"]");
+        let policy = load(&[("a.toml", &a), ("b.toml", &b), ("c.toml", "# nothing here yet\n")]).unwrap();
+        let ids: Vec<_> = policy.targets.iter().map(|t| (t.id, t.name.as_str(), t.location.to_string())).collect();
+        assert_eq!(
+            ids,
+            [(0, "zeta", "a.toml:1:1".into()), (1, "alpha", "a.toml:6:1".into()), (2, "mid", "b.toml:1:1".into())]
+        );
+    }
+
+    #[test]
+    fn every_field_error_is_reported_at_its_value() {
+        let bad = r#"[[target]]
+name = "Bad Name"
+protocol = "mysql"
+port = 70000
+addresses = ["10.0.0.1/24", "nonsense", "::1/129", "10.0.0.0/+8", "fd00::1/64"]
+
+[[target.access]]
+action = "maybe"
+users = ["x"]
+
+[[target.access]]
+action = "allow"
+
+[[target.access]]
+action = "deny"
+users = []
+groups = []
+"#;
+        assert_eq!(
+            errors(&[("bad.toml", bad)]),
+            [
+                "bad.toml:2:8: invalid target name \"Bad Name\": use lowercase letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64 characters",
+                "bad.toml:3:12: unknown protocol \"mysql\", expected \"postgres\", \"ssh\" or \"tcp\"",
+                "bad.toml:4:8: port 70000 is not a TCP port (1-65535)",
+                "bad.toml:5:14: \"10.0.0.1/24\" has host bits set: did you mean 10.0.0.0/24?",
+                "bad.toml:5:29: \"nonsense\" is not an IP address, a CIDR or \"any\"",
+                "bad.toml:5:41: \"::1/129\": the prefix length must be a number from 0 to 128",
+                "bad.toml:5:52: \"10.0.0.0/+8\": the prefix length must be a number from 0 to 32",
+                "bad.toml:5:67: \"fd00::1/64\" has host bits set: did you mean fd00::/64?",
+                "bad.toml:8:10: unknown action \"maybe\", expected \"allow\" or \"deny\"",
+                "bad.toml:11:1: access rule matches nobody: give users, groups or both",
+                "bad.toml:14:1: access rule matches nobody: give users, groups or both",
+            ]
+        );
+    }
+
+    #[test]
+    fn ports_and_addresses_at_their_limits() {
+        let ok = target("a", 65535, "[\"0.0.0.0/0\", \"::/0\", \"255.255.255.255/32\", \"10.0.0.0/8\"]");
+        let policy = load(&[("ok.toml", &ok)]).unwrap();
+        assert_eq!(policy.targets[0].port, 65535);
+        let printed: Vec<String> = policy.targets[0].networks.iter().map(ToString::to_string).collect();
+        assert_eq!(printed, ["0.0.0.0/0", "::/0", "255.255.255.255/32", "10.0.0.0/8"]);
+        assert_eq!(
+            errors(&[("z.toml", &target("a", 0, "[\"any\"]"))]),
+            ["z.toml:4:8: port 0 is not a TCP port (1-65535)"]
+        );
+        assert_eq!(
+            errors(&[("n.toml", &target("a", 1, "[\"any\"]").replace("= 1", "= -1"))]),
+            ["n.toml:4:8: port -1 is not a TCP port (1-65535)"]
+        );
+        assert_eq!(
+            errors(&[("e.toml", &target("a", 1, "[]"))]),
+            ["e.toml:5:13: no addresses: list IP addresses or CIDRs, or \"any\""]
+        );
+        let wrong_type = errors(&[("s.toml", &target("a", 1, "[\"any\"]").replace("= 1", "= \"5432\""))]);
+        assert!(wrong_type.len() == 1 && wrong_type[0].starts_with("s.toml:4:8: invalid type"), "{wrong_type:?}");
+    }
+
+    #[test]
+    fn duplicates_across_files_point_at_both() {
+        let a = target("db", 5432, "[\"10.0.0.5\", \"10.1.0.0/16\"]");
+        let b = format!("\n{}", target("db", 5432, "[\"10.0.0.5\", \"10.2.0.0/16\", \"::ffff:10.1.0.0/112\"]"));
+        assert_eq!(
+            errors(&[("p/a.toml", &a), ("p/b.toml", &b)]),
+            [
+                "p/b.toml:3:8: duplicate target name \"db\" (first defined at p/a.toml:2:8)",
+                "p/b.toml:6:14: 10.0.0.5/32 port 5432 is already protected by target \"db\" (p/a.toml:5:14): a connection must map to one target",
+                "p/b.toml:6:41: 10.1.0.0/16 port 5432 is already protected by target \"db\" (p/a.toml:5:26): a connection must map to one target",
+            ]
+        );
+    }
+
+    #[test]
+    fn same_network_is_ambiguous_only_on_the_same_port() {
+        let a = target("a", 5432, "[\"any\"]");
+        let b = target("b", 5433, "[\"any\"]");
+        let c = target("c", 5432, "[\"10.0.0.0/8\", \"::/0\"]");
+        assert_eq!(
+            errors(&[("a.toml", &a), ("b.toml", &b), ("c.toml", &c)]),
+            [
+                "c.toml:5:28: ::/0 port 5432 is already protected by target \"a\" (a.toml:5:14): a connection must map to one target"
+            ]
+        );
+        let twice = target("t", 1, "[\"10.0.0.5\", \"any\", \"10.0.0.5/32\", \"0.0.0.0/0\"]");
+        assert_eq!(
+            errors(&[("t.toml", &twice)]),
+            [
+                "t.toml:5:33: 10.0.0.5/32 is listed twice in target \"t\"",
+                "t.toml:5:48: 0.0.0.0/0 is listed twice in target \"t\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn type_errors_do_not_hide_other_targets_or_files() {
+        let text = format!(
+            "{}colour = \"red\"\n\n{}\n[[target]]\nname = \"no-protocol\"\n",
+            target("a", 1, "[\"10.0.0.1\"]"),
+            target("b", 0, "[\"10.0.0.2\"]")
+        );
+        let errs = errors(&[("m.toml", &text), ("syntax.toml", "[[target]\n"), ("top.toml", "targets = 1\n")]);
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(errs[0].starts_with("m.toml:6:1: unknown field `colour`"), "{}", errs[0]);
+        assert_eq!(errs[1], "m.toml:11:8: port 0 is not a TCP port (1-65535)");
+        assert_eq!(errs[2], "m.toml:14:1: missing field `protocol`");
+        assert!(errs[3].starts_with("syntax.toml:1:"), "{}", errs[3]);
+        assert_eq!(errs[4], "top.toml:1:1: unknown key `targets`, expected `target`");
+        assert_eq!(
+            errors(&[("i.toml", "target = [1]\n")]),
+            ["i.toml:1:11: each target must be a table: write [[target]]"]
+        );
+        let table = errors(&[("t.toml", "[target]\nname = \"x\"\n")]);
+        assert_eq!(table, ["t.toml:1:1: `target` must be an array of tables: write [[target]]"]);
+        let rule = errors(&[(
+            "r.toml",
+            &(target("a", 1, "[\"any\"]") + "[[target.access]]\naction = \"allow\"\nuser = [\"x\"]\n"),
+        )]);
+        assert!(rule.len() == 1 && rule[0].starts_with("r.toml:8:1: unknown field `user`"), "{rule:?}");
+    }
+
+    #[test]
+    fn credentials_load_and_are_checked() {
+        let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
+        let good = format!(
+            "{base}[target.credentials]\nadmin_file = \"/etc/airlock/credentials/db.toml\"\n\n[[target.credentials.role]]\nname = \"readonly\"\ngrants = [\"pg_read_all_data\"]\ngroups = [\"dev\"]\n"
+        );
+        let policy = load(&[("c.toml", &good)]).unwrap();
+        assert_eq!(
+            policy.targets[0].credentials,
+            Some(Credentials {
+                admin_file: "/etc/airlock/credentials/db.toml".into(),
+                ttl: Duration::from_secs(900),
+                roles: vec![RoleGrant {
+                    name: "readonly".into(),
+                    grants: vec!["pg_read_all_data".into()],
+                    users: vec![],
+                    groups: vec!["dev".into()],
+                }],
+            })
+        );
+        let ttl = good.replace("db.toml\"\n", "db.toml\"\nttl_seconds = 60\n");
+        let ttl = load(&[("c.toml", &ttl)]).unwrap().targets[0].credentials.as_ref().map(|c| c.ttl);
+        assert_eq!(ttl, Some(Duration::from_secs(60)));
+
+        let bad = format!(
+            "{}[target.credentials]\nadmin_file = \"db.toml\"\nttl_seconds = 5\n\n[[target.credentials.role]]\nname = \"\"\n",
+            base.replace("\"postgres\"", "\"ssh\"")
+        );
+        assert_eq!(
+            errors(&[("c.toml", &bad)]),
+            [
+                "c.toml:6:1: just-in-time credentials are supported for postgres targets only",
+                "c.toml:7:14: admin_file must be an absolute path",
+                "c.toml:8:15: ttl_seconds 5 must be between 10 and 86400",
+                "c.toml:10:1: role \"\" is open to nobody: give users, groups or both",
+                "c.toml:11:8: role name must be a non-empty database user name",
+            ]
+        );
+    }
+
+    #[test]
+    fn error_display_is_one_problem_per_line() {
+        let error = load(&[("a.toml", &target("A", 0, "[\"any\"]"))]).unwrap_err();
+        assert_eq!(error.errors.len(), 2);
+        assert_eq!(error.to_string().lines().count(), 2);
+        assert!(error.to_string().lines().all(|line| line.starts_with("a.toml:")), "{error}");
+    }
+
+    #[test]
+    fn limits_are_enforced_at_the_entry_that_exceeds_them() {
+        let many = |count: usize, per: usize| -> String {
+            (0..count)
+                .map(|i| {
+                    let addresses: Vec<String> = (0..per)
+                        .map(|j| format!("\"{}\"", std::net::Ipv4Addr::from(0x0a00_0000 + (i * per + j) as u32)))
+                        .collect();
+                    target(&format!("t{i}"), 80, &format!("[{}]", addresses.join(", ")))
+                })
+                .collect()
+        };
+        let max_ids = MAX_TARGET_IDS as usize;
+        let policy = load(&[("ok.toml", &many(max_ids, 4))]).unwrap();
+        assert_eq!(policy.targets.len(), max_ids);
+        assert_eq!(policy.targets.last().map(|t| t.id), Some(MAX_TARGET_IDS - 1));
+        assert_eq!(policy.targets.iter().map(|t| t.networks.len()).sum::<usize>(), MAX_TARGET_ENTRIES as usize);
+
+        let errs = errors(&[("ids.toml", &many(max_ids + 1, 1))]);
+        assert_eq!(errs, [format!("ids.toml:{}:1: too many targets: at most 1024 are supported", 5 * max_ids + 1)]);
+        let errs = errors(&[("nets.toml", &many(2, MAX_TARGET_ENTRIES as usize / 2 + 1))]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("nets.toml:10:")
+                && errs[0].ends_with(": too many addresses: at most 4096 are supported in all"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn odd_input_never_panics() {
+        for text in [
+            "",
+            "\u{0}",
+            "target = 1",
+            "target = [{}, 1]",
+            "target = [{}]",
+            "[[target]]\nport = -1",
+            "[[target]]\naddresses = \"x\"",
+            "[[target]]\nname = \"é\"\nprotocol = \"tcp\"\nport = 1\naddresses = [\"any\", \"/\", \"1.2.3.4/\", \"::/\", \"1.2.3.4/33\"]",
+            "[[target]]\nname = \"x\"\nprotocol = \"tcp\"\nport = 9223372036854775807\naddresses = [\"any\"]\n[[target.access]]\n",
+            "[[target]]\n[[target.access]]\n[[target.access.x]]\n",
+            "[target.access]\n",
+            "é = 'ü'\n[[target]]\nname = 'é'",
+        ] {
+            match load(&[("x.toml", text)]) {
+                Ok(policy) => assert!(policy.targets.is_empty(), "{text:?}"),
+                Err(error) => assert!(!error.errors.is_empty() && !error.to_string().is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn load_dir_reads_toml_files_in_name_order_and_does_not_recurse() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("b.toml"), target("from-b", 1, "[\"any\"]")).unwrap();
+        fs::write(dir.path().join("a.toml"), target("from-a", 2, "[\"any\"]")).unwrap();
+        fs::write(dir.path().join("README.md"), "not a policy").unwrap();
+        fs::write(dir.path().join("c.toml.bak"), "not a policy").unwrap();
+        fs::write(dir.path().join(".#a.toml"), "an editor's lock file").unwrap();
+        fs::create_dir(dir.path().join("examples")).unwrap();
+        fs::write(dir.path().join("examples/x.toml"), target("from-examples", 3, "[\"any\"]")).unwrap();
+        fs::create_dir(dir.path().join("dir.toml")).unwrap();
+        let policy = Policy::load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = policy.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["from-a", "from-b"]);
+        assert_eq!(policy.targets[0].location.file, dir.path().join("a.toml"));
+    }
+
+    #[test]
+    fn load_dir_collects_errors_from_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.toml"), target("a", 0, "[\"any\"]")).unwrap();
+        fs::write(dir.path().join("b.toml"), target("a", 1, "[\"nope\"]")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("c.toml")).unwrap();
+        let error = Policy::load_dir(dir.path()).unwrap_err().to_string();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let lines: Vec<&str> = error.lines().collect();
+        assert_eq!(lines.len(), 4, "{error}");
+        assert!(lines[0].starts_with(&format!("cannot read {}: ", path("c.toml"))), "{error}");
+        assert_eq!(lines[1], format!("{}:4:8: port 0 is not a TCP port (1-65535)", path("a.toml")));
+        assert_eq!(
+            lines[2],
+            format!("{}:2:8: duplicate target name \"a\" (first defined at {}:2:8)", path("b.toml"), path("a.toml"))
+        );
+        assert_eq!(lines[3], format!("{}:5:14: \"nope\" is not an IP address, a CIDR or \"any\"", path("b.toml")));
+    }
+
+    #[test]
+    fn a_missing_or_empty_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("notes.txt"), "").unwrap();
+        let err = Policy::load_dir(dir.path()).unwrap_err().to_string();
+        assert_eq!(err, format!("no policy files in {}", dir.path().display()));
+        let absent = dir.path().join("absent");
+        let err = Policy::load_dir(&absent).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("no policy files in {}: cannot read it: ", absent.display())), "{err}");
+    }
 }

@@ -9,12 +9,16 @@
 //! Refusals reach the client as a FATAL ErrorResponse it prints, never as a
 //! bare reset.
 
+mod auth;
 pub mod cancel;
 pub mod codec;
 mod statements;
 mod stream;
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::BytesMut;
 use serde_json::json;
@@ -31,7 +35,9 @@ use self::{
 };
 use crate::{
     audit::{AuditLog, Event},
+    credentials::{Engine, Lease},
     daemon::sessions::LiveSession,
+    policy::{Credentials, Subject},
 };
 
 /// How long a client may take to send its startup packet.
@@ -68,6 +74,16 @@ pub struct Shared<'a> {
     pub audit: &'a AuditLog,
     /// Cancel keys of all sessions.
     pub cancel_keys: &'a CancelKeys,
+    /// Just-in-time credentials, when the target has them.
+    pub jit: Option<Jit<'a>>,
+}
+
+/// A target's just-in-time credential set-up.
+pub struct Jit<'a> {
+    /// The engine that makes logins.
+    pub engine: &'a Arc<Engine>,
+    /// What the target's policy allows.
+    pub credentials: &'a Credentials,
 }
 
 /// Runs an allowed session between `client` and `upstream` to completion.
@@ -97,8 +113,12 @@ pub async fn proxy(
             crate::proxy::relay::relay(&client, &upstream, &session.bytes).await?;
             Ok(())
         }
-        Handshake::Started => {
-            let result = relay_messages(&mut client, &mut upstream, client_reader, shared, session).await;
+        Handshake::Started { upstream_reader, lease } => {
+            let result =
+                relay_messages(&mut client, &mut upstream, client_reader, upstream_reader, shared, session).await;
+            if let (Some(lease), Some(jit)) = (lease, &shared.jit) {
+                jit.engine.release(&lease);
+            }
             if let Err(error) = &result {
                 tell_client(&mut client, error).await;
             }
@@ -121,7 +141,12 @@ async fn tell_client(client: &mut TcpStream, error: &ProxyError) {
 
 enum Handshake {
     /// A session started; messages follow.
-    Started,
+    Started {
+        /// What the server sent after logging in, still to be relayed.
+        upstream_reader: FrameReader,
+        /// The just-in-time login in use, if any.
+        lease: Option<Arc<Lease>>,
+    },
     /// TLS was negotiated with the server; the rest is opaque.
     Tls,
     /// Nothing more to do (a cancel request was forwarded).
@@ -174,23 +199,89 @@ async fn startup(
                 return Ok(Handshake::Done);
             }
             StartupPacket::Startup(message) => {
-                append(
-                    audit,
-                    session,
-                    "postgres.startup",
-                    json!({
-                        "user": message.get("user"),
-                        "database": message.get("database").or(message.get("user")),
-                        "application_name": message.get("application_name"),
-                    }),
-                )?;
+                let requested_user = message.get("user").unwrap_or("").to_owned();
+                let database = message.get("database").unwrap_or(&requested_user).to_owned();
+                let mut detail = json!({
+                    "user": requested_user,
+                    "database": database,
+                    "application_name": message.get("application_name"),
+                });
+                let mut upstream_reader = FrameReader::default();
+                let Some(jit) = &shared.jit else {
+                    append(audit, session, "postgres.startup", detail)?;
+                    let mut wire = BytesMut::new();
+                    message.encode(&mut wire);
+                    upstream.write_all(&wire).await?;
+                    return Ok(Handshake::Started { upstream_reader, lease: None });
+                };
+                // The client's own credentials play no part: it is who the
+                // kernel says it is, and logs in as what policy grants.
+                let subject = Subject { user: &session.identity.user, groups: &session.identity.groups };
+                let grant = match jit.credentials.grant_for(&requested_user, &subject) {
+                    Ok(grant) => grant,
+                    Err(reason) => {
+                        detail["refused"] = json!(reason);
+                        append(audit, session, "postgres.startup", detail)?;
+                        let hint = "Ask for the database user your access rules grant (psql -U NAME).";
+                        send_error(client, &ErrorFields::fatal("28000", &format!("airlock: {reason}"), Some(hint)))
+                            .await?;
+                        return Ok(Handshake::Done);
+                    }
+                };
+                let server = upstream.peer_addr()?;
+                let credentials = jit.credentials;
+                let lease = match jit
+                    .engine
+                    .acquire(server, &credentials.admin_file, credentials.ttl, &session.identity, grant)
+                    .await
+                {
+                    Ok(lease) => lease,
+                    Err(error) => {
+                        tracing::error!(%error, session = %session.id, "no just-in-time login");
+                        detail["refused"] = json!(error.to_string());
+                        append(audit, session, "postgres.startup", detail)?;
+                        let message = format!("airlock: could not create a login for you: {error}");
+                        send_error(client, &ErrorFields::fatal("08004", &message, None)).await?;
+                        return Ok(Handshake::Done);
+                    }
+                };
+                let mut params: Vec<(String, String)> =
+                    message.params.iter().filter(|(k, _)| k != "user" && k != "database").cloned().collect();
+                params.push(("user".into(), lease.role.clone()));
+                params.push(("database".into(), database.clone()));
                 let mut wire = BytesMut::new();
-                message.encode(&mut wire);
+                codec::StartupMessage { params }.encode(&mut wire);
                 upstream.write_all(&wire).await?;
-                return Ok(Handshake::Started);
+                detail["role_granted"] = json!(lease.role);
+                detail["grants"] = json!(lease.grants);
+                detail["credential_expires"] = json!(humantime::format_rfc3339_seconds(lease.expires).to_string());
+                match auth::login(upstream, &mut upstream_reader, &lease).await {
+                    Ok(auth::Login::Ok) => {}
+                    Ok(auth::Login::Refused(error)) => {
+                        jit.engine.release(&lease);
+                        detail["refused"] = json!(error.to_string());
+                        append(audit, session, "postgres.startup", detail)?;
+                        send_error(client, &error).await?;
+                        return Ok(Handshake::Done);
+                    }
+                    Err(error) => {
+                        jit.engine.release(&lease);
+                        return Err(error);
+                    }
+                }
+                append(audit, session, "postgres.startup", detail)?;
+                // AuthenticationOk: the client is in without a password.
+                client.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]).await?;
+                return Ok(Handshake::Started { upstream_reader, lease: Some(lease) });
             }
         }
     }
+}
+
+async fn send_error(client: &mut TcpStream, error: &ErrorFields) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    error.to_error_frame().encode(&mut out);
+    client.write_all(&out).await
 }
 
 /// Relays frames both ways until either side closes, recording statements.
@@ -198,6 +289,7 @@ async fn relay_messages(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     client_reader: FrameReader,
+    upstream_reader: FrameReader,
     shared: &Shared<'_>,
     session: &LiveSession,
 ) -> Result<(), ProxyError> {
@@ -237,7 +329,7 @@ async fn relay_messages(
         }
     };
     let to_client = async {
-        let mut reader = FrameReader::default();
+        let mut reader = upstream_reader;
         let mut out = BytesMut::new();
         loop {
             match reader.next(&mut upstream_read, "server").await? {

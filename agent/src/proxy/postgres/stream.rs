@@ -84,6 +84,28 @@ impl FrameReader {
         }
     }
 
+    /// Reads exactly one frame, leaving whatever follows in the buffer.
+    pub async fn next_one<R: AsyncRead + Unpin>(
+        &mut self,
+        from: &mut R,
+        side: &'static str,
+    ) -> Result<Option<Incoming>, ProxyError> {
+        loop {
+            if let Some(len) = frame_len(&self.buf).map_err(malformed(side))? {
+                if len > MAX_INSPECTED {
+                    return Ok(Some(Incoming::Large { tag: self.buf[0], len }));
+                }
+                if let Some(frame) = decode_frame(&mut self.buf).map_err(malformed(side))? {
+                    return Ok(Some(Incoming::Frames(vec![frame])));
+                }
+            }
+            let wanted = frame_len(&self.buf).ok().flatten().unwrap_or(0);
+            if !self.fill(from, wanted).await? {
+                return self.eof(side, "message");
+            }
+        }
+    }
+
     /// Streams a [`Incoming::Large`] frame from `from` to `to`.
     pub async fn forward_large<R, W>(&mut self, from: &mut R, to: &mut W, _tag: u8, len: usize) -> std::io::Result<()>
     where

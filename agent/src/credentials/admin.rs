@@ -1,0 +1,185 @@
+//! The admin login Airlock creates and drops roles with: a root-only TOML
+//! file per target, read when needed and never logged.
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use serde::Deserialize;
+use tokio_postgres::NoTls;
+
+use super::{CredentialError, Secret};
+
+/// How long an admin operation may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    user: String,
+    password: String,
+    #[serde(default = "default_database")]
+    database: String,
+}
+
+fn default_database() -> String {
+    "postgres".into()
+}
+
+/// An admin login for one target.
+pub struct AdminLogin {
+    user: String,
+    password: Secret,
+    database: String,
+}
+
+impl AdminLogin {
+    /// Reads `path`, which must be a regular file owned by root and readable
+    /// by nobody else: it holds the one long-lived secret of the scheme.
+    pub fn load(path: &Path) -> Result<Self, CredentialError> {
+        let fail = |message: String| CredentialError::AdminFile { path: path.to_owned(), message };
+        let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+            return Err(fail(format!(
+                "must be a regular file owned by root with mode 0600 or stricter (is uid {}, mode {:o})",
+                meta.uid(),
+                meta.mode() & 0o777
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        // toml's message may quote the line; never let a password into an error.
+        let file: AdminFile =
+            toml::from_str(&text).map_err(|e| fail(format!("not valid ({})", first_line(e.message()))))?;
+        Ok(Self { user: file.user, password: Secret(file.password), database: file.database })
+    }
+
+    async fn connect(&self, server: SocketAddr) -> Result<tokio_postgres::Client, CredentialError> {
+        let target = |message: String| CredentialError::Target { server, message };
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(server.ip().to_string())
+            .port(server.port())
+            .user(&self.user)
+            .password(self.password.expose())
+            .dbname(&self.database)
+            .application_name("airlock")
+            .connect_timeout(ADMIN_TIMEOUT);
+        let (client, connection) =
+            config.connect(NoTls).await.map_err(|e| target(format!("admin login {}: {e}", self.user)))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "admin connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Creates a login role valid until `expires`, member of `grants`. The
+    /// password travels as a SCRAM verifier, so the server (and its
+    /// statement log) never sees it in clear.
+    pub async fn create_role(
+        &self,
+        server: SocketAddr,
+        role: &str,
+        password: &Secret,
+        expires: SystemTime,
+        grants: &[String],
+    ) -> Result<(), CredentialError> {
+        let client = self.connect(server).await?;
+        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+        let until = humantime::format_rfc3339_seconds(expires).to_string();
+        let mut sql = format!(
+            "CREATE ROLE {} LOGIN PASSWORD {} VALID UNTIL {}",
+            quote_ident(role),
+            quote_literal(&verifier),
+            quote_literal(&until)
+        );
+        if !grants.is_empty() {
+            let grants: Vec<String> = grants.iter().map(|g| quote_ident(g)).collect();
+            sql.push_str(&format!(" IN ROLE {}", grants.join(", ")));
+        }
+        tokio::time::timeout(ADMIN_TIMEOUT, client.batch_execute(&sql))
+            .await
+            .map_err(|_| CredentialError::Target { server, message: "timed out creating the role".into() })?
+            .map_err(|e| CredentialError::Target {
+                server,
+                message: format!("creating role {role}: {}", db_message(&e)),
+            })
+    }
+
+    /// Ends the role's sessions and drops it. The admin role needs
+    /// CREATEROLE and membership in pg_signal_backend. A role that came to
+    /// own objects cannot be dropped; that is reported and the ledger keeps
+    /// it for the next attempt.
+    pub async fn drop_role(&self, server: SocketAddr, role: &str) -> Result<(), CredentialError> {
+        let client = self.connect(server).await?;
+        let target = |message: String| CredentialError::Target { server, message };
+        let run = async {
+            client
+                .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", &[&role])
+                .await?;
+            let exists = client.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role]).await?.is_some();
+            if exists {
+                client.batch_execute(&format!("DROP ROLE {}", quote_ident(role))).await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        tokio::time::timeout(ADMIN_TIMEOUT, run)
+            .await
+            .map_err(|_| target("timed out dropping the role".into()))?
+            .map_err(|e| target(format!("dropping role {role}: {}", db_message(&e))))
+    }
+}
+
+fn db_message(error: &tokio_postgres::Error) -> String {
+    error.as_db_error().map_or_else(|| error.to_string(), |db| format!("{} ({})", db.message(), db.code().code()))
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// A PostgreSQL identifier, always quoted.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A PostgreSQL string literal.
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn admin_file_must_be_private_and_errors_never_show_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.toml");
+        std::fs::write(&path, "user = \"admin\"\npassword = \"hunter2\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = AdminLogin::load(&path).err().unwrap().to_string();
+        assert!(open.contains("mode 0600"), "{open}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // SAFETY-free check: running as root is what lets the owner check pass.
+        if nix::unistd::getuid().is_root() {
+            let login = AdminLogin::load(&path).unwrap();
+            assert_eq!((login.user.as_str(), login.database.as_str()), ("admin", "postgres"));
+            std::fs::write(&path, "user = \"admin\"\npassword = \"hunter2\nx").unwrap();
+            let bad = AdminLogin::load(&path).err().unwrap().to_string();
+            assert!(!bad.contains("hunter2"), "{bad}");
+        }
+    }
+}

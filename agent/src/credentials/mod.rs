@@ -1,0 +1,287 @@
+//! Just-in-time database logins, from Airlock's embedded engine.
+//!
+//! For a person, a target and a role set, Airlock creates a PostgreSQL role
+//! with a random password that expires (`VALID UNTIL`), made a member of the
+//! granted roles, and logs in with it upstream. The client never sees it.
+//! The role is reused while still valid for the same person and grant,
+//! dropped a short grace after its last session ends, and dropped (its
+//! sessions terminated) when its time is up. Every role is written to a
+//! ledger before it is created, so whatever a crash leaves behind is dropped
+//! when the agent starts again.
+
+mod admin;
+mod ledger;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+pub use admin::AdminLogin;
+use ledger::{Ledger, LedgerEntry};
+
+use crate::{identity::Identity, policy::RoleGrant};
+
+/// A session's last use is followed by this much grace before the role goes,
+/// so a client that reconnects at once reuses it.
+const RELEASE_GRACE: Duration = Duration::from_secs(5);
+/// A role closer than this to its expiry is not handed to a new session.
+const REUSE_MARGIN: Duration = Duration::from_secs(30);
+
+/// Why a login could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// The admin credential file is missing, unsafe or malformed.
+    #[error("admin credentials {path}: {message}")]
+    AdminFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The target refused the admin's request.
+    #[error("creating a login on {server}: {message}")]
+    Target {
+        /// The target server.
+        server: SocketAddr,
+        /// The server's or driver's message.
+        message: String,
+    },
+    /// The ledger could not be written, so no role may be created.
+    #[error("credential ledger {path}: {source}")]
+    Ledger {
+        /// The ledger file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A password that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A created role, shared by the sessions that use it.
+#[derive(Debug)]
+pub struct Lease {
+    /// Role name upstream.
+    pub role: String,
+    /// Its password.
+    pub password: Secret,
+    /// When the role stops being valid.
+    pub expires: SystemTime,
+    /// Roles it is a member of.
+    pub grants: Vec<String>,
+    key: LeaseKey,
+    server: SocketAddr,
+    admin_file: PathBuf,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct LeaseKey {
+    server: SocketAddr,
+    subject: String,
+    role_name: String,
+}
+
+struct Entry {
+    lease: Arc<Lease>,
+    sessions: usize,
+}
+
+/// The embedded credential engine.
+pub struct Engine {
+    ledger: Mutex<Ledger>,
+    leases: Mutex<HashMap<LeaseKey, Entry>>,
+}
+
+impl Engine {
+    /// Opens the ledger in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, CredentialError> {
+        Ok(Self { ledger: Mutex::new(Ledger::open(state_dir)?), leases: Mutex::new(HashMap::new()) })
+    }
+
+    /// Drops every role the ledger lists as created and not dropped: what a
+    /// crash or kill -9 left behind. Returns the roles dropped.
+    pub async fn recover(&self) -> Vec<String> {
+        let outstanding = self.lock_ledger().outstanding();
+        let mut dropped = Vec::new();
+        for entry in outstanding {
+            match drop_role(&entry.admin_file, entry.server, &entry.role).await {
+                Ok(()) => {
+                    self.note_dropped(&entry.role);
+                    dropped.push(entry.role);
+                }
+                Err(error) => {
+                    tracing::error!(role = %entry.role, %error, "could not drop a role left by an earlier run")
+                }
+            }
+        }
+        dropped
+    }
+
+    /// A login for `identity` on `server` with `grant`: a valid one already
+    /// made for the same person and grant, or a new one.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        server: SocketAddr,
+        admin_file: &Path,
+        ttl: Duration,
+        identity: &Identity,
+        grant: &RoleGrant,
+    ) -> Result<Arc<Lease>, CredentialError> {
+        let key = LeaseKey { server, subject: identity.subject.clone(), role_name: grant.name.clone() };
+        if let Some(entry) = self.lock_leases().get_mut(&key)
+            && entry.lease.expires > SystemTime::now() + REUSE_MARGIN
+        {
+            entry.sessions += 1;
+            return Ok(Arc::clone(&entry.lease));
+        }
+        let admin = AdminLogin::load(admin_file)?;
+        let role = role_name(&identity.user);
+        let password = Secret(random_hex(24));
+        let expires = SystemTime::now() + ttl;
+        // Ledger first: a crash between the two leaves a ledger line for a
+        // role that may not exist, which recovery drops harmlessly; the other
+        // order could leave a role nobody knows about.
+        self.lock_ledger().append(&LedgerEntry::created(&role, server, admin_file, expires))?;
+        admin.create_role(server, &role, &password, expires, &grant.grants).await?;
+        let lease = Arc::new(Lease {
+            role,
+            password,
+            expires,
+            grants: grant.grants.clone(),
+            key: key.clone(),
+            server,
+            admin_file: admin_file.to_owned(),
+        });
+        self.lock_leases().insert(key, Entry { lease: Arc::clone(&lease), sessions: 1 });
+        let engine = Arc::clone(self);
+        let expiring = Arc::clone(&lease);
+        tokio::spawn(async move {
+            let left = expiring.expires.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left).await;
+            engine.retire(&expiring, "expired").await;
+        });
+        Ok(lease)
+    }
+
+    /// A session stopped using `lease`; the role goes after a short grace
+    /// unless another session picks it up.
+    pub fn release(self: &Arc<Self>, lease: &Arc<Lease>) {
+        let unused = {
+            let mut leases = self.lock_leases();
+            match leases.get_mut(&lease.key) {
+                Some(entry) if Arc::ptr_eq(&entry.lease, lease) => {
+                    entry.sessions = entry.sessions.saturating_sub(1);
+                    entry.sessions == 0
+                }
+                _ => false,
+            }
+        };
+        if unused {
+            let engine = Arc::clone(self);
+            let lease = Arc::clone(lease);
+            tokio::spawn(async move {
+                tokio::time::sleep(RELEASE_GRACE).await;
+                let still_unused = engine
+                    .lock_leases()
+                    .get(&lease.key)
+                    .is_some_and(|entry| Arc::ptr_eq(&entry.lease, &lease) && entry.sessions == 0);
+                if still_unused {
+                    engine.retire(&lease, "released").await;
+                }
+            });
+        }
+    }
+
+    /// Drops a lease's role now, ending its sessions.
+    async fn retire(&self, lease: &Arc<Lease>, why: &str) {
+        {
+            let mut leases = self.lock_leases();
+            if leases.get(&lease.key).is_some_and(|entry| Arc::ptr_eq(&entry.lease, lease)) {
+                leases.remove(&lease.key);
+            }
+        }
+        match drop_role(&lease.admin_file, lease.server, &lease.role).await {
+            Ok(()) => {
+                self.note_dropped(&lease.role);
+                tracing::info!(role = %lease.role, why, "just-in-time role dropped");
+            }
+            // The ledger keeps it; the next start drops it.
+            Err(error) => tracing::error!(role = %lease.role, %error, "could not drop a just-in-time role"),
+        }
+    }
+
+    fn note_dropped(&self, role: &str) {
+        if let Err(error) = self.lock_ledger().append(&LedgerEntry::dropped(role)) {
+            tracing::error!(%error, role, "could not note a dropped role in the ledger");
+        }
+    }
+
+    fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_leases(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseKey, Entry>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn drop_role(admin_file: &Path, server: SocketAddr, role: &str) -> Result<(), CredentialError> {
+    AdminLogin::load(admin_file)?.drop_role(server, role).await
+}
+
+/// `airlock_<user>_<random>`: recognisable in pg_stat_activity, unique, and
+/// within PostgreSQL's 63-byte identifier limit.
+fn role_name(user: &str) -> String {
+    let user: String = user
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(32)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    format!("airlock_{user}_{}", random_hex(4))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source failed");
+    crate::audit::hex(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_are_safe_identifiers() {
+        let name = role_name("Alice.O'Brien-x; DROP");
+        assert!(name.starts_with("airlock_aliceobrienxdrop_"), "{name}");
+        assert!(name.len() <= 63);
+        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        assert_ne!(role_name("a"), role_name("a"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(***)");
+    }
+}

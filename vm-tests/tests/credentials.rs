@@ -1,0 +1,163 @@
+//! Just-in-time PostgreSQL logins end to end: a real PostgreSQL 15 that
+//! demands SCRAM passwords, psql run as test users with no password at all,
+//! and Airlock's embedded engine creating, reusing and dropping roles.
+
+use std::{fs, path::PathBuf, thread, time::Duration};
+
+use airlock_vm_tests::{Lab, TargetHost, privileged, set_mode};
+
+struct JitLab {
+    lab: Lab,
+    data: PathBuf,
+}
+
+/// PostgreSQL with SCRAM for network logins, an admin role for Airlock, a
+/// root-only admin file, and a policy granting `readonly` to alice.
+fn jit_lab(ttl_seconds: u32) -> JitLab {
+    let mut lab = Lab::new(&["alice", "bob"]);
+    let pg_dir = lab.dir.path().join("pg");
+    let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
+    TargetHost::superuser_sql(&data, "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'admin-secret-4711'");
+    TargetHost::superuser_sql(&data, "GRANT pg_signal_backend TO airlock_admin");
+    TargetHost::superuser_sql(&data, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2), (3)");
+    let admin_file = lab.dir.path().join("admin.toml");
+    fs::write(&admin_file, "user = \"airlock_admin\"\npassword = \"admin-secret-4711\"\n").unwrap();
+    set_mode(&admin_file, 0o600);
+    let (v4, alice) = (lab.target.v4, lab.user("alice").name.clone());
+    lab.start_agent(&format!(
+        r#"
+[[target]]
+name = "pg"
+protocol = "postgres"
+port = 5432
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["*"]
+
+[target.credentials]
+admin_file = "{admin}"
+ttl_seconds = {ttl_seconds}
+
+[[target.credentials.role]]
+name = "readonly"
+grants = ["pg_read_all_data"]
+users = ["{alice}"]
+
+[[target.credentials.role]]
+name = "writer"
+grants = ["pg_write_all_data"]
+users = ["somebody-else"]
+"#,
+        admin = admin_file.display()
+    ));
+    JitLab { lab, data }
+}
+
+fn psql(lab: &Lab, user: &str, db_user: &str, sql: &str) -> airlock_vm_tests::CommandOutput {
+    let host = lab.target.v4.to_string();
+    lab.run_as(user, "psql", &["-h", &host, "-U", db_user, "-d", "postgres", "-X", "-At", "-w", "-c", sql])
+}
+
+fn jit_roles(data: &PathBuf) -> Vec<String> {
+    TargetHost::superuser_sql(
+        data,
+        "SELECT rolname FROM pg_roles WHERE rolname LIKE 'airlock\\_%' AND rolname <> 'airlock_admin' ORDER BY 1",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[test]
+fn a_passwordless_client_logs_in_as_a_role_made_for_it_which_is_dropped_after() {
+    if !privileged() {
+        return;
+    }
+    let JitLab { lab, data } = jit_lab(600);
+    let out = psql(&lab, "alice", "readonly", "select current_user, (select count(*) from orders)");
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    let (role, count) = out.stdout.trim().split_once('|').expect("two columns");
+    let expected_prefix = format!("airlock_{}_", lab.user("alice").name);
+    assert!(role.starts_with(&expected_prefix), "{role}");
+    assert_eq!(count, "3", "pg_read_all_data was granted");
+
+    let startup = &lab.agent().records_of("postgres.startup")[0]["detail"];
+    assert_eq!(startup["user"], "readonly");
+    assert_eq!(startup["role_granted"], role);
+    assert_eq!(startup["grants"], serde_json::json!(["pg_read_all_data"]));
+
+    let denied_write = psql(&lab, "alice", "readonly", "insert into orders values (4)");
+    assert!(!denied_write.success() && denied_write.stderr.contains("permission denied"), "{denied_write:?}");
+
+    wait_until("the role is dropped after its last session", || jit_roles(&data).is_empty());
+    let ledger = fs::read_to_string(lab.dir.path().join("state/postgres-roles.jsonl")).unwrap();
+    assert!(ledger.contains(&format!("\"op\":\"dropped\",\"role\":\"{role}\"")), "{ledger}");
+    let audit = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    for secret in ["admin-secret-4711"] {
+        assert!(!audit.contains(secret) && !ledger.contains(secret) && !lab.agent().log().contains(secret));
+    }
+}
+
+#[test]
+fn a_role_not_granted_is_refused_with_the_roles_one_may_use() {
+    if !privileged() {
+        return;
+    }
+    let JitLab { lab, data } = jit_lab(600);
+    let out = psql(&lab, "alice", "writer", "select 1");
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("database user \"writer\" is not one you may use; you may use: readonly"),
+        "{}",
+        out.stderr
+    );
+    let bob = psql(&lab, "bob", "readonly", "select 1");
+    assert!(bob.stderr.contains("no database role of this target is open to"), "{}", bob.stderr);
+    assert!(jit_roles(&data).is_empty(), "nothing created for refused logins");
+}
+
+#[test]
+fn roles_left_by_a_killed_agent_are_dropped_when_it_restarts() {
+    if !privileged() {
+        return;
+    }
+    let JitLab { mut lab, data } = jit_lab(600);
+    thread::scope(|scope| {
+        let lab_ref = &lab;
+        let session = scope.spawn(move || psql(lab_ref, "alice", "readonly", "select pg_sleep(20)"));
+        wait_until("the role exists", || jit_roles(&data).len() == 1);
+        // SAFETY: plain kill(2) on the agent we started.
+        unsafe { libc::kill(lab_ref.agent().pid() as i32, libc::SIGKILL) };
+        let out = session.join().unwrap();
+        assert!(!out.success(), "the session ends with its agent");
+    });
+    assert_eq!(jit_roles(&data).len(), 1, "the role outlived the killed agent");
+    lab.agent.as_mut().unwrap().restart();
+    let recovered = lab.agent().wait_for_records("credential.recovered", 1);
+    assert_eq!(recovered.len(), 1, "{}", lab.agent().log());
+    assert!(jit_roles(&data).is_empty());
+}
+
+#[test]
+fn an_expired_grant_ends_the_live_session_and_the_role() {
+    if !privileged() {
+        return;
+    }
+    let JitLab { lab, data } = jit_lab(10);
+    let out = psql(&lab, "alice", "readonly", "select pg_sleep(25)");
+    assert!(!out.success());
+    assert!(out.stderr.contains("terminating connection due to administrator command"), "{out:?}");
+    wait_until("the expired role is dropped", || jit_roles(&data).is_empty());
+}
