@@ -140,6 +140,33 @@ impl TargetHost {
         data
     }
 
+    /// Makes a throwaway self-signed certificate in `dir` and returns the
+    /// PostgreSQL settings that turn TLS on with it.
+    pub fn tls_settings(dir: &Path) -> Vec<String> {
+        fs::create_dir_all(dir).expect("mkdir tls dir");
+        let (key, cert) = (dir.join("server.key"), dir.join("server.crt"));
+        let (key_s, cert_s) = (key.display().to_string(), cert.display().to_string());
+        sh(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=target",
+                "-keyout",
+                &key_s,
+                "-out",
+                &cert_s,
+            ],
+        );
+        vec!["ssl=on".into(), format!("ssl_cert_file={cert_s}"), format!("ssl_key_file={key_s}")]
+    }
+
     /// Runs SQL as the superuser over the server's local socket (never
     /// through the network path under test); returns tuples-only output.
     pub fn superuser_sql(data: &Path, sql: &str) -> String {

@@ -14,9 +14,13 @@ struct JitLab {
 /// PostgreSQL with SCRAM for network logins, an admin role for Airlock, a
 /// root-only admin file, and a policy granting `readonly` to alice.
 fn jit_lab(ttl_seconds: u32) -> JitLab {
+    jit_lab_with(ttl_seconds, &[])
+}
+
+fn jit_lab_with(ttl_seconds: u32, settings: &[&str]) -> JitLab {
     let mut lab = Lab::new(&["alice", "bob"]);
     let pg_dir = lab.dir.path().join("pg");
-    let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
+    let data = lab.target.start_postgres_auth(&pg_dir, settings, "scram-sha-256");
     TargetHost::superuser_sql(&data, "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'admin-secret-4711'");
     TargetHost::superuser_sql(&data, "GRANT pg_signal_backend TO airlock_admin");
     TargetHost::superuser_sql(&data, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2), (3)");
@@ -108,6 +112,32 @@ fn a_passwordless_client_logs_in_as_a_role_made_for_it_which_is_dropped_after() 
     for secret in ["admin-secret-4711"] {
         assert!(!audit.contains(secret) && !ledger.contains(secret) && !lab.agent().log().contains(secret));
     }
+}
+
+#[test]
+fn tls_is_never_passed_through_on_a_just_in_time_target() {
+    if !privileged() {
+        return;
+    }
+    let tls_dir = std::env::temp_dir().join(format!("airlock-tls-{}", std::process::id()));
+    let tls = TargetHost::tls_settings(&tls_dir);
+    airlock_vm_tests::netns::sh("chown", &["-R", "postgres", tls_dir.to_str().unwrap()]);
+    let settings: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let JitLab { lab, .. } = jit_lab_with(600, &settings);
+    let _ = fs::remove_dir_all(&tls_dir);
+    let host = lab.target.v4.to_string();
+    let prefer = format!("host={host} user=readonly dbname=postgres sslmode=prefer");
+    let out = lab.run_as(
+        "alice",
+        "psql",
+        &[&prefer, "-X", "-At", "-w", "-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()"],
+    );
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout.trim(), "f", "the server offers TLS, yet Airlock logged in for the client");
+    let require = format!("host={host} user=readonly dbname=postgres sslmode=require");
+    let out = lab.run_as("alice", "psql", &[&require, "-X", "-w", "-c", "select 1"]);
+    assert!(!out.success() && out.stderr.contains("server does not support SSL"), "{out:?}");
+    assert!(lab.agent().records_of("postgres.tls_passthrough").is_empty());
 }
 
 #[test]

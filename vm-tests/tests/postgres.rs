@@ -1,9 +1,9 @@
 //! The PostgreSQL proxy end to end: real PostgreSQL 15 on a netns target,
 //! real psql and pgbench run as test users through the eBPF redirect.
 
-use std::{fs, process::Command};
+use std::fs;
 
-use airlock_vm_tests::{CommandOutput, Lab, privileged, set_mode};
+use airlock_vm_tests::{CommandOutput, Lab, TargetHost, privileged, set_mode};
 use serde_json::Value;
 
 /// A lab with PostgreSQL on the target and the agent protecting it (and a
@@ -206,18 +206,7 @@ fn tls_offered_by_the_server_passes_through_end_to_end() {
     }
     let mut lab = Lab::new(&["alice"]);
     let pg_dir = lab.dir.path().join("pg");
-    fs::create_dir_all(&pg_dir).unwrap();
-    let (key, cert) = (pg_dir.join("server.key"), pg_dir.join("server.crt"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=target", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let ssl =
-        ["ssl=on".to_owned(), format!("ssl_cert_file={}", cert.display()), format!("ssl_key_file={}", key.display())];
+    let ssl = TargetHost::tls_settings(&pg_dir);
     let settings: Vec<&str> = ssl.iter().map(String::as_str).collect();
     lab.target.start_postgres_with(&pg_dir, &settings);
     let v4 = lab.target.v4;

@@ -165,6 +165,11 @@ async fn startup(
         let Some(packet) = reader.startup(client).await? else { return Ok(Handshake::Done) };
         match packet {
             StartupPacket::GssEncRequest => client.write_all(b"N").await?,
+            // A just-in-time target must see the StartupMessage to log in
+            // for the client: passing TLS through would let the client log in
+            // with credentials of its own. Until Airlock terminates TLS
+            // itself, such a client is told the server has none.
+            StartupPacket::SslRequest if shared.jit.is_some() => client.write_all(b"N").await?,
             StartupPacket::SslRequest => {
                 upstream.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await?;
                 let answer = upstream.read_u8().await?;
