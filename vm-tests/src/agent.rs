@@ -85,6 +85,19 @@ port = {listener_port}
     }
 }
 
+impl AgentConfig {
+    /// Attaches the programs at `cgroup` instead of the lab's cgroup.
+    pub fn attach_at(&mut self, cgroup: &Path) {
+        let text = fs::read_to_string(&self.path).expect("read config");
+        let text: Vec<String> = text
+            .lines()
+            .map(|line| if line.starts_with("cgroup = ") { format!("cgroup = \"{}\"", cgroup.display()) } else { line.to_owned() })
+            .collect();
+        fs::write(&self.path, text.join("\n") + "\n").expect("write config");
+        self.cgroup = cgroup.to_owned();
+    }
+}
+
 /// A running agent.
 pub struct Agent {
     /// Its configuration.

@@ -121,7 +121,8 @@ fn sweep_stale() {
     if let Ok(entries) = fs::read_dir(cgroup2_root()) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(PREFIX) && name.ends_with(".test") {
+            // Labs' own cgroups and the benchmarks' side cgroups.
+            if name.strip_prefix(PREFIX).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())) {
                 remove_cgroup_tree(&entry.path());
             }
         }

@@ -52,6 +52,12 @@ enum Task {
     },
     /// Measure interception overhead and relay latency against the direct path.
     Bench,
+    /// A throwaway protected PostgreSQL with fake data, and the psql command to try.
+    Demo {
+        /// Run the suggested command and exit (self-check).
+        #[arg(long)]
+        smoke: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,6 +97,20 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Bench => {
             setup::install()?;
             bench(&root)
+        }
+        Task::Demo { smoke } => {
+            setup::install()?;
+            if !setup::is_root() {
+                bail!("the demo attaches eBPF programs and creates a network namespace: run it as root");
+            }
+            build(&root, false)?;
+            cargo(&root, &["build", "-p", "airlock-vm-tests", "--bin", "airlock-demo"], &[])?;
+            let mut demo = Command::new(root.join("target/debug/airlock-demo"));
+            demo.env("AIRLOCK_BIN", root.join("target/debug/airlock")).current_dir(&root);
+            if smoke {
+                demo.arg("--smoke");
+            }
+            Err(demo.exec()).context("starting airlock-demo")
         }
     }
 }
