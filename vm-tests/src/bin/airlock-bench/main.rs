@@ -40,6 +40,7 @@ fn main() {
             if all || args.iter().any(|a| a == "postgres") {
                 println!();
                 postgres::run();
+                postgres::jit_setup();
             }
         }
     }

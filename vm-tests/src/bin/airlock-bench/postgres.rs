@@ -157,3 +157,42 @@ fn pgbench(lab: &Lab, cgroup: &Path, work: &Path, label: &str, args: &[&str]) ->
     };
     Run { tps, p50_us: percentile(0.5), p99_us: percentile(0.99) }
 }
+
+/// Connection set-up with just-in-time logins: the first connection of a
+/// person creates a role, the next ones within its validity reuse it.
+pub fn jit_setup() {
+    const PEOPLE: usize = 5;
+    let names: Vec<String> = (0..PEOPLE).map(|i| format!("p{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut lab = Lab::new(&name_refs);
+    let pg_dir = lab.dir.path().join("pg");
+    let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
+    airlock_vm_tests::TargetHost::superuser_sql(&data, "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'bench-admin'");
+    let admin = lab.dir.path().join("admin.toml");
+    fs::write(&admin, "user = \"airlock_admin\"\npassword = \"bench-admin\"\n").expect("admin file");
+    set_mode(&admin, 0o600);
+    let v4 = lab.target.v4.to_string();
+    lab.start_agent(&format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.credentials]\nadmin_file = \"{}\"\n\n[[target.credentials.role]]\nname = \"reader\"\ngrants = [\"pg_read_all_data\"]\nusers = [\"*\"]\n",
+        admin.display()
+    ));
+    let connect = |person: &str| {
+        let start = std::time::Instant::now();
+        let out = run_as(lab.user(person), &lab.cgroups.clients, "psql", &["-h", &v4, "-U", "reader", "-d", "postgres", "-X", "-w", "-c", "select 1"]);
+        assert!(out.success(), "psql: {out:?}");
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+    let mut new_role = Vec::new();
+    let mut reused = Vec::new();
+    for person in &names {
+        new_role.push(connect(person));
+        reused.push(connect(person));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("\njust-in-time login, psql connect + select 1 + exit, median of {PEOPLE} people");
+    println!("  new role (created for the person)   {:>7.1} ms", median(new_role));
+    println!("  reused role (same person and grant) {:>7.1} ms", median(reused));
+}
