@@ -91,7 +91,13 @@ impl AgentConfig {
         let text = fs::read_to_string(&self.path).expect("read config");
         let text: Vec<String> = text
             .lines()
-            .map(|line| if line.starts_with("cgroup = ") { format!("cgroup = \"{}\"", cgroup.display()) } else { line.to_owned() })
+            .map(|line| {
+                if line.starts_with("cgroup = ") {
+                    format!("cgroup = \"{}\"", cgroup.display())
+                } else {
+                    line.to_owned()
+                }
+            })
             .collect();
         fs::write(&self.path, text.join("\n") + "\n").expect("write config");
         self.cgroup = cgroup.to_owned();

@@ -15,7 +15,10 @@ fn the_demo_command_works_and_the_demo_cleans_up() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("demo smoke test passed"));
     assert!(stdout.contains("@example.com"), "{stdout}");
-    let attached = Command::new("bpftool").args(["-j", "cgroup", "show", &airlock_vm_tests::cgroup2_root().display().to_string()]).output().unwrap();
+    let attached = Command::new("bpftool")
+        .args(["-j", "cgroup", "show", &airlock_vm_tests::cgroup2_root().display().to_string()])
+        .output()
+        .unwrap();
     let programs: Vec<serde_json::Value> = serde_json::from_slice(&attached.stdout).unwrap_or_default();
     assert!(programs.is_empty(), "the demo left programs attached at the cgroup2 root: {programs:?}");
 }

@@ -38,6 +38,15 @@ addresses = ["{v4}/32", "{v6}/128"]
 
 const ALLOW_ALL: &str = "[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n";
 
+/// A lab with the web servers on the target and the agent running `policy(access)`.
+fn web_lab(users: &[&str], access: &str) -> Lab {
+    let mut lab = Lab::new(users);
+    start_web(&mut lab);
+    let policy = policy(&lab, access);
+    lab.start_agent(&policy);
+    lab
+}
+
 /// Starts the web servers (protected and unprotected ports) on the target.
 fn start_web(lab: &mut Lab) {
     let www = lab.dir.path().join("www");
@@ -114,10 +123,7 @@ fn ipv6_and_ipv4_mapped_connections_are_intercepted() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new(&["alice"]);
-    start_web(&mut lab);
-    let policy = policy(&lab, ALLOW_ALL);
-    lab.start_agent(&policy);
+    let lab = web_lab(&["alice"], ALLOW_ALL);
     let (v4, v6) = (lab.target.v4, lab.target.v6);
 
     let over_v6 = curl(&lab, "alice", &format!("http://[{v6}]:{WEB}/hello.txt"));
@@ -153,10 +159,7 @@ fn unprotected_ports_are_untouched() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new(&["alice"]);
-    start_web(&mut lab);
-    let policy = policy(&lab, ALLOW_ALL);
-    lab.start_agent(&policy);
+    let lab = web_lab(&["alice"], ALLOW_ALL);
     let v4 = lab.target.v4;
 
     let direct = curl(&lab, "alice", &format!("http://{v4}:{UNPROTECTED_WEB}/hello.txt"));
@@ -206,10 +209,7 @@ fn killed_agent_fails_closed_and_a_restart_adopts_without_double_attach() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new(&["alice"]);
-    start_web(&mut lab);
-    let policy = policy(&lab, ALLOW_ALL);
-    lab.start_agent(&policy);
+    let mut lab = web_lab(&["alice"], ALLOW_ALL);
     let url = format!("http://{}:{WEB}/hello.txt", lab.target.v4);
     assert!(curl(&lab, "alice", &url).success());
     let links_before: Vec<Value> = lab.agent().status()["programs"].as_array().unwrap().clone();
@@ -280,10 +280,7 @@ fn the_agents_own_upstream_connection_is_not_redirected_into_itself() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new(&["alice"]);
-    start_web(&mut lab);
-    let policy = policy(&lab, ALLOW_ALL);
-    lab.start_agent(&policy);
+    let lab = web_lab(&["alice"], ALLOW_ALL);
     let url = format!("http://{}:{WEB}/hello.txt", lab.target.v4);
     for _ in 0..3 {
         let out = curl(&lab, "alice", &url);
@@ -357,10 +354,7 @@ fn status_shows_live_sessions_only_to_their_owner_or_root() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new(&["alice", "bob"]);
-    start_web(&mut lab);
-    let policy = policy(&lab, ALLOW_ALL);
-    lab.start_agent(&policy);
+    let lab = web_lab(&["alice", "bob"], ALLOW_ALL);
     let v4 = lab.target.v4;
     let hold = format!(
         "import socket, time\ns = socket.create_connection(('{v4}', {WEB}), timeout=10)\nprint('connected', flush=True)\ntime.sleep(4)\n"

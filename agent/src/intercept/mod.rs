@@ -98,6 +98,17 @@ pub struct AttachedProgram {
     pub pin: PathBuf,
 }
 
+/// Loads one program and attaches it, returning its link. The two program
+/// kinds have the same methods but no common trait.
+macro_rules! load_and_attach {
+    ($program:expr, $kind:ty, $cgroup:expr, $fail:expr) => {{
+        let program: &mut $kind = $program.try_into().map_err(|e| $fail(error_chain(&e)))?;
+        program.load().map_err(|e| $fail(error_chain(&e)))?;
+        let id = program.attach($cgroup, CgroupAttachMode::Single).map_err(|e| $fail(error_chain(&e)))?;
+        program.take_link(id).map_err(|e| $fail(error_chain(&e)))?.try_into().map_err(|e| $fail(error_chain(&e)))?
+    }};
+}
+
 /// The installed interception: programs attached at a cgroup, and the maps.
 pub struct Interceptor {
     /// Keeps the loaded programs' file descriptors for the agent's lifetime.
@@ -146,31 +157,10 @@ impl Interceptor {
                 |message: String| InterceptError::Attach { program: name, cgroup: cgroup.to_owned(), message };
             let program =
                 ebpf.program_mut(name).ok_or_else(|| attach_err("program missing from the eBPF object".into()))?;
+            let cgroup_fd = cgroup_dir.as_fd();
             let link: FdLink = match hook {
-                Hook::SockAddr => {
-                    let program: &mut CgroupSockAddr = program.try_into().map_err(|e| attach_err(error_chain(&e)))?;
-                    program.load().map_err(|e| attach_err(error_chain(&e)))?;
-                    let id = program
-                        .attach(cgroup_dir.as_fd(), CgroupAttachMode::Single)
-                        .map_err(|e| attach_err(error_chain(&e)))?;
-                    program
-                        .take_link(id)
-                        .map_err(|e| attach_err(error_chain(&e)))?
-                        .try_into()
-                        .map_err(|e| attach_err(error_chain(&e)))?
-                }
-                Hook::SockOps => {
-                    let program: &mut SockOps = program.try_into().map_err(|e| attach_err(error_chain(&e)))?;
-                    program.load().map_err(|e| attach_err(error_chain(&e)))?;
-                    let id = program
-                        .attach(cgroup_dir.as_fd(), CgroupAttachMode::Single)
-                        .map_err(|e| attach_err(error_chain(&e)))?;
-                    program
-                        .take_link(id)
-                        .map_err(|e| attach_err(error_chain(&e)))?
-                        .try_into()
-                        .map_err(|e| attach_err(error_chain(&e)))?
-                }
+                Hook::SockAddr => load_and_attach!(program, CgroupSockAddr, cgroup_fd, attach_err),
+                Hook::SockOps => load_and_attach!(program, SockOps, cgroup_fd, attach_err),
             };
             attached.push(replace_pinned_link(&links_dir, name, link).map_err(attach_err)?);
         }

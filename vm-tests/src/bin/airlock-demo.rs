@@ -72,7 +72,8 @@ users = ["*"]
     config.attach_at(&airlock_vm_tests::cgroup2_root());
     lab.agent = Some(Agent::start(config));
     let agent = lab.agent();
-    let try_it = format!("psql -h {v4} -U analyst -d postgres -c 'select current_user, name, email from customers limit 3'");
+    let try_it =
+        format!("psql -h {v4} -U analyst -d postgres -c 'select current_user, name, email from customers limit 3'");
 
     if smoke {
         let out = std::process::Command::new("sh").args(["-c", &try_it]).output().expect("run psql");

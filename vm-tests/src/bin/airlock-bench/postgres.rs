@@ -167,7 +167,10 @@ pub fn jit_setup() {
     let mut lab = Lab::new(&name_refs);
     let pg_dir = lab.dir.path().join("pg");
     let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
-    airlock_vm_tests::TargetHost::superuser_sql(&data, "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'bench-admin'");
+    airlock_vm_tests::TargetHost::superuser_sql(
+        &data,
+        "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'bench-admin'",
+    );
     let admin = lab.dir.path().join("admin.toml");
     fs::write(&admin, "user = \"airlock_admin\"\npassword = \"bench-admin\"\n").expect("admin file");
     set_mode(&admin, 0o600);
@@ -178,7 +181,12 @@ pub fn jit_setup() {
     ));
     let connect = |person: &str| {
         let start = std::time::Instant::now();
-        let out = run_as(lab.user(person), &lab.cgroups.clients, "psql", &["-h", &v4, "-U", "reader", "-d", "postgres", "-X", "-w", "-c", "select 1"]);
+        let out = run_as(
+            lab.user(person),
+            &lab.cgroups.clients,
+            "psql",
+            &["-h", &v4, "-U", "reader", "-d", "postgres", "-X", "-w", "-c", "select 1"],
+        );
         assert!(out.success(), "psql: {out:?}");
         start.elapsed().as_secs_f64() * 1000.0
     };
