@@ -167,6 +167,78 @@ impl TargetHost {
         vec!["ssl=on".into(), format!("ssl_cert_file={cert_s}"), format!("ssl_key_file={key_s}")]
     }
 
+    /// A test CA and a server certificate it signs for `ip`, in `dir`;
+    /// returns the PostgreSQL TLS settings and the CA file.
+    pub fn tls_with_ca(dir: &Path, ip: IpAddr) -> (Vec<String>, PathBuf) {
+        fs::create_dir_all(dir).expect("mkdir tls dir");
+        let path = |name: &str| dir.join(name).display().to_string();
+        sh(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=airlock-test-ca",
+                "-keyout",
+                &path("ca.key"),
+                "-out",
+                &path("ca.crt"),
+            ],
+        );
+        sh(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=target",
+                "-keyout",
+                &path("server.key"),
+                "-out",
+                &path("server.csr"),
+            ],
+        );
+        fs::write(
+            dir.join("ext.cnf"),
+            format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+        )
+        .expect("ext");
+        sh(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &path("server.csr"),
+                "-CA",
+                &path("ca.crt"),
+                "-CAkey",
+                &path("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &path("ext.cnf"),
+                "-out",
+                &path("server.crt"),
+            ],
+        );
+        sh("chown", &["-R", "postgres", &dir.display().to_string()]);
+        let settings = vec![
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", path("server.crt")),
+            format!("ssl_key_file={}", path("server.key")),
+        ];
+        (settings, dir.join("ca.crt"))
+    }
+
     /// Runs SQL as the superuser over the server's local socket (never
     /// through the network path under test); returns tuples-only output.
     pub fn superuser_sql(data: &Path, sql: &str) -> String {

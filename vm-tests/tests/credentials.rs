@@ -13,14 +13,37 @@ struct JitLab {
 
 /// PostgreSQL with SCRAM for network logins, an admin role for Airlock, a
 /// root-only admin file, and a policy granting `readonly` to alice.
-fn jit_lab(ttl_seconds: u32) -> JitLab {
-    jit_lab_with(ttl_seconds, &[])
+/// TLS on the server, and what policy asks of Airlock's side.
+enum Tls {
+    /// No TLS anywhere.
+    Off,
+    /// The server offers TLS; policy leaves the default (prefer).
+    ServerOnly,
+    /// The server's certificate is signed by a test CA; policy says verify-full.
+    VerifyFull,
+    /// No TLS on the server; policy says require.
+    RequiredButMissing,
 }
 
-fn jit_lab_with(ttl_seconds: u32, settings: &[&str]) -> JitLab {
+fn jit_lab(ttl_seconds: u32) -> JitLab {
+    jit_lab_with(ttl_seconds, Tls::Off)
+}
+
+fn jit_lab_with(ttl_seconds: u32, tls: Tls) -> JitLab {
     let mut lab = Lab::new(&["alice", "bob"]);
     let pg_dir = lab.dir.path().join("pg");
-    let data = lab.target.start_postgres_auth(&pg_dir, settings, "scram-sha-256");
+    let tls_dir = lab.dir.path().join("tls");
+    let (settings, tls) = match tls {
+        Tls::Off => (vec![], String::new()),
+        Tls::ServerOnly => (TargetHost::tls_with_ca(&tls_dir, lab.target.v4.into()).0, String::new()),
+        Tls::VerifyFull => {
+            let (settings, ca) = TargetHost::tls_with_ca(&tls_dir, lab.target.v4.into());
+            (settings, format!("tls = \"verify-full\"\ntls_ca_file = \"{}\"", ca.display()))
+        }
+        Tls::RequiredButMissing => (vec![], "tls = \"require\"".to_owned()),
+    };
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let data = lab.target.start_postgres_auth(&pg_dir, &settings, "scram-sha-256");
     TargetHost::superuser_sql(&data, "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'admin-secret-4711'");
     TargetHost::superuser_sql(&data, "GRANT pg_signal_backend TO airlock_admin");
     TargetHost::superuser_sql(&data, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2), (3)");
@@ -43,6 +66,7 @@ users = ["*"]
 [target.credentials]
 admin_file = "{admin}"
 ttl_seconds = {ttl_seconds}
+{tls}
 
 [[target.credentials.role]]
 name = "readonly"
@@ -119,21 +143,15 @@ fn tls_is_never_passed_through_on_a_just_in_time_target() {
     if !privileged() {
         return;
     }
-    let tls_dir = std::env::temp_dir().join(format!("airlock-tls-{}", std::process::id()));
-    let tls = TargetHost::tls_settings(&tls_dir);
-    airlock_vm_tests::netns::sh("chown", &["-R", "postgres", tls_dir.to_str().unwrap()]);
-    let settings: Vec<&str> = tls.iter().map(String::as_str).collect();
-    let JitLab { lab, .. } = jit_lab_with(600, &settings);
-    let _ = fs::remove_dir_all(&tls_dir);
+    let JitLab { lab, .. } = jit_lab_with(600, Tls::ServerOnly);
     let host = lab.target.v4.to_string();
     let prefer = format!("host={host} user=readonly dbname=postgres sslmode=prefer");
-    let out = lab.run_as(
-        "alice",
-        "psql",
-        &[&prefer, "-X", "-At", "-w", "-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()"],
-    );
+    let query = "select current_user, ssl from pg_stat_ssl where pid = pg_backend_pid()";
+    let out = lab.run_as("alice", "psql", &[&prefer, "-X", "-At", "-w", "-c", query]);
     assert!(out.success(), "{out:?}");
-    assert_eq!(out.stdout.trim(), "f", "the server offers TLS, yet Airlock logged in for the client");
+    let (role, ssl) = out.stdout.trim().split_once('|').expect("two columns");
+    assert!(role.starts_with("airlock_"), "Airlock logged in for the client, not the client itself: {role}");
+    assert_eq!(ssl, "t", "Airlock's own connection uses the TLS the server offers (tls = prefer)");
     let require = format!("host={host} user=readonly dbname=postgres sslmode=require");
     let out = lab.run_as("alice", "psql", &[&require, "-X", "-w", "-c", "select 1"]);
     assert!(!out.success() && out.stderr.contains("server does not support SSL"), "{out:?}");
@@ -190,4 +208,29 @@ fn an_expired_grant_ends_the_live_session_and_the_role() {
     assert!(!out.success());
     assert!(out.stderr.contains("terminating connection due to administrator command"), "{out:?}");
     wait_until("the expired role is dropped", || jit_roles(&data).is_empty());
+}
+
+#[test]
+fn airlock_logs_in_over_verified_tls_when_policy_says_so() {
+    if !privileged() {
+        return;
+    }
+    let JitLab { lab, .. } = jit_lab_with(600, Tls::VerifyFull);
+    let out = psql(&lab, "alice", "readonly", "select ssl from pg_stat_ssl where pid = pg_backend_pid()");
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    assert_eq!(out.stdout.trim(), "t", "Airlock's own session to the server is encrypted");
+    assert_eq!(lab.agent().records_of("postgres.startup")[0]["detail"]["upstream_tls"], true);
+}
+
+#[test]
+fn required_tls_that_the_server_lacks_is_refused() {
+    if !privileged() {
+        return;
+    }
+    let JitLab { lab, data } = jit_lab_with(600, Tls::RequiredButMissing);
+    let out = psql(&lab, "alice", "readonly", "select 1");
+    assert!(!out.success());
+    assert!(out.stderr.contains("airlock: the server does not offer TLS, and policy requires it"), "{}", out.stderr);
+    thread::sleep(Duration::from_secs(7));
+    assert!(jit_roles(&data).is_empty(), "the role made for the refused session is dropped");
 }

@@ -17,7 +17,7 @@ use toml::{
     de::{DeTable, DeValue, ValueDeserializer},
 };
 
-use super::model::{AccessRule, Action, Credentials, Network, Policy, Protocol, RoleGrant, Target, mask};
+use super::model::{AccessRule, Action, Credentials, Network, Policy, Protocol, RoleGrant, Target, UpstreamTls, mask};
 use crate::source::{Diagnostic, SourceFile, SourceLocation};
 
 /// Why a policy was not accepted: every problem found, in file order.
@@ -73,6 +73,9 @@ struct RawRule {
 struct RawCredentials {
     admin_file: Spanned<String>,
     ttl_seconds: Option<Spanned<i64>>,
+    tls: Option<Spanned<String>>,
+    tls_ca_file: Option<Spanned<String>>,
+    tls_server_name: Option<String>,
     #[serde(default)]
     role: Vec<Spanned<RawRole>>,
 }
@@ -349,6 +352,27 @@ impl Loader {
                 }
             },
         };
+        let tls = match raw.tls.as_ref().map(|t| t.get_ref().as_str()) {
+            None | Some("prefer") => UpstreamTls::Prefer,
+            Some("disable") => UpstreamTls::Disable,
+            Some("require") => UpstreamTls::Require,
+            Some("verify-full") => match &raw.tls_ca_file {
+                Some(ca) if PathBuf::from(ca.get_ref()).is_absolute() => {
+                    UpstreamTls::VerifyFull { ca_file: ca.get_ref().into(), server_name: raw.tls_server_name.clone() }
+                }
+                _ => {
+                    let at = raw.tls.as_ref().map_or(0, |t| t.span().start);
+                    self.error(source, at, "tls = \"verify-full\" needs tls_ca_file, an absolute path".into());
+                    UpstreamTls::Require
+                }
+            },
+            Some(other) => {
+                let at = raw.tls.as_ref().map_or(0, |t| t.span().start);
+                let message = format!("unknown tls mode {other:?} (expected disable, prefer, require or verify-full)");
+                self.error(source, at, message);
+                UpstreamTls::Prefer
+            }
+        };
         let mut roles = Vec::with_capacity(raw.role.len());
         for role in raw.role {
             let start = role.span().start;
@@ -367,7 +391,7 @@ impl Loader {
                 groups: role.groups,
             });
         }
-        Credentials { admin_file, ttl: Duration::from_secs(ttl), roles }
+        Credentials { admin_file, ttl: Duration::from_secs(ttl), roles, tls }
     }
 }
 
@@ -650,6 +674,30 @@ groups = []
     }
 
     #[test]
+    fn upstream_tls_modes() {
+        let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
+        let with = |tls: &str| {
+            format!(
+                "{base}[target.credentials]\nadmin_file = \"/etc/a.toml\"\n{tls}\n\n[[target.credentials.role]]\nname = \"r\"\nusers = [\"*\"]\n"
+            )
+        };
+        let mode = |tls: &str| {
+            load(&[("t.toml", &with(tls))]).map(|p| p.targets[0].credentials.as_ref().map(|c| c.tls.clone()))
+        };
+        assert_eq!(mode("").unwrap(), Some(UpstreamTls::Prefer));
+        assert_eq!(mode("tls = \"disable\"").unwrap(), Some(UpstreamTls::Disable));
+        assert_eq!(mode("tls = \"require\"").unwrap(), Some(UpstreamTls::Require));
+        assert_eq!(
+            mode("tls = \"verify-full\"\ntls_ca_file = \"/etc/ca.pem\"\ntls_server_name = \"db.internal\"").unwrap(),
+            Some(UpstreamTls::VerifyFull { ca_file: "/etc/ca.pem".into(), server_name: Some("db.internal".into()) })
+        );
+        let missing_ca = mode("tls = \"verify-full\"").unwrap_err().to_string();
+        assert!(missing_ca.contains("needs tls_ca_file"), "{missing_ca}");
+        let unknown = mode("tls = \"maybe\"").unwrap_err().to_string();
+        assert!(unknown.contains("unknown tls mode \"maybe\""), "{unknown}");
+    }
+
+    #[test]
     fn credentials_load_and_are_checked() {
         let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
         let good = format!(
@@ -667,6 +715,7 @@ groups = []
                     users: vec![],
                     groups: vec!["dev".into()],
                 }],
+                tls: UpstreamTls::Prefer,
             })
         );
         let ttl = good.replace("db.toml\"\n", "db.toml\"\nttl_seconds = 60\n");

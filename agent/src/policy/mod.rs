@@ -35,7 +35,9 @@ mod load;
 mod model;
 
 pub use load::PolicyError;
-pub use model::{AccessRule, Action, Credentials, Decision, Network, Policy, Protocol, RoleGrant, Subject, Target};
+pub use model::{
+    AccessRule, Action, Credentials, Decision, Network, Policy, Protocol, RoleGrant, Subject, Target, UpstreamTls,
+};
 
 #[cfg(test)]
 mod tests {

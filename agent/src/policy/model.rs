@@ -49,6 +49,28 @@ pub struct Credentials {
     pub ttl: Duration,
     /// Database users a client may ask for, and what each grants.
     pub roles: Vec<RoleGrant>,
+    /// TLS from Airlock to the target.
+    pub tls: UpstreamTls,
+}
+
+/// TLS from Airlock to a target it logs in to, as libpq's sslmode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamTls {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it (libpq's default; open to downgrade).
+    #[default]
+    Prefer,
+    /// TLS or nothing, certificate not checked.
+    Require,
+    /// TLS with the certificate checked against `ca_file` for `server_name`
+    /// (the target's address when unset).
+    VerifyFull {
+        /// PEM file of trusted CA certificates.
+        ca_file: PathBuf,
+        /// Name the certificate must carry.
+        server_name: Option<String>,
+    },
 }
 
 impl Credentials {
@@ -442,6 +464,7 @@ mod tests {
             admin_file: "/etc/airlock/credentials/db.toml".into(),
             ttl: Duration::from_secs(900),
             roles: vec![role("readonly", &["*"], &[]), role("admin", &[], &["dba"])],
+            tls: UpstreamTls::Prefer,
         };
         let dba = groups(&["dba"]);
         let alice = Subject { user: "alice", groups: &dba };

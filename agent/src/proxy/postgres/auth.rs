@@ -3,12 +3,13 @@
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use tokio::io::AsyncWriteExt as _;
 
 use super::{
     ProxyError,
     codec::{Backend, CodecError, ErrorFields, Frame},
     stream::{FrameReader, Incoming},
+    tls::Upstream,
 };
 use crate::credentials::Lease;
 
@@ -30,7 +31,7 @@ pub enum Login {
 }
 
 /// Answers the server's authentication requests as `lease.role`.
-pub async fn login(upstream: &mut TcpStream, reader: &mut FrameReader, lease: &Lease) -> Result<Login, ProxyError> {
+pub async fn login(upstream: &mut Upstream, reader: &mut FrameReader, lease: &Lease) -> Result<Login, ProxyError> {
     let mut scram: Option<ScramSha256> = None;
     loop {
         let frame = next_frame(upstream, reader).await?;
@@ -102,7 +103,7 @@ pub async fn login(upstream: &mut TcpStream, reader: &mut FrameReader, lease: &L
     }
 }
 
-async fn next_frame(upstream: &mut TcpStream, reader: &mut FrameReader) -> Result<Frame, ProxyError> {
+async fn next_frame(upstream: &mut Upstream, reader: &mut FrameReader) -> Result<Frame, ProxyError> {
     match reader.next_one(upstream, "server").await? {
         Some(Incoming::Frames(mut frames)) if !frames.is_empty() => Ok(frames.remove(0)),
         Some(_) | None => Err(malformed(CodecError::Truncated("Authentication"))),

@@ -2,10 +2,12 @@
 //! by frame with every statement and its outcome recorded.
 //!
 //! The proxy is transparent: frames are forwarded as they arrived, in
-//! batches, and the client's own authentication reaches the server
-//! unchanged (just-in-time credentials replace it once a target has a
-//! credential source). TLS the server offers is passed through end to end,
-//! and recorded as such: the statements inside are then not visible.
+//! batches. On an observe-only target the client's own authentication
+//! reaches the server unchanged, and TLS the server offers is passed through
+//! end to end (recorded as such: the statements inside are then not
+//! visible). On a target with just-in-time credentials the client sends no
+//! password: Airlock logs in upstream (over TLS as policy says) as a role
+//! made for this person, and the client is told it is in.
 //! Refusals reach the client as a FATAL ErrorResponse it prints, never as a
 //! bare reset.
 
@@ -14,6 +16,7 @@ pub mod cancel;
 pub mod codec;
 mod statements;
 mod stream;
+mod tls;
 
 use std::{
     sync::{Arc, Mutex},
@@ -68,6 +71,15 @@ pub enum ProxyError {
     Audit(#[from] crate::audit::AuditError),
 }
 
+impl From<tls::TlsError> for ProxyError {
+    fn from(error: tls::TlsError) -> Self {
+        match error {
+            tls::TlsError::Io(error) => Self::Io(error),
+            other => Self::Io(std::io::Error::other(other.to_string())),
+        }
+    }
+}
+
 /// What a PostgreSQL session needs from the agent besides its sockets.
 pub struct Shared<'a> {
     /// Where records go.
@@ -95,15 +107,17 @@ pub async fn proxy(
 ) -> Result<(), ProxyError> {
     let audit = shared.audit;
     let mut client = client;
-    let mut upstream = upstream;
+    let server = upstream.peer_addr()?;
     let mut client_reader = FrameReader::default();
-    let startup =
-        tokio::time::timeout(STARTUP_TIMEOUT, startup(&mut client, &mut client_reader, &mut upstream, shared, session))
-            .await
-            .map_err(|_| ProxyError::StartupTimeout(STARTUP_TIMEOUT))??;
+    let startup = tokio::time::timeout(
+        STARTUP_TIMEOUT,
+        startup(&mut client, &mut client_reader, upstream, server, shared, session),
+    )
+    .await
+    .map_err(|_| ProxyError::StartupTimeout(STARTUP_TIMEOUT))??;
     match startup {
         Handshake::Done => Ok(()),
-        Handshake::Tls => {
+        Handshake::Tls(upstream) => {
             record(
                 audit,
                 session,
@@ -113,9 +127,10 @@ pub async fn proxy(
             crate::proxy::relay::relay(&client, &upstream, &session.bytes).await?;
             Ok(())
         }
-        Handshake::Started { upstream_reader, lease } => {
+        Handshake::Started { mut upstream, upstream_reader, lease } => {
             let result =
-                relay_messages(&mut client, &mut upstream, client_reader, upstream_reader, shared, session).await;
+                relay_messages(&mut client, &mut upstream, server, client_reader, upstream_reader, shared, session)
+                    .await;
             if let (Some(lease), Some(jit)) = (lease, &shared.jit) {
                 jit.engine.release(&lease);
             }
@@ -142,13 +157,15 @@ async fn tell_client(client: &mut TcpStream, error: &ProxyError) {
 enum Handshake {
     /// A session started; messages follow.
     Started {
+        /// The connection to the server, TLS or not.
+        upstream: tls::Upstream,
         /// What the server sent after logging in, still to be relayed.
         upstream_reader: FrameReader,
         /// The just-in-time login in use, if any.
         lease: Option<Arc<Lease>>,
     },
-    /// TLS was negotiated with the server; the rest is opaque.
-    Tls,
+    /// TLS was negotiated between client and server; the rest is opaque.
+    Tls(TcpStream),
     /// Nothing more to do (a cancel request was forwarded).
     Done,
 }
@@ -156,7 +173,8 @@ enum Handshake {
 async fn startup(
     client: &mut TcpStream,
     reader: &mut FrameReader,
-    upstream: &mut TcpStream,
+    mut upstream: TcpStream,
+    server: std::net::SocketAddr,
     shared: &Shared<'_>,
     session: &LiveSession,
 ) -> Result<Handshake, ProxyError> {
@@ -171,11 +189,11 @@ async fn startup(
             // itself, such a client is told the server has none.
             StartupPacket::SslRequest if shared.jit.is_some() => client.write_all(b"N").await?,
             StartupPacket::SslRequest => {
-                upstream.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await?;
+                upstream.write_all(&tls::SSL_REQUEST).await?;
                 let answer = upstream.read_u8().await?;
                 client.write_all(&[answer]).await?;
                 match answer {
-                    b'S' => return Ok(Handshake::Tls),
+                    b'S' => return Ok(Handshake::Tls(upstream)),
                     b'N' => {}
                     other => return Err(ProxyError::BadSslAnswer(other)),
                 }
@@ -183,7 +201,6 @@ async fn startup(
             StartupPacket::Cancel { pid, key } => {
                 // Like PostgreSQL, an unknown key gets no answer: one would
                 // help whoever is guessing keys.
-                let server = upstream.peer_addr()?;
                 match shared.cancel_keys.lookup(pid, key) {
                     Some(backend) if backend.server == server => {
                         let mut wire = BytesMut::with_capacity(16);
@@ -217,7 +234,11 @@ async fn startup(
                     let mut wire = BytesMut::new();
                     message.encode(&mut wire);
                     upstream.write_all(&wire).await?;
-                    return Ok(Handshake::Started { upstream_reader, lease: None });
+                    return Ok(Handshake::Started {
+                        upstream: tls::Upstream::Plain(upstream),
+                        upstream_reader,
+                        lease: None,
+                    });
                 };
                 // The client's own credentials play no part: it is who the
                 // kernel says it is, and logs in as what policy grants.
@@ -233,7 +254,6 @@ async fn startup(
                         return Ok(Handshake::Done);
                     }
                 };
-                let server = upstream.peer_addr()?;
                 let credentials = jit.credentials;
                 let lease = match jit
                     .engine
@@ -254,13 +274,25 @@ async fn startup(
                     message.params.iter().filter(|(k, _)| k != "user" && k != "database").cloned().collect();
                 params.push(("user".into(), lease.role.clone()));
                 params.push(("database".into(), database.clone()));
+                let mut upstream = match tls::secure(upstream, &credentials.tls, server).await {
+                    Ok(upstream) => upstream,
+                    Err(error) => {
+                        jit.engine.release(&lease);
+                        detail["refused"] = json!(error.to_string());
+                        append(audit, session, "postgres.startup", detail)?;
+                        let message = format!("airlock: {error}");
+                        send_error(client, &ErrorFields::fatal("08001", &message, None)).await?;
+                        return Ok(Handshake::Done);
+                    }
+                };
+                detail["upstream_tls"] = json!(upstream.is_tls());
                 let mut wire = BytesMut::new();
                 codec::StartupMessage { params }.encode(&mut wire);
                 upstream.write_all(&wire).await?;
                 detail["role_granted"] = json!(lease.role);
                 detail["grants"] = json!(lease.grants);
                 detail["credential_expires"] = json!(humantime::format_rfc3339_seconds(lease.expires).to_string());
-                match auth::login(upstream, &mut upstream_reader, &lease).await {
+                match auth::login(&mut upstream, &mut upstream_reader, &lease).await {
                     Ok(auth::Login::Ok) => {}
                     Ok(auth::Login::Refused(error)) => {
                         jit.engine.release(&lease);
@@ -277,7 +309,7 @@ async fn startup(
                 append(audit, session, "postgres.startup", detail)?;
                 // AuthenticationOk: the client is in without a password.
                 client.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]).await?;
-                return Ok(Handshake::Started { upstream_reader, lease: Some(lease) });
+                return Ok(Handshake::Started { upstream, upstream_reader, lease: Some(lease) });
             }
         }
     }
@@ -292,18 +324,18 @@ async fn send_error(client: &mut TcpStream, error: &ErrorFields) -> std::io::Res
 /// Relays frames both ways until either side closes, recording statements.
 async fn relay_messages(
     client: &mut TcpStream,
-    upstream: &mut TcpStream,
+    upstream: &mut tls::Upstream,
+    server: std::net::SocketAddr,
     client_reader: FrameReader,
     upstream_reader: FrameReader,
     shared: &Shared<'_>,
     session: &LiveSession,
 ) -> Result<(), ProxyError> {
     let audit = shared.audit;
-    let server = upstream.peer_addr()?;
     let issued = Mutex::new(Vec::new());
     let tracker = Mutex::new(StatementTracker::default());
     let (mut client_read, mut client_write) = client.split();
-    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let to_upstream = async {
         let mut reader = client_reader;
         let mut out = BytesMut::new();
