@@ -208,6 +208,12 @@ fn an_expired_grant_ends_the_live_session_and_the_role() {
     assert!(!out.success());
     assert!(out.stderr.contains("terminating connection due to administrator command"), "{out:?}");
     wait_until("the expired role is dropped", || jit_roles(&data).is_empty());
+    let dropped = lab.agent().wait_for_records("credential.dropped", 1);
+    assert_eq!(dropped[0]["detail"]["reason"], "expired");
+    assert_eq!(dropped[0]["detail"]["outcome"]["sessions_terminated"], 1, "{:#}", dropped[0]);
+    let created = lab.agent().records_of("credential.created");
+    assert_eq!(created[0]["detail"]["role"], dropped[0]["detail"]["role"]);
+    assert_eq!(created[0]["identity"]["user"], lab.user("alice").name.as_str());
 }
 
 #[test]

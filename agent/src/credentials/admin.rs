@@ -114,18 +114,18 @@ impl AdminLogin {
     /// CREATEROLE and membership in pg_signal_backend. A role that came to
     /// own objects cannot be dropped; that is reported and the ledger keeps
     /// it for the next attempt.
-    pub async fn drop_role(&self, server: SocketAddr, role: &str) -> Result<(), CredentialError> {
+    pub async fn drop_role(&self, server: SocketAddr, role: &str) -> Result<u64, CredentialError> {
         let client = self.connect(server).await?;
         let target = |message: String| CredentialError::Target { server, message };
         let run = async {
-            client
+            let terminated = client
                 .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", &[&role])
                 .await?;
             let exists = client.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role]).await?.is_some();
             if exists {
                 client.batch_execute(&format!("DROP ROLE {}", quote_ident(role))).await?;
             }
-            Ok::<_, tokio_postgres::Error>(())
+            Ok::<_, tokio_postgres::Error>(terminated)
         };
         tokio::time::timeout(ADMIN_TIMEOUT, run)
             .await

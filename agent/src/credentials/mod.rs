@@ -24,7 +24,13 @@ use std::{
 pub use admin::AdminLogin;
 use ledger::{Ledger, LedgerEntry};
 
-use crate::{identity::Identity, policy::RoleGrant};
+use serde_json::json;
+
+use crate::{
+    audit::{AuditLog, Event},
+    identity::Identity,
+    policy::RoleGrant,
+};
 
 /// A session's last use is followed by this much grace before the role goes,
 /// so a client that reconnects at once reuses it.
@@ -110,12 +116,13 @@ struct Entry {
 pub struct Engine {
     ledger: Mutex<Ledger>,
     leases: Mutex<HashMap<LeaseKey, Entry>>,
+    audit: Arc<AuditLog>,
 }
 
 impl Engine {
-    /// Opens the ledger in `state_dir`.
-    pub fn open(state_dir: &Path) -> Result<Self, CredentialError> {
-        Ok(Self { ledger: Mutex::new(Ledger::open(state_dir)?), leases: Mutex::new(HashMap::new()) })
+    /// Opens the ledger in `state_dir`; role lifecycle events go to `audit`.
+    pub fn open(state_dir: &Path, audit: Arc<AuditLog>) -> Result<Self, CredentialError> {
+        Ok(Self { ledger: Mutex::new(Ledger::open(state_dir)?), leases: Mutex::new(HashMap::new()), audit })
     }
 
     /// Drops every role the ledger lists as created and not dropped: what a
@@ -125,7 +132,7 @@ impl Engine {
         let mut dropped = Vec::new();
         for entry in outstanding {
             match drop_role(&entry.admin_file, entry.server, &entry.role).await {
-                Ok(()) => {
+                Ok(_) => {
                     self.note_dropped(&entry.role);
                     dropped.push(entry.role);
                 }
@@ -173,6 +180,16 @@ impl Engine {
             admin_file: admin_file.to_owned(),
         });
         self.lock_leases().insert(key, Entry { lease: Arc::clone(&lease), sessions: 1 });
+        self.record(
+            "credential.created",
+            Some(identity),
+            json!({
+                "role": lease.role,
+                "server": server.to_string(),
+                "grants": lease.grants,
+                "expires": humantime::format_rfc3339_seconds(lease.expires).to_string(),
+            }),
+        );
         let engine = Arc::clone(self);
         let expiring = Arc::clone(&lease);
         tokio::spawn(async move {
@@ -220,13 +237,25 @@ impl Engine {
                 leases.remove(&lease.key);
             }
         }
+        let detail = |outcome: serde_json::Value| json!({ "role": lease.role, "server": lease.server.to_string(), "reason": why, "outcome": outcome });
         match drop_role(&lease.admin_file, lease.server, &lease.role).await {
-            Ok(()) => {
+            Ok(terminated) => {
                 self.note_dropped(&lease.role);
-                tracing::info!(role = %lease.role, why, "just-in-time role dropped");
+                tracing::info!(role = %lease.role, why, terminated, "just-in-time role dropped");
+                self.record("credential.dropped", None, detail(json!({ "sessions_terminated": terminated })));
             }
             // The ledger keeps it; the next start drops it.
-            Err(error) => tracing::error!(role = %lease.role, %error, "could not drop a just-in-time role"),
+            Err(error) => {
+                tracing::error!(role = %lease.role, %error, "could not drop a just-in-time role");
+                self.record("credential.drop_failed", None, detail(json!({ "error": error.to_string() })));
+            }
+        }
+    }
+
+    fn record(&self, kind: &str, identity: Option<&Identity>, detail: serde_json::Value) {
+        let event = Event { kind, session: None, identity, process: None, target: None, detail };
+        if let Err(error) = self.audit.append(event) {
+            tracing::error!(%error, kind, "audit record lost");
         }
     }
 
@@ -245,7 +274,8 @@ impl Engine {
     }
 }
 
-async fn drop_role(admin_file: &Path, server: SocketAddr, role: &str) -> Result<(), CredentialError> {
+/// Drops a role; returns how many of its sessions were terminated.
+async fn drop_role(admin_file: &Path, server: SocketAddr, role: &str) -> Result<u64, CredentialError> {
     AdminLogin::load(admin_file)?.drop_role(server, role).await
 }
 

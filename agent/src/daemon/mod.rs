@@ -44,7 +44,7 @@ pub struct AgentState {
     /// The policy in force; replaced whole on reload (SIGHUP).
     policy: RwLock<Arc<Policy>>,
     /// The audit log.
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
     /// The eBPF programs and maps.
     pub interceptor: Interceptor,
     /// Attributes processes to people.
@@ -81,12 +81,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => cgroup::cgroup2_root()?,
     };
-    let audit = AuditLog::open(&config.audit_dir)?;
+    let audit = Arc::new(AuditLog::open(&config.audit_dir)?);
     let listeners = bind_listeners(&config)?;
     let control = control::server::bind(&config.control_socket)?;
     let targets = target_entries(&policy, config.listener.port);
     let interceptor = Interceptor::install(&config.bpffs_dir, &attach_cgroup, agent_cgroup, &targets)?;
-    let credentials = Arc::new(crate::credentials::Engine::open(&config.state_dir)?);
+    let credentials = Arc::new(crate::credentials::Engine::open(&config.state_dir, Arc::clone(&audit))?);
     privileges::drop_all_but_runtime_needs()?;
 
     let state = Arc::new(AgentState {
