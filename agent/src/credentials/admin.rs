@@ -3,7 +3,6 @@
 
 use std::{
     net::SocketAddr,
-    os::unix::fs::MetadataExt as _,
     path::Path,
     time::{Duration, SystemTime},
 };
@@ -41,15 +40,7 @@ impl AdminLogin {
     /// by nobody else: it holds the one long-lived secret of the scheme.
     pub fn load(path: &Path) -> Result<Self, CredentialError> {
         let fail = |message: String| CredentialError::AdminFile { path: path.to_owned(), message };
-        let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-        if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o077 != 0 {
-            return Err(fail(format!(
-                "must be a regular file owned by root with mode 0600 or stricter (is uid {}, mode {:o})",
-                meta.uid(),
-                meta.mode() & 0o777
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let text = super::read_private_file(path)?;
         // toml's message may quote the line; never let a password into an error.
         let file: AdminFile =
             toml::from_str(&text).map_err(|e| fail(format!("not valid ({})", first_line(e.message()))))?;

@@ -11,6 +11,7 @@
 
 mod admin;
 mod ledger;
+mod openbao;
 
 use std::{
     collections::HashMap,
@@ -23,13 +24,14 @@ use std::{
 
 pub use admin::AdminLogin;
 use ledger::{Ledger, LedgerEntry};
+use openbao::OpenBao;
 
 use serde_json::json;
 
 use crate::{
     audit::{AuditLog, Event},
     identity::Identity,
-    policy::RoleGrant,
+    policy::{CredentialSource, Credentials, RoleGrant},
 };
 
 /// A session's last use is followed by this much grace before the role goes,
@@ -57,6 +59,14 @@ pub enum CredentialError {
         /// The server's or driver's message.
         message: String,
     },
+    /// OpenBao refused or could not be reached.
+    #[error("OpenBao at {addr}: {message}")]
+    OpenBao {
+        /// Server address.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The ledger could not be written, so no role may be created.
     #[error("credential ledger {path}: {source}")]
     Ledger {
@@ -65,6 +75,22 @@ pub enum CredentialError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// Reads a file that holds a secret: it must be a regular file owned by
+/// root that nobody else can read.
+pub fn read_private_file(path: &Path) -> Result<String, CredentialError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let fail = |message: String| CredentialError::AdminFile { path: path.to_owned(), message };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+        return Err(fail(format!(
+            "must be a regular file owned by root with mode 0600 or stricter (is uid {}, mode {:o})",
+            meta.uid(),
+            meta.mode() & 0o777
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))
 }
 
 /// A password that never prints.
@@ -95,9 +121,17 @@ pub struct Lease {
     pub expires: SystemTime,
     /// Roles it is a member of.
     pub grants: Vec<String>,
-    key: LeaseKey,
     server: SocketAddr,
-    admin_file: PathBuf,
+    origin: Origin,
+}
+
+/// Who made a lease, and so how it ends.
+#[derive(Debug)]
+enum Origin {
+    /// The embedded engine: shared per person and grant, dropped with the admin login.
+    Embedded { key: LeaseKey, admin_file: PathBuf },
+    /// OpenBao: one lease per session, revoked when it ends.
+    OpenBao { client: OpenBao, lease_id: String },
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -144,9 +178,48 @@ impl Engine {
         dropped
     }
 
-    /// A login for `identity` on `server` with `grant`: a valid one already
-    /// made for the same person and grant, or a new one.
+    /// A login for `identity` on `server` with `grant`, from the target's
+    /// credential source.
     pub async fn acquire(
+        self: &Arc<Self>,
+        server: SocketAddr,
+        credentials: &Credentials,
+        identity: &Identity,
+        grant: &RoleGrant,
+    ) -> Result<Arc<Lease>, CredentialError> {
+        match &credentials.source {
+            CredentialSource::Embedded { admin_file } => {
+                self.acquire_embedded(server, admin_file, credentials.ttl, identity, grant).await
+            }
+            CredentialSource::OpenBao { addr, token_file, mount } => {
+                let client = OpenBao { addr: addr.clone(), token_file: token_file.clone(), mount: mount.clone() };
+                let issued = client.issue(grant.openbao_role.as_deref().unwrap_or(&grant.name)).await?;
+                let lease = Arc::new(Lease {
+                    role: issued.username,
+                    password: issued.password,
+                    expires: SystemTime::now() + issued.lease_duration,
+                    grants: Vec::new(),
+                    server,
+                    origin: Origin::OpenBao { client, lease_id: issued.lease_id },
+                });
+                self.record(
+                    "credential.created",
+                    Some(identity),
+                    json!({
+                        "source": "openbao",
+                        "role": lease.role,
+                        "server": server.to_string(),
+                        "openbao_role": grant.openbao_role.as_deref().unwrap_or(&grant.name),
+                        "expires": humantime::format_rfc3339_seconds(lease.expires).to_string(),
+                    }),
+                );
+                Ok(lease)
+            }
+        }
+    }
+
+    /// A valid role already made for the same person and grant, or a new one.
+    async fn acquire_embedded(
         self: &Arc<Self>,
         server: SocketAddr,
         admin_file: &Path,
@@ -175,9 +248,8 @@ impl Engine {
             password,
             expires,
             grants: grant.grants.clone(),
-            key: key.clone(),
             server,
-            admin_file: admin_file.to_owned(),
+            origin: Origin::Embedded { key: key.clone(), admin_file: admin_file.to_owned() },
         });
         self.lock_leases().insert(key, Entry { lease: Arc::clone(&lease), sessions: 1 });
         self.record(
@@ -203,9 +275,28 @@ impl Engine {
     /// A session stopped using `lease`; the role goes after a short grace
     /// unless another session picks it up.
     pub fn release(self: &Arc<Self>, lease: &Arc<Lease>) {
+        let key = match &lease.origin {
+            Origin::Embedded { key, .. } => key,
+            Origin::OpenBao { client, lease_id } => {
+                let (engine, client, lease_id, role) =
+                    (Arc::clone(self), client.clone(), lease_id.clone(), lease.role.clone());
+                tokio::spawn(async move {
+                    let outcome = match client.revoke(&lease_id).await {
+                        Ok(()) => json!("revoked"),
+                        Err(error) => json!({ "error": error.to_string() }),
+                    };
+                    engine.record(
+                        "credential.dropped",
+                        None,
+                        json!({ "source": "openbao", "role": role, "reason": "released", "outcome": outcome }),
+                    );
+                });
+                return;
+            }
+        };
         let unused = {
             let mut leases = self.lock_leases();
-            match leases.get_mut(&lease.key) {
+            match leases.get_mut(key) {
                 Some(entry) if Arc::ptr_eq(&entry.lease, lease) => {
                     entry.sessions = entry.sessions.saturating_sub(1);
                     entry.sessions == 0
@@ -220,7 +311,7 @@ impl Engine {
                 tokio::time::sleep(RELEASE_GRACE).await;
                 let still_unused = engine
                     .lock_leases()
-                    .get(&lease.key)
+                    .get(key_of(&lease))
                     .is_some_and(|entry| Arc::ptr_eq(&entry.lease, &lease) && entry.sessions == 0);
                 if still_unused {
                     engine.retire(&lease, "released").await;
@@ -231,14 +322,15 @@ impl Engine {
 
     /// Drops a lease's role now, ending its sessions.
     async fn retire(&self, lease: &Arc<Lease>, why: &str) {
+        let Origin::Embedded { key, admin_file } = &lease.origin else { return };
         {
             let mut leases = self.lock_leases();
-            if leases.get(&lease.key).is_some_and(|entry| Arc::ptr_eq(&entry.lease, lease)) {
-                leases.remove(&lease.key);
+            if leases.get(key).is_some_and(|entry| Arc::ptr_eq(&entry.lease, lease)) {
+                leases.remove(key);
             }
         }
         let detail = |outcome: serde_json::Value| json!({ "role": lease.role, "server": lease.server.to_string(), "reason": why, "outcome": outcome });
-        match drop_role(&lease.admin_file, lease.server, &lease.role).await {
+        match drop_role(admin_file, lease.server, &lease.role).await {
             Ok(terminated) => {
                 self.note_dropped(&lease.role);
                 tracing::info!(role = %lease.role, why, terminated, "just-in-time role dropped");
@@ -275,6 +367,21 @@ impl Engine {
 }
 
 /// Drops a role; returns how many of its sessions were terminated.
+/// The reuse key of an embedded lease.
+fn key_of(lease: &Lease) -> &LeaseKey {
+    match &lease.origin {
+        Origin::Embedded { key, .. } => key,
+        // OpenBao leases are never in the reuse table; an impossible key.
+        Origin::OpenBao { .. } => &NO_KEY,
+    }
+}
+
+static NO_KEY: std::sync::LazyLock<LeaseKey> = std::sync::LazyLock::new(|| LeaseKey {
+    server: SocketAddr::from(([0, 0, 0, 0], 0)),
+    subject: String::new(),
+    role_name: String::new(),
+});
+
 async fn drop_role(admin_file: &Path, server: SocketAddr, role: &str) -> Result<u64, CredentialError> {
     AdminLogin::load(admin_file)?.drop_role(server, role).await
 }

@@ -17,7 +17,9 @@ use toml::{
     de::{DeTable, DeValue, ValueDeserializer},
 };
 
-use super::model::{AccessRule, Action, Credentials, Network, Policy, Protocol, RoleGrant, Target, UpstreamTls, mask};
+use super::model::{
+    AccessRule, Action, CredentialSource, Credentials, Network, Policy, Protocol, RoleGrant, Target, UpstreamTls, mask,
+};
 use crate::source::{Diagnostic, SourceFile, SourceLocation};
 
 /// Why a policy was not accepted: every problem found, in file order.
@@ -71,7 +73,8 @@ struct RawRule {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCredentials {
-    admin_file: Spanned<String>,
+    admin_file: Option<Spanned<String>>,
+    openbao: Option<Spanned<RawOpenBao>>,
     ttl_seconds: Option<Spanned<i64>>,
     tls: Option<Spanned<String>>,
     tls_ca_file: Option<Spanned<String>>,
@@ -82,7 +85,21 @@ struct RawCredentials {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawOpenBao {
+    addr: Spanned<String>,
+    token_file: Spanned<String>,
+    #[serde(default = "default_mount")]
+    mount: String,
+}
+
+fn default_mount() -> String {
+    "database".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRole {
+    openbao_role: Option<String>,
     name: Spanned<String>,
     #[serde(default)]
     grants: Vec<String>,
@@ -336,11 +353,38 @@ impl Loader {
             let message = "just-in-time credentials are supported for postgres targets only".into();
             self.error(source, raw.span().start, message);
         }
+        let start = raw.span().start;
         let raw = raw.into_inner();
-        let admin_file = PathBuf::from(raw.admin_file.get_ref());
-        if !admin_file.is_absolute() {
-            self.error(source, raw.admin_file.span().start, "admin_file must be an absolute path".into());
-        }
+        let absolute = |this: &mut Self, path: &Spanned<String>, what: &str| {
+            let file = PathBuf::from(path.get_ref());
+            if !file.is_absolute() {
+                this.error(source, path.span().start, format!("{what} must be an absolute path"));
+            }
+            file
+        };
+        let credential_source = match (&raw.admin_file, &raw.openbao) {
+            (Some(admin_file), None) => {
+                CredentialSource::Embedded { admin_file: absolute(self, admin_file, "admin_file") }
+            }
+            (None, Some(bao)) => {
+                let addr = bao.get_ref().addr.get_ref().clone();
+                if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+                    self.error(
+                        source,
+                        bao.get_ref().addr.span().start,
+                        format!("openbao addr {addr:?} must start with http:// or https://"),
+                    );
+                }
+                let token_file = absolute(self, &bao.get_ref().token_file, "openbao token_file");
+                CredentialSource::OpenBao { addr, token_file, mount: bao.get_ref().mount.clone() }
+            }
+            _ => {
+                let message =
+                    "give either admin_file (embedded engine) or an [target.credentials.openbao] table".into();
+                self.error(source, start, message);
+                CredentialSource::Embedded { admin_file: PathBuf::new() }
+            }
+        };
         let ttl = match raw.ttl_seconds {
             None => DEFAULT_TTL_SECONDS,
             Some(ttl) => match u64::try_from(*ttl.get_ref()) {
@@ -389,9 +433,10 @@ impl Loader {
                 grants: role.grants,
                 users: role.users,
                 groups: role.groups,
+                openbao_role: role.openbao_role,
             });
         }
-        Credentials { admin_file, ttl: Duration::from_secs(ttl), roles, tls }
+        Credentials { source: credential_source, ttl: Duration::from_secs(ttl), roles, tls }
     }
 }
 
@@ -674,6 +719,38 @@ groups = []
     }
 
     #[test]
+    fn openbao_source_and_its_checks() {
+        let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
+        let role =
+            "\n\n[[target.credentials.role]]\nname = \"analyst\"\nopenbao_role = \"readonly\"\nusers = [\"*\"]\n";
+        let good = format!(
+            "{base}[target.credentials]\n\n[target.credentials.openbao]\naddr = \"http://127.0.0.1:8200\"\ntoken_file = \"/etc/airlock/bao-token\"{role}"
+        );
+        let credentials = load(&[("b.toml", &good)]).unwrap().targets[0].credentials.clone().unwrap();
+        assert_eq!(
+            credentials.source,
+            CredentialSource::OpenBao {
+                addr: "http://127.0.0.1:8200".into(),
+                token_file: "/etc/airlock/bao-token".into(),
+                mount: "database".into()
+            }
+        );
+        assert_eq!(credentials.roles[0].openbao_role.as_deref(), Some("readonly"));
+        let neither = format!("{base}[target.credentials]\nttl_seconds = 60{role}");
+        assert!(load(&[("n.toml", &neither)]).unwrap_err().to_string().contains("give either admin_file"));
+        let both = good.replace("[target.credentials]\n", "[target.credentials]\nadmin_file = \"/etc/a.toml\"\n");
+        assert!(load(&[("x.toml", &both)]).unwrap_err().to_string().contains("give either admin_file"));
+        let bad =
+            good.replace("http://127.0.0.1:8200", "127.0.0.1:8200").replace("/etc/airlock/bao-token", "bao-token");
+        let errors = load(&[("e.toml", &bad)]).unwrap_err().to_string();
+        assert!(
+            errors.contains("must start with http:// or https://")
+                && errors.contains("token_file must be an absolute path"),
+            "{errors}"
+        );
+    }
+
+    #[test]
     fn upstream_tls_modes() {
         let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
         let with = |tls: &str| {
@@ -707,13 +784,14 @@ groups = []
         assert_eq!(
             policy.targets[0].credentials,
             Some(Credentials {
-                admin_file: "/etc/airlock/credentials/db.toml".into(),
+                source: CredentialSource::Embedded { admin_file: "/etc/airlock/credentials/db.toml".into() },
                 ttl: Duration::from_secs(900),
                 roles: vec![RoleGrant {
                     name: "readonly".into(),
                     grants: vec!["pg_read_all_data".into()],
                     users: vec![],
                     groups: vec!["dev".into()],
+                    openbao_role: None,
                 }],
                 tls: UpstreamTls::Prefer,
             })

@@ -36,7 +36,8 @@ mod model;
 
 pub use load::PolicyError;
 pub use model::{
-    AccessRule, Action, Credentials, Decision, Network, Policy, Protocol, RoleGrant, Subject, Target, UpstreamTls,
+    AccessRule, Action, CredentialSource, Credentials, Decision, Network, Policy, Protocol, RoleGrant, Subject, Target,
+    UpstreamTls,
 };
 
 #[cfg(test)]

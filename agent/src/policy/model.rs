@@ -43,14 +43,33 @@ pub struct Target {
 /// How Airlock logs in to a target on a person's behalf.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
-    /// Root-only TOML file with the admin login Airlock creates roles with.
-    pub admin_file: PathBuf,
+    /// Where logins come from.
+    pub source: CredentialSource,
     /// How long a created role lives.
     pub ttl: Duration,
     /// Database users a client may ask for, and what each grants.
     pub roles: Vec<RoleGrant>,
     /// TLS from Airlock to the target.
     pub tls: UpstreamTls,
+}
+
+/// Where just-in-time logins come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// Airlock's own engine, with an admin login read from a root-only file.
+    Embedded {
+        /// Root-only TOML file with the admin login Airlock creates roles with.
+        admin_file: PathBuf,
+    },
+    /// OpenBao (or Vault) database secrets engine: `MOUNT/creds/ROLE`.
+    OpenBao {
+        /// Server address, e.g. `https://bao.internal:8200`.
+        addr: String,
+        /// Root-only file with the token Airlock authenticates with.
+        token_file: PathBuf,
+        /// Mount path of the database secrets engine.
+        mount: String,
+    },
 }
 
 /// TLS from Airlock to a target it logs in to, as libpq's sslmode.
@@ -99,6 +118,8 @@ pub struct RoleGrant {
     pub users: Vec<String>,
     /// Who may ask for it: group names; `*` matches anyone.
     pub groups: Vec<String>,
+    /// OpenBao role to read credentials from (default: `name`).
+    pub openbao_role: Option<String>,
 }
 
 impl RoleGrant {
@@ -459,9 +480,10 @@ mod tests {
             grants: vec![format!("{name}_role")],
             users: groups(users),
             groups: groups(gs),
+            openbao_role: None,
         };
         let credentials = Credentials {
-            admin_file: "/etc/airlock/credentials/db.toml".into(),
+            source: CredentialSource::Embedded { admin_file: "/etc/airlock/credentials/db.toml".into() },
             ttl: Duration::from_secs(900),
             roles: vec![role("readonly", &["*"], &[]), role("admin", &[], &["dba"])],
             tls: UpstreamTls::Prefer,

@@ -255,11 +255,7 @@ async fn startup(
                     }
                 };
                 let credentials = jit.credentials;
-                let lease = match jit
-                    .engine
-                    .acquire(server, &credentials.admin_file, credentials.ttl, &session.identity, grant)
-                    .await
-                {
+                let lease = match jit.engine.acquire(server, credentials, &session.identity, grant).await {
                     Ok(lease) => lease,
                     Err(error) => {
                         tracing::error!(%error, session = %session.id, "no just-in-time login");
