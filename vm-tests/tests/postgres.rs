@@ -270,19 +270,21 @@ fn psql_cancel_reaches_the_running_statement() {
     }
     let lab = lab_with_postgres(&["alice"], ALLOW_ALL, &[]);
     let host = lab.target.v4.to_string();
-    // coreutils timeout sends SIGINT after 1 s; psql answers it with a
-    // CancelRequest on a new connection, which is intercepted too.
+    // coreutils timeout sends SIGINT after 1 s (to psql alone, with
+    // --foreground); psql answers it with a CancelRequest on a new
+    // connection, which is intercepted too.
     let out = lab.run_as(
         "alice",
         "timeout",
-        &["-s", "INT", "1", "psql", "-h", &host, "-U", "postgres", "-d", "postgres", "-X", "-c", "select pg_sleep(20)"],
+        &["--foreground", "-s", "INT", "1", "psql", "-h", &host, "-U", "postgres", "-d", "postgres", "-X", "-c", "select pg_sleep(20)"],
     );
     assert!(out.stderr.contains("canceling statement due to user request"), "{out:?}\n{}", lab.agent().log());
     let cancels = lab.agent().wait_for_records("postgres.cancel", 1);
-    assert_eq!(cancels.len(), 1);
+    assert!(!cancels.is_empty());
     let statements = lab.agent().wait_for_records("postgres.statement", 1);
     assert_eq!(statements[0]["detail"]["error"]["sqlstate"], "57014", "{:#}", statements[0]);
-    assert_eq!(cancels[0]["detail"]["cancelled_session"], statements[0]["session"]);
+    // A signal delivered twice makes psql cancel twice; each names the session.
+    assert!(cancels.iter().all(|c| c["detail"]["cancelled_session"] == statements[0]["session"]), "{cancels:#?}");
 
     // The key the client holds is Airlock's, not the server's.
     let v4 = lab.target.v4;
