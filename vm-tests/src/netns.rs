@@ -140,33 +140,6 @@ impl TargetHost {
         data
     }
 
-    /// Makes a throwaway self-signed certificate in `dir` and returns the
-    /// PostgreSQL settings that turn TLS on with it.
-    pub fn tls_settings(dir: &Path) -> Vec<String> {
-        fs::create_dir_all(dir).expect("mkdir tls dir");
-        let (key, cert) = (dir.join("server.key"), dir.join("server.crt"));
-        let (key_s, cert_s) = (key.display().to_string(), cert.display().to_string());
-        sh(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=target",
-                "-keyout",
-                &key_s,
-                "-out",
-                &cert_s,
-            ],
-        );
-        vec!["ssl=on".into(), format!("ssl_cert_file={cert_s}"), format!("ssl_key_file={key_s}")]
-    }
-
     /// A test CA and a server certificate it signs for `ip`, in `dir`;
     /// returns the PostgreSQL TLS settings and the CA file.
     pub fn tls_with_ca(dir: &Path, ip: IpAddr) -> (Vec<String>, PathBuf) {

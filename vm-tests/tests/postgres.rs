@@ -206,7 +206,7 @@ fn tls_offered_by_the_server_passes_through_end_to_end() {
     }
     let mut lab = Lab::new(&["alice"]);
     let pg_dir = lab.dir.path().join("pg");
-    let ssl = TargetHost::tls_settings(&pg_dir);
+    let (ssl, _) = TargetHost::tls_with_ca(&pg_dir.join("tls"), lab.target.v4.into());
     let settings: Vec<&str> = ssl.iter().map(String::as_str).collect();
     lab.target.start_postgres_with(&pg_dir, &settings);
     let v4 = lab.target.v4;
