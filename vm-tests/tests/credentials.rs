@@ -139,22 +139,37 @@ fn a_passwordless_client_logs_in_as_a_role_made_for_it_which_is_dropped_after() 
 }
 
 #[test]
-fn tls_is_never_passed_through_on_a_just_in_time_target() {
+fn airlock_terminates_the_clients_tls_with_its_host_ca_and_never_passes_it_through() {
     if !privileged() {
         return;
     }
     let JitLab { lab, .. } = jit_lab_with(600, Tls::ServerOnly);
     let host = lab.target.v4.to_string();
-    let prefer = format!("host={host} user=readonly dbname=postgres sslmode=prefer");
+    // What IT does: install the host CA where clients look for roots.
+    let ca = lab.dir.path().join("airlock-ca.crt");
+    let printed = std::process::Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["ca", "--config", lab.agent().config.path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    fs::write(&ca, &printed.stdout).unwrap();
+    set_mode(&ca, 0o644);
     let query = "select current_user, ssl from pg_stat_ssl where pid = pg_backend_pid()";
-    let out = lab.run_as("alice", "psql", &[&prefer, "-X", "-At", "-w", "-c", query]);
-    assert!(out.success(), "{out:?}");
-    let (role, ssl) = out.stdout.trim().split_once('|').expect("two columns");
-    assert!(role.starts_with("airlock_"), "Airlock logged in for the client, not the client itself: {role}");
-    assert_eq!(ssl, "t", "Airlock's own connection uses the TLS the server offers (tls = prefer)");
-    let require = format!("host={host} user=readonly dbname=postgres sslmode=require");
-    let out = lab.run_as("alice", "psql", &[&require, "-X", "-w", "-c", "select 1"]);
-    assert!(!out.success() && out.stderr.contains("server does not support SSL"), "{out:?}");
+    for mode in ["require", format!("verify-full sslrootcert={}", ca.display()).as_str()] {
+        let conninfo = format!("host={host} user=readonly dbname=postgres sslmode={mode}");
+        let out = lab.run_as("alice", "psql", &[&conninfo, "-X", "-At", "-w", "-c", query]);
+        assert!(out.success(), "sslmode={mode}: {out:?}\n{}", lab.agent().log());
+        let (role, ssl) = out.stdout.trim().split_once('|').expect("two columns");
+        assert!(role.starts_with("airlock_"), "Airlock logged in for the client, not the client itself: {role}");
+        assert_eq!(ssl, "t", "Airlock's own connection uses the TLS the server offers (tls = prefer)");
+    }
+    // The server's own CA does not vouch for what the client sees: Airlock's does.
+    let wrong = format!(
+        "host={host} user=readonly dbname=postgres sslmode=verify-full sslrootcert={}",
+        lab.dir.path().join("tls/ca.crt").display()
+    );
+    let out = lab.run_as("alice", "psql", &[&wrong, "-X", "-w", "-c", "select 1"]);
+    assert!(!out.success() && out.stderr.contains("certificate verify failed"), "{out:?}");
     assert!(lab.agent().records_of("postgres.tls_passthrough").is_empty());
 }
 

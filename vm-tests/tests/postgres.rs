@@ -276,7 +276,22 @@ fn psql_cancel_reaches_the_running_statement() {
     let out = lab.run_as(
         "alice",
         "timeout",
-        &["--foreground", "-s", "INT", "1", "psql", "-h", &host, "-U", "postgres", "-d", "postgres", "-X", "-c", "select pg_sleep(20)"],
+        &[
+            "--foreground",
+            "-s",
+            "INT",
+            "1",
+            "psql",
+            "-h",
+            &host,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-X",
+            "-c",
+            "select pg_sleep(20)",
+        ],
     );
     assert!(out.stderr.contains("canceling statement due to user request"), "{out:?}\n{}", lab.agent().log());
     let cancels = lab.agent().wait_for_records("postgres.cancel", 1);

@@ -46,6 +46,13 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print the host CA certificate (PEM) that signs what Airlock shows
+    /// TLS clients; install it where clients look for trusted roots.
+    Ca {
+        /// Agent configuration file (for the state directory).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Detach the programs and remove every pinned object. Interception stops
     /// until the agent starts again.
     Uninstall {
@@ -76,6 +83,16 @@ impl Cli {
             }
             Command::Status { json, socket, config } => status::run(json, socket, config),
             Command::Policy { command: PolicyCommand::Check { dir } } => policy::check(dir),
+            Command::Ca { config } => {
+                let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let path = config.state_dir.join("tls").join(crate::proxy::ca::CA_CERT_FILE);
+                let pem = std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!("{}: {e} (the agent makes the CA when it first starts)", path.display())
+                })?;
+                eprintln!("# {}", path.display());
+                print!("{pem}");
+                Ok(std::process::ExitCode::SUCCESS)
+            }
             Command::Uninstall { config } => {
                 let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
                 for path in crate::intercept::uninstall(&config.bpffs_dir)? {

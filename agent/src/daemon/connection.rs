@@ -138,7 +138,7 @@ async fn run_session(
     let outcome = match protocol {
         Protocol::Postgres => {
             let jit = credentials.map(|credentials| postgres::Jit { engine: &state.credentials, credentials });
-            let shared = postgres::Shared { audit: &state.audit, cancel_keys: &state.cancel_keys, jit };
+            let shared = postgres::Shared { audit: &state.audit, cancel_keys: &state.cancel_keys, jit, ca: &state.ca };
             postgres::proxy(client, upstream, &shared, s).await.map_err(|e| e.to_string())
         }
         Protocol::Ssh | Protocol::Tcp => {

@@ -55,6 +55,8 @@ pub struct AgentState {
     pub cancel_keys: crate::proxy::postgres::cancel::CancelKeys,
     /// Just-in-time database logins.
     pub credentials: Arc<crate::credentials::Engine>,
+    /// Signs the certificates Airlock shows clients when it terminates TLS.
+    pub ca: Arc<crate::proxy::ca::HostCa>,
     /// When the agent started.
     pub started: Instant,
 }
@@ -87,6 +89,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let targets = target_entries(&policy, config.listener.port);
     let interceptor = Interceptor::install(&config.bpffs_dir, &attach_cgroup, agent_cgroup, &targets)?;
     let credentials = Arc::new(crate::credentials::Engine::open(&config.state_dir, Arc::clone(&audit))?);
+    let ca = Arc::new(crate::proxy::ca::HostCa::load_or_create(&config.state_dir.join("tls"))?);
     privileges::drop_all_but_runtime_needs()?;
 
     let state = Arc::new(AgentState {
@@ -98,6 +101,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         sessions: Arc::new(Sessions::default()),
         cancel_keys: Default::default(),
         credentials,
+        ca,
         started: Instant::now(),
     });
     tokio::runtime::Builder::new_multi_thread()

@@ -9,7 +9,7 @@ use super::{
     ProxyError,
     codec::{Backend, CodecError, ErrorFields, Frame},
     stream::{FrameReader, Incoming},
-    tls::Upstream,
+    tls::Stream,
 };
 use crate::credentials::Lease;
 
@@ -31,7 +31,7 @@ pub enum Login {
 }
 
 /// Answers the server's authentication requests as `lease.role`.
-pub async fn login(upstream: &mut Upstream, reader: &mut FrameReader, lease: &Lease) -> Result<Login, ProxyError> {
+pub async fn login(upstream: &mut Stream, reader: &mut FrameReader, lease: &Lease) -> Result<Login, ProxyError> {
     let mut scram: Option<ScramSha256> = None;
     loop {
         let frame = next_frame(upstream, reader).await?;
@@ -103,7 +103,7 @@ pub async fn login(upstream: &mut Upstream, reader: &mut FrameReader, lease: &Le
     }
 }
 
-async fn next_frame(upstream: &mut Upstream, reader: &mut FrameReader) -> Result<Frame, ProxyError> {
+async fn next_frame(upstream: &mut Stream, reader: &mut FrameReader) -> Result<Frame, ProxyError> {
     match reader.next_one(upstream, "server").await? {
         Some(Incoming::Frames(mut frames)) if !frames.is_empty() => Ok(frames.remove(0)),
         Some(_) | None => Err(malformed(CodecError::Truncated("Authentication"))),

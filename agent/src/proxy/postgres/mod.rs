@@ -7,7 +7,8 @@
 //! end to end (recorded as such: the statements inside are then not
 //! visible). On a target with just-in-time credentials the client sends no
 //! password: Airlock logs in upstream (over TLS as policy says) as a role
-//! made for this person, and the client is told it is in.
+//! made for this person, and the client is told it is in; TLS the client
+//! asks for is terminated with a certificate from the host CA.
 //! Refusals reach the client as a FATAL ErrorResponse it prints, never as a
 //! bare reset.
 
@@ -35,6 +36,7 @@ use self::{
     codec::{ErrorFields, Frame, StartupPacket},
     statements::{StatementRecord, StatementTracker},
     stream::{FrameReader, Incoming},
+    tls::Stream,
 };
 use crate::{
     audit::{AuditLog, Event},
@@ -88,6 +90,9 @@ pub struct Shared<'a> {
     pub cancel_keys: &'a CancelKeys,
     /// Just-in-time credentials, when the target has them.
     pub jit: Option<Jit<'a>>,
+    /// The CA that signs certificates for clients asking for TLS on
+    /// just-in-time targets.
+    pub ca: &'a Arc<crate::proxy::ca::HostCa>,
 }
 
 /// A target's just-in-time credential set-up.
@@ -106,17 +111,32 @@ pub async fn proxy(
     session: &LiveSession,
 ) -> Result<(), ProxyError> {
     let audit = shared.audit;
-    let mut client = client;
     let server = upstream.peer_addr()?;
+    let destination = client.local_addr().map(|_| server.ip())?;
+    let mut client = Stream::Plain(client);
+    let mut upstream = upstream;
     let mut client_reader = FrameReader::default();
-    let startup = tokio::time::timeout(
-        STARTUP_TIMEOUT,
-        startup(&mut client, &mut client_reader, upstream, server, shared, session),
-    )
-    .await
-    .map_err(|_| ProxyError::StartupTimeout(STARTUP_TIMEOUT))??;
+    let started = tokio::time::Instant::now();
+    let startup = loop {
+        let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
+        let step =
+            tokio::time::timeout(left, startup(&mut client, &mut client_reader, upstream, server, shared, session))
+                .await
+                .map_err(|_| ProxyError::StartupTimeout(STARTUP_TIMEOUT))??;
+        match step {
+            // The client asked for TLS on a target Airlock logs in to: answer
+            // it with a certificate from the host CA, then go on in TLS.
+            Handshake::TerminateTls { upstream: kept } => {
+                let Stream::Plain(tcp) = client else { return Err(ProxyError::BadSslAnswer(b'S')) };
+                let acceptor = shared.ca.acceptor(destination).map_err(|e| std::io::Error::other(e.to_string()))?;
+                client = Stream::Tls(Box::new(acceptor.accept(tcp).await?.into()));
+                upstream = kept;
+            }
+            other => break other,
+        }
+    };
     match startup {
-        Handshake::Done => Ok(()),
+        Handshake::Done | Handshake::TerminateTls { .. } => Ok(()),
         Handshake::Tls(upstream) => {
             record(
                 audit,
@@ -124,7 +144,8 @@ pub async fn proxy(
                 "postgres.tls_passthrough",
                 json!({ "note": "the server accepted TLS: statements are encrypted end to end and not recorded" }),
             );
-            crate::proxy::relay::relay(&client, &upstream, &session.bytes).await?;
+            let Stream::Plain(client) = &client else { return Ok(()) };
+            crate::proxy::relay::relay(client, &upstream, &session.bytes).await?;
             Ok(())
         }
         Handshake::Started { mut upstream, upstream_reader, lease } => {
@@ -143,7 +164,7 @@ pub async fn proxy(
 }
 
 /// Best effort: the client learns why its session ended, in words.
-async fn tell_client(client: &mut TcpStream, error: &ProxyError) {
+async fn tell_client(client: &mut Stream, error: &ProxyError) {
     let (code, message) = match error {
         ProxyError::Protocol { .. } => ("08P01", format!("airlock: {error}")),
         ProxyError::Audit(_) => ("08006", "airlock: the audit log cannot be written; the session was ended".to_owned()),
@@ -158,7 +179,7 @@ enum Handshake {
     /// A session started; messages follow.
     Started {
         /// The connection to the server, TLS or not.
-        upstream: tls::Upstream,
+        upstream: tls::Stream,
         /// What the server sent after logging in, still to be relayed.
         upstream_reader: FrameReader,
         /// The just-in-time login in use, if any.
@@ -166,12 +187,18 @@ enum Handshake {
     },
     /// TLS was negotiated between client and server; the rest is opaque.
     Tls(TcpStream),
+    /// The client asked for TLS that Airlock must terminate; the startup
+    /// goes on over TLS with the same server connection.
+    TerminateTls {
+        /// The server connection, untouched so far.
+        upstream: TcpStream,
+    },
     /// Nothing more to do (a cancel request was forwarded).
     Done,
 }
 
 async fn startup(
-    client: &mut TcpStream,
+    client: &mut Stream,
     reader: &mut FrameReader,
     mut upstream: TcpStream,
     server: std::net::SocketAddr,
@@ -185,10 +212,18 @@ async fn startup(
             StartupPacket::GssEncRequest => client.write_all(b"N").await?,
             // A just-in-time target must see the StartupMessage to log in
             // for the client: passing TLS through would let the client log in
-            // with credentials of its own. Until Airlock terminates TLS
-            // itself, such a client is told the server has none.
-            StartupPacket::SslRequest if shared.jit.is_some() => client.write_all(b"N").await?,
+            // with credentials of its own, so Airlock terminates it.
+            StartupPacket::SslRequest if shared.jit.is_some() => {
+                if matches!(client, Stream::Tls(_)) {
+                    // A second SSLRequest inside TLS is a protocol error.
+                    client.write_all(b"N").await?;
+                    continue;
+                }
+                client.write_all(b"S").await?;
+                return Ok(Handshake::TerminateTls { upstream });
+            }
             StartupPacket::SslRequest => {
+                let Stream::Plain(_) = client else { return Err(ProxyError::BadSslAnswer(b'S')) };
                 upstream.write_all(&tls::SSL_REQUEST).await?;
                 let answer = upstream.read_u8().await?;
                 client.write_all(&[answer]).await?;
@@ -234,11 +269,7 @@ async fn startup(
                     let mut wire = BytesMut::new();
                     message.encode(&mut wire);
                     upstream.write_all(&wire).await?;
-                    return Ok(Handshake::Started {
-                        upstream: tls::Upstream::Plain(upstream),
-                        upstream_reader,
-                        lease: None,
-                    });
+                    return Ok(Handshake::Started { upstream: Stream::Plain(upstream), upstream_reader, lease: None });
                 };
                 // The client's own credentials play no part: it is who the
                 // kernel says it is, and logs in as what policy grants.
@@ -311,7 +342,7 @@ async fn startup(
     }
 }
 
-async fn send_error(client: &mut TcpStream, error: &ErrorFields) -> std::io::Result<()> {
+async fn send_error(client: &mut Stream, error: &ErrorFields) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     error.to_error_frame().encode(&mut out);
     client.write_all(&out).await
@@ -319,8 +350,8 @@ async fn send_error(client: &mut TcpStream, error: &ErrorFields) -> std::io::Res
 
 /// Relays frames both ways until either side closes, recording statements.
 async fn relay_messages(
-    client: &mut TcpStream,
-    upstream: &mut tls::Upstream,
+    client: &mut Stream,
+    upstream: &mut tls::Stream,
     server: std::net::SocketAddr,
     client_reader: FrameReader,
     upstream_reader: FrameReader,
@@ -330,7 +361,7 @@ async fn relay_messages(
     let audit = shared.audit;
     let issued = Mutex::new(Vec::new());
     let tracker = Mutex::new(StatementTracker::default());
-    let (mut client_read, mut client_write) = client.split();
+    let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let to_upstream = async {
         let mut reader = client_reader;

@@ -19,7 +19,7 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     net::TcpStream,
 };
-use tokio_rustls::{TlsConnector, client::TlsStream};
+use tokio_rustls::{TlsConnector, TlsStream};
 
 use crate::policy::UpstreamTls;
 
@@ -48,15 +48,15 @@ pub enum TlsError {
     Io(#[from] io::Error),
 }
 
-/// The connection to the target: plain or TLS.
-pub enum Upstream {
+/// One side of a session, client or target: plain or TLS.
+pub enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS over TCP.
+    /// TLS over TCP (Airlock as client towards a target, as server towards a client).
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl Upstream {
+impl Stream {
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
@@ -64,14 +64,14 @@ impl Upstream {
 }
 
 /// Negotiates TLS on `stream` as `mode` says.
-pub async fn secure(mut stream: TcpStream, mode: &UpstreamTls, server: SocketAddr) -> Result<Upstream, TlsError> {
+pub async fn secure(mut stream: TcpStream, mode: &UpstreamTls, server: SocketAddr) -> Result<Stream, TlsError> {
     if *mode == UpstreamTls::Disable {
-        return Ok(Upstream::Plain(stream));
+        return Ok(Stream::Plain(stream));
     }
     stream.write_all(&SSL_REQUEST).await?;
     match stream.read_u8().await? {
         b'S' => {}
-        _ if *mode == UpstreamTls::Prefer => return Ok(Upstream::Plain(stream)),
+        _ if *mode == UpstreamTls::Prefer => return Ok(Stream::Plain(stream)),
         _ => return Err(TlsError::NotOffered),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -104,7 +104,7 @@ pub async fn secure(mut stream: TcpStream, mode: &UpstreamTls, server: SocketAdd
         ),
     };
     let tls = TlsConnector::from(Arc::new(config)).connect(name, stream).await.map_err(TlsError::Handshake)?;
-    Ok(Upstream::Tls(Box::new(tls)))
+    Ok(Stream::Tls(Box::new(tls.into())))
 }
 
 /// Certificate "verification" for `require`: encryption without identity.
@@ -146,7 +146,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
-impl AsyncRead for Upstream {
+impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
@@ -155,7 +155,7 @@ impl AsyncRead for Upstream {
     }
 }
 
-impl AsyncWrite for Upstream {
+impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
