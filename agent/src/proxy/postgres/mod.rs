@@ -71,6 +71,9 @@ pub enum ProxyError {
     /// A statement could not be recorded, so the session may not go on.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// The statement recorder stopped (its log write failed).
+    #[error("the audit log cannot be written")]
+    AuditLost,
 }
 
 impl From<tls::TlsError> for ProxyError {
@@ -85,7 +88,7 @@ impl From<tls::TlsError> for ProxyError {
 /// What a PostgreSQL session needs from the agent besides its sockets.
 pub struct Shared<'a> {
     /// Where records go.
-    pub audit: &'a AuditLog,
+    pub audit: &'a Arc<AuditLog>,
     /// Cancel keys of all sessions.
     pub cancel_keys: &'a CancelKeys,
     /// Just-in-time credentials, when the target has them.
@@ -167,7 +170,9 @@ pub async fn proxy(
 async fn tell_client(client: &mut Stream, error: &ProxyError) {
     let (code, message) = match error {
         ProxyError::Protocol { .. } => ("08P01", format!("airlock: {error}")),
-        ProxyError::Audit(_) => ("08006", "airlock: the audit log cannot be written; the session was ended".to_owned()),
+        ProxyError::Audit(_) | ProxyError::AuditLost => {
+            ("08006", "airlock: the audit log cannot be written; the session was ended".to_owned())
+        }
         _ => return,
     };
     let mut out = BytesMut::new();
@@ -358,7 +363,7 @@ async fn relay_messages(
     shared: &Shared<'_>,
     session: &LiveSession,
 ) -> Result<(), ProxyError> {
-    let audit = shared.audit;
+    let mut recorder = StatementRecorder::start(Arc::clone(shared.audit), session);
     let issued = Mutex::new(Vec::new());
     let tracker = Mutex::new(StatementTracker::default());
     let (mut client_read, mut client_write) = tokio::io::split(client);
@@ -419,7 +424,9 @@ async fn relay_messages(
                     session.bytes.to_client.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     client_write.write_all(&out).await?;
                     out.clear();
-                    record_statements(audit, session, finished)?;
+                    if !finished.is_empty() {
+                        recorder.record(finished)?;
+                    }
                 }
                 Some(Incoming::Large { tag, len }) => {
                     reader.forward_large(&mut upstream_read, &mut client_write, tag, len).await?;
@@ -433,8 +440,69 @@ async fn relay_messages(
         shared.cancel_keys.forget(pid, key);
     }
     let unfinished = tracker.lock().unwrap_or_else(|p| p.into_inner()).unfinished();
-    record_statements(audit, session, unfinished)?;
-    result
+    let recorded = recorder.record(unfinished).and(recorder.finish().await);
+    result.and(recorded)
+}
+
+/// Writes statement records on a task of its own, in order, so the relay
+/// never waits for the audit log between one query and the next. If a
+/// record cannot be written, the next batch handed over fails and the
+/// session ends: it never runs on unrecorded.
+struct StatementRecorder {
+    queue: Option<tokio::sync::mpsc::UnboundedSender<Vec<StatementRecord>>>,
+    writer: tokio::task::JoinHandle<Result<(), crate::audit::AuditError>>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StatementRecorder {
+    fn start(audit: Arc<AuditLog>, session: &LiveSession) -> Self {
+        let (queue, mut batches) = tokio::sync::mpsc::unbounded_channel::<Vec<StatementRecord>>();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (id, identity, target) = (session.id.clone(), session.identity.clone(), session.target.clone());
+        let flag = Arc::clone(&failed);
+        let writer = tokio::spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                for statement in batch {
+                    let written =
+                        serde_json::to_value(&statement).map_err(crate::audit::AuditError::from).and_then(|detail| {
+                            audit.append(Event {
+                                kind: "postgres.statement",
+                                session: Some(&id),
+                                identity: Some(&identity),
+                                process: None,
+                                target: Some(&target),
+                                detail,
+                            })
+                        });
+                    if let Err(error) = written {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(())
+        });
+        Self { queue: Some(queue), writer, failed }
+    }
+
+    fn record(&self, batch: Vec<StatementRecord>) -> Result<(), ProxyError> {
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ProxyError::AuditLost);
+        }
+        if let Some(queue) = &self.queue {
+            queue.send(batch).map_err(|_| ProxyError::AuditLost)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every queued record to be written.
+    async fn finish(&mut self) -> Result<(), ProxyError> {
+        self.queue = None;
+        match (&mut self.writer).await {
+            Ok(result) => result.map_err(ProxyError::Audit),
+            Err(_) => Err(ProxyError::AuditLost),
+        }
+    }
 }
 
 /// Replaces the server's BackendKeyData with one of Airlock's own.
@@ -474,19 +542,6 @@ pub async fn refuse(mut client: TcpStream, error: ErrorFields) {
     if let Ok(Err(error)) = tokio::time::timeout(STARTUP_TIMEOUT, exchange).await {
         tracing::debug!(%error, "could not deliver the refusal");
     }
-}
-
-/// Records finished statements; a statement that cannot be recorded ends the session.
-fn record_statements(
-    audit: &AuditLog,
-    session: &LiveSession,
-    statements: Vec<StatementRecord>,
-) -> Result<(), ProxyError> {
-    for statement in statements {
-        let detail = serde_json::to_value(&statement).map_err(crate::audit::AuditError::from)?;
-        append(audit, session, "postgres.statement", detail)?;
-    }
-    Ok(())
 }
 
 fn append(
