@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod daemon;
+pub mod guardrails;
 pub mod identity;
 pub mod intercept;
 pub mod logging;

@@ -35,6 +35,7 @@ mod load;
 mod model;
 
 pub use load::PolicyError;
+pub(crate) use model::matches_subject;
 pub use model::{
     AccessRule, Action, CredentialSource, Credentials, Decision, Network, Policy, Protocol, RoleGrant, Subject, Target,
     UpstreamTls,

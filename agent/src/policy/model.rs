@@ -219,7 +219,7 @@ impl AccessRule {
 
 /// Whether `subject`'s user is in `users` or one of its groups in `groups`;
 /// `*` in either matches anyone.
-fn matches_subject(users: &[String], groups: &[String], subject: &Subject<'_>) -> bool {
+pub(crate) fn matches_subject(users: &[String], groups: &[String], subject: &Subject<'_>) -> bool {
     let listed = |names: &[String], name: &str| names.iter().any(|n| n == name);
     listed(users, "*")
         || listed(groups, "*")

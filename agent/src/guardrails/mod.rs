@@ -1,0 +1,284 @@
+//! Statement guardrails: what each class of statement may do on a target.
+//!
+//! A statement is classified ([`classify`]), then each of its classes is
+//! looked up in the target's rules, in file order, the first matching rule
+//! deciding for that class; the statement gets the strictest of its
+//! classes' actions. A class no rule mentions is allowed, except
+//! [`StatementClass::Unparsed`], which is denied: Airlock does not let
+//! through what it cannot read unless the policy says so.
+
+pub mod classify;
+
+use std::time::Duration;
+
+pub use self::classify::{Classification, Classifier, StatementClass};
+use crate::{
+    policy::{Subject, matches_subject},
+    source::SourceLocation,
+};
+
+/// A target's guardrails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guardrails {
+    /// Rules in file order.
+    pub rules: Vec<GuardRule>,
+    /// Who approves held statements, when a rule holds them.
+    pub approvals: Option<ApprovalPolicy>,
+}
+
+/// What happens to statements of some classes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardRule {
+    /// Classes the rule is about.
+    pub classes: Vec<StatementClass>,
+    /// Table patterns (`schema.table`, `table`, `*` wildcards); empty: any table.
+    pub tables: Vec<String>,
+    /// Who the rule is for: user names; with `groups` both empty, everyone.
+    pub users: Vec<String>,
+    /// Who the rule is for: group names.
+    pub groups: Vec<String>,
+    /// What happens.
+    pub action: GuardAction,
+    /// Told to the client and recorded.
+    pub reason: Option<String>,
+    /// Where the rule is written.
+    pub location: SourceLocation,
+}
+
+/// What a guardrail does with a statement; ordered from least to most strict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardAction {
+    /// Sent to the server.
+    Allow,
+    /// Held until an approver lets it through.
+    Approve,
+    /// Refused with an error.
+    Deny,
+}
+
+/// Who decides on held statements, and how long they wait.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalPolicy {
+    /// Approvers by user name.
+    pub users: Vec<String>,
+    /// Approvers by group.
+    pub groups: Vec<String>,
+    /// A request not decided within this time is denied.
+    pub timeout: Duration,
+    /// Where request and decision notices are POSTed (JSON, Slack-compatible `text`).
+    pub webhook: Option<String>,
+}
+
+impl ApprovalPolicy {
+    /// Whether `subject` may decide requests.
+    pub fn is_approver(&self, subject: &Subject<'_>) -> bool {
+        matches_subject(&self.users, &self.groups, subject)
+    }
+
+    /// Who may approve, for messages: `group dba, user alice`.
+    pub fn describe_approvers(&self) -> String {
+        let groups = self.groups.iter().map(|g| format!("group {g}"));
+        let users = self.users.iter().map(|u| format!("user {u}"));
+        groups.chain(users).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The outcome for one statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// What happens.
+    pub action: GuardAction,
+    /// The class that decided it.
+    pub class: StatementClass,
+    /// Why, in words for the person who sent it.
+    pub reason: String,
+}
+
+impl Guardrails {
+    /// The verdict for a classified statement sent by `subject`.
+    pub fn decide(&self, classification: &Classification, subject: &Subject<'_>) -> Verdict {
+        let mut verdict =
+            Verdict { action: GuardAction::Allow, class: StatementClass::Read, reason: "no guardrail applies".into() };
+        for &class in &classification.classes {
+            let candidate = match self.rules.iter().find(|rule| rule.matches(class, classification, subject)) {
+                Some(rule) => Verdict { action: rule.action, class, reason: rule.reason_for(class) },
+                None if class == StatementClass::Unparsed => Verdict {
+                    action: GuardAction::Deny,
+                    class,
+                    reason: format!(
+                        "Airlock could not parse this statement ({}), and statements it cannot read are refused",
+                        classification.parse_error.as_deref().unwrap_or("no detail")
+                    ),
+                },
+                None => continue,
+            };
+            if candidate.action > verdict.action {
+                verdict = candidate;
+            }
+        }
+        verdict
+    }
+}
+
+impl GuardRule {
+    fn matches(&self, class: StatementClass, classification: &Classification, subject: &Subject<'_>) -> bool {
+        let for_subject =
+            (self.users.is_empty() && self.groups.is_empty()) || matches_subject(&self.users, &self.groups, subject);
+        for_subject && self.classes.contains(&class) && self.matches_tables(classification)
+    }
+
+    /// With table patterns, the rule applies when a named table matches.
+    /// Unparsed text names no tables Airlock can trust: a restricting rule
+    /// applies to it, an allowing one does not.
+    fn matches_tables(&self, classification: &Classification) -> bool {
+        if self.tables.is_empty() {
+            return true;
+        }
+        if classification.parse_error.is_some() {
+            return self.action != GuardAction::Allow;
+        }
+        classification.tables.iter().any(|table| self.tables.iter().any(|pattern| table_matches(pattern, table)))
+    }
+
+    fn reason_for(&self, class: StatementClass) -> String {
+        match &self.reason {
+            Some(reason) => reason.clone(),
+            None => format!("{} statements are {} by policy ({})", class.as_str(), self.action.verb(), self.location),
+        }
+    }
+}
+
+impl GuardAction {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Allow => "allowed",
+            Self::Approve => "held for approval",
+            Self::Deny => "refused",
+        }
+    }
+}
+
+/// Whether a table name as written matches a policy pattern. An
+/// unqualified name matches on its table part alone: which schema it is in
+/// depends on the session's search_path, so Airlock assumes any.
+pub fn table_matches(pattern: &str, table: &str) -> bool {
+    match (pattern.rsplit_once('.'), table.rsplit_once('.')) {
+        (Some(_), Some(_)) | (None, None) => glob(pattern, table),
+        (Some((_, pattern_table)), None) => glob(pattern_table, table),
+        (None, Some((_, table_part))) => glob(pattern, table_part),
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            backtrack = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((star, matched)) = backtrack {
+            pi = star + 1;
+            ti = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{StatementClass as C, *};
+
+    fn rule(classes: &[C], tables: &[&str], groups: &[&str], action: GuardAction) -> GuardRule {
+        GuardRule {
+            classes: classes.to_vec(),
+            tables: tables.iter().map(|t| (*t).to_owned()).collect(),
+            users: Vec::new(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            action,
+            reason: None,
+            location: SourceLocation { file: PathBuf::from("p.toml"), line: 1, column: 1 },
+        }
+    }
+
+    fn decide(guardrails: &Guardrails, sql: &str, groups: &[&str]) -> Verdict {
+        let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        guardrails.decide(&Classification::of(sql), &Subject { user: "alice", groups: &groups })
+    }
+
+    fn policy() -> Guardrails {
+        Guardrails {
+            rules: vec![
+                rule(&[C::Drop, C::Truncate], &[], &["dba"], GuardAction::Allow),
+                rule(&[C::Drop, C::Truncate, C::DeleteWithoutWhere], &[], &[], GuardAction::Approve),
+                rule(&[C::Write], &["audit.*"], &[], GuardAction::Deny),
+                rule(&[C::Privilege, C::CopyProgram], &[], &[], GuardAction::Deny),
+            ],
+            approvals: None,
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_per_class_and_strictest_class_wins() {
+        let p = policy();
+        assert_eq!(decide(&p, "SELECT 1", &[]).action, GuardAction::Allow);
+        assert_eq!(decide(&p, "DROP TABLE t", &[]).action, GuardAction::Approve);
+        assert_eq!(decide(&p, "DROP TABLE t", &["dba"]).action, GuardAction::Allow);
+        let verdict = decide(&p, "DROP TABLE t; GRANT ALL ON t TO bob", &["dba"]);
+        assert_eq!((verdict.action, verdict.class), (GuardAction::Deny, C::Privilege));
+        assert!(verdict.reason.contains("privilege statements are refused by policy (p.toml:1:1)"), "{verdict:?}");
+    }
+
+    #[test]
+    fn table_patterns_limit_a_rule() {
+        let p = policy();
+        assert_eq!(decide(&p, "INSERT INTO audit.events VALUES (1)", &[]).action, GuardAction::Deny);
+        assert_eq!(decide(&p, "INSERT INTO public.orders VALUES (1)", &[]).action, GuardAction::Allow);
+        // Unqualified: search_path decides the schema, so any schema's pattern applies.
+        assert_eq!(decide(&p, "UPDATE events SET a = 1 WHERE b = 2", &[]).action, GuardAction::Deny);
+    }
+
+    #[test]
+    fn unparsed_is_refused_unless_a_rule_says_otherwise() {
+        let p = policy();
+        let verdict = decide(&p, "SELEKT 1", &[]);
+        assert_eq!((verdict.action, verdict.class), (GuardAction::Deny, C::Unparsed));
+        assert!(verdict.reason.contains("could not parse"), "{verdict:?}");
+        let lenient = Guardrails { rules: vec![rule(&[C::Unparsed], &[], &[], GuardAction::Approve)], approvals: None };
+        assert_eq!(decide(&lenient, "SELEKT 1", &[]).action, GuardAction::Approve);
+    }
+
+    #[test]
+    fn restricting_table_rules_apply_to_unparsed_text() {
+        let deny_audit = Guardrails {
+            rules: vec![
+                rule(&[C::Unparsed], &["audit.*"], &[], GuardAction::Approve),
+                rule(&[C::Unparsed], &["public.*"], &[], GuardAction::Allow),
+            ],
+            approvals: None,
+        };
+        assert_eq!(decide(&deny_audit, "DO $$ BEGIN END $$", &[]).action, GuardAction::Approve);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", ""));
+        assert!(glob("audit.*", "audit.events"));
+        assert!(glob("*.secrets", "hr.secrets"));
+        assert!(glob("card_*_num*", "card_x_number"));
+        assert!(!glob("audit.*", "public.audit"));
+        assert!(table_matches("public.customers", "customers"));
+        assert!(table_matches("customers", "crm.customers"));
+        assert!(!table_matches("crm.customers", "sales.customers"));
+    }
+}
