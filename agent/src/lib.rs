@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod approvals;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod control;
 pub mod credentials;
 pub mod daemon;
 pub mod guardrails;
+pub mod http;
 pub mod identity;
 pub mod intercept;
 pub mod logging;

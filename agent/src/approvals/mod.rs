@@ -1,0 +1,403 @@
+//! Requests for a human's approval, and their decisions.
+//!
+//! A session whose statement is held files a request here and waits on it;
+//! approvers list and decide requests through the control socket, where the
+//! kernel (SO_PEERCRED) says who they are. Every request, decision and
+//! expiry is audited before anyone acts on it: a decision that cannot be
+//! recorded is not made.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::{
+    audit::{AuditError, AuditLog, Event, TargetRef},
+    guardrails::ApprovalPolicy,
+    identity::Identity,
+    policy::Subject,
+};
+
+/// Longest SQL text shown in a request.
+const MAX_SHOWN_SQL: usize = 4096;
+
+/// A request as approvers see it (`airlock approvals`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    /// Short id approvers type.
+    pub id: String,
+    /// Session that waits.
+    pub session: String,
+    /// Target name.
+    pub target: String,
+    /// Who asks (policy user name).
+    pub requester: String,
+    /// Unix uid of the requesting process.
+    pub requester_uid: u32,
+    /// What waits: the statement, secrets redacted, truncated.
+    pub statement: String,
+    /// Why it is held.
+    pub reason: String,
+    /// Who may decide, in words.
+    pub approvers: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// When it is denied if nobody decides (RFC 3339).
+    pub expires: String,
+}
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Let through.
+    Approved {
+        /// Approver's user name.
+        by: String,
+        /// Their reason, if they gave one.
+        reason: Option<String>,
+    },
+    /// Refused by an approver.
+    Denied {
+        /// Approver's user name.
+        by: String,
+        /// Their reason, if they gave one.
+        reason: Option<String>,
+    },
+    /// Nobody decided in time.
+    Expired,
+    /// The decision could not be recorded, so it does not count.
+    Unrecorded,
+}
+
+impl Decision {
+    /// What the waiting client is told when its statement does not run.
+    pub fn refusal(&self, request: &ApprovalRequest) -> Option<String> {
+        let because = |reason: &Option<String>| reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+        match self {
+            Self::Approved { .. } => None,
+            Self::Denied { by, reason } => {
+                Some(format!("request {} was denied by {by}{}", request.id, because(reason)))
+            }
+            Self::Expired => Some(format!("request {} was not decided before {}", request.id, request.expires)),
+            Self::Unrecorded => Some(format!("request {}: the audit log cannot be written", request.id)),
+        }
+    }
+}
+
+/// Why an approver's decision was not taken.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    /// No pending request has that id (decided, expired, or never made).
+    #[error("no pending request {0} (it may have been decided or have expired)")]
+    NotFound(String),
+    /// People do not approve their own requests.
+    #[error("you cannot decide your own request {0}")]
+    OwnRequest(String),
+    /// The caller is not among the target's approvers.
+    #[error("you are not an approver for request {id}: {approvers} may decide it")]
+    NotApprover {
+        /// Request id.
+        id: String,
+        /// Who may.
+        approvers: String,
+    },
+    /// The decision could not be recorded.
+    #[error("the decision was not taken: {0}")]
+    Audit(String),
+}
+
+struct Pending {
+    request: ApprovalRequest,
+    policy: ApprovalPolicy,
+    target: TargetRef,
+    decide: oneshot::Sender<Decision>,
+}
+
+/// What a session needs to file a request.
+pub struct NewRequest<'a> {
+    /// Waiting session id.
+    pub session: &'a str,
+    /// Who asks.
+    pub identity: &'a Identity,
+    /// Which target.
+    pub target: &'a TargetRef,
+    /// The statement, already redacted.
+    pub statement: &'a str,
+    /// Why it is held.
+    pub reason: &'a str,
+    /// The target's approval rules.
+    pub policy: &'a ApprovalPolicy,
+}
+
+/// A filed request the session waits on.
+pub struct Waiter {
+    /// The request as filed.
+    pub request: ApprovalRequest,
+    decision: oneshot::Receiver<Decision>,
+    timeout: Duration,
+}
+
+/// Every pending request of the agent.
+pub struct Approvals {
+    audit: Arc<AuditLog>,
+    pending: Mutex<HashMap<String, Pending>>,
+    notifier: crate::approvals::webhook::Notifier,
+}
+
+pub mod webhook;
+
+impl Approvals {
+    /// An empty set of requests recording to `audit`.
+    pub fn new(audit: Arc<AuditLog>) -> Self {
+        Self { audit, pending: Mutex::new(HashMap::new()), notifier: webhook::Notifier::default() }
+    }
+
+    /// Files a request; the caller then [`Approvals::wait`]s on it.
+    pub fn request(&self, new: NewRequest<'_>) -> Result<Waiter, AuditError> {
+        let created = SystemTime::now();
+        let mut statement: String = new.statement.chars().take(MAX_SHOWN_SQL).collect();
+        if statement.len() < new.statement.len() {
+            statement.push('…');
+        }
+        let request = ApprovalRequest {
+            id: request_id(),
+            session: new.session.to_owned(),
+            target: new.target.name.clone(),
+            requester: new.identity.user.clone(),
+            requester_uid: new.identity.uid,
+            statement,
+            reason: new.reason.to_owned(),
+            approvers: new.policy.describe_approvers(),
+            created: humantime::format_rfc3339_seconds(created).to_string(),
+            expires: humantime::format_rfc3339_seconds(created + new.policy.timeout).to_string(),
+        };
+        self.audit.append(Event {
+            kind: "approval.requested",
+            session: Some(new.session),
+            identity: Some(new.identity),
+            process: None,
+            target: Some(new.target),
+            detail: json!({
+                "request": request.id,
+                "statement": request.statement,
+                "reason": request.reason,
+                "approvers": request.approvers,
+                "expires": request.expires,
+            }),
+        })?;
+        let (decide, decision) = oneshot::channel();
+        let pending =
+            Pending { request: request.clone(), policy: new.policy.clone(), target: new.target.clone(), decide };
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(request.id.clone(), pending);
+        if let Some(url) = &new.policy.webhook {
+            self.notifier.requested(url, &request);
+        }
+        Ok(Waiter { request, decision, timeout: new.policy.timeout })
+    }
+
+    /// Waits for the decision on `waiter`'s request; when its time runs out
+    /// the request expires, recorded as such.
+    pub async fn wait(&self, waiter: Waiter) -> Decision {
+        let Waiter { request, mut decision, timeout } = waiter;
+        match tokio::time::timeout(timeout, &mut decision).await {
+            Ok(Ok(decision)) => decision,
+            // Sender gone without a decision: only by expiry racing a decision below.
+            Ok(Err(_)) => Decision::Expired,
+            Err(_) => {
+                let Some(pending) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&request.id) else {
+                    // Decided at the very last moment: take that decision.
+                    return decision.await.unwrap_or(Decision::Expired);
+                };
+                let recorded = self.record_decision(&pending, "approval.expired", None, None);
+                if let Some(url) = &pending.policy.webhook {
+                    self.notifier.decided(url, &pending.request, "expired", None, None);
+                }
+                if recorded.is_err() { Decision::Unrecorded } else { Decision::Expired }
+            }
+        }
+    }
+
+    /// Withdraws a request whose session went away before a decision.
+    pub fn withdraw(&self, id: &str) {
+        if let Some(pending) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+            let _ = self.record_decision(&pending, "approval.withdrawn", None, None);
+        }
+    }
+
+    /// Pending requests `caller` may decide, and the caller's own.
+    pub fn visible_to(&self, caller: &Identity) -> Vec<ApprovalRequest> {
+        let subject = Subject { user: &caller.user, groups: &caller.groups };
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut visible: Vec<ApprovalRequest> = pending
+            .values()
+            .filter(|p| p.policy.is_approver(&subject) || p.request.requester_uid == caller.uid)
+            .map(|p| p.request.clone())
+            .collect();
+        visible.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        visible
+    }
+
+    /// Approves or denies request `id` as `approver`.
+    pub fn decide(
+        &self,
+        id: &str,
+        approver: &Identity,
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<ApprovalRequest, DecideError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pending.get(id).ok_or_else(|| DecideError::NotFound(id.to_owned()))?;
+        if entry.request.requester_uid == approver.uid || entry.request.requester == approver.user {
+            return Err(DecideError::OwnRequest(id.to_owned()));
+        }
+        if !entry.policy.is_approver(&Subject { user: &approver.user, groups: &approver.groups }) {
+            return Err(DecideError::NotApprover { id: id.to_owned(), approvers: entry.request.approvers.clone() });
+        }
+        let kind = if approve { "approval.approved" } else { "approval.denied" };
+        self.record_decision(entry, kind, Some(approver), reason.as_deref())
+            .map_err(|e| DecideError::Audit(e.to_string()))?;
+        let Some(entry) = pending.remove(id) else { return Err(DecideError::NotFound(id.to_owned())) };
+        drop(pending);
+        let by = approver.user.clone();
+        if let Some(url) = &entry.policy.webhook {
+            let verdict = if approve { "approved" } else { "denied" };
+            self.notifier.decided(url, &entry.request, verdict, Some(&by), reason.as_deref());
+        }
+        let decision = if approve { Decision::Approved { by, reason } } else { Decision::Denied { by, reason } };
+        // The session may have gone meanwhile; the decision stands recorded.
+        let _ = entry.decide.send(decision);
+        Ok(entry.request)
+    }
+
+    fn record_decision(
+        &self,
+        pending: &Pending,
+        kind: &str,
+        approver: Option<&Identity>,
+        reason: Option<&str>,
+    ) -> Result<u64, AuditError> {
+        self.audit.append(Event {
+            kind,
+            session: Some(&pending.request.session),
+            identity: approver,
+            process: None,
+            target: Some(&pending.target),
+            detail: json!({
+                "request": pending.request.id,
+                "requester": pending.request.requester,
+                "reason": reason,
+            }),
+        })
+    }
+}
+
+/// Eight hex digits: short to type, random so ids do not repeat across restarts.
+fn request_id() -> String {
+    let mut bytes = [0u8; 4];
+    // getrandom only fails without an entropy source; a time-based id is still unique enough here.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        bytes = nanos.to_be_bytes();
+    }
+    crate::audit::hex(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::IdentitySource;
+
+    fn person(user: &str, uid: u32, groups: &[&str]) -> Identity {
+        Identity {
+            source: IdentitySource::Unix,
+            subject: format!("unix:{user}"),
+            user: user.into(),
+            uid,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    fn target() -> TargetRef {
+        TargetRef { name: "prod-db".into(), protocol: "postgres".into(), addr: "10.0.0.5".into(), port: 5432 }
+    }
+
+    fn policy(timeout: Duration) -> ApprovalPolicy {
+        ApprovalPolicy { users: vec![], groups: vec!["dba".into()], timeout, webhook: None }
+    }
+
+    fn file(approvals: &Approvals, who: &Identity, policy: &ApprovalPolicy) -> Waiter {
+        approvals
+            .request(NewRequest {
+                session: "s1",
+                identity: who,
+                target: &target(),
+                statement: "DROP TABLE customers",
+                reason: "drop statements are held for approval",
+                policy,
+            })
+            .unwrap()
+    }
+
+    fn kinds(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join(crate::audit::LOG_FILE))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_approver_lets_the_statement_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let approvals = Approvals::new(Arc::new(AuditLog::open(dir.path()).unwrap()));
+        let (alice, bob) = (person("alice", 1001, &["dev"]), person("bob", 1002, &["dba"]));
+        let policy = policy(Duration::from_secs(60));
+        let waiter = file(&approvals, &alice, &policy);
+        let id = waiter.request.id.clone();
+        assert_eq!(approvals.visible_to(&bob).len(), 1, "approvers see it");
+        assert_eq!(approvals.visible_to(&alice).len(), 1, "the requester sees it");
+        assert!(approvals.visible_to(&person("carol", 1003, &["dev"])).is_empty());
+        approvals.decide(&id, &bob, true, Some("checked with the owner".into())).unwrap();
+        let decision = approvals.wait(waiter).await;
+        assert_eq!(decision, Decision::Approved { by: "bob".into(), reason: Some("checked with the owner".into()) });
+        assert!(approvals.visible_to(&bob).is_empty());
+        assert_eq!(kinds(dir.path()), ["approval.requested", "approval.approved"]);
+    }
+
+    #[tokio::test]
+    async fn nobody_approves_their_own_request_and_outsiders_cannot_decide() {
+        let dir = tempfile::tempdir().unwrap();
+        let approvals = Approvals::new(Arc::new(AuditLog::open(dir.path()).unwrap()));
+        let dba = person("dana", 1004, &["dba"]);
+        let policy = policy(Duration::from_secs(60));
+        let waiter = file(&approvals, &dba, &policy);
+        let id = waiter.request.id.clone();
+        assert_eq!(approvals.decide(&id, &dba, true, None), Err(DecideError::OwnRequest(id.clone())));
+        let outsider = approvals.decide(&id, &person("eve", 1005, &["dev"]), true, None).unwrap_err();
+        assert!(outsider.to_string().contains("group dba may decide it"), "{outsider}");
+        approvals.decide(&id, &person("bob", 1002, &["dba"]), false, None).unwrap();
+        assert!(matches!(approvals.wait(waiter).await, Decision::Denied { .. }));
+        assert_eq!(
+            approvals.decide(&id, &person("bob", 1002, &["dba"]), true, None),
+            Err(DecideError::NotFound(id.clone()))
+        );
+    }
+
+    #[tokio::test]
+    async fn undecided_requests_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let approvals = Approvals::new(Arc::new(AuditLog::open(dir.path()).unwrap()));
+        let policy = policy(Duration::from_millis(50));
+        let waiter = file(&approvals, &person("alice", 1001, &[]), &policy);
+        let request = waiter.request.clone();
+        let decision = approvals.wait(waiter).await;
+        assert_eq!(decision, Decision::Expired);
+        assert!(decision.refusal(&request).unwrap().contains("was not decided before"));
+        assert_eq!(kinds(dir.path()), ["approval.requested", "approval.expired"]);
+    }
+}
