@@ -146,7 +146,6 @@ pub struct Waiter {
 pub struct Approvals {
     audit: Arc<AuditLog>,
     pending: Mutex<HashMap<String, Pending>>,
-    notifier: crate::approvals::webhook::Notifier,
 }
 
 pub mod webhook;
@@ -154,7 +153,7 @@ pub mod webhook;
 impl Approvals {
     /// An empty set of requests recording to `audit`.
     pub fn new(audit: Arc<AuditLog>) -> Self {
-        Self { audit, pending: Mutex::new(HashMap::new()), notifier: webhook::Notifier::default() }
+        Self { audit, pending: Mutex::new(HashMap::new()) }
     }
 
     /// Files a request; the caller then [`Approvals::wait`]s on it.
@@ -195,7 +194,7 @@ impl Approvals {
             Pending { request: request.clone(), policy: new.policy.clone(), target: new.target.clone(), decide };
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(request.id.clone(), pending);
         if let Some(url) = &new.policy.webhook {
-            self.notifier.requested(url, &request);
+            webhook::requested(url, &request);
         }
         Ok(Waiter { request, decision, timeout: new.policy.timeout })
     }
@@ -215,7 +214,7 @@ impl Approvals {
                 };
                 let recorded = self.record_decision(&pending, "approval.expired", None, None);
                 if let Some(url) = &pending.policy.webhook {
-                    self.notifier.decided(url, &pending.request, "expired", None, None);
+                    webhook::decided(url, &pending.request, "expired", None, None);
                 }
                 if recorded.is_err() { Decision::Unrecorded } else { Decision::Expired }
             }
@@ -266,7 +265,7 @@ impl Approvals {
         let by = approver.user.clone();
         if let Some(url) = &entry.policy.webhook {
             let verdict = if approve { "approved" } else { "denied" };
-            self.notifier.decided(url, &entry.request, verdict, Some(&by), reason.as_deref());
+            webhook::decided(url, &entry.request, verdict, Some(&by), reason.as_deref());
         }
         let decision = if approve { Decision::Approved { by, reason } } else { Decision::Denied { by, reason } };
         // The session may have gone meanwhile; the decision stands recorded.

@@ -15,42 +15,28 @@ use crate::http::{self, Url};
 /// How long one delivery may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends webhook notices on tasks of their own.
-#[derive(Clone, Debug, Default)]
-pub struct Notifier;
+/// Notice of a filed request, sent on a task of its own.
+pub fn requested(url: &str, request: &ApprovalRequest) {
+    let text = format!(
+        "Airlock: {} asks to run on {}: `{}` ({}). Approve: `airlock approve {}` — deny: `airlock deny {}`. Expires {}.",
+        request.requester, request.target, request.statement, request.reason, request.id, request.id, request.expires
+    );
+    send(url, json!({ "text": text, "airlock": { "event": "approval.requested", "request": request } }));
+}
 
-impl Notifier {
-    /// A request was filed.
-    pub fn requested(&self, url: &str, request: &ApprovalRequest) {
-        let text = format!(
-            "Airlock: {} asks to run on {}: `{}` ({}). Approve: `airlock approve {}` — deny: `airlock deny {}`. Expires {}.",
-            request.requester,
-            request.target,
-            request.statement,
-            request.reason,
-            request.id,
-            request.id,
-            request.expires
-        );
-        send(url, json!({ "text": text, "airlock": { "event": "approval.requested", "request": request } }));
-    }
-
-    /// A request was decided or expired.
-    pub fn decided(&self, url: &str, request: &ApprovalRequest, verdict: &str, by: Option<&str>, reason: Option<&str>) {
-        let who = by.map(|by| format!(" by {by}")).unwrap_or_default();
-        let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
-        let text = format!(
-            "Airlock: request {} ({} on {}) {verdict}{who}{why}",
-            request.id, request.requester, request.target
-        );
-        send(
-            url,
-            json!({
-                "text": text,
-                "airlock": { "event": format!("approval.{verdict}"), "request": request, "by": by, "reason": reason },
-            }),
-        );
-    }
+/// Notice of a decision or expiry, sent on a task of its own.
+pub fn decided(url: &str, request: &ApprovalRequest, verdict: &str, by: Option<&str>, reason: Option<&str>) {
+    let who = by.map(|by| format!(" by {by}")).unwrap_or_default();
+    let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    let text =
+        format!("Airlock: request {} ({} on {}) {verdict}{who}{why}", request.id, request.requester, request.target);
+    send(
+        url,
+        json!({
+            "text": text,
+            "airlock": { "event": format!("approval.{verdict}"), "request": request, "by": by, "reason": reason },
+        }),
+    );
 }
 
 fn send(url: &str, body: serde_json::Value) {

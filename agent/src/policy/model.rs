@@ -36,6 +36,8 @@ pub struct Target {
     pub description: Option<String>,
     /// Just-in-time credentials; `None`: the client authenticates itself.
     pub credentials: Option<Credentials>,
+    /// Statement guardrails and who approves held statements; `None`: every statement passes.
+    pub guardrails: Option<crate::guardrails::Guardrails>,
     /// Where the target's `[[target]]` table starts.
     pub location: SourceLocation,
 }
@@ -349,6 +351,7 @@ mod tests {
             access,
             description: None,
             credentials: None,
+            guardrails: None,
             location: at(1),
         }
     }
