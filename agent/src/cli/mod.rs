@@ -1,5 +1,6 @@
 //! The `airlock` command line.
 
+mod approvals;
 mod policy;
 mod status;
 
@@ -41,6 +42,34 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// List statements waiting for approval that you may decide (and your own).
+    Approvals {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Let a held statement run.
+    Approve {
+        /// Request id, as `airlock approvals` lists it.
+        id: String,
+        /// Why: recorded, and shown to the requester.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Refuse a held statement.
+    Deny {
+        /// Request id, as `airlock approvals` lists it.
+        id: String,
+        /// Why: recorded, and shown to the requester.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -60,6 +89,17 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+}
+
+/// Where the agent's control socket is.
+#[derive(Debug, clap::Args)]
+struct AgentSocket {
+    /// Control socket (default: the one named in --config, or /run/airlock/airlock.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Agent configuration file to take the control socket path from.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +122,9 @@ impl Cli {
                 Ok(std::process::ExitCode::SUCCESS)
             }
             Command::Status { json, socket, config } => status::run(json, socket, config),
+            Command::Approvals { json, agent } => approvals::list(json, agent.socket, agent.config),
+            Command::Approve { id, reason, agent } => approvals::decide(id, true, reason, agent.socket, agent.config),
+            Command::Deny { id, reason, agent } => approvals::decide(id, false, reason, agent.socket, agent.config),
             Command::Policy { command: PolicyCommand::Check { dir } } => policy::check(dir),
             Command::Ca { config } => {
                 let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;

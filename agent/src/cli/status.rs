@@ -9,12 +9,17 @@ use crate::{
 
 const DEFAULT_SOCKET: &str = "/run/airlock/airlock.sock";
 
-pub fn run(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let socket = match (socket, config) {
+/// The control socket: given, named in a config file, or the default.
+pub(super) fn socket_path(socket: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match (socket, config) {
         (Some(socket), _) => socket,
         (None, Some(config)) => Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?.control_socket,
         (None, None) => PathBuf::from(DEFAULT_SOCKET),
-    };
+    })
+}
+
+pub fn run(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let socket = socket_path(socket, config)?;
     match client::call(&socket, &Request::Status)? {
         Response::Status(status) if json => println!("{}", serde_json::to_string_pretty(&status)?),
         Response::Status(status) => print_table(&status),
@@ -22,6 +27,7 @@ pub fn run(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> anyh
             eprintln!("airlock: {message}");
             return Ok(ExitCode::FAILURE);
         }
+        other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
 }

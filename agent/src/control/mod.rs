@@ -15,6 +15,17 @@ use crate::{daemon::sessions::SessionSummary, intercept::AttachedProgram, interc
 pub enum Request {
     /// Agent state, for `airlock status`.
     Status,
+    /// Pending approval requests the caller may decide, and the caller's own.
+    Approvals,
+    /// Approve or deny a pending request.
+    Decide {
+        /// Request id.
+        id: String,
+        /// True to approve, false to deny.
+        approve: bool,
+        /// Why, for the record and the requester.
+        reason: Option<String>,
+    },
 }
 
 /// What the agent answers.
@@ -23,6 +34,10 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Status`].
     Status(Box<Status>),
+    /// Answer to [`Request::Approvals`].
+    Approvals(Vec<crate::approvals::ApprovalRequest>),
+    /// Answer to [`Request::Decide`]: the request as decided.
+    Decided(crate::approvals::ApprovalRequest),
     /// The request failed or was not allowed.
     Error {
         /// Why, for the person at the terminal.

@@ -74,6 +74,17 @@ async fn handle(stream: UnixStream, state: &AgentState) -> anyhow::Result<()> {
     tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await??;
     let response = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Status) => status(state, caller.uid()),
+        Ok(Request::Approvals) => match caller_identity(state, &caller) {
+            Ok(identity) => Response::Approvals(state.approvals.visible_to(&identity)),
+            Err(message) => Response::Error { message },
+        },
+        Ok(Request::Decide { id, approve, reason }) => match caller_identity(state, &caller) {
+            Ok(identity) => match state.approvals.decide(&id, &identity, approve, reason) {
+                Ok(request) => Response::Decided(request),
+                Err(error) => Response::Error { message: error.to_string() },
+            },
+            Err(message) => Response::Error { message },
+        },
         Err(error) => Response::Error { message: format!("bad request: {error}") },
     };
     let mut out = serde_json::to_vec(&response)?;
@@ -113,6 +124,17 @@ fn status(state: &AgentState, caller_uid: u32) -> Response {
         all_sessions,
         counters,
     }))
+}
+
+/// Who is calling, as the kernel and the identity provider say.
+fn caller_identity(state: &AgentState, caller: &tokio::net::unix::UCred) -> Result<crate::identity::Identity, String> {
+    let process = crate::process::ProcessInfo {
+        pid: caller.pid().and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0),
+        uid: caller.uid(),
+        gid: caller.gid(),
+        ..Default::default()
+    };
+    state.identity.identify(&process).map_err(|error| format!("who are you? {error}"))
 }
 
 /// Root, or a member of the configured admin group.

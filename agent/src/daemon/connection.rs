@@ -16,7 +16,7 @@ use super::{AgentState, sessions::LiveSession};
 use crate::{
     audit::{Event, TargetRef},
     identity::Identity,
-    policy::{Credentials, Decision, Protocol, Subject},
+    policy::{Decision, Protocol, Subject, Target},
     process::ProcessInfo,
     proxy::{
         postgres::{self, codec::ErrorFields},
@@ -102,7 +102,7 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
                 started: SystemTime::now(),
                 bytes: ByteCounters::default(),
             };
-            run_session(&state, client, protocol, matched.credentials.as_ref(), live, destination).await;
+            run_session(&state, client, matched, live, destination).await;
         }
         Decision::Deny { reason } => {
             deny(&state, &session, Some(&identity), &process, &target, &reason);
@@ -114,12 +114,12 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
 async fn run_session(
     state: &Arc<AgentState>,
     client: TcpStream,
-    protocol: Protocol,
-    credentials: Option<&Credentials>,
+    matched: &Target,
     session: LiveSession,
     destination: SocketAddr,
 ) {
     let started = Instant::now();
+    let protocol = matched.protocol;
     let live = state.sessions.register(session);
     let s = live.session();
     tracing::info!(session = %s.id, user = %s.identity.user, pid = s.process.pid, target = %s.target.name, %destination, "session open");
@@ -137,8 +137,17 @@ async fn run_session(
     let _ = client.set_nodelay(true);
     let outcome = match protocol {
         Protocol::Postgres => {
-            let jit = credentials.map(|credentials| postgres::Jit { engine: &state.credentials, credentials });
-            let shared = postgres::Shared { audit: &state.audit, cancel_keys: &state.cancel_keys, jit, ca: &state.ca };
+            let jit = matched
+                .credentials
+                .as_ref()
+                .map(|credentials| postgres::Jit { engine: &state.credentials, credentials });
+            let guard = matched.guardrails.as_ref().map(|guardrails| postgres::guard::GuardContext {
+                guardrails,
+                classifier: &state.classifier,
+                approvals: &state.approvals,
+            });
+            let shared =
+                postgres::Shared { audit: &state.audit, cancel_keys: &state.cancel_keys, jit, ca: &state.ca, guard };
             postgres::proxy(client, upstream, &shared, s).await.map_err(|e| e.to_string())
         }
         Protocol::Ssh | Protocol::Tcp => {

@@ -57,6 +57,10 @@ pub struct AgentState {
     pub credentials: Arc<crate::credentials::Engine>,
     /// Signs the certificates Airlock shows clients when it terminates TLS.
     pub ca: Arc<crate::proxy::ca::HostCa>,
+    /// Statement classifications, cached by text for all sessions.
+    pub classifier: crate::guardrails::Classifier,
+    /// Statements waiting for a person's approval.
+    pub approvals: crate::approvals::Approvals,
     /// When the agent started.
     pub started: Instant,
 }
@@ -92,6 +96,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let ca = Arc::new(crate::proxy::ca::HostCa::load_or_create(&config.state_dir.join("tls"))?);
     privileges::drop_all_but_runtime_needs()?;
 
+    let approvals = crate::approvals::Approvals::new(Arc::clone(&audit));
     let state = Arc::new(AgentState {
         config,
         policy: RwLock::new(Arc::new(policy)),
@@ -102,6 +107,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         cancel_keys: Default::default(),
         credentials,
         ca,
+        classifier: Default::default(),
+        approvals,
         started: Instant::now(),
     });
     tokio::runtime::Builder::new_multi_thread()

@@ -303,9 +303,15 @@ pub struct ErrorFields {
 impl ErrorFields {
     /// A FATAL error with SQLSTATE `code`, a message and an optional hint.
     pub fn fatal(code: &str, message: &str, hint: Option<&str>) -> Self {
+        Self::new("FATAL", code, message, hint)
+    }
+
+    /// Fields of the given severity (`ERROR`, `FATAL`, `NOTICE`, …), SQLSTATE
+    /// `code`, message and optional hint.
+    pub fn new(severity: &str, code: &str, message: &str, hint: Option<&str>) -> Self {
         let mut fields = vec![
-            (b'S', "FATAL".to_owned()),
-            (b'V', "FATAL".to_owned()),
+            (b'S', severity.to_owned()),
+            (b'V', severity.to_owned()),
             (b'C', code.to_owned()),
             (b'M', message.to_owned()),
         ];
@@ -336,6 +342,15 @@ impl ErrorFields {
 
     /// The ErrorResponse frame carrying these fields.
     pub fn to_error_frame(&self) -> Frame {
+        self.to_frame(b'E')
+    }
+
+    /// The NoticeResponse frame carrying these fields.
+    pub fn to_notice_frame(&self) -> Frame {
+        self.to_frame(b'N')
+    }
+
+    fn to_frame(&self, tag: u8) -> Frame {
         let mut body = BytesMut::new();
         for (code, value) in &self.fields {
             body.put_u8(*code);
@@ -344,7 +359,7 @@ impl ErrorFields {
             body.put_u8(0);
         }
         body.put_u8(0);
-        Frame { tag: b'E', body: body.freeze() }
+        Frame { tag, body: body.freeze() }
     }
 }
 

@@ -15,6 +15,7 @@
 mod auth;
 pub mod cancel;
 pub mod codec;
+pub mod guard;
 mod statements;
 mod stream;
 mod tls;
@@ -34,6 +35,7 @@ use tokio::{
 use self::{
     cancel::{BackendKey, CancelKeys},
     codec::{ErrorFields, Frame, StartupPacket},
+    guard::{Guard, GuardContext, Screened, Screening},
     statements::{StatementRecord, StatementTracker},
     stream::{FrameReader, Incoming},
     tls::Stream,
@@ -94,8 +96,18 @@ pub struct Shared<'a> {
     /// Just-in-time credentials, when the target has them.
     pub jit: Option<Jit<'a>>,
     /// The CA that signs certificates for clients asking for TLS on
-    /// just-in-time targets.
+    /// targets whose statements Airlock must see.
     pub ca: &'a Arc<crate::proxy::ca::HostCa>,
+    /// Statement guardrails, when the target has them.
+    pub guard: Option<GuardContext<'a>>,
+}
+
+impl Shared<'_> {
+    /// Whether Airlock must see the statements: then the client's TLS is
+    /// terminated here, never passed through to the server.
+    fn inspects(&self) -> bool {
+        self.jit.is_some() || self.guard.is_some()
+    }
 }
 
 /// A target's just-in-time credential set-up.
@@ -216,9 +228,9 @@ async fn startup(
         match packet {
             StartupPacket::GssEncRequest => client.write_all(b"N").await?,
             // A just-in-time target must see the StartupMessage to log in
-            // for the client: passing TLS through would let the client log in
-            // with credentials of its own, so Airlock terminates it.
-            StartupPacket::SslRequest if shared.jit.is_some() => {
+            // for the client, and a guarded one every statement: passing TLS
+            // through would blind Airlock, so it terminates TLS itself.
+            StartupPacket::SslRequest if shared.inspects() => {
                 if matches!(client, Stream::Tls(_)) {
                     // A second SSLRequest inside TLS is a protocol error.
                     client.write_all(b"N").await?;
@@ -270,11 +282,29 @@ async fn startup(
                 });
                 let mut upstream_reader = FrameReader::default();
                 let Some(jit) = &shared.jit else {
+                    // The client logs in itself. If it asked for TLS, the
+                    // server gets TLS too where it offers it, so the client's
+                    // password does not cross the network in the clear.
+                    let mut upstream = if matches!(client, Stream::Tls(_)) {
+                        match tls::secure(upstream, &crate::policy::UpstreamTls::Prefer, server).await {
+                            Ok(upstream) => upstream,
+                            Err(error) => {
+                                detail["refused"] = json!(error.to_string());
+                                append(audit, session, "postgres.startup", detail)?;
+                                let message = format!("airlock: {error}");
+                                send_error(client, &ErrorFields::fatal("08001", &message, None)).await?;
+                                return Ok(Handshake::Done);
+                            }
+                        }
+                    } else {
+                        Stream::Plain(upstream)
+                    };
+                    detail["upstream_tls"] = json!(upstream.is_tls());
                     append(audit, session, "postgres.startup", detail)?;
                     let mut wire = BytesMut::new();
                     message.encode(&mut wire);
                     upstream.write_all(&wire).await?;
-                    return Ok(Handshake::Started { upstream: Stream::Plain(upstream), upstream_reader, lease: None });
+                    return Ok(Handshake::Started { upstream, upstream_reader, lease: None });
                 };
                 // The client's own credentials play no part: it is who the
                 // kernel says it is, and logs in as what policy grants.
@@ -366,7 +396,10 @@ async fn relay_messages(
     let mut recorder = StatementRecorder::start(Arc::clone(shared.audit), session);
     let issued = Mutex::new(Vec::new());
     let tracker = Mutex::new(StatementTracker::default());
-    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let guard = shared.guard.as_ref().map(|context| Guard::new(context, session, shared.audit));
+    let (mut client_read, client_write) = tokio::io::split(client);
+    // Both directions write to the client: replies, and notices of held statements.
+    let client_write = tokio::sync::Mutex::new(client_write);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let to_upstream = async {
         let mut reader = client_reader;
@@ -378,11 +411,24 @@ async fn relay_messages(
                     return Ok::<_, ProxyError>(());
                 }
                 Some(Incoming::Frames(frames)) => {
-                    {
-                        let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
-                        for frame in &frames {
-                            tracker.client_sent(frame);
-                            frame.encode(&mut out);
+                    for frame in &frames {
+                        tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame);
+                        let screened = match guard.as_ref().map(|guard| (guard, guard.screen(frame))) {
+                            None | Some((_, Screening::Done(Screened::Forward))) => Screened::Forward,
+                            Some((_, Screening::Done(replaced))) => replaced,
+                            Some((guard, Screening::Held(hold))) => {
+                                // What came before goes now; the held statement waits.
+                                upstream_write.write_all(&out).await?;
+                                out.clear();
+                                let mut notice = BytesMut::new();
+                                hold.notice.encode(&mut notice);
+                                client_write.lock().await.write_all(&notice).await?;
+                                guard.settle(*hold).await
+                            }
+                        };
+                        match screened {
+                            Screened::Forward => frame.encode(&mut out),
+                            Screened::Replace(stand_in) => stand_in.encode(&mut out),
                         }
                     }
                     session.bytes.to_upstream.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -391,7 +437,15 @@ async fn relay_messages(
                 }
                 Some(Incoming::Large { tag, len }) => {
                     tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent_large(tag, len);
-                    reader.forward_large(&mut client_read, &mut upstream_write, tag, len).await?;
+                    match guard.as_ref().and_then(|guard| guard.screen_large(tag, len)) {
+                        None => reader.forward_large(&mut client_read, &mut upstream_write, tag, len).await?,
+                        Some(stand_in) => {
+                            reader.forward_large(&mut client_read, &mut tokio::io::sink(), tag, len).await?;
+                            stand_in.encode(&mut out);
+                            upstream_write.write_all(&out).await?;
+                            out.clear();
+                        }
+                    }
                     session.bytes.to_upstream.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
                 }
             }
@@ -403,7 +457,7 @@ async fn relay_messages(
         loop {
             match reader.next(&mut upstream_read, "server").await? {
                 None => {
-                    client_write.shutdown().await?;
+                    client_write.lock().await.shutdown().await?;
                     return Ok::<_, ProxyError>(());
                 }
                 Some(Incoming::Frames(frames)) => {
@@ -411,6 +465,8 @@ async fn relay_messages(
                     {
                         let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
                         for frame in &frames {
+                            let refusal = guard.as_ref().and_then(|guard| guard.rewrite_error(frame));
+                            let frame = refusal.as_ref().unwrap_or(frame);
                             finished.extend(tracker.server_sent(frame));
                             match own_backend_key(frame, server, shared.cancel_keys, session) {
                                 Some((ours, issued_key)) => {
@@ -422,14 +478,15 @@ async fn relay_messages(
                         }
                     }
                     session.bytes.to_client.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    client_write.write_all(&out).await?;
+                    client_write.lock().await.write_all(&out).await?;
                     out.clear();
                     if !finished.is_empty() {
                         recorder.record(finished)?;
                     }
                 }
                 Some(Incoming::Large { tag, len }) => {
-                    reader.forward_large(&mut upstream_read, &mut client_write, tag, len).await?;
+                    let mut client_write = client_write.lock().await;
+                    reader.forward_large(&mut upstream_read, &mut *client_write, tag, len).await?;
                     session.bytes.to_client.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
                 }
             }

@@ -1,0 +1,412 @@
+//! The guardrail layer: every Query and Parse the client sends is
+//! classified and allowed, refused, or held for a human's approval.
+//!
+//! A refused statement is not dropped from the stream: it is replaced by a
+//! statement that fails to parse on the server, named by a token only this
+//! session knows, and the server's syntax error is rewritten on the way back
+//! into Airlock's refusal. The server so stays the one source of protocol
+//! state: a refusal inside a transaction aborts it as any error would, an
+//! extended-protocol refusal skips to the next Sync, and the client's
+//! pipeline stays in step without Airlock forging ReadyForQuery.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use bytes::{BufMut as _, BytesMut};
+use serde_json::json;
+
+use super::codec::{Backend, ErrorFields, Frame, Frontend};
+use crate::{
+    approvals::{Approvals, NewRequest},
+    audit::{AuditLog, Event},
+    daemon::sessions::LiveSession,
+    guardrails::{Classification, Classifier, GuardAction, Guardrails, StatementClass, Verdict, classify},
+    policy::Subject,
+    redact,
+};
+
+/// SQLSTATE of a refusal: insufficient_privilege, what clients and ORMs
+/// already treat as "not allowed".
+const REFUSED_SQLSTATE: &str = "42501";
+
+/// What to send upstream for a client frame.
+#[derive(Debug)]
+pub enum Screened {
+    /// The frame as the client sent it.
+    Forward,
+    /// A stand-in that fails on the server; its error is rewritten into a refusal.
+    Replace(Frame),
+}
+
+/// A statement held for approval: the caller tells the client, then waits.
+pub struct Hold {
+    /// Tell the client this at once (a NoticeResponse).
+    pub notice: Frame,
+    waiter: crate::approvals::Waiter,
+    frame: Frame,
+}
+
+/// The outcome of screening one frame.
+pub enum Screening {
+    /// Decided now.
+    Done(Screened),
+    /// Waits for a person: see [`Guard::settle`].
+    Held(Box<Hold>),
+}
+
+/// What a session's guardrails need from the agent.
+pub struct GuardContext<'a> {
+    /// The target's rules.
+    pub guardrails: &'a Guardrails,
+    /// Agent-wide classification cache.
+    pub classifier: &'a Classifier,
+    /// Agent-wide pending approval requests.
+    pub approvals: &'a Approvals,
+}
+
+/// One session's guardrail layer.
+pub struct Guard<'a> {
+    context: &'a GuardContext<'a>,
+    session: &'a LiveSession,
+    audit: &'a AuditLog,
+    /// Lowercase: identifiers in the server's message may be folded.
+    token: String,
+    next: AtomicU32,
+    refusals: Mutex<HashMap<u32, ErrorFields>>,
+}
+
+impl<'a> Guard<'a> {
+    /// The layer for `session`.
+    pub fn new(context: &'a GuardContext<'a>, session: &'a LiveSession, audit: &'a AuditLog) -> Self {
+        let mut nonce = [0u8; 8];
+        // Without entropy the token is still unique per session id; it only
+        // has to be unlikely to occur in a real server error.
+        let _ = getrandom::fill(&mut nonce);
+        let token = format!("airlock_refused_{}_", crate::audit::hex(&nonce));
+        Self { context, session, audit, token, next: AtomicU32::new(1), refusals: Mutex::new(HashMap::new()) }
+    }
+
+    /// Screens a frame the client sent.
+    pub fn screen(&self, frame: &Frame) -> Screening {
+        let (sql, statement) = match Frontend::parse(frame) {
+            Ok(Frontend::Query { sql }) => (sql, None),
+            Ok(Frontend::Parse { statement, sql }) => (sql, Some(statement)),
+            // Other messages carry no SQL; a malformed Query or Parse is
+            // refused by the server itself.
+            _ => return Screening::Done(Screened::Forward),
+        };
+        let classification = self.context.classifier.classify(&sql);
+        self.decide(frame, &sql, statement.as_deref(), &classification)
+    }
+
+    /// Screens a message too large to hold: only its kind is known.
+    pub fn screen_large(&self, tag: u8, len: usize) -> Option<Frame> {
+        if !matches!(tag, b'Q' | b'P') {
+            return None;
+        }
+        let classification = classify::too_large(len);
+        let sql = format!("<{len}-byte statement, too large to inspect>");
+        match self.decide(&Frame { tag, body: Default::default() }, &sql, Some(""), &classification) {
+            Screening::Done(Screened::Forward) => None,
+            Screening::Done(Screened::Replace(frame)) => Some(frame),
+            // A message too large to hold cannot wait for a person either.
+            Screening::Held(hold) => {
+                self.context.approvals.withdraw(&hold.waiter.request.id);
+                let verdict = Verdict {
+                    action: GuardAction::Deny,
+                    class: StatementClass::Unparsed,
+                    reason: "statements too large to inspect cannot be held for approval".into(),
+                };
+                Some(self.refuse(tag, "", &sql, &verdict, None))
+            }
+        }
+    }
+
+    fn decide(&self, frame: &Frame, sql: &str, statement: Option<&str>, c: &Classification) -> Screening {
+        if c.is_empty() {
+            return Screening::Done(Screened::Forward);
+        }
+        let identity = &self.session.identity;
+        let verdict = self.context.guardrails.decide(c, &Subject { user: &identity.user, groups: &identity.groups });
+        match verdict.action {
+            GuardAction::Allow => Screening::Done(Screened::Forward),
+            GuardAction::Deny => {
+                Screening::Done(Screened::Replace(self.refuse(frame.tag, statement.unwrap_or(""), sql, &verdict, None)))
+            }
+            GuardAction::Approve => {
+                let Some(policy) = &self.context.guardrails.approvals else {
+                    // The loader insists on approvers; fail closed all the same.
+                    let replacement = self.refuse(frame.tag, statement.unwrap_or(""), sql, &verdict, None);
+                    return Screening::Done(Screened::Replace(replacement));
+                };
+                let shown = redact::sql(sql);
+                let filed = self.context.approvals.request(NewRequest {
+                    session: &self.session.id,
+                    identity,
+                    target: &self.session.target,
+                    statement: &shown,
+                    reason: &verdict.reason,
+                    policy,
+                });
+                let waiter = match filed {
+                    Ok(waiter) => waiter,
+                    Err(error) => {
+                        tracing::error!(%error, session = %self.session.id, "approval request not recorded");
+                        let unrecorded = Verdict {
+                            reason: "the approval request could not be recorded in the audit log".into(),
+                            ..verdict
+                        };
+                        let replacement = self.refuse(frame.tag, statement.unwrap_or(""), sql, &unrecorded, None);
+                        return Screening::Done(Screened::Replace(replacement));
+                    }
+                };
+                let id = &waiter.request.id;
+                let message = format!("airlock: waiting for approval of request {id}: {}", verdict.reason);
+                let hint = format!("{} can approve it with: airlock approve {id}", waiter.request.approvers);
+                let notice = ErrorFields::new("NOTICE", "01000", &message, Some(&hint)).to_notice_frame();
+                Screening::Held(Box::new(Hold { notice, waiter, frame: frame.clone() }))
+            }
+        }
+    }
+
+    /// Waits for the decision on a held statement and says what to send.
+    pub async fn settle(&self, hold: Hold) -> Screened {
+        let Hold { waiter, frame, .. } = hold;
+        let request = waiter.request.clone();
+        let decision = self.context.approvals.wait(waiter).await;
+        let Some(refusal) = decision.refusal(&request) else { return Screened::Forward };
+        let (sql, statement) = match Frontend::parse(&frame) {
+            Ok(Frontend::Parse { statement, sql }) => (sql, statement),
+            Ok(Frontend::Query { sql }) => (sql, String::new()),
+            _ => (String::new(), String::new()),
+        };
+        let verdict = Verdict { action: GuardAction::Deny, class: StatementClass::Unparsed, reason: refusal };
+        Screened::Replace(self.refuse(frame.tag, &statement, &sql, &verdict, Some(&request.id)))
+    }
+
+    /// Records the refusal and builds the stand-in frame.
+    fn refuse(&self, tag: u8, statement: &str, sql: &str, verdict: &Verdict, request: Option<&str>) -> Frame {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let hint = match request {
+            Some(_) => None,
+            None => Some(format!(
+                "Target {} does not allow this here; ask its owners if you need it.",
+                self.session.target.name
+            )),
+        };
+        let error =
+            ErrorFields::new("ERROR", REFUSED_SQLSTATE, &format!("airlock: {}", verdict.reason), hint.as_deref());
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner()).insert(id, error);
+        let recorded = self.audit.append(Event {
+            kind: "postgres.statement_refused",
+            session: Some(&self.session.id),
+            identity: Some(&self.session.identity),
+            process: None,
+            target: Some(&self.session.target),
+            detail: json!({
+                "sql": redact::sql(sql),
+                "class": verdict.class,
+                "reason": verdict.reason,
+                "request": request,
+            }),
+        });
+        if let Err(error) = recorded {
+            // The statement is refused either way; the session's own records
+            // will fail on the same log and end it.
+            tracing::error!(%error, session = %self.session.id, "refusal not recorded");
+        }
+        let stand_in = format!("{}{id}", self.token);
+        let mut body = BytesMut::new();
+        if tag == b'P' {
+            body.put_slice(statement.as_bytes());
+            body.put_u8(0);
+            body.put_slice(stand_in.as_bytes());
+            body.put_u8(0);
+            body.put_u16(0);
+        } else {
+            body.put_slice(stand_in.as_bytes());
+            body.put_u8(0);
+        }
+        Frame { tag: if tag == b'P' { b'P' } else { b'Q' }, body: body.freeze() }
+    }
+
+    /// The client-facing refusal for a server error caused by a stand-in;
+    /// `None` for every other frame.
+    pub fn rewrite_error(&self, frame: &Frame) -> Option<Frame> {
+        if frame.tag != b'E' {
+            return None;
+        }
+        let Ok(Backend::Error(fields)) = Backend::parse(frame) else { return None };
+        let message = fields.get(b'M')?.to_ascii_lowercase();
+        let at = message.find(&self.token)? + self.token.len();
+        let digits: String = message[at..].chars().take_while(char::is_ascii_digit).collect();
+        let id: u32 = digits.parse().ok()?;
+        let refusal = self.refusals.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)?;
+        Some(refusal.to_error_frame())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::PathBuf, sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::{
+        audit::TargetRef,
+        guardrails::{ApprovalPolicy, GuardRule},
+        identity::{Identity, IdentitySource},
+        process::ProcessInfo,
+        source::SourceLocation,
+    };
+
+    fn session() -> LiveSession {
+        LiveSession {
+            id: "s-1".into(),
+            identity: Identity {
+                source: IdentitySource::Unix,
+                subject: "unix:alice".into(),
+                user: "alice".into(),
+                uid: 1001,
+                groups: vec!["dev".into()],
+            },
+            process: ProcessInfo::default(),
+            target: TargetRef {
+                name: "prod-db".into(),
+                protocol: "postgres".into(),
+                addr: "10.0.0.5".into(),
+                port: 5432,
+            },
+            started: std::time::SystemTime::now(),
+            bytes: Default::default(),
+        }
+    }
+
+    fn guardrails() -> Guardrails {
+        let location = SourceLocation { file: PathBuf::from("p.toml"), line: 3, column: 1 };
+        Guardrails {
+            rules: vec![
+                GuardRule {
+                    classes: vec![StatementClass::Drop],
+                    tables: vec![],
+                    users: vec![],
+                    groups: vec![],
+                    action: GuardAction::Approve,
+                    reason: Some("drops need a DBA".into()),
+                    location: location.clone(),
+                },
+                GuardRule {
+                    classes: vec![StatementClass::DeleteWithoutWhere],
+                    tables: vec![],
+                    users: vec![],
+                    groups: vec![],
+                    action: GuardAction::Deny,
+                    reason: None,
+                    location,
+                },
+            ],
+            approvals: Some(ApprovalPolicy {
+                users: vec![],
+                groups: vec!["dba".into()],
+                timeout: Duration::from_secs(30),
+                webhook: None,
+            }),
+        }
+    }
+
+    fn query(sql: &str) -> Frame {
+        let mut body = BytesMut::new();
+        body.put_slice(sql.as_bytes());
+        body.put_u8(0);
+        Frame { tag: b'Q', body: body.freeze() }
+    }
+
+    fn server_error_for(stand_in: &Frame) -> Frame {
+        let Ok(Frontend::Query { sql }) = Frontend::parse(stand_in) else { panic!("not a query") };
+        ErrorFields::new("ERROR", "42601", &format!("syntax error at or near \"{sql}\""), None).to_error_frame()
+    }
+
+    #[tokio::test]
+    async fn refusals_reach_the_client_as_their_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
+        let approvals = Approvals::new(Arc::clone(&audit));
+        let (rules, classifier) = (guardrails(), Classifier::default());
+        let context = GuardContext { guardrails: &rules, classifier: &classifier, approvals: &approvals };
+        let session = session();
+        let guard = Guard::new(&context, &session, &audit);
+
+        assert!(matches!(guard.screen(&query("SELECT 1")), Screening::Done(Screened::Forward)));
+        let Screening::Done(Screened::Replace(stand_in)) = guard.screen(&query("DELETE FROM customers")) else {
+            panic!("not refused")
+        };
+        assert!(!String::from_utf8_lossy(&stand_in.body).contains("customers"));
+        let rewritten = guard.rewrite_error(&server_error_for(&stand_in)).expect("rewritten");
+        let Ok(Backend::Error(fields)) = Backend::parse(&rewritten) else { panic!("not an error") };
+        assert_eq!(fields.get(b'C'), Some(REFUSED_SQLSTATE));
+        assert_eq!(fields.get(b'S'), Some("ERROR"));
+        assert!(
+            fields.get(b'M').unwrap().contains("delete_without_where statements are refused by policy (p.toml:3:1)")
+        );
+        // Only once, and only for this session's token.
+        assert!(guard.rewrite_error(&server_error_for(&stand_in)).is_none());
+        let other = ErrorFields::new("ERROR", "42601", "syntax error at or near \"airlock_refused_x_1\"", None);
+        assert!(guard.rewrite_error(&other.to_error_frame()).is_none());
+
+        let log = std::fs::read_to_string(audit.path()).unwrap();
+        assert!(log.contains("\"kind\":\"postgres.statement_refused\"") && log.contains("DELETE FROM customers"));
+    }
+
+    #[tokio::test]
+    async fn held_statements_run_once_approved_and_are_refused_when_denied() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
+        let approvals = Approvals::new(Arc::clone(&audit));
+        let (rules, classifier) = (guardrails(), Classifier::default());
+        let context = GuardContext { guardrails: &rules, classifier: &classifier, approvals: &approvals };
+        let session = session();
+        let guard = Guard::new(&context, &session, &audit);
+        let dba = Identity {
+            source: IdentitySource::Unix,
+            subject: "unix:bob".into(),
+            user: "bob".into(),
+            uid: 1002,
+            groups: vec!["dba".into()],
+        };
+
+        for approve in [true, false] {
+            let Screening::Held(hold) = guard.screen(&query("DROP TABLE customers")) else { panic!("not held") };
+            let Ok(Backend::Other) = Backend::parse(&hold.notice) else { panic!("notice expected") };
+            let notice = String::from_utf8_lossy(&hold.notice.body).into_owned();
+            let id = hold.waiter.request.id.clone();
+            assert!(notice.contains(&format!("airlock approve {id}")) && notice.contains("group dba"), "{notice}");
+            approvals.decide(&id, &dba, approve, Some("ok".into())).unwrap();
+            match (approve, guard.settle(*hold).await) {
+                (true, Screened::Forward) => {}
+                (false, Screened::Replace(stand_in)) => {
+                    let rewritten = guard.rewrite_error(&server_error_for(&stand_in)).unwrap();
+                    assert!(String::from_utf8_lossy(&rewritten.body).contains("was denied by bob: ok"));
+                }
+                (approve, other) => panic!("approve={approve}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn large_statements_are_unparsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
+        let approvals = Approvals::new(Arc::clone(&audit));
+        let (rules, classifier) = (guardrails(), Classifier::default());
+        let context = GuardContext { guardrails: &rules, classifier: &classifier, approvals: &approvals };
+        let session = session();
+        let guard = Guard::new(&context, &session, &audit);
+        let stand_in = guard.screen_large(b'Q', 20 << 20).expect("refused");
+        assert_eq!(stand_in.tag, b'Q');
+        assert!(guard.screen_large(b'd', 20 << 20).is_none(), "COPY data is not a statement");
+    }
+}
