@@ -20,7 +20,7 @@ use std::{
     },
 };
 
-pub use agent::{Agent, AgentConfig};
+pub use agent::{Agent, AgentConfig, airlock_bin};
 pub use netns::TargetHost;
 pub use process::{Background, CommandOutput, run_as, spawn_as};
 pub use users::TestUser;

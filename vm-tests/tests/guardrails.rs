@@ -1,0 +1,234 @@
+//! Statement guardrails and approvals end to end: real psql and pgbench as
+//! test users through the eBPF redirect to PostgreSQL 15 on a netns target,
+//! approvers deciding with the real `airlock` CLI as other test users.
+
+use std::{
+    fs,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use airlock_vm_tests::{CommandOutput, Lab, TargetHost, airlock_bin, privileged, set_mode};
+use serde_json::Value;
+
+/// alice is an engineer; bob approves (his own group is the approver group);
+/// carol is neither.
+fn lab(timeout_seconds: u32) -> (Lab, PathBuf) {
+    let mut lab = Lab::new(&["alice", "bob", "carol"]);
+    let pg_dir = lab.dir.path().join("pg");
+    let data = lab.target.start_postgres_with(&pg_dir, &[]);
+    TargetHost::superuser_sql(
+        &data,
+        "create schema audit; create table audit.events (a int); create table t (a int); insert into t values (1), (2); \
+         create table t2 (a int); create table t3 (a int); create table t4 (a int); grant all on all tables in schema public, audit to public",
+    );
+    let (v4, approvers) = (lab.target.v4, lab.user("bob").name.clone());
+    let policy = format!(
+        r#"
+[[target]]
+name = "pg"
+protocol = "postgres"
+port = 5432
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["*"]
+
+[[target.guardrail]]
+classes = ["drop", "truncate"]
+groups = ["{approvers}"]
+action = "allow"
+
+[[target.guardrail]]
+classes = ["drop", "truncate", "delete_without_where", "update_without_where"]
+action = "approve"
+reason = "whole-table changes need a second pair of eyes"
+
+[[target.guardrail]]
+classes = ["privilege", "copy_program", "copy_file", "procedural", "risky_function"]
+action = "deny"
+
+[[target.guardrail]]
+classes = ["write"]
+tables = ["audit.events"]
+action = "deny"
+reason = "the audit schema is append-only for the application"
+
+[target.approvals]
+groups = ["{approvers}"]
+timeout_seconds = {timeout_seconds}
+"#
+    );
+    lab.start_agent(&policy);
+    // Test users may not be able to reach the build tree: give them a copy.
+    let cli = lab.dir.path().join("airlock");
+    fs::copy(airlock_bin(), &cli).expect("copy the airlock binary");
+    set_mode(&cli, 0o755);
+    (lab, cli)
+}
+
+fn psql(lab: &Lab, user: &str, args: &[&str]) -> CommandOutput {
+    let host = lab.target.v4.to_string();
+    let mut full = vec!["-h", host.as_str(), "-U", "postgres", "-d", "postgres", "-X", "-At"];
+    full.extend_from_slice(args);
+    lab.run_as(user, "psql", &full)
+}
+
+fn airlock(lab: &Lab, cli: &std::path::Path, user: &str, args: &[&str]) -> CommandOutput {
+    let socket = lab.agent().config.socket.display().to_string();
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend_from_slice(&["--socket", &socket]);
+    lab.run_as(user, cli.to_str().expect("utf-8 path"), &full)
+}
+
+fn count(lab: &Lab, table: &str) -> String {
+    psql(lab, "bob", &["-c", &format!("select count(*) from {table}")]).stdout.trim().to_owned()
+}
+
+/// Waits (bounded) for a pending request `user` can see.
+fn pending_request(lab: &Lab, cli: &std::path::Path, user: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = airlock(lab, cli, user, &["approvals", "--json"]);
+        assert!(out.success(), "{out:?}");
+        let list: Vec<Value> = serde_json::from_str(&out.stdout).expect("JSON list");
+        if let Some(first) = list.into_iter().next() {
+            return first;
+        }
+        assert!(Instant::now() < deadline, "no request appeared\n{}", lab.agent().log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn statements_are_allowed_refused_or_held_by_class() {
+    if !privileged() {
+        return;
+    }
+    let (lab, _) = lab(30);
+    let allowed = [
+        "select 1",
+        "/* hello */ SeLeCt * FROM t WHERE a = 1",
+        "with x as (select 1) select * from x",
+        "select $$ drop table t $$",
+        "select 'grant all on t to public'",
+        "insert into t values (5)",
+        "delete from t where a = 5",
+        "begin; insert into t values (6); delete from t where a = 6; commit",
+    ];
+    for sql in allowed {
+        let out = psql(&lab, "alice", &["-v", "ON_ERROR_STOP=1", "-c", sql]);
+        assert!(out.success(), "{sql} should run: {out:?}\n{}", lab.agent().log());
+    }
+    let refused = [
+        ("grant select on t to public", "privilege statements are refused by policy"),
+        ("COPY t TO PROGRAM 'id'", "copy_program statements are refused"),
+        ("do $$ begin perform 1; end $$", "procedural statements are refused"),
+        ("select pg_terminate_backend(1)", "risky_function statements are refused"),
+        ("insert into audit.events values (1)", "the audit schema is append-only"),
+        ("SELEKT 1", "could not parse"),
+        ("insert into t values (9); grant all on t to public", "privilege statements are refused"),
+    ];
+    for (sql, why) in refused {
+        let out = psql(&lab, "alice", &["-v", "ON_ERROR_STOP=1", "-c", sql]);
+        assert!(!out.success(), "{sql} should be refused: {out:?}");
+        assert!(out.stderr.contains("ERROR:  airlock: ") && out.stderr.contains(why), "{sql}: {}", out.stderr);
+    }
+    assert_eq!(count(&lab, "t where a = 9"), "0", "a refused multi-statement string ran nothing");
+    assert_eq!(count(&lab, "audit.events"), "0");
+
+    // A refusal inside a transaction aborts it, as any error would: the
+    // insert before it is rolled back at COMMIT.
+    let script = lab.dir.path().join("tx.sql");
+    fs::write(&script, "BEGIN;\ninsert into t values (7);\ngrant all on t to public;\nselect 1;\nCOMMIT;\n").unwrap();
+    set_mode(&script, 0o644);
+    let out = psql(&lab, "alice", &["-f", script.to_str().unwrap()]);
+    assert!(out.stderr.contains("current transaction is aborted"), "{out:?}");
+    assert!(out.stdout.contains("ROLLBACK"), "{out:?}");
+    assert_eq!(count(&lab, "t where a = 7"), "0");
+
+    // The extended protocol (pgbench -M prepared) is screened at Parse.
+    let bench = lab.dir.path().join("bench.sql");
+    fs::write(&bench, "select count(*) from t;\ngrant select on t to public;\n").unwrap();
+    set_mode(&bench, 0o644);
+    let host = lab.target.v4.to_string();
+    let out = lab.run_as(
+        "alice",
+        "pgbench",
+        &["-h", &host, "-U", "postgres", "-n", "-M", "prepared", "-t", "1", "-f", bench.to_str().unwrap(), "postgres"],
+    );
+    assert!(out.stderr.contains("airlock: privilege statements are refused"), "{out:?}");
+
+    // A DBA drops directly; the same statement is held for everyone else.
+    let out = psql(&lab, "bob", &["-v", "ON_ERROR_STOP=1", "-c", "drop table t4"]);
+    assert!(out.success(), "{out:?}");
+
+    let refusals = lab.agent().wait_for_records("postgres.statement_refused", refused.len() + 2);
+    assert!(refusals.len() >= refused.len() + 2, "{refusals:#?}");
+    assert_eq!(refusals[0]["detail"]["class"], "privilege");
+    assert_eq!(refusals[0]["detail"]["sql"], "grant select on t to public");
+    let statements = lab.agent().records_of("postgres.statement");
+    let refused_record = statements.iter().find(|r| r["detail"]["sql"] == "grant select on t to public").unwrap();
+    assert_eq!(refused_record["detail"]["error"]["sqlstate"], "42501", "{refused_record}");
+}
+
+#[test]
+fn a_held_statement_runs_once_another_person_approves_it() {
+    if !privileged() {
+        return;
+    }
+    let (lab, cli) = lab(60);
+    std::thread::scope(|scope| {
+        let held = scope.spawn(|| psql(&lab, "alice", &["-v", "ON_ERROR_STOP=1", "-c", "drop table t2"]));
+        let request = pending_request(&lab, &cli, "bob");
+        let id = request["id"].as_str().unwrap().to_owned();
+        assert_eq!(request["statement"], "drop table t2");
+        assert_eq!(request["requester"], lab.user("alice").name.as_str());
+
+        let own = airlock(&lab, &cli, "alice", &["approve", &id]);
+        assert!(!own.success() && own.stderr.contains("you cannot decide your own request"), "{own:?}");
+        let outsider = airlock(&lab, &cli, "carol", &["approve", &id]);
+        assert!(!outsider.success() && outsider.stderr.contains("you are not an approver"), "{outsider:?}");
+        let carol_sees = airlock(&lab, &cli, "carol", &["approvals", "--json"]);
+        assert_eq!(carol_sees.stdout.trim(), "[]", "outsiders do not see others' requests");
+
+        let approved = airlock(&lab, &cli, "bob", &["approve", &id, "--reason", "planned cleanup"]);
+        assert!(approved.success(), "{approved:?}");
+        let out = held.join().unwrap();
+        assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+        assert!(out.stderr.contains(&format!("airlock: waiting for approval of request {id}")), "{out:?}");
+        assert!(out.stderr.contains(&format!("can approve it with: airlock approve {id}")), "{out:?}");
+    });
+    let gone = psql(&lab, "bob", &["-c", "select to_regclass('t2') is null"]);
+    assert_eq!(gone.stdout.trim(), "t", "the approved DROP ran");
+
+    let approved = lab.agent().wait_for_records("approval.approved", 1);
+    assert_eq!(approved[0]["identity"]["user"], lab.user("bob").name.as_str());
+    assert_eq!(approved[0]["detail"]["reason"], "planned cleanup");
+    assert_eq!(lab.agent().records_of("approval.requested").len(), 1);
+}
+
+#[test]
+fn held_statements_are_refused_when_denied_or_when_nobody_decides() {
+    if !privileged() {
+        return;
+    }
+    let (lab, cli) = lab(3);
+    std::thread::scope(|scope| {
+        let held = scope.spawn(|| psql(&lab, "alice", &["-v", "ON_ERROR_STOP=1", "-c", "delete from t"]));
+        let id = pending_request(&lab, &cli, "bob")["id"].as_str().unwrap().to_owned();
+        let denied = airlock(&lab, &cli, "bob", &["deny", &id, "--reason", "use a WHERE clause"]);
+        assert!(denied.success(), "{denied:?}");
+        let out = held.join().unwrap();
+        assert!(!out.success(), "{out:?}");
+        assert!(out.stderr.contains(&format!("request {id} was denied by")), "{out:?}");
+        assert!(out.stderr.contains("use a WHERE clause"), "{out:?}");
+    });
+    let out = psql(&lab, "alice", &["-v", "ON_ERROR_STOP=1", "-c", "update t set a = 0"]);
+    assert!(!out.success() && out.stderr.contains("was not decided before"), "{out:?}");
+    assert_eq!(count(&lab, "t where a = 0"), "0");
+    assert_eq!(count(&lab, "t"), "2", "nothing was deleted or updated");
+    assert_eq!(lab.agent().wait_for_records("approval.expired", 1).len(), 1);
+    assert_eq!(lab.agent().records_of("approval.denied").len(), 1);
+}
