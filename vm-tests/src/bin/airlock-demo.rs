@@ -23,14 +23,19 @@ SELECT i,
        initcap(substr(md5(i::text), 1, 6)) || ' ' || initcap(substr(md5((i * 7)::text), 1, 8)),
        substr(md5(i::text), 1, 8) || '@example.com',
        '4000 ' || lpad((i * 1237 % 10000)::text, 4, '0') || ' ' || lpad((i * 3571 % 10000)::text, 4, '0') || ' ' || lpad((i * 911 % 10000)::text, 4, '0')
-FROM generate_series(1, 50) i;";
+FROM generate_series(1, 50) i;
+CREATE ROLE demo_owner NOLOGIN;
+CREATE TABLE old_orders (id int, placed date);
+INSERT INTO old_orders SELECT i, date '2019-01-01' + i FROM generate_series(1, 20) i;
+ALTER TABLE old_orders OWNER TO demo_owner;";
 
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     if !privileged() {
         std::process::exit(1);
     }
-    let mut lab = Lab::new(&[]);
+    // A second person, who approves what the first one's policy holds.
+    let mut lab = Lab::new(&["approver"]);
     let pg_dir = lab.dir.path().join("pg");
     let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
     TargetHost::superuser_sql(&data, "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'demo-admin-only'");
@@ -63,8 +68,29 @@ ttl_seconds = 900
 name = "analyst"
 grants = ["pg_read_all_data"]
 users = ["*"]
+
+# "app" owns old_orders: it may change and drop it, but whole-table changes
+# wait for a second person.
+[[target.credentials.role]]
+name = "app"
+grants = ["demo_owner"]
+users = ["*"]
+
+[[target.guardrail]]
+classes = ["drop", "truncate", "delete_without_where", "update_without_where"]
+action = "approve"
+reason = "whole-table changes need a second pair of eyes"
+
+[[target.guardrail]]
+classes = ["privilege", "copy_program", "copy_file"]
+action = "deny"
+
+[target.approvals]
+users = ["{approver}"]
+timeout_seconds = 300
 "#,
-        admin = admin_file.display()
+        admin = admin_file.display(),
+        approver = lab.user("approver").name,
     );
     // Attach at the cgroup2 root: the person's own shell is intercepted, as
     // on a real workstation. Only the demo target is protected.
@@ -74,12 +100,20 @@ users = ["*"]
     let agent = lab.agent();
     let try_it =
         format!("psql -h {v4} -U analyst -d postgres -c 'select current_user, name, email from customers limit 3'");
+    let try_drop = format!("psql -h {v4} -U app -d postgres -c 'drop table old_orders'");
+    // The approver may not be able to reach the build tree: give them a copy.
+    let cli = lab.dir.path().join("airlock");
+    fs::copy(airlock_vm_tests::agent::airlock_bin(), &cli).expect("copy the airlock binary");
+    set_mode(&cli, 0o755);
+    let approver = lab.user("approver").name.clone();
+    let as_approver = format!("runuser -u {approver} -- {} --socket {}", cli.display(), agent.config.socket.display());
 
     if smoke {
         let out = std::process::Command::new("sh").args(["-c", &try_it]).output().expect("run psql");
         let stdout = String::from_utf8_lossy(&out.stdout);
         print!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && stdout.contains("airlock_root_"), "the demo command did not work");
+        smoke_approval(&try_drop, &as_approver);
         println!("demo smoke test passed");
         return;
     }
@@ -91,10 +125,16 @@ users = ["*"]
          try      {try_it}\n\
          \x20        No password: Airlock logs in for you as a role it creates, valid 15 minutes,\n\
          \x20        dropped a few seconds after you disconnect.\n\n\
+         then     {try_drop}\n\
+         \x20        The DROP is held: psql waits. In a second terminal, as the demo's approver:\n\
+         \x20        {as_approver_list}\n\
+         \x20        {as_approver_approve}\n\n\
          watch    {airlock} status --socket {socket}\n\
          \x20        tail -f {audit}\n\n\
          Ctrl-C stops the demo and removes the namespace, the programs and the roles.",
         ns = lab.target.ns,
+        as_approver_list = as_approver.replacen(" --socket", " approvals --socket", 1),
+        as_approver_approve = as_approver.replacen(" --socket", " approve ID --socket", 1),
         airlock = airlock_vm_tests::agent::airlock_bin().display(),
         policy = agent.config.path.with_file_name("policies").join("test.toml").display(),
         socket = agent.config.socket.display(),
@@ -109,4 +149,31 @@ users = ["*"]
         std::thread::sleep(Duration::from_millis(200));
     }
     println!("\nstopping the demo and cleaning up…");
+}
+
+/// Runs the held DROP, approves it as the approver, and checks it ran.
+fn smoke_approval(try_drop: &str, as_approver: &str) {
+    let held = {
+        let try_drop = try_drop.to_owned();
+        std::thread::spawn(move || std::process::Command::new("sh").args(["-c", &try_drop]).output().expect("run psql"))
+    };
+    let list = as_approver.replacen(" --socket", " approvals --json --socket", 1);
+    let mut id = None;
+    for _ in 0..150 {
+        let out = std::process::Command::new("sh").args(["-c", &list]).output().expect("airlock approvals");
+        let pending: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(request) = pending.first() {
+            id = request["id"].as_str().map(str::to_owned);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = id.expect("the DROP was not held for approval");
+    let approve = as_approver.replacen(" --socket", &format!(" approve {id} --socket"), 1);
+    let out = std::process::Command::new("sh").args(["-c", &approve]).output().expect("airlock approve");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "approve failed: {}", String::from_utf8_lossy(&out.stderr));
+    let dropped = held.join().expect("psql thread");
+    print!("{}", String::from_utf8_lossy(&dropped.stderr));
+    assert!(dropped.status.success(), "the approved DROP did not run");
 }
