@@ -13,8 +13,18 @@ pub fn check(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         Ok(policy) => {
             for target in &policy.targets {
                 let networks: Vec<String> = target.networks.iter().map(ToString::to_string).collect();
+                let mut extras = String::new();
+                if target.credentials.is_some() {
+                    extras.push_str("; just-in-time logins");
+                }
+                if let Some(guardrails) = &target.guardrails {
+                    extras.push_str(&format!("; {} guardrails", guardrails.rules.len()));
+                    if let Some(approvals) = &guardrails.approvals {
+                        extras.push_str(&format!(", approved by {}", approvals.describe_approvers()));
+                    }
+                }
                 println!(
-                    "ok  {} ({} port {}: {}; {} access rules)",
+                    "ok  {} ({} port {}: {}; {} access rules{extras})",
                     target.name,
                     target.protocol,
                     target.port,
