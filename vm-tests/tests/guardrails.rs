@@ -232,3 +232,58 @@ fn held_statements_are_refused_when_denied_or_when_nobody_decides() {
     assert_eq!(lab.agent().wait_for_records("approval.expired", 1).len(), 1);
     assert_eq!(lab.agent().records_of("approval.denied").len(), 1);
 }
+
+#[test]
+fn a_target_opens_for_a_window_once_approved_and_closes_after() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice", "bob"]);
+    let pg_dir = lab.dir.path().join("pg");
+    lab.target.start_postgres_with(&pg_dir, &[]);
+    let (v4, approvers) = (lab.target.v4, lab.user("bob").name.clone());
+    lab.start_agent(&format!(
+        r#"
+[[target]]
+name = "pg"
+protocol = "postgres"
+port = 5432
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["*"]
+
+[target.approvals]
+groups = ["{approvers}"]
+timeout_seconds = 60
+session_access_seconds = 6
+"#
+    ));
+    let cli = lab.dir.path().join("airlock");
+    fs::copy(airlock_bin(), &cli).expect("copy the airlock binary");
+    set_mode(&cli, 0o755);
+
+    let refused = psql(&lab, "alice", &["-c", "select 1"]);
+    assert!(!refused.success() && refused.stderr.contains("needs approval: request "), "{refused:?}");
+    let id: String = refused.stderr.split("request ").nth(1).unwrap().chars().take(8).collect();
+    let again = psql(&lab, "alice", &["-c", "select 1"]);
+    assert!(again.stderr.contains(&format!("request {id} is waiting")), "one request per person: {again:?}");
+    assert!(again.stderr.contains(&format!("airlock approve {id}")), "{again:?}");
+
+    let approved = airlock(&lab, &cli, "bob", &["approve", &id]);
+    assert!(approved.success(), "{approved:?}");
+    let ok = psql(&lab, "alice", &["-c", "select 41 + 1"]);
+    assert_eq!(ok.stdout.trim(), "42", "{ok:?}\n{}", lab.agent().log());
+
+    // A session still open when the window closes is ended, with the reason.
+    let long = psql(&lab, "alice", &["-c", "select pg_sleep(30)"]);
+    assert!(!long.success(), "{long:?}");
+    assert!(long.stderr.contains(&format!("airlock: your access to \"pg\" (request {id}")), "{long:?}");
+    let ended = lab.agent().wait_for_records("access.ended", 1);
+    assert_eq!(ended[0]["detail"]["sessions_ended"], 1, "{ended:?}");
+
+    let after = psql(&lab, "alice", &["-c", "select 1"]);
+    assert!(!after.success() && after.stderr.contains("needs approval"), "{after:?}");
+    assert!(!after.stderr.contains(&id), "a new request after the window closed: {after:?}");
+}

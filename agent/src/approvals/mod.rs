@@ -26,11 +26,25 @@ use crate::{
 /// Longest SQL text shown in a request.
 const MAX_SHOWN_SQL: usize = 4096;
 
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// One held statement, whose session waits.
+    #[default]
+    Statement,
+    /// Access to a target for a while; nobody waits, the person connects again.
+    Session,
+}
+
 /// A request as approvers see it (`airlock approvals`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApprovalRequest {
     /// Short id approvers type.
     pub id: String,
+    /// What it asks for.
+    #[serde(default)]
+    pub kind: RequestKind,
     /// Session that waits.
     pub session: String,
     /// Target name.
@@ -115,7 +129,44 @@ struct Pending {
     request: ApprovalRequest,
     policy: ApprovalPolicy,
     target: TargetRef,
-    decide: oneshot::Sender<Decision>,
+    /// Who asked, as identities name them.
+    subject: String,
+    /// The waiting session, for statements.
+    decide: Option<oneshot::Sender<Decision>>,
+    /// When an undecided request expires.
+    deadline: SystemTime,
+}
+
+/// Access to a target granted for a while.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessGrant {
+    /// Until when.
+    pub until: SystemTime,
+    /// Who approved it.
+    pub by: String,
+    /// The request that was approved.
+    pub request: String,
+}
+
+/// Whether a person may open a session to a target that needs approval.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionAccess {
+    /// Yes, within this grant.
+    Granted(AccessGrant),
+    /// Not yet: this request waits for an approver.
+    Waiting(ApprovalRequest),
+}
+
+/// A decision as taken, for the approver and for whoever ends sessions at
+/// the end of a granted access window.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decided {
+    /// The request.
+    pub request: ApprovalRequest,
+    /// For an approved session request: the access window.
+    pub access: Option<AccessGrant>,
+    /// Subject of the requester.
+    pub subject: String,
 }
 
 /// What a session needs to file a request.
@@ -142,10 +193,12 @@ pub struct Waiter {
     timeout: Duration,
 }
 
-/// Every pending request of the agent.
+/// Every pending request of the agent, and the access windows granted.
 pub struct Approvals {
     audit: Arc<AuditLog>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// (subject, target name) → grant.
+    access: Mutex<HashMap<(String, String), AccessGrant>>,
 }
 
 pub mod webhook;
@@ -153,11 +206,44 @@ pub mod webhook;
 impl Approvals {
     /// An empty set of requests recording to `audit`.
     pub fn new(audit: Arc<AuditLog>) -> Self {
-        Self { audit, pending: Mutex::new(HashMap::new()) }
+        Self { audit, pending: Mutex::new(HashMap::new()), access: Mutex::new(HashMap::new()) }
     }
 
-    /// Files a request; the caller then [`Approvals::wait`]s on it.
+    /// Files a request for a held statement; the caller then
+    /// [`Approvals::wait`]s on it.
     pub fn request(&self, new: NewRequest<'_>) -> Result<Waiter, AuditError> {
+        let (decide, decision) = oneshot::channel();
+        let request = self.file(&new, RequestKind::Statement, Some(decide))?;
+        Ok(Waiter { request, decision, timeout: new.policy.timeout })
+    }
+
+    /// Whether `new.identity` may open a session to a target whose policy
+    /// grants access windows: an open grant, or the request that waits
+    /// (filed now unless one is pending already).
+    pub fn session_access(&self, new: NewRequest<'_>) -> Result<SessionAccess, AuditError> {
+        self.expire_session_requests();
+        let key = (new.identity.subject.clone(), new.target.name.clone());
+        if let Some(grant) = self.access.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && grant.until > SystemTime::now()
+        {
+            return Ok(SessionAccess::Granted(grant.clone()));
+        }
+        let waiting = self.pending.lock().unwrap_or_else(|p| p.into_inner()).values().find_map(|p| {
+            (p.request.kind == RequestKind::Session && p.subject == key.0 && p.request.target == key.1)
+                .then(|| p.request.clone())
+        });
+        match waiting {
+            Some(request) => Ok(SessionAccess::Waiting(request)),
+            None => Ok(SessionAccess::Waiting(self.file(&new, RequestKind::Session, None)?)),
+        }
+    }
+
+    fn file(
+        &self,
+        new: &NewRequest<'_>,
+        kind: RequestKind,
+        decide: Option<oneshot::Sender<Decision>>,
+    ) -> Result<ApprovalRequest, AuditError> {
         let created = SystemTime::now();
         let mut statement: String = new.statement.chars().take(MAX_SHOWN_SQL).collect();
         if statement.len() < new.statement.len() {
@@ -165,6 +251,7 @@ impl Approvals {
         }
         let request = ApprovalRequest {
             id: request_id(),
+            kind,
             session: new.session.to_owned(),
             target: new.target.name.clone(),
             requester: new.identity.user.clone(),
@@ -183,20 +270,55 @@ impl Approvals {
             target: Some(new.target),
             detail: json!({
                 "request": request.id,
+                "kind": request.kind,
                 "statement": request.statement,
                 "reason": request.reason,
                 "approvers": request.approvers,
                 "expires": request.expires,
             }),
         })?;
-        let (decide, decision) = oneshot::channel();
-        let pending =
-            Pending { request: request.clone(), policy: new.policy.clone(), target: new.target.clone(), decide };
+        let pending = Pending {
+            request: request.clone(),
+            policy: new.policy.clone(),
+            target: new.target.clone(),
+            subject: new.identity.subject.clone(),
+            decide,
+            deadline: created + new.policy.timeout,
+        };
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(request.id.clone(), pending);
         if let Some(url) = &new.policy.webhook {
             webhook::requested(url, &request);
         }
-        Ok(Waiter { request, decision, timeout: new.policy.timeout })
+        Ok(request)
+    }
+
+    /// Session requests have nobody waiting on them: they expire here, when
+    /// the requests are next looked at.
+    fn expire_session_requests(&self) {
+        let now = SystemTime::now();
+        let expired: Vec<Pending> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<String> = pending
+                .values()
+                .filter(|p| p.request.kind == RequestKind::Session && p.deadline <= now)
+                .map(|p| p.request.id.clone())
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        for pending in expired {
+            if let Err(error) = self.record_decision(&pending, "approval.expired", None, None) {
+                tracing::error!(%error, request = %pending.request.id, "expiry not recorded");
+            }
+            if let Some(url) = &pending.policy.webhook {
+                webhook::decided(url, &pending.request, "expired", None, None);
+            }
+        }
+    }
+
+    /// The access window `subject` holds on `target`, if still open.
+    pub fn access_grant(&self, subject: &str, target: &str) -> Option<AccessGrant> {
+        let access = self.access.lock().unwrap_or_else(|p| p.into_inner());
+        access.get(&(subject.to_owned(), target.to_owned())).filter(|g| g.until > SystemTime::now()).cloned()
     }
 
     /// Waits for the decision on `waiter`'s request; when its time runs out
@@ -230,6 +352,7 @@ impl Approvals {
 
     /// Pending requests `caller` may decide, and the caller's own.
     pub fn visible_to(&self, caller: &Identity) -> Vec<ApprovalRequest> {
+        self.expire_session_requests();
         let subject = Subject { user: &caller.user, groups: &caller.groups };
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let mut visible: Vec<ApprovalRequest> = pending
@@ -248,7 +371,8 @@ impl Approvals {
         approver: &Identity,
         approve: bool,
         reason: Option<String>,
-    ) -> Result<ApprovalRequest, DecideError> {
+    ) -> Result<Decided, DecideError> {
+        self.expire_session_requests();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let entry = pending.get(id).ok_or_else(|| DecideError::NotFound(id.to_owned()))?;
         if entry.request.requester_uid == approver.uid || entry.request.requester == approver.user {
@@ -267,10 +391,25 @@ impl Approvals {
             let verdict = if approve { "approved" } else { "denied" };
             webhook::decided(url, &entry.request, verdict, Some(&by), reason.as_deref());
         }
+        let access = match (approve, entry.request.kind, entry.policy.session_access) {
+            (true, RequestKind::Session, Some(window)) => {
+                let grant = AccessGrant {
+                    until: SystemTime::now() + window,
+                    by: by.clone(),
+                    request: entry.request.id.clone(),
+                };
+                let key = (entry.subject.clone(), entry.request.target.clone());
+                self.access.lock().unwrap_or_else(|p| p.into_inner()).insert(key, grant.clone());
+                Some(grant)
+            }
+            _ => None,
+        };
         let decision = if approve { Decision::Approved { by, reason } } else { Decision::Denied { by, reason } };
-        // The session may have gone meanwhile; the decision stands recorded.
-        let _ = entry.decide.send(decision);
-        Ok(entry.request)
+        if let Some(decide) = entry.decide {
+            // The session may have gone meanwhile; the decision stands recorded.
+            let _ = decide.send(decision);
+        }
+        Ok(Decided { request: entry.request, access, subject: entry.subject })
     }
 
     fn record_decision(
@@ -326,7 +465,7 @@ mod tests {
     }
 
     fn policy(timeout: Duration) -> ApprovalPolicy {
-        ApprovalPolicy { users: vec![], groups: vec!["dba".into()], timeout, webhook: None }
+        ApprovalPolicy { users: vec![], groups: vec!["dba".into()], timeout, webhook: None, session_access: None }
     }
 
     fn file(approvals: &Approvals, who: &Identity, policy: &ApprovalPolicy) -> Waiter {
@@ -385,6 +524,36 @@ mod tests {
             approvals.decide(&id, &person("bob", 1002, &["dba"]), true, None),
             Err(DecideError::NotFound(id.clone()))
         );
+    }
+
+    #[tokio::test]
+    async fn session_requests_open_an_access_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let approvals = Approvals::new(Arc::new(AuditLog::open(dir.path()).unwrap()));
+        let (alice, bob) = (person("alice", 1001, &["dev"]), person("bob", 1002, &["dba"]));
+        let policy = ApprovalPolicy { session_access: Some(Duration::from_secs(60)), ..policy(Duration::from_secs(60)) };
+        let ask = |approvals: &Approvals| {
+            approvals
+                .session_access(NewRequest {
+                    session: "s1",
+                    identity: &alice,
+                    target: &target(),
+                    statement: "(a session)",
+                    reason: "needs approval",
+                    policy: &policy,
+                })
+                .unwrap()
+        };
+        let SessionAccess::Waiting(first) = ask(&approvals) else { panic!("granted without approval") };
+        let SessionAccess::Waiting(again) = ask(&approvals) else { panic!("granted without approval") };
+        assert_eq!(first.id, again.id, "one pending request per person and target");
+        assert_eq!(first.kind, RequestKind::Session);
+        let decided = approvals.decide(&first.id, &bob, true, None).unwrap();
+        let window = decided.access.expect("an access window");
+        assert_eq!((window.by.as_str(), decided.subject.as_str()), ("bob", "unix:alice"));
+        assert!(matches!(ask(&approvals), SessionAccess::Granted(grant) if grant == window));
+        assert!(approvals.access_grant("unix:alice", "prod-db").is_some());
+        assert!(approvals.access_grant("unix:carol", "prod-db").is_none());
     }
 
     #[tokio::test]

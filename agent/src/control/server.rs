@@ -66,7 +66,7 @@ pub async fn serve(listener: UnixListener, state: Arc<AgentState>) {
     }
 }
 
-async fn handle(stream: UnixStream, state: &AgentState) -> anyhow::Result<()> {
+async fn handle(stream: UnixStream, state: &Arc<AgentState>) -> anyhow::Result<()> {
     let caller = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -80,7 +80,10 @@ async fn handle(stream: UnixStream, state: &AgentState) -> anyhow::Result<()> {
         },
         Ok(Request::Decide { id, approve, reason }) => match caller_identity(state, &caller) {
             Ok(identity) => match state.approvals.decide(&id, &identity, approve, reason) {
-                Ok(request) => Response::Decided(request),
+                Ok(decided) => {
+                    crate::daemon::access::end_when_window_closes(state, &decided);
+                    Response::Decided(decided.request)
+                }
                 Err(error) => Response::Error { message: error.to_string() },
             },
             Err(message) => Response::Error { message },

@@ -81,6 +81,22 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
     let subject = Subject { user: &identity.user, groups: &identity.groups };
     match policy.decide(matched.id, &subject) {
         Decision::Allow { rule } => {
+            let window =
+                matched.guardrails.as_ref().and_then(|g| g.approvals.as_ref()).filter(|a| a.session_access.is_some());
+            if let Some(approvals) = window {
+                match super::access::check(&state, &session, &identity, &target, approvals) {
+                    Ok(None) => {}
+                    Ok(Some(waiting)) => {
+                        deny(&state, &session, Some(&identity), &process, &target, &waiting.message);
+                        let refusal = Refusal::AwaitingApproval { message: &waiting.message, hint: &waiting.hint };
+                        return refuse(client, protocol, refusal).await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, %session, "refused: audit log unavailable");
+                        return refuse(client, protocol, Refusal::Unrecorded).await;
+                    }
+                }
+            }
             let opened = state.audit.append(Event {
                 kind: "connection.open",
                 session: Some(&session),
@@ -101,6 +117,7 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
                 target,
                 started: SystemTime::now(),
                 bytes: ByteCounters::default(),
+                ending: Default::default(),
             };
             run_session(&state, client, matched, live, destination).await;
         }
@@ -141,17 +158,18 @@ async fn run_session(
                 .credentials
                 .as_ref()
                 .map(|credentials| postgres::Jit { engine: &state.credentials, credentials });
-            let guard = matched.guardrails.as_ref().map(|guardrails| postgres::guard::GuardContext {
-                guardrails,
-                classifier: &state.classifier,
-                approvals: &state.approvals,
+            let guard = matched.guardrails.as_ref().filter(|g| !g.rules.is_empty()).map(|guardrails| {
+                postgres::guard::GuardContext { guardrails, classifier: &state.classifier, approvals: &state.approvals }
             });
             let shared =
                 postgres::Shared { audit: &state.audit, cancel_keys: &state.cancel_keys, jit, ca: &state.ca, guard };
             postgres::proxy(client, upstream, &shared, s).await.map_err(|e| e.to_string())
         }
         Protocol::Ssh | Protocol::Tcp => {
-            let result = relay::relay(&client, &upstream, &s.bytes).await.map_err(|e| e.to_string());
+            let result = tokio::select! {
+                relayed = relay::relay(&client, &upstream, &s.bytes) => relayed.map_err(|e| e.to_string()),
+                reason = s.ending.wait() => Err(reason),
+            };
             if result.is_err() {
                 reset(client);
             }
@@ -176,6 +194,8 @@ async fn connect(destination: SocketAddr, timeout: Duration) -> Result<TcpStream
 enum Refusal<'a> {
     /// Policy or identity says no.
     Denied { target: &'a str, reason: &'a str },
+    /// The target opens only with an approval, which is pending.
+    AwaitingApproval { message: &'a str, hint: &'a str },
     /// The target did not answer.
     Unreachable { error: &'a str },
     /// The audit log cannot be written, so nothing may run.
@@ -191,6 +211,7 @@ async fn refuse(client: TcpStream, protocol: Protocol, refusal: Refusal<'_>) {
             format!("airlock: access to \"{target}\" denied: {reason}"),
             Some("This host's Airlock policy decides who may connect; ask its administrators for access."),
         ),
+        Refusal::AwaitingApproval { message, hint } => ("28000", message.to_owned(), Some(hint)),
         Refusal::Unreachable { error } => ("08001", format!("airlock: {error}"), None),
         Refusal::Unrecorded => (
             "08004",

@@ -8,6 +8,7 @@
 //! good (they are per thread, so this must precede the runtime's threads),
 //! and only then is systemd told the agent is ready.
 
+pub mod access;
 mod connection;
 mod notify;
 mod privileges;

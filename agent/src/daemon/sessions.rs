@@ -28,6 +28,39 @@ pub struct LiveSession {
     pub started: SystemTime,
     /// Bytes each way so far.
     pub bytes: ByteCounters,
+    /// Set when the session must end from outside (its access window closed).
+    pub ending: Ending,
+}
+
+/// Ends a live session from outside it, with a reason the session tells its client.
+#[derive(Debug)]
+pub struct Ending(tokio::sync::watch::Sender<Option<String>>);
+
+impl Default for Ending {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(None).0)
+    }
+}
+
+impl Ending {
+    /// Asks the session to end.
+    pub fn end(&self, reason: String) {
+        self.0.send_replace(Some(reason));
+    }
+
+    /// Resolves once the session is asked to end, with the reason.
+    pub async fn wait(&self) -> String {
+        let mut asked = self.0.subscribe();
+        loop {
+            if let Some(reason) = asked.borrow_and_update().clone() {
+                return reason;
+            }
+            if asked.changed().await.is_err() {
+                // The sender lives as long as the session: nobody can ask any more.
+                return std::future::pending().await;
+            }
+        }
+    }
 }
 
 /// What `airlock status` shows of a session.
@@ -109,6 +142,15 @@ impl Sessions {
             .collect()
     }
 
+    /// Asks every live session `select` picks to end; returns how many.
+    pub fn end_where(&self, select: impl Fn(&LiveSession) -> bool, reason: &str) -> usize {
+        let chosen: Vec<Arc<LiveSession>> = self.lock().values().filter(|s| select(s)).cloned().collect();
+        for session in &chosen {
+            session.ending.end(reason.to_owned());
+        }
+        chosen.len()
+    }
+
     /// The live sessions themselves.
     pub fn live(&self) -> Vec<Arc<LiveSession>> {
         self.lock().values().cloned().collect()
@@ -157,6 +199,7 @@ mod tests {
             target: TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 },
             started: SystemTime::now(),
             bytes: ByteCounters::default(),
+            ending: Ending::default(),
         }
     }
 
@@ -174,5 +217,14 @@ mod tests {
         assert_eq!(sessions.summaries(None).len(), 1);
         drop(a);
         assert!(sessions.live().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sessions_can_be_asked_to_end() {
+        let sessions = Arc::new(Sessions::default());
+        let a = sessions.register(session(&sessions, 1000));
+        let _b = sessions.register(session(&sessions, 1001));
+        assert_eq!(sessions.end_where(|s| s.identity.uid == 1000, "access ended"), 1);
+        assert_eq!(a.session().ending.wait().await, "access ended");
     }
 }

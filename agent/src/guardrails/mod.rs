@@ -68,6 +68,9 @@ pub struct ApprovalPolicy {
     pub timeout: Duration,
     /// Where request and decision notices are POSTed (JSON, Slack-compatible `text`).
     pub webhook: Option<String>,
+    /// When set, opening a session needs approval too, and an approval
+    /// opens the target to that person for this long.
+    pub session_access: Option<Duration>,
 }
 
 impl ApprovalPolicy {

@@ -88,6 +88,7 @@ struct RawApprovals {
     groups: Vec<String>,
     timeout_seconds: Option<Spanned<i64>>,
     webhook: Option<Spanned<String>>,
+    session_access_seconds: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -467,11 +468,21 @@ impl Loader {
             {
                 self.error(source, webhook.span().start, format!("webhook: {error}"));
             }
+            let session_access = raw.session_access_seconds.map(|window| match u64::try_from(*window.get_ref()) {
+                Ok(seconds @ 1..=604_800) => Duration::from_secs(seconds),
+                _ => {
+                    let message =
+                        format!("session_access_seconds {} must be between 1 and 604800 (a week)", window.get_ref());
+                    self.error(source, window.span().start, message);
+                    Duration::from_secs(1)
+                }
+            });
             ApprovalPolicy {
                 users: raw.users,
                 groups: raw.groups,
                 timeout: Duration::from_secs(timeout),
                 webhook: raw.webhook.map(Spanned::into_inner),
+                session_access,
             }
         });
         if let (Some(at), None) = (holds, &approvals) {

@@ -283,6 +283,7 @@ mod tests {
             },
             started: std::time::SystemTime::now(),
             bytes: Default::default(),
+            ending: Default::default(),
         }
     }
 
@@ -314,6 +315,7 @@ mod tests {
                 groups: vec!["dba".into()],
                 timeout: Duration::from_secs(30),
                 webhook: None,
+                session_access: None,
             }),
         }
     }

@@ -76,6 +76,9 @@ pub enum ProxyError {
     /// The statement recorder stopped (its log write failed).
     #[error("the audit log cannot be written")]
     AuditLost,
+    /// The session was ended from outside (its access window closed).
+    #[error("{0}")]
+    Ended(String),
 }
 
 impl From<tls::TlsError> for ProxyError {
@@ -185,6 +188,8 @@ async fn tell_client(client: &mut Stream, error: &ProxyError) {
         ProxyError::Audit(_) | ProxyError::AuditLost => {
             ("08006", "airlock: the audit log cannot be written; the session was ended".to_owned())
         }
+        // admin_shutdown: what PostgreSQL sends when a session is terminated.
+        ProxyError::Ended(reason) => ("57P01", format!("airlock: {reason}")),
         _ => return,
     };
     let mut out = BytesMut::new();
@@ -455,7 +460,11 @@ async fn relay_messages(
         let mut reader = upstream_reader;
         let mut out = BytesMut::new();
         loop {
-            match reader.next(&mut upstream_read, "server").await? {
+            let next = tokio::select! {
+                next = reader.next(&mut upstream_read, "server") => next?,
+                reason = session.ending.wait() => return Err(ProxyError::Ended(reason)),
+            };
+            match next {
                 None => {
                     client_write.lock().await.shutdown().await?;
                     return Ok::<_, ProxyError>(());
