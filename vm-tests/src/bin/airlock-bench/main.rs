@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
 //! throughput, each measured against the direct path (and a peer) in one run.
-//! `airlock-bench [intercept] [postgres]` picks sections; default: all.
+//! `airlock-bench [intercept] [postgres] [guardrails]` picks sections; default: all.
 //!
 //! The same binary plays three roles: the driver (default), an echo server
 //! started inside the lab's target namespace (`echo PORT…`), and the client
@@ -15,6 +15,7 @@ use std::{
 
 use airlock_vm_tests::{Lab, privileged};
 
+mod guardrails;
 mod postgres;
 
 /// Protected echo port (redirected through the agent).
@@ -41,6 +42,10 @@ fn main() {
                 println!();
                 postgres::run();
                 postgres::jit_setup();
+            }
+            if all || args.iter().any(|a| a == "guardrails") {
+                println!();
+                guardrails::run();
             }
         }
     }
