@@ -531,7 +531,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let approvals = Approvals::new(Arc::new(AuditLog::open(dir.path()).unwrap()));
         let (alice, bob) = (person("alice", 1001, &["dev"]), person("bob", 1002, &["dba"]));
-        let policy = ApprovalPolicy { session_access: Some(Duration::from_secs(60)), ..policy(Duration::from_secs(60)) };
+        let policy =
+            ApprovalPolicy { session_access: Some(Duration::from_secs(60)), ..policy(Duration::from_secs(60)) };
         let ask = |approvals: &Approvals| {
             approvals
                 .session_access(NewRequest {

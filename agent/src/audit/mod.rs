@@ -78,7 +78,7 @@ pub struct Event<'a> {
 #[derive(Serialize)]
 struct Body<'a> {
     seq: u64,
-    ts: String,
+    ts: &'a str,
     kind: &'a str,
     session: Option<&'a str>,
     identity: Option<&'a Identity>,
@@ -139,27 +139,53 @@ impl AuditLog {
 
     /// Appends one record; returns its sequence number.
     pub fn append(&self, event: Event<'_>) -> Result<u64, AuditError> {
+        self.append_batch(std::iter::once(event))
+    }
+
+    /// Appends records in order with a single `write(2)`; returns the
+    /// sequence number of the last. Either all of them are written or the
+    /// chain does not advance (a torn tail is repaired at the next start).
+    pub fn append_batch<'a>(&self, events: impl IntoIterator<Item = Event<'a>>) -> Result<u64, AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = chain.next_seq;
+        let (mut seq, mut prev) = (chain.next_seq, chain.prev.clone());
+        let mut lines = Vec::new();
+        let ts = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        for event in events {
+            prev = encode(&mut lines, seq, &ts, &event, &prev)?;
+            seq += 1;
+        }
+        if lines.is_empty() {
+            return Ok(chain.next_seq.saturating_sub(1));
+        }
+        chain.file.write_all(&lines).map_err(|source| AuditError::Io { path: self.path.clone(), source })?;
+        chain.next_seq = seq;
+        chain.prev = prev;
+        Ok(seq - 1)
+    }
+}
+
+/// Appends one record's line to `out`; returns its hash.
+fn encode(out: &mut Vec<u8>, seq: u64, ts: &str, event: &Event<'_>, prev: &str) -> Result<String, AuditError> {
+    {
         let body = Body {
             seq,
-            ts: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            ts,
             kind: event.kind,
             session: event.session,
             identity: event.identity,
             process: event.process,
             target: event.target,
             detail: &event.detail,
-            prev: &chain.prev,
+            prev,
         };
-        let mut line = serde_json::to_vec(&body)?;
-        let hash = hex(&Sha256::digest(&line));
-        line.pop(); // the closing brace; the hash goes inside the object
-        line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());
-        chain.file.write_all(&line).map_err(|source| AuditError::Io { path: self.path.clone(), source })?;
-        chain.next_seq += 1;
-        chain.prev = hash;
-        Ok(seq)
+        let start = out.len();
+        serde_json::to_writer(&mut *out, &body)?;
+        let hash = hex(&Sha256::digest(&out[start..]));
+        out.pop(); // the closing brace; the hash goes inside the object
+        out.extend_from_slice(b",\"hash\":\"");
+        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+        Ok(hash)
     }
 }
 
@@ -174,7 +200,13 @@ pub fn split_hash(line: &str) -> Option<(String, &str)> {
 
 /// Lowercase hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 fn read_tail(file: &mut File) -> io::Result<String> {
@@ -289,6 +321,24 @@ mod tests {
         let log = AuditLog::open(&audit_dir).unwrap();
         assert_eq!(fs::metadata(&audit_dir).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(fs::metadata(log.path()).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_batch_is_one_run_of_chained_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.append(event("a")).unwrap();
+        assert_eq!(log.append_batch([event("b"), event("c")]).unwrap(), 3);
+        assert_eq!(log.append_batch(std::iter::empty()).unwrap(), 3, "an empty batch writes nothing");
+        let lines = lines(&log);
+        assert_eq!(lines.len(), 3);
+        for pair in lines.windows(2) {
+            let (a, b): (serde_json::Value, serde_json::Value) =
+                (serde_json::from_str(&pair[0]).unwrap(), serde_json::from_str(&pair[1]).unwrap());
+            assert_eq!(b["prev"], a["hash"]);
+            assert_eq!(b["seq"].as_u64(), a["seq"].as_u64().map(|s| s + 1));
+        }
+        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
     }
 
     #[test]

@@ -161,8 +161,14 @@ async fn run_session(
             let guard = matched.guardrails.as_ref().filter(|g| !g.rules.is_empty()).map(|guardrails| {
                 postgres::guard::GuardContext { guardrails, classifier: &state.classifier, approvals: &state.approvals }
             });
-            let shared =
-                postgres::Shared { audit: &state.audit, cancel_keys: &state.cancel_keys, jit, ca: &state.ca, guard };
+            let shared = postgres::Shared {
+                audit: &state.audit,
+                statements: &state.statements,
+                cancel_keys: &state.cancel_keys,
+                jit,
+                ca: &state.ca,
+                guard,
+            };
             postgres::proxy(client, upstream, &shared, s).await.map_err(|e| e.to_string())
         }
         Protocol::Ssh | Protocol::Tcp => {

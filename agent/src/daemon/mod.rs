@@ -46,6 +46,8 @@ pub struct AgentState {
     policy: RwLock<Arc<Policy>>,
     /// The audit log.
     pub audit: Arc<AuditLog>,
+    /// PostgreSQL statement records, written in batches by one task.
+    pub statements: crate::proxy::postgres::recorder::StatementLog,
     /// The eBPF programs and maps.
     pub interceptor: Interceptor,
     /// Attributes processes to people.
@@ -98,10 +100,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     privileges::drop_all_but_runtime_needs()?;
 
     let approvals = crate::approvals::Approvals::new(Arc::clone(&audit));
+    let (statements, statement_writer) = crate::proxy::postgres::recorder::StatementLog::new(Arc::clone(&audit));
     let state = Arc::new(AgentState {
         config,
         policy: RwLock::new(Arc::new(policy)),
         audit,
+        statements,
         interceptor,
         identity: Box::new(UnixIdentityProvider::default()),
         sessions: Arc::new(Sessions::default()),
@@ -113,10 +117,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
     });
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(serve(state, listeners, control))
+        .block_on(async move {
+            tokio::spawn(statement_writer.run());
+            serve(state, listeners, control).await
+        })
 }
 
 /// Moves the agent into the cgroup whose connections are exempt from

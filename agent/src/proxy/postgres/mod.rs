@@ -16,6 +16,7 @@ mod auth;
 pub mod cancel;
 pub mod codec;
 pub mod guard;
+pub mod recorder;
 mod statements;
 mod stream;
 mod tls;
@@ -36,7 +37,8 @@ use self::{
     cancel::{BackendKey, CancelKeys},
     codec::{ErrorFields, Frame, StartupPacket},
     guard::{Guard, GuardContext, Screened, Screening},
-    statements::{StatementRecord, StatementTracker},
+    recorder::{SessionRef, StatementLog},
+    statements::StatementTracker,
     stream::{FrameReader, Incoming},
     tls::Stream,
 };
@@ -94,6 +96,8 @@ impl From<tls::TlsError> for ProxyError {
 pub struct Shared<'a> {
     /// Where records go.
     pub audit: &'a Arc<AuditLog>,
+    /// Where statement records go, written in batches.
+    pub statements: &'a StatementLog,
     /// Cancel keys of all sessions.
     pub cancel_keys: &'a CancelKeys,
     /// Just-in-time credentials, when the target has them.
@@ -398,7 +402,12 @@ async fn relay_messages(
     shared: &Shared<'_>,
     session: &LiveSession,
 ) -> Result<(), ProxyError> {
-    let mut recorder = StatementRecorder::start(Arc::clone(shared.audit), session);
+    let recorder = shared.statements;
+    let me = Arc::new(SessionRef {
+        id: session.id.clone(),
+        identity: session.identity.clone(),
+        target: session.target.clone(),
+    });
     let issued = Mutex::new(Vec::new());
     let tracker = Mutex::new(StatementTracker::default());
     let guard = shared.guard.as_ref().map(|context| Guard::new(context, session, shared.audit));
@@ -490,7 +499,7 @@ async fn relay_messages(
                     client_write.lock().await.write_all(&out).await?;
                     out.clear();
                     if !finished.is_empty() {
-                        recorder.record(finished)?;
+                        recorder.record(&me, finished)?;
                     }
                 }
                 Some(Incoming::Large { tag, len }) => {
@@ -506,69 +515,11 @@ async fn relay_messages(
         shared.cancel_keys.forget(pid, key);
     }
     let unfinished = tracker.lock().unwrap_or_else(|p| p.into_inner()).unfinished();
-    let recorded = recorder.record(unfinished).and(recorder.finish().await);
+    let recorded = match recorder.record(&me, unfinished) {
+        Ok(()) => recorder.flush().await,
+        Err(error) => Err(error),
+    };
     result.and(recorded)
-}
-
-/// Writes statement records on a task of its own, in order, so the relay
-/// never waits for the audit log between one query and the next. If a
-/// record cannot be written, the next batch handed over fails and the
-/// session ends: it never runs on unrecorded.
-struct StatementRecorder {
-    queue: Option<tokio::sync::mpsc::UnboundedSender<Vec<StatementRecord>>>,
-    writer: tokio::task::JoinHandle<Result<(), crate::audit::AuditError>>,
-    failed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl StatementRecorder {
-    fn start(audit: Arc<AuditLog>, session: &LiveSession) -> Self {
-        let (queue, mut batches) = tokio::sync::mpsc::unbounded_channel::<Vec<StatementRecord>>();
-        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (id, identity, target) = (session.id.clone(), session.identity.clone(), session.target.clone());
-        let flag = Arc::clone(&failed);
-        let writer = tokio::spawn(async move {
-            while let Some(batch) = batches.recv().await {
-                for statement in batch {
-                    let written =
-                        serde_json::to_value(&statement).map_err(crate::audit::AuditError::from).and_then(|detail| {
-                            audit.append(Event {
-                                kind: "postgres.statement",
-                                session: Some(&id),
-                                identity: Some(&identity),
-                                process: None,
-                                target: Some(&target),
-                                detail,
-                            })
-                        });
-                    if let Err(error) = written {
-                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                        return Err(error);
-                    }
-                }
-            }
-            Ok(())
-        });
-        Self { queue: Some(queue), writer, failed }
-    }
-
-    fn record(&self, batch: Vec<StatementRecord>) -> Result<(), ProxyError> {
-        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(ProxyError::AuditLost);
-        }
-        if let Some(queue) = &self.queue {
-            queue.send(batch).map_err(|_| ProxyError::AuditLost)?;
-        }
-        Ok(())
-    }
-
-    /// Waits for every queued record to be written.
-    async fn finish(&mut self) -> Result<(), ProxyError> {
-        self.queue = None;
-        match (&mut self.writer).await {
-            Ok(result) => result.map_err(ProxyError::Audit),
-            Err(_) => Err(ProxyError::AuditLost),
-        }
-    }
 }
 
 /// Replaces the server's BackendKeyData with one of Airlock's own.

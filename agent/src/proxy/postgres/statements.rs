@@ -9,6 +9,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    sync::Arc,
     time::Instant,
 };
 
@@ -37,8 +38,9 @@ pub enum QueryProtocol {
 pub struct StatementRecord {
     /// Sub-protocol.
     pub protocol: QueryProtocol,
-    /// SQL text, secrets redacted, truncated.
-    pub sql: String,
+    /// SQL text, secrets redacted, truncated; shared with the prepared
+    /// statement it came from, so executing it again copies nothing.
+    pub sql: Arc<str>,
     /// Command tags, e.g. `["SELECT 3"]` (several for a multi-statement Query).
     pub results: Vec<String>,
     /// The error, if it failed.
@@ -73,7 +75,7 @@ impl From<&ErrorFields> for StatementError {
 
 struct Pending {
     protocol: QueryProtocol,
-    sql: String,
+    sql: Arc<str>,
     results: Vec<String>,
     error: Option<StatementError>,
     sent: Instant,
@@ -82,8 +84,8 @@ struct Pending {
 /// Statement tracking for one session.
 #[derive(Default)]
 pub struct StatementTracker {
-    prepared: HashMap<String, String>,
-    portals: HashMap<String, String>,
+    prepared: HashMap<String, Arc<str>>,
+    portals: HashMap<String, Arc<str>>,
     pending: VecDeque<Pending>,
 }
 
@@ -98,11 +100,11 @@ impl StatementTracker {
                     .prepared
                     .get(&statement)
                     .cloned()
-                    .unwrap_or_else(|| format!("<prepared statement {statement:?}>"));
+                    .unwrap_or_else(|| format!("<prepared statement {statement:?}>").into());
                 remember(&mut self.portals, portal, sql);
             }
             Ok(Frontend::Execute { portal }) => {
-                let sql = self.portals.get(&portal).cloned().unwrap_or_else(|| format!("<portal {portal:?}>"));
+                let sql = self.portals.get(&portal).cloned().unwrap_or_else(|| format!("<portal {portal:?}>").into());
                 self.push(QueryProtocol::Extended, sql);
             }
             Ok(Frontend::Terminate | Frontend::Other) => {}
@@ -114,7 +116,7 @@ impl StatementTracker {
     /// Notes a message too large to inspect.
     pub fn client_sent_large(&mut self, tag: u8, len: usize) {
         if tag == b'Q' {
-            self.push(QueryProtocol::Simple, format!("<{len}-byte query, too large to inspect>"));
+            self.push(QueryProtocol::Simple, format!("<{len}-byte query, too large to inspect>").into());
         }
     }
 
@@ -178,12 +180,12 @@ impl StatementTracker {
         self.pending.drain(..).map(|p| finish(p, false)).collect()
     }
 
-    fn push(&mut self, protocol: QueryProtocol, sql: String) {
+    fn push(&mut self, protocol: QueryProtocol, sql: Arc<str>) {
         self.pending.push_back(Pending { protocol, sql, results: Vec::new(), error: None, sent: Instant::now() });
     }
 }
 
-fn remember(map: &mut HashMap<String, String>, name: String, sql: String) {
+fn remember(map: &mut HashMap<String, Arc<str>>, name: String, sql: Arc<str>) {
     if map.len() >= MAX_REMEMBERED && !map.contains_key(&name) {
         // A client that never closes statements must not grow us without bound.
         map.clear();
@@ -191,11 +193,11 @@ fn remember(map: &mut HashMap<String, String>, name: String, sql: String) {
     map.insert(name, sql);
 }
 
-fn clean(sql: &str) -> String {
+fn clean(sql: &str) -> Arc<str> {
     let redacted = redact::sql(sql.trim());
     match redacted.char_indices().nth(MAX_SQL_CHARS) {
-        Some((cut, _)) => format!("{}… ({} bytes)", &redacted[..cut], redacted.len()),
-        None => redacted,
+        Some((cut, _)) => format!("{}… ({} bytes)", &redacted[..cut], redacted.len()).into(),
+        None => redacted.into(),
     }
 }
 
@@ -245,7 +247,7 @@ mod tests {
         assert!(t.server_sent(&complete("SELECT 1")).is_empty());
         let done = t.server_sent(&ready());
         assert_eq!(done.len(), 1);
-        assert_eq!(done[0].sql, "insert into t values (1); select * from t");
+        assert_eq!(&*done[0].sql, "insert into t values (1); select * from t");
         assert_eq!(done[0].results, ["INSERT 0 1", "SELECT 1"]);
         assert_eq!((done[0].protocol, done[0].executed, done[0].error.as_ref()), (QueryProtocol::Simple, true, None));
     }
@@ -263,9 +265,9 @@ mod tests {
         t.client_sent(&frame(b'S', &[]));
         let first = t.server_sent(&complete("SELECT 1"));
         assert_eq!(first.len(), 1);
-        assert_eq!((first[0].sql.as_str(), first[0].protocol), ("select $1", QueryProtocol::Extended));
+        assert_eq!((first[0].sql.as_ref(), first[0].protocol), ("select $1", QueryProtocol::Extended));
         let failed = t.server_sent(&error("42501"));
-        assert_eq!(failed[0].sql, "delete from t");
+        assert_eq!(&*failed[0].sql, "delete from t");
         assert_eq!(failed[0].error.as_ref().unwrap().sqlstate, "42501");
         let skipped = t.server_sent(&ready());
         assert_eq!(skipped.len(), 1);
@@ -290,8 +292,8 @@ mod tests {
         t.client_sent(&Frame { tag: b'B', body: Bytes::from_static(b"\0") });
         t.server_sent(&Frame { tag: b'C', body: Bytes::new() });
         let done = t.server_sent(&complete("SELECT 0"));
-        assert_eq!(done[0].sql, "<portal \"nope\">");
+        assert_eq!(&*done[0].sql, "<portal \"nope\">");
         t.client_sent_large(b'Q', 100_000_000);
-        assert_eq!(t.unfinished()[0].sql, "<100000000-byte query, too large to inspect>");
+        assert_eq!(&*t.unfinished()[0].sql, "<100000000-byte query, too large to inspect>");
     }
 }

@@ -1,0 +1,128 @@
+//! One writer of statement records for every PostgreSQL session.
+//!
+//! Sessions hand finished statements over and go on relaying; the writer
+//! takes whatever has queued up, from all sessions, and appends it to the
+//! audit log in one write. Under load that is one write for many
+//! statements instead of one each, and the relay never waits for the disk
+//! between queries. Each session's records stay in its own order. If the
+//! log cannot be written, every session's next hand-over fails and the
+//! session ends: nothing runs on unrecorded.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ProxyError, statements::StatementRecord};
+use crate::{
+    audit::{AuditLog, Event, TargetRef},
+    identity::Identity,
+};
+
+/// Most hand-overs taken in one write.
+const BATCH: usize = 512;
+
+/// Who a session's records are about, shared by its records.
+pub struct SessionRef {
+    /// Session id.
+    pub id: String,
+    /// Who.
+    pub identity: Identity,
+    /// Where to.
+    pub target: TargetRef,
+}
+
+enum Item {
+    Records(Arc<SessionRef>, Vec<StatementRecord>),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sessions' end of the statement log.
+#[derive(Clone)]
+pub struct StatementLog {
+    queue: mpsc::UnboundedSender<Item>,
+    failed: Arc<AtomicBool>,
+}
+
+/// The writing end; run it with [`StatementWriter::run`] on the runtime.
+pub struct StatementWriter {
+    audit: Arc<AuditLog>,
+    items: mpsc::UnboundedReceiver<Item>,
+    failed: Arc<AtomicBool>,
+}
+
+impl StatementLog {
+    /// A log writing to `audit`, and the writer to run.
+    pub fn new(audit: Arc<AuditLog>) -> (Self, StatementWriter) {
+        let (queue, items) = mpsc::unbounded_channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        (Self { queue, failed: Arc::clone(&failed) }, StatementWriter { audit, items, failed })
+    }
+
+    /// Hands finished statements over for writing.
+    pub fn record(&self, session: &Arc<SessionRef>, batch: Vec<StatementRecord>) -> Result<(), ProxyError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(ProxyError::AuditLost);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.queue.send(Item::Records(Arc::clone(session), batch)).map_err(|_| ProxyError::AuditLost)
+    }
+
+    /// Waits until everything handed over so far is written.
+    pub async fn flush(&self) -> Result<(), ProxyError> {
+        let (done, written) = oneshot::channel();
+        self.queue.send(Item::Flush(done)).map_err(|_| ProxyError::AuditLost)?;
+        written.await.map_err(|_| ProxyError::AuditLost)?;
+        if self.failed.load(Ordering::SeqCst) { Err(ProxyError::AuditLost) } else { Ok(()) }
+    }
+}
+
+impl StatementWriter {
+    /// Writes until every [`StatementLog`] is dropped.
+    pub async fn run(mut self) {
+        let mut items = Vec::with_capacity(BATCH);
+        while self.items.recv_many(&mut items, BATCH).await > 0 {
+            let mut flushes = Vec::new();
+            let mut records = Vec::new();
+            for item in items.drain(..) {
+                match item {
+                    Item::Records(session, batch) => records.push((session, batch)),
+                    Item::Flush(done) => flushes.push(done),
+                }
+            }
+            if !self.failed.load(Ordering::SeqCst)
+                && let Err(error) = self.write(&records)
+            {
+                tracing::error!(%error, "statement records could not be written; sessions will end");
+                self.failed.store(true, Ordering::SeqCst);
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn write(&self, records: &[(Arc<SessionRef>, Vec<StatementRecord>)]) -> Result<(), crate::audit::AuditError> {
+        let mut details = Vec::new();
+        for (session, batch) in records {
+            for statement in batch {
+                details.push((session, serde_json::to_value(statement)?));
+            }
+        }
+        self.audit
+            .append_batch(details.into_iter().map(|(session, detail)| Event {
+                kind: "postgres.statement",
+                session: Some(&session.id),
+                identity: Some(&session.identity),
+                process: None,
+                target: Some(&session.target),
+                detail,
+            }))
+            .map(drop)
+    }
+}
