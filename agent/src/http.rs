@@ -26,6 +26,14 @@ pub enum HttpError {
     /// The URL is not one this client speaks.
     #[error("unsupported URL: {0}")]
     BadUrl(&'static str),
+    /// A CA file could not be used.
+    #[error("CA file {path}: {message}")]
+    BadCa {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// Connecting, TLS or the exchange failed.
     #[error("{host}: {message}")]
     Exchange {
@@ -100,8 +108,47 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Sends one request and reads the whole response within `timeout`.
+/// Whom `https://` servers must be vouched for by.
+#[derive(Clone)]
+pub struct Roots(Arc<rustls::ClientConfig>);
+
+impl Roots {
+    /// The system's trusted roots, loaded once.
+    pub fn system() -> Self {
+        Self(system_config())
+    }
+
+    /// Only the CA certificates in a PEM file (a private CA, e.g. OpenBao's).
+    pub fn from_pem_file(path: &std::path::Path) -> Result<Self, HttpError> {
+        use rustls_pki_types::{CertificateDer, pem::PemObject as _};
+        let fail = |message: String| HttpError::BadCa { path: path.display().to_string(), message };
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))?;
+        for cert in certs {
+            roots.add(cert.map_err(|e| fail(e.to_string()))?).map_err(|e| fail(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(fail("no certificates in it".into()));
+        }
+        Ok(Self(config_with(roots)))
+    }
+}
+
+/// Sends one request and reads the whole response within `timeout`,
+/// checking `https://` servers against the system's trusted roots.
 pub async fn request(
+    method: &str,
+    url: &Url,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    request_with(&Roots::system(), method, url, headers, body, timeout).await
+}
+
+/// [`request`] with the roots given.
+pub async fn request_with(
+    roots: &Roots,
     method: &str,
     url: &Url,
     headers: &[(&str, &str)],
@@ -123,7 +170,7 @@ pub async fn request(
         tcp.set_nodelay(true)?;
         if url.tls {
             let name = ServerName::try_from(url.host.clone()).map_err(std::io::Error::other)?;
-            let tls = tokio_rustls::TlsConnector::from(client_config()).connect(name, tcp).await?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::clone(&roots.0)).connect(name, tcp).await?;
             send(tls, head.as_bytes(), body).await
         } else {
             send(tcp, head.as_bytes(), body).await
@@ -150,7 +197,7 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, head: &[u8], bod
 }
 
 /// rustls with the system's trusted roots, loaded once.
-fn client_config() -> Arc<rustls::ClientConfig> {
+fn system_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     Arc::clone(CONFIG.get_or_init(|| {
         let mut roots = rustls::RootCertStore::empty();
@@ -159,13 +206,17 @@ fn client_config() -> Arc<rustls::ClientConfig> {
             tracing::warn!(%error, "could not load a system root certificate");
         }
         roots.add_parsable_certificates(found.certs);
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-                .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions")),
-        )
+        config_with(roots)
     }))
+}
+
+fn config_with(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+            .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions")),
+    )
 }
 
 /// Status code and body (chunked transfer decoded) of an HTTP/1.1 answer.

@@ -254,23 +254,26 @@ fn required_tls_that_the_server_lacks_is_refused() {
     wait_until("the role made for the refused session is dropped", || jit_roles(&data).is_empty());
 }
 
-/// A `bao server -dev` on loopback, killed on drop.
+/// A `bao server -dev -dev-tls` on loopback, killed on drop: HTTPS with a
+/// CA it generates in `cert_dir` (`vault-ca.pem`).
 struct Bao {
     child: std::process::Child,
     addr: String,
+    ca_file: std::path::PathBuf,
 }
 
 impl Bao {
-    fn start() -> Self {
+    fn start(cert_dir: &std::path::Path) -> Self {
         let port = 18_200 + (std::process::id() % 1000) as u16;
         let addr = format!("127.0.0.1:{port}");
         let child = std::process::Command::new("bao")
-            .args(["server", "-dev", "-dev-root-token-id=root", &format!("-dev-listen-address={addr}")])
+            .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root", &format!("-dev-listen-address={addr}")])
+            .arg(format!("-dev-tls-cert-dir={}", cert_dir.display()))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("bao (installed by cargo xtask setup)");
-        let bao = Self { child, addr };
+        let bao = Self { child, addr, ca_file: cert_dir.join("vault-ca.pem") };
         wait_until("OpenBao listens", || {
             std::net::TcpStream::connect(&bao.addr).is_ok() && bao.cli(&["status"]).is_ok()
         });
@@ -280,7 +283,8 @@ impl Bao {
     fn cli(&self, args: &[&str]) -> Result<String, String> {
         let out = std::process::Command::new("bao")
             .args(args)
-            .env("BAO_ADDR", format!("http://{}", self.addr))
+            .env("BAO_ADDR", format!("https://{}", self.addr))
+            .env("BAO_CACERT", &self.ca_file)
             .env("BAO_TOKEN", "root")
             .output()
             .map_err(|e| e.to_string())?;
@@ -310,7 +314,9 @@ fn openbao_issues_the_login_and_its_lease_is_revoked_after_the_session() {
     TargetHost::superuser_sql(&data, "CREATE ROLE bao_admin LOGIN CREATEROLE PASSWORD 'bao-admin-secret'");
     TargetHost::superuser_sql(&data, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)");
     let v4 = lab.target.v4;
-    let bao = Bao::start();
+    let bao_dir = lab.dir.path().join("bao-tls");
+    fs::create_dir_all(&bao_dir).unwrap();
+    let bao = Bao::start(&bao_dir);
     let url =
         format!("connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@{v4}:5432/postgres?sslmode=disable");
     let configure: [&[&str]; 3] = [
@@ -342,10 +348,11 @@ fn openbao_issues_the_login_and_its_lease_is_revoked_after_the_session() {
     let alice = lab.user("alice").name.clone();
     lab.start_agent(&format!(
         "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n\
-         [target.credentials]\ntls = \"disable\"\n\n[target.credentials.openbao]\naddr = \"http://{}\"\ntoken_file = \"{}\"\n\n\
+         [target.credentials]\ntls = \"disable\"\n\n[target.credentials.openbao]\naddr = \"https://{}\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n\n\
          [[target.credentials.role]]\nname = \"analyst\"\nopenbao_role = \"readonly\"\nusers = [\"{alice}\"]\n",
         bao.addr,
-        token_file.display()
+        token_file.display(),
+        bao.ca_file.display()
     ));
     let out = psql(&lab, "alice", "analyst", "select current_user, (select count(*) from orders)");
     assert!(out.success(), "{out:?}\n{}", lab.agent().log());

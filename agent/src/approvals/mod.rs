@@ -558,6 +558,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn webhooks_hear_of_requests_and_decisions() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (bodies_tx, mut bodies) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut seen = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then exactly Content-Length bytes of body.
+                let body = loop {
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    seen.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&seen).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap();
+                        if body.len() >= len {
+                            break body.to_owned();
+                        }
+                    }
+                };
+                socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+                bodies_tx.send(serde_json::from_str(&body).unwrap()).unwrap();
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let approvals = Approvals::new(Arc::new(AuditLog::open(dir.path()).unwrap()));
+        let policy = ApprovalPolicy {
+            webhook: Some(format!("http://127.0.0.1:{port}/hooks/T0/B0/secret")),
+            ..policy(Duration::from_secs(60))
+        };
+        let waiter = file(&approvals, &person("alice", 1001, &[]), &policy);
+        let id = waiter.request.id.clone();
+        let requested = tokio::time::timeout(Duration::from_secs(10), bodies.recv()).await.unwrap().unwrap();
+        let text = requested["text"].as_str().unwrap();
+        assert!(text.contains(&format!("airlock approve {id}")) && text.contains("DROP TABLE customers"), "{text}");
+        assert_eq!(requested["airlock"]["event"], "approval.requested");
+        approvals.decide(&id, &person("bob", 1002, &["dba"]), false, Some("not today".into())).unwrap();
+        let decided = tokio::time::timeout(Duration::from_secs(10), bodies.recv()).await.unwrap().unwrap();
+        assert_eq!(decided["airlock"]["event"], "approval.denied");
+        assert!(decided["text"].as_str().unwrap().contains("denied by bob: not today"), "{decided}");
+    }
+
+    #[tokio::test]
     async fn undecided_requests_expire() {
         let dir = tempfile::tempdir().unwrap();
         let approvals = Approvals::new(Arc::new(AuditLog::open(dir.path()).unwrap()));

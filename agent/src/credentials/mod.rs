@@ -191,8 +191,13 @@ impl Engine {
             CredentialSource::Embedded { admin_file } => {
                 self.acquire_embedded(server, admin_file, credentials.ttl, identity, grant).await
             }
-            CredentialSource::OpenBao { addr, token_file, mount } => {
-                let client = OpenBao { addr: addr.clone(), token_file: token_file.clone(), mount: mount.clone() };
+            CredentialSource::OpenBao { addr, token_file, mount, ca_file } => {
+                let client = OpenBao {
+                    addr: addr.clone(),
+                    token_file: token_file.clone(),
+                    mount: mount.clone(),
+                    ca_file: ca_file.clone(),
+                };
                 let issued = client.issue(grant.openbao_role.as_deref().unwrap_or(&grant.name)).await?;
                 let lease = Arc::new(Lease {
                     role: issued.username,

@@ -22,6 +22,8 @@ pub struct OpenBao {
     pub token_file: PathBuf,
     /// Engine mount path.
     pub mount: String,
+    /// PEM file of the CA that signs OpenBao's certificate; system roots when unset.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A login OpenBao issued.
@@ -69,7 +71,11 @@ impl OpenBao {
         let url = Url::parse(&self.addr).map_err(|e| self.error(e.to_string()))?.join(path);
         let payload = body.map(Value::to_string).unwrap_or_default();
         let headers = [("X-Vault-Token", token.trim()), ("Content-Type", "application/json")];
-        let response = http::request(method, &url, &headers, body.map(|_| payload.as_bytes()), TIMEOUT)
+        let roots = match &self.ca_file {
+            Some(path) => http::Roots::from_pem_file(path).map_err(|e| self.error(e.to_string()))?,
+            None => http::Roots::system(),
+        };
+        let response = http::request_with(&roots, method, &url, &headers, body.map(|_| payload.as_bytes()), TIMEOUT)
             .await
             .map_err(|e| self.error(format!("{method} {path}: {e}")))?;
         let json: Value = if response.body.is_empty() {

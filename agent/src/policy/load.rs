@@ -122,6 +122,7 @@ struct RawOpenBao {
     token_file: Spanned<String>,
     #[serde(default = "default_mount")]
     mount: String,
+    ca_file: Option<Spanned<String>>,
 }
 
 fn default_mount() -> String {
@@ -525,7 +526,8 @@ impl Loader {
                     );
                 }
                 let token_file = absolute(self, &bao.get_ref().token_file, "openbao token_file");
-                CredentialSource::OpenBao { addr, token_file, mount: bao.get_ref().mount.clone() }
+                let ca_file = bao.get_ref().ca_file.as_ref().map(|ca| absolute(self, ca, "openbao ca_file"));
+                CredentialSource::OpenBao { addr, token_file, mount: bao.get_ref().mount.clone(), ca_file }
             }
             _ => {
                 let message =
@@ -883,7 +885,8 @@ groups = []
             CredentialSource::OpenBao {
                 addr: "http://127.0.0.1:8200".into(),
                 token_file: "/etc/airlock/bao-token".into(),
-                mount: "database".into()
+                mount: "database".into(),
+                ca_file: None,
             }
         );
         assert_eq!(credentials.roles[0].openbao_role.as_deref(), Some("readonly"));

@@ -71,6 +71,8 @@ pub enum CredentialSource {
         token_file: PathBuf,
         /// Mount path of the database secrets engine.
         mount: String,
+        /// PEM file of the CA that signs OpenBao's certificate; system roots when unset.
+        ca_file: Option<PathBuf>,
     },
 }
 
