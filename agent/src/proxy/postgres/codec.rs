@@ -293,6 +293,73 @@ impl Backend {
     }
 }
 
+/// One column of a RowDescription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldDescription {
+    /// Column name as the query labels it (an alias, if given).
+    pub name: String,
+    /// OID of the table the column comes from; 0 when it is computed.
+    pub table_oid: u32,
+    /// The column's attribute number in that table; 0 when computed.
+    pub column: i16,
+    /// OID of the column's type.
+    pub type_oid: u32,
+    /// 0 text, 1 binary.
+    pub format: i16,
+}
+
+/// Parses a RowDescription ('T') body.
+pub fn row_description(frame: &Frame) -> Result<Vec<FieldDescription>, CodecError> {
+    const WHAT: &str = "RowDescription";
+    let mut body = frame.body.clone();
+    if body.remaining() < 2 {
+        return Err(CodecError::Truncated(WHAT));
+    }
+    let count = body.get_i16();
+    let mut fields = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1600));
+    for _ in 0..count.max(0) {
+        let name = read_cstr(&mut body, WHAT)?;
+        if body.remaining() < 18 {
+            return Err(CodecError::Truncated(WHAT));
+        }
+        let table_oid = body.get_u32();
+        let column = body.get_i16();
+        let type_oid = body.get_u32();
+        body.advance(6); // type size and modifier
+        fields.push(FieldDescription { name, table_oid, column, type_oid, format: body.get_i16() });
+    }
+    Ok(fields)
+}
+
+/// The column values of a DataRow ('D') body; `None` is SQL NULL. Values
+/// are slices of the frame, not copies.
+pub fn data_row(frame: &Frame) -> Result<Vec<Option<Bytes>>, CodecError> {
+    const WHAT: &str = "DataRow";
+    let mut body = frame.body.clone();
+    if body.remaining() < 2 {
+        return Err(CodecError::Truncated(WHAT));
+    }
+    let count = body.get_i16();
+    let mut values = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1600));
+    for _ in 0..count.max(0) {
+        if body.remaining() < 4 {
+            return Err(CodecError::Truncated(WHAT));
+        }
+        match body.get_i32() {
+            -1 => values.push(None),
+            len if len < 0 => return Err(CodecError::Truncated(WHAT)),
+            len => {
+                let len = len as usize;
+                if body.remaining() < len {
+                    return Err(CodecError::Truncated(WHAT));
+                }
+                values.push(Some(body.split_to(len)));
+            }
+        }
+    }
+    Ok(values)
+}
+
 /// Fields of an ErrorResponse or NoticeResponse.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ErrorFields {
@@ -378,6 +445,36 @@ impl fmt::Display for ErrorFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_descriptions_and_data_rows() {
+        let mut body = BytesMut::new();
+        body.put_i16(2);
+        for (name, oid, col) in [("email", 16_384u32, 3i16), ("n", 0, 0)] {
+            body.put_slice(name.as_bytes());
+            body.put_u8(0);
+            body.put_u32(oid);
+            body.put_i16(col);
+            body.put_u32(25);
+            body.put_i16(-1);
+            body.put_i32(-1);
+            body.put_i16(0);
+        }
+        let fields = row_description(&Frame { tag: b'T', body: body.freeze() }).unwrap();
+        assert_eq!((fields[0].name.as_str(), fields[0].table_oid, fields[0].column), ("email", 16_384, 3));
+        assert_eq!((fields[1].table_oid, fields[1].format), (0, 0));
+
+        let mut row = BytesMut::new();
+        row.put_i16(2);
+        row.put_i32(3);
+        row.put_slice(b"a@b");
+        row.put_i32(-1);
+        let values = data_row(&Frame { tag: b'D', body: row.clone().freeze() }).unwrap();
+        assert_eq!(values, [Some(Bytes::from_static(b"a@b")), None]);
+        row.truncate(7);
+        assert!(data_row(&Frame { tag: b'D', body: row.freeze() }).is_err());
+        assert!(row_description(&Frame { tag: b'T', body: Bytes::from_static(&[0, 1, b'x']) }).is_err());
+    }
 
     fn frame_bytes(tag: u8, body: &[u8]) -> BytesMut {
         let mut out = BytesMut::new();

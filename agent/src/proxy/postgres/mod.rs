@@ -14,6 +14,7 @@
 
 mod auth;
 pub mod cancel;
+pub mod catalog;
 pub mod codec;
 pub mod guard;
 pub mod recorder;
