@@ -71,16 +71,59 @@ pub fn keyword_password(arg: &str) -> String {
     format!("{}{REDACTED}{}", &arg[..start], keyword_password(&arg[start + value_len..]))
 }
 
+/// Kinds of secret found in text, as a small set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Secrets(u8);
+
+impl Secrets {
+    /// A `PASSWORD '…'` literal (or `password = '…'`).
+    pub const PASSWORD: Self = Self(1);
+    /// A password inside a `scheme://user:password@host` URI.
+    pub const URI_PASSWORD: Self = Self(2);
+    const NAMES: [(Self, &'static str); 2] = [(Self::PASSWORD, "password"), (Self::URI_PASSWORD, "uri_password")];
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// Adds `other`'s kinds.
+    pub fn insert(&mut self, other: Self) {
+        self.0 |= other.0;
+    }
+
+    /// Names of the kinds found, for records.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES.iter().filter(|(kind, _)| self.0 & kind.0 != 0).map(|(_, name)| *name).collect()
+    }
+}
+
+impl serde::Serialize for Secrets {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.names())
+    }
+}
+
 /// SQL with the literal after every `PASSWORD` keyword replaced
 /// (`CREATE ROLE … PASSWORD 'x'`, `ALTER USER … ENCRYPTED PASSWORD $$x$$`),
 /// and passwords in URIs inside it.
 pub fn sql(text: &str) -> String {
+    sql_with_findings(text).0
+}
+
+/// [`sql`], and which kinds of secret it removed.
+pub fn sql_with_findings(text: &str) -> (String, Secrets) {
     // The common case, on every statement: nothing to look for.
     let has_password_word = text.as_bytes().windows(8).any(|w| w.eq_ignore_ascii_case(b"password"));
+    let mut secrets = Secrets::default();
     if !has_password_word && !text.contains("://") {
-        return text.to_owned();
+        return (text.to_owned(), secrets);
     }
+    let original = text;
     let text = uri_passwords(text);
+    if text != original {
+        secrets.insert(Secrets::URI_PASSWORD);
+    }
     let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
@@ -101,11 +144,12 @@ pub fn sql(text: &str) -> String {
         out.push('\'');
         out.push_str(REDACTED);
         out.push('\'');
+        secrets.insert(Secrets::PASSWORD);
         copied = literal_at + literal_len;
         search = copied;
     }
     out.push_str(&text[copied..]);
-    out
+    (out, secrets)
 }
 
 /// Length of the SQL string literal at the start of `text`: `'…'` (with `''`
@@ -138,6 +182,17 @@ fn literal_len(text: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn findings_name_what_was_removed() {
+        let (text, found) = sql_with_findings("ALTER ROLE app PASSWORD 'hunter2'");
+        assert_eq!((text.as_str(), found.names()), ("ALTER ROLE app PASSWORD '***'", vec!["password"]));
+        let (_, found) = sql_with_findings("SELECT dblink_connect('postgresql://app:s3cret@db/x')");
+        assert_eq!(found.names(), ["uri_password"]);
+        let (_, found) = sql_with_findings("SELECT * FROM passwords_reset WHERE id = 1");
+        assert!(found.is_empty());
+        assert_eq!(serde_json::to_string(&found).unwrap(), "[]");
+    }
 
     fn strings(args: &[&str]) -> Vec<String> {
         args.iter().map(|a| (*a).to_owned()).collect()

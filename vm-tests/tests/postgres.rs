@@ -78,6 +78,10 @@ fn statements_are_recorded_with_their_results_and_errors() {
     assert_eq!(records[2]["detail"]["sql"], "create role app login password '***'");
     let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     assert!(!log.contains("hunter2"), "a password reached the audit log");
+    let detected = lab.agent().records_of("secret.detected");
+    assert_eq!(detected.len(), 1, "{detected:#?}");
+    assert_eq!(detected[0]["detail"]["kinds"], serde_json::json!(["password"]));
+    assert_eq!(detected[0]["detail"]["sql"], "create role app login password '***'");
 
     let startups = lab.agent().records_of("postgres.startup");
     assert_eq!(startups[0]["detail"]["user"], "postgres");

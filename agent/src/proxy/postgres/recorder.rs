@@ -111,12 +111,18 @@ impl StatementWriter {
         let mut details = Vec::new();
         for (session, batch) in records {
             for statement in batch {
-                details.push((session, serde_json::to_value(statement)?));
+                details.push((session, "postgres.statement", serde_json::to_value(statement)?));
+                if !statement.secrets.is_empty() {
+                    // The statement itself is stored redacted; this says a secret travelled.
+                    let detail =
+                        serde_json::json!({ "where": "statement", "kinds": statement.secrets, "sql": statement.sql });
+                    details.push((session, "secret.detected", detail));
+                }
             }
         }
         self.audit
-            .append_batch(details.into_iter().map(|(session, detail)| Event {
-                kind: "postgres.statement",
+            .append_batch(details.into_iter().map(|(session, kind, detail)| Event {
+                kind,
                 session: Some(&session.id),
                 identity: Some(&session.identity),
                 process: None,

@@ -41,6 +41,9 @@ pub struct StatementRecord {
     /// SQL text, secrets redacted, truncated; shared with the prepared
     /// statement it came from, so executing it again copies nothing.
     pub sql: Arc<str>,
+    /// Kinds of secret removed from `sql`.
+    #[serde(skip_serializing_if = "redact::Secrets::is_empty")]
+    pub secrets: redact::Secrets,
     /// Command tags, e.g. `["SELECT 3"]` (several for a multi-statement Query).
     pub results: Vec<String>,
     /// The error, if it failed.
@@ -73,9 +76,23 @@ impl From<&ErrorFields> for StatementError {
     }
 }
 
+/// Statement text as recorded, and what was removed from it.
+#[derive(Clone)]
+struct Sql {
+    text: Arc<str>,
+    secrets: redact::Secrets,
+}
+
+impl From<String> for Sql {
+    /// A placeholder Airlock wrote itself: no secrets.
+    fn from(text: String) -> Self {
+        Self { text: text.into(), secrets: redact::Secrets::default() }
+    }
+}
+
 struct Pending {
     protocol: QueryProtocol,
-    sql: Arc<str>,
+    sql: Sql,
     results: Vec<String>,
     error: Option<StatementError>,
     sent: Instant,
@@ -84,8 +101,8 @@ struct Pending {
 /// Statement tracking for one session.
 #[derive(Default)]
 pub struct StatementTracker {
-    prepared: HashMap<String, Arc<str>>,
-    portals: HashMap<String, Arc<str>>,
+    prepared: HashMap<String, Sql>,
+    portals: HashMap<String, Sql>,
     pending: VecDeque<Pending>,
 }
 
@@ -100,11 +117,12 @@ impl StatementTracker {
                     .prepared
                     .get(&statement)
                     .cloned()
-                    .unwrap_or_else(|| format!("<prepared statement {statement:?}>").into());
+                    .unwrap_or_else(|| Sql::from(format!("<prepared statement {statement:?}>")));
                 remember(&mut self.portals, portal, sql);
             }
             Ok(Frontend::Execute { portal }) => {
-                let sql = self.portals.get(&portal).cloned().unwrap_or_else(|| format!("<portal {portal:?}>").into());
+                let sql =
+                    self.portals.get(&portal).cloned().unwrap_or_else(|| Sql::from(format!("<portal {portal:?}>")));
                 self.push(QueryProtocol::Extended, sql);
             }
             Ok(Frontend::Terminate | Frontend::Other) => {}
@@ -116,7 +134,7 @@ impl StatementTracker {
     /// Notes a message too large to inspect.
     pub fn client_sent_large(&mut self, tag: u8, len: usize) {
         if tag == b'Q' {
-            self.push(QueryProtocol::Simple, format!("<{len}-byte query, too large to inspect>").into());
+            self.push(QueryProtocol::Simple, Sql::from(format!("<{len}-byte query, too large to inspect>")));
         }
     }
 
@@ -180,12 +198,12 @@ impl StatementTracker {
         self.pending.drain(..).map(|p| finish(p, false)).collect()
     }
 
-    fn push(&mut self, protocol: QueryProtocol, sql: Arc<str>) {
+    fn push(&mut self, protocol: QueryProtocol, sql: Sql) {
         self.pending.push_back(Pending { protocol, sql, results: Vec::new(), error: None, sent: Instant::now() });
     }
 }
 
-fn remember(map: &mut HashMap<String, Arc<str>>, name: String, sql: Arc<str>) {
+fn remember(map: &mut HashMap<String, Sql>, name: String, sql: Sql) {
     if map.len() >= MAX_REMEMBERED && !map.contains_key(&name) {
         // A client that never closes statements must not grow us without bound.
         map.clear();
@@ -193,18 +211,20 @@ fn remember(map: &mut HashMap<String, Arc<str>>, name: String, sql: Arc<str>) {
     map.insert(name, sql);
 }
 
-fn clean(sql: &str) -> Arc<str> {
-    let redacted = redact::sql(sql.trim());
-    match redacted.char_indices().nth(MAX_SQL_CHARS) {
+fn clean(sql: &str) -> Sql {
+    let (redacted, secrets) = redact::sql_with_findings(sql.trim());
+    let text = match redacted.char_indices().nth(MAX_SQL_CHARS) {
         Some((cut, _)) => format!("{}… ({} bytes)", &redacted[..cut], redacted.len()).into(),
         None => redacted.into(),
-    }
+    };
+    Sql { text, secrets }
 }
 
 fn finish(pending: Pending, executed: bool) -> StatementRecord {
     StatementRecord {
         protocol: pending.protocol,
-        sql: pending.sql,
+        sql: pending.sql.text,
+        secrets: pending.sql.secrets,
         results: pending.results,
         error: pending.error,
         executed,
