@@ -72,10 +72,13 @@ pub struct Login<'a> {
     pub database: &'a str,
 }
 
-/// Cached table names per (server, database, table OID).
+/// Which table: server, database (OIDs are per database), OID.
+type TableKey = (SocketAddr, String, u32);
+
+/// Cached table names, with when they were read.
 #[derive(Default)]
 pub struct Catalog {
-    cache: Mutex<HashMap<(SocketAddr, String, u32), (Instant, TableNames)>>,
+    cache: Mutex<HashMap<TableKey, (Instant, TableNames)>>,
 }
 
 impl Catalog {
