@@ -293,6 +293,57 @@ impl Backend {
     }
 }
 
+/// A Bind message as result masking needs it: which portal, which
+/// statement, and the result columns' format codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindFormats {
+    /// Portal name.
+    pub portal: String,
+    /// Prepared statement name.
+    pub statement: String,
+    /// Result format codes: none (all text), one (for all) or one per column.
+    pub result_formats: Vec<i16>,
+}
+
+/// Parses a Bind ('B') body down to its result format codes.
+pub fn bind_formats(frame: &Frame) -> Result<BindFormats, CodecError> {
+    const WHAT: &str = "Bind";
+    let mut body = frame.body.clone();
+    let portal = read_cstr(&mut body, WHAT)?;
+    let statement = read_cstr(&mut body, WHAT)?;
+    let need = |body: &Bytes, n: usize| if body.remaining() < n { Err(CodecError::Truncated(WHAT)) } else { Ok(()) };
+    need(&body, 2)?;
+    let parameter_formats = usize::try_from(body.get_i16()).map_err(|_| CodecError::Truncated(WHAT))?;
+    need(&body, parameter_formats * 2 + 2)?;
+    body.advance(parameter_formats * 2);
+    let parameters = usize::try_from(body.get_i16()).map_err(|_| CodecError::Truncated(WHAT))?;
+    for _ in 0..parameters {
+        need(&body, 4)?;
+        let len = body.get_i32();
+        if len > 0 {
+            let len = len as usize;
+            need(&body, len)?;
+            body.advance(len);
+        }
+    }
+    need(&body, 2)?;
+    let count = usize::try_from(body.get_i16()).map_err(|_| CodecError::Truncated(WHAT))?;
+    need(&body, count * 2)?;
+    let result_formats = (0..count).map(|_| body.get_i16()).collect();
+    Ok(BindFormats { portal, statement, result_formats })
+}
+
+/// Parses a Describe ('D') or Close ('C') body: `S` (statement) or `P`
+/// (portal), and the name.
+pub fn describe_target(frame: &Frame) -> Result<(u8, String), CodecError> {
+    let mut body = frame.body.clone();
+    if !body.has_remaining() {
+        return Err(CodecError::Truncated("Describe"));
+    }
+    let kind = body.get_u8();
+    Ok((kind, read_cstr(&mut body, "Describe")?))
+}
+
 /// One column of a RowDescription.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldDescription {

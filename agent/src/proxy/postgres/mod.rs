@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod codec;
 pub mod guard;
 pub mod recorder;
+pub mod shapes;
 mod statements;
 mod stream;
 mod tls;
