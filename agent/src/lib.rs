@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod identity;
 pub mod intercept;
 pub mod logging;
+pub mod masking;
 pub mod policy;
 pub mod process;
 pub mod proxy;
