@@ -457,7 +457,7 @@ fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn find_cards(text: &[u8], out: &mut Vec<Match>) {

@@ -57,6 +57,7 @@ struct RawTarget {
     #[serde(default)]
     access: Vec<Spanned<RawRule>>,
     credentials: Option<Spanned<RawCredentials>>,
+    masking: Option<Spanned<crate::masking::policy::RawMasking>>,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +326,7 @@ impl Loader {
         }
 
         let credentials = raw.credentials.map(|raw| self.credentials(source, raw, protocol));
+        let masking = raw.masking.map(|raw| crate::masking::policy::load(source, raw, protocol, &mut self.errors));
 
         // A target with errors may still be kept: any error discards the
         // whole policy.
@@ -339,6 +341,7 @@ impl Loader {
             access,
             description: raw.description,
             credentials,
+            masking,
             location,
         });
     }
@@ -563,6 +566,7 @@ addresses = ["any"]
                         ],
                         description: Some("orders primary".into()),
                         credentials: None,
+                        masking: None,
                         location: at(2, 1),
                     },
                     Target {
@@ -574,6 +578,7 @@ addresses = ["any"]
                         access: vec![],
                         description: None,
                         credentials: None,
+                        masking: None,
                         location: at(19, 1),
                     },
                 ]

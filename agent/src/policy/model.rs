@@ -36,6 +36,8 @@ pub struct Target {
     pub description: Option<String>,
     /// Just-in-time credentials; `None`: the client authenticates itself.
     pub credentials: Option<Credentials>,
+    /// Data masking (`[target.masking]`); `None`: results pass unmasked.
+    pub masking: Option<crate::masking::MaskingPolicy>,
     /// Where the target's `[[target]]` table starts.
     pub location: SourceLocation,
 }
@@ -349,6 +351,7 @@ mod tests {
             access,
             description: None,
             credentials: None,
+            masking: None,
             location: at(1),
         }
     }
