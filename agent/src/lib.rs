@@ -19,6 +19,7 @@ pub mod http;
 pub mod identity;
 pub mod intercept;
 pub mod logging;
+pub mod masking;
 pub mod policy;
 pub mod process;
 pub mod proxy;

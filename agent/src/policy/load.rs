@@ -63,6 +63,7 @@ struct RawTarget {
     #[serde(default)]
     guardrail: Vec<Spanned<RawGuardRule>>,
     approvals: Option<Spanned<RawApprovals>>,
+    masking: Option<Spanned<crate::masking::policy::RawMasking>>,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +363,7 @@ impl Loader {
 
         let credentials = raw.credentials.map(|raw| self.credentials(source, raw, protocol));
         let guardrails = self.guardrails(source, start, raw.guardrail, raw.approvals, protocol);
+        let masking = raw.masking.map(|raw| crate::masking::policy::load(source, raw, protocol, &mut self.errors));
 
         // A target with errors may still be kept: any error discards the
         // whole policy.
@@ -377,6 +379,7 @@ impl Loader {
             description: raw.description,
             credentials,
             guardrails,
+            masking,
             location,
         });
     }
@@ -715,6 +718,7 @@ addresses = ["any"]
                         description: Some("orders primary".into()),
                         credentials: None,
                         guardrails: None,
+                        masking: None,
                         location: at(2, 1),
                     },
                     Target {
@@ -727,6 +731,7 @@ addresses = ["any"]
                         description: None,
                         credentials: None,
                         guardrails: None,
+                        masking: None,
                         location: at(19, 1),
                     },
                 ]

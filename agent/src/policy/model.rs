@@ -38,6 +38,8 @@ pub struct Target {
     pub credentials: Option<Credentials>,
     /// Statement guardrails and who approves held statements; `None`: every statement passes.
     pub guardrails: Option<crate::guardrails::Guardrails>,
+    /// Data masking (`[target.masking]`); `None`: results pass unmasked.
+    pub masking: Option<crate::masking::MaskingPolicy>,
     /// Where the target's `[[target]]` table starts.
     pub location: SourceLocation,
 }
@@ -354,6 +356,7 @@ mod tests {
             description: None,
             credentials: None,
             guardrails: None,
+            masking: None,
             location: at(1),
         }
     }
