@@ -168,6 +168,11 @@ async fn run_session(
                 jit,
                 ca: &state.ca,
                 guard,
+                masking: matched.masking.as_ref().map(|policy| postgres::MaskingContext {
+                    policy,
+                    key: &state.masking_key,
+                    catalog: &state.catalog,
+                }),
             };
             postgres::proxy(client, upstream, &shared, s).await.map_err(|e| e.to_string())
         }

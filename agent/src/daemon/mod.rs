@@ -60,6 +60,10 @@ pub struct AgentState {
     pub credentials: Arc<crate::credentials::Engine>,
     /// Signs the certificates Airlock shows clients when it terminates TLS.
     pub ca: Arc<crate::proxy::ca::HostCa>,
+    /// Key of deterministic masking tokens (root-only file in the state directory).
+    pub masking_key: Arc<crate::masking::TokenKey>,
+    /// Names of result columns, cached for all sessions.
+    pub catalog: crate::proxy::postgres::catalog::Catalog,
     /// Statement classifications, cached by text for all sessions.
     pub classifier: crate::guardrails::Classifier,
     /// Statements waiting for a person's approval.
@@ -100,6 +104,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     privileges::drop_all_but_runtime_needs()?;
 
     let approvals = crate::approvals::Approvals::new(Arc::clone(&audit));
+    let masking_key = Arc::new(crate::masking::TokenKey::load_or_create(&config.state_dir.join("masking.key"))?);
     let (statements, statement_writer) = crate::proxy::postgres::recorder::StatementLog::new(Arc::clone(&audit));
     let state = Arc::new(AgentState {
         config,
@@ -112,6 +117,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         cancel_keys: Default::default(),
         credentials,
         ca,
+        masking_key,
+        catalog: Default::default(),
         classifier: Default::default(),
         approvals,
         started: Instant::now(),

@@ -16,6 +16,14 @@ addresses = ["10.20.0.5"]
 action = "allow"
 groups = ["dba", "analytics", "support"]
 
+# Column rules read real column names from the catalog as the session's role.
+[target.credentials]
+admin_file = "/etc/airlock/credentials/prod-db.toml"
+
+[[target.credentials.role]]
+name = "analyst"
+groups = ["analytics"]
+
 [target.masking]
 detectors = ["card", "email", "iban", "aws_key", "jwt", "private_key", "api_key"]
 exempt_groups = ["dba"]
@@ -420,7 +428,7 @@ fn glob_matching() {
 
 fn policy_errors(masking: &str) -> Vec<String> {
     let text = format!(
-        "[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n[target.masking]\n{masking}"
+        "[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n[target.masking]\n{masking}\n[target.credentials]\nadmin_file = \"/etc/a.toml\"\n"
     );
     match Policy::from_sources([(Path::new("p.toml"), text.as_str())]) {
         Ok(_) => panic!("accepted: {masking}"),

@@ -363,7 +363,14 @@ impl Loader {
 
         let credentials = raw.credentials.map(|raw| self.credentials(source, raw, protocol));
         let guardrails = self.guardrails(source, start, raw.guardrail, raw.approvals, protocol);
+        let masking_at = raw.masking.as_ref().map(|m| m.span().start);
         let masking = raw.masking.map(|raw| crate::masking::policy::load(source, raw, protocol, &mut self.errors));
+        if let (Some(policy), None, Some(at)) = (&masking, &credentials, masking_at)
+            && !policy.rules.is_empty()
+        {
+            let message = "column masking rules need [target.credentials]: Airlock reads the real names of result columns from the catalog as the session's own role, so an alias cannot unmask a column (content detectors work without)".into();
+            self.error(source, at, message);
+        }
 
         // A target with errors may still be kept: any error discards the
         // whole policy.

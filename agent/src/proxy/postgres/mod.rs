@@ -17,6 +17,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod codec;
 pub mod guard;
+pub mod mask;
 pub mod recorder;
 pub mod shapes;
 mod statements;
@@ -83,6 +84,9 @@ pub enum ProxyError {
     /// The session was ended from outside (its access window closed).
     #[error("{0}")]
     Ended(String),
+    /// Data could not be masked for sure, so the session ends before it leaks.
+    #[error("data could not be masked: {0}")]
+    Unmaskable(String),
 }
 
 impl From<tls::TlsError> for ProxyError {
@@ -109,13 +113,25 @@ pub struct Shared<'a> {
     pub ca: &'a Arc<crate::proxy::ca::HostCa>,
     /// Statement guardrails, when the target has them.
     pub guard: Option<GuardContext<'a>>,
+    /// Data masking, when the target has it.
+    pub masking: Option<MaskingContext<'a>>,
+}
+
+/// What masking needs from the agent.
+pub struct MaskingContext<'a> {
+    /// The target's masking policy.
+    pub policy: &'a crate::masking::MaskingPolicy,
+    /// The host key deterministic tokens are made with.
+    pub key: &'a Arc<crate::masking::TokenKey>,
+    /// Agent-wide cache of column names.
+    pub catalog: &'a catalog::Catalog,
 }
 
 impl Shared<'_> {
     /// Whether Airlock must see the statements: then the client's TLS is
     /// terminated here, never passed through to the server.
     fn inspects(&self) -> bool {
-        self.jit.is_some() || self.guard.is_some()
+        self.jit.is_some() || self.guard.is_some() || self.masking.is_some()
     }
 }
 
@@ -172,10 +188,37 @@ pub async fn proxy(
             crate::proxy::relay::relay(client, &upstream, &session.bytes).await?;
             Ok(())
         }
-        Handshake::Started { mut upstream, upstream_reader, lease } => {
-            let result =
-                relay_messages(&mut client, &mut upstream, server, client_reader, upstream_reader, shared, session)
-                    .await;
+        Handshake::Started { mut upstream, upstream_reader, lease, database } => {
+            let masking = match &shared.masking {
+                Some(masking) => {
+                    let identity = &session.identity;
+                    let masker = crate::masking::Masker::new(
+                        masking.policy,
+                        &identity.user,
+                        &identity.groups,
+                        Arc::clone(masking.key),
+                    );
+                    let catalog = match (&lease, &shared.jit) {
+                        (Some(lease), Some(jit)) => Some(mask::CatalogAccess {
+                            catalog: masking.catalog,
+                            login: catalog::Login { server, tls: &jit.credentials.tls, lease, database: &database },
+                        }),
+                        _ => None,
+                    };
+                    (!masker.is_noop()).then(|| mask::MaskLayer::new(masker, catalog))
+                }
+                None => None,
+            };
+            let result = relay_messages(
+                &mut client,
+                &mut upstream,
+                server,
+                (client_reader, upstream_reader),
+                shared,
+                session,
+                masking,
+            )
+            .await;
             if let (Some(lease), Some(jit)) = (lease, &shared.jit) {
                 jit.engine.release(&lease);
             }
@@ -196,6 +239,9 @@ async fn tell_client(client: &mut Stream, error: &ProxyError) {
         }
         // admin_shutdown: what PostgreSQL sends when a session is terminated.
         ProxyError::Ended(reason) => ("57P01", format!("airlock: {reason}")),
+        ProxyError::Unmaskable(why) => {
+            ("42501", format!("airlock: {why}; the session was ended so that unmasked data does not reach you"))
+        }
         _ => return,
     };
     let mut out = BytesMut::new();
@@ -212,6 +258,8 @@ enum Handshake {
         upstream_reader: FrameReader,
         /// The just-in-time login in use, if any.
         lease: Option<Arc<Lease>>,
+        /// The database the session is in.
+        database: String,
     },
     /// TLS was negotiated between client and server; the rest is opaque.
     Tls(TcpStream),
@@ -315,7 +363,7 @@ async fn startup(
                     let mut wire = BytesMut::new();
                     message.encode(&mut wire);
                     upstream.write_all(&wire).await?;
-                    return Ok(Handshake::Started { upstream, upstream_reader, lease: None });
+                    return Ok(Handshake::Started { upstream, upstream_reader, lease: None, database });
                 };
                 // The client's own credentials play no part: it is who the
                 // kernel says it is, and logs in as what policy grants.
@@ -382,7 +430,7 @@ async fn startup(
                 append(audit, session, "postgres.startup", detail)?;
                 // AuthenticationOk: the client is in without a password.
                 client.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]).await?;
-                return Ok(Handshake::Started { upstream, upstream_reader, lease: Some(lease) });
+                return Ok(Handshake::Started { upstream, upstream_reader, lease: Some(lease), database });
             }
         }
     }
@@ -399,11 +447,13 @@ async fn relay_messages(
     client: &mut Stream,
     upstream: &mut tls::Stream,
     server: std::net::SocketAddr,
-    client_reader: FrameReader,
-    upstream_reader: FrameReader,
+    (client_reader, upstream_reader): (FrameReader, FrameReader),
     shared: &Shared<'_>,
     session: &LiveSession,
+    mut masking: Option<mask::MaskLayer<'_>>,
 ) -> Result<(), ProxyError> {
+    let client_view = std::sync::Mutex::new(mask::ClientView::default());
+    let masks = masking.is_some();
     let recorder = shared.statements;
     let me = Arc::new(SessionRef {
         id: session.id.clone(),
@@ -429,6 +479,9 @@ async fn relay_messages(
                 Some(Incoming::Frames(frames)) => {
                     for frame in &frames {
                         tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame);
+                        if masks {
+                            client_view.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame)?;
+                        }
                         let screened = match guard.as_ref().map(|guard| (guard, guard.screen(frame))) {
                             None | Some((_, Screening::Done(Screened::Forward))) => Screened::Forward,
                             Some((_, Screening::Done(replaced))) => replaced,
@@ -482,12 +535,23 @@ async fn relay_messages(
                 }
                 Some(Incoming::Frames(frames)) => {
                     let mut finished = Vec::new();
-                    {
-                        let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
-                        for frame in &frames {
-                            let refusal = guard.as_ref().and_then(|guard| guard.rewrite_error(frame));
-                            let frame = refusal.as_ref().unwrap_or(frame);
-                            finished.extend(tracker.server_sent(frame));
+                    for frame in &frames {
+                        let refusal = guard.as_ref().and_then(|guard| guard.rewrite_error(frame));
+                        let frame = refusal.as_ref().unwrap_or(frame);
+                        let masked = match masking.as_mut() {
+                            Some(layer) => layer.server_sent(frame, &client_view).await?,
+                            None => None,
+                        };
+                        let frame = masked.as_ref().unwrap_or(frame);
+                        {
+                            let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut ended = tracker.server_sent(frame);
+                            if let (Some(record), Some(layer)) =
+                                (ended.iter_mut().rev().find(|r| r.executed), masking.as_mut())
+                            {
+                                record.masked = layer.take_counts();
+                            }
+                            finished.extend(ended);
                             match own_backend_key(frame, server, shared.cancel_keys, session) {
                                 Some((ours, issued_key)) => {
                                     issued.lock().unwrap_or_else(|p| p.into_inner()).push(issued_key);
@@ -505,6 +569,9 @@ async fn relay_messages(
                     }
                 }
                 Some(Incoming::Large { tag, len }) => {
+                    if masks && matches!(tag, b'D' | b'd' | b'E' | b'N' | b'A') {
+                        return Err(ProxyError::Unmaskable(format!("a {len}-byte message is too large to mask")));
+                    }
                     let mut client_write = client_write.lock().await;
                     reader.forward_large(&mut upstream_read, &mut *client_write, tag, len).await?;
                     session.bytes.to_client.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);

@@ -49,6 +49,9 @@ pub struct StatementRecord {
     /// The error, if it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<StatementError>,
+    /// What masking rewrote in its results: counts, never values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<super::mask::MaskedCount>,
     /// False when an earlier error in the pipeline made the server skip it.
     pub executed: bool,
     /// From send to outcome.
@@ -225,6 +228,7 @@ fn finish(pending: Pending, executed: bool) -> StatementRecord {
         protocol: pending.protocol,
         sql: pending.sql.text,
         secrets: pending.sql.secrets,
+        masked: Vec::new(),
         results: pending.results,
         error: pending.error,
         executed,

@@ -1,0 +1,304 @@
+//! The masking layer: every message that carries data from the server to
+//! the client passes through the session's [`Masker`] first.
+//!
+//! Rows are masked one DataRow at a time under the plan of their result
+//! ([`shapes`](super::shapes) says which), COPY TO STDOUT data row by row,
+//! error and notice fields and notification payloads as text. Column rules
+//! go by the column's real `schema.table.column`, read from the catalog
+//! ([`catalog`](super::catalog)), so an alias does not unmask a column.
+//! Whatever cannot be masked for sure ends the session instead of reaching
+//! the client: a row that does not fit its description, a result whose
+//! columns cannot be named while column rules apply, binary COPY output.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
+
+use bytes::Bytes;
+use serde::Serialize;
+use sqlparser::{
+    ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopyTarget, Statement},
+    dialect::PostgreSqlDialect,
+    parser::Parser,
+};
+
+use super::{
+    ProxyError,
+    catalog::{Catalog, Login},
+    codec::{FieldDescription, Frame, Frontend},
+    shapes::{ResultShapes, Rows},
+};
+use crate::masking::{ColumnDesc, ColumnPlan, CopyFormat, MaskError, MaskOutcome, Masker};
+
+/// What the proxy learns from the client's side that the masking layer needs.
+#[derive(Default)]
+pub struct ClientView {
+    shapes: ResultShapes,
+    /// COPY … TO STDOUT formats, in the order the statements were sent.
+    copy_formats: VecDeque<Result<CopyFormat, String>>,
+}
+
+impl ClientView {
+    /// Notes a frame the client sent.
+    pub fn client_sent(&mut self, frame: &Frame) -> Result<(), ProxyError> {
+        self.shapes.client_sent(frame).map_err(|error| ProxyError::Protocol { side: "client", error })?;
+        if let Ok(Frontend::Query { sql } | Frontend::Parse { sql, .. }) = Frontend::parse(frame)
+            && sql.as_bytes().windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
+        {
+            self.copy_formats.extend(copy_out_formats(&sql));
+        }
+        Ok(())
+    }
+}
+
+/// Masked values of one statement, for its audit record: never the values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MaskedCount {
+    /// `schema.table.column`, the field name, or absent for messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Detector or rule.
+    pub by: String,
+    /// How many values.
+    pub count: u64,
+}
+
+/// How the masking layer reads column names: the session's login, when
+/// the target has just-in-time credentials.
+pub struct CatalogAccess<'a> {
+    /// The agent-wide cache.
+    pub catalog: &'a Catalog,
+    /// How to log in for a lookup.
+    pub login: Login<'a>,
+}
+
+/// One session's masking of server messages.
+pub struct MaskLayer<'a> {
+    masker: Masker,
+    catalog: Option<CatalogAccess<'a>>,
+    plan: Option<ColumnPlan>,
+    copy: Option<(CopyFormat, Option<ColumnPlan>)>,
+    outcome: MaskOutcome,
+    scratch: Vec<u8>,
+}
+
+impl<'a> MaskLayer<'a> {
+    /// The layer for a session with this masker.
+    pub fn new(masker: Masker, catalog: Option<CatalogAccess<'a>>) -> Self {
+        Self { masker, catalog, plan: None, copy: None, outcome: MaskOutcome::default(), scratch: Vec::new() }
+    }
+
+    /// Masks one server frame; `Some` is the frame to send instead.
+    pub async fn server_sent(&mut self, frame: &Frame, view: &Mutex<ClientView>) -> Result<Option<Frame>, ProxyError> {
+        let rows = {
+            let mut view = view.lock().unwrap_or_else(|p| p.into_inner());
+            let rows =
+                view.shapes.server_sent(frame).map_err(|error| ProxyError::Protocol { side: "server", error })?;
+            if let Rows::CopyOut { binary, columns } = rows {
+                let format = view.copy_formats.pop_front();
+                return self.start_copy(binary, columns, format).map(|()| None);
+            }
+            rows
+        };
+        match rows {
+            Rows::Columns(columns) => self.plan = Some(self.plan_for(&columns).await?),
+            Rows::Ended => {
+                self.plan = None;
+                if frame.tag != b'E' {
+                    self.copy = None;
+                }
+            }
+            Rows::Same | Rows::CopyOut { .. } => {}
+        }
+        self.scratch.clear();
+        let outcome = match frame.tag {
+            b'D' => {
+                let plan = self.plan.as_ref().ok_or_else(|| unmaskable("a row arrived before its description"))?;
+                if !plan.is_active() {
+                    return Ok(None);
+                }
+                self.masker.mask_data_row(&frame.body, plan, &mut self.scratch)
+            }
+            b'd' => match &self.copy {
+                Some((format, plan)) => {
+                    self.masker.mask_copy_data(&frame.body, format, plan.as_ref(), &mut self.scratch)
+                }
+                None => return Ok(None),
+            },
+            b'E' | b'N' => self.masker.mask_error_fields(&frame.body, &mut self.scratch),
+            b'A' => self.masker.mask_notification(&frame.body, &mut self.scratch),
+            _ => return Ok(None),
+        }
+        .map_err(|error| unmaskable(&error.to_string()))?;
+        if !outcome.changed() {
+            return Ok(None);
+        }
+        self.outcome.merge(&outcome);
+        Ok(Some(Frame { tag: frame.tag, body: Bytes::copy_from_slice(&self.scratch) }))
+    }
+
+    /// What was masked since the last call, for the statement that just ended.
+    pub fn take_counts(&mut self) -> Vec<MaskedCount> {
+        std::mem::take(&mut self.outcome)
+            .hits
+            .into_iter()
+            .map(|hit| MaskedCount {
+                column: hit.column.map(|c| c.to_string()),
+                by: hit.reason.to_string(),
+                count: hit.count,
+            })
+            .collect()
+    }
+
+    fn start_copy(
+        &mut self,
+        binary: bool,
+        columns: usize,
+        format: Option<Result<CopyFormat, String>>,
+    ) -> Result<(), ProxyError> {
+        if self.masker.has_column_rules() {
+            return Err(unmaskable(
+                "COPY TO STDOUT cannot be masked by column on this target; select the rows instead",
+            ));
+        }
+        let format = match (binary, format) {
+            (true, _) => return Err(unmaskable(&MaskError::CopyBinary.to_string())),
+            (false, Some(Ok(format))) => format,
+            (false, Some(Err(why))) => return Err(unmaskable(&why)),
+            (false, None) => CopyFormat::text(),
+        };
+        self.copy = Some((format, Some(self.masker.anonymous_text_plan(columns))));
+        Ok(())
+    }
+
+    async fn plan_for(&mut self, columns: &[FieldDescription]) -> Result<ColumnPlan, ProxyError> {
+        let names = if self.masker.has_column_rules() { self.column_names(columns).await? } else { HashMap::new() };
+        let descs: Vec<ColumnDesc<'_>> = columns
+            .iter()
+            .map(|field| ColumnDesc {
+                field_name: &field.name,
+                qualified: names.get(&(field.table_oid, field.column)).map(String::as_str),
+                type_oid: field.type_oid,
+                format: field.format,
+            })
+            .collect();
+        Ok(self.masker.plan(&descs))
+    }
+
+    /// `schema.table.column` of every column that comes from a table. A
+    /// column rule must see the real name; if it cannot be read, the
+    /// result does not reach the client.
+    async fn column_names(&self, columns: &[FieldDescription]) -> Result<HashMap<(u32, i16), String>, ProxyError> {
+        let mut oids: Vec<u32> = columns.iter().map(|c| c.table_oid).filter(|oid| *oid != 0).collect();
+        oids.sort_unstable();
+        oids.dedup();
+        if oids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let Some(access) = &self.catalog else {
+            return Err(unmaskable("column masking needs the catalog, which this target's login cannot read"));
+        };
+        let tables =
+            access.catalog.tables(&access.login, &oids).await.map_err(|error| unmaskable(&error.to_string()))?;
+        let mut names = HashMap::new();
+        for column in columns.iter().filter(|c| c.table_oid != 0) {
+            let qualified = tables
+                .get(&column.table_oid)
+                .and_then(|table| table.qualified(column.column))
+                .ok_or_else(|| unmaskable("a result column's table is not in the catalog"))?;
+            names.insert((column.table_oid, column.column), qualified);
+        }
+        Ok(names)
+    }
+}
+
+fn unmaskable(why: &str) -> ProxyError {
+    ProxyError::Unmaskable(why.to_owned())
+}
+
+/// Output formats of the COPY … TO STDOUT statements in `sql`, in order;
+/// an error for options masking cannot honour.
+fn copy_out_formats(sql: &str) -> Vec<Result<CopyFormat, String>> {
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        // Unparseable COPY text: the server decides; defaults apply.
+        return Vec::new();
+    };
+    statements
+        .iter()
+        .filter_map(|statement| match statement {
+            Statement::Copy { to: true, target: CopyTarget::Stdout, options, legacy_options, .. } => {
+                Some(copy_format(options, legacy_options))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyFormat, String> {
+    let mut csv = false;
+    let (mut delimiter, mut null, mut quote, mut escape) = (None, None, None, None);
+    let byte = |c: char| u8::try_from(u32::from(c)).map_err(|_| format!("COPY option {c:?} is not a single byte"));
+    for option in options {
+        match option {
+            CopyOption::Format(name) => match name.value.to_ascii_lowercase().as_str() {
+                "csv" => csv = true,
+                "text" => csv = false,
+                "binary" => return Err(MaskError::CopyBinary.to_string()),
+                other => return Err(format!("COPY format {other} cannot be masked")),
+            },
+            CopyOption::Delimiter(c) => delimiter = Some(byte(*c)?),
+            CopyOption::Null(text) => null = Some(text.as_bytes().to_vec()),
+            CopyOption::Quote(c) => quote = Some(byte(*c)?),
+            CopyOption::Escape(c) => escape = Some(byte(*c)?),
+            _ => {}
+        }
+    }
+    for option in legacy {
+        match option {
+            CopyLegacyOption::Binary => return Err(MaskError::CopyBinary.to_string()),
+            CopyLegacyOption::Delimiter(c) => delimiter = Some(byte(*c)?),
+            CopyLegacyOption::Null(text) => null = Some(text.as_bytes().to_vec()),
+            CopyLegacyOption::Csv(csv_options) => {
+                csv = true;
+                for option in csv_options {
+                    match option {
+                        CopyLegacyCsvOption::Quote(c) => quote = Some(byte(*c)?),
+                        CopyLegacyCsvOption::Escape(c) => escape = Some(byte(*c)?),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(if csv {
+        let quote = quote.unwrap_or(b'"');
+        CopyFormat::Csv {
+            delimiter: delimiter.unwrap_or(b','),
+            quote,
+            escape: escape.unwrap_or(quote),
+            null: null.unwrap_or_default(),
+        }
+    } else {
+        CopyFormat::Text { delimiter: delimiter.unwrap_or(b'\t'), null: null.unwrap_or_else(|| b"\\N".to_vec()) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_formats_follow_the_statement() {
+        assert_eq!(copy_out_formats("COPY t TO STDOUT"), [Ok(CopyFormat::text())]);
+        assert_eq!(copy_out_formats("copy (select 1) to stdout with (format csv)"), [Ok(CopyFormat::csv())]);
+        assert_eq!(
+            copy_out_formats("COPY t TO STDOUT WITH (FORMAT csv, DELIMITER ';', NULL 'NA')"),
+            [Ok(CopyFormat::Csv { delimiter: b';', quote: b'"', escape: b'"', null: b"NA".to_vec() })]
+        );
+        assert!(copy_out_formats("COPY t TO STDOUT (FORMAT binary)")[0].is_err());
+        assert!(copy_out_formats("COPY t FROM STDIN").is_empty());
+        assert!(copy_out_formats("select 'copy'").is_empty());
+    }
+}
