@@ -76,6 +76,27 @@ name = "app"
 grants = ["demo_owner"]
 users = ["*"]
 
+# Card numbers keep their last 4 digits; e-mail addresses become stable
+# tokens (the same address, the same token), wherever they appear.
+[target.masking]
+detectors = ["card", "email"]
+
+[[target.masking.detector]]
+name = "card"
+strategy = "partial"
+keep = 4
+
+[[target.masking.rules]]
+column = "public.customers.email"
+strategy = "token"
+
+# The demo's card numbers are fake (no valid checksum, so the detector
+# passes them by): a column rule masks the column whatever it holds.
+[[target.masking.rules]]
+column = "public.customers.card_number"
+strategy = "partial"
+keep = 4
+
 [[target.guardrail]]
 classes = ["drop", "truncate", "delete_without_where", "update_without_where"]
 action = "approve"
@@ -98,8 +119,9 @@ timeout_seconds = 300
     config.attach_at(&airlock_vm_tests::cgroup2_root());
     lab.agent = Some(Agent::start(config));
     let agent = lab.agent();
-    let try_it =
-        format!("psql -h {v4} -U analyst -d postgres -c 'select current_user, name, email from customers limit 3'");
+    let try_it = format!(
+        "psql -h {v4} -U analyst -d postgres -c 'select current_user, name, email, card_number from customers limit 3'"
+    );
     let try_drop = format!("psql -h {v4} -U app -d postgres -c 'drop table old_orders'");
     // The approver may not be able to reach the build tree: give them a copy.
     let cli = lab.dir.path().join("airlock");
@@ -113,6 +135,7 @@ timeout_seconds = 300
         let stdout = String::from_utf8_lossy(&out.stdout);
         print!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && stdout.contains("airlock_root_"), "the demo command did not work");
+        assert!(!stdout.contains("@example.com") && !stdout.contains("4000 "), "the demo's data was not masked");
         smoke_approval(&try_drop, &as_approver);
         println!("demo smoke test passed");
         return;
@@ -124,7 +147,8 @@ timeout_seconds = 300
          policy   {policy}\n\n\
          try      {try_it}\n\
          \x20        No password: Airlock logs in for you as a role it creates, valid 15 minutes,\n\
-         \x20        dropped a few seconds after you disconnect.\n\n\
+         \x20        dropped a few seconds after you disconnect. E-mail addresses come back as\n\
+         \x20        tokens and card numbers with their last 4 digits only.\n\n\
          then     {try_drop}\n\
          \x20        The DROP is held: psql waits. In a second terminal, as the demo's approver:\n\
          \x20        {as_approver_list}\n\
