@@ -46,6 +46,45 @@ pub struct Config {
     pub upstream_connect_timeout_ms: u64,
     /// Log filter (`RUST_LOG` syntax), used when `RUST_LOG` is unset.
     pub log: String,
+    /// How the audit log is kept.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: segments, checkpoints, durability, retention and who may read.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Unix group whose members may read the log with `airlock audit` (root always may).
+    pub group: Option<String>,
+    /// A segment closes at this size.
+    pub segment_max_mb: u64,
+    /// A segment closes at this age.
+    pub segment_max_hours: u64,
+    /// A signed checkpoint at least every this many records…
+    pub checkpoint_records: u64,
+    /// …and every this many seconds while records are written.
+    pub checkpoint_seconds: u64,
+    /// When records reach stable storage: `always`, `checkpoint` or `never`.
+    pub fsync: crate::audit::Fsync,
+    /// Closed segments older than this are removed (the removal is recorded).
+    pub retain_days: Option<u64>,
+    /// Closed segments beyond this size in all are removed, oldest first.
+    pub retain_max_mb: Option<u64>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            group: None,
+            segment_max_mb: 64,
+            segment_max_hours: 24,
+            checkpoint_records: 1000,
+            checkpoint_seconds: 60,
+            fsync: crate::audit::Fsync::Checkpoint,
+            retain_days: None,
+            retain_max_mb: None,
+        }
+    }
 }
 
 /// The loopback listener that redirected connections are sent to.
@@ -77,6 +116,7 @@ impl Default for Config {
             admin_group: None,
             upstream_connect_timeout_ms: 5000,
             log: "info".into(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -215,6 +255,11 @@ log = "debug"
 [listener]
 port = 875
 ipv6 = false
+
+[audit]
+group = "security"
+retain_days = 90
+fsync = "always"
 "#,
         )
         .unwrap();
@@ -232,6 +277,12 @@ ipv6 = false
                 admin_group: Some("airlock-admins".into()),
                 upstream_connect_timeout_ms: 250,
                 log: "debug".into(),
+                audit: AuditConfig {
+                    group: Some("security".into()),
+                    retain_days: Some(90),
+                    fsync: crate::audit::Fsync::Always,
+                    ..AuditConfig::default()
+                },
             }
         );
     }

@@ -7,13 +7,19 @@
 //! at most the record being written; a torn last line is detected at the
 //! next start and the chain resumes from the last whole record.
 
+pub mod query;
+pub mod replay;
+pub mod segments;
+pub mod signing;
+pub mod verify;
+
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Read as _, Seek as _, SeekFrom, Write as _},
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     sync::Mutex,
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::Serialize;
@@ -21,10 +27,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{identity::Identity, process::ProcessInfo};
 
-/// File the records go to, inside the audit directory.
+/// The active segment, inside the audit directory; closed segments are
+/// renamed to `audit-<first seq>.jsonl`.
 pub const LOG_FILE: &str = "audit.jsonl";
 /// `prev` of the very first record.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// How far back from the end to look for the last whole record at start.
 const TAIL_WINDOW: u64 = 1 << 20;
 
@@ -92,32 +99,133 @@ struct Chain {
     file: File,
     next_seq: u64,
     prev: String,
+    /// Seq of the active segment's first record.
+    segment_first_seq: u64,
+    segment_bytes: u64,
+    segment_opened: Instant,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+}
+
+/// How the log is kept: segments, checkpoints, durability, retention, access.
+#[derive(Debug)]
+pub struct AuditSettings {
+    /// A segment is closed once it holds this many bytes.
+    pub segment_max_bytes: u64,
+    /// A segment is closed once it is this old.
+    pub segment_max_age: Duration,
+    /// A signed checkpoint follows at least every this many records…
+    pub checkpoint_records: u64,
+    /// …and at least this often while records are written.
+    pub checkpoint_interval: Duration,
+    /// When records reach the disk.
+    pub fsync: Fsync,
+    /// Closed segments older than this are removed.
+    pub retain_age: Option<Duration>,
+    /// Closed segments beyond this many bytes in all are removed, oldest first.
+    pub retain_bytes: Option<u64>,
+    /// Group that may read the log (through the CLI); none: root only.
+    pub group: Option<u32>,
+    /// Signs checkpoints; none: checkpoints are not written.
+    pub signer: Option<signing::Signer>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            segment_max_bytes: 64 << 20,
+            segment_max_age: Duration::from_secs(24 * 3600),
+            checkpoint_records: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            fsync: Fsync::Checkpoint,
+            retain_age: None,
+            retain_bytes: None,
+            group: None,
+            signer: None,
+        }
+    }
+}
+
+/// When the log is flushed to stable storage. Every record is written to
+/// the file (one `write(2)`) before the call that adds it returns, so an
+/// agent crash loses nothing acknowledged; this decides what a power loss can.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// After every write: nothing acknowledged is lost, at a cost per record.
+    Always,
+    /// At each checkpoint and when a segment closes.
+    #[default]
+    Checkpoint,
+    /// Left to the kernel.
+    Never,
 }
 
 /// An open audit log, safe to share between tasks.
 pub struct AuditLog {
+    dir: PathBuf,
     path: PathBuf,
+    settings: AuditSettings,
     chain: Mutex<Chain>,
 }
 
 impl AuditLog {
-    /// Opens (creating if needed, root-only) the log in `dir` and resumes its chain.
+    /// Opens (creating if needed, root-only) the log in `dir` with default
+    /// settings and no signing key, and resumes its chain.
     pub fn open(dir: &Path) -> Result<Self, AuditError> {
+        Self::open_with(dir, AuditSettings::default())
+    }
+
+    /// Opens the log in `dir` with `settings` and resumes its chain.
+    pub fn open_with(dir: &Path, settings: AuditSettings) -> Result<Self, AuditError> {
         let io_err = |path: &Path| {
             let path = path.to_owned();
             move |source| AuditError::Io { path, source }
         };
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
+        let (dir_mode, file_mode) = if settings.group.is_some() { (0o750, 0o640) } else { (0o700, 0o600) };
+        fs::DirBuilder::new().recursive(true).mode(dir_mode).create(dir).map_err(io_err(dir))?;
+        restrict(dir, dir_mode, settings.group).map_err(io_err(dir))?;
+        if let Some(signer) = &settings.signer {
+            let public = dir.join(signing::PUBLIC_KEY_FILE);
+            fs::write(&public, format!("{}\n", signer.public_key_hex())).map_err(io_err(&public))?;
+            restrict(&public, 0o644, None).map_err(io_err(&public))?;
+        }
         let path = dir.join(LOG_FILE);
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(&path).map_err(io_err(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(file_mode)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        restrict(&path, file_mode, settings.group).map_err(io_err(&path))?;
         let tail = read_tail(&mut file).map_err(io_err(&path))?;
-        let (next_seq, prev, torn) = resume(&tail);
+        let (mut next_seq, mut prev, torn) = resume(&tail);
+        if next_seq == 1 {
+            // An empty active segment continues the last closed one.
+            if let Some(last) = segments::sealed(dir).map_err(io_err(dir))?.last() {
+                let mut sealed = File::open(&last.path).map_err(io_err(&last.path))?;
+                let tail = read_tail(&mut sealed).map_err(io_err(&last.path))?;
+                (next_seq, prev, _) = resume(&tail);
+            }
+        }
         if torn {
             // Terminate the torn line so the next record starts on its own line.
             file.write_all(b"\n").map_err(io_err(&path))?;
         }
-        let log = Self { path, chain: Mutex::new(Chain { file, next_seq, prev }) };
+        let segment_first_seq = first_seq(&path).unwrap_or(next_seq);
+        let segment_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let chain = Chain {
+            file,
+            next_seq,
+            prev,
+            segment_first_seq,
+            segment_bytes,
+            segment_opened: Instant::now(),
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+        };
+        let log = Self { dir: dir.to_owned(), path, settings, chain: Mutex::new(chain) };
         if torn {
             tracing::warn!(log = %log.path.display(), "audit log ended in a partial record (crash mid-write)");
             log.append(Event {
@@ -132,7 +240,7 @@ impl AuditLog {
         Ok(log)
     }
 
-    /// Path of the log file.
+    /// Path of the active segment.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -147,9 +255,9 @@ impl AuditLog {
     /// chain does not advance (a torn tail is repaired at the next start).
     pub fn append_batch<'a>(&self, events: impl IntoIterator<Item = Event<'a>>) -> Result<u64, AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut seq, mut prev) = (chain.next_seq, chain.prev.clone());
         let mut lines = Vec::new();
         let ts = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let (mut seq, mut prev) = (chain.next_seq, chain.prev.clone());
         for event in events {
             prev = encode(&mut lines, seq, &ts, &event, &prev)?;
             seq += 1;
@@ -157,11 +265,132 @@ impl AuditLog {
         if lines.is_empty() {
             return Ok(chain.next_seq.saturating_sub(1));
         }
-        chain.file.write_all(&lines).map_err(|source| AuditError::Io { path: self.path.clone(), source })?;
-        chain.next_seq = seq;
-        chain.prev = prev;
-        Ok(seq - 1)
+        let last = seq - 1;
+        let records = seq - chain.next_seq;
+        self.write(&mut chain, &lines, seq, prev)?;
+        chain.since_checkpoint += records;
+        if self.settings.fsync == Fsync::Always {
+            chain.file.sync_data().map_err(|source| self.io(source))?;
+        }
+        let rotate = chain.segment_bytes >= self.settings.segment_max_bytes
+            || chain.segment_opened.elapsed() >= self.settings.segment_max_age;
+        let checkpoint = chain.since_checkpoint >= self.settings.checkpoint_records
+            || chain.last_checkpoint.elapsed() >= self.settings.checkpoint_interval;
+        if rotate {
+            self.rotate(&mut chain, &ts)?;
+        } else if checkpoint && self.settings.signer.is_some() {
+            self.checkpoint(&mut chain, &ts, false)?;
+        }
+        Ok(last)
     }
+
+    fn io(&self, source: io::Error) -> AuditError {
+        AuditError::Io { path: self.path.clone(), source }
+    }
+
+    fn write(&self, chain: &mut Chain, lines: &[u8], next_seq: u64, prev: String) -> Result<(), AuditError> {
+        chain.file.write_all(lines).map_err(|source| self.io(source))?;
+        chain.segment_bytes += lines.len() as u64;
+        chain.next_seq = next_seq;
+        chain.prev = prev;
+        Ok(())
+    }
+
+    /// Appends a signed checkpoint over everything so far, and syncs.
+    fn checkpoint(&self, chain: &mut Chain, ts: &str, closes_segment: bool) -> Result<(), AuditError> {
+        let Some(signer) = &self.settings.signer else { return Ok(()) };
+        let signed_seq = chain.next_seq - 1;
+        let detail = serde_json::json!({
+            "signed_seq": signed_seq,
+            "signed_hash": chain.prev,
+            "key": signer.key_id(),
+            "signature": signer.sign(signed_seq, &chain.prev),
+            "closes_segment": closes_segment,
+        });
+        let event =
+            Event { kind: "audit.checkpoint", session: None, identity: None, process: None, target: None, detail };
+        let mut line = Vec::new();
+        let hash = encode(&mut line, chain.next_seq, ts, &event, &chain.prev)?;
+        let next = chain.next_seq + 1;
+        self.write(chain, &line, next, hash)?;
+        chain.since_checkpoint = 0;
+        chain.last_checkpoint = Instant::now();
+        if self.settings.fsync != Fsync::Never {
+            chain.file.sync_data().map_err(|source| self.io(source))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (a checkpoint ends it) under its first
+    /// seq, opens a new one that continues the chain, and applies retention.
+    fn rotate(&self, chain: &mut Chain, ts: &str) -> Result<(), AuditError> {
+        self.checkpoint(chain, ts, true)?;
+        if self.settings.fsync != Fsync::Never {
+            chain.file.sync_all().map_err(|source| self.io(source))?;
+        }
+        let sealed = self.dir.join(segments::sealed_name(chain.segment_first_seq));
+        fs::rename(&self.path, &sealed).map_err(|source| AuditError::Io { path: sealed.clone(), source })?;
+        let file_mode = if self.settings.group.is_some() { 0o640 } else { 0o600 };
+        chain.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(file_mode)
+            .open(&self.path)
+            .map_err(|source| self.io(source))?;
+        restrict(&self.path, file_mode, self.settings.group).map_err(|source| self.io(source))?;
+        chain.segment_first_seq = chain.next_seq;
+        chain.segment_bytes = 0;
+        chain.segment_opened = Instant::now();
+        if let Err(error) = segments::write_index(&sealed) {
+            tracing::warn!(%error, segment = %sealed.display(), "segment index not written (queries scan it instead)");
+        }
+        for removed in segments::expired(&self.dir, self.settings.retain_age, self.settings.retain_bytes)
+            .map_err(|source| AuditError::Io { path: self.dir.clone(), source })?
+        {
+            // The removal is recorded before the file goes, so verify can
+            // tell a retention gap from a deleted segment.
+            let detail = serde_json::json!({
+                "file": removed.path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "first_seq": removed.first_seq,
+                "last_seq": removed.last_seq,
+                "last_hash": removed.last_hash,
+                "reason": "retention",
+            });
+            let event = Event {
+                kind: "audit.segment_removed",
+                session: None,
+                identity: None,
+                process: None,
+                target: None,
+                detail,
+            };
+            let mut line = Vec::new();
+            let hash = encode(&mut line, chain.next_seq, ts, &event, &chain.prev)?;
+            let next = chain.next_seq + 1;
+            self.write(chain, &line, next, hash)?;
+            let _ = fs::remove_file(segments::index_path(&removed.path));
+            fs::remove_file(&removed.path).map_err(|source| AuditError::Io { path: removed.path.clone(), source })?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets mode and (when given) group of a file the agent owns.
+fn restrict(path: &Path, mode: u32, group: Option<u32>) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// Seq of a segment's first record.
+fn first_seq(path: &Path) -> Option<u64> {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    io::BufReader::new(File::open(path).ok()?).read_line(&mut line).ok()?;
+    serde_json::from_str::<serde_json::Value>(&line).ok()?.get("seq")?.as_u64()
 }
 
 /// Appends one record's line to `out`; returns its hash.
@@ -209,7 +438,7 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn read_tail(file: &mut File) -> io::Result<String> {
+pub(crate) fn read_tail(file: &mut File) -> io::Result<String> {
     let len = file.metadata()?.len();
     let start = len.saturating_sub(TAIL_WINDOW);
     file.seek(SeekFrom::Start(start))?;
@@ -225,7 +454,7 @@ fn read_tail(file: &mut File) -> io::Result<String> {
 
 /// From the end of the log: next seq, the hash to chain to, and whether the
 /// file ends in a torn (unterminated) line.
-fn resume(tail: &str) -> (u64, String, bool) {
+pub(crate) fn resume(tail: &str) -> (u64, String, bool) {
     let torn = !tail.is_empty() && !tail.ends_with('\n');
     let mut last_whole = tail.split_inclusive('\n').filter(|l| l.ends_with('\n')).filter_map(|l| {
         let line = l.trim_end_matches('\n');

@@ -1,11 +1,13 @@
 //! The `airlock` command line.
 
 mod approvals;
+mod audit;
 mod policy;
 mod status;
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -70,6 +72,35 @@ enum Command {
         #[command(flatten)]
         agent: AgentSocket,
     },
+    /// Verify, search and export the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        /// Audit directory (default: the one named in --config).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        /// Agent configuration file (for the audit directory).
+        #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Play a recorded session back: PostgreSQL statements with their
+    /// results, or an SSH terminal.
+    Replay {
+        /// Session id (as `airlock audit query` shows it).
+        session: String,
+        /// Faster (2) or slower (0.5) than it happened.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Print everything at once.
+        #[arg(long)]
+        no_wait: bool,
+        /// Audit directory (default: the one named in --config).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Agent configuration file (for the audit directory).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -103,6 +134,53 @@ struct AgentSocket {
 }
 
 #[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check that no record or segment was edited, removed, inserted,
+    /// reordered or truncated; name what was, where.
+    Verify {
+        /// Public key (hex) to check checkpoints against; keep a copy away
+        /// from the host (default: the one beside the log).
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find records.
+    Query {
+        /// Person (identity user name).
+        #[arg(long)]
+        user: Option<String>,
+        /// Target name.
+        #[arg(long)]
+        target: Option<String>,
+        /// Record kind, or a prefix ending in `.` (`approval.`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Session id.
+        #[arg(long)]
+        session: Option<String>,
+        /// From this time (RFC 3339) or this long ago (`2h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time or this long ago.
+        #[arg(long)]
+        until: Option<String>,
+        /// Text anywhere in the record.
+        #[arg(long)]
+        text: Option<String>,
+        /// At most this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON record per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the public key that checkpoints are signed with (hex).
+    Pubkey,
+}
+
+#[derive(Debug, Subcommand)]
 enum PolicyCommand {
     /// Validate policy files; errors are reported as file:line:column.
     Check {
@@ -125,6 +203,35 @@ impl Cli {
             Command::Approvals { json, agent } => approvals::list(json, agent.socket, agent.config),
             Command::Approve { id, reason, agent } => approvals::decide(id, true, reason, agent.socket, agent.config),
             Command::Deny { id, reason, agent } => approvals::decide(id, false, reason, agent.socket, agent.config),
+            Command::Audit { command, dir, config } => {
+                let dir = audit::audit_dir(dir, &config)?;
+                match command {
+                    AuditCommand::Verify { pubkey, json } => audit::verify(&dir, pubkey, json),
+                    AuditCommand::Query { user, target, kind, session, since, until, text, limit, json } => {
+                        let filter = crate::audit::query::Filter {
+                            user,
+                            target,
+                            kind,
+                            session,
+                            since: since.as_deref().map(audit::parse_time).transpose()?,
+                            until: until.as_deref().map(audit::parse_time).transpose()?,
+                            text,
+                        };
+                        audit::query(&dir, &filter, json, limit)
+                    }
+                    AuditCommand::Pubkey => {
+                        let path = dir.join(crate::audit::signing::PUBLIC_KEY_FILE);
+                        print!(
+                            "{}",
+                            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
+                        );
+                        Ok(std::process::ExitCode::SUCCESS)
+                    }
+                }
+            }
+            Command::Replay { session, speed, no_wait, dir, config } => {
+                audit::replay(&audit::audit_dir(dir, &config)?, &session, speed, no_wait)
+            }
             Command::Policy { command: PolicyCommand::Check { dir } } => policy::check(dir),
             Command::Ca { config } => {
                 let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -94,7 +94,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => cgroup::cgroup2_root()?,
     };
-    let audit = Arc::new(AuditLog::open(&config.audit_dir)?);
+    let audit = Arc::new(AuditLog::open_with(&config.audit_dir, audit_settings(&config)?)?);
     let listeners = bind_listeners(&config)?;
     let control = control::server::bind(&config.control_socket)?;
     let targets = target_entries(&policy, config.listener.port);
@@ -132,6 +132,33 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             tokio::spawn(statement_writer.run());
             serve(state, listeners, control).await
         })
+}
+
+/// The audit log's settings from `[audit]`, with the host signing key.
+fn audit_settings(config: &Config) -> anyhow::Result<crate::audit::AuditSettings> {
+    let audit = &config.audit;
+    let group = match &audit.group {
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)
+                .context("looking up [audit] group")?
+                .with_context(|| format!("[audit] group {name:?} does not exist"))?
+                .gid
+                .as_raw(),
+        ),
+        None => None,
+    };
+    let signer = crate::audit::signing::Signer::load_or_create(&config.state_dir.join("audit-signing.key"))?;
+    Ok(crate::audit::AuditSettings {
+        segment_max_bytes: audit.segment_max_mb.max(1) << 20,
+        segment_max_age: std::time::Duration::from_secs(audit.segment_max_hours.max(1) * 3600),
+        checkpoint_records: audit.checkpoint_records.max(1),
+        checkpoint_interval: std::time::Duration::from_secs(audit.checkpoint_seconds.max(1)),
+        fsync: audit.fsync,
+        retain_age: audit.retain_days.map(|days| std::time::Duration::from_secs(days * 86_400)),
+        retain_bytes: audit.retain_max_mb.map(|mb| mb << 20),
+        group,
+        signer: Some(signer),
+    })
 }
 
 /// Moves the agent into the cgroup whose connections are exempt from

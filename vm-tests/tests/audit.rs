@@ -1,0 +1,76 @@
+//! The audit log as the security team uses it: `airlock audit verify`,
+//! `query` and `replay` run as test users, a member of the configured audit
+//! group and an outsider, against the log of a real agent.
+
+use std::fs;
+
+use airlock_vm_tests::{Agent, AgentConfig, Lab, airlock_bin, privileged, set_mode};
+
+#[test]
+fn the_audit_group_verifies_queries_and_replays_and_nobody_else_reads() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice", "auditor", "carol"]);
+    let pg_dir = lab.dir.path().join("pg");
+    lab.target.start_postgres_with(&pg_dir, &[]);
+    let v4 = lab.target.v4;
+    let policy = format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n"
+    );
+    let config = AgentConfig::new(&lab, &policy);
+    let group = lab.user("auditor").name.clone();
+    let mut text = fs::read_to_string(&config.path).unwrap();
+    text.push_str(&format!("\n[audit]\ngroup = \"{group}\"\ncheckpoint_records = 3\n"));
+    fs::write(&config.path, text).unwrap();
+    lab.agent = Some(Agent::start(config));
+
+    let host = v4.to_string();
+    for sql in ["select 1", "select 2 + 2", "select 'hello'"] {
+        let out = lab.run_as("alice", "psql", &["-h", &host, "-U", "postgres", "-d", "postgres", "-X", "-c", sql]);
+        assert!(out.success(), "{out:?}");
+    }
+    lab.agent().wait_for_records("postgres.statement", 3);
+    let session = lab.agent().records_of("postgres.statement")[1]["session"].as_str().unwrap().to_owned();
+
+    let cli = lab.dir.path().join("airlock");
+    fs::copy(airlock_bin(), &cli).unwrap();
+    set_mode(&cli, 0o755);
+    let dir = lab.agent().config.audit_dir.display().to_string();
+    let airlock = |user: &str, args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--dir", &dir]);
+        lab.run_as(user, cli.to_str().unwrap(), &full)
+    };
+
+    let verified = airlock("auditor", &["audit", "verify"]);
+    assert!(verified.success(), "{verified:?}");
+    assert!(
+        verified.stdout.contains("ok: ") && verified.stdout.contains("checkpoints verified"),
+        "{}",
+        verified.stdout
+    );
+
+    let alice = lab.user("alice").name.clone();
+    let queried = airlock("auditor", &["audit", "query", "--user", &alice, "--kind", "postgres.", "--json"]);
+    assert!(queried.success(), "{queried:?}");
+    let records: Vec<serde_json::Value> = queried.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 6, "3 startups and 3 statements: {}", queried.stdout);
+    let table = airlock("auditor", &["audit", "query", "--text", "2 + 2", "--kind", "postgres.statement"]);
+    assert!(table.stdout.contains("select 2 + 2") && table.stdout.lines().count() == 2, "{}", table.stdout);
+
+    let replayed = airlock("auditor", &["replay", &session, "--no-wait"]);
+    assert!(replayed.success(), "{replayed:?}");
+    assert!(replayed.stdout.contains(&format!("# session {session}: {alice} on pg")), "{}", replayed.stdout);
+    assert!(replayed.stdout.contains("=> select 2 + 2") && replayed.stdout.contains("SELECT 1"), "{}", replayed.stdout);
+
+    for args in [&["audit", "query"][..], &["audit", "verify"][..], &["replay", &session][..]] {
+        let refused = airlock("carol", args);
+        assert!(!refused.success(), "{args:?}: {refused:?}");
+        assert!(
+            refused.stderr.contains("Permission denied") && refused.stderr.contains("[audit] group"),
+            "{}",
+            refused.stderr
+        );
+    }
+}
