@@ -420,11 +420,17 @@ fn encode(out: &mut Vec<u8>, seq: u64, ts: &str, event: &Event<'_>, prev: &str) 
 
 /// Splits a written line into the hashed part (re-closed as JSON) and its hash.
 pub fn split_hash(line: &str) -> Option<(String, &str)> {
+    let (body, hash) = hashed_part(line)?;
+    Some((format!("{body}}}"), hash))
+}
+
+/// The hashed part of a line without its closing brace (which the hash
+/// also covers), and the stated hash, without copying.
+pub(crate) fn hashed_part(line: &str) -> Option<(&str, &str)> {
     const SUFFIX_LEN: usize = ",\"hash\":\"\"}".len() + 64;
     let cut = line.len().checked_sub(SUFFIX_LEN)?;
-    let (body, suffix) = (line.get(..cut)?, line.get(cut..)?);
-    let hash = suffix.strip_prefix(",\"hash\":\"")?.strip_suffix("\"}")?;
-    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| (format!("{body}}}"), hash))
+    let hash = line.get(cut..)?.strip_prefix(",\"hash\":\"")?.strip_suffix("\"}")?;
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| (&line[..cut], hash))
 }
 
 /// Lowercase hex of a digest.

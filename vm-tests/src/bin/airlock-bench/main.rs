@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
 //! throughput, each measured against the direct path (and a peer) in one run.
-//! `airlock-bench [intercept] [postgres] [guardrails]` picks sections; default: all.
+//! `airlock-bench [intercept] [postgres] [guardrails] [audit]` picks sections; default: all.
 //!
 //! The same binary plays three roles: the driver (default), an echo server
 //! started inside the lab's target namespace (`echo PORT…`), and the client
@@ -15,6 +15,7 @@ use std::{
 
 use airlock_vm_tests::{Lab, privileged};
 
+mod audit;
 mod guardrails;
 mod postgres;
 
@@ -46,6 +47,10 @@ fn main() {
             if all || args.iter().any(|a| a == "guardrails") {
                 println!();
                 guardrails::run();
+            }
+            if all || args.iter().any(|a| a == "audit") {
+                println!();
+                audit::run();
             }
         }
     }
