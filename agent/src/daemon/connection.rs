@@ -171,6 +171,21 @@ async fn run_session(
             };
             postgres::proxy(client, upstream, &shared, s).await.map_err(|e| e.to_string())
         }
+        Protocol::Ssh if let Some(options) = &matched.ssh => {
+            let shared = crate::proxy::ssh::Shared {
+                audit: Arc::clone(&state.audit),
+                ca: Arc::clone(&state.ssh_ca),
+                approvals: Arc::clone(&state.approvals),
+                recordings: state.config.audit_dir.join("recordings"),
+            };
+            let policy = crate::proxy::ssh::TargetPolicy {
+                options: options.clone(),
+                approvals: matched.guardrails.as_ref().and_then(|g| g.approvals.clone()),
+            };
+            crate::proxy::ssh::proxy(client, upstream, &shared, policy, live.shared(), destination)
+                .await
+                .map_err(|e| e.to_string())
+        }
         Protocol::Ssh | Protocol::Tcp => {
             let result = tokio::select! {
                 relayed = relay::relay(&client, &upstream, &s.bytes) => relayed.map_err(|e| e.to_string()),

@@ -38,6 +38,8 @@ pub struct Target {
     pub credentials: Option<Credentials>,
     /// Statement guardrails and who approves held statements; `None`: every statement passes.
     pub guardrails: Option<crate::guardrails::Guardrails>,
+    /// SSH proxying with just-in-time certificates; `None`: SSH is relayed as bytes.
+    pub ssh: Option<super::ssh::SshOptions>,
     /// Where the target's `[[target]]` table starts.
     pub location: SourceLocation,
 }
@@ -354,6 +356,7 @@ mod tests {
             description: None,
             credentials: None,
             guardrails: None,
+            ssh: None,
             location: at(1),
         }
     }
