@@ -115,7 +115,6 @@ impl SessionBridge {
             Arc::clone(&exit),
         );
         tokio::join!(to_target, to_client);
-        let _ = client_write.close().await;
 
         let terminal = std::mem::take(&mut *terminal.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(command) = terminal.command {
@@ -317,6 +316,9 @@ async fn to_client(
             break;
         }
     }
+    // The target closed the channel: so does Airlock toward the client, whose
+    // own close then ends the other direction.
+    let _ = client.close().await;
 }
 
 /// Applies the target's command rules to an exec command: `Err` with the
