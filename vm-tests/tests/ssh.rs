@@ -3,7 +3,11 @@
 //! shows a host certificate and logs in to a real sshd on the lab target with
 //! a just-in-time user certificate.
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use airlock_vm_tests::{CommandOutput, Lab, agent::airlock_bin, privileged, set_mode};
 use serde_json::Value;
@@ -94,7 +98,7 @@ fn known_hosts(lab: &Lab) -> PathBuf {
     path
 }
 
-fn options(known_hosts: &PathBuf) -> Vec<String> {
+fn options(known_hosts: &Path) -> Vec<String> {
     [
         "-o",
         "BatchMode=yes",
@@ -112,7 +116,7 @@ fn options(known_hosts: &PathBuf) -> Vec<String> {
     .collect()
 }
 
-fn ssh(lab: &Lab, known: &PathBuf, user: &str, login: &str, args: &[&str]) -> CommandOutput {
+fn ssh(lab: &Lab, known: &Path, user: &str, login: &str, args: &[&str]) -> CommandOutput {
     let mut full = options(known);
     full.push(format!("{login}@{}", lab.target.v4));
     full.extend(args.iter().map(|s| s.to_string()));
@@ -159,7 +163,7 @@ fn ssh_exec_logs_in_with_a_certificate_and_checks_the_host_certificate() {
     let mut wrong = options(&known);
     wrong.extend([
         "-o".into(),
-        format!("HostKeyAlias=other.lab"),
+        "HostKeyAlias=other.lab".to_owned(),
         format!("{deploy}@{}", lab.target.v4),
         "true".into(),
     ]);
