@@ -319,3 +319,100 @@ mod sha2_check {
         String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
     }
 }
+
+fn airlock(lab: &Lab, cli: &Path, user: &str, args: &[&str]) -> CommandOutput {
+    let socket = lab.agent().config.socket.display().to_string();
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend_from_slice(&["--socket", &socket]);
+    lab.run_as(user, cli.to_str().expect("utf-8 path"), &full)
+}
+
+/// Waits (bounded) for a pending request `user` can see.
+fn pending_request(lab: &Lab, cli: &Path, user: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = airlock(lab, cli, user, &["approvals", "--json"]);
+        assert!(out.success(), "{out:?}");
+        let list: Vec<Value> = serde_json::from_str(&out.stdout).expect("JSON list");
+        if let Some(first) = list.into_iter().next() {
+            return first;
+        }
+        assert!(std::time::Instant::now() < deadline, "no request appeared\n{}", lab.agent().log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn access_windows_and_held_commands_follow_approvals_and_expiry_ends_the_session() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice", "bob", "deploy"]);
+    let bob = lab.user("bob").name.clone();
+    let extra = format!(
+        "\n[[target.ssh.command]]\npattern = \"touch *\"\naction = \"approve\"\nreason = \"files on web need a second person\"\n\n\
+         [target.approvals]\nusers = [\"{bob}\"]\ntimeout_seconds = 60\nsession_access_seconds = 10\n"
+    );
+    let policy = policy(&lab, &extra);
+    lab.start_agent(&policy);
+    start_sshd(&mut lab);
+    let known = known_hosts(&lab);
+    let deploy = lab.user("deploy").name.clone();
+    let cli = lab.dir.path().join("airlock");
+    fs::copy(airlock_bin(), &cli).expect("copy the airlock binary");
+    set_mode(&cli, 0o755);
+
+    // Refused in SSH, with the request id and how to get it approved.
+    let refused = ssh(&lab, &known, "alice", &deploy, &["true"]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("needs approval: request "), "{refused:?}");
+    let id: String = refused.stderr.split("request ").nth(1).unwrap().chars().take(8).collect();
+    assert!(refused.stderr.contains(&format!("airlock approve {id}")), "{refused:?}");
+    let approved = airlock(&lab, &cli, "bob", &["approve", &id]);
+    assert!(approved.success(), "{approved:?}");
+
+    // A held command waits for bob, then runs.
+    let writable = lab.dir.path().join("deploy-home");
+    fs::create_dir_all(&writable).unwrap();
+    assert!(Command::new("chown").arg(&deploy).arg(&writable).status().unwrap().success());
+    let marker = writable.join("approved-marker");
+    let command = format!("touch {}", marker.display());
+    std::thread::scope(|scope| {
+        let held = scope.spawn(|| ssh(&lab, &known, "alice", &deploy, &[&command]));
+        let request = pending_request(&lab, &cli, "bob");
+        assert_eq!(request["statement"], command);
+        let request_id = request["id"].as_str().unwrap();
+        let decided = airlock(&lab, &cli, "bob", &["approve", request_id]);
+        assert!(decided.success(), "{decided:?}");
+        let held = held.join().unwrap();
+        assert!(held.success(), "{held:?}");
+        assert!(held.stderr.contains("waiting for approval of request"), "{held:?}");
+    });
+    assert!(marker.exists(), "the approved command ran");
+
+    // The session still open when the access window closes is ended with the reason.
+    let long = ssh(&lab, &known, "alice", &deploy, &["sleep 25"]);
+    assert!(!long.success(), "{long:?}");
+    assert!(long.stderr.contains(&format!("airlock: your access to \"web\" (request {id}")), "{long:?}");
+    let ended = lab.agent().wait_for_records("access.ended", 1);
+    assert_eq!(ended[0]["detail"]["sessions_ended"], 1, "{ended:?}");
+}
+
+#[test]
+fn people_denied_access_are_told_in_ssh() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice", "deploy"]);
+    let policy = policy(&lab, "").replace(
+        "[[target.access]]\naction = \"allow\"\nusers = [\"*\"]",
+        "[[target.access]]\naction = \"deny\"\nusers = [\"*\"]\nreason = \"web is closed for maintenance\"",
+    );
+    lab.start_agent(&policy);
+    start_sshd(&mut lab);
+    let known = known_hosts(&lab);
+    let deploy = lab.user("deploy").name.clone();
+    let out = ssh(&lab, &known, "alice", &deploy, &["true"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("airlock: access to \"web\" denied: web is closed for maintenance"), "{out:?}");
+}

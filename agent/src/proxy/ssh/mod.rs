@@ -16,7 +16,7 @@ mod channel;
 pub mod recording;
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, atomic::AtomicU32},
     time::Duration,
@@ -115,20 +115,8 @@ pub async fn proxy(
     session: Arc<LiveSession>,
     destination: SocketAddr,
 ) -> Result<(), SshError> {
-    let mut names = vec![destination.ip().to_string()];
-    names.extend(policy.options.host_names.iter().cloned());
-    let host = shared.ca.host_certificate(&names)?;
-    let config = server::Config {
-        server_id: russh::SshId::Standard("SSH-2.0-Airlock".into()),
-        methods: MethodSet::from(&[MethodKind::None, MethodKind::PublicKey, MethodKind::KeyboardInteractive][..]),
-        auth_rejection_time: Duration::from_millis(100),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: vec![host.key.clone()],
-        certificates: vec![host.certificate.clone()],
-        inactivity_timeout: None,
-        nodelay: true,
-        ..Default::default()
-    };
+    let names = host_names(destination.ip(), &policy.options);
+    let config = server_config(&shared.ca, &names)?;
     let context = Arc::new(Context { shared: shared.clone(), policy, session, recordings: AtomicU32::new(0) });
     let handler = ClientSide { context: Arc::clone(&context), upstream: Some(upstream), state: State::Unauthenticated };
     let running = server::run_stream(Arc::new(config), client, handler).await?;
@@ -140,6 +128,79 @@ pub async fn proxy(
             let _ = handle.disconnect(russh::Disconnect::ByApplication, message, "en".into()).await;
             Err(SshError::Ended(reason))
         }
+    }
+}
+
+/// The names the host certificate carries: the dialled address, then the policy's host names.
+pub fn host_names(destination: IpAddr, options: &SshOptions) -> Vec<String> {
+    let mut names = vec![destination.to_string()];
+    names.extend(options.host_names.iter().cloned());
+    names
+}
+
+/// The longest a refused client may take to read why.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Turns a client away in SSH: it verifies the host certificate as usual,
+/// is let in, and each session channel gets `message` on stderr and exit status 1.
+pub async fn refuse(client: TcpStream, ca: &ca::SshCa, names: &[String], message: &str) -> Result<(), SshError> {
+    let config = server_config(ca, names)?;
+    let handler = Refusing { message: format!("{message}\r\n") };
+    let running = server::run_stream(Arc::new(config), client, handler).await?;
+    match tokio::time::timeout(REFUSAL_TIMEOUT, running).await {
+        Ok(ended) => Ok(ended?),
+        Err(_) => Ok(()),
+    }
+}
+
+fn server_config(ca: &ca::SshCa, names: &[String]) -> Result<server::Config, SshError> {
+    let host = ca.host_certificate(names)?;
+    Ok(server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-Airlock".into()),
+        methods: MethodSet::from(&[MethodKind::None, MethodKind::PublicKey, MethodKind::KeyboardInteractive][..]),
+        auth_rejection_time: Duration::from_millis(100),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host.key.clone()],
+        certificates: vec![host.certificate.clone()],
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+/// The server side of a refused connection.
+struct Refusing {
+    message: String,
+}
+
+impl server::Handler for Refusing {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_publickey(&mut self, _user: &str, _key: server::VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        tokio::spawn(channel::refuse(channel, self.message.clone()));
+        Ok(())
     }
 }
 
