@@ -157,7 +157,7 @@ async fn run_session(
         Err(error) => {
             tracing::info!(session = %s.id, %error, "upstream unreachable");
             close_record(state, s, started.elapsed(), Some(&error));
-            return refuse(client, speaks(&state, matched, destination), Refusal::Unreachable { error: &error }).await;
+            return refuse(client, speaks(state, matched, destination), Refusal::Unreachable { error: &error }).await;
         }
     };
     let _ = upstream.set_nodelay(true);
