@@ -9,44 +9,8 @@ use std::{
     process::Command,
 };
 
-use airlock_vm_tests::{CommandOutput, Lab, agent::airlock_bin, privileged, set_mode};
+use airlock_vm_tests::{CommandOutput, Lab, agent::airlock_bin, privileged, set_mode, sshd};
 use serde_json::Value;
-
-/// Starts sshd on the lab target trusting Airlock's user CA (the agent must be running).
-fn start_sshd(lab: &mut Lab) {
-    let dir = lab.dir.path().join("sshd");
-    fs::create_dir_all(&dir).unwrap();
-    fs::create_dir_all("/run/sshd").unwrap();
-    let host_key = dir.join("host_ed25519");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&host_key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(status.success());
-    let user_ca = lab.agent().config.path.parent().unwrap().join("state/ssh/user-ca.pub");
-    fs::copy(&user_ca, dir.join("user-ca.pub")).expect("the agent made its user CA");
-    let config = dir.join("sshd_config");
-    fs::write(
-        &config,
-        format!(
-            "ListenAddress {v4}\nPort 22\nHostKey {key}\nTrustedUserCAKeys {ca}\nAuthorizedKeysFile none\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPidFile none\nStrictModes no\n\
-             Subsystem sftp internal-sftp\nAllowTcpForwarding yes\nLogLevel VERBOSE\n",
-            v4 = lab.target.v4,
-            key = host_key.display(),
-            ca = dir.join("user-ca.pub").display(),
-        ),
-    )
-    .unwrap();
-    // useradd leaves the password locked ("!"), which sshd without PAM
-    // takes for a locked account; "*" is no password, not locked.
-    let status = Command::new("usermod").args(["-p", "*", &lab.user("deploy").name]).status().expect("usermod");
-    assert!(status.success());
-    let (config, log) = (config.display().to_string(), dir.join("sshd.log").display().to_string());
-    lab.target.spawn("/usr/sbin/sshd", &["-D", "-E", &log, "-f", &config]);
-    lab.target.wait_for_port(lab.target.v4.into(), 22);
-}
 
 /// The policy: `deploy` (a local user of the target) open to alice.
 fn policy(lab: &Lab, extra: &str) -> String {
@@ -82,42 +46,8 @@ reason = "no recursive deletes on web"
     )
 }
 
-/// A known_hosts file holding the line `airlock ssh-ca` prints.
-fn known_hosts(lab: &Lab) -> PathBuf {
-    let out = Command::new(airlock_bin())
-        .args(["ssh-ca", "--config"])
-        .arg(&lab.agent().config.path)
-        .output()
-        .expect("airlock ssh-ca");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line = String::from_utf8(out.stdout).unwrap();
-    assert!(line.starts_with("@cert-authority * ssh-ed25519 "), "{line}");
-    let path = lab.dir.path().join("known_hosts");
-    fs::write(&path, line).unwrap();
-    set_mode(&path, 0o644);
-    path
-}
-
-fn options(known_hosts: &Path) -> Vec<String> {
-    [
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        &format!("UserKnownHostsFile={}", known_hosts.display()),
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 fn ssh(lab: &Lab, known: &Path, user: &str, login: &str, args: &[&str]) -> CommandOutput {
-    let mut full = options(known);
+    let mut full = sshd::client_options(known);
     full.push(format!("{login}@{}", lab.target.v4));
     full.extend(args.iter().map(|s| s.to_string()));
     let full: Vec<&str> = full.iter().map(String::as_str).collect();
@@ -128,8 +58,8 @@ fn lab_with_sshd(extra: &str) -> (Lab, PathBuf) {
     let mut lab = Lab::new(&["alice", "bob", "deploy"]);
     let policy = policy(&lab, extra);
     lab.start_agent(&policy);
-    start_sshd(&mut lab);
-    let known = known_hosts(&lab);
+    sshd::start(&mut lab, "deploy");
+    let known = sshd::known_hosts(&lab);
     (lab, known)
 }
 
@@ -160,7 +90,7 @@ fn ssh_exec_logs_in_with_a_certificate_and_checks_the_host_certificate() {
 
     // The host certificate carries the dialled address and the policy's
     // names; with only the CA line known, a wrong name fails verification.
-    let mut wrong = options(&known);
+    let mut wrong = sshd::client_options(&known);
     wrong.extend([
         "-o".into(),
         "HostKeyAlias=other.lab".to_owned(),
@@ -170,7 +100,7 @@ fn ssh_exec_logs_in_with_a_certificate_and_checks_the_host_certificate() {
     let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
     let out = lab.run_as("alice", "ssh", &wrong);
     assert!(!out.success(), "{out:?}");
-    let mut alias = options(&known);
+    let mut alias = sshd::client_options(&known);
     alias.extend(["-o".into(), "HostKeyAlias=web.lab".into(), format!("{deploy}@{}", lab.target.v4), "true".into()]);
     let alias: Vec<&str> = alias.iter().map(String::as_str).collect();
     let out = lab.run_as("alice", "ssh", &alias);
@@ -234,7 +164,7 @@ fn scp_and_sftp_go_through_with_their_bytes_intact() {
     set_mode(&source, 0o644);
 
     for (mode, name) in [(None, "scp-sftp.bin"), (Some("-O"), "scp-legacy.bin")] {
-        let mut args = options(&known);
+        let mut args = sshd::client_options(&known);
         args.extend(mode.map(str::to_owned));
         args.push(source.display().to_string());
         args.push(format!("{deploy}@{}:{}", lab.target.v4, drop_dir.join(name).display()));
@@ -260,7 +190,7 @@ fn scp_and_sftp_go_through_with_their_bytes_intact() {
     )
     .unwrap();
     set_mode(&batch, 0o644);
-    let mut args = options(&known);
+    let mut args = sshd::client_options(&known);
     args.extend(["-b".into(), batch.display().to_string(), format!("{deploy}@{}", lab.target.v4)]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = lab.run_as("alice", "sftp", &args);
@@ -355,8 +285,8 @@ fn access_windows_and_held_commands_follow_approvals_and_expiry_ends_the_session
     );
     let policy = policy(&lab, &extra);
     lab.start_agent(&policy);
-    start_sshd(&mut lab);
-    let known = known_hosts(&lab);
+    sshd::start(&mut lab, "deploy");
+    let known = sshd::known_hosts(&lab);
     let deploy = lab.user("deploy").name.clone();
     let cli = lab.dir.path().join("airlock");
     fs::copy(airlock_bin(), &cli).expect("copy the airlock binary");
@@ -409,10 +339,34 @@ fn people_denied_access_are_told_in_ssh() {
         "[[target.access]]\naction = \"deny\"\nusers = [\"*\"]\nreason = \"web is closed for maintenance\"",
     );
     lab.start_agent(&policy);
-    start_sshd(&mut lab);
-    let known = known_hosts(&lab);
+    sshd::start(&mut lab, "deploy");
+    let known = sshd::known_hosts(&lab);
     let deploy = lab.user("deploy").name.clone();
     let out = ssh(&lab, &known, "alice", &deploy, &["true"]);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("airlock: access to \"web\" denied: web is closed for maintenance"), "{out:?}");
+}
+
+#[test]
+fn port_forwarding_follows_policy() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    // ssh -W opens a direct-tcpip channel, as -L does for each connection.
+    let to = format!("{}:22", lab.target.v4);
+    let forward = |lab: &Lab| ssh(lab, &known, "alice", &deploy, &["-W", &to]);
+    let refused = forward(&lab);
+    assert!(!refused.success(), "{refused:?}");
+    assert!(refused.stderr.contains("stdio forwarding failed"), "{refused:?}");
+    let record = one(lab.agent().wait_for_records("ssh.port_forward", 1), "ssh.port_forward");
+    assert_eq!(record["detail"]["allowed"], false);
+
+    let policy = policy(&lab, "").replace("host_names = [", "allow_port_forwarding = true\nhost_names = [");
+    lab.agent().reload(&policy);
+    let forwarded = forward(&lab);
+    assert!(forwarded.stdout.starts_with("SSH-2.0-OpenSSH"), "the target's own sshd answered: {forwarded:?}");
+    let records = lab.agent().wait_for_records("ssh.port_forward", 2);
+    assert_eq!(records[1]["detail"]["allowed"], true, "{records:#?}");
 }
