@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod netns;
 pub mod process;
+pub mod sshd;
 pub mod users;
 
 use std::{

@@ -113,6 +113,17 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Print the `@cert-authority` line for /etc/ssh/ssh_known_hosts that makes
+    /// SSH clients trust the host certificates Airlock shows; with --user, the
+    /// user CA public key for targets' TrustedUserCAKeys.
+    SshCa {
+        /// Print the user CA (for targets) instead of the known_hosts line (for clients).
+        #[arg(long)]
+        user: bool,
+        /// Agent configuration file (for the state directory).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Detach the programs and remove every pinned object. Interception stops
     /// until the agent starts again.
     Uninstall {
@@ -241,6 +252,21 @@ impl Cli {
                 })?;
                 eprintln!("# {}", path.display());
                 print!("{pem}");
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Command::SshCa { user, config } => {
+                use crate::proxy::ssh::ca::{HOST_CA_PUB_FILE, USER_CA_PUB_FILE};
+                let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let path = config.state_dir.join("ssh").join(if user { USER_CA_PUB_FILE } else { HOST_CA_PUB_FILE });
+                let key = std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!("{}: {e} (the agent makes the SSH CAs when it first starts)", path.display())
+                })?;
+                let key = key.trim();
+                if user {
+                    println!("{key}")
+                } else {
+                    println!("@cert-authority * {key}")
+                }
                 Ok(std::process::ExitCode::SUCCESS)
             }
             Command::Uninstall { config } => {

@@ -75,7 +75,12 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
         Err(error) => {
             let reason = error.to_string();
             deny(&state, &session, None, &process, &target, &reason);
-            return refuse(client, protocol, Refusal::Denied { target: &target.name, reason: &reason }).await;
+            return refuse(
+                client,
+                speaks(&state, matched, destination),
+                Refusal::Denied { target: &target.name, reason: &reason },
+            )
+            .await;
         }
     };
     let subject = Subject { user: &identity.user, groups: &identity.groups };
@@ -89,11 +94,11 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
                     Ok(Some(waiting)) => {
                         deny(&state, &session, Some(&identity), &process, &target, &waiting.message);
                         let refusal = Refusal::AwaitingApproval { message: &waiting.message, hint: &waiting.hint };
-                        return refuse(client, protocol, refusal).await;
+                        return refuse(client, speaks(&state, matched, destination), refusal).await;
                     }
                     Err(error) => {
                         tracing::error!(%error, %session, "refused: audit log unavailable");
-                        return refuse(client, protocol, Refusal::Unrecorded).await;
+                        return refuse(client, speaks(&state, matched, destination), Refusal::Unrecorded).await;
                     }
                 }
             }
@@ -108,7 +113,7 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
             if let Err(error) = opened {
                 // Never run unrecorded.
                 tracing::error!(%error, %session, "refused: audit log unavailable");
-                return refuse(client, protocol, Refusal::Unrecorded).await;
+                return refuse(client, speaks(&state, matched, destination), Refusal::Unrecorded).await;
             }
             let live = LiveSession {
                 id: session,
@@ -123,7 +128,12 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
         }
         Decision::Deny { reason } => {
             deny(&state, &session, Some(&identity), &process, &target, &reason);
-            refuse(client, protocol, Refusal::Denied { target: &target.name, reason: &reason }).await;
+            refuse(
+                client,
+                speaks(&state, matched, destination),
+                Refusal::Denied { target: &target.name, reason: &reason },
+            )
+            .await;
         }
     }
 }
@@ -147,7 +157,7 @@ async fn run_session(
         Err(error) => {
             tracing::info!(session = %s.id, %error, "upstream unreachable");
             close_record(state, s, started.elapsed(), Some(&error));
-            return refuse(client, protocol, Refusal::Unreachable { error: &error }).await;
+            return refuse(client, speaks(state, matched, destination), Refusal::Unreachable { error: &error }).await;
         }
     };
     let _ = upstream.set_nodelay(true);
@@ -175,6 +185,21 @@ async fn run_session(
                 }),
             };
             postgres::proxy(client, upstream, &shared, s).await.map_err(|e| e.to_string())
+        }
+        Protocol::Ssh if let Some(options) = &matched.ssh => {
+            let shared = crate::proxy::ssh::Shared {
+                audit: Arc::clone(&state.audit),
+                ca: Arc::clone(&state.ssh_ca),
+                approvals: Arc::clone(&state.approvals),
+                recordings: state.config.audit_dir.join("recordings"),
+            };
+            let policy = crate::proxy::ssh::TargetPolicy {
+                options: options.clone(),
+                approvals: matched.guardrails.as_ref().and_then(|g| g.approvals.clone()),
+            };
+            crate::proxy::ssh::proxy(client, upstream, &shared, policy, live.shared(), destination)
+                .await
+                .map_err(|e| e.to_string())
         }
         Protocol::Ssh | Protocol::Tcp => {
             let result = tokio::select! {
@@ -215,7 +240,7 @@ enum Refusal<'a> {
 
 /// Tells the client why, in its own protocol where Airlock speaks it;
 /// otherwise a reset, so it at least learns at once.
-async fn refuse(client: TcpStream, protocol: Protocol, refusal: Refusal<'_>) {
+async fn refuse(client: TcpStream, speaks: Speaks, refusal: Refusal<'_>) {
     let (code, message, hint) = match refusal {
         Refusal::Denied { target, reason } => (
             "28000",
@@ -230,9 +255,41 @@ async fn refuse(client: TcpStream, protocol: Protocol, refusal: Refusal<'_>) {
             Some("Tell this host's administrators (disk full or audit directory broken)."),
         ),
     };
-    match protocol {
-        Protocol::Postgres => postgres::refuse(client, ErrorFields::fatal(code, &message, hint)).await,
-        Protocol::Ssh | Protocol::Tcp => reset(client),
+    match speaks {
+        Speaks::Postgres => postgres::refuse(client, ErrorFields::fatal(code, &message, hint)).await,
+        Speaks::Ssh { ca, names } => {
+            let text = match hint {
+                Some(hint) => format!("{message}\r\n{hint}"),
+                None => message,
+            };
+            if let Err(error) = crate::proxy::ssh::refuse(client, &ca, &names, &text).await {
+                tracing::info!(%error, "ssh refusal not delivered");
+            }
+        }
+        Speaks::Bytes => reset(client),
+    }
+}
+
+/// The protocol a refused client is told why in.
+enum Speaks {
+    Postgres,
+    /// SSH targets with `[target.ssh]`: Airlock's host certificate for these names.
+    Ssh {
+        ca: Arc<crate::proxy::ssh::ca::SshCa>,
+        names: Vec<String>,
+    },
+    /// Relayed as bytes: a reset.
+    Bytes,
+}
+
+fn speaks(state: &AgentState, target: &Target, destination: SocketAddr) -> Speaks {
+    match (target.protocol, &target.ssh) {
+        (Protocol::Postgres, _) => Speaks::Postgres,
+        (Protocol::Ssh, Some(options)) => Speaks::Ssh {
+            ca: Arc::clone(&state.ssh_ca),
+            names: crate::proxy::ssh::host_names(destination.ip(), options),
+        },
+        _ => Speaks::Bytes,
     }
 }
 

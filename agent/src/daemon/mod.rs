@@ -66,8 +66,10 @@ pub struct AgentState {
     pub catalog: crate::proxy::postgres::catalog::Catalog,
     /// Statement classifications, cached by text for all sessions.
     pub classifier: crate::guardrails::Classifier,
-    /// Statements waiting for a person's approval.
-    pub approvals: crate::approvals::Approvals,
+    /// Statements and commands waiting for a person's approval.
+    pub approvals: Arc<crate::approvals::Approvals>,
+    /// Signs SSH host certificates shown to clients and sessions' user certificates.
+    pub ssh_ca: Arc<crate::proxy::ssh::ca::SshCa>,
     /// When the agent started.
     pub started: Instant,
 }
@@ -101,10 +103,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let interceptor = Interceptor::install(&config.bpffs_dir, &attach_cgroup, agent_cgroup, &targets)?;
     let credentials = Arc::new(crate::credentials::Engine::open(&config.state_dir, Arc::clone(&audit))?);
     let ca = Arc::new(crate::proxy::ca::HostCa::load_or_create(&config.state_dir.join("tls"))?);
+    let ssh_ca = Arc::new(crate::proxy::ssh::ca::SshCa::load_or_create(&config.state_dir.join("ssh"))?);
     privileges::drop_all_but_runtime_needs()?;
 
-    let approvals = crate::approvals::Approvals::new(Arc::clone(&audit));
     let masking_key = Arc::new(crate::masking::TokenKey::load_or_create(&config.state_dir.join("masking.key"))?);
+    let approvals = Arc::new(crate::approvals::Approvals::new(Arc::clone(&audit)));
     let (statements, statement_writer) = crate::proxy::postgres::recorder::StatementLog::new(Arc::clone(&audit));
     let state = Arc::new(AgentState {
         config,
@@ -121,6 +124,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         catalog: Default::default(),
         classifier: Default::default(),
         approvals,
+        ssh_ca,
         started: Instant::now(),
     });
     tokio::runtime::Builder::new_multi_thread()

@@ -172,6 +172,11 @@ impl SessionGuard {
     pub fn session(&self) -> &LiveSession {
         &self.session
     }
+
+    /// The registered session, for tasks that outlive a borrow (SSH channels).
+    pub fn shared(&self) -> Arc<LiveSession> {
+        Arc::clone(&self.session)
+    }
 }
 
 impl Drop for SessionGuard {

@@ -64,6 +64,7 @@ struct RawTarget {
     guardrail: Vec<Spanned<RawGuardRule>>,
     approvals: Option<Spanned<RawApprovals>>,
     masking: Option<Spanned<crate::masking::policy::RawMasking>>,
+    ssh: Option<Spanned<super::ssh::RawSsh>>,
 }
 
 #[derive(Deserialize)]
@@ -371,6 +372,12 @@ impl Loader {
             let message = "column masking rules need [target.credentials]: Airlock reads the real names of result columns from the catalog as the session's own role, so an alias cannot unmask a column (content detectors work without)".into();
             self.error(source, at, message);
         }
+        let ssh = raw.ssh.map(|ssh| {
+            if protocol.is_some_and(|p| p != Protocol::Ssh) {
+                self.error(source, ssh.span().start, "[target.ssh] is for ssh targets only".into());
+            }
+            super::ssh::options(ssh.into_inner(), &mut |offset, message| self.error(source, offset, message))
+        });
 
         // A target with errors may still be kept: any error discards the
         // whole policy.
@@ -387,6 +394,7 @@ impl Loader {
             credentials,
             guardrails,
             masking,
+            ssh,
             location,
         });
     }
@@ -402,7 +410,9 @@ impl Loader {
         if raw_rules.is_empty() && raw_approvals.is_none() {
             return None;
         }
-        if protocol.is_some_and(|p| p != Protocol::Postgres) {
+        // SSH targets take [target.approvals] for held commands ([[target.ssh.command]]).
+        let ssh_approvals = protocol == Some(Protocol::Ssh) && raw_rules.is_empty();
+        if protocol.is_some_and(|p| p != Protocol::Postgres) && !ssh_approvals {
             let at = raw_rules.first().map_or(target_start, |r| r.span().start);
             self.error(source, at, "guardrails and approvals are supported for postgres targets only".into());
         }
@@ -726,6 +736,7 @@ addresses = ["any"]
                         credentials: None,
                         guardrails: None,
                         masking: None,
+                        ssh: None,
                         location: at(2, 1),
                     },
                     Target {
@@ -739,6 +750,7 @@ addresses = ["any"]
                         credentials: None,
                         guardrails: None,
                         masking: None,
+                        ssh: None,
                         location: at(19, 1),
                     },
                 ]
@@ -980,6 +992,31 @@ groups = []
                 "c.toml:11:8: role name must be a non-empty database user name",
             ]
         );
+    }
+
+    #[test]
+    fn ssh_options_load_and_are_checked() {
+        let base = target("web", 22, "[\"10.0.0.9\"]").replace("\"tcp\"", "\"ssh\"");
+        let good = format!(
+            "{base}[target.ssh]\ncert_ttl_seconds = 120\nhost_names = [\"web-1\"]\n\n[[target.ssh.principal]]\nname = \"deploy\"\ngroups = [\"ops\"]\n\n[[target.ssh.command]]\npattern = \"rm -rf *\"\naction = \"deny\"\n\n[target.approvals]\ngroups = [\"ops\"]\n"
+        );
+        let policy = load(&[("s.toml", &good)]).unwrap();
+        let ssh = policy.targets[0].ssh.as_ref().unwrap();
+        assert_eq!(ssh.cert_ttl, Duration::from_secs(120));
+        assert_eq!(ssh.host_names, ["web-1"]);
+        assert_eq!(ssh.principals[0].name, "deploy");
+        assert_eq!(ssh.command_rule("rm -rf /").map(|r| r.action), Some(GuardAction::Deny));
+        assert!(!ssh.allow_port_forwarding);
+        assert!(policy.targets[0].guardrails.as_ref().unwrap().approvals.is_some());
+
+        let bad = good.replace("120", "5").replace("\"deny\"", "\"maybe\"").replace("\"deploy\"", "\"de ploy\"");
+        let found = errors(&[("s.toml", &bad)]);
+        assert!(found.iter().any(|e| e.contains("cert_ttl_seconds 5 must be between")), "{found:?}");
+        assert!(found.iter().any(|e| e.contains("unknown command action \"maybe\"")), "{found:?}");
+        assert!(found.iter().any(|e| e.contains("principal \"de ploy\" is not a valid login name")), "{found:?}");
+        let on_postgres = good.replace("\"ssh\"", "\"postgres\"");
+        let found = errors(&[("s.toml", &on_postgres)]);
+        assert!(found.iter().any(|e| e.contains("[target.ssh] is for ssh targets only")), "{found:?}");
     }
 
     #[test]

@@ -33,6 +33,7 @@
 
 mod load;
 mod model;
+pub mod ssh;
 
 pub use load::PolicyError;
 pub(crate) use model::matches_subject;

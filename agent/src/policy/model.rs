@@ -40,6 +40,8 @@ pub struct Target {
     pub guardrails: Option<crate::guardrails::Guardrails>,
     /// Data masking (`[target.masking]`); `None`: results pass unmasked.
     pub masking: Option<crate::masking::MaskingPolicy>,
+    /// SSH proxying with just-in-time certificates; `None`: SSH is relayed as bytes.
+    pub ssh: Option<super::ssh::SshOptions>,
     /// Where the target's `[[target]]` table starts.
     pub location: SourceLocation,
 }
@@ -357,6 +359,7 @@ mod tests {
             credentials: None,
             guardrails: None,
             masking: None,
+            ssh: None,
             location: at(1),
         }
     }

@@ -4,3 +4,4 @@
 pub mod ca;
 pub mod postgres;
 pub mod relay;
+pub mod ssh;

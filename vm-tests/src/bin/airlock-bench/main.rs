@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
 //! throughput, each measured against the direct path (and a peer) in one run.
-//! `airlock-bench [intercept] [postgres] [guardrails] [audit]` picks sections; default: all.
+//! `airlock-bench [intercept] [postgres] [guardrails] [audit] [ssh]` picks sections; default: all.
 //!
 //! The same binary plays three roles: the driver (default), an echo server
 //! started inside the lab's target namespace (`echo PORT…`), and the client
@@ -18,6 +18,7 @@ use airlock_vm_tests::{Lab, privileged};
 mod audit;
 mod guardrails;
 mod postgres;
+mod ssh;
 
 /// Protected echo port (redirected through the agent).
 const PROTECTED: u16 = 9000;
@@ -31,6 +32,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("echo") => echo_server(&args[1..]),
         Some("client") => client(&args[1..]),
+        Some("ssh-rtt") => ssh::rtt_client(&args[1..]),
         _ => {
             if !privileged() {
                 std::process::exit(1);
@@ -51,6 +53,10 @@ fn main() {
             if all || args.iter().any(|a| a == "audit") {
                 println!();
                 audit::run();
+            }
+            if all || args.iter().any(|a| a == "ssh") {
+                println!();
+                ssh::run();
             }
         }
     }

@@ -1,0 +1,252 @@
+//! `[target.ssh]`: how Airlock proxies an SSH target it logs in to.
+//!
+//! ```toml
+//! [target.ssh]
+//! cert_ttl_seconds = 300               # life of each session's user certificate (30..=86400)
+//! host_names = ["web-1.internal"]      # names the host certificate carries besides the address
+//! allow_port_forwarding = false        # direct-tcpip (ssh -L) channels
+//! ca = "embedded"                      # Airlock's own SSH CA (state_dir/ssh)
+//!
+//! [[target.ssh.principal]]             # a login name clients may ask for (ssh deploy@web-1)
+//! name = "deploy"
+//! groups = ["ops"]                     # who may: users and/or groups, `*` for anyone
+//!
+//! [[target.ssh.command]]               # exec requests: first matching pattern decides
+//! pattern = "rm -rf *"                 # `*` matches any text
+//! action = "deny"                      # deny | approve | allow
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::model::{Subject, matches_subject};
+use crate::guardrails::GuardAction;
+
+/// SSH options of a target; present, the target's sessions are terminated
+/// and re-originated by Airlock with a just-in-time certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshOptions {
+    /// Login names clients may ask for, and who may use each.
+    pub principals: Vec<Principal>,
+    /// How long a session's user certificate is valid.
+    pub cert_ttl: Duration,
+    /// Host names put in the host certificate besides the dialled address.
+    pub host_names: Vec<String>,
+    /// Whether clients may open direct-tcpip channels (`ssh -L`).
+    pub allow_port_forwarding: bool,
+    /// Rules for exec requests and typed command lines, in order.
+    pub commands: Vec<CommandRule>,
+}
+
+/// A login name on the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The name (`ssh NAME@host`), put in the certificate as its principal.
+    pub name: String,
+    /// Who may use it: user names; `*` matches anyone.
+    pub users: Vec<String>,
+    /// Who may use it: group names; `*` matches anyone.
+    pub groups: Vec<String>,
+}
+
+/// What happens to commands matching a pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandRule {
+    /// Glob over the whole command line; `*` matches any text.
+    pub pattern: String,
+    /// Allow, hold for approval, or refuse.
+    pub action: GuardAction,
+    /// Told to the person refused or waiting.
+    pub reason: Option<String>,
+}
+
+impl SshOptions {
+    /// The principal `login` for `subject`, or why not (naming the ones they may use).
+    pub fn principal_for(&self, login: &str, subject: &Subject<'_>) -> Result<&Principal, String> {
+        if let Some(principal) =
+            self.principals.iter().find(|p| p.name == login && matches_subject(&p.users, &p.groups, subject))
+        {
+            return Ok(principal);
+        }
+        let usable: Vec<&str> = self
+            .principals
+            .iter()
+            .filter(|p| matches_subject(&p.users, &p.groups, subject))
+            .map(|p| p.name.as_str())
+            .collect();
+        if usable.is_empty() {
+            Err(format!("no login on this target is open to {}", subject.user))
+        } else {
+            Err(format!("login \"{login}\" is not one you may use; you may use: {}", usable.join(", ")))
+        }
+    }
+
+    /// The first rule whose pattern matches `command`, if any.
+    pub fn command_rule(&self, command: &str) -> Option<&CommandRule> {
+        let command = command.trim();
+        self.commands.iter().find(|rule| glob_match(&rule.pattern, command))
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of characters.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (pattern, text) = (pattern.as_bytes(), text.as_bytes());
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            backtrack = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((star, matched)) = backtrack {
+            p = star + 1;
+            t = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSsh {
+    #[serde(default)]
+    principal: Vec<Spanned<RawPrincipal>>,
+    cert_ttl_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    host_names: Vec<String>,
+    #[serde(default)]
+    allow_port_forwarding: bool,
+    #[serde(default)]
+    command: Vec<Spanned<RawCommand>>,
+    ca: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrincipal {
+    name: Spanned<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    pattern: Spanned<String>,
+    action: Spanned<String>,
+    reason: Option<String>,
+}
+
+/// A session's certificate lives this long unless the policy says otherwise.
+const DEFAULT_CERT_TTL_SECONDS: u64 = 300;
+
+/// Checks `[target.ssh]`; each problem goes to `error` with its byte offset.
+pub(super) fn options(raw: RawSsh, error: &mut dyn FnMut(usize, String)) -> SshOptions {
+    let cert_ttl = match raw.cert_ttl_seconds {
+        None => DEFAULT_CERT_TTL_SECONDS,
+        Some(ttl) => match u64::try_from(*ttl.get_ref()) {
+            Ok(seconds @ 30..=86_400) => seconds,
+            _ => {
+                error(ttl.span().start, format!("cert_ttl_seconds {} must be between 30 and 86400", ttl.get_ref()));
+                DEFAULT_CERT_TTL_SECONDS
+            }
+        },
+    };
+    if let Some(ca) = &raw.ca
+        && ca.get_ref() != "embedded"
+    {
+        error(ca.span().start, format!("unknown ssh ca {:?}, expected \"embedded\"", ca.get_ref()));
+    }
+    let mut principals = Vec::with_capacity(raw.principal.len());
+    for principal in raw.principal {
+        let start = principal.span().start;
+        let principal = principal.into_inner();
+        let name = principal.name.get_ref();
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+        if !valid {
+            error(principal.name.span().start, format!("principal {name:?} is not a valid login name"));
+        }
+        if principal.users.is_empty() && principal.groups.is_empty() {
+            error(start, format!("principal {name:?} is open to nobody: give users, groups or both"));
+        }
+        principals.push(Principal {
+            name: principal.name.into_inner(),
+            users: principal.users,
+            groups: principal.groups,
+        });
+    }
+    let mut commands = Vec::with_capacity(raw.command.len());
+    for rule in raw.command {
+        let rule = rule.into_inner();
+        let action = match rule.action.get_ref().as_str() {
+            "allow" => GuardAction::Allow,
+            "approve" => GuardAction::Approve,
+            "deny" => GuardAction::Deny,
+            other => {
+                let message = format!("unknown command action {other:?}, expected \"allow\", \"approve\" or \"deny\"");
+                error(rule.action.span().start, message);
+                continue;
+            }
+        };
+        if rule.pattern.get_ref().trim().is_empty() {
+            error(rule.pattern.span().start, "command pattern is empty".into());
+        }
+        commands.push(CommandRule { pattern: rule.pattern.into_inner(), action, reason: rule.reason });
+    }
+    SshOptions {
+        principals,
+        cert_ttl: Duration::from_secs(cert_ttl),
+        host_names: raw.host_names,
+        allow_port_forwarding: raw.allow_port_forwarding,
+        commands,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_command_lines() {
+        assert!(glob_match("rm -rf *", "rm -rf /var/lib"));
+        assert!(glob_match("*shutdown*", "sudo shutdown -h now"));
+        assert!(glob_match("ls", "ls"));
+        assert!(!glob_match("ls", "ls -l"));
+        assert!(!glob_match("rm -rf *", "echo rm -rf /"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+    }
+
+    #[test]
+    fn principals_follow_users_and_groups() {
+        let options = SshOptions {
+            principals: vec![
+                Principal { name: "deploy".into(), users: vec![], groups: vec!["ops".into()] },
+                Principal { name: "root".into(), users: vec!["alice".into()], groups: vec![] },
+            ],
+            cert_ttl: Duration::from_secs(60),
+            host_names: vec![],
+            allow_port_forwarding: false,
+            commands: vec![],
+        };
+        let ops = ["ops".to_owned()];
+        let bob = Subject { user: "bob", groups: &ops };
+        assert_eq!(options.principal_for("deploy", &bob).unwrap().name, "deploy");
+        let refused = options.principal_for("root", &bob).unwrap_err();
+        assert_eq!(refused, "login \"root\" is not one you may use; you may use: deploy");
+        let nobody = Subject { user: "eve", groups: &[] };
+        assert_eq!(options.principal_for("deploy", &nobody).unwrap_err(), "no login on this target is open to eve");
+    }
+}

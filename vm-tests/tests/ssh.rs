@@ -1,0 +1,372 @@
+//! SSH through Airlock end to end: real OpenSSH clients (ssh, scp, sftp) run
+//! as test users, intercepted by the eBPF programs, land on the agent, which
+//! shows a host certificate and logs in to a real sshd on the lab target with
+//! a just-in-time user certificate.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use airlock_vm_tests::{CommandOutput, Lab, agent::airlock_bin, privileged, set_mode, sshd};
+use serde_json::Value;
+
+/// The policy: `deploy` (a local user of the target) open to alice.
+fn policy(lab: &Lab, extra: &str) -> String {
+    let v4 = lab.target.v4;
+    let alice = &lab.user("alice").name;
+    let deploy = &lab.user("deploy").name;
+    format!(
+        r#"
+[[target]]
+name = "web"
+protocol = "ssh"
+port = 22
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["*"]
+
+[target.ssh]
+cert_ttl_seconds = 120
+host_names = ["web.lab"]
+
+[[target.ssh.principal]]
+name = "{deploy}"
+users = ["{alice}"]
+
+[[target.ssh.command]]
+pattern = "rm -rf *"
+action = "deny"
+reason = "no recursive deletes on web"
+{extra}
+"#
+    )
+}
+
+fn ssh(lab: &Lab, known: &Path, user: &str, login: &str, args: &[&str]) -> CommandOutput {
+    let mut full = sshd::client_options(known);
+    full.push(format!("{login}@{}", lab.target.v4));
+    full.extend(args.iter().map(|s| s.to_string()));
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    lab.run_as(user, "ssh", &full)
+}
+
+fn lab_with_sshd(extra: &str) -> (Lab, PathBuf) {
+    let mut lab = Lab::new(&["alice", "bob", "deploy"]);
+    let policy = policy(&lab, extra);
+    lab.start_agent(&policy);
+    sshd::start(&mut lab, "deploy");
+    let known = sshd::known_hosts(&lab);
+    (lab, known)
+}
+
+fn one(records: Vec<Value>, what: &str) -> Value {
+    assert_eq!(records.len(), 1, "{what}: {records:#?}");
+    records.into_iter().next().unwrap()
+}
+
+#[test]
+fn ssh_exec_logs_in_with_a_certificate_and_checks_the_host_certificate() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo hello; id -un; exit 3"]);
+    assert_eq!(out.code, Some(3), "{out:?}\n{}", lab.agent().log());
+    assert_eq!(out.stdout, format!("hello\n{deploy}\n"), "{out:?}");
+
+    let login = one(lab.agent().wait_for_records("ssh.login", 1), "ssh.login");
+    assert_eq!(login["identity"]["user"], lab.user("alice").name);
+    assert_eq!(login["detail"]["principal"], deploy);
+    assert!(login["detail"]["target_host_key"].as_str().unwrap().starts_with("SHA256:"), "{login}");
+    let exec = one(lab.agent().wait_for_records("ssh.exec_end", 1), "ssh.exec_end");
+    assert_eq!(exec["detail"]["command"], "echo hello; id -un; exit 3");
+    assert_eq!(exec["detail"]["exit"]["status"], 3);
+
+    // The host certificate carries the dialled address and the policy's
+    // names; with only the CA line known, a wrong name fails verification.
+    let mut wrong = sshd::client_options(&known);
+    wrong.extend([
+        "-o".into(),
+        "HostKeyAlias=other.lab".to_owned(),
+        format!("{deploy}@{}", lab.target.v4),
+        "true".into(),
+    ]);
+    let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
+    let out = lab.run_as("alice", "ssh", &wrong);
+    assert!(!out.success(), "{out:?}");
+    let mut alias = sshd::client_options(&known);
+    alias.extend(["-o".into(), "HostKeyAlias=web.lab".into(), format!("{deploy}@{}", lab.target.v4), "true".into()]);
+    let alias: Vec<&str> = alias.iter().map(String::as_str).collect();
+    let out = lab.run_as("alice", "ssh", &alias);
+    assert!(out.success(), "policy host name is in the certificate: {out:?}");
+}
+
+#[test]
+fn logins_not_granted_are_refused_in_the_client() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+
+    let root = ssh(&lab, &known, "alice", "root", &["id"]);
+    assert_eq!(root.code, Some(1), "{root:?}");
+    assert!(
+        root.stderr.contains(&format!("airlock: login \"root\" is not one you may use; you may use: {deploy}")),
+        "{root:?}"
+    );
+    let bob = ssh(&lab, &known, "bob", &deploy, &["id"]);
+    assert_eq!(bob.code, Some(1), "{bob:?}");
+    assert!(bob.stderr.contains("no login on this target is open to"), "{bob:?}");
+    let refused = lab.agent().wait_for_records("ssh.login_refused", 2);
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(lab.agent().records_of("ssh.login").is_empty());
+}
+
+#[test]
+fn denied_commands_never_reach_the_target() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let victim = lab.dir.path().join("victim");
+    fs::create_dir_all(victim.join("inside")).unwrap();
+    let command = format!("rm -rf {}", victim.display());
+    let out = ssh(&lab, &known, "alice", &deploy, &[&command]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("airlock: command refused: no recursive deletes on web"), "{out:?}");
+    assert!(victim.join("inside").exists());
+    let refused = one(lab.agent().wait_for_records("ssh.exec_refused", 1), "ssh.exec_refused");
+    assert_eq!(refused["detail"]["command"], command);
+}
+
+#[test]
+fn scp_and_sftp_go_through_with_their_bytes_intact() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let drop_dir = lab.dir.path().join("drop");
+    fs::create_dir_all(&drop_dir).unwrap();
+    let status = Command::new("chown").arg(&deploy).arg(&drop_dir).status().unwrap();
+    assert!(status.success());
+    let source = lab.dir.path().join("payload.bin");
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(&source, &payload).unwrap();
+    set_mode(&source, 0o644);
+
+    for (mode, name) in [(None, "scp-sftp.bin"), (Some("-O"), "scp-legacy.bin")] {
+        let mut args = sshd::client_options(&known);
+        args.extend(mode.map(str::to_owned));
+        args.push(source.display().to_string());
+        args.push(format!("{deploy}@{}:{}", lab.target.v4, drop_dir.join(name).display()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = lab.run_as("alice", "scp", &args);
+        assert!(out.success(), "scp {mode:?}: {out:?}\n{}", lab.agent().log());
+        assert!(fs::read(drop_dir.join(name)).unwrap() == payload, "scp {mode:?} copied the bytes");
+    }
+
+    let batch = lab.dir.path().join("sftp-batch");
+    let back = lab.dir.path().join("back");
+    fs::create_dir_all(&back).unwrap();
+    let status = Command::new("chown").arg(&lab.user("alice").name).arg(&back).status().unwrap();
+    assert!(status.success());
+    fs::write(
+        &batch,
+        format!(
+            "get {} {}\nls {}\n",
+            drop_dir.join("scp-sftp.bin").display(),
+            back.join("got.bin").display(),
+            drop_dir.display()
+        ),
+    )
+    .unwrap();
+    set_mode(&batch, 0o644);
+    let mut args = sshd::client_options(&known);
+    args.extend(["-b".into(), batch.display().to_string(), format!("{deploy}@{}", lab.target.v4)]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lab.run_as("alice", "sftp", &args);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains("scp-legacy.bin"), "{out:?}");
+    assert!(fs::read(back.join("got.bin")).unwrap() == payload);
+    let subsystems = lab.agent().wait_for_records("ssh.subsystem", 2);
+    assert!(subsystems.iter().all(|r| r["detail"]["name"] == "sftp"), "{subsystems:#?}");
+}
+
+#[test]
+fn terminal_sessions_are_recorded_as_asciicast() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let out =
+        ssh(&lab, &known, "alice", &deploy, &["-tt", "echo recorded-$((6 * 7)); echo postgres://app:hunter2@db/x"]);
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    assert!(out.stdout.contains("recorded-42"), "{out:?}");
+
+    let record = one(lab.agent().wait_for_records("ssh.recording", 1), "ssh.recording");
+    let path = PathBuf::from(record["detail"]["path"].as_str().unwrap());
+    assert!(path.starts_with(&lab.agent().config.audit_dir), "{path:?}");
+    let text = fs::read_to_string(&path).unwrap();
+    use sha2_check::hex_sha256;
+    assert_eq!(record["detail"]["sha256"], hex_sha256(text.as_bytes()));
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    // asciinema cat wants a terminal: script(1) gives it one.
+    let played = Command::new("script")
+        .args(["-q", "-e", "-c", &format!("asciinema cat {}", path.display()), "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("asciinema cat");
+    assert!(played.status.success(), "{played:?}");
+    let played = String::from_utf8_lossy(&played.stdout);
+    assert!(played.contains("recorded-42"), "{played}");
+    assert!(!played.contains("hunter2"), "secrets are masked in recordings: {played}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+/// SHA-256 through coreutils, so the test checks the agent's hash independently.
+mod sha2_check {
+    pub fn hex_sha256(bytes: &[u8]) -> String {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
+    }
+}
+
+fn airlock(lab: &Lab, cli: &Path, user: &str, args: &[&str]) -> CommandOutput {
+    let socket = lab.agent().config.socket.display().to_string();
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend_from_slice(&["--socket", &socket]);
+    lab.run_as(user, cli.to_str().expect("utf-8 path"), &full)
+}
+
+/// Waits (bounded) for a pending request `user` can see.
+fn pending_request(lab: &Lab, cli: &Path, user: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = airlock(lab, cli, user, &["approvals", "--json"]);
+        assert!(out.success(), "{out:?}");
+        let list: Vec<Value> = serde_json::from_str(&out.stdout).expect("JSON list");
+        if let Some(first) = list.into_iter().next() {
+            return first;
+        }
+        assert!(std::time::Instant::now() < deadline, "no request appeared\n{}", lab.agent().log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn access_windows_and_held_commands_follow_approvals_and_expiry_ends_the_session() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice", "bob", "deploy"]);
+    let bob = lab.user("bob").name.clone();
+    let extra = format!(
+        "\n[[target.ssh.command]]\npattern = \"touch *\"\naction = \"approve\"\nreason = \"files on web need a second person\"\n\n\
+         [target.approvals]\nusers = [\"{bob}\"]\ntimeout_seconds = 60\nsession_access_seconds = 10\n"
+    );
+    let policy = policy(&lab, &extra);
+    lab.start_agent(&policy);
+    sshd::start(&mut lab, "deploy");
+    let known = sshd::known_hosts(&lab);
+    let deploy = lab.user("deploy").name.clone();
+    let cli = lab.dir.path().join("airlock");
+    fs::copy(airlock_bin(), &cli).expect("copy the airlock binary");
+    set_mode(&cli, 0o755);
+
+    // Refused in SSH, with the request id and how to get it approved.
+    let refused = ssh(&lab, &known, "alice", &deploy, &["true"]);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("needs approval: request "), "{refused:?}");
+    let id: String = refused.stderr.split("request ").nth(1).unwrap().chars().take(8).collect();
+    assert!(refused.stderr.contains(&format!("airlock approve {id}")), "{refused:?}");
+    let approved = airlock(&lab, &cli, "bob", &["approve", &id]);
+    assert!(approved.success(), "{approved:?}");
+
+    // A held command waits for bob, then runs.
+    let writable = lab.dir.path().join("deploy-home");
+    fs::create_dir_all(&writable).unwrap();
+    assert!(Command::new("chown").arg(&deploy).arg(&writable).status().unwrap().success());
+    let marker = writable.join("approved-marker");
+    let command = format!("touch {}", marker.display());
+    std::thread::scope(|scope| {
+        let held = scope.spawn(|| ssh(&lab, &known, "alice", &deploy, &[&command]));
+        let request = pending_request(&lab, &cli, "bob");
+        assert_eq!(request["statement"], command);
+        let request_id = request["id"].as_str().unwrap();
+        let decided = airlock(&lab, &cli, "bob", &["approve", request_id]);
+        assert!(decided.success(), "{decided:?}");
+        let held = held.join().unwrap();
+        assert!(held.success(), "{held:?}");
+        assert!(held.stderr.contains("waiting for approval of request"), "{held:?}");
+    });
+    assert!(marker.exists(), "the approved command ran");
+
+    // The session still open when the access window closes is ended with the reason.
+    let long = ssh(&lab, &known, "alice", &deploy, &["sleep 25"]);
+    assert!(!long.success(), "{long:?}");
+    assert!(long.stderr.contains(&format!("airlock: your access to \"web\" (request {id}")), "{long:?}");
+    let ended = lab.agent().wait_for_records("access.ended", 1);
+    assert_eq!(ended[0]["detail"]["sessions_ended"], 1, "{ended:?}");
+}
+
+#[test]
+fn people_denied_access_are_told_in_ssh() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice", "deploy"]);
+    let policy = policy(&lab, "").replace(
+        "[[target.access]]\naction = \"allow\"\nusers = [\"*\"]",
+        "[[target.access]]\naction = \"deny\"\nusers = [\"*\"]\nreason = \"web is closed for maintenance\"",
+    );
+    lab.start_agent(&policy);
+    sshd::start(&mut lab, "deploy");
+    let known = sshd::known_hosts(&lab);
+    let deploy = lab.user("deploy").name.clone();
+    let out = ssh(&lab, &known, "alice", &deploy, &["true"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("airlock: access to \"web\" denied: web is closed for maintenance"), "{out:?}");
+}
+
+#[test]
+fn port_forwarding_follows_policy() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    // ssh -W opens a direct-tcpip channel, as -L does for each connection.
+    let to = format!("{}:22", lab.target.v4);
+    let forward = |lab: &Lab| ssh(lab, &known, "alice", &deploy, &["-W", &to]);
+    let refused = forward(&lab);
+    assert!(!refused.success(), "{refused:?}");
+    assert!(refused.stderr.contains("stdio forwarding failed"), "{refused:?}");
+    let record = one(lab.agent().wait_for_records("ssh.port_forward", 1), "ssh.port_forward");
+    assert_eq!(record["detail"]["allowed"], false);
+
+    let policy = policy(&lab, "").replace("host_names = [", "allow_port_forwarding = true\nhost_names = [");
+    lab.agent().reload(&policy);
+    let forwarded = forward(&lab);
+    assert!(forwarded.stdout.starts_with("SSH-2.0-OpenSSH"), "the target's own sshd answered: {forwarded:?}");
+    let records = lab.agent().wait_for_records("ssh.port_forward", 2);
+    assert_eq!(records[1]["detail"]["allowed"], true, "{records:#?}");
+}
