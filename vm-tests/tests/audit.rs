@@ -74,3 +74,61 @@ fn the_audit_group_verifies_queries_and_replays_and_nobody_else_reads() {
         );
     }
 }
+
+/// Unmounts the lab's small audit filesystem, also when the test fails.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_sessions_with_the_reason_and_loses_no_record() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    let pg_dir = lab.dir.path().join("pg");
+    lab.target.start_postgres_with(&pg_dir, &[]);
+    let v4 = lab.target.v4;
+    let config = AgentConfig::new(
+        &lab,
+        &format!(
+            "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n"
+        ),
+    );
+    fs::create_dir_all(&config.audit_dir).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "airlock-test-audit"])
+        .arg(&config.audit_dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    let mounted = Mounted(config.audit_dir.clone());
+    let audit_dir = config.audit_dir.clone();
+    lab.agent = Some(Agent::start(config));
+    let host = v4.to_string();
+    let psql = |lab: &Lab| {
+        lab.run_as("alice", "psql", &["-h", &host, "-U", "postgres", "-d", "postgres", "-X", "-c", "select 1"])
+    };
+    assert!(psql(&lab).success());
+
+    // Fill the filesystem to the last byte.
+    let filler = audit_dir.join("filler");
+    let _ =
+        std::process::Command::new("dd").args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"]).output();
+    let refused = psql(&lab);
+    assert!(!refused.success(), "{refused:?}");
+    assert!(refused.stderr.contains("the audit log cannot be written"), "{}", refused.stderr);
+
+    fs::remove_file(&filler).unwrap();
+    assert!(psql(&lab).success(), "sessions resume once there is room\n{}", lab.agent().log());
+    lab.agent.take();
+    let out =
+        std::process::Command::new(airlock_bin()).args(["audit", "verify", "--dir"]).arg(&audit_dir).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the log verifies after the full disk: {report}");
+    drop(mounted);
+}

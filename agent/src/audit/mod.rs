@@ -289,7 +289,12 @@ impl AuditLog {
     }
 
     fn write(&self, chain: &mut Chain, lines: &[u8], next_seq: u64, prev: String) -> Result<(), AuditError> {
-        chain.file.write_all(lines).map_err(|source| self.io(source))?;
+        if let Err(source) = chain.file.write_all(lines) {
+            // A partial write (a full disk) must not leave half a record
+            // for the next one to follow: cut the file back to where it was.
+            let _ = chain.file.set_len(chain.segment_bytes);
+            return Err(self.io(source));
+        }
         chain.segment_bytes += lines.len() as u64;
         chain.next_seq = next_seq;
         chain.prev = prev;

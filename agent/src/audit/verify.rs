@@ -361,6 +361,43 @@ mod tests {
     }
 
     #[test]
+    fn many_writers_at_once_keep_one_unbroken_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let signer = Signer::load_or_create(&tmp.path().join("key")).unwrap();
+        let key = signer.public_key_hex();
+        let settings = AuditSettings {
+            segment_max_bytes: 16 << 10,
+            checkpoint_records: 7,
+            signer: Some(signer),
+            ..AuditSettings::default()
+        };
+        let log = AuditLog::open_with(&tmp.path().join("audit"), settings).unwrap();
+        std::thread::scope(|scope| {
+            for writer in 0..8 {
+                let log = &log;
+                scope.spawn(move || {
+                    for i in 0..250 {
+                        let session = format!("w{writer}");
+                        let event = |n: u32| Event {
+                            kind: "postgres.statement",
+                            session: Some(&session),
+                            identity: None,
+                            process: None,
+                            target: None,
+                            detail: serde_json::json!({ "n": n }),
+                        };
+                        if i % 2 == 0 { log.append(event(i)) } else { log.append_batch([event(i), event(i + 1000)]) }
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let report = verify(&tmp.path().join("audit"), Some(&key)).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert!(report.records >= 8 * 375 && report.segments > 1, "{report:?}");
+    }
+
+    #[test]
     fn forged_checkpoints_and_foreign_keys_fail() {
         let tmp = tempfile::tempdir().unwrap();
         log(tmp.path(), 30, None);
