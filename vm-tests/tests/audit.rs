@@ -119,8 +119,8 @@ fn a_full_disk_refuses_sessions_with_the_reason_and_loses_no_record() {
     let filler = audit_dir.join("filler");
     let _ =
         std::process::Command::new("dd").args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"]).output();
-    let refused = psql(&lab);
-    assert!(!refused.success(), "{refused:?}");
+    // The last allocated page may still take a record or two; then no more.
+    let refused = (0..20).map(|_| psql(&lab)).find(|out| !out.success()).expect("sessions still ran on a full disk");
     assert!(refused.stderr.contains("the audit log cannot be written"), "{}", refused.stderr);
 
     fs::remove_file(&filler).unwrap();
