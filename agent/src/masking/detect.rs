@@ -132,10 +132,14 @@ pub struct Detectors {
     pem_begin: memmem::Finder<'static>,
 }
 
+/// Shortest text a built-in detector matches (`a@b.io`, `1.2.3.4`).
+const MIN_BUILTIN_MATCH: usize = 6;
+
 /// Character classes of a value, taken in one pass before any scanner runs.
 #[derive(Clone, Copy, Debug, Default)]
 struct Summary {
     digits: usize,
+    dots: usize,
     classes: u8,
 }
 
@@ -145,6 +149,8 @@ const DOT: u8 = 4;
 const UPPER: u8 = 8;
 const LOWER: u8 = 16;
 const DASH: u8 = 32;
+/// Space, `(`, `)` and `+`: separators inside card and phone numbers.
+const NUMBER_PUNCT: u8 = 64;
 
 static CLASS: [u8; 256] = {
     let mut table = [0u8; 256];
@@ -163,6 +169,8 @@ static CLASS: [u8; 256] = {
             DOT
         } else if c == b'-' {
             DASH
+        } else if matches!(c, b' ' | b'(' | b')' | b'+') {
+            NUMBER_PUNCT
         } else {
             0
         };
@@ -175,16 +183,52 @@ impl Summary {
     fn of(text: &[u8]) -> Self {
         let mut classes = 0u8;
         let mut digits = 0usize;
+        let mut dots = 0usize;
         for &b in text {
             let class = CLASS[usize::from(b)];
             classes |= class;
             digits += usize::from(class & DIGIT);
+            dots += usize::from(class == DOT);
         }
-        Self { digits, classes }
+        Self { digits, dots, classes }
     }
 
     fn has(&self, class: u8) -> bool {
         self.classes & class == class
+    }
+}
+
+/// The longest digit runs of a value, for the number detectors: taken only
+/// for values with enough digits, so that a timestamp or an amount (many
+/// digits, wrong shape) does not cost four scanner passes.
+#[derive(Clone, Copy, Debug, Default)]
+struct NumberRuns {
+    /// Most digits in one run of digits, spaces and dashes (cards, SSNs).
+    grouped: u32,
+    /// Most digits in one run of digits and `-. ()+` (phones).
+    phone: u32,
+    /// Most dots in one run of digits and dots (IPv4).
+    dotted: u32,
+}
+
+impl NumberRuns {
+    fn of(text: &[u8]) -> Self {
+        let mut runs = Self::default();
+        let (mut grouped, mut phone, mut dotted) = (0u32, 0u32, 0u32);
+        for &b in text {
+            let class = CLASS[usize::from(b)];
+            let digit = u32::from(class & DIGIT);
+            let dot = u32::from(class == DOT);
+            // Branch-free: a run continues (×1) or restarts (×0).
+            grouped = (grouped + digit)
+                * u32::from(class & (DIGIT | DASH | NUMBER_PUNCT) != 0 && b != b'(' && b != b')' && b != b'+');
+            phone = (phone + digit) * u32::from(class & (DIGIT | DASH | DOT | NUMBER_PUNCT) != 0);
+            dotted = (dotted + dot) * u32::from(class & (DIGIT | DOT) != 0);
+            runs.grouped = runs.grouped.max(grouped);
+            runs.phone = runs.phone.max(phone);
+            runs.dotted = runs.dotted.max(dotted);
+        }
+        runs
     }
 }
 
@@ -230,7 +274,8 @@ impl Detectors {
     /// never allocates, when nothing matches.
     pub fn find(&self, text: &[u8], out: &mut Vec<Match>) {
         debug_assert!(out.is_empty());
-        if self.is_empty() || text.is_empty() {
+        // Nothing built in matches fewer bytes than `a@b.io`.
+        if self.is_empty() || text.len() < MIN_BUILTIN_MATCH && self.custom.is_empty() {
             return;
         }
         let summary = Summary::of(text);
@@ -238,22 +283,27 @@ impl Detectors {
         if on(Builtin::PrivateKey) && summary.has(DASH | UPPER) && text.len() >= 30 {
             self.find_private_keys(text, out);
         }
-        if on(Builtin::Card) && summary.digits >= 13 {
+        let numbers_needed = (on(Builtin::Card) && summary.digits >= 13)
+            || (on(Builtin::Ssn) && summary.digits >= 9)
+            || (on(Builtin::Phone) && summary.digits >= 8)
+            || (on(Builtin::Ipv4) && summary.digits >= 4 && summary.dots >= 3);
+        let numbers = if numbers_needed { NumberRuns::of(text) } else { NumberRuns::default() };
+        if on(Builtin::Card) && numbers.grouped >= 13 {
             find_cards(text, out);
         }
         if on(Builtin::Email) && summary.has(AT | DOT) {
             find_emails(text, out);
         }
-        if on(Builtin::Ssn) && summary.digits >= 9 {
+        if on(Builtin::Ssn) && numbers.grouped >= 9 {
             find_ssns(text, out);
         }
         if on(Builtin::Iban) && summary.has(UPPER) && summary.digits >= 2 && text.len() >= 15 {
             find_ibans(text, out);
         }
-        if on(Builtin::Phone) && summary.digits >= 8 {
+        if on(Builtin::Phone) && numbers.phone >= 8 {
             find_phones(text, out);
         }
-        if on(Builtin::Ipv4) && summary.digits >= 4 && summary.has(DOT) {
+        if on(Builtin::Ipv4) && numbers.dotted >= 3 {
             find_ipv4s(text, out);
         }
         if on(Builtin::AwsKey) && summary.has(UPPER) && text.len() >= 20 {
@@ -580,8 +630,12 @@ fn find_ipv4s(text: &[u8], out: &mut Vec<Match>) {
         let mut valid = true;
         while octets < 4 {
             let run = run_len(&text[j..], |b| b.is_ascii_digit());
-            let value = text[j..j + run].iter().fold(0u32, |acc, &d| acc.saturating_mul(10) + u32::from(d - b'0'));
-            if run == 0 || run > 3 || value > 255 {
+            if run == 0 || run > 3 {
+                valid = false;
+                break;
+            }
+            let value = text[j..j + run].iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
+            if value > 255 {
                 valid = false;
                 break;
             }
@@ -823,7 +877,7 @@ mod tests {
     #[test]
     fn ipv4_addresses_not_versions() {
         assert_eq!(spans(Builtin::Ipv4, "from 10.20.0.5:5432 and 192.168.1.255/24"), ["10.20.0.5", "192.168.1.255"]);
-        assert!(spans(Builtin::Ipv4, "v1.2.3.4 1.2.3.4.5 256.1.1.1 1.2.3").is_empty());
+        assert!(spans(Builtin::Ipv4, "v1.2.3.4 1.2.3.4.5 256.1.1.1 1.2.3 99999999999.1.1.1").is_empty());
     }
 
     #[test]
