@@ -472,3 +472,24 @@ fn detectors_default_when_not_listed() {
     let ssh = "[[target]]\nname = \"s\"\nprotocol = \"ssh\"\nport = 22\naddresses = [\"10.0.0.1\"]\n[target.masking]\n";
     assert!(Policy::from_sources([(Path::new("p.toml"), ssh)]).is_err(), "postgres only");
 }
+
+#[test]
+fn shipped_example_masks_analysts_not_dbas() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/examples"));
+    let policy = Policy::load_dir(dir).unwrap_or_else(|e| panic!("{e}"));
+    let replicas = policy.targets.iter().find(|t| t.name == "prod-db-replicas").unwrap();
+    let masking = replicas.masking.as_ref().unwrap_or_else(|| panic!("the example masks the replicas"));
+    let key = Arc::new(TokenKey::from_bytes(b"example"));
+    let analyst = Masker::new(masking, "ann", &["analytics".into()], key.clone());
+    let dba = Masker::new(masking, "dave", &["dba".into()], key);
+    assert!(dba.is_noop());
+    let columns = [col("email", Some("public.customers.email"), 25, 0), col("note", None, 25, 0)];
+    let plan = analyst.plan(&columns);
+    let body = data_row(&[Some(b"ann@example.com"), Some(b"card 4111-1111-1111-1111, LOY-0123456789")]);
+    let mut out = Vec::new();
+    analyst.mask_data_row(&body, &plan, &mut out).unwrap();
+    let row = parse_row(&out);
+    assert!(text(&row[0]).is_some_and(|t| t.starts_with("tok_")));
+    let note = text(&row[1]).unwrap();
+    assert!(note.starts_with("card ****-****-****-1111, tok_"), "{note}");
+}
