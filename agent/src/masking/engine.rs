@@ -223,6 +223,8 @@ impl Masker {
     /// The plan for a result with these columns, in order.
     pub fn plan(&self, columns: &[ColumnDesc<'_>]) -> ColumnPlan {
         let detecting = !self.detectors.is_empty();
+        // Column patterns also match keys inside JSON values.
+        let key_rules = self.rules.iter().any(|r| r.columns.matches_key_possible());
         let mut active = false;
         let columns = columns
             .iter()
@@ -231,7 +233,11 @@ impl Masker {
                 let kind = ValueKind::of_type(column.type_oid);
                 let binary = column.format == 1;
                 // Binary values of other types are opaque to detectors.
-                active |= rule.is_some() || (detecting && !(binary && kind == ValueKind::Other));
+                let json = matches!(
+                    kind,
+                    ValueKind::Json | ValueKind::Jsonb | ValueKind::Array(ElementKind::Json | ElementKind::Jsonb)
+                );
+                active |= rule.is_some() || (detecting && !(binary && kind == ValueKind::Other)) || (key_rules && json);
                 PlannedColumn { kind, binary, rule, label: Arc::from(column.qualified.unwrap_or(column.field_name)) }
             })
             .collect();

@@ -465,8 +465,8 @@ fn invalid_masking_policies_are_refused_with_locations() {
 
 #[test]
 fn detectors_default_when_not_listed() {
-    let text = "[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n[target.masking]\n";
-    let policy = Policy::from_sources([(Path::new("p.toml"), text)]).unwrap_or_else(|e| panic!("{e}"));
+    let source = "[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n[target.masking]\n";
+    let policy = Policy::from_sources([(Path::new("p.toml"), source)]).unwrap_or_else(|e| panic!("{e}"));
     let masking = policy.targets[0].masking.as_ref().unwrap();
     assert_eq!(masking.detectors, Builtin::DEFAULT);
     let ssh = "[[target]]\nname = \"s\"\nprotocol = \"ssh\"\nport = 22\naddresses = [\"10.0.0.1\"]\n[target.masking]\n";
@@ -492,4 +492,21 @@ fn shipped_example_masks_analysts_not_dbas() {
     assert!(text(&row[0]).is_some_and(|t| t.starts_with("tok_")));
     let note = text(&row[1]).unwrap();
     assert!(note.starts_with("card ****-****-****-1111, tok_"), "{note}");
+}
+
+#[test]
+fn json_keys_are_masked_without_detectors() {
+    let source = "[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n\
+                [target.masking]\ndetectors = []\n[[target.masking.rules]]\ncolumn_pattern = \"*email*\"\n";
+    let policy = Policy::from_sources([(Path::new("p.toml"), source)]).unwrap_or_else(|e| panic!("{e}"));
+    let masker =
+        Masker::new(policy.targets[0].masking.as_ref().unwrap(), "u", &[], Arc::new(TokenKey::from_bytes(b"k")));
+    let plan = masker.plan(&[col("doc", None, 3802, 0), col("note", None, 25, 0)]);
+    assert!(plan.is_active());
+    let body = data_row(&[Some(br#"{"work_email": "a@b.io", "n": 1}"#), Some(b"a@b.io")]);
+    let mut out = Vec::new();
+    masker.mask_data_row(&body, &plan, &mut out).unwrap();
+    let row = parse_row(&out);
+    assert_eq!(text(&row[0]), Some(r#"{"work_email": "[masked]", "n": 1}"#));
+    assert_eq!(text(&row[1]), Some("a@b.io"), "no detectors: free text passes");
 }
