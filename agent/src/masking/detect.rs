@@ -126,8 +126,6 @@ pub struct CustomDetector {
 pub struct Detectors {
     enabled: u16,
     custom: Vec<CustomDetector>,
-    akia: memmem::Finder<'static>,
-    asia: memmem::Finder<'static>,
     jwt: memmem::Finder<'static>,
     pem_begin: memmem::Finder<'static>,
 }
@@ -140,6 +138,7 @@ const MIN_BUILTIN_MATCH: usize = 6;
 struct Summary {
     digits: usize,
     dots: usize,
+    dashes: usize,
     classes: u8,
 }
 
@@ -149,48 +148,37 @@ const DOT: u8 = 4;
 const UPPER: u8 = 8;
 const LOWER: u8 = 16;
 const DASH: u8 = 32;
-/// Space, `(`, `)` and `+`: separators inside card and phone numbers.
-const NUMBER_PUNCT: u8 = 64;
-
-static CLASS: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = if c.is_ascii_digit() {
-            DIGIT
-        } else if c.is_ascii_uppercase() {
-            UPPER
-        } else if c.is_ascii_lowercase() {
-            LOWER
-        } else if c == b'@' {
-            AT
-        } else if c == b'.' {
-            DOT
-        } else if c == b'-' {
-            DASH
-        } else if matches!(c, b' ' | b'(' | b')' | b'+') {
-            NUMBER_PUNCT
-        } else {
-            0
-        };
-        b += 1;
-    }
-    table
-};
 
 impl Summary {
+    /// Written so the compiler vectorizes it: byte-wide counters over
+    /// chunks short enough not to overflow them, no table lookups.
     fn of(text: &[u8]) -> Self {
-        let mut classes = 0u8;
-        let mut digits = 0usize;
-        let mut dots = 0usize;
-        for &b in text {
-            let class = CLASS[usize::from(b)];
-            classes |= class;
-            digits += usize::from(class & DIGIT);
-            dots += usize::from(class == DOT);
+        let mut summary = Self::default();
+        for chunk in text.chunks(255) {
+            let (mut digits, mut dots, mut dashes, mut flags) = (0u8, 0u8, 0u8, 0u8);
+            for &b in chunk {
+                digits += u8::from(b.wrapping_sub(b'0') < 10);
+                dots += u8::from(b == b'.');
+                dashes += u8::from(b == b'-');
+                flags |= u8::from(b.wrapping_sub(b'A') < 26) * UPPER
+                    | u8::from(b.wrapping_sub(b'a') < 26) * LOWER
+                    | u8::from(b == b'@') * AT;
+            }
+            summary.digits += usize::from(digits);
+            summary.dots += usize::from(dots);
+            summary.dashes += usize::from(dashes);
+            summary.classes |= flags;
         }
-        Self { digits, dots, classes }
+        if summary.digits > 0 {
+            summary.classes |= DIGIT;
+        }
+        if summary.dots > 0 {
+            summary.classes |= DOT;
+        }
+        if summary.dashes > 0 {
+            summary.classes |= DASH;
+        }
+        summary
     }
 
     fn has(&self, class: u8) -> bool {
@@ -198,38 +186,21 @@ impl Summary {
     }
 }
 
-/// The longest digit runs of a value, for the number detectors: taken only
-/// for values with enough digits, so that a timestamp or an amount (many
-/// digits, wrong shape) does not cost four scanner passes.
-#[derive(Clone, Copy, Debug, Default)]
-struct NumberRuns {
-    /// Most digits in one run of digits, spaces and dashes (cards, SSNs).
-    grouped: u32,
-    /// Most digits in one run of digits and `-. ()+` (phones).
-    phone: u32,
-    /// Most dots in one run of digits and dots (IPv4).
-    dotted: u32,
-}
-
-impl NumberRuns {
-    fn of(text: &[u8]) -> Self {
-        let mut runs = Self::default();
-        let (mut grouped, mut phone, mut dotted) = (0u32, 0u32, 0u32);
-        for &b in text {
-            let class = CLASS[usize::from(b)];
-            let digit = u32::from(class & DIGIT);
-            let dot = u32::from(class == DOT);
-            // Branch-free: a run continues (×1) or restarts (×0).
-            grouped = (grouped + digit)
-                * u32::from(class & (DIGIT | DASH | NUMBER_PUNCT) != 0 && b != b'(' && b != b')' && b != b'+');
-            phone = (phone + digit) * u32::from(class & (DIGIT | DASH | DOT | NUMBER_PUNCT) != 0);
-            dotted = (dotted + dot) * u32::from(class & (DIGIT | DOT) != 0);
-            runs.grouped = runs.grouped.max(grouped);
-            runs.phone = runs.phone.max(phone);
-            runs.dotted = runs.dotted.max(dotted);
-        }
-        runs
+/// The longest run of digits joined by `joiners`, counting the bytes
+/// `counted` (digits, or dots for IPv4) in it: the number detectors run only
+/// on values with a long enough run, so a timestamp or an amount (many
+/// digits, wrong shape) costs one tight pass instead of a scanner.
+fn longest_run(text: &[u8], joiners: &[u8], count_dots: bool) -> u32 {
+    let (mut run, mut longest) = (0u32, 0u32);
+    for &b in text {
+        let digit = b.wrapping_sub(b'0') < 10;
+        let joined = digit || joiners.contains(&b);
+        let counted = if count_dots { b == b'.' } else { digit };
+        // Branch-free: a run goes on (×1) or restarts (×0).
+        run = (run + u32::from(counted)) * u32::from(joined);
+        longest = longest.max(run);
     }
+    longest
 }
 
 impl Detectors {
@@ -238,8 +209,6 @@ impl Detectors {
         Self {
             enabled: builtins.iter().fold(0, |bits, b| bits | b.bit()),
             custom,
-            akia: memmem::Finder::new(b"AKIA").into_owned(),
-            asia: memmem::Finder::new(b"ASIA").into_owned(),
             jwt: memmem::Finder::new(b"eyJ").into_owned(),
             pem_begin: memmem::Finder::new(b"-----BEGIN ").into_owned(),
         }
@@ -280,38 +249,39 @@ impl Detectors {
         }
         let summary = Summary::of(text);
         let on = |b: Builtin| self.enabled & b.bit() != 0;
-        if on(Builtin::PrivateKey) && summary.has(DASH | UPPER) && text.len() >= 30 {
+        // "-----BEGIN " and "PRIVATE KEY-----".
+        if on(Builtin::PrivateKey) && summary.dashes >= 10 && summary.has(UPPER) && text.len() >= 30 {
             self.find_private_keys(text, out);
         }
-        let numbers_needed = (on(Builtin::Card) && summary.digits >= 13)
-            || (on(Builtin::Ssn) && summary.digits >= 9)
-            || (on(Builtin::Phone) && summary.digits >= 8)
-            || (on(Builtin::Ipv4) && summary.digits >= 4 && summary.dots >= 3);
-        let numbers = if numbers_needed { NumberRuns::of(text) } else { NumberRuns::default() };
-        if on(Builtin::Card) && numbers.grouped >= 13 {
+        // Runs of digits with the separators each kind of number uses;
+        // cards and SSNs share theirs.
+        let grouped = if (on(Builtin::Card) && summary.digits >= 13) || (on(Builtin::Ssn) && summary.digits >= 9) {
+            longest_run(text, b" -", false)
+        } else {
+            0
+        };
+        if on(Builtin::Card) && grouped >= 13 {
             find_cards(text, out);
         }
         if on(Builtin::Email) && summary.has(AT | DOT) {
             find_emails(text, out);
         }
-        if on(Builtin::Ssn) && numbers.grouped >= 9 {
+        if on(Builtin::Ssn) && grouped >= 9 {
             find_ssns(text, out);
         }
         if on(Builtin::Iban) && summary.has(UPPER) && summary.digits >= 2 && text.len() >= 15 {
             find_ibans(text, out);
         }
-        if on(Builtin::Phone) && numbers.phone >= 8 {
+        if on(Builtin::Phone) && summary.digits >= 8 && longest_run(text, b" -.()+", false) >= 8 {
             find_phones(text, out);
         }
-        if on(Builtin::Ipv4) && numbers.dotted >= 3 {
+        if on(Builtin::Ipv4) && summary.digits >= 4 && summary.dots >= 3 && longest_run(text, b".", true) >= 3 {
             find_ipv4s(text, out);
         }
         if on(Builtin::AwsKey) && summary.has(UPPER) && text.len() >= 20 {
-            for finder in [&self.akia, &self.asia] {
-                find_aws_keys(finder, text, out);
-            }
+            find_aws_keys(text, out);
         }
-        if on(Builtin::Jwt) && summary.has(DOT | LOWER) && text.len() >= 20 {
+        if on(Builtin::Jwt) && summary.dots >= 2 && summary.has(LOWER) && text.len() >= 20 {
             self.find_jwts(text, out);
         }
         if on(Builtin::ApiKey) && summary.has(UPPER | LOWER) && summary.digits >= 2 && text.len() >= API_KEY_MIN_LEN {
@@ -746,19 +716,19 @@ fn iban_checksum_ok(iban: &[u8]) -> bool {
     remainder == 1
 }
 
-fn find_aws_keys(finder: &memmem::Finder<'_>, text: &[u8], out: &mut Vec<Match>) {
+fn find_aws_keys(text: &[u8], out: &mut Vec<Match>) {
     let mut from = 0;
-    while let Some(at) = finder.find(&text[from..]) {
-        let start = from + at;
+    for start in memchr::memchr_iter(b'A', text) {
         let end = start + 20;
+        if start < from || !matches!(text.get(start + 1..start + 4), Some(b"KIA" | b"SIA")) {
+            continue;
+        }
         let body_ok = text
             .get(start + 4..end)
             .is_some_and(|rest| rest.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
         if body_ok && starts_word(text, start) && ends_word(text, end) {
             out.push(Match { start, end, detector: DetectorId::Builtin(Builtin::AwsKey) });
             from = end;
-        } else {
-            from = start + 4;
         }
     }
 }
