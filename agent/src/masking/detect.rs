@@ -160,9 +160,9 @@ impl Summary {
                 digits += u8::from(b.wrapping_sub(b'0') < 10);
                 dots += u8::from(b == b'.');
                 dashes += u8::from(b == b'-');
-                flags |= u8::from(b.wrapping_sub(b'A') < 26) * UPPER
-                    | u8::from(b.wrapping_sub(b'a') < 26) * LOWER
-                    | u8::from(b == b'@') * AT;
+                flags |= (u8::from(b.wrapping_sub(b'A') < 26) * UPPER)
+                    | (u8::from(b.wrapping_sub(b'a') < 26) * LOWER)
+                    | (u8::from(b == b'@') * AT);
             }
             summary.digits += usize::from(digits);
             summary.dots += usize::from(dots);
