@@ -187,8 +187,13 @@ fn aliases_and_patterns_match_columns() {
     masker.mask_data_row(&body, &plan, &mut out).unwrap();
     let row = parse_row(&out);
     assert_eq!((text(&row[2]), text(&row[3])), (Some("[masked]"), None::<&str>.or(Some("ok"))));
-    let quiet = masker.plan(&[col("id", None, 23, 1), col("blob", None, 17, 1)]);
-    assert!(!quiet.is_active(), "binary non-text columns are opaque to detectors");
+    let quiet = masker.plan(&[col("id", None, 23, 1), col("blob", None, 17, 1), col("at", None, 1184, 0)]);
+    assert!(!quiet.is_active(), "binary non-text columns and timestamps are not inspected");
+    let stamped = masker.plan(&[col("ssn_at", None, 1184, 0), col("at", None, 1114, 0)]);
+    let body = data_row(&[Some(b"2024-01-01 00:00:00+00"), Some(b"2024-01-01 00:00:00")]);
+    let mut out = Vec::new();
+    masker.mask_data_row(&body, &stamped, &mut out).unwrap();
+    assert_eq!(parse_row(&out), [None, Some(b"2024-01-01 00:00:00".to_vec())], "a rule still nulls them");
 }
 
 #[test]
