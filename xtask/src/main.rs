@@ -51,7 +51,11 @@ enum Task {
         filters: Vec<String>,
     },
     /// Measure interception overhead and relay latency against the direct path.
-    Bench,
+    Bench {
+        /// Only the masking engine's throughput (one core, no root needed).
+        #[arg(long)]
+        masking: bool,
+    },
     /// A throwaway protected PostgreSQL with fake data, and the psql command to try.
     Demo {
         /// Run the suggested command and exit (self-check).
@@ -94,7 +98,10 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup::install()?;
             test(&root, !vm, !unit, &filters)
         }
-        Task::Bench => {
+        Task::Bench { masking: true } => {
+            cargo(&root, &["run", "--release", "-p", "airlock", "--example", "masking-bench"], &[])
+        }
+        Task::Bench { masking: false } => {
             setup::install()?;
             bench(&root)
         }

@@ -17,6 +17,13 @@ pub fn check(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 if target.credentials.is_some() {
                     extras.push_str("; just-in-time logins");
                 }
+                if let Some(masking) = &target.masking {
+                    extras.push_str(&format!(
+                        "; masking ({} detectors, {} column rules)",
+                        masking.detectors.len(),
+                        masking.rules.len()
+                    ));
+                }
                 if let Some(guardrails) = &target.guardrails {
                     extras.push_str(&format!("; {} guardrails", guardrails.rules.len()));
                     if let Some(approvals) = &guardrails.approvals {

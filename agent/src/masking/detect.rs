@@ -126,16 +126,19 @@ pub struct CustomDetector {
 pub struct Detectors {
     enabled: u16,
     custom: Vec<CustomDetector>,
-    akia: memmem::Finder<'static>,
-    asia: memmem::Finder<'static>,
     jwt: memmem::Finder<'static>,
     pem_begin: memmem::Finder<'static>,
 }
+
+/// Shortest text a built-in detector matches (`a@b.io`, `1.2.3.4`).
+const MIN_BUILTIN_MATCH: usize = 6;
 
 /// Character classes of a value, taken in one pass before any scanner runs.
 #[derive(Clone, Copy, Debug, Default)]
 struct Summary {
     digits: usize,
+    dots: usize,
+    dashes: usize,
     classes: u8,
 }
 
@@ -146,46 +149,58 @@ const UPPER: u8 = 8;
 const LOWER: u8 = 16;
 const DASH: u8 = 32;
 
-static CLASS: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = if c.is_ascii_digit() {
-            DIGIT
-        } else if c.is_ascii_uppercase() {
-            UPPER
-        } else if c.is_ascii_lowercase() {
-            LOWER
-        } else if c == b'@' {
-            AT
-        } else if c == b'.' {
-            DOT
-        } else if c == b'-' {
-            DASH
-        } else {
-            0
-        };
-        b += 1;
-    }
-    table
-};
-
 impl Summary {
+    /// Written so the compiler vectorizes it: byte-wide counters over
+    /// chunks short enough not to overflow them, no table lookups.
     fn of(text: &[u8]) -> Self {
-        let mut classes = 0u8;
-        let mut digits = 0usize;
-        for &b in text {
-            let class = CLASS[usize::from(b)];
-            classes |= class;
-            digits += usize::from(class & DIGIT);
+        let mut summary = Self::default();
+        for chunk in text.chunks(255) {
+            let (mut digits, mut dots, mut dashes, mut flags) = (0u8, 0u8, 0u8, 0u8);
+            for &b in chunk {
+                digits += u8::from(b.wrapping_sub(b'0') < 10);
+                dots += u8::from(b == b'.');
+                dashes += u8::from(b == b'-');
+                flags |= (u8::from(b.wrapping_sub(b'A') < 26) * UPPER)
+                    | (u8::from(b.wrapping_sub(b'a') < 26) * LOWER)
+                    | (u8::from(b == b'@') * AT);
+            }
+            summary.digits += usize::from(digits);
+            summary.dots += usize::from(dots);
+            summary.dashes += usize::from(dashes);
+            summary.classes |= flags;
         }
-        Self { digits, classes }
+        if summary.digits > 0 {
+            summary.classes |= DIGIT;
+        }
+        if summary.dots > 0 {
+            summary.classes |= DOT;
+        }
+        if summary.dashes > 0 {
+            summary.classes |= DASH;
+        }
+        summary
     }
 
     fn has(&self, class: u8) -> bool {
         self.classes & class == class
     }
+}
+
+/// The longest run of digits joined by `joiners`, counting the bytes
+/// `counted` (digits, or dots for IPv4) in it: the number detectors run only
+/// on values with a long enough run, so a timestamp or an amount (many
+/// digits, wrong shape) costs one tight pass instead of a scanner.
+fn longest_run(text: &[u8], joiners: &[u8], count_dots: bool) -> u32 {
+    let (mut run, mut longest) = (0u32, 0u32);
+    for &b in text {
+        let digit = b.wrapping_sub(b'0') < 10;
+        let joined = digit || joiners.contains(&b);
+        let counted = if count_dots { b == b'.' } else { digit };
+        // Branch-free: a run goes on (×1) or restarts (×0).
+        run = (run + u32::from(counted)) * u32::from(joined);
+        longest = longest.max(run);
+    }
+    longest
 }
 
 impl Detectors {
@@ -194,8 +209,6 @@ impl Detectors {
         Self {
             enabled: builtins.iter().fold(0, |bits, b| bits | b.bit()),
             custom,
-            akia: memmem::Finder::new(b"AKIA").into_owned(),
-            asia: memmem::Finder::new(b"ASIA").into_owned(),
             jwt: memmem::Finder::new(b"eyJ").into_owned(),
             pem_begin: memmem::Finder::new(b"-----BEGIN ").into_owned(),
         }
@@ -230,38 +243,45 @@ impl Detectors {
     /// never allocates, when nothing matches.
     pub fn find(&self, text: &[u8], out: &mut Vec<Match>) {
         debug_assert!(out.is_empty());
-        if self.is_empty() || text.is_empty() {
+        // Nothing built in matches fewer bytes than `a@b.io`.
+        if self.is_empty() || text.len() < MIN_BUILTIN_MATCH && self.custom.is_empty() {
             return;
         }
         let summary = Summary::of(text);
         let on = |b: Builtin| self.enabled & b.bit() != 0;
-        if on(Builtin::PrivateKey) && summary.has(DASH | UPPER) && text.len() >= 30 {
+        // "-----BEGIN " and "PRIVATE KEY-----".
+        if on(Builtin::PrivateKey) && summary.dashes >= 10 && summary.has(UPPER) && text.len() >= 30 {
             self.find_private_keys(text, out);
         }
-        if on(Builtin::Card) && summary.digits >= 13 {
+        // Runs of digits with the separators each kind of number uses;
+        // cards and SSNs share theirs.
+        let grouped = if (on(Builtin::Card) && summary.digits >= 13) || (on(Builtin::Ssn) && summary.digits >= 9) {
+            longest_run(text, b" -", false)
+        } else {
+            0
+        };
+        if on(Builtin::Card) && grouped >= 13 {
             find_cards(text, out);
         }
         if on(Builtin::Email) && summary.has(AT | DOT) {
             find_emails(text, out);
         }
-        if on(Builtin::Ssn) && summary.digits >= 9 {
+        if on(Builtin::Ssn) && grouped >= 9 {
             find_ssns(text, out);
         }
         if on(Builtin::Iban) && summary.has(UPPER) && summary.digits >= 2 && text.len() >= 15 {
             find_ibans(text, out);
         }
-        if on(Builtin::Phone) && summary.digits >= 8 {
+        if on(Builtin::Phone) && summary.digits >= 8 && longest_run(text, b" -.()+", false) >= 8 {
             find_phones(text, out);
         }
-        if on(Builtin::Ipv4) && summary.digits >= 4 && summary.has(DOT) {
+        if on(Builtin::Ipv4) && summary.digits >= 4 && summary.dots >= 3 && longest_run(text, b".", true) >= 3 {
             find_ipv4s(text, out);
         }
         if on(Builtin::AwsKey) && summary.has(UPPER) && text.len() >= 20 {
-            for finder in [&self.akia, &self.asia] {
-                find_aws_keys(finder, text, out);
-            }
+            find_aws_keys(text, out);
         }
-        if on(Builtin::Jwt) && summary.has(DOT | LOWER) && text.len() >= 20 {
+        if on(Builtin::Jwt) && summary.dots >= 2 && summary.has(LOWER) && text.len() >= 20 {
             self.find_jwts(text, out);
         }
         if on(Builtin::ApiKey) && summary.has(UPPER | LOWER) && summary.digits >= 2 && text.len() >= API_KEY_MIN_LEN {
@@ -580,8 +600,12 @@ fn find_ipv4s(text: &[u8], out: &mut Vec<Match>) {
         let mut valid = true;
         while octets < 4 {
             let run = run_len(&text[j..], |b| b.is_ascii_digit());
-            let value = text[j..j + run].iter().fold(0u32, |acc, &d| acc.saturating_mul(10) + u32::from(d - b'0'));
-            if run == 0 || run > 3 || value > 255 {
+            if run == 0 || run > 3 {
+                valid = false;
+                break;
+            }
+            let value = text[j..j + run].iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
+            if value > 255 {
                 valid = false;
                 break;
             }
@@ -692,19 +716,19 @@ fn iban_checksum_ok(iban: &[u8]) -> bool {
     remainder == 1
 }
 
-fn find_aws_keys(finder: &memmem::Finder<'_>, text: &[u8], out: &mut Vec<Match>) {
+fn find_aws_keys(text: &[u8], out: &mut Vec<Match>) {
     let mut from = 0;
-    while let Some(at) = finder.find(&text[from..]) {
-        let start = from + at;
+    for start in memchr::memchr_iter(b'A', text) {
         let end = start + 20;
+        if start < from || !matches!(text.get(start + 1..start + 4), Some(b"KIA" | b"SIA")) {
+            continue;
+        }
         let body_ok = text
             .get(start + 4..end)
             .is_some_and(|rest| rest.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
         if body_ok && starts_word(text, start) && ends_word(text, end) {
             out.push(Match { start, end, detector: DetectorId::Builtin(Builtin::AwsKey) });
             from = end;
-        } else {
-            from = start + 4;
         }
     }
 }
@@ -823,7 +847,7 @@ mod tests {
     #[test]
     fn ipv4_addresses_not_versions() {
         assert_eq!(spans(Builtin::Ipv4, "from 10.20.0.5:5432 and 192.168.1.255/24"), ["10.20.0.5", "192.168.1.255"]);
-        assert!(spans(Builtin::Ipv4, "v1.2.3.4 1.2.3.4.5 256.1.1.1 1.2.3").is_empty());
+        assert!(spans(Builtin::Ipv4, "v1.2.3.4 1.2.3.4.5 256.1.1.1 1.2.3 99999999999.1.1.1").is_empty());
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub enum ValueKind {
     /// binary format its bytes are not inspected. A column rule makes it
     /// NULL whatever the rule's strategy.
     Other,
+    /// Types whose values cannot hold what detectors look for: booleans,
+    /// dates and times, intervals, UUIDs, floats, `smallint`, `oid`.
+    /// Detectors skip them (a timestamp has many digits and no card
+    /// number); a column rule makes them NULL.
+    Scalar,
 }
 
 /// Element type of an array column.
@@ -74,6 +79,7 @@ impl ValueKind {
             1009 | 1015 | 1014 | 1003 => Self::Array(ElementKind::Text),
             199 => Self::Array(ElementKind::Json),
             3807 => Self::Array(ElementKind::Jsonb),
+            16 | 1082 | 1083 | 1266 | 1114 | 1184 | 1186 | 2950 | 700 | 701 | 21 | 26 => Self::Scalar,
             _ => Self::Other,
         }
     }
@@ -223,6 +229,8 @@ impl Masker {
     /// The plan for a result with these columns, in order.
     pub fn plan(&self, columns: &[ColumnDesc<'_>]) -> ColumnPlan {
         let detecting = !self.detectors.is_empty();
+        // Column patterns also match keys inside JSON values.
+        let key_rules = self.rules.iter().any(|r| r.columns.matches_key_possible());
         let mut active = false;
         let columns = columns
             .iter()
@@ -231,7 +239,12 @@ impl Masker {
                 let kind = ValueKind::of_type(column.type_oid);
                 let binary = column.format == 1;
                 // Binary values of other types are opaque to detectors.
-                active |= rule.is_some() || (detecting && !(binary && kind == ValueKind::Other));
+                let json = matches!(
+                    kind,
+                    ValueKind::Json | ValueKind::Jsonb | ValueKind::Array(ElementKind::Json | ElementKind::Jsonb)
+                );
+                let opaque = kind == ValueKind::Scalar || (binary && kind == ValueKind::Other);
+                active |= rule.is_some() || (detecting && !opaque) || (key_rules && json);
                 PlannedColumn { kind, binary, rule, label: Arc::from(column.qualified.unwrap_or(column.field_name)) }
             })
             .collect();
@@ -332,6 +345,13 @@ impl Masker {
     ) -> Result<TextResult, MaskError> {
         let label = Some(&column.label);
         match (column.kind, column.binary) {
+            (ValueKind::Scalar, _) => Ok(match column.rule {
+                Some(rule) => {
+                    outcome.record(label, &self.rules[rule].label);
+                    TextResult::Null
+                }
+                None => TextResult::Unchanged,
+            }),
             (ValueKind::Other, binary) => {
                 if let Some(rule) = column.rule {
                     outcome.record(label, &self.rules[rule].label);

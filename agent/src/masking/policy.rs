@@ -161,6 +161,11 @@ impl ColumnMatcher {
         }
     }
 
+    /// Whether some JSON key could match (a pattern without dots).
+    pub fn matches_key_possible(&self) -> bool {
+        matches!(self, Self::Pattern(pattern) if !pattern.contains('.'))
+    }
+
     /// As written in the policy, for audit records.
     pub fn describe(&self) -> String {
         match self {

@@ -195,8 +195,13 @@ fn aliases_and_patterns_match_columns() {
     masker.mask_data_row(&body, &plan, &mut out).unwrap();
     let row = parse_row(&out);
     assert_eq!((text(&row[2]), text(&row[3])), (Some("[masked]"), None::<&str>.or(Some("ok"))));
-    let quiet = masker.plan(&[col("id", None, 23, 1), col("blob", None, 17, 1)]);
-    assert!(!quiet.is_active(), "binary non-text columns are opaque to detectors");
+    let quiet = masker.plan(&[col("id", None, 23, 1), col("blob", None, 17, 1), col("at", None, 1184, 0)]);
+    assert!(!quiet.is_active(), "binary non-text columns and timestamps are not inspected");
+    let stamped = masker.plan(&[col("ssn_at", None, 1184, 0), col("at", None, 1114, 0)]);
+    let body = data_row(&[Some(b"2024-01-01 00:00:00+00"), Some(b"2024-01-01 00:00:00")]);
+    let mut out = Vec::new();
+    masker.mask_data_row(&body, &stamped, &mut out).unwrap();
+    assert_eq!(parse_row(&out), [None, Some(b"2024-01-01 00:00:00".to_vec())], "a rule still nulls them");
 }
 
 #[test]
@@ -473,10 +478,49 @@ fn invalid_masking_policies_are_refused_with_locations() {
 
 #[test]
 fn detectors_default_when_not_listed() {
-    let text = "[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n[target.masking]\n";
-    let policy = Policy::from_sources([(Path::new("p.toml"), text)]).unwrap_or_else(|e| panic!("{e}"));
+    let source = "[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n[target.masking]\n";
+    let policy = Policy::from_sources([(Path::new("p.toml"), source)]).unwrap_or_else(|e| panic!("{e}"));
     let masking = policy.targets[0].masking.as_ref().unwrap();
     assert_eq!(masking.detectors, Builtin::DEFAULT);
     let ssh = "[[target]]\nname = \"s\"\nprotocol = \"ssh\"\nport = 22\naddresses = [\"10.0.0.1\"]\n[target.masking]\n";
     assert!(Policy::from_sources([(Path::new("p.toml"), ssh)]).is_err(), "postgres only");
+}
+
+#[test]
+fn shipped_example_masks_analysts_not_dbas() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/examples"));
+    let policy = Policy::load_dir(dir).unwrap_or_else(|e| panic!("{e}"));
+    let replicas = policy.targets.iter().find(|t| t.name == "prod-db-replicas").unwrap();
+    let masking = replicas.masking.as_ref().unwrap_or_else(|| panic!("the example masks the replicas"));
+    let key = Arc::new(TokenKey::from_bytes(b"example"));
+    let analyst = Masker::new(masking, "ann", &["analytics".into()], key.clone());
+    let dba = Masker::new(masking, "dave", &["dba".into()], key);
+    assert!(dba.is_noop());
+    let columns = [col("email", Some("public.customers.email"), 25, 0), col("note", None, 25, 0)];
+    let plan = analyst.plan(&columns);
+    let body = data_row(&[Some(b"ann@example.com"), Some(b"card 4111-1111-1111-1111, LOY-0123456789")]);
+    let mut out = Vec::new();
+    analyst.mask_data_row(&body, &plan, &mut out).unwrap();
+    let row = parse_row(&out);
+    assert!(text(&row[0]).is_some_and(|t| t.starts_with("tok_")));
+    let note = text(&row[1]).unwrap();
+    assert!(note.starts_with("card ****-****-****-1111, tok_"), "{note}");
+}
+
+#[test]
+fn json_keys_are_masked_without_detectors() {
+    let source = "[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n\
+                [target.credentials]\nadmin_file = \"/etc/a.toml\"\n\
+                [target.masking]\ndetectors = []\n[[target.masking.rules]]\ncolumn_pattern = \"*email*\"\n";
+    let policy = Policy::from_sources([(Path::new("p.toml"), source)]).unwrap_or_else(|e| panic!("{e}"));
+    let masker =
+        Masker::new(policy.targets[0].masking.as_ref().unwrap(), "u", &[], Arc::new(TokenKey::from_bytes(b"k")));
+    let plan = masker.plan(&[col("doc", None, 3802, 0), col("note", None, 25, 0)]);
+    assert!(plan.is_active());
+    let body = data_row(&[Some(br#"{"work_email": "a@b.io", "n": 1}"#), Some(b"a@b.io")]);
+    let mut out = Vec::new();
+    masker.mask_data_row(&body, &plan, &mut out).unwrap();
+    let row = parse_row(&out);
+    assert_eq!(text(&row[0]), Some(r#"{"work_email": "[masked]", "n": 1}"#));
+    assert_eq!(text(&row[1]), Some("a@b.io"), "no detectors: free text passes");
 }

@@ -25,6 +25,9 @@
 //! name = "readonly"
 //! grants = ["pg_read_all_data"]
 //! groups = ["dev"]              # who may ask: users and/or groups, as in access
+//!
+//! [target.masking]              # optional, postgres only: see crate::masking::policy
+//! detectors = ["card", "email"]
 //! ```
 //!
 //! A connection belongs to the target on its port with the longest network
