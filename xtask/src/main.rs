@@ -103,7 +103,9 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
         Task::Bench { masking: false } => {
             setup::install()?;
-            bench(&root)
+            bench(&root)?;
+            // The masking engine's throughput belongs to the same report.
+            cargo(&root, &["run", "--release", "-p", "airlock", "--example", "masking-bench"], &[])
         }
         Task::Demo { smoke } => {
             setup::install()?;
