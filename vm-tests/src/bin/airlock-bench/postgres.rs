@@ -111,9 +111,45 @@ pub fn run() {
         airlock / direct * 100.0,
         bouncer / direct * 100.0
     );
+    large_results(&lab, &work, &outside, &v4);
     drop(pgbouncer);
     drop(lab);
     airlock_vm_tests::remove_cgroup_tree(&outside);
+}
+
+/// 1,000-row results: direct, through Airlock, and through Airlock with
+/// masking (detectors on every value, a third of the rows with hits).
+fn large_results(lab: &Lab, work: &Path, outside: &Path, v4: &str) {
+    let seed = "CREATE TABLE people AS SELECT i AS id, 'Person ' || i AS name,         CASE WHEN i % 3 = 0 THEN 'person' || i || '@example.com' ELSE 'no contact' END AS email,         CASE WHEN i % 3 = 1 THEN '4111 1111 1111 1111' ELSE 'n/a' END AS card, md5(i::text) AS note         FROM generate_series(1, 1000) i";
+    let out = std::process::Command::new("psql")
+        .args(["-h", v4, "-U", "postgres", "-d", "postgres", "-X", "-q", "-c", seed])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "seeding: {}", String::from_utf8_lossy(&out.stderr));
+    let script = work.join("large.sql");
+    fs::write(&script, "SELECT * FROM people;\n").expect("script");
+    set_mode(&script, 0o644);
+    let script_arg = script.display().to_string();
+    let run = |cgroup: &Path, label: &str| {
+        pgbench(lab, cgroup, work, label, &["-f", &script_arg, "-c", "1", "-h", v4, "-p", "5432"])
+    };
+    let direct = run(outside, "large-direct");
+    let plain = run(&lab.cgroups.clients, "large-airlock");
+    lab.agent().reload(&format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.masking]\ndetectors = [\"card\", \"email\", \"iban\", \"aws_key\", \"jwt\", \"private_key\", \"api_key\"]\n"
+    ));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let masked = run(&lab.cgroups.clients, "large-masked");
+    println!("\n1,000-row results (SELECT * of 5 columns, simple protocol, 1 client): results/s");
+    println!(
+        "  direct {:.0}   airlock {:.0} ({:.0} %)   airlock + masking {:.0} ({:.0} % of direct; masking adds {:.1} %, goal ≤ 10 %)",
+        direct.tps,
+        plain.tps,
+        plain.tps / direct.tps * 100.0,
+        masked.tps,
+        masked.tps / direct.tps * 100.0,
+        (plain.tps / masked.tps - 1.0) * 100.0
+    );
 }
 
 fn cell(run: &Run, direct: &Run) -> String {
