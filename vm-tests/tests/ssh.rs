@@ -370,3 +370,30 @@ fn port_forwarding_follows_policy() {
     let records = lab.agent().wait_for_records("ssh.port_forward", 2);
     assert_eq!(records[1]["detail"]["allowed"], true, "{records:#?}");
 }
+
+#[test]
+fn refused_lines_typed_in_a_shell_are_dropped() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let writable = lab.dir.path().join("deploy-home");
+    fs::create_dir_all(writable.join("victim")).unwrap();
+    assert!(Command::new("chown").arg("-R").arg(&deploy).arg(&writable).status().unwrap().success());
+    let (victim, marker) = (writable.join("victim"), writable.join("typed-marker"));
+    // ssh -tt: an interactive shell on a pty, fed keystrokes with pauses as a person types.
+    let mut args = sshd::client_options(&known).join(" ");
+    args.push_str(&format!(" -tt {deploy}@{}", lab.target.v4));
+    let script = format!(
+        "(sleep 1; printf 'rm -rf {victim}\\r'; sleep 1; printf 'touch {marker}\\r'; sleep 1; printf 'exit\\r') | ssh {args}",
+        victim = victim.display(),
+        marker = marker.display(),
+    );
+    let out = lab.run_as("alice", "sh", &["-c", &script]);
+    assert!(out.stdout.contains("airlock: command refused: no recursive deletes on web"), "{out:?}");
+    assert!(victim.exists(), "the refused line did not run: {out:?}");
+    assert!(marker.exists(), "the next line ran: {out:?}");
+    let refused = one(lab.agent().wait_for_records("ssh.command_line_refused", 1), "ssh.command_line_refused");
+    assert_eq!(refused["detail"]["command"], format!("rm -rf {}", victim.display()));
+}

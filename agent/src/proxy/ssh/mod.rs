@@ -14,6 +14,7 @@
 pub mod ca;
 mod channel;
 pub mod recording;
+mod typed;
 
 use std::{
     net::{IpAddr, SocketAddr},
