@@ -397,3 +397,34 @@ fn refused_lines_typed_in_a_shell_are_dropped() {
     let refused = one(lab.agent().wait_for_records("ssh.command_line_refused", 1), "ssh.command_line_refused");
     assert_eq!(refused["detail"]["command"], format!("rm -rf {}", victim.display()));
 }
+
+#[test]
+fn the_target_host_key_is_checked_when_policy_names_known_hosts() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let v4 = lab.target.v4;
+    let target_key = fs::read_to_string(lab.dir.path().join("sshd/host_ed25519.pub")).unwrap();
+    let good = lab.dir.path().join("target.known_hosts");
+    fs::write(&good, format!("{v4} {target_key}")).unwrap();
+    let other = lab.dir.path().join("other_ed25519");
+    let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
+    assert!(made.success());
+    let wrong = lab.dir.path().join("wrong.known_hosts");
+    fs::write(&wrong, format!("{v4} {}", fs::read_to_string(other.with_extension("pub")).unwrap())).unwrap();
+
+    let with = |path: &Path| {
+        policy(&lab, "").replace("host_names = [", &format!("known_hosts = \"{}\"\nhost_names = [", path.display()))
+    };
+    lab.agent().reload(&with(&good));
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo through"]);
+    assert_eq!(out.stdout, "through\n", "{out:?}");
+
+    lab.agent().reload(&with(&wrong));
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo through"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("the target's host key SHA256:"), "{out:?}");
+    assert!(out.stderr.contains("is not in"), "{out:?}");
+}

@@ -6,6 +6,7 @@
 //! host_names = ["web-1.internal"]      # names the host certificate carries besides the address
 //! allow_port_forwarding = false        # direct-tcpip (ssh -L) channels
 //! ca = "embedded"                      # Airlock's own SSH CA (state_dir/ssh)
+//! known_hosts = "/etc/airlock/web.known_hosts"   # target host keys Airlock accepts (default: any, recorded)
 //!
 //! [[target.ssh.principal]]             # a login name clients may ask for (ssh deploy@web-1)
 //! name = "deploy"
@@ -16,7 +17,7 @@
 //! action = "deny"                      # deny | approve | allow
 //! ```
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -38,6 +39,8 @@ pub struct SshOptions {
     pub allow_port_forwarding: bool,
     /// Rules for exec requests and typed command lines, in order.
     pub commands: Vec<CommandRule>,
+    /// known_hosts file the target's host key must be in; `None`: any key, its fingerprint recorded.
+    pub known_hosts: Option<PathBuf>,
 }
 
 /// A login name on the target.
@@ -126,6 +129,7 @@ pub(super) struct RawSsh {
     #[serde(default)]
     command: Vec<Spanned<RawCommand>>,
     ca: Option<Spanned<String>>,
+    known_hosts: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +170,12 @@ pub(super) fn options(raw: RawSsh, error: &mut dyn FnMut(usize, String)) -> SshO
     {
         error(ca.span().start, format!("unknown ssh ca {:?}, expected \"embedded\"", ca.get_ref()));
     }
+    let known_hosts = raw.known_hosts.map(|path| {
+        if !path.get_ref().starts_with('/') {
+            error(path.span().start, "known_hosts must be an absolute path".into());
+        }
+        PathBuf::from(path.into_inner())
+    });
     let mut principals = Vec::with_capacity(raw.principal.len());
     for principal in raw.principal {
         let start = principal.span().start;
@@ -210,6 +220,7 @@ pub(super) fn options(raw: RawSsh, error: &mut dyn FnMut(usize, String)) -> SshO
         host_names: raw.host_names,
         allow_port_forwarding: raw.allow_port_forwarding,
         commands,
+        known_hosts,
     }
 }
 
@@ -240,6 +251,7 @@ mod tests {
             host_names: vec![],
             allow_port_forwarding: false,
             commands: vec![],
+            known_hosts: None,
         };
         let ops = ["ops".to_owned()];
         let bob = Subject { user: "bob", groups: &ops };
