@@ -7,6 +7,7 @@
 //! allow_port_forwarding = false        # direct-tcpip (ssh -L) channels
 //! ca = "embedded"                      # Airlock's own SSH CA (state_dir/ssh)
 //! known_hosts = "/etc/airlock/web.known_hosts"   # target host keys Airlock accepts (default: any, recorded)
+//! record_input = false                 # also record typed input (passwords typed at prompts included)
 //!
 //! [[target.ssh.principal]]             # a login name clients may ask for (ssh deploy@web-1)
 //! name = "deploy"
@@ -41,6 +42,8 @@ pub struct SshOptions {
     pub commands: Vec<CommandRule>,
     /// known_hosts file the target's host key must be in; `None`: any key, its fingerprint recorded.
     pub known_hosts: Option<PathBuf>,
+    /// Whether recordings include typed input (off: passwords typed at prompts stay out).
+    pub record_input: bool,
 }
 
 /// A login name on the target.
@@ -130,6 +133,8 @@ pub(super) struct RawSsh {
     command: Vec<Spanned<RawCommand>>,
     ca: Option<Spanned<String>>,
     known_hosts: Option<Spanned<String>>,
+    #[serde(default)]
+    record_input: bool,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +226,7 @@ pub(super) fn options(raw: RawSsh, error: &mut dyn FnMut(usize, String)) -> SshO
         allow_port_forwarding: raw.allow_port_forwarding,
         commands,
         known_hosts,
+        record_input: raw.record_input,
     }
 }
 
@@ -252,6 +258,7 @@ mod tests {
             allow_port_forwarding: false,
             commands: vec![],
             known_hosts: None,
+            record_input: false,
         };
         let ops = ["ops".to_owned()];
         let bob = Subject { user: "bob", groups: &ops };

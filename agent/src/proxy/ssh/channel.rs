@@ -163,6 +163,11 @@ async fn to_upstream(
         let sent = match message {
             ChannelMsg::Data { data } => {
                 bytes.fetch_add(data.len() as u64, Relaxed);
+                if context.policy.options.record_input
+                    && let Some(recording) = &mut terminal.lock().unwrap_or_else(|p| p.into_inner()).recording
+                {
+                    let _ = recording.input(&data);
+                }
                 match &mut typed {
                     None => upstream.data_bytes(data).await,
                     Some(buffer) => typed_input(&context, buffer, data, &upstream, client_write, principal).await,
