@@ -428,3 +428,101 @@ fn the_target_host_key_is_checked_when_policy_names_known_hosts() {
     assert!(out.stderr.contains("the target's host key SHA256:"), "{out:?}");
     assert!(out.stderr.contains("is not in"), "{out:?}");
 }
+
+/// A `bao server -dev -dev-tls` on loopback, killed on drop.
+struct Bao {
+    child: std::process::Child,
+    addr: String,
+    ca_file: PathBuf,
+}
+
+impl Bao {
+    fn start(cert_dir: &Path) -> Self {
+        let port = 18_600 + (std::process::id() % 1000) as u16;
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new("bao")
+            .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root", &format!("-dev-listen-address={addr}")])
+            .arg(format!("-dev-tls-cert-dir={}", cert_dir.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("bao (installed by cargo xtask setup)");
+        let bao = Self { child, addr, ca_file: cert_dir.join("vault-ca.pem") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !(std::net::TcpStream::connect(&bao.addr).is_ok() && bao.cli(&["status"]).is_ok()) {
+            assert!(std::time::Instant::now() < deadline, "OpenBao did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bao
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("bao")
+            .args(args)
+            .env("BAO_ADDR", format!("https://{}", self.addr))
+            .env("BAO_CACERT", &self.ca_file)
+            .env("BAO_TOKEN", "root")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn openbao_ssh_engine_signs_the_session_certificate() {
+    if !privileged() {
+        return;
+    }
+    let bao_dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(bao_dir.path());
+    let configure: [&[&str]; 3] = [
+        &["secrets", "enable", "ssh"],
+        &["write", "ssh/config/ca", "generate_signing_key=true"],
+        &[
+            "write",
+            "ssh/roles/deploy",
+            "key_type=ca",
+            "allow_user_certificates=true",
+            "allowed_users=*",
+            "ttl=5m",
+            "max_ttl=1h",
+        ],
+    ];
+    for args in configure {
+        bao.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
+    }
+    let mut lab = Lab::new(&["alice", "bob", "deploy"]);
+    let token_file = lab.dir.path().join("bao-token");
+    fs::write(&token_file, "root\n").unwrap();
+    set_mode(&token_file, 0o600);
+    let ca = format!(
+        "ca = {{ openbao = {{ addr = \"https://{}\", token_file = \"{}\", role = \"deploy\", ca_file = \"{}\" }} }}\nhost_names = [",
+        bao.addr,
+        token_file.display(),
+        bao.ca_file.display()
+    );
+    let policy = policy(&lab, "").replace("host_names = [", &ca);
+    lab.start_agent(&policy);
+    sshd::start(&mut lab, "deploy");
+    // The target trusts OpenBao's CA, not Airlock's.
+    let bao_ca = bao.cli(&["read", "-field=public_key", "ssh/config/ca"]).unwrap();
+    fs::write(lab.dir.path().join("sshd/user-ca.pub"), bao_ca).unwrap();
+    // sshd rereads TrustedUserCAKeys for every login.
+    let known = sshd::known_hosts(&lab);
+    let deploy = lab.user("deploy").name.clone();
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo signed-by-openbao"]);
+    assert_eq!(out.stdout, "signed-by-openbao\n", "{out:?}\n{}", lab.agent().log());
+    let login = one(lab.agent().wait_for_records("ssh.login", 1), "ssh.login");
+    assert_eq!(login["detail"]["ca"], "openbao");
+}

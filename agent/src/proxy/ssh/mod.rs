@@ -35,9 +35,13 @@ use tokio::net::TcpStream;
 use crate::{
     approvals::Approvals,
     audit::{AuditLog, Event},
+    credentials::openbao::OpenBao,
     daemon::sessions::LiveSession,
     guardrails::ApprovalPolicy,
-    policy::{Subject, ssh::SshOptions},
+    policy::{
+        Subject,
+        ssh::{SshOptions, UserCa},
+    },
 };
 
 /// Why an SSH session ended badly.
@@ -255,11 +259,30 @@ impl ClientSide {
         let principal = context.policy.options.principal_for(login, &subject)?;
         let ttl = context.policy.options.cert_ttl;
         let key_id = format!("airlock {} session {}", identity.subject, context.session.id);
-        let certified = context
-            .shared
-            .ca
-            .user_certificate(&principal.name, ttl, &key_id)
-            .map_err(|e| format!("no certificate: {e}"))?;
+        let certified = match &context.policy.options.ca {
+            UserCa::Embedded => context
+                .shared
+                .ca
+                .user_certificate(&principal.name, ttl, &key_id)
+                .map_err(|e| format!("no certificate: {e}"))?,
+            UserCa::OpenBao { addr, token_file, mount, role, ca_file } => {
+                let client = OpenBao {
+                    addr: addr.clone(),
+                    token_file: token_file.clone(),
+                    mount: mount.clone(),
+                    ca_file: ca_file.clone(),
+                };
+                let key = ca::new_key("airlock-session").map_err(|e| format!("no key: {e}"))?;
+                let public = key.public_key().to_openssh().map_err(|e| format!("no key: {e}"))?;
+                let signed = client
+                    .sign_ssh(role, &public, &principal.name, ttl)
+                    .await
+                    .map_err(|e| format!("no certificate: {e}"))?;
+                let certificate = russh::keys::Certificate::from_openssh(&signed)
+                    .map_err(|e| format!("OpenBao's certificate does not parse: {e}"))?;
+                ca::CertifiedKey { key, certificate }
+            }
+        };
         let stream = self.upstream.take().ok_or("the target connection is already used")?;
         let config = client::Config { nodelay: true, inactivity_timeout: None, ..Default::default() };
         let upstream_side = UpstreamSide {
@@ -289,8 +312,13 @@ impl ClientSide {
             ));
         }
         let fingerprint = host_key.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ca_name = match context.policy.options.ca {
+            UserCa::Embedded => "embedded",
+            UserCa::OpenBao { .. } => "openbao",
+        };
         let detail = json!({
             "principal": principal.name,
+            "ca": ca_name,
             "cert_serial": serial,
             "cert_valid_before": valid_before,
             "target_host_key": fingerprint,
