@@ -370,3 +370,159 @@ fn port_forwarding_follows_policy() {
     let records = lab.agent().wait_for_records("ssh.port_forward", 2);
     assert_eq!(records[1]["detail"]["allowed"], true, "{records:#?}");
 }
+
+#[test]
+fn refused_lines_typed_in_a_shell_are_dropped() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let writable = lab.dir.path().join("deploy-home");
+    fs::create_dir_all(writable.join("victim")).unwrap();
+    assert!(Command::new("chown").arg("-R").arg(&deploy).arg(&writable).status().unwrap().success());
+    let (victim, marker) = (writable.join("victim"), writable.join("typed-marker"));
+    // ssh -tt: an interactive shell on a pty, fed keystrokes with pauses as a person types.
+    let mut args = sshd::client_options(&known).join(" ");
+    args.push_str(&format!(" -tt {deploy}@{}", lab.target.v4));
+    let script = format!(
+        "(sleep 1; printf 'rm -rf {victim}\\r'; sleep 1; printf 'touch {marker}\\r'; sleep 1; printf 'exit\\r') | ssh {args}",
+        victim = victim.display(),
+        marker = marker.display(),
+    );
+    let out = lab.run_as("alice", "sh", &["-c", &script]);
+    assert!(out.stdout.contains("airlock: command refused: no recursive deletes on web"), "{out:?}");
+    assert!(victim.exists(), "the refused line did not run: {out:?}");
+    assert!(marker.exists(), "the next line ran: {out:?}");
+    let refused = one(lab.agent().wait_for_records("ssh.command_line_refused", 1), "ssh.command_line_refused");
+    assert_eq!(refused["detail"]["command"], format!("rm -rf {}", victim.display()));
+}
+
+#[test]
+fn the_target_host_key_is_checked_when_policy_names_known_hosts() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let v4 = lab.target.v4;
+    let target_key = fs::read_to_string(lab.dir.path().join("sshd/host_ed25519.pub")).unwrap();
+    let good = lab.dir.path().join("target.known_hosts");
+    fs::write(&good, format!("{v4} {target_key}")).unwrap();
+    let other = lab.dir.path().join("other_ed25519");
+    let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
+    assert!(made.success());
+    let wrong = lab.dir.path().join("wrong.known_hosts");
+    fs::write(&wrong, format!("{v4} {}", fs::read_to_string(other.with_extension("pub")).unwrap())).unwrap();
+
+    let with = |path: &Path| {
+        policy(&lab, "").replace("host_names = [", &format!("known_hosts = \"{}\"\nhost_names = [", path.display()))
+    };
+    lab.agent().reload(&with(&good));
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo through"]);
+    assert_eq!(out.stdout, "through\n", "{out:?}");
+
+    lab.agent().reload(&with(&wrong));
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo through"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("the target's host key SHA256:"), "{out:?}");
+    assert!(out.stderr.contains("is not in"), "{out:?}");
+}
+
+/// A `bao server -dev -dev-tls` on loopback, killed on drop.
+struct Bao {
+    child: std::process::Child,
+    addr: String,
+    ca_file: PathBuf,
+}
+
+impl Bao {
+    fn start(cert_dir: &Path) -> Self {
+        let port = 18_600 + (std::process::id() % 1000) as u16;
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new("bao")
+            .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root", &format!("-dev-listen-address={addr}")])
+            .arg(format!("-dev-tls-cert-dir={}", cert_dir.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("bao (installed by cargo xtask setup)");
+        let bao = Self { child, addr, ca_file: cert_dir.join("vault-ca.pem") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !(std::net::TcpStream::connect(&bao.addr).is_ok() && bao.cli(&["status"]).is_ok()) {
+            assert!(std::time::Instant::now() < deadline, "OpenBao did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bao
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("bao")
+            .args(args)
+            .env("BAO_ADDR", format!("https://{}", self.addr))
+            .env("BAO_CACERT", &self.ca_file)
+            .env("BAO_TOKEN", "root")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn openbao_ssh_engine_signs_the_session_certificate() {
+    if !privileged() {
+        return;
+    }
+    let bao_dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(bao_dir.path());
+    let configure: [&[&str]; 3] = [
+        &["secrets", "enable", "ssh"],
+        &["write", "ssh/config/ca", "generate_signing_key=true"],
+        &[
+            "write",
+            "ssh/roles/deploy",
+            "key_type=ca",
+            "allow_user_certificates=true",
+            "allowed_users=*",
+            "ttl=5m",
+            "max_ttl=1h",
+        ],
+    ];
+    for args in configure {
+        bao.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
+    }
+    let mut lab = Lab::new(&["alice", "bob", "deploy"]);
+    let token_file = lab.dir.path().join("bao-token");
+    fs::write(&token_file, "root\n").unwrap();
+    set_mode(&token_file, 0o600);
+    let ca = format!(
+        "ca = {{ openbao = {{ addr = \"https://{}\", token_file = \"{}\", role = \"deploy\", ca_file = \"{}\" }} }}\nhost_names = [",
+        bao.addr,
+        token_file.display(),
+        bao.ca_file.display()
+    );
+    let policy = policy(&lab, "").replace("host_names = [", &ca);
+    lab.start_agent(&policy);
+    sshd::start(&mut lab, "deploy");
+    // The target trusts OpenBao's CA, not Airlock's.
+    let bao_ca = bao.cli(&["read", "-field=public_key", "ssh/config/ca"]).unwrap();
+    fs::write(lab.dir.path().join("sshd/user-ca.pub"), bao_ca).unwrap();
+    // sshd rereads TrustedUserCAKeys for every login.
+    let known = sshd::known_hosts(&lab);
+    let deploy = lab.user("deploy").name.clone();
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo signed-by-openbao"]);
+    assert_eq!(out.stdout, "signed-by-openbao\n", "{out:?}\n{}", lab.agent().log());
+    let login = one(lab.agent().wait_for_records("ssh.login", 1), "ssh.login");
+    assert_eq!(login["detail"]["ca"], "openbao");
+}

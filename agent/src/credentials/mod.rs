@@ -11,7 +11,7 @@
 
 mod admin;
 mod ledger;
-mod openbao;
+pub mod openbao;
 
 use std::{
     collections::HashMap,

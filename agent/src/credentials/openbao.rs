@@ -60,6 +60,29 @@ impl OpenBao {
         })
     }
 
+    /// Has the SSH secrets engine at this client's mount sign `public_key`
+    /// (OpenSSH form) with `role`, as a user certificate for `principal`
+    /// valid for `ttl`; returns the certificate in OpenSSH form.
+    pub async fn sign_ssh(
+        &self,
+        role: &str,
+        public_key: &str,
+        principal: &str,
+        ttl: Duration,
+    ) -> Result<String, CredentialError> {
+        let body = serde_json::json!({
+            "public_key": public_key,
+            "valid_principals": principal,
+            "cert_type": "user",
+            "ttl": format!("{}s", ttl.as_secs()),
+        });
+        let answer = self.call("POST", &format!("/v1/{}/sign/{role}", self.mount), Some(&body)).await?;
+        answer["data"]["signed_key"]
+            .as_str()
+            .map(|key| key.trim().to_owned())
+            .ok_or_else(|| self.error(format!("no signed_key in the answer for role {role:?}")))
+    }
+
     /// Revokes a lease now (OpenBao drops the login).
     pub async fn revoke(&self, lease_id: &str) -> Result<(), CredentialError> {
         let body = serde_json::json!({ "lease_id": lease_id });

@@ -5,7 +5,10 @@
 //! cert_ttl_seconds = 300               # life of each session's user certificate (30..=86400)
 //! host_names = ["web-1.internal"]      # names the host certificate carries besides the address
 //! allow_port_forwarding = false        # direct-tcpip (ssh -L) channels
-//! ca = "embedded"                      # Airlock's own SSH CA (state_dir/ssh)
+//! ca = "embedded"                      # Airlock's own SSH CA (state_dir/ssh), or OpenBao's SSH engine:
+//! # [target.ssh.ca.openbao]  addr = "https://bao:8200"  token_file = "/etc/airlock/bao-token"  mount = "ssh"  role = "deploy"
+//! known_hosts = "/etc/airlock/web.known_hosts"   # target host keys Airlock accepts (default: any, recorded)
+//! record_input = false                 # also record typed input (passwords typed at prompts included)
 //!
 //! [[target.ssh.principal]]             # a login name clients may ask for (ssh deploy@web-1)
 //! name = "deploy"
@@ -16,7 +19,7 @@
 //! action = "deny"                      # deny | approve | allow
 //! ```
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -38,6 +41,33 @@ pub struct SshOptions {
     pub allow_port_forwarding: bool,
     /// Rules for exec requests and typed command lines, in order.
     pub commands: Vec<CommandRule>,
+    /// known_hosts file the target's host key must be in; `None`: any key, its fingerprint recorded.
+    pub known_hosts: Option<PathBuf>,
+    /// Whether recordings include typed input (off: passwords typed at prompts stay out).
+    pub record_input: bool,
+    /// Who signs sessions' user certificates.
+    pub ca: UserCa,
+}
+
+/// Who signs sessions' user certificates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum UserCa {
+    /// Airlock's user CA in `state_dir/ssh`.
+    #[default]
+    Embedded,
+    /// OpenBao's (or Vault's) SSH secrets engine: `MOUNT/sign/ROLE`.
+    OpenBao {
+        /// Server address, e.g. `https://bao.internal:8200`.
+        addr: String,
+        /// Root-only file with the token Airlock authenticates with.
+        token_file: PathBuf,
+        /// Mount path of the SSH secrets engine.
+        mount: String,
+        /// Role that signs.
+        role: String,
+        /// PEM file of the CA that signs OpenBao's certificate; system roots when unset.
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// A login name on the target.
@@ -125,7 +155,32 @@ pub(super) struct RawSsh {
     allow_port_forwarding: bool,
     #[serde(default)]
     command: Vec<Spanned<RawCommand>>,
-    ca: Option<Spanned<String>>,
+    ca: Option<Spanned<RawCa>>,
+    known_hosts: Option<Spanned<String>>,
+    #[serde(default)]
+    record_input: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCa {
+    Name(String),
+    Table { openbao: RawOpenBao },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpenBao {
+    addr: String,
+    token_file: String,
+    #[serde(default = "default_mount")]
+    mount: String,
+    role: String,
+    ca_file: Option<String>,
+}
+
+fn default_mount() -> String {
+    "ssh".into()
 }
 
 #[derive(Deserialize)]
@@ -161,11 +216,41 @@ pub(super) fn options(raw: RawSsh, error: &mut dyn FnMut(usize, String)) -> SshO
             }
         },
     };
-    if let Some(ca) = &raw.ca
-        && ca.get_ref() != "embedded"
-    {
-        error(ca.span().start, format!("unknown ssh ca {:?}, expected \"embedded\"", ca.get_ref()));
-    }
+    let ca = match raw.ca {
+        None => UserCa::Embedded,
+        Some(ca) => {
+            let at = ca.span().start;
+            match ca.into_inner() {
+                RawCa::Name(name) if name == "embedded" => UserCa::Embedded,
+                RawCa::Name(name) => {
+                    error(at, format!("unknown ssh ca {name:?}, expected \"embedded\" or an openbao table"));
+                    UserCa::Embedded
+                }
+                RawCa::Table { openbao } => {
+                    if !(openbao.addr.starts_with("http://") || openbao.addr.starts_with("https://")) {
+                        error(at, format!("openbao addr {:?} must start with http:// or https://", openbao.addr));
+                    }
+                    let absolute = |path: &str| path.starts_with('/');
+                    if !absolute(&openbao.token_file) || !openbao.ca_file.as_deref().is_none_or(absolute) {
+                        error(at, "openbao token_file and ca_file must be absolute paths".into());
+                    }
+                    UserCa::OpenBao {
+                        addr: openbao.addr,
+                        token_file: openbao.token_file.into(),
+                        mount: openbao.mount,
+                        role: openbao.role,
+                        ca_file: openbao.ca_file.map(PathBuf::from),
+                    }
+                }
+            }
+        }
+    };
+    let known_hosts = raw.known_hosts.map(|path| {
+        if !path.get_ref().starts_with('/') {
+            error(path.span().start, "known_hosts must be an absolute path".into());
+        }
+        PathBuf::from(path.into_inner())
+    });
     let mut principals = Vec::with_capacity(raw.principal.len());
     for principal in raw.principal {
         let start = principal.span().start;
@@ -210,6 +295,9 @@ pub(super) fn options(raw: RawSsh, error: &mut dyn FnMut(usize, String)) -> SshO
         host_names: raw.host_names,
         allow_port_forwarding: raw.allow_port_forwarding,
         commands,
+        known_hosts,
+        record_input: raw.record_input,
+        ca,
     }
 }
 
@@ -240,6 +328,9 @@ mod tests {
             host_names: vec![],
             allow_port_forwarding: false,
             commands: vec![],
+            known_hosts: None,
+            record_input: false,
+            ca: UserCa::Embedded,
         };
         let ops = ["ops".to_owned()];
         let bob = Subject { user: "bob", groups: &ops };

@@ -19,7 +19,11 @@ use russh::{
 };
 use serde_json::json;
 
-use super::{Context, recording::Recording};
+use super::{
+    Context,
+    recording::Recording,
+    typed::{LineBuffer, Piece},
+};
 use crate::{approvals::NewRequest, guardrails::GuardAction};
 
 /// Who answers the client's next outstanding request.
@@ -152,11 +156,22 @@ async fn to_upstream(
     principal: &str,
 ) {
     let bytes = &context.session.bytes.to_upstream;
+    // Set for interactive shells of targets with command rules.
+    let mut typed: Option<LineBuffer> = None;
+    let mut has_pty = false;
     while let Some(message) = client.wait().await {
         let sent = match message {
             ChannelMsg::Data { data } => {
                 bytes.fetch_add(data.len() as u64, Relaxed);
-                upstream.data_bytes(data).await
+                if context.policy.options.record_input
+                    && let Some(recording) = &mut terminal.lock().unwrap_or_else(|p| p.into_inner()).recording
+                {
+                    let _ = recording.input(&data);
+                }
+                match &mut typed {
+                    None => upstream.data_bytes(data).await,
+                    Some(buffer) => typed_input(&context, buffer, data, &upstream, client_write, principal).await,
+                }
             }
             ChannelMsg::ExtendedData { data, ext } => upstream.extended_data_bytes(ext, data).await,
             ChannelMsg::Eof => upstream.eof().await,
@@ -183,6 +198,7 @@ async fn to_upstream(
                         break;
                     }
                 }
+                has_pty = true;
                 expect(&replies, want_reply);
                 upstream
                     .request_pty(want_reply, &term, col_width, row_height, pix_width, pix_height, &terminal_modes)
@@ -200,6 +216,9 @@ async fn to_upstream(
             }
             ChannelMsg::RequestShell { want_reply } => {
                 context.audit("ssh.shell", json!({ "principal": principal }));
+                if has_pty && !context.policy.options.commands.is_empty() {
+                    typed = Some(LineBuffer::default());
+                }
                 expect(&replies, want_reply);
                 upstream.request_shell(want_reply).await
             }
@@ -319,6 +338,37 @@ async fn to_client(
     // The target closed the channel: so does Airlock toward the client, whose
     // own close then ends the other direction.
     let _ = client.close().await;
+}
+
+/// Typed input of an interactive shell: forwarded as typed, except the
+/// Enter of a line the command rules refuse, which becomes Ctrl-C (the shell
+/// drops the line) and a notice on the terminal.
+async fn typed_input(
+    context: &Context,
+    buffer: &mut LineBuffer,
+    data: bytes::Bytes,
+    upstream: &ChannelWriteHalf<client::Msg>,
+    client: &ChannelWriteHalf<Msg>,
+    principal: &str,
+) -> Result<(), russh::Error> {
+    for piece in buffer.feed(&data) {
+        match piece {
+            Piece::Bytes(range) => upstream.data_bytes(data.slice(range)).await?,
+            Piece::Enter { line, byte } => {
+                let text = redacted(&line);
+                match screen(context, &text, client).await {
+                    Ok(()) => upstream.data_bytes(vec![byte]).await?,
+                    Err(refusal) => {
+                        let detail = json!({ "principal": principal, "command": text, "reason": refusal });
+                        context.audit("ssh.command_line_refused", detail);
+                        upstream.data_bytes(&b"\x03"[..]).await?;
+                        client.data_bytes(format!("\r\nairlock: {refusal}\r\n").into_bytes()).await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies the target's command rules to an exec command: `Err` with the

@@ -14,6 +14,7 @@
 pub mod ca;
 mod channel;
 pub mod recording;
+mod typed;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -34,9 +35,13 @@ use tokio::net::TcpStream;
 use crate::{
     approvals::Approvals,
     audit::{AuditLog, Event},
+    credentials::openbao::OpenBao,
     daemon::sessions::LiveSession,
     guardrails::ApprovalPolicy,
-    policy::{Subject, ssh::SshOptions},
+    policy::{
+        Subject,
+        ssh::{SshOptions, UserCa},
+    },
 };
 
 /// Why an SSH session ended badly.
@@ -82,6 +87,8 @@ pub(crate) struct Context {
     session: Arc<LiveSession>,
     /// Channels recorded so far, to name the second and later recordings.
     recordings: AtomicU32,
+    /// The address the client dialled, which Airlock logs in to.
+    destination: SocketAddr,
 }
 
 impl Context {
@@ -117,7 +124,8 @@ pub async fn proxy(
 ) -> Result<(), SshError> {
     let names = host_names(destination.ip(), &policy.options);
     let config = server_config(&shared.ca, &names)?;
-    let context = Arc::new(Context { shared: shared.clone(), policy, session, recordings: AtomicU32::new(0) });
+    let context =
+        Arc::new(Context { shared: shared.clone(), policy, session, recordings: AtomicU32::new(0), destination });
     let handler = ClientSide { context: Arc::clone(&context), upstream: Some(upstream), state: State::Unauthenticated };
     let running = server::run_stream(Arc::new(config), client, handler).await?;
     let handle = running.handle();
@@ -251,18 +259,46 @@ impl ClientSide {
         let principal = context.policy.options.principal_for(login, &subject)?;
         let ttl = context.policy.options.cert_ttl;
         let key_id = format!("airlock {} session {}", identity.subject, context.session.id);
-        let certified = context
-            .shared
-            .ca
-            .user_certificate(&principal.name, ttl, &key_id)
-            .map_err(|e| format!("no certificate: {e}"))?;
+        let certified = match &context.policy.options.ca {
+            UserCa::Embedded => context
+                .shared
+                .ca
+                .user_certificate(&principal.name, ttl, &key_id)
+                .map_err(|e| format!("no certificate: {e}"))?,
+            UserCa::OpenBao { addr, token_file, mount, role, ca_file } => {
+                let client = OpenBao {
+                    addr: addr.clone(),
+                    token_file: token_file.clone(),
+                    mount: mount.clone(),
+                    ca_file: ca_file.clone(),
+                };
+                let key = ca::new_key("airlock-session").map_err(|e| format!("no key: {e}"))?;
+                let public = key.public_key().to_openssh().map_err(|e| format!("no key: {e}"))?;
+                let signed = client
+                    .sign_ssh(role, &public, &principal.name, ttl)
+                    .await
+                    .map_err(|e| format!("no certificate: {e}"))?;
+                let certificate = russh::keys::Certificate::from_openssh(&signed)
+                    .map_err(|e| format!("OpenBao's certificate does not parse: {e}"))?;
+                ca::CertifiedKey { key, certificate }
+            }
+        };
         let stream = self.upstream.take().ok_or("the target connection is already used")?;
         let config = client::Config { nodelay: true, inactivity_timeout: None, ..Default::default() };
-        let upstream_side = UpstreamSide { host_key: Arc::default() };
+        let upstream_side = UpstreamSide {
+            host_key: Arc::default(),
+            known_hosts: context.policy.options.known_hosts.clone(),
+            destination: context.destination,
+        };
         let host_key = Arc::clone(&upstream_side.host_key);
-        let mut upstream = client::connect_stream(Arc::new(config), stream, upstream_side)
-            .await
-            .map_err(|e| format!("the target's SSH server: {e}"))?;
+        let connected = client::connect_stream(Arc::new(config), stream, upstream_side).await;
+        let mut upstream = connected.map_err(|e| match (&context.policy.options.known_hosts, e) {
+            (Some(path), russh::Error::UnknownKey) => {
+                let key = host_key.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+                format!("the target's host key {key} is not in {}", path.display())
+            }
+            (_, e) => format!("the target's SSH server: {e}"),
+        })?;
         let serial = certified.certificate.serial();
         let valid_before = certified.certificate.valid_before();
         let result = upstream
@@ -276,8 +312,13 @@ impl ClientSide {
             ));
         }
         let fingerprint = host_key.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ca_name = match context.policy.options.ca {
+            UserCa::Embedded => "embedded",
+            UserCa::OpenBao { .. } => "openbao",
+        };
         let detail = json!({
             "principal": principal.name,
+            "ca": ca_name,
             "cert_serial": serial,
             "cert_valid_before": valid_before,
             "target_host_key": fingerprint,
@@ -389,10 +430,12 @@ impl server::Handler for ClientSide {
     }
 }
 
-/// The target side: records the target's host key; the target is the one
-/// the client dialled, reached over the connection eBPF redirected.
+/// The target side: checks the target's host key against the policy's
+/// known_hosts file when there is one, and records its fingerprint.
 struct UpstreamSide {
     host_key: Arc<std::sync::Mutex<Option<String>>>,
+    known_hosts: Option<PathBuf>,
+    destination: SocketAddr,
 }
 
 impl client::Handler for UpstreamSide {
@@ -405,6 +448,9 @@ impl client::Handler for UpstreamSide {
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         *self.host_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint);
-        Ok(true)
+        let Some(path) = &self.known_hosts else { return Ok(true) };
+        let (host, port) = (self.destination.ip().to_string(), self.destination.port());
+        // A changed key, an unreadable file or no entry: not this target.
+        Ok(russh::keys::check_known_hosts_path(&host, port, &key, path).unwrap_or(false))
     }
 }

@@ -1,0 +1,133 @@
+//! Command lines typed in interactive shells, reconstructed from keystrokes.
+//!
+//! Best effort: keystrokes go to the target as they are typed (the shell
+//! echoes and edits them), and Airlock keeps its own copy of the line with
+//! the simple edits applied (backspace, Ctrl-U, Ctrl-C; escape sequences such
+//! as arrow keys are skipped). Only the Enter that would run a line is held
+//! back for screening. Tab completion, history and cursor movement make the
+//! copy differ from what the shell runs; exec requests are the reliable path.
+
+use std::ops::Range;
+
+/// Longest line kept; longer input is screened by its first part only.
+const MAX_LINE: usize = 4096;
+
+/// A piece of a chunk of typed input.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Bytes to forward as they are.
+    Bytes(Range<usize>),
+    /// Enter (`byte`) that would run `line`.
+    Enter {
+        /// The line as reconstructed.
+        line: String,
+        /// The byte that ends it (CR or LF), forwarded if the line may run.
+        byte: u8,
+    },
+}
+
+/// Where in an escape sequence the input is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Escape {
+    #[default]
+    None,
+    /// After ESC.
+    Start,
+    /// Inside `ESC [ …` or `ESC O …`, until the final byte.
+    Sequence,
+}
+
+/// The line being typed.
+#[derive(Debug, Default)]
+pub(crate) struct LineBuffer {
+    line: Vec<u8>,
+    escape: Escape,
+}
+
+impl LineBuffer {
+    /// Splits `data` into bytes to forward and the Enters to screen.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for (i, &byte) in data.iter().enumerate() {
+            match (self.escape, byte) {
+                (Escape::Start, b'[' | b'O') => self.escape = Escape::Sequence,
+                (Escape::Start, _) => self.escape = Escape::None,
+                (Escape::Sequence, 0x40..=0x7e) => self.escape = Escape::None,
+                (Escape::Sequence, _) => {}
+                (Escape::None, b'\r' | b'\n') => {
+                    if start < i {
+                        pieces.push(Piece::Bytes(start..i));
+                    }
+                    let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).trim().to_owned();
+                    pieces.push(Piece::Enter { line, byte });
+                    start = i + 1;
+                }
+                (Escape::None, 0x1b) => self.escape = Escape::Start,
+                (Escape::None, 0x7f | 0x08) => {
+                    // One character, not one byte: drop UTF-8 continuation bytes with it.
+                    while let Some(last) = self.line.pop() {
+                        if last & 0xc0 != 0x80 {
+                            break;
+                        }
+                    }
+                }
+                (Escape::None, 0x03 | 0x15) => self.line.clear(),
+                (Escape::None, 0x17) => {
+                    // Ctrl-W: the last word.
+                    while self.line.last() == Some(&b' ') {
+                        self.line.pop();
+                    }
+                    while self.line.last().is_some_and(|&c| c != b' ') {
+                        self.line.pop();
+                    }
+                }
+                (Escape::None, byte) if byte >= 0x20 || byte == b'\t' => {
+                    if self.line.len() < MAX_LINE {
+                        self.line.push(byte);
+                    }
+                }
+                (Escape::None, _) => {}
+            }
+        }
+        if start < data.len() {
+            pieces.push(Piece::Bytes(start..data.len()));
+        }
+        pieces
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(chunks: &[&[u8]]) -> Vec<String> {
+        let mut buffer = LineBuffer::default();
+        chunks
+            .iter()
+            .flat_map(|chunk| buffer.feed(chunk))
+            .filter_map(|piece| match piece {
+                Piece::Enter { line, .. } => Some(line),
+                Piece::Bytes(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keystrokes_make_lines_with_simple_edits_applied() {
+        assert_eq!(lines(&[b"r", b"m -rf /tmp/x", b"\r"]), ["rm -rf /tmp/x"]);
+        assert_eq!(lines(&[b"rmx\x7f -rf /\r"]), ["rm -rf /"]);
+        assert_eq!(lines(&[b"echo no\x15ls\r"]), ["ls"]);
+        assert_eq!(lines(&[b"ls \x1b[A\x1b[D-l\r"]), ["ls -l"]);
+        assert_eq!(lines(&[b"rm -rf foo\x17bar\r"]), ["rm -rf bar"]);
+        assert_eq!(lines(&["caf\u{e9}\x7fe\r".as_bytes()]), ["cafe"]);
+        assert_eq!(lines(&[b"a\rb\n"]), ["a", "b"]);
+    }
+
+    #[test]
+    fn bytes_around_enters_are_forwarded_in_order() {
+        let mut buffer = LineBuffer::default();
+        let pieces = buffer.feed(b"ls\rpwd");
+        assert_eq!(pieces, [Piece::Bytes(0..2), Piece::Enter { line: "ls".into(), byte: b'\r' }, Piece::Bytes(3..6)]);
+    }
+}
