@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod daemon;
+pub mod glob;
 pub mod guardrails;
 pub mod http;
 pub mod identity;

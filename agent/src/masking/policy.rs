@@ -28,6 +28,7 @@ use toml::Spanned;
 
 use super::{detect::Builtin, strategy::Strategy};
 use crate::{
+    glob,
     policy::Protocol,
     source::{Diagnostic, SourceFile, SourceLocation},
 };
@@ -143,10 +144,12 @@ impl ColumnMatcher {
     pub fn matches(&self, qualified: Option<&str>, field_name: &str) -> bool {
         match self {
             Self::Column(column) => qualified.is_some_and(|q| q.eq_ignore_ascii_case(column)),
-            Self::Pattern(pattern) if pattern.contains('.') => qualified.is_some_and(|q| glob(pattern, q)),
+            Self::Pattern(pattern) if pattern.contains('.') => {
+                qualified.is_some_and(|q| glob::matches_name(pattern, q))
+            }
             Self::Pattern(pattern) => {
                 let bare = qualified.and_then(|q| q.rsplit('.').next());
-                bare.is_some_and(|name| glob(pattern, name)) || glob(pattern, field_name)
+                bare.is_some_and(|name| glob::matches_name(pattern, name)) || glob::matches_name(pattern, field_name)
             }
         }
     }
@@ -155,7 +158,7 @@ impl ColumnMatcher {
     pub fn matches_key(&self, key: &[u8]) -> bool {
         match self {
             Self::Pattern(pattern) if !pattern.contains('.') => {
-                std::str::from_utf8(key).is_ok_and(|key| glob(pattern, key))
+                std::str::from_utf8(key).is_ok_and(|key| glob::matches_name(pattern, key))
             }
             _ => false,
         }
@@ -173,37 +176,6 @@ impl ColumnMatcher {
             Self::Pattern(pattern) => format!("column_pattern {pattern}"),
         }
     }
-}
-
-/// ASCII case-insensitive glob: `*` any run, `?` one character.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    // Where the last `*` was, and the text position it was tried at:
-    // backtracking there is enough for `*`-only globs (linear-ish, no
-    // recursion).
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some(b'*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&t[ti]) => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((star_pi, star_ti)) => {
-                    pi = star_pi + 1;
-                    ti = star_ti + 1;
-                    star = Some((star_pi, star_ti + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
 }
 
 impl MaskingPolicy {

@@ -423,14 +423,6 @@ fn outcomes_merge_per_column_and_reason() {
     assert_eq!(counts(&total), [(Some("note"), "email", 6)]);
 }
 
-#[test]
-fn glob_matching() {
-    use super::policy::glob;
-    assert!(glob("*ssn*", "customer_SSN_hash") && glob("card_*", "card_") && glob("a?c", "abc"));
-    assert!(!glob("card_*", "old_card_no") && !glob("a?c", "ac") && !glob("*x", "xy"));
-    assert!(glob("public.*.email", "public.staff.email") && glob("**a*", "ba"));
-}
-
 fn policy_errors(masking: &str) -> Vec<String> {
     let text = format!(
         "[[target]]\nname = \"t\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n[target.masking]\n{masking}\n[target.credentials]\nadmin_file = \"/etc/a.toml\"\n"
