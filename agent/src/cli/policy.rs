@@ -17,6 +17,14 @@ pub fn check(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 if target.credentials.is_some() {
                     extras.push_str("; just-in-time logins");
                 }
+                if let Some(ssh) = &target.ssh {
+                    extras.push_str(&format!(
+                        "; ssh certificates for {} principals, {} s, {} command rules",
+                        ssh.principals.len(),
+                        ssh.cert_ttl.as_secs(),
+                        ssh.commands.len()
+                    ));
+                }
                 if let Some(masking) = &target.masking {
                     extras.push_str(&format!(
                         "; masking ({} detectors, {} column rules)",
