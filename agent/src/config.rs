@@ -46,6 +46,9 @@ pub struct Config {
     pub upstream_connect_timeout_ms: u64,
     /// Log filter (`RUST_LOG` syntax), used when `RUST_LOG` is unset.
     pub log: String,
+    /// OIDC identities; `None`: local Unix users and groups (for trying
+    /// Airlock out).
+    pub oidc: Option<crate::identity::oidc::OidcConfig>,
 }
 
 /// The loopback listener that redirected connections are sent to.
@@ -77,6 +80,7 @@ impl Default for Config {
             admin_group: None,
             upstream_connect_timeout_ms: 5000,
             log: "info".into(),
+            oidc: None,
         }
     }
 }
@@ -232,8 +236,35 @@ ipv6 = false
                 admin_group: Some("airlock-admins".into()),
                 upstream_connect_timeout_ms: 250,
                 log: "debug".into(),
+                oidc: None,
             }
         );
+    }
+
+    #[test]
+    fn oidc_section_is_read_with_defaults() {
+        let config = parse(
+            r#"
+[oidc]
+issuer = "https://id.example.com"
+client_id = "airlock"
+
+[[oidc.ci]]
+issuer = "https://token.actions.githubusercontent.com"
+audience = "airlock-ci"
+user_claim = "repository"
+"#,
+        )
+        .unwrap();
+        let oidc = config.oidc.unwrap();
+        assert_eq!(
+            (oidc.audience(), oidc.user_claim.as_str(), oidc.groups_claim.as_str()),
+            ("airlock", "email", "groups")
+        );
+        assert_eq!(oidc.clock_skew_seconds, 60);
+        assert_eq!(oidc.ci[0].user_claim, "repository");
+        assert_eq!(oidc.ci[0].groups_claim, None);
+        assert!(error("[oidc]\nissuer = \"https://id.example.com\"\n").contains("client_id"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! program saw at `connect()`, its user name and groups. OIDC logins and CI
 //! job tokens plug in behind the same trait.
 
+pub mod oidc;
 mod unix;
 
 use serde::Serialize;
