@@ -5,7 +5,10 @@
 //! configuration here says which issuers are trusted and which claims name
 //! the person and their groups.
 
+mod bindings;
 pub mod jwt;
+
+pub use bindings::{Binding, BindingKey, Bindings, OidcIdentityProvider, identity_from_claims};
 
 use serde::Deserialize;
 
