@@ -264,7 +264,7 @@ fn numeric(claims: &Claims, name: &'static str) -> Result<Option<u64>, JwtError>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use ring::{
         rand::SystemRandom,
         signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair},
@@ -273,20 +273,20 @@ mod tests {
 
     use super::*;
 
-    const ISSUER: &str = "http://127.0.0.1:9/issuer";
-    const AUDIENCE: &str = "airlock";
+    pub(in crate::identity::oidc) const ISSUER: &str = "http://127.0.0.1:9/issuer";
+    pub(in crate::identity::oidc) const AUDIENCE: &str = "airlock";
     const NOW: u64 = 1_800_000_000;
     /// A throwaway RSA key for these tests only (ring cannot generate RSA keys).
     const RSA_TEST_KEY: &[u8] = include_bytes!("testdata/rs256-test-key.der");
 
-    struct Signer {
+    pub(in crate::identity::oidc) struct Signer {
         ec: EcdsaKeyPair,
         rsa: RsaKeyPair,
         rng: SystemRandom,
     }
 
     impl Signer {
-        fn new() -> Self {
+        pub(in crate::identity::oidc) fn new() -> Self {
             let rng = SystemRandom::new();
             let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
             let ec = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
@@ -294,7 +294,11 @@ mod tests {
             Self { ec, rsa, rng }
         }
 
-        fn jwks(&self) -> KeySet {
+        pub(in crate::identity::oidc) fn jwks(&self) -> KeySet {
+            KeySet::from_json(self.jwks_json().as_bytes()).unwrap()
+        }
+
+        pub(in crate::identity::oidc) fn jwks_json(&self) -> String {
             let point = self.ec.public_key().as_ref();
             let rsa = RsaPublicKeyComponents::<Vec<u8>>::from(self.rsa.public());
             let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
@@ -304,10 +308,10 @@ mod tests {
                  "e": b64(&rsa.e)},
                 {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
             ]});
-            KeySet::from_json(document.to_string().as_bytes()).unwrap()
+            document.to_string()
         }
 
-        fn sign(&self, header: Value, claims: Value) -> String {
+        pub(in crate::identity::oidc) fn sign(&self, header: Value, claims: Value) -> String {
             let signed = format!("{}.{}", encode(&header), encode(&claims));
             let signature = match header["alg"].as_str() {
                 Some("ES256") => self.ec.sign(&self.rng, signed.as_bytes()).unwrap().as_ref().to_vec(),
@@ -326,7 +330,7 @@ mod tests {
         URL_SAFE_NO_PAD.encode(value.to_string())
     }
 
-    fn claims() -> Value {
+    pub(in crate::identity::oidc) fn claims() -> Value {
         json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "u-1", "email": "alice@example.com",
                "groups": ["dba"], "iat": NOW - 10, "exp": NOW + 300})
     }
@@ -344,7 +348,7 @@ mod tests {
         verify(&signer.sign(header, claims), &signer.jwks(), &expect())
     }
 
-    fn es256() -> Value {
+    pub(in crate::identity::oidc) fn es256() -> Value {
         json!({"alg": "ES256", "kid": "ec-1", "typ": "JWT"})
     }
 

@@ -6,6 +6,7 @@
 //! the person and their groups.
 
 mod bindings;
+pub mod issuer;
 pub mod jwt;
 
 pub use bindings::{Binding, BindingKey, Bindings, OidcIdentityProvider, identity_from_claims};
