@@ -48,6 +48,9 @@ pub struct Config {
     pub log: String,
     /// How the audit log is kept.
     pub audit: AuditConfig,
+    /// OIDC identities; `None`: local Unix users and groups (for trying
+    /// Airlock out).
+    pub oidc: Option<crate::identity::oidc::OidcConfig>,
 }
 
 /// `[audit]`: segments, checkpoints, durability, retention and who may read.
@@ -117,6 +120,7 @@ impl Default for Config {
             upstream_connect_timeout_ms: 5000,
             log: "info".into(),
             audit: AuditConfig::default(),
+            oidc: None,
         }
     }
 }
@@ -283,8 +287,35 @@ fsync = "always"
                     fsync: crate::audit::Fsync::Always,
                     ..AuditConfig::default()
                 },
+                oidc: None,
             }
         );
+    }
+
+    #[test]
+    fn oidc_section_is_read_with_defaults() {
+        let config = parse(
+            r#"
+[oidc]
+issuer = "https://id.example.com"
+client_id = "airlock"
+
+[[oidc.ci]]
+issuer = "https://token.actions.githubusercontent.com"
+audience = "airlock-ci"
+user_claim = "repository"
+"#,
+        )
+        .unwrap();
+        let oidc = config.oidc.unwrap();
+        assert_eq!(
+            (oidc.audience(), oidc.user_claim.as_str(), oidc.groups_claim.as_str()),
+            ("airlock", "email", "groups")
+        );
+        assert_eq!(oidc.clock_skew_seconds, 60);
+        assert_eq!(oidc.ci[0].user_claim, "repository");
+        assert_eq!(oidc.ci[0].groups_claim, None);
+        assert!(error("[oidc]\nissuer = \"https://id.example.com\"\n").contains("client_id"));
     }
 
     #[test]

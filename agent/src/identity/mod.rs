@@ -5,6 +5,7 @@
 //! program saw at `connect()`, its user name and groups. OIDC logins and CI
 //! job tokens plug in behind the same trait.
 
+pub mod oidc;
 mod unix;
 
 use serde::Serialize;
@@ -33,6 +34,10 @@ pub struct Identity {
 pub enum IdentitySource {
     /// Local Unix account (the default when no OIDC issuer is configured).
     Unix,
+    /// A person's OIDC login (`airlock login`), bound to their login session.
+    Oidc,
+    /// A CI job's OIDC token, bound to the job's cgroup.
+    CiJob,
 }
 
 /// Why a process could not be attributed to anyone.
@@ -48,6 +53,19 @@ pub enum IdentityError {
         uid: u32,
         /// What failed.
         message: String,
+    },
+    /// OIDC is configured and this process's uid and login session (or
+    /// cgroup) hold no login.
+    #[error("uid {uid} has not logged in to Airlock in this session; run: airlock login")]
+    NotLoggedIn {
+        /// The uid of the connecting process.
+        uid: u32,
+    },
+    /// The login this process is bound to has expired and was not refreshed.
+    #[error("the Airlock login of uid {uid} has expired; run: airlock login")]
+    LoginExpired {
+        /// The uid of the connecting process.
+        uid: u32,
     },
 }
 
