@@ -25,4 +25,5 @@ pub mod policy;
 pub mod process;
 pub mod proxy;
 pub mod redact;
+pub mod secret;
 pub mod source;

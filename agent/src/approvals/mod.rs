@@ -20,7 +20,6 @@ use crate::{
     audit::{AuditError, AuditLog, Event, TargetRef},
     guardrails::ApprovalPolicy,
     identity::Identity,
-    policy::Subject,
 };
 
 /// Longest SQL text shown in a request.
@@ -353,7 +352,7 @@ impl Approvals {
     /// Pending requests `caller` may decide, and the caller's own.
     pub fn visible_to(&self, caller: &Identity) -> Vec<ApprovalRequest> {
         self.expire_session_requests();
-        let subject = Subject { user: &caller.user, groups: &caller.groups };
+        let subject = caller.as_subject();
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let mut visible: Vec<ApprovalRequest> = pending
             .values()
@@ -378,7 +377,7 @@ impl Approvals {
         if entry.request.requester_uid == approver.uid || entry.request.requester == approver.user {
             return Err(DecideError::OwnRequest(id.to_owned()));
         }
-        if !entry.policy.is_approver(&Subject { user: &approver.user, groups: &approver.groups }) {
+        if !entry.policy.is_approver(&approver.as_subject()) {
             return Err(DecideError::NotApprover { id: id.to_owned(), approvers: entry.request.approvers.clone() });
         }
         let kind = if approve { "approval.approved" } else { "approval.denied" };
@@ -455,6 +454,7 @@ mod tests {
             source: IdentitySource::Unix,
             subject: format!("unix:{user}"),
             user: user.into(),
+            email: None,
             uid,
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
         }

@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use super::status::socket_path;
+use super::{failed, status::socket_path};
 use crate::control::{Request, Response, client};
 
 /// Lists pending requests the caller may decide, and the caller's own.
@@ -49,9 +49,4 @@ pub fn decide(
         Response::Error { message } => failed(&message),
         other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
     }
-}
-
-fn failed(message: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("airlock: {message}");
-    Ok(ExitCode::FAILURE)
 }

@@ -2,6 +2,7 @@
 
 mod approvals;
 mod audit;
+mod login;
 mod policy;
 mod status;
 
@@ -69,6 +70,33 @@ enum Command {
         /// Why: recorded, and shown to the requester.
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Log in to Airlock: with the OIDC issuer's device flow (open the URL it
+    /// prints), or, on a CI runner, with the job's OIDC token. Connections
+    /// from this login session (or this job's cgroup) are then yours.
+    Login {
+        /// A CI job's OIDC token, from this file (`-`: standard input); it is
+        /// bound to this job's cgroup.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Who your connections are attributed to.
+    Whoami {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// End your login in this session (or this job).
+    Logout {
         #[command(flatten)]
         agent: AgentSocket,
     },
@@ -200,6 +228,12 @@ enum PolicyCommand {
     },
 }
 
+/// Tells the person what went wrong (the agent's words) and fails.
+fn failed(message: &str) -> anyhow::Result<std::process::ExitCode> {
+    eprintln!("airlock: {message}");
+    Ok(std::process::ExitCode::FAILURE)
+}
+
 impl Cli {
     /// Runs the command; the returned code is the process exit status.
     pub fn run(self) -> anyhow::Result<std::process::ExitCode> {
@@ -214,6 +248,11 @@ impl Cli {
             Command::Approvals { json, agent } => approvals::list(json, agent.socket, agent.config),
             Command::Approve { id, reason, agent } => approvals::decide(id, true, reason, agent.socket, agent.config),
             Command::Deny { id, reason, agent } => approvals::decide(id, false, reason, agent.socket, agent.config),
+            Command::Login { token_file, json, agent } => {
+                login::login(token_file, json, &status::socket_path(agent.socket, agent.config)?)
+            }
+            Command::Whoami { json, agent } => login::whoami(json, &status::socket_path(agent.socket, agent.config)?),
+            Command::Logout { agent } => login::logout(&status::socket_path(agent.socket, agent.config)?),
             Command::Audit { command, dir, config } => {
                 let dir = audit::audit_dir(dir, &config)?;
                 match command {

@@ -2,6 +2,7 @@
 //! one JSON response line per connection. The caller is identified by the
 //! kernel (SO_PEERCRED), never by anything it sends.
 
+mod caller;
 pub mod client;
 pub mod server;
 
@@ -26,6 +27,20 @@ pub enum Request {
         /// Why, for the record and the requester.
         reason: Option<String>,
     },
+    /// Log the caller in by the issuer's device flow (`airlock login`). The
+    /// agent answers [`Response::DevicePrompt`] first, then
+    /// [`Response::Login`] once the person approved (or an error).
+    Login,
+    /// Bind a CI job's token to the caller's cgroup (`airlock login
+    /// --token-file`).
+    LoginJob {
+        /// The job's OIDC token.
+        token: crate::secret::Secret,
+    },
+    /// Who the caller is attributed to (`airlock whoami`).
+    Whoami,
+    /// End the caller's login (`airlock logout`).
+    Logout,
 }
 
 /// What the agent answers.
@@ -38,6 +53,11 @@ pub enum Response {
     Approvals(Vec<crate::approvals::ApprovalRequest>),
     /// Answer to [`Request::Decide`]: the request as decided.
     Decided(crate::approvals::ApprovalRequest),
+    /// First answer to [`Request::Login`]: what the person must do.
+    DevicePrompt(crate::identity::oidc::DevicePrompt),
+    /// Answer to [`Request::Login`], [`Request::LoginJob`],
+    /// [`Request::Whoami`] and [`Request::Logout`]: the login concerned.
+    Login(Box<crate::identity::oidc::LoginInfo>),
     /// The request failed or was not allowed.
     Error {
         /// Why, for the person at the terminal.

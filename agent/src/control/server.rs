@@ -11,11 +11,18 @@ use std::{
 use anyhow::Context as _;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{UnixListener, UnixStream},
+    net::{
+        UnixListener, UnixStream,
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+    },
 };
 
 use super::{Request, Response, Status, TargetStatus};
-use crate::daemon::AgentState;
+use crate::{
+    daemon::AgentState,
+    identity::oidc::{LoginError, LoginInfo, Logins},
+    process::ProcessInfo,
+};
 
 /// Longest request accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -67,18 +74,21 @@ pub async fn serve(listener: UnixListener, state: Arc<AgentState>) {
 }
 
 async fn handle(stream: UnixStream, state: &Arc<AgentState>) -> anyhow::Result<()> {
-    let caller = stream.peer_cred()?;
+    let caller = super::caller::identify(&stream, &state.cgroup_root);
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
     tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await??;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Status) => status(state, caller.uid()),
-        Ok(Request::Approvals) => match caller_identity(state, &caller) {
+    let request = serde_json::from_str::<Request>(&line);
+    let response = match (request, caller) {
+        (Err(error), _) => Response::Error { message: format!("bad request: {error}") },
+        (Ok(_), Err(error)) => Response::Error { message: format!("who are you? {error}") },
+        (Ok(Request::Status), Ok(caller)) => status(state, caller.uid),
+        (Ok(Request::Approvals), Ok(caller)) => match caller_identity(state, &caller) {
             Ok(identity) => Response::Approvals(state.approvals.visible_to(&identity)),
             Err(message) => Response::Error { message },
         },
-        Ok(Request::Decide { id, approve, reason }) => match caller_identity(state, &caller) {
+        (Ok(Request::Decide { id, approve, reason }), Ok(caller)) => match caller_identity(state, &caller) {
             Ok(identity) => match state.approvals.decide(&id, &identity, approve, reason) {
                 Ok(decided) => {
                     crate::daemon::access::end_when_window_closes(state, &decided);
@@ -88,12 +98,82 @@ async fn handle(stream: UnixStream, state: &Arc<AgentState>) -> anyhow::Result<(
             },
             Err(message) => Response::Error { message },
         },
-        Err(error) => Response::Error { message: format!("bad request: {error}") },
+        (Ok(Request::Login), Ok(caller)) => match &state.logins {
+            Some(logins) => login(logins, &caller, reader.get_mut(), &mut write).await?,
+            None => no_issuer(),
+        },
+        (Ok(Request::LoginJob { token }), Ok(caller)) => match &state.logins {
+            Some(logins) => answer(logins.login_job(&caller, &token).await),
+            None => no_issuer(),
+        },
+        (Ok(Request::Whoami), Ok(caller)) => whoami(state, &caller),
+        (Ok(Request::Logout), Ok(caller)) => match &state.logins {
+            Some(logins) => answer(logins.logout(&caller)),
+            None => no_issuer(),
+        },
     };
-    let mut out = serde_json::to_vec(&response)?;
+    send(&mut write, &response).await
+}
+
+async fn send(write: &mut OwnedWriteHalf, response: &Response) -> anyhow::Result<()> {
+    let mut out = serde_json::to_vec(response)?;
     out.push(b'\n');
     write.write_all(&out).await?;
     Ok(())
+}
+
+/// Runs a device login, sending the prompt as soon as the issuer gave it;
+/// stops waiting when the CLI goes away (Ctrl-C).
+async fn login(
+    logins: &Logins,
+    caller: &ProcessInfo,
+    read: &mut tokio::io::Take<OwnedReadHalf>,
+    write: &mut OwnedWriteHalf,
+) -> anyhow::Result<Response> {
+    let (prompt_tx, mut prompt_rx) = tokio::sync::mpsc::unbounded_channel();
+    let login = logins.login(caller, move |prompt| drop(prompt_tx.send(prompt)));
+    tokio::pin!(login);
+    let mut hung_up = [0u8; 1];
+    loop {
+        tokio::select! {
+            result = &mut login => return Ok(answer(result)),
+            Some(prompt) = prompt_rx.recv() => send(write, &Response::DevicePrompt(prompt)).await?,
+            _ = read.read(&mut hung_up) => anyhow::bail!("the CLI left before the login finished"),
+        }
+    }
+}
+
+fn whoami(state: &AgentState, caller: &ProcessInfo) -> Response {
+    if let Some(logins) = &state.logins {
+        return match logins.whoami(caller) {
+            Some(info) => Response::Login(Box::new(info)),
+            None => Response::Error { message: "not logged in to Airlock here; run: airlock login".into() },
+        };
+    }
+    match state.identity.identify(caller) {
+        Ok(identity) => Response::Login(Box::new(LoginInfo {
+            identity,
+            expires_at: None,
+            bound_to: "local Unix account (no OIDC issuer configured)".into(),
+            refreshes: false,
+        })),
+        Err(error) => Response::Error { message: error.to_string() },
+    }
+}
+
+fn answer(result: Result<LoginInfo, LoginError>) -> Response {
+    match result {
+        Ok(info) => Response::Login(Box::new(info)),
+        Err(error) => Response::Error { message: error.to_string() },
+    }
+}
+
+fn no_issuer() -> Response {
+    Response::Error {
+        message: "this agent has no OIDC issuer configured ([oidc] in its config): connections are attributed \
+                  to local Unix accounts and need no login"
+            .into(),
+    }
 }
 
 fn status(state: &AgentState, caller_uid: u32) -> Response {
@@ -130,14 +210,8 @@ fn status(state: &AgentState, caller_uid: u32) -> Response {
 }
 
 /// Who is calling, as the kernel and the identity provider say.
-fn caller_identity(state: &AgentState, caller: &tokio::net::unix::UCred) -> Result<crate::identity::Identity, String> {
-    let process = crate::process::ProcessInfo {
-        pid: caller.pid().and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0),
-        uid: caller.uid(),
-        gid: caller.gid(),
-        ..Default::default()
-    };
-    state.identity.identify(&process).map_err(|error| format!("who are you? {error}"))
+fn caller_identity(state: &AgentState, caller: &ProcessInfo) -> Result<crate::identity::Identity, String> {
+    state.identity.identify(caller).map_err(|error| format!("who are you? {error}"))
 }
 
 /// Root, or a member of the configured admin group.

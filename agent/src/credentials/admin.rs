@@ -44,7 +44,7 @@ impl AdminLogin {
         // toml's message may quote the line; never let a password into an error.
         let file: AdminFile =
             toml::from_str(&text).map_err(|e| fail(format!("not valid ({})", first_line(e.message()))))?;
-        Ok(Self { user: file.user, password: Secret(file.password), database: file.database })
+        Ok(Self { user: file.user, password: Secret::new(file.password), database: file.database })
     }
 
     async fn connect(&self, server: SocketAddr) -> Result<tokio_postgres::Client, CredentialError> {

@@ -15,13 +15,13 @@ pub mod openbao;
 
 use std::{
     collections::HashMap,
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
+pub use crate::secret::Secret;
 pub use admin::AdminLogin;
 use ledger::{Ledger, LedgerEntry};
 use openbao::OpenBao;
@@ -91,23 +91,6 @@ pub fn read_private_file(path: &Path) -> Result<String, CredentialError> {
         )));
     }
     std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))
-}
-
-/// A password that never prints.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// A created role, shared by the sessions that use it.
@@ -241,7 +224,7 @@ impl Engine {
         }
         let admin = AdminLogin::load(admin_file)?;
         let role = role_name(&identity.user);
-        let password = Secret(random_hex(24));
+        let password = Secret::new(random_hex(24));
         let expires = SystemTime::now() + ttl;
         // Ledger first: a crash between the two leaves a ledger line for a
         // role that may not exist, which recovery drops harmlessly; the other
@@ -424,6 +407,6 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(***)");
+        assert_eq!(format!("{:?}", Secret::new("hunter2".into())), "Secret(***)");
     }
 }

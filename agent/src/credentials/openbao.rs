@@ -56,7 +56,7 @@ impl OpenBao {
             lease_id,
             lease_duration: Duration::from_secs(body["lease_duration"].as_u64().unwrap_or(0)),
             username,
-            password: Secret(password),
+            password: Secret::new(password),
         })
     }
 

@@ -16,7 +16,7 @@ use super::{AgentState, sessions::LiveSession};
 use crate::{
     audit::{Event, TargetRef},
     identity::Identity,
-    policy::{Decision, Protocol, Subject, Target},
+    policy::{Decision, Protocol, Target},
     process::ProcessInfo,
     proxy::{
         postgres::{self, codec::ErrorFields},
@@ -83,7 +83,7 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
             .await;
         }
     };
-    let subject = Subject { user: &identity.user, groups: &identity.groups };
+    let subject = identity.as_subject();
     match policy.decide(matched.id, &subject) {
         Decision::Allow { rule } => {
             let window =

@@ -32,7 +32,10 @@ use crate::{
     audit::{AuditLog, Event},
     config::Config,
     control,
-    identity::{IdentityProvider, UnixIdentityProvider},
+    identity::{
+        IdentityProvider, UnixIdentityProvider,
+        oidc::{Logins, OidcIdentityProvider},
+    },
     intercept::{Interceptor, TargetEntry, cgroup},
     policy::Policy,
 };
@@ -52,6 +55,10 @@ pub struct AgentState {
     pub interceptor: Interceptor,
     /// Attributes processes to people.
     pub identity: Box<dyn IdentityProvider>,
+    /// OIDC logins, when an issuer is configured.
+    pub logins: Option<Arc<Logins>>,
+    /// Where the cgroup2 hierarchy is mounted.
+    pub cgroup_root: PathBuf,
     /// Live sessions.
     pub sessions: Arc<Sessions>,
     /// PostgreSQL cancel keys handed to clients.
@@ -91,11 +98,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .mode(0o700)
         .create(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
-    let agent_cgroup = place_agent(&config)?;
-    let attach_cgroup = match &config.cgroup {
-        Some(dir) => dir.clone(),
-        None => cgroup::cgroup2_root()?,
-    };
+    let cgroup_root = cgroup::cgroup2_root()?;
+    let agent_cgroup = place_agent(&config, &cgroup_root)?;
+    let attach_cgroup = config.cgroup.clone().unwrap_or_else(|| cgroup_root.clone());
     let audit = Arc::new(AuditLog::open_with(&config.audit_dir, audit_settings(&config)?)?);
     let listeners = bind_listeners(&config)?;
     let control = control::server::bind(&config.control_socket)?;
@@ -109,13 +114,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let masking_key = Arc::new(crate::masking::TokenKey::load_or_create(&config.state_dir.join("masking.key"))?);
     let approvals = Arc::new(crate::approvals::Approvals::new(Arc::clone(&audit)));
     let (statements, statement_writer) = crate::proxy::postgres::recorder::StatementLog::new(Arc::clone(&audit));
+    let logins = config.oidc.clone().map(|oidc| Arc::new(Logins::new(oidc, cgroup_root.clone(), Arc::clone(&audit))));
+    let identity: Box<dyn IdentityProvider> = match &logins {
+        Some(logins) => Box::new(OidcIdentityProvider::new(logins.bindings())),
+        None => Box::new(UnixIdentityProvider::default()),
+    };
     let state = Arc::new(AgentState {
         config,
         policy: RwLock::new(Arc::new(policy)),
         audit,
         statements,
         interceptor,
-        identity: Box::new(UnixIdentityProvider::default()),
+        identity,
+        logins: logins.clone(),
+        cgroup_root,
         sessions: Arc::new(Sessions::default()),
         cancel_keys: Default::default(),
         credentials,
@@ -134,6 +146,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?
         .block_on(async move {
             tokio::spawn(statement_writer.run());
+            if let Some(logins) = logins {
+                tokio::spawn(logins.maintain());
+            }
             serve(state, listeners, control).await
         })
 }
@@ -167,8 +182,7 @@ fn audit_settings(config: &Config) -> anyhow::Result<crate::audit::AuditSettings
 
 /// Moves the agent into the cgroup whose connections are exempt from
 /// redirection, and returns that cgroup's id.
-fn place_agent(config: &Config) -> anyhow::Result<u64> {
-    let root = cgroup::cgroup2_root()?;
+fn place_agent(config: &Config, root: &std::path::Path) -> anyhow::Result<u64> {
     let dir: PathBuf = match &config.agent_cgroup {
         Some(dir) => {
             cgroup::join(dir)?;

@@ -197,6 +197,7 @@ mod tests {
                 source: IdentitySource::Unix,
                 subject: format!("unix:u{uid}"),
                 user: format!("u{uid}"),
+                email: None,
                 uid,
                 groups: vec![],
             },

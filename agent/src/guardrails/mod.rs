@@ -194,7 +194,7 @@ mod tests {
 
     fn decide(guardrails: &Guardrails, sql: &str, groups: &[&str]) -> Verdict {
         let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
-        guardrails.decide(&Classification::of(sql), &Subject { user: "alice", groups: &groups })
+        guardrails.decide(&Classification::of(sql), &Subject::new("alice", &groups))
     }
 
     fn policy() -> Guardrails {

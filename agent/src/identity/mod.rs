@@ -8,13 +8,13 @@
 pub mod oidc;
 mod unix;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::process::ProcessInfo;
+use crate::{policy::Subject, process::ProcessInfo};
 pub use unix::UnixIdentityProvider;
 
 /// The person (or job) a connection is attributed to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// Where the identity comes from.
     pub source: IdentitySource,
@@ -22,14 +22,24 @@ pub struct Identity {
     pub subject: String,
     /// Name policies match `users` against.
     pub user: String,
+    /// Email (OIDC `email` claim); policies' `users` match it too.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub email: Option<String>,
     /// Unix uid of the connecting process.
     pub uid: u32,
     /// Group names policies match `groups` against.
     pub groups: Vec<String>,
 }
 
+impl Identity {
+    /// How policy sees this identity.
+    pub fn as_subject(&self) -> Subject<'_> {
+        Subject { user: &self.user, email: self.email.as_deref(), subject: Some(&self.subject), groups: &self.groups }
+    }
+}
+
 /// Origin of an [`Identity`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentitySource {
     /// Local Unix account (the default when no OIDC issuer is configured).

@@ -51,7 +51,14 @@ fn lookup(uid: u32) -> Result<Identity, IdentityError> {
     let mut groups: Vec<String> = gids.into_iter().map(group_name).collect();
     groups.sort();
     groups.dedup();
-    Ok(Identity { source: IdentitySource::Unix, subject: format!("unix:{}", user.name), user: user.name, uid, groups })
+    Ok(Identity {
+        source: IdentitySource::Unix,
+        subject: format!("unix:{}", user.name),
+        user: user.name,
+        email: None,
+        uid,
+        groups,
+    })
 }
 
 /// A group without a name still shows in records, as `gid:N`.

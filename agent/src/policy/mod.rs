@@ -69,7 +69,7 @@ mod tests {
             [(0, "postgres", Protocol::Postgres, 5432, any()), (1, "ssh", Protocol::Ssh, 22, any())],
             "only default.toml, not examples/"
         );
-        let nobody = Subject { user: "nobody", groups: &[] };
+        let nobody = Subject::new("nobody", &[]);
         for target in &policy.targets {
             assert_eq!(policy.decide(target.id, &nobody), Decision::Allow { rule: 0 }, "observe mode denies nobody");
         }
@@ -89,7 +89,7 @@ mod tests {
         let groups = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let analyst = groups(&["analytics"]);
         let dba = groups(&["dba"]);
-        let decide = |id, user, groups: &[String]| policy.decide(id, &Subject { user, groups });
+        let decide = |id, user, groups: &[String]| policy.decide(id, &Subject::new(user, groups));
         assert!(matches!(decide(primary.id, "ann", &dba), Decision::Allow { .. }));
         assert!(matches!(decide(primary.id, "ann", &analyst), Decision::Deny { .. }));
         assert!(matches!(decide(replicas.id, "ann", &analyst), Decision::Allow { .. }));

@@ -207,7 +207,8 @@ impl fmt::Display for Network {
 pub struct AccessRule {
     /// What a match means.
     pub action: Action,
-    /// User names this rule matches; `*` matches anyone.
+    /// People this rule matches, by user name, email or OIDC subject
+    /// (`ISSUER#sub`); `*` matches anyone.
     pub users: Vec<String>,
     /// Group names this rule matches; `*` matches anyone.
     pub groups: Vec<String>,
@@ -225,13 +226,13 @@ impl AccessRule {
     }
 }
 
-/// Whether `subject`'s user is in `users` or one of its groups in `groups`;
-/// `*` in either matches anyone.
+/// Whether `subject`'s user name, email or OIDC subject is in `users`, or
+/// one of its groups in `groups`; `*` in either matches anyone.
 pub(crate) fn matches_subject(users: &[String], groups: &[String], subject: &Subject<'_>) -> bool {
     let listed = |names: &[String], name: &str| names.iter().any(|n| n == name);
     listed(users, "*")
         || listed(groups, "*")
-        || listed(users, subject.user)
+        || [Some(subject.user), subject.email, subject.subject].into_iter().flatten().any(|name| listed(users, name))
         || subject.groups.iter().any(|group| listed(groups, group))
 }
 
@@ -247,10 +248,21 @@ pub enum Action {
 /// Who is connecting, as policy sees them.
 #[derive(Clone, Copy, Debug)]
 pub struct Subject<'a> {
-    /// Unix user name.
+    /// User name: the Unix account, or the OIDC claim configured as the user.
     pub user: &'a str,
+    /// Email, when the identity has one.
+    pub email: Option<&'a str>,
+    /// Stable subject (`ISSUER#sub` for OIDC identities).
+    pub subject: Option<&'a str>,
     /// Names of every group the user is in.
     pub groups: &'a [String],
+}
+
+impl<'a> Subject<'a> {
+    /// A subject known only by user name and groups.
+    pub fn new(user: &'a str, groups: &'a [String]) -> Self {
+        Self { user, email: None, subject: None, groups }
+    }
 }
 
 /// The outcome of [`Policy::decide`].
@@ -414,7 +426,7 @@ mod tests {
                 ],
             )],
         };
-        let decide = |user, gs: &[&str]| policy.decide(0, &Subject { user, groups: &groups(gs) });
+        let decide = |user, gs: &[&str]| policy.decide(0, &Subject::new(user, &groups(gs)));
         assert_eq!(decide("alice", &["staff", "oncall"]), Decision::Allow { rule: 1 }, "any of the user's groups");
         assert_eq!(
             decide("intern", &["dba"]),
@@ -439,7 +451,7 @@ mod tests {
             }
         );
         assert_eq!(
-            policy.decide(1, &Subject { user: "alice", groups: &groups(&["dba"]) }),
+            policy.decide(1, &Subject::new("alice", &groups(&["dba"]))),
             Decision::Deny { reason: "target #1 is not in the policy in force".into() }
         );
     }
@@ -449,12 +461,12 @@ mod tests {
         let anyone = rule(Action::Allow, &["*"], &[], None, 1);
         let any_group = rule(Action::Allow, &[], &["*"], None, 1);
         let dba = rule(Action::Allow, &["dba"], &["dba"], None, 1);
-        let nobody = Subject { user: "nobody", groups: &[] };
+        let nobody = Subject::new("nobody", &[]);
         assert!(anyone.matches(&nobody) && any_group.matches(&nobody));
         assert!(!dba.matches(&nobody));
-        assert!(!dba.matches(&Subject { user: "dbadmin", groups: &groups(&["DBA", "dba2"]) }));
-        assert!(dba.matches(&Subject { user: "dba", groups: &[] }), "a user name in users");
-        let star_user = Subject { user: "*", groups: &[] };
+        assert!(!dba.matches(&Subject::new("dbadmin", &groups(&["DBA", "dba2"]))));
+        assert!(dba.matches(&Subject::new("dba", &[])), "a user name in users");
+        let star_user = Subject::new("*", &[]);
         assert!(!rule(Action::Allow, &["alice"], &[], None, 1).matches(&star_user));
     }
 
@@ -500,8 +512,8 @@ mod tests {
             tls: UpstreamTls::Prefer,
         };
         let dba = groups(&["dba"]);
-        let alice = Subject { user: "alice", groups: &dba };
-        let bob = Subject { user: "bob", groups: &[] };
+        let alice = Subject::new("alice", &dba);
+        let bob = Subject::new("bob", &[]);
         assert_eq!(credentials.grant_for("admin", &alice).map(|r| r.grants.clone()), Ok(vec!["admin_role".into()]));
         assert_eq!(credentials.grant_for("readonly", &bob).map(|r| r.name.as_str()), Ok("readonly"));
         assert_eq!(

@@ -298,11 +298,11 @@ mod tests {
             ca: UserCa::Embedded,
         };
         let ops = ["ops".to_owned()];
-        let bob = Subject { user: "bob", groups: &ops };
+        let bob = Subject::new("bob", &ops);
         assert_eq!(options.principal_for("deploy", &bob).unwrap().name, "deploy");
         let refused = options.principal_for("root", &bob).unwrap_err();
         assert_eq!(refused, "login \"root\" is not one you may use; you may use: deploy");
-        let nobody = Subject { user: "eve", groups: &[] };
+        let nobody = Subject::new("eve", &[]);
         assert_eq!(options.principal_for("deploy", &nobody).unwrap_err(), "no login on this target is open to eve");
     }
 }

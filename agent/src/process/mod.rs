@@ -110,6 +110,47 @@ impl ProcessInfo {
     }
 }
 
+impl ProcessInfo {
+    /// Describes a live process known by pid, such as the caller of the
+    /// control socket: uid and gid as the kernel gave them (SO_PEERCRED),
+    /// the rest from procfs, and its cgroup id from the cgroup2 hierarchy
+    /// mounted at `cgroup_root`. The caller must make sure the pid still
+    /// names the same process afterwards (a pidfd).
+    pub fn of_live_process(pid: u32, uid: u32, gid: u32, proc_root: &Path, cgroup_root: &Path) -> Self {
+        let dir = proc_root.join(pid.to_string());
+        let stat = read_stat(&dir);
+        let cgroup = fs::read_to_string(dir.join("cgroup"))
+            .ok()
+            .and_then(|text| text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned));
+        let cgroup_id = cgroup
+            .as_deref()
+            .and_then(|path| fs::metadata(cgroup_root.join(path.trim_start_matches('/'))).ok())
+            .map(|meta| std::os::unix::fs::MetadataExt::ino(&meta))
+            .unwrap_or_default();
+        Self {
+            pid,
+            tid: pid,
+            uid,
+            gid,
+            comm: stat.as_ref().map(|s| s.comm.clone()).unwrap_or_default(),
+            exe: fs::read_link(dir.join("exe")).ok(),
+            cmdline: crate::redact::command_line(read_cmdline(&dir)),
+            loginuid: read_id(&dir.join("loginuid")),
+            audit_session: read_id(&dir.join("sessionid")),
+            cgroup_id,
+            cgroup,
+            parents: stat.map(|s| parents(proc_root, s.ppid)).unwrap_or_default(),
+            procfs: true,
+        }
+    }
+}
+
+/// The real uid of process `pid`, from `/proc/PID/status`.
+pub fn real_uid(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+}
+
 fn parents(proc_root: &Path, mut ppid: u32) -> Vec<ParentProcess> {
     let mut parents = Vec::new();
     while ppid > 1 && parents.len() < MAX_PARENTS {

@@ -74,13 +74,28 @@ impl Bindings {
         self.lock().get(key).cloned()
     }
 
-    /// Drops expired logins and CI bindings whose cgroup no longer exists
-    /// (`cgroup_exists` is asked with the cgroup's path).
-    pub fn prune(&self, now: SystemTime, cgroup_exists: impl Fn(&str) -> bool) -> usize {
+    /// Removes and returns expired logins and CI bindings whose cgroup no
+    /// longer exists (`cgroup_exists` is asked with the cgroup's path), each
+    /// with why it ended.
+    pub fn remove_stale(
+        &self,
+        now: SystemTime,
+        cgroup_exists: impl Fn(&str) -> bool,
+    ) -> Vec<(BindingKey, Binding, &'static str)> {
         let mut entries = self.lock();
-        let before = entries.len();
-        entries.retain(|_, binding| binding.expires_at > now && binding.cgroup.as_deref().is_none_or(&cgroup_exists));
-        before - entries.len()
+        let mut ended = Vec::new();
+        entries.retain(|key, binding| {
+            let reason = if binding.expires_at <= now {
+                "expired"
+            } else if binding.cgroup.as_deref().is_some_and(|cgroup| !cgroup_exists(cgroup)) {
+                "cgroup_removed"
+            } else {
+                return true;
+            };
+            ended.push((*key, binding.clone(), reason));
+            false
+        });
+        ended
     }
 
     /// The login `process` belongs to: its cgroup's CI job first (every
@@ -127,7 +142,8 @@ pub fn identity_from_claims(
     };
     groups.sort();
     groups.dedup();
-    Identity { source, subject: format!("{issuer}#{sub}"), user, uid, groups }
+    let email = claims.get("email").and_then(Value::as_str).map(str::to_owned);
+    Identity { source, subject: format!("{issuer}#{sub}"), user, email, uid, groups }
 }
 
 /// Attributes processes to the OIDC logins in [`Bindings`]; a process with
@@ -228,7 +244,7 @@ mod tests {
             bindings.lookup(&process(ALICE, Some(7), 1), later),
             Err(IdentityError::LoginExpired { uid: ALICE })
         );
-        assert_eq!(bindings.prune(later, |_| true), 1);
+        assert_eq!(bindings.remove_stale(later, |_| true)[0].2, "expired");
         assert_eq!(bindings.get(&key), None);
     }
 
@@ -241,7 +257,7 @@ mod tests {
         assert_eq!(bindings.lookup(&process(ALICE, None, 42), now).unwrap().subject, "https://id#job-1");
         assert_eq!(bindings.lookup(&process(0, None, 42), now).unwrap().uid, 0, "any process of the job");
         assert!(bindings.lookup(&process(ALICE, None, 43), now).is_err(), "another job's cgroup");
-        assert_eq!(bindings.prune(now, |path| path != "/ci/job-1"), 1, "cgroup removed");
+        assert_eq!(bindings.remove_stale(now, |path| path != "/ci/job-1")[0].2, "cgroup_removed");
         assert!(bindings.lookup(&process(ALICE, None, 42), now).is_err());
     }
 

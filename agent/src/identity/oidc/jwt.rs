@@ -185,6 +185,17 @@ pub fn key_id(token: &str) -> Result<Option<String>, JwtError> {
     Ok(decode_json::<Header>(header, "header is not base64url JSON")?.kid)
 }
 
+/// The `iss` claim of a token, read without verifying anything: picks which
+/// configured issuer must then verify it.
+pub fn unverified_issuer(token: &str) -> Result<String, JwtError> {
+    #[derive(Deserialize)]
+    struct Issued {
+        iss: Option<String>,
+    }
+    let claims = token.split('.').nth(1).ok_or(JwtError::Malformed("not three dot-separated parts"))?;
+    decode_json::<Issued>(claims, "claims are not base64url JSON")?.iss.ok_or(JwtError::Claim("iss"))
+}
+
 fn decode_json<T: serde::de::DeserializeOwned>(part: &str, what: &'static str) -> Result<T, JwtError> {
     let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed(what))?;
     serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed(what))

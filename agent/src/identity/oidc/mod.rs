@@ -8,8 +8,11 @@
 mod bindings;
 pub mod issuer;
 pub mod jwt;
+mod logins;
+pub mod tokens;
 
 pub use bindings::{Binding, BindingKey, Bindings, OidcIdentityProvider, identity_from_claims};
+pub use logins::{DevicePrompt, LoginError, LoginInfo, Logins};
 
 use serde::Deserialize;
 

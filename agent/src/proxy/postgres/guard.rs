@@ -26,7 +26,6 @@ use crate::{
     audit::{AuditLog, Event},
     daemon::sessions::LiveSession,
     guardrails::{Classification, Classifier, GuardAction, Guardrails, StatementClass, Verdict, classify},
-    policy::Subject,
     redact,
 };
 
@@ -132,7 +131,7 @@ impl<'a> Guard<'a> {
             return Screening::Done(Screened::Forward);
         }
         let identity = &self.session.identity;
-        let verdict = self.context.guardrails.decide(c, &Subject { user: &identity.user, groups: &identity.groups });
+        let verdict = self.context.guardrails.decide(c, &identity.as_subject());
         match verdict.action {
             GuardAction::Allow => Screening::Done(Screened::Forward),
             GuardAction::Deny => {
@@ -271,6 +270,7 @@ mod tests {
                 source: IdentitySource::Unix,
                 subject: "unix:alice".into(),
                 user: "alice".into(),
+                email: None,
                 uid: 1001,
                 groups: vec!["dev".into()],
             },
@@ -376,6 +376,7 @@ mod tests {
             source: IdentitySource::Unix,
             subject: "unix:bob".into(),
             user: "bob".into(),
+            email: None,
             uid: 1002,
             groups: vec!["dba".into()],
         };

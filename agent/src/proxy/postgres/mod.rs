@@ -49,7 +49,7 @@ use crate::{
     audit::{AuditLog, Event},
     credentials::{Engine, Lease},
     daemon::sessions::LiveSession,
-    policy::{Credentials, Subject},
+    policy::Credentials,
 };
 
 /// How long a client may take to send its startup packet.
@@ -367,7 +367,7 @@ async fn startup(
                 };
                 // The client's own credentials play no part: it is who the
                 // kernel says it is, and logs in as what policy grants.
-                let subject = Subject { user: &session.identity.user, groups: &session.identity.groups };
+                let subject = session.identity.as_subject();
                 let grant = match jit.credentials.grant_for(&requested_user, &subject) {
                     Ok(grant) => grant,
                     Err(reason) => {

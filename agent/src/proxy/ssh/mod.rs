@@ -38,10 +38,7 @@ use crate::{
     credentials::openbao::OpenBao,
     daemon::sessions::LiveSession,
     guardrails::ApprovalPolicy,
-    policy::{
-        Subject,
-        ssh::{SshOptions, UserCa},
-    },
+    policy::ssh::{SshOptions, UserCa},
 };
 
 /// Why an SSH session ended badly.
@@ -255,7 +252,7 @@ impl ClientSide {
     ) -> Result<(client::Handle<UpstreamSide>, serde_json::Value), String> {
         let context = &self.context;
         let identity = &context.session.identity;
-        let subject = Subject { user: &identity.user, groups: &identity.groups };
+        let subject = identity.as_subject();
         let principal = context.policy.options.principal_for(login, &subject)?;
         let ttl = context.policy.options.cert_ttl;
         let key_id = format!("airlock {} session {}", identity.subject, context.session.id);
