@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod netns;
+pub mod oidc;
 pub mod process;
 pub mod sshd;
 pub mod users;

