@@ -215,6 +215,10 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations<'_>) -> Result<C
         URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| JwtError::Malformed("signature is not base64url"))?;
     let signed = &token.as_bytes()[..header_b64.len() + 1 + claims_b64.len()];
 
+    // Before the key lookup: an unsigned token must not cause a key set refetch.
+    if !matches!(header.alg.as_str(), "RS256" | "ES256") {
+        return Err(JwtError::UnsupportedAlgorithm(header.alg));
+    }
     let key = keys.keys.get(&header.kid).ok_or_else(|| JwtError::UnknownKey(header.kid.clone()))?;
     let verified = match (header.alg.as_str(), key) {
         ("RS256", PublicKey::Rsa { n, e }) => {
