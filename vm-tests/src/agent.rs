@@ -86,6 +86,14 @@ port = {listener_port}
 }
 
 impl AgentConfig {
+    /// Appends `toml` (whole tables, e.g. `[oidc]`) to the agent's config.
+    pub fn append(&self, toml: &str) {
+        let mut text = fs::read_to_string(&self.path).expect("read config");
+        text.push('\n');
+        text.push_str(toml);
+        fs::write(&self.path, text).expect("write config");
+    }
+
     /// Attaches the programs at `cgroup` instead of the lab's cgroup.
     pub fn attach_at(&mut self, cgroup: &Path) {
         let text = fs::read_to_string(&self.path).expect("read config");

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod netns;
 pub mod oidc;
 pub mod process;
+pub mod session;
 pub mod sshd;
 pub mod users;
 
@@ -25,6 +26,7 @@ use std::{
 pub use agent::{Agent, AgentConfig, airlock_bin};
 pub use netns::TargetHost;
 pub use process::{Background, CommandOutput, run_as, spawn_as};
+pub use session::{LoginSession, SessionJob};
 pub use users::TestUser;
 
 /// Prefix of every resource a lab creates, so leftovers of a killed run are
@@ -177,14 +179,32 @@ impl Lab {
 
     /// Writes `policy` (TOML) as the lab's only policy file and starts the agent.
     pub fn start_agent(&mut self, policy: &str) -> &Agent {
-        let config = AgentConfig::new(self, policy);
-        self.agent = Some(Agent::start(config));
+        self.start_agent_with(policy, "")
+    }
+
+    /// Like [`Self::start_agent`], with `config` (TOML tables) added to the
+    /// agent's configuration.
+    pub fn start_agent_with(&mut self, policy: &str, config: &str) -> &Agent {
+        let agent_config = AgentConfig::new(self, policy);
+        agent_config.append(config);
+        self.agent = Some(Agent::start(agent_config));
         self.agent.as_ref().expect("just set")
     }
 
     /// The running agent.
     pub fn agent(&self) -> &Agent {
         self.agent.as_ref().expect("agent started")
+    }
+
+    /// A copy of the `airlock` CLI that test users can run (they may not be
+    /// able to reach the build tree).
+    pub fn cli(&self) -> PathBuf {
+        let cli = self.dir.path().join("airlock");
+        if !cli.exists() {
+            fs::copy(airlock_bin(), &cli).expect("copy the airlock binary");
+            set_mode(&cli, 0o755);
+        }
+        cli
     }
 
     /// Runs a command as a test user inside the lab's client cgroup.

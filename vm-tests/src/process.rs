@@ -10,7 +10,7 @@ use std::{
 use crate::TestUser;
 
 /// Longest any client may run.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a finished client did.
 #[derive(Debug)]
@@ -89,7 +89,7 @@ pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> C
 
 /// `program` set up to run as `user` inside `cgroup`, with the user's login
 /// uid set as pam_loginuid would.
-fn command_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> Command {
+pub(crate) fn command_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> Command {
     let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").display().to_string()).expect("path");
     let (uid, gid) = (user.uid, user.gid);
     // Allocated before fork: only async-signal-safe calls may run after it.

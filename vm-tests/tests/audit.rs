@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use airlock_vm_tests::{Agent, AgentConfig, Lab, airlock_bin, privileged, set_mode};
+use airlock_vm_tests::{Agent, AgentConfig, Lab, airlock_bin, privileged};
 
 #[test]
 fn the_audit_group_verifies_queries_and_replays_and_nobody_else_reads() {
@@ -33,9 +33,7 @@ fn the_audit_group_verifies_queries_and_replays_and_nobody_else_reads() {
     lab.agent().wait_for_records("postgres.statement", 3);
     let session = lab.agent().records_of("postgres.statement")[1]["session"].as_str().unwrap().to_owned();
 
-    let cli = lab.dir.path().join("airlock");
-    fs::copy(airlock_bin(), &cli).unwrap();
-    set_mode(&cli, 0o755);
+    let cli = lab.cli();
     let dir = lab.agent().config.audit_dir.display().to_string();
     let airlock = |user: &str, args: &[&str]| {
         let mut full = args.to_vec();

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use airlock_vm_tests::{CommandOutput, Lab, TargetHost, airlock_bin, privileged, set_mode};
+use airlock_vm_tests::{CommandOutput, Lab, TargetHost, privileged, set_mode};
 use serde_json::Value;
 
 /// alice is an engineer; bob approves (his own group is the approver group);
@@ -61,10 +61,7 @@ timeout_seconds = {timeout_seconds}
 "#
     );
     lab.start_agent(&policy);
-    // Test users may not be able to reach the build tree: give them a copy.
-    let cli = lab.dir.path().join("airlock");
-    fs::copy(airlock_bin(), &cli).expect("copy the airlock binary");
-    set_mode(&cli, 0o755);
+    let cli = lab.cli();
     (lab, cli)
 }
 
@@ -260,9 +257,7 @@ timeout_seconds = 60
 session_access_seconds = 6
 "#
     ));
-    let cli = lab.dir.path().join("airlock");
-    fs::copy(airlock_bin(), &cli).expect("copy the airlock binary");
-    set_mode(&cli, 0o755);
+    let cli = lab.cli();
 
     let refused = psql(&lab, "alice", &["-c", "select 1"]);
     assert!(!refused.success() && refused.stderr.contains("needs approval: request "), "{refused:?}");

@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use airlock_vm_tests::{CommandOutput, Lab, agent::airlock_bin, privileged, set_mode, sshd};
+use airlock_vm_tests::{CommandOutput, Lab, privileged, set_mode, sshd};
 use serde_json::Value;
 
 /// The policy: `deploy` (a local user of the target) open to alice.
@@ -288,9 +288,7 @@ fn access_windows_and_held_commands_follow_approvals_and_expiry_ends_the_session
     sshd::start(&mut lab, "deploy");
     let known = sshd::known_hosts(&lab);
     let deploy = lab.user("deploy").name.clone();
-    let cli = lab.dir.path().join("airlock");
-    fs::copy(airlock_bin(), &cli).expect("copy the airlock binary");
-    set_mode(&cli, 0o755);
+    let cli = lab.cli();
 
     // Refused in SSH, with the request id and how to get it approved.
     let refused = ssh(&lab, &known, "alice", &deploy, &["true"]);

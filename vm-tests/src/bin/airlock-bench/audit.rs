@@ -23,6 +23,7 @@ pub fn run() {
             source: IdentitySource::Unix,
             subject: format!("unix:user{i}"),
             user: format!("user{i}"),
+            email: None,
             uid: 2000 + i,
             groups: vec!["dev".into()],
         })
