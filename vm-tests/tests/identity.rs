@@ -263,3 +263,37 @@ fn base64url(text: &str) -> String {
     }
     out
 }
+
+#[test]
+fn the_shipped_job_wrapper_gives_a_job_its_own_cgroup_whose_login_ends_with_the_job() {
+    if !privileged() {
+        return;
+    }
+    let provider = OidcProvider::start("RS256", 300);
+    let lab = oidc_lab(&provider);
+    // What `Delegate=yes` gives a runner service: its cgroup is the runner user's to divide.
+    let runner = lab.user("alice");
+    let runner_cgroup = job_cgroup(&lab, "runner");
+    for entry in ["", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"] {
+        std::os::unix::fs::chown(runner_cgroup.join(entry), Some(runner.uid), Some(runner.gid)).unwrap();
+    }
+    let wrapper = lab.dir.path().join("airlock-job");
+    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/airlock-job"), &wrapper).unwrap();
+    set_mode(&wrapper, 0o755);
+    let claims = json!({"aud": CI_AUDIENCE, "sub": "repo:org/app:job:7", "repository": "org/app"});
+    let token = token_file(&lab, "job-7-token", &provider.mint_ci_token(json!({"claims": claims})));
+    let script = format!(
+        "{} login --token-file {token} --socket {} && {} && cat /proc/self/cgroup",
+        lab.cli().display(),
+        lab.agent().config.socket.display(),
+        psql_script(&lab)
+    );
+    let out = run_as(runner, &runner_cgroup, wrapper.to_str().unwrap(), &["7", "sh", "-c", &script]);
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    assert!(out.stdout.contains("/runner/airlock-job-7"), "the job ran in its own cgroup: {out:?}");
+    assert!(!runner_cgroup.join("airlock-job-7").exists(), "the wrapper removes the job's cgroup");
+    let record = opened_by(&lab, runner.uid).pop().expect("connection.open");
+    assert_eq!(record["identity"]["source"], "ci_job");
+    let ended = lab.agent().wait_for_records("identity.logout", 1);
+    assert_eq!(ended[0]["detail"]["reason"], "cgroup_removed");
+}
