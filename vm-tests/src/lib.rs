@@ -7,6 +7,7 @@
 //! ever goes to loopback or to that namespace.
 
 pub mod agent;
+pub mod bao;
 pub mod netns;
 pub mod oidc;
 pub mod process;

@@ -4,7 +4,7 @@
 
 use std::{fs, path::PathBuf, thread, time::Duration};
 
-use airlock_vm_tests::{Lab, TargetHost, privileged, set_mode};
+use airlock_vm_tests::{Lab, TargetHost, bao::Bao, privileged, set_mode};
 
 struct JitLab {
     lab: Lab,
@@ -254,55 +254,6 @@ fn required_tls_that_the_server_lacks_is_refused() {
     wait_until("the role made for the refused session is dropped", || jit_roles(&data).is_empty());
 }
 
-/// A `bao server -dev -dev-tls` on loopback, killed on drop: HTTPS with a
-/// CA it generates in `cert_dir` (`vault-ca.pem`).
-struct Bao {
-    child: std::process::Child,
-    addr: String,
-    ca_file: std::path::PathBuf,
-}
-
-impl Bao {
-    fn start(cert_dir: &std::path::Path) -> Self {
-        let port = 18_200 + (std::process::id() % 1000) as u16;
-        let addr = format!("127.0.0.1:{port}");
-        let child = std::process::Command::new("bao")
-            .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root", &format!("-dev-listen-address={addr}")])
-            .arg(format!("-dev-tls-cert-dir={}", cert_dir.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("bao (installed by cargo xtask setup)");
-        let bao = Self { child, addr, ca_file: cert_dir.join("vault-ca.pem") };
-        wait_until("OpenBao listens", || {
-            std::net::TcpStream::connect(&bao.addr).is_ok() && bao.cli(&["status"]).is_ok()
-        });
-        bao
-    }
-
-    fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = std::process::Command::new("bao")
-            .args(args)
-            .env("BAO_ADDR", format!("https://{}", self.addr))
-            .env("BAO_CACERT", &self.ca_file)
-            .env("BAO_TOKEN", "root")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn openbao_issues_the_login_and_its_lease_is_revoked_after_the_session() {
     if !privileged() {
@@ -317,31 +268,7 @@ fn openbao_issues_the_login_and_its_lease_is_revoked_after_the_session() {
     let bao_dir = lab.dir.path().join("bao-tls");
     fs::create_dir_all(&bao_dir).unwrap();
     let bao = Bao::start(&bao_dir);
-    let url =
-        format!("connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@{v4}:5432/postgres?sslmode=disable");
-    let configure: [&[&str]; 3] = [
-        &["secrets", "enable", "database"],
-        &[
-            "write",
-            "database/config/pg",
-            "plugin_name=postgresql-database-plugin",
-            &url,
-            "username=bao_admin",
-            "password=bao-admin-secret",
-            "allowed_roles=readonly",
-        ],
-        &[
-            "write",
-            "database/roles/readonly",
-            "db_name=pg",
-            "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;",
-            "revocation_statements=DROP ROLE IF EXISTS \"{{name}}\";",
-            "default_ttl=10m",
-        ],
-    ];
-    for args in configure {
-        bao.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
-    }
+    bao.enable_database(v4.into(), "bao_admin", "bao-admin-secret");
     let token_file = lab.dir.path().join("bao-token");
     fs::write(&token_file, "root\n").unwrap();
     set_mode(&token_file, 0o600);

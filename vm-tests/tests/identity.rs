@@ -6,7 +6,8 @@
 use std::{fs, path::Path, time::Duration};
 
 use airlock_vm_tests::{
-    CommandOutput, Lab, LoginSession, SessionJob, oidc::OidcProvider, privileged, run_as, set_mode,
+    CommandOutput, Lab, LoginSession, SessionJob, TargetHost, bao::Bao, oidc::OidcProvider, privileged, run_as,
+    set_mode,
 };
 use serde_json::{Value, json};
 
@@ -296,4 +297,112 @@ fn the_shipped_job_wrapper_gives_a_job_its_own_cgroup_whose_login_ends_with_the_
     assert_eq!(record["identity"]["source"], "ci_job");
     let ended = lab.agent().wait_for_records("identity.logout", 1);
     assert_eq!(ended[0]["detail"]["reason"], "cgroup_removed");
+}
+
+#[test]
+fn openbao_gives_the_login_to_the_person_through_jwt_auth() {
+    if !privileged() {
+        return;
+    }
+    let provider = OidcProvider::start("RS256", 300);
+    let mut lab = Lab::new(&["alice"]);
+    let data = lab.target.start_postgres_auth(&lab.dir.path().join("pg"), &[], "scram-sha-256");
+    TargetHost::superuser_sql(&data, "CREATE ROLE bao_admin LOGIN CREATEROLE PASSWORD 'bao-admin-secret'");
+    TargetHost::superuser_sql(&data, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)");
+    let v4 = lab.target.v4;
+    let bao_dir = lab.dir.path().join("bao-tls");
+    fs::create_dir_all(&bao_dir).unwrap();
+    let bao = Bao::start(&bao_dir);
+    bao.enable_database(v4.into(), "bao_admin", "bao-admin-secret");
+    let policy_file = lab.dir.path().join("readonly.hcl");
+    fs::write(&policy_file, "path \"database/creds/readonly\" { capabilities = [\"read\"] }\n").unwrap();
+    let issuer = provider.issuer();
+    let (discovery, bound_issuer) = (format!("oidc_discovery_url={issuer}"), format!("bound_issuer={issuer}"));
+    let configure: [&[&str]; 4] = [
+        &["policy", "write", "airlock-readonly", policy_file.to_str().unwrap()],
+        &["auth", "enable", "jwt"],
+        &["write", "auth/jwt/config", &discovery, &bound_issuer],
+        &[
+            "write",
+            "auth/jwt/role/airlock",
+            "role_type=jwt",
+            "bound_audiences=airlock",
+            "user_claim=email",
+            "groups_claim=groups",
+            "token_policies=airlock-readonly",
+            "token_ttl=10m",
+        ],
+    ];
+    for args in configure {
+        bao.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
+    }
+    let policy = format!(
+        r#"
+[[target]]
+name = "pg"
+protocol = "postgres"
+port = 5432
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["alice@example.com"]
+
+[target.credentials]
+tls = "disable"
+
+[target.credentials.openbao]
+addr = "https://{addr}"
+ca_file = "{ca}"
+jwt_auth = {{ role = "airlock" }}
+
+[[target.credentials.role]]
+name = "analyst"
+openbao_role = "readonly"
+users = ["alice@example.com"]
+"#,
+        addr = bao.addr,
+        ca = bao.ca_file.display()
+    );
+    lab.start_agent_with(&policy, &format!("[oidc]\nissuer = \"{issuer}\"\nclient_id = \"airlock\"\n"));
+    let mut session =
+        LoginSession::open(lab.user("alice"), &lab.cgroups.clients, &lab.dir.path().join("sessions/alice"));
+    assert!(device_login(&lab, &provider, &mut session, "alice").success());
+    let sql = "select current_user, (select count(*) from orders)";
+    let out = session.run(&format!("psql -h {v4} -U analyst -d postgres -X -At -w -c '{sql}'"));
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    let (role, count) = out.stdout.trim().split_once('|').expect("two columns");
+    // OpenBao names logins after the token's display name: the person's JWT login, not Airlock's token.
+    assert!(role.starts_with("v-jwt-"), "a login made with the person's OpenBao token: {role}");
+    assert_eq!(count, "2");
+    let created = lab.agent().wait_for_records("credential.created", 1);
+    assert_eq!(created[0]["detail"]["openbao_auth"], "person_jwt");
+    assert_eq!(created[0]["identity"]["user"], "alice@example.com");
+    // OpenBao knows the person: an entity alias named by their email.
+    let aliases: Value = serde_json::from_str(&bao.cli(&["list", "-format=json", "identity/entity-alias/id"]).unwrap())
+        .expect("alias list");
+    let names: Vec<String> = aliases
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|id| {
+            let alias: Value = serde_json::from_str(
+                &bao.cli(&["read", "-format=json", &format!("identity/entity-alias/id/{id}")]).unwrap(),
+            )
+            .unwrap();
+            alias["data"]["name"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert!(names.iter().any(|n| n == "alice@example.com"), "{names:?}");
+    let dropped = lab.agent().wait_for_records("credential.dropped", 1);
+    assert_eq!(dropped[0]["detail"]["outcome"], "revoked", "{:#}", dropped[0]);
+    let left = || TargetHost::superuser_sql(&data, &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"));
+    for _ in 0..100 {
+        if left().trim() == "0" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("OpenBao did not drop {role} once the person's token was revoked");
 }

@@ -455,6 +455,7 @@ mod tests {
             subject: format!("unix:{user}"),
             user: user.into(),
             email: None,
+            token: None,
             uid,
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
         }

@@ -24,14 +24,14 @@ use std::{
 pub use crate::secret::Secret;
 pub use admin::AdminLogin;
 use ledger::{Ledger, LedgerEntry};
-use openbao::OpenBao;
+use openbao::{BaoToken, OpenBao};
 
 use serde_json::json;
 
 use crate::{
     audit::{AuditLog, Event},
     identity::Identity,
-    policy::{CredentialSource, Credentials, RoleGrant},
+    policy::{CredentialSource, Credentials, OpenBaoAuth, RoleGrant},
 };
 
 /// A session's last use is followed by this much grace before the role goes,
@@ -67,6 +67,13 @@ pub enum CredentialError {
         /// What went wrong.
         message: String,
     },
+    /// The target's OpenBao login acts as the person, and this identity
+    /// carries no OIDC token to act with.
+    #[error(
+        "this target's OpenBao logins use the person's ID token (jwt_auth), and this connection's identity has \
+         none: configure [oidc] so people run `airlock login`"
+    )]
+    NoPersonToken,
     /// The ledger could not be written, so no role may be created.
     #[error("credential ledger {path}: {source}")]
     Ledger {
@@ -174,12 +181,19 @@ impl Engine {
             CredentialSource::Embedded { admin_file } => {
                 self.acquire_embedded(server, admin_file, credentials.ttl, identity, grant).await
             }
-            CredentialSource::OpenBao { addr, token_file, mount, ca_file } => {
+            CredentialSource::OpenBao { addr, auth, mount, ca_file } => {
                 let client = OpenBao {
                     addr: addr.clone(),
-                    token_file: token_file.clone(),
+                    token: BaoToken::File(PathBuf::new()),
                     mount: mount.clone(),
                     ca_file: ca_file.clone(),
+                };
+                let client = match auth {
+                    OpenBaoAuth::TokenFile(path) => OpenBao { token: BaoToken::File(path.clone()), ..client },
+                    OpenBaoAuth::Jwt { mount: auth_mount, role } => {
+                        let jwt = identity.token.as_ref().ok_or(CredentialError::NoPersonToken)?;
+                        client.as_person(auth_mount, role, jwt).await?
+                    }
                 };
                 let issued = client.issue(grant.openbao_role.as_deref().unwrap_or(&grant.name)).await?;
                 let lease = Arc::new(Lease {
@@ -198,6 +212,10 @@ impl Engine {
                         "role": lease.role,
                         "server": server.to_string(),
                         "openbao_role": grant.openbao_role.as_deref().unwrap_or(&grant.name),
+                        "openbao_auth": match auth {
+                            OpenBaoAuth::TokenFile(_) => "agent_token",
+                            OpenBaoAuth::Jwt { .. } => "person_jwt",
+                        },
                         "expires": humantime::format_rfc3339_seconds(lease.expires).to_string(),
                     }),
                 );

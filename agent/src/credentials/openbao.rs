@@ -2,6 +2,11 @@
 //! a database login with a lease; Airlock revokes the lease when the session
 //! ends, and OpenBao drops the login.
 //!
+//! Calls are made with Airlock's own token, or with a token of the person's
+//! own that OpenBao's JWT auth method gives for their ID token: then
+//! OpenBao's policies decide what the person may read and its audit log
+//! names them. Such a token lives as long as the session.
+//!
 //! `http://` and `https://` (system roots) addresses are spoken.
 
 use std::{path::PathBuf, time::Duration};
@@ -13,13 +18,22 @@ use serde_json::Value;
 /// How long one call to OpenBao may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An OpenBao database secrets engine.
+/// The token calls are made with.
+#[derive(Clone, Debug)]
+pub enum BaoToken {
+    /// Airlock's own, read from a root-only file at each call (so it can be rotated).
+    File(PathBuf),
+    /// A person's, from JWT auth.
+    Person(Secret),
+}
+
+/// An OpenBao secrets engine, and the token to call it with.
 #[derive(Clone, Debug)]
 pub struct OpenBao {
     /// `http://host:port`.
     pub addr: String,
-    /// Root-only token file.
-    pub token_file: PathBuf,
+    /// Whose token.
+    pub token: BaoToken,
     /// Engine mount path.
     pub mount: String,
     /// PEM file of the CA that signs OpenBao's certificate; system roots when unset.
@@ -41,6 +55,17 @@ pub struct Issued {
 impl OpenBao {
     fn error(&self, message: String) -> CredentialError {
         CredentialError::OpenBao { addr: self.addr.clone(), message }
+    }
+
+    /// Logs in at the JWT auth method mounted at `auth_mount` as `role` with
+    /// the person's `jwt`; returns this client acting as the person.
+    pub async fn as_person(self, auth_mount: &str, role: &str, jwt: &Secret) -> Result<Self, CredentialError> {
+        let body = serde_json::json!({ "role": role, "jwt": jwt.expose() });
+        let answer = self.send("POST", &format!("/v1/auth/{auth_mount}/login"), Some(&body), None).await?;
+        let token = answer["auth"]["client_token"]
+            .as_str()
+            .ok_or_else(|| self.error(format!("no client_token from JWT auth role {role:?}")))?;
+        Ok(Self { token: BaoToken::Person(Secret::new(token.to_owned())), ..self })
     }
 
     /// Reads a login for `role`.
@@ -83,17 +108,40 @@ impl OpenBao {
             .ok_or_else(|| self.error(format!("no signed_key in the answer for role {role:?}")))
     }
 
-    /// Revokes a lease now (OpenBao drops the login).
+    /// Ends a lease now (OpenBao drops the login): revoked with Airlock's
+    /// token, or, with a person's, by revoking their token, which takes its
+    /// leases with it (a person's policy need not allow `sys/leases/revoke`).
     pub async fn revoke(&self, lease_id: &str) -> Result<(), CredentialError> {
-        let body = serde_json::json!({ "lease_id": lease_id });
-        self.call("PUT", "/v1/sys/leases/revoke", Some(&body)).await.map(drop)
+        match self.token {
+            BaoToken::File(_) => {
+                let body = serde_json::json!({ "lease_id": lease_id });
+                self.call("PUT", "/v1/sys/leases/revoke", Some(&body)).await.map(drop)
+            }
+            BaoToken::Person(_) => self.call("PUT", "/v1/auth/token/revoke-self", None).await.map(drop),
+        }
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CredentialError> {
-        let token = read_private_file(&self.token_file)?;
+        let token = match &self.token {
+            BaoToken::File(path) => Secret::new(read_private_file(path)?.trim().to_owned()),
+            BaoToken::Person(token) => token.clone(),
+        };
+        self.send(method, path, body, Some(&token)).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&Secret>,
+    ) -> Result<Value, CredentialError> {
         let url = Url::parse(&self.addr).map_err(|e| self.error(e.to_string()))?.join(path);
         let payload = body.map(Value::to_string).unwrap_or_default();
-        let headers = [("X-Vault-Token", token.trim()), ("Content-Type", "application/json")];
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(token) = token {
+            headers.push(("X-Vault-Token", token.expose()));
+        }
         let roots = match &self.ca_file {
             Some(path) => http::Roots::from_pem_file(path).map_err(|e| self.error(e.to_string()))?,
             None => http::Roots::system(),

@@ -198,6 +198,7 @@ mod tests {
                 subject: format!("unix:u{uid}"),
                 user: format!("u{uid}"),
                 email: None,
+                token: None,
                 uid,
                 groups: vec![],
             },

@@ -29,6 +29,11 @@ pub struct Identity {
     pub uid: u32,
     /// Group names policies match `groups` against.
     pub groups: Vec<String>,
+    /// The OIDC token this identity was proven with (a person's ID token or
+    /// a job's token), for exchanges that act as the person (OpenBao JWT
+    /// auth). Never serialized: it stays out of records and answers.
+    #[serde(skip)]
+    pub token: Option<crate::secret::Secret>,
 }
 
 impl Identity {

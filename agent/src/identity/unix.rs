@@ -56,6 +56,7 @@ fn lookup(uid: u32) -> Result<Identity, IdentityError> {
         subject: format!("unix:{}", user.name),
         user: user.name,
         email: None,
+        token: None,
         uid,
         groups,
     })

@@ -18,7 +18,8 @@ use toml::{
 };
 
 use super::model::{
-    AccessRule, Action, CredentialSource, Credentials, Network, Policy, Protocol, RoleGrant, Target, UpstreamTls, mask,
+    AccessRule, Action, CredentialSource, Credentials, Network, OpenBaoAuth, Policy, Protocol, RoleGrant, Target,
+    UpstreamTls, mask,
 };
 use crate::{
     guardrails::{ApprovalPolicy, GuardAction, GuardRule, Guardrails, StatementClass},
@@ -121,10 +122,23 @@ struct RawCredentials {
 #[serde(deny_unknown_fields)]
 struct RawOpenBao {
     addr: Spanned<String>,
-    token_file: Spanned<String>,
+    token_file: Option<Spanned<String>>,
+    jwt_auth: Option<RawJwtAuth>,
     #[serde(default = "default_mount")]
     mount: String,
     ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtAuth {
+    #[serde(default = "default_jwt_mount")]
+    mount: String,
+    role: String,
+}
+
+fn default_jwt_mount() -> String {
+    "jwt".into()
 }
 
 fn default_mount() -> String {
@@ -545,9 +559,20 @@ impl Loader {
                         format!("openbao addr {addr:?} must start with http:// or https://"),
                     );
                 }
-                let token_file = absolute(self, &bao.get_ref().token_file, "openbao token_file");
+                let auth = match (&bao.get_ref().token_file, &bao.get_ref().jwt_auth) {
+                    (Some(token_file), None) => {
+                        OpenBaoAuth::TokenFile(absolute(self, token_file, "openbao token_file"))
+                    }
+                    (None, Some(jwt)) => OpenBaoAuth::Jwt { mount: jwt.mount.clone(), role: jwt.role.clone() },
+                    _ => {
+                        let message = "give the openbao table either token_file (Airlock's own token) or \
+                                       jwt_auth = { role = \"…\" } (the person's ID token)";
+                        self.error(source, bao.span().start, message.into());
+                        OpenBaoAuth::TokenFile(PathBuf::new())
+                    }
+                };
                 let ca_file = bao.get_ref().ca_file.as_ref().map(|ca| absolute(self, ca, "openbao ca_file"));
-                CredentialSource::OpenBao { addr, token_file, mount: bao.get_ref().mount.clone(), ca_file }
+                CredentialSource::OpenBao { addr, auth, mount: bao.get_ref().mount.clone(), ca_file }
             }
             _ => {
                 let message =
@@ -908,11 +933,17 @@ groups = []
             credentials.source,
             CredentialSource::OpenBao {
                 addr: "http://127.0.0.1:8200".into(),
-                token_file: "/etc/airlock/bao-token".into(),
+                auth: OpenBaoAuth::TokenFile("/etc/airlock/bao-token".into()),
                 mount: "database".into(),
                 ca_file: None,
             }
         );
+        let jwt = good.replace("token_file = \"/etc/airlock/bao-token\"", "jwt_auth = { role = \"airlock\" }");
+        let credentials = load(&[("j.toml", &jwt)]).unwrap().targets[0].credentials.clone().unwrap();
+        let CredentialSource::OpenBao { auth, .. } = credentials.source else { panic!("an openbao source") };
+        assert_eq!(auth, OpenBaoAuth::Jwt { mount: "jwt".into(), role: "airlock".into() });
+        let two = good.replace("token_file = ", "jwt_auth = { role = \"a\" }\ntoken_file = ");
+        assert!(load(&[("t.toml", &two)]).unwrap_err().to_string().contains("either token_file"));
         assert_eq!(credentials.roles[0].openbao_role.as_deref(), Some("readonly"));
         let neither = format!("{base}[target.credentials]\nttl_seconds = 60{role}");
         assert!(load(&[("n.toml", &neither)]).unwrap_err().to_string().contains("give either admin_file"));

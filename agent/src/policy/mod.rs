@@ -41,8 +41,8 @@ pub mod ssh;
 pub use load::PolicyError;
 pub(crate) use model::matches_subject;
 pub use model::{
-    AccessRule, Action, CredentialSource, Credentials, Decision, Network, Policy, Protocol, RoleGrant, Subject, Target,
-    UpstreamTls,
+    AccessRule, Action, CredentialSource, Credentials, Decision, Network, OpenBaoAuth, Policy, Protocol, RoleGrant,
+    Subject, Target, UpstreamTls,
 };
 
 #[cfg(test)]

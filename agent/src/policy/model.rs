@@ -71,12 +71,28 @@ pub enum CredentialSource {
     OpenBao {
         /// Server address, e.g. `https://bao.internal:8200`.
         addr: String,
-        /// Root-only file with the token Airlock authenticates with.
-        token_file: PathBuf,
+        /// How Airlock authenticates to OpenBao.
+        auth: OpenBaoAuth,
         /// Mount path of the database secrets engine.
         mount: String,
         /// PEM file of the CA that signs OpenBao's certificate; system roots when unset.
         ca_file: Option<PathBuf>,
+    },
+}
+
+/// Whose OpenBao token reads the credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenBaoAuth {
+    /// Airlock's own token, from a root-only file.
+    TokenFile(PathBuf),
+    /// The person's (or CI job's) OIDC token, exchanged at OpenBao's JWT
+    /// auth method for a token of theirs, so OpenBao's policies and audit
+    /// see the person. The token is revoked when the session ends.
+    Jwt {
+        /// Mount path of the JWT auth method.
+        mount: String,
+        /// JWT auth role to log in with.
+        role: String,
     },
 }
 

@@ -143,7 +143,7 @@ pub fn identity_from_claims(
     groups.sort();
     groups.dedup();
     let email = claims.get("email").and_then(Value::as_str).map(str::to_owned);
-    Identity { source, subject: format!("{issuer}#{sub}"), user, email, uid, groups }
+    Identity { source, subject: format!("{issuer}#{sub}"), user, email, uid, groups, token: None }
 }
 
 /// Attributes processes to the OIDC logins in [`Bindings`]; a process with

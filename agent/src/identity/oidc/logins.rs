@@ -210,7 +210,7 @@ impl Logins {
             }
         };
         let claims = verifier.verify(granted.id_token.expose()).await?;
-        let identity = self.person(&claims, caller.uid)?;
+        let identity = Identity { token: Some(granted.id_token), ..self.person(&claims, caller.uid)? };
         let (issued, expires) = lifetime(&claims)?;
         let refreshes = granted.refresh_token.is_some();
         self.record(
@@ -235,13 +235,16 @@ impl Logins {
         if claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
             return Err(LoginError::Claim("sub"));
         }
-        let identity = identity_from_claims(
-            &claims,
-            IdentitySource::CiJob,
-            &ci.user_claim,
-            ci.groups_claim.as_deref(),
-            caller.uid,
-        );
+        let identity = Identity {
+            token: Some(token.clone()),
+            ..identity_from_claims(
+                &claims,
+                IdentitySource::CiJob,
+                &ci.user_claim,
+                ci.groups_claim.as_deref(),
+                caller.uid,
+            )
+        };
         let (_, expires) = lifetime(&claims)?;
         let key = BindingKey::Cgroup { cgroup_id: caller.cgroup_id };
         self.record(
@@ -325,7 +328,7 @@ impl Logins {
         let fresh = tokens::refresh(&endpoint, &self.config.client_id, token).await?;
         let claims = verifier.verify(fresh.id_token.expose()).await?;
         let Some(current) = self.bindings.get(&key) else { return Ok(()) };
-        let identity = self.person(&claims, current.identity.uid)?;
+        let identity = Identity { token: Some(fresh.id_token), ..self.person(&claims, current.identity.uid)? };
         if identity.subject != current.identity.subject {
             return Err(LoginError::Claim("sub (the refreshed token names someone else)"));
         }

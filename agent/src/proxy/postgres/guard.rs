@@ -271,6 +271,7 @@ mod tests {
                 subject: "unix:alice".into(),
                 user: "alice".into(),
                 email: None,
+                token: None,
                 uid: 1001,
                 groups: vec!["dev".into()],
             },
@@ -377,6 +378,7 @@ mod tests {
             subject: "unix:bob".into(),
             user: "bob".into(),
             email: None,
+            token: None,
             uid: 1002,
             groups: vec!["dba".into()],
         };

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use crate::{
     approvals::Approvals,
     audit::{AuditLog, Event},
-    credentials::openbao::OpenBao,
+    credentials::openbao::{BaoToken, OpenBao},
     daemon::sessions::LiveSession,
     guardrails::ApprovalPolicy,
     policy::ssh::{SshOptions, UserCa},
@@ -265,7 +265,7 @@ impl ClientSide {
             UserCa::OpenBao { addr, token_file, mount, role, ca_file } => {
                 let client = OpenBao {
                     addr: addr.clone(),
-                    token_file: token_file.clone(),
+                    token: BaoToken::File(token_file.clone()),
                     mount: mount.clone(),
                     ca_file: ca_file.clone(),
                 };

@@ -24,6 +24,7 @@ pub fn run() {
             subject: format!("unix:user{i}"),
             user: format!("user{i}"),
             email: None,
+            token: None,
             uid: 2000 + i,
             groups: vec!["dev".into()],
         })

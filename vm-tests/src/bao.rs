@@ -1,0 +1,91 @@
+//! A real OpenBao dev server for the tests that use it as a credential source.
+
+/// A `bao server -dev -dev-tls` on loopback, killed on drop: HTTPS with a
+/// CA it generates in `cert_dir` (`vault-ca.pem`).
+pub struct Bao {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The CA of its certificate.
+    pub ca_file: std::path::PathBuf,
+}
+
+impl Bao {
+    /// Starts it on a loopback port, waiting (bounded) until it answers.
+    pub fn start(cert_dir: &std::path::Path) -> Self {
+        let port = 18_200 + (std::process::id() % 1000) as u16;
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new("bao")
+            .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root", &format!("-dev-listen-address={addr}")])
+            .arg(format!("-dev-tls-cert-dir={}", cert_dir.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("bao (installed by cargo xtask setup)");
+        let bao = Self { child, addr, ca_file: cert_dir.join("vault-ca.pem") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !(std::net::TcpStream::connect(&bao.addr).is_ok() && bao.cli(&["status"]).is_ok()) {
+            assert!(std::time::Instant::now() < deadline, "OpenBao did not start within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bao
+    }
+
+    /// Runs the `bao` CLI against it with the root token; stdout, or stderr on failure.
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = std::process::Command::new("bao")
+            .args(args)
+            .env("BAO_ADDR", format!("https://{}", self.addr))
+            .env("BAO_CACERT", &self.ca_file)
+            .env("BAO_TOKEN", "root")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Bao {
+    /// Enables the database secrets engine for the PostgreSQL at `server`
+    /// (logging in as `admin`, a CREATEROLE role) with role `readonly`:
+    /// logins in `pg_read_all_data` that OpenBao drops on revocation.
+    pub fn enable_database(&self, server: std::net::IpAddr, admin: &str, password: &str) {
+        let url = format!(
+            "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@{server}:5432/postgres?sslmode=disable"
+        );
+        let (username, password) = (format!("username={admin}"), format!("password={password}"));
+        let configure: [&[&str]; 3] = [
+            &["secrets", "enable", "database"],
+            &[
+                "write",
+                "database/config/pg",
+                "plugin_name=postgresql-database-plugin",
+                &url,
+                &username,
+                &password,
+                "allowed_roles=readonly",
+            ],
+            &[
+                "write",
+                "database/roles/readonly",
+                "db_name=pg",
+                "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;",
+                "revocation_statements=DROP ROLE IF EXISTS \"{{name}}\";",
+                "default_ttl=10m",
+            ],
+        ];
+        for args in configure {
+            self.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
+        }
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
