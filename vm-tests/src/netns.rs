@@ -137,6 +137,14 @@ impl TargetHost {
         }
         self.spawn("runuser", &args);
         self.wait_for_port(IpAddr::V4(self.v4), 5432);
+        // PostgreSQL opens its TCP listeners before its Unix socket, which
+        // the tests' superuser connections use.
+        let socket = data.join(".s.PGSQL.5432");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline, "PostgreSQL's socket {} never appeared", socket.display());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         data
     }
 
