@@ -125,7 +125,10 @@ fn row(rng: &mut Rng, id: usize) -> Vec<u8> {
 
 fn masker(masking_toml: &str) -> Masker {
     let text = format!(
-        "[[target]]\nname = \"bench\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n[target.masking]\n{masking_toml}"
+        "[[target]]\nname = \"bench\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"10.0.0.1\"]\n\
+         [target.credentials]\nadmin_file = \"/nonexistent/admin.toml\"\n\
+         [[target.credentials.role]]\nname = \"r\"\nusers = [\"*\"]\n\
+         [target.masking]\n{masking_toml}"
     );
     let policy = Policy::from_sources([(Path::new("bench.toml"), text.as_str())]).unwrap_or_else(|e| panic!("{e}"));
     let masking = policy.targets[0].masking.as_ref().expect("masking section");

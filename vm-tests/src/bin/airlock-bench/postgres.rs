@@ -17,7 +17,16 @@ struct Run {
     p99_us: f64,
 }
 
-pub fn run() {
+/// Which PostgreSQL measurements to take.
+#[derive(PartialEq, Eq)]
+pub enum Parts {
+    /// pgbench against the peers, new connections, large results.
+    All,
+    /// Only large results (with and without masking).
+    LargeResults,
+}
+
+pub fn run(parts: Parts) {
     let mut lab = Lab::new(&["pgbench"]);
     let pg_dir = lab.dir.path().join("pg");
     lab.target.start_postgres_with(&pg_dir, &["max_connections=200", "shared_buffers=128MB"]);
@@ -56,15 +65,26 @@ pub fn run() {
     );
     lab.target.wait_for_port("127.0.0.1".parse().expect("ip"), PGBOUNCER_PORT.parse().expect("port"));
 
+    if parts == Parts::All {
+        peers(&lab, &work, &outside, &v4);
+    }
+    large_results(&lab, &work, &outside, &v4);
+    drop(pgbouncer);
+    drop(lab);
+    airlock_vm_tests::remove_cgroup_tree(&outside);
+}
+
+/// pgbench select-only and new connections: direct, Airlock, pgbouncer.
+fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str) {
     println!("pgbench select-only (-S), scale 10, {SECONDS} s per run");
     println!("{:<10} {:>7}  {:>28}  {:>28}  {:>28}", "protocol", "clients", "direct", "airlock", "pgbouncer (session)");
     for protocol in ["simple", "prepared"] {
         for clients in ["1", "8"] {
             let bench = |host: &str, port: &str, cgroup: &Path, label: &str| {
                 pgbench(
-                    &lab,
+                    lab,
                     cgroup,
-                    &work,
+                    work,
                     label,
                     &[
                         "-S",
@@ -81,8 +101,8 @@ pub fn run() {
                     ],
                 )
             };
-            let direct = bench(&v4, "5432", &outside, &format!("direct-{protocol}-{clients}"));
-            let airlock = bench(&v4, "5432", &lab.cgroups.clients, &format!("airlock-{protocol}-{clients}"));
+            let direct = bench(v4, "5432", outside, &format!("direct-{protocol}-{clients}"));
+            let airlock = bench(v4, "5432", &lab.cgroups.clients, &format!("airlock-{protocol}-{clients}"));
             let bouncer =
                 bench("127.0.0.1", PGBOUNCER_PORT, &lab.cgroups.clients, &format!("bouncer-{protocol}-{clients}"));
             println!(
@@ -101,20 +121,16 @@ pub fn run() {
     }
     println!("\nnew connection per transaction (-C, simple, 1 client): connections/s");
     let connect = |host: &str, port: &str, cgroup: &Path, label: &str| {
-        pgbench(&lab, cgroup, &work, label, &["-S", "-C", "-c", "1", "-h", host, "-p", port]).tps
+        pgbench(lab, cgroup, work, label, &["-S", "-C", "-c", "1", "-h", host, "-p", port]).tps
     };
-    let direct = connect(&v4, "5432", &outside, "direct-connect");
-    let airlock = connect(&v4, "5432", &lab.cgroups.clients, "airlock-connect");
+    let direct = connect(v4, "5432", outside, "direct-connect");
+    let airlock = connect(v4, "5432", &lab.cgroups.clients, "airlock-connect");
     let bouncer = connect("127.0.0.1", PGBOUNCER_PORT, &lab.cgroups.clients, "bouncer-connect");
     println!(
         "  direct {direct:.0}   airlock {airlock:.0} ({:.0} %)   pgbouncer {bouncer:.0} ({:.0} %)",
         airlock / direct * 100.0,
         bouncer / direct * 100.0
     );
-    large_results(&lab, &work, &outside, &v4);
-    drop(pgbouncer);
-    drop(lab);
-    airlock_vm_tests::remove_cgroup_tree(&outside);
 }
 
 /// 1,000-row results: direct, through Airlock, and through Airlock with
