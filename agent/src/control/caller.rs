@@ -4,7 +4,10 @@
 //! session, cgroup) is read from procfs, and a pid may be reused by the
 //! time it is read: SO_PEERPIDFD gives a handle on the very process that
 //! connected, and if that process is still running after the read, the pid
-//! was its own. A caller that exits meanwhile is refused.
+//! was its own. A caller that exits meanwhile is refused. Kernels before 6.5
+//! lack SO_PEERPIDFD: there the handle is taken by pid right after accept,
+//! which leaves the pid a moment (between the caller's connect and that
+//! call) in which it could be reused.
 
 use std::{
     io,
@@ -23,7 +26,10 @@ pub fn identify(stream: &UnixStream, cgroup_root: &Path) -> io::Result<ProcessIn
         .pid()
         .and_then(|pid| u32::try_from(pid).ok())
         .ok_or_else(|| io::Error::other("the kernel gave no pid for the caller"))?;
-    let pidfd = peer_pidfd(stream)?;
+    let pidfd = match peer_pidfd(stream) {
+        Err(error) if error.raw_os_error() == Some(libc::ENOPROTOOPT) => pidfd_open(pid)?,
+        other => other?,
+    };
     let process = ProcessInfo::of_live_process(pid, cred.uid(), cred.gid(), Path::new("/proc"), cgroup_root);
     if !still_running(&pidfd)? {
         return Err(io::Error::other("the caller exited before it could be identified"));
@@ -39,11 +45,20 @@ fn peer_pidfd(stream: &UnixStream) -> io::Result<OwnedFd> {
         libc::getsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERPIDFD, (&raw mut fd).cast(), &raw mut len)
     };
     if rc != 0 || fd < 0 {
-        let error = io::Error::last_os_error();
-        return Err(io::Error::other(format!("SO_PEERPIDFD (Linux 6.5 or later) failed: {error}")));
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: the kernel just handed us this descriptor; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just handed us this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
 /// A pidfd polls readable once its process has exited.
@@ -55,4 +70,21 @@ fn still_running(pidfd: &OwnedFd) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     Ok(rc == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_caller_is_described_from_the_kernel_and_procfs() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let root = crate::intercept::cgroup::cgroup2_root().unwrap_or_else(|_| "/sys/fs/cgroup".into());
+        let caller = identify(&ours, &root).unwrap();
+        assert_eq!(caller.pid, std::process::id());
+        // SAFETY: getuid has no preconditions.
+        assert_eq!(caller.uid, unsafe { libc::getuid() });
+        assert!(caller.exe.is_some() && caller.cgroup.is_some(), "{caller:?}");
+        drop(theirs);
+    }
 }
