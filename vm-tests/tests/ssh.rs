@@ -202,6 +202,72 @@ fn scp_and_sftp_go_through_with_their_bytes_intact() {
 }
 
 #[test]
+fn rsync_and_git_run_over_ssh_unmodified() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let target = lab.target.v4;
+    let shared = lab.dir.path().join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    let status = Command::new("chown").arg(&deploy).arg(&shared).status().unwrap();
+    assert!(status.success());
+    let ssh_command = format!("ssh {}", sshd::client_options(&known).join(" "));
+
+    // rsync -e ssh: a directory tree, then only what changed.
+    let tree = lab.dir.path().join("tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    fs::write(tree.join("a.txt"), "alpha\n").unwrap();
+    fs::write(tree.join("sub/b.bin"), (0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()).unwrap();
+    Command::new("chmod").args(["-R", "a+rX"]).arg(&tree).status().unwrap();
+    let rsync = |args: &str| {
+        let script = format!(
+            "rsync -a {args} -e '{ssh_command}' {}/ {deploy}@{target}:{}/tree/",
+            tree.display(),
+            shared.display()
+        );
+        lab.run_as("alice", "sh", &["-c", &script])
+    };
+    let out = rsync("");
+    assert!(out.success(), "rsync: {out:?}\n{}", lab.agent().log());
+    assert_eq!(fs::read(shared.join("tree/sub/b.bin")).unwrap(), fs::read(tree.join("sub/b.bin")).unwrap());
+    fs::write(tree.join("a.txt"), "alpha beta\n").unwrap();
+    let again = rsync("--itemize-changes");
+    assert!(again.success() && again.stdout.contains("a.txt") && !again.stdout.contains("b.bin"), "{again:?}");
+    assert_eq!(fs::read_to_string(shared.join("tree/a.txt")).unwrap(), "alpha beta\n");
+
+    // git over ssh: clone, commit, push back.
+    let repo = shared.join("repo.git");
+    let init = Command::new("runuser")
+        .args(["-u", &deploy, "--", "git", "init", "--bare", "-q", "-b", "main"])
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(init.success());
+    let work = lab.dir.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let status = Command::new("chown").arg(&lab.user("alice").name).arg(&work).status().unwrap();
+    assert!(status.success());
+    let script = format!(
+        "set -e; export GIT_SSH_COMMAND='{ssh_command}'; cd {work}; \
+         git clone -q {deploy}@{target}:{repo} clone; cd clone; \
+         git -c user.name=alice -c user.email=alice@example.com commit -q --allow-empty -m 'through airlock'; \
+         git push -q origin HEAD:main; git ls-remote origin main",
+        work = work.display(),
+        repo = repo.display()
+    );
+    let out = lab.run_as("alice", "sh", &["-c", &script]);
+    assert!(out.success(), "git over ssh: {out:?}\n{}", lab.agent().log());
+    assert!(out.stdout.contains("refs/heads/main"), "{out:?}");
+    let execs = lab.agent().records_of("ssh.exec");
+    let commands: Vec<&str> = execs.iter().filter_map(|r| r["detail"]["command"].as_str()).collect();
+    assert!(commands.iter().any(|c| c.starts_with("rsync --server")), "{commands:?}");
+    assert!(commands.iter().any(|c| c.starts_with("git-upload-pack")), "{commands:?}");
+    assert!(commands.iter().any(|c| c.starts_with("git-receive-pack")), "{commands:?}");
+}
+
+#[test]
 fn terminal_sessions_are_recorded_as_asciicast() {
     if !privileged() {
         return;

@@ -26,6 +26,8 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "pgbouncer",
     "asciinema",
+    "rsync",
+    "git",
     "procps",
     "util-linux",
     "systemd",
