@@ -17,7 +17,7 @@ use std::{
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use super::{GENESIS, hashed_part, hex, segments, signing};
+use super::{GENESIS, hashed_part, segments, signing};
 
 /// One thing wrong with the log.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -62,12 +62,44 @@ struct Head<'a> {
     prev: &'a str,
 }
 
+impl<'a> Head<'a> {
+    /// Reads the fields where the agent writes them (`seq` first, `kind`
+    /// third, `prev` last before `hash`) without parsing the record, else
+    /// parses it. Taking them by position weakens nothing: every byte is
+    /// still covered by the record's hash and the chain.
+    fn read(line: &'a str) -> Option<Self> {
+        Self::by_position(line).or_else(|| serde_json::from_str(line).ok())
+    }
+
+    fn by_position(line: &'a str) -> Option<Self> {
+        let rest = line.strip_prefix("{\"seq\":")?;
+        let digits = rest.find(',')?;
+        let seq = rest[..digits].parse().ok()?;
+        let kind_at = memchr::memmem::find(rest.as_bytes(), b",\"kind\":\"")? + 9;
+        let kind_len = rest[kind_at..].find('"')?;
+        let kind = &rest[kind_at..kind_at + kind_len];
+        let (body, _) = hashed_part(line)?;
+        let prev = body.strip_suffix('"')?.get(body.len() - 1 - 64 - 9..)?.strip_prefix(",\"prev\":\"")?;
+        (!kind.contains('\\') && prev.len() == 64).then_some(Self { seq, kind, prev })
+    }
+}
+
+/// Whether `digest` is what `stated` (lowercase hex) says, without building a string.
+fn digest_is(digest: &[u8], stated: &str) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    stated.len() == digest.len() * 2
+        && digest
+            .iter()
+            .zip(stated.as_bytes().chunks_exact(2))
+            .all(|(byte, pair)| pair[0] == DIGITS[usize::from(byte >> 4)] && pair[1] == DIGITS[usize::from(byte & 0xf)])
+}
+
 /// Verifies the log in `dir`; checkpoints against `public_key` (hex) when given.
 pub fn verify(dir: &Path, public_key: Option<&str>) -> io::Result<Report> {
     let segments = segments::all(dir)?;
     let removed = removals(&segments)?;
     let mut report = Report { segments: segments.len(), ..Report::default() };
-    let mut last: Option<(u64, String)> = None;
+    let mut last: Option<(u64, [u8; 64])> = None;
     let mut closed_by_checkpoint = true;
     let mut signing_seen = false;
     for (index, segment) in segments.iter().enumerate() {
@@ -100,17 +132,20 @@ pub fn verify(dir: &Path, public_key: Option<&str>) -> io::Result<Report> {
                 }
                 break;
             }
-            let line = String::from_utf8_lossy(&raw[..raw.len() - 1]);
-            let Ok(head) = serde_json::from_str::<Head<'_>>(&line) else {
+            let Some(line) = std::str::from_utf8(&raw[..raw.len() - 1]).ok() else {
+                report.problems.push(problem("not valid UTF-8: edited or corrupted".into(), None));
+                continue;
+            };
+            let Some(head) = Head::read(line) else {
                 report.problems.push(problem("not a valid record: edited or corrupted".into(), None));
                 continue;
             };
             let seq = head.seq;
-            let Some((body, stated)) = hashed_part(&line) else {
+            let Some((body, stated)) = hashed_part(line) else {
                 report.problems.push(problem("the record has no hash: edited".into(), Some(seq)));
                 continue;
             };
-            if hex(&Sha256::new().chain_update(body.as_bytes()).chain_update(b"}").finalize()) != stated {
+            if !digest_is(&Sha256::new().chain_update(body.as_bytes()).chain_update(b"}").finalize(), stated) {
                 report
                     .problems
                     .push(problem("the content does not match its hash: the record was edited".into(), Some(seq)));
@@ -139,7 +174,7 @@ pub fn verify(dir: &Path, public_key: Option<&str>) -> io::Result<Report> {
                 },
                 Some((last_seq, last_hash)) => {
                     if seq == last_seq + 1 {
-                        if head.prev != last_hash {
+                        if head.prev.as_bytes() != last_hash {
                             report.problems.push(problem(
                                 "does not chain to the record before it: a record was inserted, replaced or reordered"
                                     .into(),
@@ -168,7 +203,7 @@ pub fn verify(dir: &Path, public_key: Option<&str>) -> io::Result<Report> {
             }
             if head.kind == "audit.checkpoint" {
                 signing_seen = true;
-                let detail = serde_json::from_str::<serde_json::Value>(&line)
+                let detail = serde_json::from_str::<serde_json::Value>(line)
                     .map(|record| record["detail"].clone())
                     .unwrap_or_default();
                 let signed_seq = detail["signed_seq"].as_u64().unwrap_or(0);
@@ -195,7 +230,7 @@ pub fn verify(dir: &Path, public_key: Option<&str>) -> io::Result<Report> {
             }
             report.records += 1;
             report.last_seq = seq;
-            last = Some((seq, stated.to_owned()));
+            last = Some((seq, stated.as_bytes().try_into().unwrap_or([0; 64])));
         }
     }
     if public_key.is_none() {
@@ -206,15 +241,14 @@ pub fn verify(dir: &Path, public_key: Option<&str>) -> io::Result<Report> {
 
 /// `last_seq → last_hash` of every segment the log says retention removed.
 fn removals(segments: &[segments::Segment]) -> io::Result<HashMap<u64, String>> {
+    let finder = memchr::memmem::Finder::new(b"\"kind\":\"audit.segment_removed\"");
     let mut removed = HashMap::new();
     for segment in segments {
-        let reader = BufReader::with_capacity(1 << 20, File::open(&segment.path)?);
-        for line in reader.split(b'\n') {
-            let line = line?;
-            if memchr::memmem::find(&line, b"\"kind\":\"audit.segment_removed\"").is_none() {
-                continue;
-            }
-            let Ok(record) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
+        let text = std::fs::read(&segment.path)?;
+        for at in finder.find_iter(&text) {
+            let start = memchr::memrchr(b'\n', &text[..at]).map_or(0, |newline| newline + 1);
+            let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |newline| at + newline);
+            let Ok(record) = serde_json::from_slice::<serde_json::Value>(&text[start..end]) else { continue };
             if let (Some(seq), Some(hash)) =
                 (record["detail"]["last_seq"].as_u64(), record["detail"]["last_hash"].as_str())
             {
@@ -277,6 +311,25 @@ mod tests {
             .into_iter()
             .map(|p| format!("{}:{}: {}", p.file, p.line, p.what))
             .collect()
+    }
+
+    #[test]
+    fn fields_read_by_position_are_those_a_parser_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        log(dir.path(), 12, None);
+        let audit = dir.path().join("audit");
+        let mut checked = 0;
+        for path in segment_files(&audit) {
+            for line in lines(&path) {
+                let fast = Head::by_position(&line).expect("the agent's layout");
+                let parsed: Head<'_> = serde_json::from_str(&line).unwrap();
+                assert_eq!((fast.seq, fast.kind, fast.prev), (parsed.seq, parsed.kind, parsed.prev));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 12);
+        assert!(Head::by_position("{\"seq\":1}").is_none());
+        assert!(!digest_is(&[0xab], "AB") && digest_is(&[0xab], "ab"));
     }
 
     #[test]
