@@ -42,7 +42,8 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Writes the config and the single policy file for `lab`.
+    /// Writes the config and the single policy file for `lab`. The agent
+    /// logs at debug level, or at `$AIRLOCK_TEST_LOG` (benchmarks: as in production).
     pub fn new(lab: &Lab, policy: &str) -> Self {
         let dir = lab.dir.path();
         let policies = dir.join("policies");
@@ -66,7 +67,7 @@ control_socket = "{socket}"
 bpffs_dir = "{pins}"
 cgroup = "{cgroup}"
 agent_cgroup = "{agent_cgroup}"
-log = "debug"
+log = "{log}"
 upstream_connect_timeout_ms = 3000
 
 [listener]
@@ -79,6 +80,7 @@ port = {listener_port}
             pins = config.pin_dir.display(),
             cgroup = lab.cgroups.root.display(),
             agent_cgroup = lab.cgroups.agent.display(),
+            log = std::env::var("AIRLOCK_TEST_LOG").unwrap_or_else(|_| "debug".into()),
         );
         fs::write(&config.path, text).expect("write config");
         config

@@ -28,6 +28,9 @@ const DIRECT: u16 = 9001;
 const MESSAGE: usize = 64;
 
 fn main() {
+    // Measured agents log as in production, not at the tests' debug level.
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var("AIRLOCK_TEST_LOG", "info") };
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("echo") => echo_server(&args[1..]),
