@@ -145,7 +145,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?
         .block_on(async move {
-            tokio::spawn(statement_writer.run());
+            statement_writer.spawn().context("starting the statement record writer")?;
             if let Some(logins) = logins {
                 tokio::spawn(logins.maintain());
             }

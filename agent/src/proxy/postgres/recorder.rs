@@ -4,7 +4,9 @@
 //! takes whatever has queued up, from all sessions, and appends it to the
 //! audit log in one write. Under load that is one write for many
 //! statements instead of one each, and the relay never waits for the disk
-//! between queries. Each session's records stay in its own order. If the
+//! between queries. The writer has a thread of its own: encoding, hashing
+//! and writing records run beside the relay rather than between its
+//! polls. Each session's records stay in its own order. If the
 //! log cannot be written, every session's next hand-over fails and the
 //! session ends: nothing runs on unrecorded.
 
@@ -47,7 +49,7 @@ pub struct StatementLog {
     failed: Arc<AtomicBool>,
 }
 
-/// The writing end; run it with [`StatementWriter::run`] on the runtime.
+/// The writing end; start it with [`StatementWriter::spawn`].
 pub struct StatementWriter {
     audit: Arc<AuditLog>,
     items: mpsc::UnboundedReceiver<Item>,
@@ -83,10 +85,22 @@ impl StatementLog {
 }
 
 impl StatementWriter {
-    /// Writes until every [`StatementLog`] is dropped.
-    pub async fn run(mut self) {
+    /// Starts the writer on a thread of its own; it writes until every
+    /// [`StatementLog`] is dropped.
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name("airlock-records".into()).spawn(move || self.run())
+    }
+
+    fn run(mut self) {
         let mut items = Vec::with_capacity(BATCH);
-        while self.items.recv_many(&mut items, BATCH).await > 0 {
+        while let Some(first) = self.items.blocking_recv() {
+            items.push(first);
+            while items.len() < BATCH {
+                match self.items.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(_) => break,
+                }
+            }
             let mut flushes = Vec::new();
             let mut records = Vec::new();
             for item in items.drain(..) {
