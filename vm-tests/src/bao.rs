@@ -13,8 +13,7 @@ pub struct Bao {
 impl Bao {
     /// Starts it on a loopback port, waiting (bounded) until it answers.
     pub fn start(cert_dir: &std::path::Path) -> Self {
-        let port = 18_200 + (std::process::id() % 1000) as u16;
-        let addr = format!("127.0.0.1:{port}");
+        let addr = free_loopback_port();
         let child = std::process::Command::new("bao")
             .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root", &format!("-dev-listen-address={addr}")])
             .arg(format!("-dev-tls-cert-dir={}", cert_dir.display()))
@@ -81,6 +80,12 @@ impl Bao {
             self.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
         }
     }
+}
+
+/// A loopback address no one listens on now.
+fn free_loopback_port() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    probe.local_addr().expect("its address").to_string()
 }
 
 impl Drop for Bao {

@@ -220,6 +220,18 @@ impl TargetHost {
         (settings, dir.join("ca.crt"))
     }
 
+    /// The admin role Airlock's embedded engine creates roles with
+    /// (CREATEROLE, and pg_signal_backend to end expired sessions), and its
+    /// root-only admin file in `dir`; returns the file's path.
+    pub fn jit_admin(data: &Path, dir: &Path, password: &str) -> PathBuf {
+        Self::superuser_sql(data, &format!("CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD '{password}'"));
+        Self::superuser_sql(data, "GRANT pg_signal_backend TO airlock_admin");
+        let file = dir.join("airlock-db-admin.toml");
+        fs::write(&file, format!("user = \"airlock_admin\"\npassword = \"{password}\"\n")).expect("admin file");
+        crate::set_mode(&file, 0o600);
+        file
+    }
+
     /// Runs SQL as the superuser over the server's local socket (never
     /// through the network path under test); returns tuples-only output.
     pub fn superuser_sql(data: &Path, sql: &str) -> String {

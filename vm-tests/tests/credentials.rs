@@ -44,12 +44,8 @@ fn jit_lab_with(ttl_seconds: u32, tls: Tls) -> JitLab {
     };
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
     let data = lab.target.start_postgres_auth(&pg_dir, &settings, "scram-sha-256");
-    TargetHost::superuser_sql(&data, "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'admin-secret-4711'");
-    TargetHost::superuser_sql(&data, "GRANT pg_signal_backend TO airlock_admin");
+    let admin_file = TargetHost::jit_admin(&data, lab.dir.path(), "admin-secret-4711");
     TargetHost::superuser_sql(&data, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2), (3)");
-    let admin_file = lab.dir.path().join("admin.toml");
-    fs::write(&admin_file, "user = \"airlock_admin\"\npassword = \"admin-secret-4711\"\n").unwrap();
-    set_mode(&admin_file, 0o600);
     let (v4, alice) = (lab.target.v4, lab.user("alice").name.clone());
     lab.start_agent(&format!(
         r#"

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use airlock_vm_tests::{CommandOutput, Lab, TargetHost, privileged, set_mode};
+use airlock_vm_tests::{CommandOutput, Lab, TargetHost, privileged};
 
 const SEED: &str = "CREATE TABLE customers (id int PRIMARY KEY, name text, email text UNIQUE, card text, \
     notes jsonb, contacts text[], ssn_last text);
@@ -18,12 +18,8 @@ fn lab() -> Lab {
     let mut lab = Lab::new(&["alice", "bob", "carol"]);
     let pg_dir = lab.dir.path().join("pg");
     let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
-    TargetHost::superuser_sql(&data, "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'admin-secret-4711'");
-    TargetHost::superuser_sql(&data, "GRANT pg_signal_backend TO airlock_admin");
+    let admin_file = TargetHost::jit_admin(&data, lab.dir.path(), "admin-secret-4711");
     TargetHost::superuser_sql(&data, SEED);
-    let admin_file = lab.dir.path().join("admin.toml");
-    fs::write(&admin_file, "user = \"airlock_admin\"\npassword = \"admin-secret-4711\"\n").unwrap();
-    set_mode(&admin_file, 0o600);
     let v4 = lab.target.v4;
     let (bob, carol) = (lab.user("bob").name.clone(), lab.user("carol").name.clone());
     lab.start_agent(&format!(

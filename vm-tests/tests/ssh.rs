@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use airlock_vm_tests::{CommandOutput, Lab, privileged, set_mode, sshd};
+use airlock_vm_tests::{CommandOutput, Lab, bao::Bao, privileged, set_mode, sshd};
 use serde_json::Value;
 
 /// The policy: `deploy` (a local user of the target) open to alice.
@@ -491,56 +491,6 @@ fn the_target_host_key_is_checked_when_policy_names_known_hosts() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("the target's host key SHA256:"), "{out:?}");
     assert!(out.stderr.contains("is not in"), "{out:?}");
-}
-
-/// A `bao server -dev -dev-tls` on loopback, killed on drop.
-struct Bao {
-    child: std::process::Child,
-    addr: String,
-    ca_file: PathBuf,
-}
-
-impl Bao {
-    fn start(cert_dir: &Path) -> Self {
-        let port = 18_600 + (std::process::id() % 1000) as u16;
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new("bao")
-            .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root", &format!("-dev-listen-address={addr}")])
-            .arg(format!("-dev-tls-cert-dir={}", cert_dir.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("bao (installed by cargo xtask setup)");
-        let bao = Self { child, addr, ca_file: cert_dir.join("vault-ca.pem") };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !(std::net::TcpStream::connect(&bao.addr).is_ok() && bao.cli(&["status"]).is_ok()) {
-            assert!(std::time::Instant::now() < deadline, "OpenBao did not start");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        bao
-    }
-
-    fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("bao")
-            .args(args)
-            .env("BAO_ADDR", format!("https://{}", self.addr))
-            .env("BAO_CACERT", &self.ca_file)
-            .env("BAO_TOKEN", "root")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -38,12 +38,8 @@ fn main() {
     let mut lab = Lab::new(&["approver"]);
     let pg_dir = lab.dir.path().join("pg");
     let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
-    TargetHost::superuser_sql(&data, "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'demo-admin-only'");
-    TargetHost::superuser_sql(&data, "GRANT pg_signal_backend TO airlock_admin");
+    let admin_file = TargetHost::jit_admin(&data, lab.dir.path(), "demo-admin-only");
     TargetHost::superuser_sql(&data, SEED);
-    let admin_file = lab.dir.path().join("demo-db-admin.toml");
-    fs::write(&admin_file, "user = \"airlock_admin\"\npassword = \"demo-admin-only\"\n").expect("admin file");
-    set_mode(&admin_file, 0o600);
 
     let v4 = lab.target.v4;
     let policy = format!(

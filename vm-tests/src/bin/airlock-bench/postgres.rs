@@ -228,13 +228,7 @@ pub fn jit_setup() {
     let mut lab = Lab::new(&name_refs);
     let pg_dir = lab.dir.path().join("pg");
     let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
-    airlock_vm_tests::TargetHost::superuser_sql(
-        &data,
-        "CREATE ROLE airlock_admin LOGIN CREATEROLE PASSWORD 'bench-admin'",
-    );
-    let admin = lab.dir.path().join("admin.toml");
-    fs::write(&admin, "user = \"airlock_admin\"\npassword = \"bench-admin\"\n").expect("admin file");
-    set_mode(&admin, 0o600);
+    let admin = airlock_vm_tests::TargetHost::jit_admin(&data, lab.dir.path(), "bench-admin");
     let v4 = lab.target.v4.to_string();
     lab.start_agent(&format!(
         "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.credentials]\nadmin_file = \"{}\"\n\n[[target.credentials.role]]\nname = \"reader\"\ngrants = [\"pg_read_all_data\"]\nusers = [\"*\"]\n",
