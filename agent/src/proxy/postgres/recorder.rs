@@ -25,6 +25,11 @@ use crate::{
 
 /// Most hand-overs taken in one write.
 const BATCH: usize = 512;
+/// After the first record of a batch, the writer waits this long for more.
+/// A busy session then wakes it once per many statements instead of once
+/// each (a cross-thread wake costs the relay a system call); a record
+/// reaches the disk this much later.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Who a session's records are about, shared by its records.
 pub struct SessionRef {
@@ -94,6 +99,9 @@ impl StatementWriter {
     fn run(mut self) {
         let mut items = Vec::with_capacity(BATCH);
         while let Some(first) = self.items.blocking_recv() {
+            if matches!(first, Item::Records(..)) {
+                std::thread::sleep(LINGER);
+            }
             items.push(first);
             while items.len() < BATCH {
                 match self.items.try_recv() {
