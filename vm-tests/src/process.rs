@@ -90,8 +90,12 @@ pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> C
 /// `program` set up to run as `user` inside `cgroup`, with the user's login
 /// uid set as pam_loginuid would.
 pub(crate) fn command_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> Command {
+    command_as_ids(user.uid, user.gid, &user.name, cgroup, program, args)
+}
+
+/// Like [`command_as`], for any account (root included).
+pub(crate) fn command_as_ids(uid: u32, gid: u32, name: &str, cgroup: &Path, program: &str, args: &[&str]) -> Command {
     let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").display().to_string()).expect("path");
-    let (uid, gid) = (user.uid, user.gid);
     // Allocated before fork: only async-signal-safe calls may run after it.
     let loginuid = uid.to_string();
     let mut command = Command::new(program);
@@ -100,7 +104,7 @@ pub(crate) fn command_as(user: &TestUser, cgroup: &Path, program: &str, args: &[
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", "/tmp")
-        .env("USER", &user.name)
+        .env("USER", name)
         .env("LANG", "C.UTF-8")
         .stdin(Stdio::null());
     // SAFETY: only async-signal-safe calls (open/write/close/set*id) between fork and exec.

@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     CommandOutput, TestUser,
-    process::{CLIENT_TIMEOUT, command_as},
+    process::{CLIENT_TIMEOUT, command_as_ids},
 };
 
 /// A login shell of a test user; killed (with everything it started) on drop.
@@ -36,9 +36,19 @@ impl LoginSession {
     /// Logs `user` in: a shell inside `cgroup`, keeping its output files
     /// under `dir` (created, owned by the user).
     pub fn open(user: &TestUser, cgroup: &Path, dir: &Path) -> Self {
+        Self::open_as(user.uid, user.gid, &user.name, cgroup, dir)
+    }
+
+    /// Logs root in (an administrator at the console): whatever root then
+    /// starts as another user with `runuser` or `su` stays in this session.
+    pub fn open_root(cgroup: &Path, dir: &Path) -> Self {
+        Self::open_as(0, 0, "root", cgroup, dir)
+    }
+
+    fn open_as(uid: u32, gid: u32, name: &str, cgroup: &Path, dir: &Path) -> Self {
         fs::create_dir_all(dir).expect("mkdir session dir");
-        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).expect("chown session dir");
-        let mut command = command_as(user, cgroup, "sh", &[]);
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).expect("chown session dir");
+        let mut command = command_as_ids(uid, gid, name, cgroup, "sh", &[]);
         command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
         let mut shell = command.spawn().expect("starting the session shell");
         let stdin = shell.stdin.take().expect("piped stdin");

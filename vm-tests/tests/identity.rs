@@ -406,3 +406,31 @@ users = ["alice@example.com"]
     }
     panic!("OpenBao did not drop {role} once the person's token was revoked");
 }
+
+#[test]
+fn su_and_runuser_do_not_carry_a_login_to_another_account() {
+    if !privileged() {
+        return;
+    }
+    let provider = OidcProvider::start("RS256", 300);
+    let lab = oidc_lab(&provider);
+    // An administrator logs in as themself (alice's OIDC account) at a root shell…
+    let mut root = LoginSession::open_root(&lab.cgroups.clients, &lab.dir.path().join("sessions/root"));
+    let login = device_login(&lab, &provider, &mut root, "alice");
+    assert!(login.success(), "{login:?}\n{}", lab.agent().log());
+    let own = root.run(&psql_script(&lab));
+    assert!(own.success(), "{own:?}\n{}", lab.agent().log());
+    assert_eq!(opened_by(&lab, 0).last().expect("connection.open")["identity"]["user"], "alice@example.com");
+    // …then becomes bob: same login session, another account, no login there.
+    let bob = &lab.user("bob").name;
+    for switch in [format!("/usr/sbin/runuser -u {bob} --"), format!("/bin/su -s /bin/sh {bob} -c")] {
+        let script = if switch.starts_with("/bin/su ") {
+            format!("{switch} \"{}\"", psql_script(&lab))
+        } else {
+            format!("{switch} {}", psql_script(&lab))
+        };
+        let out = root.run(&script);
+        assert!(!out.success() && out.stderr.contains("run: airlock login"), "{switch}: {out:?}");
+    }
+    assert!(opened_by(&lab, lab.user("bob").uid).is_empty(), "bob's connections never opened");
+}
