@@ -96,7 +96,15 @@ impl MaskOutcome {
     }
 
     fn add(&mut self, column: Option<&Arc<str>>, reason: &Arc<str>, count: u64) {
-        let same = |hit: &&mut MaskHit| hit.reason == *reason && hit.column.as_ref() == column;
+        // Labels are shared Arcs: pointer equality settles almost every comparison.
+        let same_text = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+        let same = |hit: &&mut MaskHit| {
+            same_text(&hit.reason, reason)
+                && match (hit.column.as_ref(), column) {
+                    (Some(a), Some(b)) => same_text(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                }
+        };
         match self.hits.iter_mut().find(same) {
             Some(hit) => hit.count += count,
             None => self.hits.push(MaskHit { column: column.cloned(), reason: reason.clone(), count }),

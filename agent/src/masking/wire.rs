@@ -61,6 +61,19 @@ impl Masker {
     /// RowDescription).
     pub fn mask_data_row(&self, body: &[u8], plan: &ColumnPlan, out: &mut Vec<u8>) -> Result<MaskOutcome, MaskError> {
         let mut outcome = MaskOutcome::default();
+        self.mask_data_row_into(body, plan, out, &mut outcome)?;
+        Ok(outcome)
+    }
+
+    /// As [`Self::mask_data_row`], adding to `outcome` (a whole result's
+    /// counts, with no allocation per row); whether the row changed.
+    pub fn mask_data_row_into(
+        &self,
+        body: &[u8],
+        plan: &ColumnPlan,
+        out: &mut Vec<u8>,
+        outcome: &mut MaskOutcome,
+    ) -> Result<bool, MaskError> {
         let mut reader = Reader { bytes: body, pos: 0 };
         let count = reader.i16()?;
         if usize::try_from(count).ok() != Some(plan.len()) {
@@ -79,7 +92,7 @@ impl Masker {
                 continue;
             }
             masked.clear();
-            match self.mask_value(column, value, &mut masked, &mut outcome)? {
+            match self.mask_value(column, value, &mut masked, outcome)? {
                 TextResult::Unchanged => {}
                 TextResult::Null => {
                     rewrite.replace(field_start, reader.pos, |o| o.extend_from_slice(&(-1i32).to_be_bytes()))
@@ -96,8 +109,7 @@ impl Masker {
         if reader.pos != body.len() {
             return Err(MaskError::Malformed("DataRow has bytes after its last column"));
         }
-        rewrite.finish();
-        Ok(outcome)
+        Ok(rewrite.finish())
     }
 
     /// Masks a CopyData body of COPY … TO STDOUT: whole rows, each ending
