@@ -105,7 +105,7 @@ pub async fn login(upstream: &mut Stream, reader: &mut FrameReader, lease: &Leas
 
 async fn next_frame(upstream: &mut Stream, reader: &mut FrameReader) -> Result<Frame, ProxyError> {
     match reader.next_one(upstream, "server").await? {
-        Some(Incoming::Frames(mut frames)) if !frames.is_empty() => Ok(frames.remove(0)),
+        Some(Incoming::Frames(mut batch)) if !batch.frames.is_empty() => Ok(batch.frames.remove(0)),
         Some(_) | None => Err(malformed(CodecError::Truncated("Authentication"))),
     }
 }

@@ -155,7 +155,7 @@ async fn read_tables(login: &Login<'_>, oids: &[u32]) -> Result<HashMap<u32, Tab
     let mut queried = false;
     loop {
         let frames = match reader.next(&mut upstream, "server").await? {
-            Some(Incoming::Frames(frames)) => frames,
+            Some(Incoming::Frames(batch)) => batch.frames,
             Some(Incoming::Large { .. }) | None => {
                 return Err(ProxyError::Io(std::io::Error::other("the catalog answer ended early")));
             }

@@ -42,7 +42,7 @@ use self::{
     guard::{Guard, GuardContext, Screened, Screening},
     recorder::{SessionRef, StatementLog},
     statements::StatementTracker,
-    stream::{FrameReader, Incoming},
+    stream::{Batch, FrameReader, Incoming},
     tls::Stream,
 };
 use crate::{
@@ -476,7 +476,7 @@ async fn relay_messages(
                     upstream_write.shutdown().await?;
                     return Ok::<_, ProxyError>(());
                 }
-                Some(Incoming::Frames(frames)) => {
+                Some(Incoming::Frames(Batch { frames, .. })) => {
                     for frame in &frames {
                         tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame);
                         if masks {
@@ -533,36 +533,49 @@ async fn relay_messages(
                     client_write.lock().await.shutdown().await?;
                     return Ok::<_, ProxyError>(());
                 }
-                Some(Incoming::Frames(frames)) => {
+                Some(Incoming::Frames(Batch { frames, raw })) => {
                     let mut finished = Vec::new();
-                    for frame in &frames {
-                        let refusal = guard.as_ref().and_then(|guard| guard.rewrite_error(frame));
-                        let frame = refusal.as_ref().unwrap_or(frame);
+                    // Frames go on as they came unless one is replaced: then the bytes
+                    // before it are copied and the replacement is encoded in its place.
+                    let (mut at, mut copied, mut rewritten) = (0, 0, false);
+                    for original in &frames {
+                        let wire_len = 5 + original.body.len();
+                        let refusal = guard.as_ref().and_then(|guard| guard.rewrite_error(original));
+                        let frame = refusal.as_ref().unwrap_or(original);
                         let masked = match masking.as_mut() {
                             Some(layer) => layer.server_sent(frame, &client_view).await?,
                             None => None,
                         };
                         let frame = masked.as_ref().unwrap_or(frame);
+                        let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut ended = tracker.server_sent(frame);
+                        drop(tracker);
+                        if let (Some(record), Some(layer)) =
+                            (ended.iter_mut().rev().find(|r| r.executed), masking.as_mut())
                         {
-                            let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
-                            let mut ended = tracker.server_sent(frame);
-                            if let (Some(record), Some(layer)) =
-                                (ended.iter_mut().rev().find(|r| r.executed), masking.as_mut())
-                            {
-                                record.masked = layer.take_counts();
-                            }
-                            finished.extend(ended);
-                            match own_backend_key(frame, server, shared.cancel_keys, session) {
-                                Some((ours, issued_key)) => {
-                                    issued.lock().unwrap_or_else(|p| p.into_inner()).push(issued_key);
-                                    ours.encode(&mut out);
-                                }
-                                None => frame.encode(&mut out),
-                            }
+                            record.masked = layer.take_counts();
                         }
+                        finished.extend(ended);
+                        let ours = own_backend_key(frame, server, shared.cancel_keys, session).map(|(ours, key)| {
+                            issued.lock().unwrap_or_else(|p| p.into_inner()).push(key);
+                            ours
+                        });
+                        if let Some(replacement) = ours.as_ref().or(masked.as_ref()).or(refusal.as_ref()) {
+                            out.extend_from_slice(&raw[copied..at]);
+                            replacement.encode(&mut out);
+                            copied = at + wire_len;
+                            rewritten = true;
+                        }
+                        at += wire_len;
                     }
-                    session.bytes.to_client.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    client_write.lock().await.write_all(&out).await?;
+                    let bytes: &[u8] = if rewritten {
+                        out.extend_from_slice(&raw[copied..]);
+                        &out
+                    } else {
+                        &raw
+                    };
+                    session.bytes.to_client.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    client_write.lock().await.write_all(bytes).await?;
                     out.clear();
                     if !finished.is_empty() {
                         recorder.record(&me, finished)?;

@@ -1,12 +1,12 @@
 //! Reading frames off a socket: batches of whole frames for inspection, and
 //! frames too large to hold streamed straight through.
 
-use bytes::{Buf as _, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::{
     ProxyError,
-    codec::{CodecError, Frame, StartupPacket, decode_frame, decode_startup, frame_len},
+    codec::{CodecError, Frame, StartupPacket, decode_startup, frame_len},
 };
 
 /// Frames up to this size are held and inspected; larger ones (big rows,
@@ -19,7 +19,7 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum Incoming {
     /// Every whole frame that was available (at least one), in order.
-    Frames(Vec<Frame>),
+    Frames(Batch),
     /// A frame of `len` bytes (tag and length included) to stream through
     /// with [`FrameReader::forward_large`].
     Large {
@@ -28,6 +28,32 @@ pub enum Incoming {
         /// Total length on the wire.
         len: usize,
     },
+}
+
+/// Whole frames read together, and the bytes they came in: a relay that
+/// changes none of them forwards `raw` as it is, without re-encoding.
+#[derive(Debug)]
+pub struct Batch {
+    /// The frames, in order; their bodies share `raw`'s memory.
+    pub frames: Vec<Frame>,
+    /// The frames as they were on the wire, back to back.
+    pub raw: Bytes,
+}
+
+impl Batch {
+    fn split_off(buf: &mut BytesMut, lens: &[usize]) -> Self {
+        let raw = buf.split_to(lens.iter().sum()).freeze();
+        let mut at = 0;
+        let frames = lens
+            .iter()
+            .map(|len| {
+                let frame = Frame { tag: raw[at], body: raw.slice(at + 5..at + len) };
+                at += len;
+                frame
+            })
+            .collect();
+        Self { frames, raw }
+    }
 }
 
 /// Buffered reader of one direction of a connection.
@@ -61,21 +87,24 @@ impl FrameReader {
         side: &'static str,
     ) -> Result<Option<Incoming>, ProxyError> {
         loop {
-            let mut frames = Vec::new();
-            while let Some(len) = frame_len(&self.buf).map_err(malformed(side))? {
+            // Lengths of the whole frames buffered, before any is taken.
+            let mut lens = Vec::new();
+            let mut at = 0;
+            while let Some(len) = frame_len(&self.buf[at..]).map_err(malformed(side))? {
                 if len > MAX_INSPECTED {
-                    if frames.is_empty() {
+                    if lens.is_empty() {
                         return Ok(Some(Incoming::Large { tag: self.buf[0], len }));
                     }
                     break;
                 }
-                match decode_frame(&mut self.buf).map_err(malformed(side))? {
-                    Some(frame) => frames.push(frame),
-                    None => break,
+                if self.buf.len() - at < len {
+                    break;
                 }
+                lens.push(len);
+                at += len;
             }
-            if !frames.is_empty() {
-                return Ok(Some(Incoming::Frames(frames)));
+            if !lens.is_empty() {
+                return Ok(Some(Incoming::Frames(Batch::split_off(&mut self.buf, &lens))));
             }
             let wanted = frame_len(&self.buf).ok().flatten().unwrap_or(0);
             if !self.fill(from, wanted).await? {
@@ -95,8 +124,8 @@ impl FrameReader {
                 if len > MAX_INSPECTED {
                     return Ok(Some(Incoming::Large { tag: self.buf[0], len }));
                 }
-                if let Some(frame) = decode_frame(&mut self.buf).map_err(malformed(side))? {
-                    return Ok(Some(Incoming::Frames(vec![frame])));
+                if self.buf.len() >= len {
+                    return Ok(Some(Incoming::Frames(Batch::split_off(&mut self.buf, &[len]))));
                 }
             }
             let wanted = frame_len(&self.buf).ok().flatten().unwrap_or(0);
@@ -166,7 +195,8 @@ mod tests {
         let mut from = &input[..];
         let mut reader = FrameReader::default();
         let Some(Incoming::Frames(first)) = reader.next(&mut from, "server").await.unwrap() else { panic!("frames") };
-        assert_eq!(first.iter().map(|f| f.body.len()).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(first.frames.iter().map(|f| f.body.len()).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(&first.raw[..], &input[..8 + 9], "the frames' own bytes, back to back");
         let Some(Incoming::Large { tag, len }) = reader.next(&mut from, "server").await.unwrap() else {
             panic!("large")
         };
@@ -176,7 +206,7 @@ mod tests {
         assert_eq!(out.len(), big + 5);
         assert_eq!(&out[..5], &[b'D', 0x01, 0x00, 0x00, 0x0e]);
         let Some(Incoming::Frames(last)) = reader.next(&mut from, "server").await.unwrap() else { panic!("frames") };
-        assert_eq!(last[0].tag, b'C');
+        assert_eq!(last.frames[0].tag, b'C');
         assert!(reader.next(&mut from, "server").await.unwrap().is_none());
     }
 
@@ -198,6 +228,8 @@ mod tests {
         let mut from = &input[..];
         let mut reader = FrameReader::default();
         assert_eq!(reader.startup(&mut from).await.unwrap(), Some(StartupPacket::SslRequest));
-        assert!(matches!(reader.next(&mut from, "client").await.unwrap(), Some(Incoming::Frames(f)) if f.len() == 1));
+        assert!(
+            matches!(reader.next(&mut from, "client").await.unwrap(), Some(Incoming::Frames(f)) if f.frames.len() == 1)
+        );
     }
 }
