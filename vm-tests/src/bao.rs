@@ -76,7 +76,13 @@ impl Bao {
                 "default_ttl=10m",
             ],
         ];
-        for args in configure {
+        self.configure(&configure);
+    }
+
+    /// Runs each `bao` command line in order; panics with OpenBao's answer
+    /// at the first that fails.
+    pub fn configure(&self, commands: &[&[&str]]) {
+        for args in commands {
             self.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
         }
     }

@@ -333,9 +333,7 @@ fn openbao_gives_the_login_to_the_person_through_jwt_auth() {
             "token_ttl=10m",
         ],
     ];
-    for args in configure {
-        bao.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
-    }
+    bao.configure(&configure);
     let policy = format!(
         r#"
 [[target]]

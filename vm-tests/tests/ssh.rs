@@ -513,9 +513,7 @@ fn openbao_ssh_engine_signs_the_session_certificate() {
             "max_ttl=1h",
         ],
     ];
-    for args in configure {
-        bao.cli(args).unwrap_or_else(|e| panic!("bao {args:?}: {e}"));
-    }
+    bao.configure(&configure);
     let mut lab = Lab::new(&["alice", "bob", "deploy"]);
     let token_file = lab.dir.path().join("bao-token");
     fs::write(&token_file, "root\n").unwrap();
