@@ -60,6 +60,9 @@ struct Head<'a> {
     kind: &'a str,
     #[serde(borrow)]
     prev: &'a str,
+    /// The hashed part of the line and the hash it states.
+    #[serde(skip)]
+    hashed: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Head<'a> {
@@ -68,19 +71,20 @@ impl<'a> Head<'a> {
     /// parses it. Taking them by position weakens nothing: every byte is
     /// still covered by the record's hash and the chain.
     fn read(line: &'a str) -> Option<Self> {
-        Self::by_position(line).or_else(|| serde_json::from_str(line).ok())
+        let hashed = hashed_part(line);
+        Self::by_position(line, hashed).or_else(|| serde_json::from_str(line).ok()).map(|head| Self { hashed, ..head })
     }
 
-    fn by_position(line: &'a str) -> Option<Self> {
+    fn by_position(line: &'a str, hashed: Option<(&'a str, &'a str)>) -> Option<Self> {
         let rest = line.strip_prefix("{\"seq\":")?;
         let digits = rest.find(',')?;
         let seq = rest[..digits].parse().ok()?;
         let kind_at = memchr::memmem::find(rest.as_bytes(), b",\"kind\":\"")? + 9;
         let kind_len = rest[kind_at..].find('"')?;
         let kind = &rest[kind_at..kind_at + kind_len];
-        let (body, _) = hashed_part(line)?;
+        let (body, _) = hashed?;
         let prev = body.strip_suffix('"')?.get(body.len() - 1 - 64 - 9..)?.strip_prefix(",\"prev\":\"")?;
-        (!kind.contains('\\') && prev.len() == 64).then_some(Self { seq, kind, prev })
+        (!kind.contains('\\') && prev.len() == 64).then_some(Self { seq, kind, prev, hashed })
     }
 }
 
@@ -141,7 +145,7 @@ pub fn verify(dir: &Path, public_key: Option<&str>) -> io::Result<Report> {
                 continue;
             };
             let seq = head.seq;
-            let Some((body, stated)) = hashed_part(line) else {
+            let Some((body, stated)) = head.hashed else {
                 report.problems.push(problem("the record has no hash: edited".into(), Some(seq)));
                 continue;
             };
@@ -321,14 +325,14 @@ mod tests {
         let mut checked = 0;
         for path in segment_files(&audit) {
             for line in lines(&path) {
-                let fast = Head::by_position(&line).expect("the agent's layout");
+                let fast = Head::by_position(&line, hashed_part(&line)).expect("the agent's layout");
                 let parsed: Head<'_> = serde_json::from_str(&line).unwrap();
                 assert_eq!((fast.seq, fast.kind, fast.prev), (parsed.seq, parsed.kind, parsed.prev));
                 checked += 1;
             }
         }
         assert!(checked >= 12);
-        assert!(Head::by_position("{\"seq\":1}").is_none());
+        assert!(Head::by_position("{\"seq\":1}", None).is_none());
         assert!(!digest_is(&[0xab], "AB") && digest_is(&[0xab], "ab"));
     }
 

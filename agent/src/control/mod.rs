@@ -1,5 +1,6 @@
 //! The CLI ↔ agent control channel: a Unix socket, one JSON request line and
-//! one JSON response line per connection. The caller is identified by the
+//! one JSON response line per connection (a login answers twice: what to
+//! do, then the outcome). The caller is identified by the
 //! kernel (SO_PEERCRED), never by anything it sends.
 
 mod caller;

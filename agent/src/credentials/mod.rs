@@ -182,17 +182,13 @@ impl Engine {
                 self.acquire_embedded(server, admin_file, credentials.ttl, identity, grant).await
             }
             CredentialSource::OpenBao { addr, auth, mount, ca_file } => {
-                let client = OpenBao {
-                    addr: addr.clone(),
-                    token: BaoToken::File(PathBuf::new()),
-                    mount: mount.clone(),
-                    ca_file: ca_file.clone(),
-                };
+                let client =
+                    |token| OpenBao { addr: addr.clone(), token, mount: mount.clone(), ca_file: ca_file.clone() };
                 let client = match auth {
-                    OpenBaoAuth::TokenFile(path) => OpenBao { token: BaoToken::File(path.clone()), ..client },
+                    OpenBaoAuth::TokenFile(path) => client(BaoToken::File(path.clone())),
                     OpenBaoAuth::Jwt { mount: auth_mount, role } => {
                         let jwt = identity.token.as_ref().ok_or(CredentialError::NoPersonToken)?;
-                        client.as_person(auth_mount, role, jwt).await?
+                        client(BaoToken::Anonymous).as_person(auth_mount, role, jwt).await?
                     }
                 };
                 let issued = client.issue(grant.openbao_role.as_deref().unwrap_or(&grant.name)).await?;

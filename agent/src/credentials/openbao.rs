@@ -25,6 +25,8 @@ pub enum BaoToken {
     File(PathBuf),
     /// A person's, from JWT auth.
     Person(Secret),
+    /// None yet: calls go without one (the JWT login that gets a person's).
+    Anonymous,
 }
 
 /// An OpenBao secrets engine, and the token to call it with.
@@ -61,7 +63,7 @@ impl OpenBao {
     /// the person's `jwt`; returns this client acting as the person.
     pub async fn as_person(self, auth_mount: &str, role: &str, jwt: &Secret) -> Result<Self, CredentialError> {
         let body = serde_json::json!({ "role": role, "jwt": jwt.expose() });
-        let answer = self.send("POST", &format!("/v1/auth/{auth_mount}/login"), Some(&body), None).await?;
+        let answer = self.call("POST", &format!("/v1/auth/{auth_mount}/login"), Some(&body)).await?;
         let token = answer["auth"]["client_token"]
             .as_str()
             .ok_or_else(|| self.error(format!("no client_token from JWT auth role {role:?}")))?;
@@ -118,28 +120,20 @@ impl OpenBao {
                 self.call("PUT", "/v1/sys/leases/revoke", Some(&body)).await.map(drop)
             }
             BaoToken::Person(_) => self.call("PUT", "/v1/auth/token/revoke-self", None).await.map(drop),
+            BaoToken::Anonymous => Err(self.error("no token to revoke the lease with".into())),
         }
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CredentialError> {
         let token = match &self.token {
-            BaoToken::File(path) => Secret::new(read_private_file(path)?.trim().to_owned()),
-            BaoToken::Person(token) => token.clone(),
+            BaoToken::File(path) => Some(Secret::new(read_private_file(path)?.trim().to_owned())),
+            BaoToken::Person(token) => Some(token.clone()),
+            BaoToken::Anonymous => None,
         };
-        self.send(method, path, body, Some(&token)).await
-    }
-
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        token: Option<&Secret>,
-    ) -> Result<Value, CredentialError> {
         let url = Url::parse(&self.addr).map_err(|e| self.error(e.to_string()))?.join(path);
         let payload = body.map(Value::to_string).unwrap_or_default();
         let mut headers = vec![("Content-Type", "application/json")];
-        if let Some(token) = token {
+        if let Some(token) = &token {
             headers.push(("X-Vault-Token", token.expose()));
         }
         let roots = match &self.ca_file {

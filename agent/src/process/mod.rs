@@ -97,51 +97,40 @@ impl ProcessInfo {
             tracing::warn!(pid = record.tgid, "pid reused since connect; procfs facts discarded");
             return info;
         }
-        info.procfs = true;
-        info.exe = fs::read_link(dir.join("exe")).ok();
-        info.cmdline = crate::redact::command_line(read_cmdline(&dir));
-        info.loginuid = read_id(&dir.join("loginuid"));
-        info.audit_session = read_id(&dir.join("sessionid"));
-        info.cgroup = fs::read_to_string(dir.join("cgroup"))
-            .ok()
-            .and_then(|text| text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned));
-        info.parents = parents(proc_root, stat.ppid);
+        info.read_procfs(&dir, proc_root, stat.ppid);
         info
     }
-}
 
-impl ProcessInfo {
     /// Describes a live process known by pid, such as the caller of the
     /// control socket: uid and gid as the kernel gave them (SO_PEERCRED),
     /// the rest from procfs, and its cgroup id from the cgroup2 hierarchy
     /// mounted at `cgroup_root`. The caller must make sure the pid still
     /// names the same process afterwards (a pidfd).
     pub fn of_live_process(pid: u32, uid: u32, gid: u32, proc_root: &Path, cgroup_root: &Path) -> Self {
+        let mut info = Self { pid, tid: pid, uid, gid, ..Self::default() };
         let dir = proc_root.join(pid.to_string());
-        let stat = read_stat(&dir);
-        let cgroup = fs::read_to_string(dir.join("cgroup"))
+        let Some(stat) = read_stat(&dir) else { return info };
+        info.comm = stat.comm;
+        info.read_procfs(&dir, proc_root, stat.ppid);
+        info.cgroup_id = info
+            .cgroup
+            .as_deref()
+            .and_then(|path| crate::intercept::cgroup::cgroup_id(&cgroup_root.join(path.trim_start_matches('/'))).ok())
+            .unwrap_or_default();
+        info
+    }
+
+    /// The facts procfs has of the process in `dir`, whose parent is `ppid`.
+    fn read_procfs(&mut self, dir: &Path, proc_root: &Path, ppid: u32) {
+        self.procfs = true;
+        self.exe = fs::read_link(dir.join("exe")).ok();
+        self.cmdline = crate::redact::command_line(read_cmdline(dir));
+        self.loginuid = read_id(&dir.join("loginuid"));
+        self.audit_session = read_id(&dir.join("sessionid"));
+        self.cgroup = fs::read_to_string(dir.join("cgroup"))
             .ok()
             .and_then(|text| text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned));
-        let cgroup_id = cgroup
-            .as_deref()
-            .and_then(|path| fs::metadata(cgroup_root.join(path.trim_start_matches('/'))).ok())
-            .map(|meta| std::os::unix::fs::MetadataExt::ino(&meta))
-            .unwrap_or_default();
-        Self {
-            pid,
-            tid: pid,
-            uid,
-            gid,
-            comm: stat.as_ref().map(|s| s.comm.clone()).unwrap_or_default(),
-            exe: fs::read_link(dir.join("exe")).ok(),
-            cmdline: crate::redact::command_line(read_cmdline(&dir)),
-            loginuid: read_id(&dir.join("loginuid")),
-            audit_session: read_id(&dir.join("sessionid")),
-            cgroup_id,
-            cgroup,
-            parents: stat.map(|s| parents(proc_root, s.ppid)).unwrap_or_default(),
-            procfs: true,
-        }
+        self.parents = parents(proc_root, ppid);
     }
 }
 

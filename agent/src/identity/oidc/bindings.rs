@@ -120,7 +120,8 @@ impl Bindings {
     }
 }
 
-/// Builds the identity a verified token stands for.
+/// Builds the identity a verified token stands for; `None` when it names
+/// nobody (no `sub`).
 ///
 /// `subject` is `ISSUER#sub`, so two issuers' subjects never collide;
 /// `user` is `user_claim` (falling back to `sub`), and groups come from
@@ -131,8 +132,8 @@ pub fn identity_from_claims(
     user_claim: &str,
     groups_claim: Option<&str>,
     uid: u32,
-) -> Identity {
-    let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+) -> Option<Identity> {
+    let sub = claims.get("sub").and_then(Value::as_str).filter(|sub| !sub.is_empty())?;
     let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
     let user = claims.get(user_claim).and_then(Value::as_str).unwrap_or(sub).to_owned();
     let mut groups: Vec<String> = match groups_claim.and_then(|claim| claims.get(claim)) {
@@ -143,7 +144,7 @@ pub fn identity_from_claims(
     groups.sort();
     groups.dedup();
     let email = claims.get("email").and_then(Value::as_str).map(str::to_owned);
-    Identity { source, subject: format!("{issuer}#{sub}"), user, email, uid, groups, token: None }
+    Some(Identity { source, subject: format!("{issuer}#{sub}"), user, email, uid, groups, token: None })
 }
 
 /// Attributes processes to the OIDC logins in [`Bindings`]; a process with
@@ -191,7 +192,8 @@ mod tests {
                 "email",
                 Some("groups"),
                 0,
-            ),
+            )
+            .unwrap(),
             expires_at: SystemTime::now() + lifetime,
             cgroup: cgroup.map(str::to_owned),
         }
@@ -276,11 +278,16 @@ mod tests {
         let claims =
             json!({"iss": "https://ci", "sub": "repo:org/app:ref:main", "repository": "org/app", "team": "platform"});
         let identity =
-            identity_from_claims(claims.as_object().unwrap(), IdentitySource::CiJob, "repository", Some("team"), 5);
+            identity_from_claims(claims.as_object().unwrap(), IdentitySource::CiJob, "repository", Some("team"), 5)
+                .unwrap();
         assert_eq!(identity.user, "org/app");
         assert_eq!(identity.groups, ["platform"]);
-        let identity = identity_from_claims(claims.as_object().unwrap(), IdentitySource::CiJob, "email", None, 5);
+        let identity =
+            identity_from_claims(claims.as_object().unwrap(), IdentitySource::CiJob, "email", None, 5).unwrap();
         assert_eq!(identity.user, "repo:org/app:ref:main", "falls back to sub");
         assert!(identity.groups.is_empty());
+        for nobody in [json!({"iss": "https://ci"}), json!({"iss": "https://ci", "sub": ""})] {
+            assert_eq!(identity_from_claims(nobody.as_object().unwrap(), IdentitySource::CiJob, "sub", None, 5), None);
+        }
     }
 }

@@ -213,15 +213,13 @@ impl Logins {
         let identity = Identity { token: Some(granted.id_token), ..self.person(&claims, caller.uid)? };
         let (issued, expires) = lifetime(&claims)?;
         let refreshes = granted.refresh_token.is_some();
-        self.record(
-            "identity.login",
-            &identity,
-            Some(caller),
-            json!({"via": "device", "bound_to": describe(&key), "expires_at": unix(expires), "refreshes": refreshes}),
-        )?;
+        let bound_to = describe_binding(&key, None);
+        let detail =
+            json!({"via": "device", "bound_to": bound_to, "expires_at": unix(expires), "refreshes": refreshes});
+        self.record("identity.login", &identity, Some(caller), detail)?;
         self.bindings.bind(key, Binding { identity: identity.clone(), expires_at: expires, cgroup: None });
         self.set_refresh(key, granted.refresh_token, issued, expires);
-        Ok(LoginInfo { identity, expires_at: Some(unix(expires)), bound_to: describe(&key), refreshes })
+        Ok(LoginInfo { identity, expires_at: Some(unix(expires)), bound_to, refreshes })
     }
 
     /// Binds a CI job's token to the caller's cgroup.
@@ -232,55 +230,46 @@ impl Logins {
             self.jobs.iter().find(|(ci, _)| ci.issuer == iss).ok_or_else(|| LoginError::UnknownIssuer(iss.clone()))?;
         let issuer = slot.get().await?;
         let claims = issuer.0.verify(token.expose()).await?;
-        if claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
-            return Err(LoginError::Claim("sub"));
-        }
-        let identity = Identity {
-            token: Some(token.clone()),
-            ..identity_from_claims(
-                &claims,
-                IdentitySource::CiJob,
-                &ci.user_claim,
-                ci.groups_claim.as_deref(),
-                caller.uid,
-            )
-        };
+        let identity = identity_from_claims(
+            &claims,
+            IdentitySource::CiJob,
+            &ci.user_claim,
+            ci.groups_claim.as_deref(),
+            caller.uid,
+        )
+        .ok_or(LoginError::Claim("sub"))?;
+        let identity = Identity { token: Some(token.clone()), ..identity };
         let (_, expires) = lifetime(&claims)?;
         let key = BindingKey::Cgroup { cgroup_id: caller.cgroup_id };
-        self.record(
-            "identity.login",
-            &identity,
-            Some(caller),
-            json!({"via": "job_token", "bound_to": format!("cgroup {cgroup}"), "expires_at": unix(expires)}),
-        )?;
-        self.bindings
-            .bind(key, Binding { identity: identity.clone(), expires_at: expires, cgroup: Some(cgroup.clone()) });
-        Ok(LoginInfo {
-            identity,
-            expires_at: Some(unix(expires)),
-            bound_to: format!("cgroup {cgroup}"),
-            refreshes: false,
-        })
+        let bound_to = describe_binding(&key, Some(&cgroup));
+        let detail = json!({"via": "job_token", "bound_to": bound_to, "expires_at": unix(expires)});
+        self.record("identity.login", &identity, Some(caller), detail)?;
+        let binding = Binding { identity: identity.clone(), expires_at: expires, cgroup: Some(cgroup) };
+        self.bindings.bind(key, binding);
+        Ok(LoginInfo { identity, expires_at: Some(unix(expires)), bound_to, refreshes: false })
     }
 
     /// The login `caller` would be attributed to, if any.
     pub fn whoami(&self, caller: &ProcessInfo) -> Option<LoginInfo> {
         let (key, binding) = self.binding_of(caller)?;
-        let refreshes = self.lock_refresh().contains_key(&key);
-        Some(LoginInfo {
-            identity: Identity { uid: caller.uid, ..binding.identity },
-            expires_at: Some(unix(binding.expires_at)),
-            bound_to: describe_binding(&key, binding.cgroup.as_deref()),
-            refreshes,
-        })
+        Some(self.info(&key, binding, caller.uid))
     }
 
     /// Ends the login `caller` is attributed to.
     pub fn logout(&self, caller: &ProcessInfo) -> Result<LoginInfo, LoginError> {
-        let info = self.whoami(caller).ok_or(LoginError::NotLoggedIn)?;
-        let (key, _) = self.binding_of(caller).ok_or(LoginError::NotLoggedIn)?;
+        let (key, binding) = self.binding_of(caller).ok_or(LoginError::NotLoggedIn)?;
+        let info = self.info(&key, binding, caller.uid);
         self.end(&key, "logout", Some(caller));
         Ok(info)
+    }
+
+    fn info(&self, key: &BindingKey, binding: Binding, uid: u32) -> LoginInfo {
+        LoginInfo {
+            bound_to: describe_binding(key, binding.cgroup.as_deref()),
+            expires_at: Some(unix(binding.expires_at)),
+            identity: Identity { uid, ..binding.identity },
+            refreshes: self.lock_refresh().contains_key(key),
+        }
     }
 
     /// Refreshes logins before their ID token expires and ends those that
@@ -367,11 +356,9 @@ impl Logins {
     }
 
     fn person(&self, claims: &Claims, uid: u32) -> Result<Identity, LoginError> {
-        if claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
-            return Err(LoginError::Claim("sub"));
-        }
         let config = &self.config;
-        Ok(identity_from_claims(claims, IdentitySource::Oidc, &config.user_claim, Some(&config.groups_claim), uid))
+        identity_from_claims(claims, IdentitySource::Oidc, &config.user_claim, Some(&config.groups_claim), uid)
+            .ok_or(LoginError::Claim("sub"))
     }
 
     /// A job's cgroup may be bound only if it is the job's own: not the
@@ -456,10 +443,6 @@ fn lifetime(claims: &Claims) -> Result<(SystemTime, SystemTime), LoginError> {
 
 fn unix(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
-}
-
-fn describe(key: &BindingKey) -> String {
-    describe_binding(key, None)
 }
 
 fn describe_binding(key: &BindingKey, cgroup: Option<&str>) -> String {
