@@ -66,8 +66,12 @@ pub struct TargetRef {
 }
 
 /// What happened, before sequencing and hashing.
+///
+/// The detail is anything that serializes to a JSON object: a
+/// `serde_json::Value` for the occasional event, a typed record for the
+/// hot ones (statements), so those are written without building a `Value`.
 #[derive(Debug)]
-pub struct Event<'a> {
+pub struct Event<'a, D = serde_json::Value> {
     /// Dotted kind, e.g. `connection.open`.
     pub kind: &'a str,
     /// Session id, when the event belongs to a session.
@@ -79,11 +83,11 @@ pub struct Event<'a> {
     /// Which target.
     pub target: Option<&'a TargetRef>,
     /// Kind-specific fields.
-    pub detail: serde_json::Value,
+    pub detail: D,
 }
 
 #[derive(Serialize)]
-struct Body<'a> {
+struct Body<'a, D> {
     seq: u64,
     ts: &'a str,
     kind: &'a str,
@@ -91,7 +95,7 @@ struct Body<'a> {
     identity: Option<&'a Identity>,
     process: Option<&'a ProcessInfo>,
     target: Option<&'a TargetRef>,
-    detail: &'a serde_json::Value,
+    detail: &'a D,
     prev: &'a str,
 }
 
@@ -105,6 +109,11 @@ struct Chain {
     segment_opened: Instant,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// What the active segment holds, noted as records are written, so
+    /// closing it does not read it back. `None` when the agent resumed a
+    /// segment it did not start, or a write failed: the index is then built
+    /// from the file at rotation.
+    index: Option<segments::SegmentIndex>,
 }
 
 /// How the log is kept: segments, checkpoints, durability, retention, access.
@@ -224,6 +233,7 @@ impl AuditLog {
             segment_opened: Instant::now(),
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            index: (segment_bytes == 0).then(segments::SegmentIndex::default),
         };
         let log = Self { dir: dir.to_owned(), path, settings, chain: Mutex::new(chain) };
         if torn {
@@ -253,13 +263,19 @@ impl AuditLog {
     /// Appends records in order with a single `write(2)`; returns the
     /// sequence number of the last. Either all of them are written or the
     /// chain does not advance (a torn tail is repaired at the next start).
-    pub fn append_batch<'a>(&self, events: impl IntoIterator<Item = Event<'a>>) -> Result<u64, AuditError> {
+    pub fn append_batch<'a, D: Serialize>(
+        &self,
+        events: impl IntoIterator<Item = Event<'a, D>>,
+    ) -> Result<u64, AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let mut lines = Vec::new();
         let ts = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
         let (mut seq, mut prev) = (chain.next_seq, chain.prev.clone());
         for event in events {
             prev = encode(&mut lines, seq, &ts, &event, &prev)?;
+            if let Some(index) = chain.index.as_mut() {
+                index.note(seq, &ts, &prev, &event);
+            }
             seq += 1;
         }
         if lines.is_empty() {
@@ -293,12 +309,25 @@ impl AuditLog {
             // A partial write (a full disk) must not leave half a record
             // for the next one to follow: cut the file back to where it was.
             let _ = chain.file.set_len(chain.segment_bytes);
+            // The index noted records that are not there.
+            chain.index = None;
             return Err(self.io(source));
         }
         chain.segment_bytes += lines.len() as u64;
         chain.next_seq = next_seq;
         chain.prev = prev;
         Ok(())
+    }
+
+    /// Appends one record of the log's own under the held lock.
+    fn write_one(&self, chain: &mut Chain, ts: &str, event: &Event<'_>) -> Result<(), AuditError> {
+        let mut line = Vec::new();
+        let hash = encode(&mut line, chain.next_seq, ts, event, &chain.prev)?;
+        if let Some(index) = chain.index.as_mut() {
+            index.note(chain.next_seq, ts, &hash, event);
+        }
+        let next = chain.next_seq + 1;
+        self.write(chain, &line, next, hash)
     }
 
     /// Appends a signed checkpoint over everything so far, and syncs.
@@ -314,10 +343,7 @@ impl AuditLog {
         });
         let event =
             Event { kind: "audit.checkpoint", session: None, identity: None, process: None, target: None, detail };
-        let mut line = Vec::new();
-        let hash = encode(&mut line, chain.next_seq, ts, &event, &chain.prev)?;
-        let next = chain.next_seq + 1;
-        self.write(chain, &line, next, hash)?;
+        self.write_one(chain, ts, &event)?;
         chain.since_checkpoint = 0;
         chain.last_checkpoint = Instant::now();
         if self.settings.fsync != Fsync::Never {
@@ -347,7 +373,8 @@ impl AuditLog {
         chain.segment_first_seq = chain.next_seq;
         chain.segment_bytes = 0;
         chain.segment_opened = Instant::now();
-        if let Err(error) = segments::write_index(&sealed) {
+        let index = chain.index.replace(segments::SegmentIndex::default());
+        if let Err(error) = segments::write_index(&sealed, index) {
             tracing::warn!(%error, segment = %sealed.display(), "segment index not written (queries scan it instead)");
         }
         for removed in segments::expired(&self.dir, self.settings.retain_age, self.settings.retain_bytes)
@@ -370,10 +397,7 @@ impl AuditLog {
                 target: None,
                 detail,
             };
-            let mut line = Vec::new();
-            let hash = encode(&mut line, chain.next_seq, ts, &event, &chain.prev)?;
-            let next = chain.next_seq + 1;
-            self.write(chain, &line, next, hash)?;
+            self.write_one(chain, ts, &event)?;
             let _ = fs::remove_file(segments::index_path(&removed.path));
             fs::remove_file(&removed.path).map_err(|source| AuditError::Io { path: removed.path.clone(), source })?;
         }
@@ -399,7 +423,13 @@ fn first_seq(path: &Path) -> Option<u64> {
 }
 
 /// Appends one record's line to `out`; returns its hash.
-fn encode(out: &mut Vec<u8>, seq: u64, ts: &str, event: &Event<'_>, prev: &str) -> Result<String, AuditError> {
+fn encode<D: Serialize>(
+    out: &mut Vec<u8>,
+    seq: u64,
+    ts: &str,
+    event: &Event<'_, D>,
+    prev: &str,
+) -> Result<String, AuditError> {
     {
         let body = Body {
             seq,
@@ -569,7 +599,7 @@ mod tests {
         let log = AuditLog::open(dir.path()).unwrap();
         log.append(event("a")).unwrap();
         assert_eq!(log.append_batch([event("b"), event("c")]).unwrap(), 3);
-        assert_eq!(log.append_batch(std::iter::empty()).unwrap(), 3, "an empty batch writes nothing");
+        assert_eq!(log.append_batch(std::iter::empty::<Event<'_>>()).unwrap(), 3, "an empty batch writes nothing");
         let lines = lines(&log);
         assert_eq!(lines.len(), 3);
         for pair in lines.windows(2) {
@@ -579,6 +609,42 @@ mod tests {
             assert_eq!(b["seq"].as_u64(), a["seq"].as_u64().map(|s| s + 1));
         }
         assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+    }
+
+    #[test]
+    fn a_closed_segment_is_indexed_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = AuditSettings { segment_max_bytes: 4096, ..AuditSettings::default() };
+        let log = AuditLog::open_with(dir.path(), settings).unwrap();
+        let identity = Identity {
+            source: crate::identity::IdentitySource::Unix,
+            subject: "unix:alice".into(),
+            user: "alice".into(),
+            email: None,
+            uid: 1000,
+            groups: vec![],
+            token: None,
+        };
+        let target = TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 };
+        for n in 0..60 {
+            let session = format!("s{}", n % 7);
+            log.append(Event {
+                kind: if n % 2 == 0 { "a" } else { "b" },
+                session: Some(&session),
+                identity: (n % 3 == 0).then_some(&identity),
+                process: None,
+                target: (n % 5 == 0).then_some(&target),
+                detail: serde_json::json!({ "n": n }),
+            })
+            .unwrap();
+        }
+        let sealed = segments::sealed(dir.path()).unwrap();
+        assert!(sealed.len() >= 2, "the log rotated");
+        for segment in sealed {
+            let noted = segments::SegmentIndex::load(&segment.path).unwrap();
+            assert_eq!(noted, segments::SegmentIndex::build(&segment.path).unwrap());
+            assert!(noted.first_seq > 0 && noted.last_seq > noted.first_seq);
+        }
     }
 
     #[test]

@@ -111,6 +111,32 @@ impl SegmentIndex {
         Ok(index)
     }
 
+    /// Notes a record as it is written to the segment.
+    pub fn note<D>(&mut self, seq: u64, ts: &str, hash: &str, event: &super::Event<'_, D>) {
+        if self.first_seq == 0 {
+            self.first_seq = seq;
+            self.first_ts = ts.to_owned();
+        }
+        self.last_seq = seq;
+        if self.last_ts != ts {
+            ts.clone_into(&mut self.last_ts);
+        }
+        hash.clone_into(&mut self.last_hash);
+        let names = [
+            (&mut self.kinds, Some(event.kind)),
+            (&mut self.sessions, event.session),
+            (&mut self.users, event.identity.map(|identity| identity.user.as_str())),
+            (&mut self.targets, event.target.map(|target| target.name.as_str())),
+        ];
+        for (set, name) in names {
+            if let Some(name) = name
+                && !set.contains(name)
+            {
+                set.insert(name.to_owned());
+            }
+        }
+    }
+
     /// The index of a closed segment: from its file, or built again.
     pub fn load(segment: &Path) -> io::Result<Self> {
         match fs::read(index_path(segment)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
@@ -120,9 +146,13 @@ impl SegmentIndex {
     }
 }
 
-/// Builds and writes the index of a closed segment.
-pub fn write_index(segment: &Path) -> io::Result<()> {
-    let index = SegmentIndex::build(segment)?;
+/// Writes the index of a closed segment: `index` as noted while it was
+/// written, or else built from the file.
+pub fn write_index(segment: &Path, index: Option<SegmentIndex>) -> io::Result<()> {
+    let index = match index {
+        Some(index) => index,
+        None => SegmentIndex::build(segment)?,
+    };
     let path = index_path(segment);
     fs::write(&path, serde_json::to_vec(&index)?)?;
     if let Ok(meta) = fs::metadata(segment) {

@@ -130,27 +130,35 @@ impl StatementWriter {
     }
 
     fn write(&self, records: &[(Arc<SessionRef>, Vec<StatementRecord>)]) -> Result<(), crate::audit::AuditError> {
-        let mut details = Vec::new();
-        for (session, batch) in records {
-            for statement in batch {
-                details.push((session, "postgres.statement", serde_json::to_value(statement)?));
-                if !statement.secrets.is_empty() {
-                    // The statement itself is stored redacted; this says a secret travelled.
-                    let detail =
-                        serde_json::json!({ "where": "statement", "kinds": statement.secrets, "sql": statement.sql });
-                    details.push((session, "secret.detected", detail));
-                }
-            }
-        }
-        self.audit
-            .append_batch(details.into_iter().map(|(session, kind, detail)| Event {
-                kind,
-                session: Some(&session.id),
-                identity: Some(&session.identity),
-                process: None,
-                target: Some(&session.target),
-                detail,
-            }))
-            .map(drop)
+        let events = records.iter().flat_map(|(session, batch)| {
+            batch.iter().flat_map(move |statement| {
+                // The statement itself is stored redacted; `secret.detected` says a secret travelled.
+                let secret = (!statement.secrets.is_empty()).then_some(("secret.detected", Detail::Secret {
+                    kinds: &statement.secrets,
+                    sql: &statement.sql,
+                    r#where: "statement",
+                }));
+                std::iter::once(("postgres.statement", Detail::Statement(statement))).chain(secret).map(
+                    move |(kind, detail)| Event {
+                        kind,
+                        session: Some(&session.id),
+                        identity: Some(&session.identity),
+                        process: None,
+                        target: Some(&session.target),
+                        detail,
+                    },
+                )
+            })
+        });
+        self.audit.append_batch(events).map(drop)
     }
+}
+
+/// A record's detail, serialized straight from the statement: no
+/// intermediate `serde_json::Value` per statement.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Detail<'a> {
+    Statement(&'a StatementRecord),
+    Secret { kinds: &'a crate::redact::Secrets, sql: &'a str, r#where: &'static str },
 }

@@ -13,8 +13,20 @@ const PGBOUNCER_PORT: &str = "16432";
 
 struct Run {
     tps: f64,
+    /// Transactions pgbench completed.
+    transactions: u64,
     p50_us: f64,
     p99_us: f64,
+}
+
+/// CPU time a proxy process spent per transaction of `run`, in µs: steadier
+/// than throughput on a machine where the database and pgbench share its cores.
+fn cpu_per_transaction(pid: u32, run: impl FnOnce() -> Run) -> (Run, f64) {
+    let before = airlock_vm_tests::process::cpu_time(pid);
+    let run = run();
+    let used = airlock_vm_tests::process::cpu_time(pid).saturating_sub(before);
+    let per = used.as_secs_f64() * 1e6 / run.transactions.max(1) as f64;
+    (run, per)
 }
 
 /// Which PostgreSQL measurements to take.
@@ -24,6 +36,8 @@ pub enum Parts {
     All,
     /// Only large results (with and without masking).
     LargeResults,
+    /// Only pgbench against the peers.
+    Pgbench,
 }
 
 pub fn run(parts: Parts) {
@@ -65,17 +79,19 @@ pub fn run(parts: Parts) {
     );
     lab.target.wait_for_port("127.0.0.1".parse().expect("ip"), PGBOUNCER_PORT.parse().expect("port"));
 
-    if parts == Parts::All {
-        peers(&lab, &work, &outside, &v4);
+    if parts != Parts::LargeResults {
+        peers(&lab, &work, &outside, &v4, pgbouncer.pid());
     }
-    large_results(&lab, &data, &work, &outside, &v4);
+    if parts != Parts::Pgbench {
+        large_results(&lab, &data, &work, &outside, &v4);
+    }
     drop(pgbouncer);
     drop(lab);
     airlock_vm_tests::remove_cgroup_tree(&outside);
 }
 
 /// pgbench select-only and new connections: direct, Airlock, pgbouncer.
-fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str) {
+fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str, pgbouncer: u32) {
     println!("pgbench select-only (-S), scale 10, {SECONDS} s per run");
     println!("{:<10} {:>7}  {:>28}  {:>28}  {:>28}", "protocol", "clients", "direct", "airlock", "pgbouncer (session)");
     for protocol in ["simple", "prepared"] {
@@ -102,9 +118,12 @@ fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str) {
                 )
             };
             let direct = bench(v4, "5432", outside, &format!("direct-{protocol}-{clients}"));
-            let airlock = bench(v4, "5432", &lab.cgroups.clients, &format!("airlock-{protocol}-{clients}"));
-            let bouncer =
-                bench("127.0.0.1", PGBOUNCER_PORT, &lab.cgroups.clients, &format!("bouncer-{protocol}-{clients}"));
+            let (airlock, airlock_cpu) = cpu_per_transaction(lab.agent().pid(), || {
+                bench(v4, "5432", &lab.cgroups.clients, &format!("airlock-{protocol}-{clients}"))
+            });
+            let (bouncer, bouncer_cpu) = cpu_per_transaction(pgbouncer, || {
+                bench("127.0.0.1", PGBOUNCER_PORT, &lab.cgroups.clients, &format!("bouncer-{protocol}-{clients}"))
+            });
             println!(
                 "{protocol:<10} {clients:>7}  {}  {}  {}",
                 cell(&direct, &direct),
@@ -116,6 +135,10 @@ fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str) {
                 "",
                 airlock.p50_us - direct.p50_us,
                 bouncer.p50_us - direct.p50_us
+            );
+            println!(
+                "{:<18}  proxy CPU per transaction: airlock {airlock_cpu:.1} µs (statement records included), pgbouncer {bouncer_cpu:.1} µs",
+                ""
             );
         }
     }
@@ -224,6 +247,11 @@ fn pgbench_in(lab: &Lab, cgroup: &Path, work: &Path, label: &str, args: &[&str],
         .lines()
         .find_map(|l| l.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no tps in pgbench output: {}", out.stdout));
+    let transactions = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: ")?.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no transaction count in pgbench output: {}", out.stdout));
     let mut latencies: Vec<f64> = Vec::new();
     for entry in fs::read_dir(work).expect("read work dir").flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -240,7 +268,7 @@ fn pgbench_in(lab: &Lab, cgroup: &Path, work: &Path, label: &str, args: &[&str],
             .copied()
             .unwrap_or(f64::NAN)
     };
-    Run { tps, p50_us: percentile(0.5), p99_us: percentile(0.99) }
+    Run { tps, transactions, p50_us: percentile(0.5), p99_us: percentile(0.99) }
 }
 
 /// Connection set-up with just-in-time logins: the first connection of a
