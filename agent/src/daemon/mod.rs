@@ -139,8 +139,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ssh_ca,
         started: Instant::now(),
     });
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?

@@ -194,32 +194,41 @@ fn read_cstr(buf: &mut Bytes, message: &'static str) -> Result<String, CodecErro
     Ok(text)
 }
 
-/// Frontend messages the proxy looks into.
+/// A NUL-terminated string at the front of `buf`, borrowed; `buf` moves past it.
+fn cstr<'a>(buf: &mut &'a [u8], message: &'static str) -> Result<&'a str, CodecError> {
+    let end = buf.iter().position(|b| *b == 0).ok_or(CodecError::Truncated(message))?;
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| CodecError::BadString(message))?;
+    *buf = &buf[end + 1..];
+    Ok(text)
+}
+
+/// Frontend messages the proxy looks into, borrowing from their frame: the
+/// relay types every message, and copies only what it keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frontend {
+pub enum Frontend<'a> {
     /// Simple query: one or more statements.
     Query {
         /// SQL text.
-        sql: String,
+        sql: &'a str,
     },
     /// Extended protocol: prepare a statement.
     Parse {
         /// Prepared statement name ("" = unnamed).
-        statement: String,
+        statement: &'a str,
         /// SQL text.
-        sql: String,
+        sql: &'a str,
     },
     /// Extended protocol: bind a prepared statement to a portal.
     Bind {
         /// Portal name ("" = unnamed).
-        portal: String,
+        portal: &'a str,
         /// Prepared statement name.
-        statement: String,
+        statement: &'a str,
     },
     /// Extended protocol: run a portal.
     Execute {
         /// Portal name.
-        portal: String,
+        portal: &'a str,
     },
     /// The client is leaving.
     Terminate,
@@ -227,21 +236,21 @@ pub enum Frontend {
     Other,
 }
 
-impl Frontend {
+impl<'a> Frontend<'a> {
     /// Types a frontend frame.
-    pub fn parse(frame: &Frame) -> Result<Self, CodecError> {
-        let mut body = frame.body.clone();
+    pub fn parse(frame: &'a Frame) -> Result<Self, CodecError> {
+        let mut body = &frame.body[..];
         Ok(match frame.tag {
-            b'Q' => Self::Query { sql: read_cstr(&mut body, "Query")? },
+            b'Q' => Self::Query { sql: cstr(&mut body, "Query")? },
             b'P' => {
-                let statement = read_cstr(&mut body, "Parse")?;
-                Self::Parse { statement, sql: read_cstr(&mut body, "Parse")? }
+                let statement = cstr(&mut body, "Parse")?;
+                Self::Parse { statement, sql: cstr(&mut body, "Parse")? }
             }
             b'B' => {
-                let portal = read_cstr(&mut body, "Bind")?;
-                Self::Bind { portal, statement: read_cstr(&mut body, "Bind")? }
+                let portal = cstr(&mut body, "Bind")?;
+                Self::Bind { portal, statement: cstr(&mut body, "Bind")? }
             }
-            b'E' => Self::Execute { portal: read_cstr(&mut body, "Execute")? },
+            b'E' => Self::Execute { portal: cstr(&mut body, "Execute")? },
             b'X' => Self::Terminate,
             _ => Self::Other,
         })
@@ -250,11 +259,11 @@ impl Frontend {
 
 /// Backend messages the proxy looks into.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Backend {
+pub enum Backend<'a> {
     /// A statement finished: its command tag, e.g. `INSERT 0 5`.
     CommandComplete {
         /// The tag.
-        tag: String,
+        tag: &'a str,
     },
     /// An error.
     Error(ErrorFields),
@@ -274,13 +283,13 @@ pub enum Backend {
     Other,
 }
 
-impl Backend {
+impl<'a> Backend<'a> {
     /// Types a backend frame.
-    pub fn parse(frame: &Frame) -> Result<Self, CodecError> {
-        let mut body = frame.body.clone();
+    pub fn parse(frame: &'a Frame) -> Result<Self, CodecError> {
+        let mut body = &frame.body[..];
         Ok(match frame.tag {
-            b'C' => Self::CommandComplete { tag: read_cstr(&mut body, "CommandComplete")? },
-            b'E' => Self::Error(ErrorFields::parse(&mut body, "ErrorResponse")?),
+            b'C' => Self::CommandComplete { tag: cstr(&mut body, "CommandComplete")? },
+            b'E' => Self::Error(ErrorFields::parse(&mut frame.body.clone(), "ErrorResponse")?),
             b'K' => {
                 if body.remaining() < 8 {
                     return Err(CodecError::Truncated("BackendKeyData"));

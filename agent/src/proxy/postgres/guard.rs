@@ -99,8 +99,8 @@ impl<'a> Guard<'a> {
             // refused by the server itself.
             _ => return Screening::Done(Screened::Forward),
         };
-        let classification = self.context.classifier.classify(&sql);
-        self.decide(frame, &sql, statement.as_deref(), &classification)
+        let classification = self.context.classifier.classify(sql);
+        self.decide(frame, sql, statement, &classification)
     }
 
     /// Screens a message too large to hold: only its kind is known.
@@ -181,11 +181,11 @@ impl<'a> Guard<'a> {
         let Some(refusal) = decision.refusal(&request) else { return Screened::Forward };
         let (sql, statement) = match Frontend::parse(&frame) {
             Ok(Frontend::Parse { statement, sql }) => (sql, statement),
-            Ok(Frontend::Query { sql }) => (sql, String::new()),
-            _ => (String::new(), String::new()),
+            Ok(Frontend::Query { sql }) => (sql, ""),
+            _ => ("", ""),
         };
         let verdict = Verdict { action: GuardAction::Deny, class: StatementClass::Unparsed, reason: refusal };
-        Screened::Replace(self.refuse(frame.tag, &statement, &sql, &verdict, Some(&request.id)))
+        Screened::Replace(self.refuse(frame.tag, statement, sql, &verdict, Some(&request.id)))
     }
 
     /// Records the refusal and builds the stand-in frame.

@@ -46,7 +46,7 @@ impl ClientView {
         if let Ok(Frontend::Query { sql } | Frontend::Parse { sql, .. }) = Frontend::parse(frame)
             && sql.as_bytes().windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
         {
-            self.copy_formats.extend(copy_out_formats(&sql));
+            self.copy_formats.extend(copy_out_formats(sql));
         }
         Ok(())
     }

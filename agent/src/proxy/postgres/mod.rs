@@ -523,10 +523,13 @@ async fn relay_messages(
     let to_client = async {
         let mut reader = upstream_reader;
         let mut out = BytesMut::new();
+        let ending = session.ending.wait();
+        tokio::pin!(ending);
         loop {
             let next = tokio::select! {
+                biased;
                 next = reader.next(&mut upstream_read, "server") => next?,
-                reason = session.ending.wait() => return Err(ProxyError::Ended(reason)),
+                reason = &mut ending => return Err(ProxyError::Ended(reason)),
             };
             match next {
                 None => {
@@ -611,6 +614,9 @@ fn own_backend_key(
     keys: &CancelKeys,
     session: &LiveSession,
 ) -> Option<(Frame, (u32, u32))> {
+    if frame.tag != b'K' {
+        return None;
+    }
     let codec::Backend::KeyData { pid, key } = codec::Backend::parse(frame).ok()? else { return None };
     let (our_pid, our_key) = keys.issue(BackendKey { server, pid, key, session: session.id.clone() });
     let mut body = BytesMut::with_capacity(8);

@@ -113,19 +113,19 @@ impl StatementTracker {
     /// Notes a frame the client sent.
     pub fn client_sent(&mut self, frame: &Frame) {
         match Frontend::parse(frame) {
-            Ok(Frontend::Query { sql }) => self.push(QueryProtocol::Simple, clean(&sql)),
-            Ok(Frontend::Parse { statement, sql }) => remember(&mut self.prepared, statement, clean(&sql)),
+            Ok(Frontend::Query { sql }) => self.push(QueryProtocol::Simple, clean(sql)),
+            Ok(Frontend::Parse { statement, sql }) => remember(&mut self.prepared, statement, clean(sql)),
             Ok(Frontend::Bind { portal, statement }) => {
                 let sql = self
                     .prepared
-                    .get(&statement)
+                    .get(statement)
                     .cloned()
                     .unwrap_or_else(|| Sql::from(format!("<prepared statement {statement:?}>")));
                 remember(&mut self.portals, portal, sql);
             }
             Ok(Frontend::Execute { portal }) => {
                 let sql =
-                    self.portals.get(&portal).cloned().unwrap_or_else(|| Sql::from(format!("<portal {portal:?}>")));
+                    self.portals.get(portal).cloned().unwrap_or_else(|| Sql::from(format!("<portal {portal:?}>")));
                 self.push(QueryProtocol::Extended, sql);
             }
             Ok(Frontend::Terminate | Frontend::Other) => {}
@@ -146,8 +146,8 @@ impl StatementTracker {
         let mut done = Vec::new();
         let message = match frame.tag {
             // EmptyQueryResponse and PortalSuspended end an Execute like a CommandComplete.
-            b'I' => Backend::CommandComplete { tag: String::new() },
-            b's' => Backend::CommandComplete { tag: "(portal suspended)".into() },
+            b'I' => Backend::CommandComplete { tag: "" },
+            b's' => Backend::CommandComplete { tag: "(portal suspended)" },
             _ => match Backend::parse(frame) {
                 Ok(message) => message,
                 Err(error) => {
@@ -158,10 +158,10 @@ impl StatementTracker {
         };
         match message {
             Backend::CommandComplete { tag } => match self.pending.front_mut() {
-                Some(front) if front.protocol == QueryProtocol::Simple => front.results.push(tag),
+                Some(front) if front.protocol == QueryProtocol::Simple => front.results.push(tag.to_owned()),
                 Some(_) => {
                     if let Some(mut front) = self.pending.pop_front() {
-                        front.results.push(tag);
+                        front.results.push(tag.to_owned());
                         done.push(finish(front, true));
                     }
                 }
@@ -206,12 +206,17 @@ impl StatementTracker {
     }
 }
 
-fn remember(map: &mut HashMap<String, Sql>, name: String, sql: Sql) {
-    if map.len() >= MAX_REMEMBERED && !map.contains_key(&name) {
+fn remember(map: &mut HashMap<String, Sql>, name: &str, sql: Sql) {
+    // Most clients reuse a few names (the unnamed portal above all): replace in place.
+    if let Some(known) = map.get_mut(name) {
+        *known = sql;
+        return;
+    }
+    if map.len() >= MAX_REMEMBERED {
         // A client that never closes statements must not grow us without bound.
         map.clear();
     }
-    map.insert(name, sql);
+    map.insert(name.to_owned(), sql);
 }
 
 fn clean(sql: &str) -> Sql {

@@ -60,6 +60,9 @@ impl Batch {
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: BytesMut,
+    /// Lengths of the whole frames found in `buf`; kept to save an
+    /// allocation per batch.
+    lens: Vec<usize>,
 }
 
 fn malformed(side: &'static str) -> impl Fn(CodecError) -> ProxyError {
@@ -88,11 +91,11 @@ impl FrameReader {
     ) -> Result<Option<Incoming>, ProxyError> {
         loop {
             // Lengths of the whole frames buffered, before any is taken.
-            let mut lens = Vec::new();
+            self.lens.clear();
             let mut at = 0;
             while let Some(len) = frame_len(&self.buf[at..]).map_err(malformed(side))? {
                 if len > MAX_INSPECTED {
-                    if lens.is_empty() {
+                    if self.lens.is_empty() {
                         return Ok(Some(Incoming::Large { tag: self.buf[0], len }));
                     }
                     break;
@@ -100,11 +103,11 @@ impl FrameReader {
                 if self.buf.len() - at < len {
                     break;
                 }
-                lens.push(len);
+                self.lens.push(len);
                 at += len;
             }
-            if !lens.is_empty() {
-                return Ok(Some(Incoming::Frames(Batch::split_off(&mut self.buf, &lens))));
+            if !self.lens.is_empty() {
+                return Ok(Some(Incoming::Frames(Batch::split_off(&mut self.buf, &self.lens))));
             }
             let wanted = frame_len(&self.buf).ok().flatten().unwrap_or(0);
             if !self.fill(from, wanted).await? {
