@@ -79,6 +79,22 @@ impl Strategy {
 }
 
 fn partial(value: &[u8], keep: usize, out: &mut Vec<u8>) {
+    if value.is_ascii() {
+        // The common case, byte by byte: one character is one byte.
+        let hide = value.iter().filter(|b| b.is_ascii_alphanumeric()).count().saturating_sub(keep);
+        out.reserve(value.len());
+        let mut seen = 0;
+        out.extend(value.iter().map(|&b| {
+            if b.is_ascii_alphanumeric() {
+                seen += 1;
+                if seen <= hide {
+                    return b'*';
+                }
+            }
+            b
+        }));
+        return;
+    }
     // Characters, not bytes: a multi-byte character is one `*`. Bytes
     // that are not UTF-8 (other client encodings) count one each.
     let text = String::from_utf8_lossy(value);

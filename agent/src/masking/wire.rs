@@ -61,18 +61,21 @@ impl Masker {
     /// RowDescription).
     pub fn mask_data_row(&self, body: &[u8], plan: &ColumnPlan, out: &mut Vec<u8>) -> Result<MaskOutcome, MaskError> {
         let mut outcome = MaskOutcome::default();
-        self.mask_data_row_into(body, plan, out, &mut outcome)?;
+        self.mask_data_row_into(body, plan, out, &mut outcome, &mut Vec::new())?;
         Ok(outcome)
     }
 
     /// As [`Self::mask_data_row`], adding to `outcome` (a whole result's
     /// counts, with no allocation per row); whether the row changed.
+    /// `masked` holds one value's replacement at a time: the caller keeps
+    /// it between rows.
     pub fn mask_data_row_into(
         &self,
         body: &[u8],
         plan: &ColumnPlan,
         out: &mut Vec<u8>,
         outcome: &mut MaskOutcome,
+        masked: &mut Vec<u8>,
     ) -> Result<bool, MaskError> {
         let mut reader = Reader { bytes: body, pos: 0 };
         let count = reader.i16()?;
@@ -80,7 +83,6 @@ impl Masker {
             return Err(MaskError::ColumnCount { expected: plan.len(), found: i64::from(count) });
         }
         let mut rewrite = Rewrite::new(body, out);
-        let mut masked = Vec::new();
         for column in &plan.columns {
             let field_start = reader.pos;
             let len = reader.i32()?;
@@ -92,7 +94,7 @@ impl Masker {
                 continue;
             }
             masked.clear();
-            match self.mask_value(column, value, &mut masked, outcome)? {
+            match self.mask_value(column, value, masked, outcome)? {
                 TextResult::Unchanged => {}
                 TextResult::Null => {
                     rewrite.replace(field_start, reader.pos, |o| o.extend_from_slice(&(-1i32).to_be_bytes()))
@@ -101,7 +103,7 @@ impl Masker {
                     let len = i32::try_from(masked.len()).map_err(|_| MaskError::TooLong)?;
                     rewrite.replace(field_start, reader.pos, |o| {
                         o.extend_from_slice(&len.to_be_bytes());
-                        o.extend_from_slice(&masked);
+                        o.extend_from_slice(masked);
                     });
                 }
             }

@@ -61,11 +61,16 @@ pub struct Frame {
 impl Frame {
     /// Appends the wire form to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
-        out.reserve(5 + self.body.len());
-        out.put_u8(self.tag);
-        out.put_u32(4 + self.body.len() as u32);
-        out.put_slice(&self.body);
+        encode_frame(self.tag, &self.body, out);
     }
+}
+
+/// Appends a frame of `tag` with `body` to `out`, from bytes held elsewhere.
+pub fn encode_frame(tag: u8, body: &[u8], out: &mut BytesMut) {
+    out.reserve(5 + body.len());
+    out.put_u8(tag);
+    out.put_u32(4 + body.len() as u32);
+    out.put_slice(body);
 }
 
 /// The first packet of a client connection.

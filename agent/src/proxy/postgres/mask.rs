@@ -64,6 +64,18 @@ pub struct MaskedCount {
     pub count: u64,
 }
 
+/// What masking made of a server frame.
+#[derive(Debug)]
+pub enum Masked {
+    /// Nothing to hide: it goes as it came.
+    Unchanged,
+    /// A message (error, notice, notification) to send instead.
+    Message(Frame),
+    /// A row (DataRow, CopyData) rewritten in place: its new body is
+    /// [`MaskLayer::row`], written straight to the client's buffer.
+    Row,
+}
+
 /// How the masking layer reads column names: the session's login, when
 /// the target has just-in-time credentials.
 pub struct CatalogAccess<'a> {
@@ -81,23 +93,25 @@ pub struct MaskLayer<'a> {
     copy: Option<(CopyFormat, Option<ColumnPlan>)>,
     outcome: MaskOutcome,
     scratch: Vec<u8>,
+    /// One value's replacement, kept between rows.
+    value: Vec<u8>,
 }
 
 impl<'a> MaskLayer<'a> {
     /// The layer for a session with this masker.
     pub fn new(masker: Masker, catalog: Option<CatalogAccess<'a>>) -> Self {
-        Self { masker, catalog, plan: None, copy: None, outcome: MaskOutcome::default(), scratch: Vec::new() }
+        Self { masker, catalog, plan: None, copy: None, outcome: MaskOutcome::default(), scratch: Vec::new(), value: Vec::new() }
     }
 
-    /// Masks one server frame; `Some` is the frame to send instead.
-    pub async fn server_sent(&mut self, frame: &Frame, view: &Mutex<ClientView>) -> Result<Option<Frame>, ProxyError> {
+    /// Masks one server frame.
+    pub async fn server_sent(&mut self, frame: &Frame, view: &Mutex<ClientView>) -> Result<Masked, ProxyError> {
         let rows = {
             let mut view = view.lock().unwrap_or_else(|p| p.into_inner());
             let rows =
                 view.shapes.server_sent(frame).map_err(|error| ProxyError::Protocol { side: "server", error })?;
             if let Rows::CopyOut { binary, columns } = rows {
                 let format = view.copy_formats.pop_front();
-                return self.start_copy(binary, columns, format).map(|()| None);
+                return self.start_copy(binary, columns, format).map(|()| Masked::Unchanged);
             }
             rows
         };
@@ -116,31 +130,41 @@ impl<'a> MaskLayer<'a> {
             b'D' => {
                 let plan = self.plan.as_ref().ok_or_else(|| unmaskable("a row arrived before its description"))?;
                 if !plan.is_active() {
-                    return Ok(None);
+                    return Ok(Masked::Unchanged);
                 }
                 // Rows, by the thousand: counts go straight into the result's.
                 let changed = self
                     .masker
-                    .mask_data_row_into(&frame.body, plan, &mut self.scratch, &mut self.outcome)
+                    .mask_data_row_into(&frame.body, plan, &mut self.scratch, &mut self.outcome, &mut self.value)
                     .map_err(|error| unmaskable(&error.to_string()))?;
-                return Ok(changed.then(|| Frame { tag: frame.tag, body: Bytes::copy_from_slice(&self.scratch) }));
+                return Ok(if changed { Masked::Row } else { Masked::Unchanged });
             }
             b'd' => match &self.copy {
                 Some((format, plan)) => {
                     self.masker.mask_copy_data(&frame.body, format, plan.as_ref(), &mut self.scratch)
                 }
-                None => return Ok(None),
+                None => return Ok(Masked::Unchanged),
             },
             b'E' | b'N' => self.masker.mask_error_fields(&frame.body, &mut self.scratch),
             b'A' => self.masker.mask_notification(&frame.body, &mut self.scratch),
-            _ => return Ok(None),
+            _ => return Ok(Masked::Unchanged),
         }
         .map_err(|error| unmaskable(&error.to_string()))?;
         if !outcome.changed() {
-            return Ok(None);
+            return Ok(Masked::Unchanged);
         }
         self.outcome.merge(&outcome);
-        Ok(Some(Frame { tag: frame.tag, body: Bytes::copy_from_slice(&self.scratch) }))
+        Ok(match frame.tag {
+            b'd' => Masked::Row,
+            // Messages are rare, and the statement's record reads them.
+            tag => Masked::Message(Frame { tag, body: Bytes::copy_from_slice(&self.scratch) }),
+        })
+    }
+
+    /// The body of the row [`server_sent`](Self::server_sent) last
+    /// answered [`Masked::Row`] for.
+    pub fn row(&self) -> &[u8] {
+        &self.scratch
     }
 
     /// What was masked since the last call, for the statement that just ended.

@@ -547,9 +547,13 @@ async fn relay_messages(
                         let frame = refusal.as_ref().unwrap_or(original);
                         let masked = match masking.as_mut() {
                             Some(layer) => layer.server_sent(frame, &client_view).await?,
-                            None => None,
+                            None => mask::Masked::Unchanged,
                         };
-                        let frame = masked.as_ref().unwrap_or(frame);
+                        let message = match &masked {
+                            mask::Masked::Message(message) => Some(message),
+                            _ => None,
+                        };
+                        let frame = message.unwrap_or(frame);
                         let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
                         let mut ended = tracker.server_sent(frame);
                         drop(tracker);
@@ -563,9 +567,14 @@ async fn relay_messages(
                             issued.lock().unwrap_or_else(|p| p.into_inner()).push(key);
                             ours
                         });
-                        if let Some(replacement) = ours.as_ref().or(masked.as_ref()).or(refusal.as_ref()) {
+                        if let Some(replacement) = ours.as_ref().or(message).or(refusal.as_ref()) {
                             out.extend_from_slice(&raw[copied..at]);
                             replacement.encode(&mut out);
+                            copied = at + wire_len;
+                            rewritten = true;
+                        } else if let (mask::Masked::Row, Some(layer)) = (&masked, &masking) {
+                            out.extend_from_slice(&raw[copied..at]);
+                            codec::encode_frame(original.tag, layer.row(), &mut out);
                             copied = at + wire_len;
                             rewritten = true;
                         }
