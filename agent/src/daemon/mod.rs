@@ -139,17 +139,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ssh_ca,
         started: Instant::now(),
     });
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(async move {
-            statement_writer.spawn().context("starting the statement record writer")?;
-            if let Some(logins) = logins {
-                tokio::spawn(logins.maintain());
-            }
-            serve(state, listeners, control).await
-        })
+    // One thread runs every session, as an event loop: beside a database
+    // and its clients on a small host, a second worker only adds wake-ups
+    // between threads. Statement records are written on a thread of their own.
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        statement_writer.spawn().context("starting the statement record writer")?;
+        if let Some(logins) = logins {
+            tokio::spawn(logins.maintain());
+        }
+        serve(state, listeners, control).await
+    })
 }
 
 /// The audit log's settings from `[audit]`, with the host signing key.

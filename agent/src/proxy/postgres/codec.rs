@@ -602,9 +602,9 @@ mod tests {
         let mut wire = frame_bytes(b'Q', b"select 1\0");
         wire.extend_from_slice(&frame_bytes(b'P', b"s1\0select $1\0\0\0")[..]);
         let query = decode_frame(&mut wire).unwrap().unwrap();
-        assert_eq!(Frontend::parse(&query), Ok(Frontend::Query { sql: "select 1".into() }));
+        assert_eq!(Frontend::parse(&query), Ok(Frontend::Query { sql: "select 1" }));
         let parse = decode_frame(&mut wire).unwrap().unwrap();
-        assert_eq!(Frontend::parse(&parse), Ok(Frontend::Parse { statement: "s1".into(), sql: "select $1".into() }));
+        assert_eq!(Frontend::parse(&parse), Ok(Frontend::Parse { statement: "s1", sql: "select $1" }));
         assert_eq!(decode_frame(&mut wire), Ok(None));
     }
 
@@ -636,7 +636,7 @@ mod tests {
     #[test]
     fn command_complete_and_ready() {
         let done = Frame { tag: b'C', body: Bytes::from_static(b"INSERT 0 5\0") };
-        assert_eq!(Backend::parse(&done), Ok(Backend::CommandComplete { tag: "INSERT 0 5".into() }));
+        assert_eq!(Backend::parse(&done), Ok(Backend::CommandComplete { tag: "INSERT 0 5" }));
         let ready = Frame { tag: b'Z', body: Bytes::from_static(b"T") };
         assert_eq!(Backend::parse(&ready), Ok(Backend::ReadyForQuery { status: b'T' }));
     }

@@ -100,7 +100,15 @@ pub struct MaskLayer<'a> {
 impl<'a> MaskLayer<'a> {
     /// The layer for a session with this masker.
     pub fn new(masker: Masker, catalog: Option<CatalogAccess<'a>>) -> Self {
-        Self { masker, catalog, plan: None, copy: None, outcome: MaskOutcome::default(), scratch: Vec::new(), value: Vec::new() }
+        Self {
+            masker,
+            catalog,
+            plan: None,
+            copy: None,
+            outcome: MaskOutcome::default(),
+            scratch: Vec::new(),
+            value: Vec::new(),
+        }
     }
 
     /// Masks one server frame.

@@ -133,11 +133,10 @@ impl StatementWriter {
         let events = records.iter().flat_map(|(session, batch)| {
             batch.iter().flat_map(move |statement| {
                 // The statement itself is stored redacted; `secret.detected` says a secret travelled.
-                let secret = (!statement.secrets.is_empty()).then_some(("secret.detected", Detail::Secret {
-                    kinds: &statement.secrets,
-                    sql: &statement.sql,
-                    r#where: "statement",
-                }));
+                let secret = (!statement.secrets.is_empty()).then_some((
+                    "secret.detected",
+                    Detail::Secret { kinds: &statement.secrets, sql: &statement.sql, r#where: "statement" },
+                ));
                 std::iter::once(("postgres.statement", Detail::Statement(statement))).chain(secret).map(
                     move |(kind, detail)| Event {
                         kind,
