@@ -360,32 +360,150 @@ pub const MAX_CLASSIFIED_LEN: usize = 1 << 20;
 /// Distinct statement texts remembered.
 const CACHE_ENTRIES: usize = 4096;
 
-/// Classifies with a cache by statement text: applications send the same
-/// statements over and over.
+/// Classifies with a cache: applications send the same statements over and
+/// over, and the same statements with other literals (`WHERE id = 42`, then
+/// `WHERE id = 43`), which classify alike: a literal's value never changes
+/// what a statement does, only its structure does.
 #[derive(Default)]
 pub struct Classifier {
-    cache: Mutex<HashMap<Box<str>, Arc<Classification>>>,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// By exact text.
+    texts: HashMap<Box<str>, Arc<Classification>>,
+    /// By [`shape`], for texts that parsed.
+    shapes: HashMap<Box<str>, Arc<Classification>>,
+}
+
+impl Cache {
+    fn remember(map: &mut HashMap<Box<str>, Arc<Classification>>, key: &str, classification: &Arc<Classification>) {
+        if map.len() >= CACHE_ENTRIES {
+            // Statements that vary by structure would fill any cache;
+            // starting over keeps memory bounded and the hot statements come back.
+            map.clear();
+        }
+        map.insert(key.into(), Arc::clone(classification));
+    }
 }
 
 impl Classifier {
-    /// The classification of `sql`, from the cache when seen before.
+    /// The classification of `sql`, from the cache when it, or a statement
+    /// of its shape, was seen before.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
         if sql.len() > MAX_CLASSIFIED_LEN {
             return Arc::new(too_large(sql.len()));
         }
-        if let Some(hit) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(sql) {
+        if let Some(hit) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).texts.get(sql) {
+            return Arc::clone(hit);
+        }
+        let shape = shape(sql);
+        if let Some(shape) = &shape
+            && let Some(hit) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).shapes.get(shape.as_str())
+        {
             return Arc::clone(hit);
         }
         let classification = Arc::new(Classification::of(sql));
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_ENTRIES {
-            // Statements that vary by literal would fill any cache; starting
-            // over keeps memory bounded and the hot statements come back.
-            cache.clear();
+        Cache::remember(&mut cache.texts, sql, &classification);
+        // A parse error names positions and tokens of its own text: only
+        // what parsed stands for other texts of its shape.
+        if let Some(shape) = shape
+            && classification.parse_error.is_none()
+        {
+            Cache::remember(&mut cache.shapes, &shape, &classification);
         }
-        cache.insert(sql.into(), Arc::clone(&classification));
         classification
     }
+}
+
+/// `sql` with each literal blanked: strings to `''`, each run of digits in
+/// a number to `0` (points kept). Two texts of one shape differ only in
+/// what their literals hold, so they classify alike.
+///
+/// `None` (only the exact text is then cached) for text whose reading a
+/// blanked literal could change, or that this scan might read otherwise
+/// than PostgreSQL: backslashes (escapes under
+/// `standard_conforming_strings = off`), prefixed strings (`E''`, `U&''`,
+/// `B''`, `X''`), dollar quotes and parameters, comments, numbers with
+/// exponents or too many digits to be an integer, unterminated quotes; and
+/// for text without literals, whose shape is the text itself.
+fn shape(sql: &str) -> Option<String> {
+    /// Bytes that continue a word: a literal right after one is not a literal.
+    fn wordy(byte: u8) -> bool {
+        byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'$' || byte == b'&' || !byte.is_ascii()
+    }
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut literals = 0;
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        let after_word = i > 0 && wordy(bytes[i - 1]);
+        match byte {
+            b'\\' | b'$' => return None,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => return None,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => return None,
+            b'\'' if after_word => return None,
+            b'\'' => {
+                let mut end = i + 1;
+                loop {
+                    match *bytes.get(end)? {
+                        b'\\' => return None,
+                        b'\'' if bytes.get(end + 1) == Some(&b'\'') => end += 2,
+                        b'\'' => break,
+                        _ => end += 1,
+                    }
+                }
+                out.push_str("''");
+                literals += 1;
+                i = end + 1;
+            }
+            b'"' => {
+                // A quoted identifier is structure: kept as written.
+                let mut end = i + 1;
+                loop {
+                    match *bytes.get(end)? {
+                        b'"' if bytes.get(end + 1) == Some(&b'"') => end += 2,
+                        b'"' => break,
+                        _ => end += 1,
+                    }
+                }
+                out.push_str(&sql[i..=end]);
+                i = end + 1;
+            }
+            b'0'..=b'9' if !after_word => {
+                let mut end = i;
+                while let Some(&b) = bytes.get(end) {
+                    match b {
+                        b'0'..=b'9' => {
+                            let run = bytes[end..].iter().take_while(|b| b.is_ascii_digit()).count();
+                            if run > 18 {
+                                return None;
+                            }
+                            out.push('0');
+                            end += run;
+                        }
+                        b'.' => {
+                            out.push('.');
+                            end += 1;
+                        }
+                        _ if wordy(b) => return None,
+                        _ => break,
+                    }
+                }
+                literals += 1;
+                i = end;
+            }
+            _ => {
+                // Whole characters: `i` only ever stops on ASCII bytes above.
+                let next = bytes[i + 1..].iter().position(|b| b.is_ascii()).map_or(bytes.len(), |n| i + 1 + n);
+                out.push_str(&sql[i..next]);
+                i = next;
+            }
+        }
+    }
+    (literals > 0).then_some(out)
 }
 
 /// The classification of a statement too large to inspect.
@@ -507,6 +625,64 @@ mod tests {
         assert!(Classification::of("").is_empty());
         assert!(Classification::of("  -- just a comment\n").is_empty());
         assert!(!Classification::of("x").is_empty());
+    }
+
+    #[test]
+    fn literals_are_blanked_in_shapes() {
+        let same = [
+            ("SELECT abalance FROM a WHERE aid = 42;", "SELECT abalance FROM a WHERE aid = 7;"),
+            ("SELECT * FROM t WHERE name = 'o''brien' AND x > 1.5", "SELECT * FROM t WHERE name = '' AND x > 22.75"),
+            ("SELECT \"it's\" FROM t WHERE a = 'x'", "SELECT \"it's\" FROM t WHERE a = 'yy'"),
+            ("INSERT INTO t VALUES ('é', 1)", "INSERT INTO t VALUES ('ü', 2)"),
+        ];
+        for (a, b) in same {
+            assert_eq!(shape(a), shape(b), "{a} / {b}");
+            assert!(shape(a).is_some(), "{a}");
+        }
+        let different = [
+            ("SELECT 1", "SELECT 1.5"),
+            ("SELECT \"a'b\" FROM t WHERE x = 1", "SELECT \"a'c\" FROM t WHERE x = 1"),
+            ("SELECT * FROM t1 WHERE a = 1", "SELECT * FROM t2 WHERE a = 1"),
+            ("SELECT 'a'", "SELECT 'a'; DROP TABLE t"),
+        ];
+        for (a, b) in different {
+            assert_ne!(shape(a), shape(b), "{a} / {b}");
+        }
+        for unsure in [
+            "SELECT 'a\\'; DROP TABLE x; --'",
+            "SELECT E'a\\'' ",
+            "SELECT U&'d\\0061t' ",
+            "SELECT X'ff'",
+            "SELECT $$a$$",
+            "SELECT $1",
+            "SELECT 1 -- 2",
+            "SELECT /* 'x' */ 1",
+            "SELECT 1e5",
+            "SELECT 12345678901234567890",
+            "SELECT 'unterminated",
+            "SELECT \"unterminated",
+            "SELECT a FROM t",
+        ] {
+            assert_eq!(shape(unsure), None, "{unsure}");
+        }
+        assert_eq!(
+            shape("SELECT x1, 2 FROM t_3 WHERE y = 4.25").as_deref(),
+            Some("SELECT x1, 0 FROM t_3 WHERE y = 0.0")
+        );
+    }
+
+    #[test]
+    fn statements_of_one_shape_share_a_classification() {
+        let classifier = Classifier::default();
+        let first = classifier.classify("DELETE FROM t WHERE id = 1");
+        let second = classifier.classify("DELETE FROM t WHERE id = 2");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(classifier.classify("DELETE FROM t WHERE id = 2 OR 1 = 1").classes, first.classes);
+        // What did not parse is parsed again: its error is its own.
+        let bad = classifier.classify("SELEC 'a'");
+        let again = classifier.classify("SELEC 'b'");
+        assert!(!Arc::ptr_eq(&bad, &again));
+        assert!(again.classes.contains(&C::Unparsed));
     }
 
     #[test]
