@@ -153,6 +153,15 @@ impl Classification {
     /// [`StatementClass::Unparsed`].
     pub fn of(sql: &str) -> Self {
         let mut result = Self::default();
+        if sql.contains('\0') {
+            // No statement PostgreSQL reads holds a NUL (the protocol ends
+            // the text there), and sqlparser stops reading at one: whatever
+            // follows it would go unseen.
+            result.classes.insert(StatementClass::Unparsed);
+            result.parse_error = Some("the text contains a NUL byte".into());
+            result.statements = 1;
+            return result;
+        }
         match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
             Ok(statements) => {
                 result.statements = statements.len();
@@ -625,6 +634,12 @@ mod tests {
         assert!(Classification::of("").is_empty());
         assert!(Classification::of("  -- just a comment\n").is_empty());
         assert!(!Classification::of("x").is_empty());
+    }
+
+    #[test]
+    fn a_nul_byte_hides_nothing() {
+        let c = Classification::of("SELECT f(\0)\n;DROP TABLE t");
+        assert!(c.classes.contains(&C::Unparsed), "{c:?}");
     }
 
     #[test]
