@@ -19,7 +19,7 @@ use sqlparser::{
         CopyTarget, Expr, FromTable, ObjectName, ObjectNamePart, ObjectType, Set, SetExpr, Statement, Visit, Visitor,
     },
     dialect::PostgreSqlDialect,
-    parser::Parser,
+    parser::{Parser, ParserError},
     tokenizer::{Token, Tokenizer},
 };
 
@@ -162,7 +162,7 @@ impl Classification {
             result.statements = 1;
             return result;
         }
-        match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        match parse_all(sql) {
             Ok(statements) => {
                 result.statements = statements.len();
                 if statements.len() > 1 {
@@ -186,6 +186,19 @@ impl Classification {
     /// Whether the string does nothing at all (empty or only comments).
     pub fn is_empty(&self) -> bool {
         self.statements == 0 && self.parse_error.is_none()
+    }
+}
+
+/// Every statement in `sql`, or why not. sqlparser stops, without an
+/// error, at a keyword that ends a block in other dialects (`SELECT 1 END;
+/// DROP TABLE t` reads as `SELECT 1`): text left unread is an error here,
+/// or what follows it would go unseen.
+fn parse_all(sql: &str) -> Result<Vec<Statement>, ParserError> {
+    let mut parser = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql)?;
+    let statements = parser.parse_statements()?;
+    match parser.peek_token().token {
+        Token::EOF => Ok(statements),
+        unread => Err(ParserError::ParserError(format!("the text goes on after the statements, from {unread}"))),
     }
 }
 
@@ -634,6 +647,14 @@ mod tests {
         assert!(Classification::of("").is_empty());
         assert!(Classification::of("  -- just a comment\n").is_empty());
         assert!(!Classification::of("x").is_empty());
+    }
+
+    #[test]
+    fn text_after_a_block_end_is_not_skipped() {
+        let c = Classification::of("SELECT 1 END; DROP TABLE t");
+        assert!(c.classes.contains(&C::Unparsed) && c.classes.contains(&C::Drop), "{c:?}");
+        assert_eq!(classes("BEGIN; SELECT 1; END; DROP TABLE t"), [C::Read, C::Session, C::Drop, C::MultiStatement]);
+        assert_eq!(classes("SELECT CASE WHEN true THEN 1 END"), [C::Read]);
     }
 
     #[test]
