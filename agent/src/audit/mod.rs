@@ -86,6 +86,20 @@ pub struct Event<'a, D = serde_json::Value> {
     pub detail: D,
 }
 
+impl<'a, D> Event<'a, D> {
+    /// An event within a session: who and where; the process is in the
+    /// session's `connection.open` record.
+    pub fn in_session(
+        kind: &'a str,
+        session: &'a str,
+        identity: &'a Identity,
+        target: &'a TargetRef,
+        detail: D,
+    ) -> Self {
+        Self { kind, session: Some(session), identity: Some(identity), process: None, target: Some(target), detail }
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a, D> {
     seq: u64,

@@ -664,14 +664,7 @@ fn append(
     kind: &str,
     detail: serde_json::Value,
 ) -> Result<u64, crate::audit::AuditError> {
-    audit.append(Event {
-        kind,
-        session: Some(&session.id),
-        identity: Some(&session.identity),
-        process: None,
-        target: Some(&session.target),
-        detail,
-    })
+    audit.append(Event::in_session(kind, &session.id, &session.identity, &session.target, detail))
 }
 
 /// Records a session event that does not stop the session if it is lost.

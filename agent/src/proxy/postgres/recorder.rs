@@ -138,13 +138,8 @@ impl StatementWriter {
                     Detail::Secret { kinds: &statement.secrets, sql: &statement.sql, r#where: "statement" },
                 ));
                 std::iter::once(("postgres.statement", Detail::Statement(statement))).chain(secret).map(
-                    move |(kind, detail)| Event {
-                        kind,
-                        session: Some(&session.id),
-                        identity: Some(&session.identity),
-                        process: None,
-                        target: Some(&session.target),
-                        detail,
+                    move |(kind, detail)| {
+                        Event::in_session(kind, &session.id, &session.identity, &session.target, detail)
                     },
                 )
             })
