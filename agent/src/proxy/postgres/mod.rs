@@ -25,7 +25,7 @@ mod stream;
 mod tls;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
@@ -476,8 +476,12 @@ async fn relay_messages(
                     upstream_write.shutdown().await?;
                     return Ok::<_, ProxyError>(());
                 }
-                Some(Incoming::Frames(Batch { frames, .. })) => {
+                Some(Incoming::Frames(Batch { frames, raw })) => {
+                    // As toward the client: the batch goes as it came unless a
+                    // frame is replaced, or held (what came before it goes first).
+                    let (mut at, mut copied) = (0, 0);
                     for frame in &frames {
+                        let wire_len = 5 + frame.body.len();
                         tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame);
                         if masks {
                             client_view.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame)?;
@@ -486,7 +490,9 @@ async fn relay_messages(
                             None | Some((_, Screening::Done(Screened::Forward))) => Screened::Forward,
                             Some((_, Screening::Done(replaced))) => replaced,
                             Some((guard, Screening::Held(hold))) => {
-                                // What came before goes now; the held statement waits.
+                                out.extend_from_slice(&raw[copied..at]);
+                                copied = at;
+                                session.bytes.to_upstream.fetch_add(out.len() as u64, Ordering::Relaxed);
                                 upstream_write.write_all(&out).await?;
                                 out.clear();
                                 let mut notice = BytesMut::new();
@@ -495,13 +501,21 @@ async fn relay_messages(
                                 guard.settle(*hold).await
                             }
                         };
-                        match screened {
-                            Screened::Forward => frame.encode(&mut out),
-                            Screened::Replace(stand_in) => stand_in.encode(&mut out),
+                        if let Screened::Replace(stand_in) = screened {
+                            out.extend_from_slice(&raw[copied..at]);
+                            stand_in.encode(&mut out);
+                            copied = at + wire_len;
                         }
+                        at += wire_len;
                     }
-                    session.bytes.to_upstream.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    upstream_write.write_all(&out).await?;
+                    let bytes: &[u8] = if copied == 0 && out.is_empty() {
+                        &raw
+                    } else {
+                        out.extend_from_slice(&raw[copied..]);
+                        &out
+                    };
+                    session.bytes.to_upstream.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    upstream_write.write_all(bytes).await?;
                     out.clear();
                 }
                 Some(Incoming::Large { tag, len }) => {
@@ -515,7 +529,7 @@ async fn relay_messages(
                             out.clear();
                         }
                     }
-                    session.bytes.to_upstream.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                    session.bytes.to_upstream.fetch_add(len as u64, Ordering::Relaxed);
                 }
             }
         }
@@ -586,7 +600,7 @@ async fn relay_messages(
                     } else {
                         &raw
                     };
-                    session.bytes.to_client.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    session.bytes.to_client.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     client_write.lock().await.write_all(bytes).await?;
                     out.clear();
                     if !finished.is_empty() {
@@ -599,7 +613,7 @@ async fn relay_messages(
                     }
                     let mut client_write = client_write.lock().await;
                     reader.forward_large(&mut upstream_read, &mut *client_write, tag, len).await?;
-                    session.bytes.to_client.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                    session.bytes.to_client.fetch_add(len as u64, Ordering::Relaxed);
                 }
             }
         }
