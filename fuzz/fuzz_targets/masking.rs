@@ -17,6 +17,12 @@ name = "fuzz"
 protocol = "postgres"
 port = 5432
 addresses = ["10.0.0.1"]
+# Column rules need just-in-time logins (column names come from the catalog as the session's role).
+[target.credentials]
+admin_file = "/nonexistent/admin.toml"
+[[target.credentials.role]]
+name = "r"
+users = ["*"]
 [target.masking]
 detectors = ["card", "email", "ssn", "iban", "phone", "ipv4", "aws_key", "jwt", "private_key", "api_key"]
 [[target.masking.detector]]
