@@ -42,7 +42,7 @@ use self::{
     guard::{Guard, GuardContext, Screened, Screening},
     recorder::{SessionRef, StatementLog},
     statements::StatementTracker,
-    stream::{Batch, FrameReader, Incoming},
+    stream::{Batch, FrameReader, Incoming, Splice},
     tls::Stream,
 };
 use crate::{
@@ -477,11 +477,8 @@ async fn relay_messages(
                     return Ok::<_, ProxyError>(());
                 }
                 Some(Incoming::Frames(Batch { frames, raw })) => {
-                    // As toward the client: the batch goes as it came unless a
-                    // frame is replaced, or held (what came before it goes first).
-                    let (mut at, mut copied) = (0, 0);
+                    let mut splice = Splice::new(&raw, &mut out);
                     for frame in &frames {
-                        let wire_len = 5 + frame.body.len();
                         tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame);
                         if masks {
                             client_view.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame)?;
@@ -490,30 +487,22 @@ async fn relay_messages(
                             None | Some((_, Screening::Done(Screened::Forward))) => Screened::Forward,
                             Some((_, Screening::Done(replaced))) => replaced,
                             Some((guard, Screening::Held(hold))) => {
-                                out.extend_from_slice(&raw[copied..at]);
-                                copied = at;
-                                session.bytes.to_upstream.fetch_add(out.len() as u64, Ordering::Relaxed);
-                                upstream_write.write_all(&out).await?;
-                                out.clear();
+                                // What came before goes now; the held statement waits.
+                                let before = splice.take_before();
+                                session.bytes.to_upstream.fetch_add(before.len() as u64, Ordering::Relaxed);
+                                upstream_write.write_all(&before).await?;
                                 let mut notice = BytesMut::new();
                                 hold.notice.encode(&mut notice);
                                 client_write.lock().await.write_all(&notice).await?;
                                 guard.settle(*hold).await
                             }
                         };
-                        if let Screened::Replace(stand_in) = screened {
-                            out.extend_from_slice(&raw[copied..at]);
-                            stand_in.encode(&mut out);
-                            copied = at + wire_len;
+                        match screened {
+                            Screened::Forward => splice.keep(frame),
+                            Screened::Replace(stand_in) => splice.replace(frame, |out| stand_in.encode(out)),
                         }
-                        at += wire_len;
                     }
-                    let bytes: &[u8] = if copied == 0 && out.is_empty() {
-                        &raw
-                    } else {
-                        out.extend_from_slice(&raw[copied..]);
-                        &out
-                    };
+                    let bytes = splice.finish();
                     session.bytes.to_upstream.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     upstream_write.write_all(bytes).await?;
                     out.clear();
@@ -552,11 +541,8 @@ async fn relay_messages(
                 }
                 Some(Incoming::Frames(Batch { frames, raw })) => {
                     let mut finished = Vec::new();
-                    // Frames go on as they came unless one is replaced: then the bytes
-                    // before it are copied and the replacement is encoded in its place.
-                    let (mut at, mut copied, mut rewritten) = (0, 0, false);
+                    let mut splice = Splice::new(&raw, &mut out);
                     for original in &frames {
-                        let wire_len = 5 + original.body.len();
                         let refusal = guard.as_ref().and_then(|guard| guard.rewrite_error(original));
                         let frame = refusal.as_ref().unwrap_or(original);
                         let masked = match masking.as_mut() {
@@ -581,25 +567,15 @@ async fn relay_messages(
                             issued.lock().unwrap_or_else(|p| p.into_inner()).push(key);
                             ours
                         });
-                        if let Some(replacement) = ours.as_ref().or(message).or(refusal.as_ref()) {
-                            out.extend_from_slice(&raw[copied..at]);
-                            replacement.encode(&mut out);
-                            copied = at + wire_len;
-                            rewritten = true;
-                        } else if let (mask::Masked::Row, Some(layer)) = (&masked, &masking) {
-                            out.extend_from_slice(&raw[copied..at]);
-                            codec::encode_frame(original.tag, layer.row(), &mut out);
-                            copied = at + wire_len;
-                            rewritten = true;
+                        match (ours.as_ref().or(message).or(refusal.as_ref()), &masked, &masking) {
+                            (Some(replacement), ..) => splice.replace(original, |out| replacement.encode(out)),
+                            (None, mask::Masked::Row, Some(layer)) => {
+                                splice.replace(original, |out| codec::encode_frame(original.tag, layer.row(), out))
+                            }
+                            _ => splice.keep(original),
                         }
-                        at += wire_len;
                     }
-                    let bytes: &[u8] = if rewritten {
-                        out.extend_from_slice(&raw[copied..]);
-                        &out
-                    } else {
-                        &raw
-                    };
+                    let bytes = splice.finish();
                     session.bytes.to_client.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     client_write.lock().await.write_all(bytes).await?;
                     out.clear();

@@ -56,6 +56,57 @@ impl Batch {
     }
 }
 
+/// A batch on its way out: the frames go as they came, but for those
+/// replaced. Bytes between replacements are copied once; a batch with no
+/// replacement is not copied at all. Each frame of the batch gets one call,
+/// [`keep`](Self::keep) or [`replace`](Self::replace), in order.
+pub struct Splice<'a> {
+    raw: &'a [u8],
+    out: &'a mut BytesMut,
+    /// Where the frame at hand starts in `raw`.
+    at: usize,
+    /// How much of `raw` is in `out` already (or was sent).
+    copied: usize,
+}
+
+impl<'a> Splice<'a> {
+    /// Splices `raw` (a [`Batch`]'s bytes) into `out`, which must be empty.
+    pub fn new(raw: &'a [u8], out: &'a mut BytesMut) -> Self {
+        debug_assert!(out.is_empty());
+        Self { raw, out, at: 0, copied: 0 }
+    }
+
+    /// The frame at hand goes as it came.
+    pub fn keep(&mut self, frame: &Frame) {
+        self.at += 5 + frame.body.len();
+    }
+
+    /// The frame at hand is left out; `encode` writes what goes instead.
+    pub fn replace(&mut self, frame: &Frame, encode: impl FnOnce(&mut BytesMut)) {
+        self.out.extend_from_slice(&self.raw[self.copied..self.at]);
+        encode(self.out);
+        self.keep(frame);
+        self.copied = self.at;
+    }
+
+    /// Everything before the frame at hand, to send now (the frame itself
+    /// waits: a held statement).
+    pub fn take_before(&mut self) -> BytesMut {
+        self.out.extend_from_slice(&self.raw[self.copied..self.at]);
+        self.copied = self.at;
+        self.out.split()
+    }
+
+    /// The bytes to send.
+    pub fn finish(self) -> &'a [u8] {
+        if self.copied == 0 && self.out.is_empty() {
+            return self.raw;
+        }
+        self.out.extend_from_slice(&self.raw[self.copied..]);
+        self.out
+    }
+}
+
 /// Buffered reader of one direction of a connection.
 #[derive(Debug, Default)]
 pub struct FrameReader {
@@ -189,6 +240,33 @@ mod tests {
             Frame { tag: *tag, body: Bytes::from(vec![b'x'; *len]) }.encode(&mut out);
         }
         out.to_vec()
+    }
+
+    #[test]
+    fn a_splice_copies_only_around_replacements() {
+        let frame = |tag: u8, body: &'static [u8]| Frame { tag, body: Bytes::from_static(body) };
+        let encoded = |frames: &[&Frame]| {
+            let mut out = BytesMut::new();
+            frames.iter().for_each(|frame| frame.encode(&mut out));
+            out.to_vec()
+        };
+        let (first, second, third, stand_in) =
+            (frame(b'D', b"aa"), frame(b'D', b"bbb"), frame(b'C', b"c"), frame(b'D', b"x"));
+        let raw = encoded(&[&first, &second, &third]);
+
+        let mut out = BytesMut::new();
+        let mut splice = Splice::new(&raw, &mut out);
+        [&first, &second, &third].into_iter().for_each(|frame| splice.keep(frame));
+        assert_eq!(splice.finish().as_ptr(), raw.as_ptr(), "an unchanged batch is not copied");
+
+        let mut out = BytesMut::new();
+        let mut splice = Splice::new(&raw, &mut out);
+        splice.keep(&first);
+        splice.replace(&second, |out| stand_in.encode(out));
+        let before = splice.take_before();
+        assert_eq!(before.to_vec(), encoded(&[&first, &stand_in]));
+        splice.keep(&third);
+        assert_eq!(splice.finish(), encoded(&[&third]));
     }
 
     #[tokio::test]
