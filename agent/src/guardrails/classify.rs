@@ -153,15 +153,6 @@ impl Classification {
     /// [`StatementClass::Unparsed`].
     pub fn of(sql: &str) -> Self {
         let mut result = Self::default();
-        if sql.contains('\0') {
-            // No statement PostgreSQL reads holds a NUL (the protocol ends
-            // the text there), and sqlparser stops reading at one: whatever
-            // follows it would go unseen.
-            result.classes.insert(StatementClass::Unparsed);
-            result.parse_error = Some("the text contains a NUL byte".into());
-            result.statements = 1;
-            return result;
-        }
         match parse_all(sql) {
             Ok(statements) => {
                 result.statements = statements.len();
@@ -659,8 +650,10 @@ mod tests {
 
     #[test]
     fn a_nul_byte_hides_nothing() {
-        let c = Classification::of("SELECT f(\0)\n;DROP TABLE t");
-        assert!(c.classes.contains(&C::Unparsed), "{c:?}");
+        for sql in ["SELECT f(\0)\n;DROP TABLE t", "SELECT 1\0;DROP TABLE t"] {
+            let c = Classification::of(sql);
+            assert!(c.classes.contains(&C::Unparsed) && c.classes.contains(&C::Drop), "{sql:?}: {c:?}");
+        }
     }
 
     #[test]
