@@ -509,8 +509,12 @@ fn shape(sql: &str) -> Option<String> {
                 i = end;
             }
             _ => {
-                // Whole characters: `i` only ever stops on ASCII bytes above.
-                let next = bytes[i + 1..].iter().position(|b| b.is_ascii()).map_or(bytes.len(), |n| i + 1 + n);
+                // On to the next byte that may start a literal, a quote or a
+                // comment: all ASCII, so a character boundary.
+                let next = bytes[i + 1..]
+                    .iter()
+                    .position(|b| matches!(b, b'\\' | b'$' | b'-' | b'/' | b'\'' | b'"' | b'0'..=b'9'))
+                    .map_or(bytes.len(), |n| i + 1 + n);
                 out.push_str(&sql[i..next]);
                 i = next;
             }
