@@ -420,15 +420,10 @@ fn su_and_runuser_do_not_carry_a_login_to_another_account() {
     assert!(own.success(), "{own:?}\n{}", lab.agent().log());
     assert_eq!(opened_by(&lab, 0).last().expect("connection.open")["identity"]["user"], "alice@example.com");
     // …then becomes bob: same login session, another account, no login there.
-    let bob = &lab.user("bob").name;
-    for switch in [format!("/usr/sbin/runuser -u {bob} --"), format!("/bin/su -s /bin/sh {bob} -c")] {
-        let script = if switch.starts_with("/bin/su ") {
-            format!("{switch} \"{}\"", psql_script(&lab))
-        } else {
-            format!("{switch} {}", psql_script(&lab))
-        };
+    let (bob, psql) = (&lab.user("bob").name, psql_script(&lab));
+    for script in [format!("/usr/sbin/runuser -u {bob} -- {psql}"), format!("/bin/su -s /bin/sh {bob} -c \"{psql}\"")] {
         let out = root.run(&script);
-        assert!(!out.success() && out.stderr.contains("run: airlock login"), "{switch}: {out:?}");
+        assert!(!out.success() && out.stderr.contains("run: airlock login"), "{script}: {out:?}");
     }
     assert!(opened_by(&lab, lab.user("bob").uid).is_empty(), "bob's connections never opened");
 }
