@@ -15,6 +15,11 @@ use std::{
 
 use airlock_vm_tests::{Lab, privileged};
 
+/// The agent's allocator, so in-process figures (classification, masking,
+/// audit) are what the agent gets.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod audit;
 mod guardrails;
 mod postgres;
