@@ -350,17 +350,22 @@ impl Visitor for Walker<'_> {
 }
 
 /// `schema.table` as PostgreSQL resolves the spelling: unquoted parts fold
-/// to lowercase, quoted ones keep their case.
+/// to lowercase, quoted ones keep their case. PostgreSQL folds only ASCII
+/// letters in unquoted names (`ÄBC` is the relation `Äbc`), and so does this.
 fn object_name(name: &ObjectName) -> String {
     let mut out = String::new();
     for (i, part) in name.0.iter().enumerate() {
         if i > 0 {
             out.push('.');
         }
-        match part {
-            ObjectNamePart::Identifier(ident) if ident.quote_style.is_some() => out.push_str(&ident.value),
-            ObjectNamePart::Identifier(ident) => out.push_str(&ident.value.to_lowercase()),
-            ObjectNamePart::Function(function) => out.push_str(&function.name.value.to_lowercase()),
+        let (text, folded) = match part {
+            ObjectNamePart::Identifier(ident) => (&ident.value, ident.quote_style.is_none()),
+            ObjectNamePart::Function(function) => (&function.name.value, function.name.quote_style.is_none()),
+        };
+        let start = out.len();
+        out.push_str(text);
+        if folded {
+            out[start..].make_ascii_lowercase();
         }
     }
     out
@@ -635,6 +640,12 @@ mod tests {
         assert_eq!(c.tables.iter().map(String::as_str).collect::<Vec<_>>(), ["Orders", "public.customers"]);
         let c = Classification::of("DROP TABLE a, b.c");
         assert_eq!(c.tables.iter().map(String::as_str).collect::<Vec<_>>(), ["a", "b.c"]);
+        // PostgreSQL folds only ASCII letters of unquoted names.
+        let c = Classification::of(r#"DROP TABLE ÄBC, "ÄBC", ÉcOLE.Ü"#);
+        assert_eq!(c.tables.iter().map(String::as_str).collect::<Vec<_>>(), ["ÄBC", "Äbc", "École.Ü"]);
+        let c = Classification::of(r#"SELECT Pg_Terminate_Backend(1), "Lower"(x) FROM t"#);
+        assert_eq!(c.functions.iter().map(String::as_str).collect::<Vec<_>>(), ["Lower", "pg_terminate_backend"]);
+        assert!(c.classes.contains(&StatementClass::RiskyFunction));
     }
 
     #[test]
