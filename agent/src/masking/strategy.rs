@@ -126,6 +126,8 @@ const KEY_LEN: usize = 32;
 #[derive(Clone)]
 pub struct TokenKey {
     mac: Hmac<Sha256>,
+    /// Tells this key's entries in the token memo from other keys'.
+    id: u64,
 }
 
 impl fmt::Debug for TokenKey {
@@ -168,7 +170,8 @@ impl TokenKey {
     pub fn from_bytes(key: &[u8]) -> Self {
         // HMAC takes keys of any length; the error type is never produced.
         let mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC key"));
-        Self { mac }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self { mac, id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
     }
 
     /// Loads the key at `path`, or creates it (random, mode 0600, directory
@@ -205,15 +208,81 @@ impl TokenKey {
     /// Appends the token of `value`: `tok_` and 16 hex digits (64 bits:
     /// collisions are negligible at table sizes, and short enough to read).
     pub fn token(&self, value: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"tok_");
+        out.extend_from_slice(&memo::token(self.id, value, || self.digest_hex(value)));
+    }
+
+    fn digest_hex(&self, value: &[u8]) -> [u8; 16] {
         let mut mac = self.mac.clone();
         mac.update(value);
         let digest = mac.finalize().into_bytes();
-        out.extend_from_slice(b"tok_");
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        for byte in &digest[..8] {
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0xf)]);
+        let mut hex = [0u8; 16];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(&digest[..8]) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
+        hex
+    }
+}
+
+/// Tokens of recently seen short values, one table per thread (the proxy
+/// masks on one event-loop thread, so no lock). Columns repeat values
+/// (statuses, countries, `n/a`), and a lookup costs a fraction of an HMAC.
+/// Entries hold the value itself and are compared in full: a slot collision
+/// only evicts.
+mod memo {
+    use std::cell::RefCell;
+
+    const SLOTS: usize = 256;
+    /// Longer values are hashed every time: long values rarely repeat.
+    const MAX_VALUE: usize = 48;
+
+    #[derive(Clone, Copy)]
+    struct Slot {
+        /// The key's id; 0 for an empty slot (ids start at 1).
+        key: u64,
+        len: u8,
+        value: [u8; MAX_VALUE],
+        token: [u8; 16],
+    }
+
+    const EMPTY: Slot = Slot { key: 0, len: 0, value: [0; MAX_VALUE], token: [0; 16] };
+
+    thread_local! {
+        static TABLE: RefCell<Box<[Slot; SLOTS]>> = RefCell::new(Box::new([EMPTY; SLOTS]));
+    }
+
+    /// The token of `value` under key `key`, from the table or `compute`.
+    pub(super) fn token(key: u64, value: &[u8], compute: impl FnOnce() -> [u8; 16]) -> [u8; 16] {
+        if value.len() > MAX_VALUE {
+            return compute();
+        }
+        let index = slot_of(key, value);
+        TABLE.with_borrow_mut(|table| {
+            let slot = &mut table[index];
+            if slot.key == key && &slot.value[..usize::from(slot.len)] == value {
+                return slot.token;
+            }
+            let token = compute();
+            slot.key = key;
+            slot.len = value.len() as u8;
+            slot.value[..value.len()].copy_from_slice(value);
+            slot.token = token;
+            token
+        })
+    }
+
+    /// FNV-1a over 8-byte words: spreads values over the slots; the
+    /// comparison above, not this hash, decides a hit.
+    fn slot_of(key: u64, value: &[u8]) -> usize {
+        let mut hash = 0xcbf2_9ce4_8422_2325_u64 ^ key ^ value.len() as u64;
+        for chunk in value.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (hash ^ (hash >> 32)) as usize % SLOTS
     }
 }
 
@@ -239,6 +308,21 @@ mod tests {
         let mut text = Vec::new();
         Strategy::Null.apply_in_text(b"x", "email", &TokenKey::from_bytes(b"k"), &mut text);
         assert_eq!(text, b"[masked:email]");
+    }
+
+    #[test]
+    fn remembered_tokens_are_the_computed_ones() {
+        let keys = [TokenKey::from_bytes(b"k1"), TokenKey::from_bytes(b"k2")];
+        let values: Vec<Vec<u8>> =
+            (0..2_000u32).map(|i| format!("v{}", i % 700).repeat(1 + (i % 14) as usize).into_bytes()).collect();
+        for (i, value) in values.iter().enumerate() {
+            let key = &keys[i % 2];
+            let mut memoized = Vec::new();
+            key.token(value, &mut memoized);
+            let mut fresh = b"tok_".to_vec();
+            fresh.extend_from_slice(&key.digest_hex(value));
+            assert_eq!(memoized, fresh, "value {i}");
+        }
     }
 
     #[test]
