@@ -87,6 +87,15 @@ pub struct Event<'a, D = serde_json::Value> {
 }
 
 impl<'a, D> Event<'a, D> {
+    fn names(&self) -> segments::RecordNames<'a> {
+        segments::RecordNames {
+            kind: self.kind,
+            session: self.session,
+            user: self.identity.map(|identity| identity.user.as_str()),
+            target: self.target.map(|target| target.name.as_str()),
+        }
+    }
+
     /// An event within a session: who and where; the process is in the
     /// session's `connection.open` record.
     pub fn in_session(
@@ -100,17 +109,43 @@ impl<'a, D> Event<'a, D> {
     }
 }
 
+/// The fields of a record that say whom and what it is about, between
+/// `kind` and `detail`.
 #[derive(Serialize)]
-struct Body<'a, D> {
-    seq: u64,
-    ts: &'a str,
-    kind: &'a str,
+struct Context<'a> {
     session: Option<&'a str>,
     identity: Option<&'a Identity>,
     process: Option<&'a ProcessInfo>,
     target: Option<&'a TargetRef>,
-    detail: &'a D,
-    prev: &'a str,
+}
+
+/// A session's id, person and target, encoded once for all the records
+/// written about it: the statement writer writes one per statement, and
+/// encoding who and where each time was a good part of its work.
+#[derive(Debug)]
+pub struct SessionContext {
+    session: String,
+    user: String,
+    target: String,
+    /// [`Context`] as JSON, without its braces.
+    fields: String,
+}
+
+impl SessionContext {
+    /// The context of records about `session`, by `identity`, to `target`.
+    pub fn new(session: &str, identity: &Identity, target: &TargetRef) -> Result<Self, AuditError> {
+        let context = Context { session: Some(session), identity: Some(identity), process: None, target: Some(target) };
+        Ok(Self {
+            session: session.to_owned(),
+            user: identity.user.clone(),
+            target: target.name.clone(),
+            fields: context_fields(&context)?,
+        })
+    }
+
+    fn names<'a>(&'a self, kind: &'a str) -> segments::RecordNames<'a> {
+        segments::RecordNames { kind, session: Some(&self.session), user: Some(&self.user), target: Some(&self.target) }
+    }
 }
 
 struct Chain {
@@ -277,18 +312,46 @@ impl AuditLog {
     /// Appends records in order with a single `write(2)`; returns the
     /// sequence number of the last. Either all of them are written or the
     /// chain does not advance (a torn tail is repaired at the next start).
-    pub fn append_batch<'a, D: Serialize>(
+    pub fn append_batch<'a, D: Serialize + 'a>(
         &self,
         events: impl IntoIterator<Item = Event<'a, D>>,
+    ) -> Result<u64, AuditError> {
+        self.append_lines(events.into_iter().map(|event| {
+            let context = Context {
+                session: event.session,
+                identity: event.identity,
+                process: event.process,
+                target: event.target,
+            };
+            (event.names(), context_fields(&context), event.detail)
+        }))
+    }
+
+    /// Appends records about sessions, each its session, kind and detail,
+    /// as [`AuditLog::append_batch`] does.
+    pub fn append_in_sessions<'a, D: Serialize + 'a>(
+        &self,
+        events: impl IntoIterator<Item = (&'a SessionContext, &'a str, D)>,
+    ) -> Result<u64, AuditError> {
+        self.append_lines(
+            events
+                .into_iter()
+                .map(|(context, kind, detail)| (context.names(kind), Ok(context.fields.as_str()), detail)),
+        )
+    }
+
+    fn append_lines<'a, D: Serialize, F: AsRef<str>>(
+        &self,
+        records: impl Iterator<Item = (segments::RecordNames<'a>, Result<F, AuditError>, D)>,
     ) -> Result<u64, AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let mut lines = Vec::new();
         let ts = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
         let (mut seq, mut prev) = (chain.next_seq, chain.prev.clone());
-        for event in events {
-            prev = encode(&mut lines, seq, &ts, &event, &prev)?;
+        for (names, context, detail) in records {
+            prev = encode(&mut lines, seq, &ts, names.kind, context?.as_ref(), &detail, &prev)?;
             if let Some(index) = chain.index.as_mut() {
-                index.note(seq, &ts, &prev, &event);
+                index.note(seq, &ts, &prev, names);
             }
             seq += 1;
         }
@@ -336,9 +399,12 @@ impl AuditLog {
     /// Appends one record of the log's own under the held lock.
     fn write_one(&self, chain: &mut Chain, ts: &str, event: &Event<'_>) -> Result<(), AuditError> {
         let mut line = Vec::new();
-        let hash = encode(&mut line, chain.next_seq, ts, event, &chain.prev)?;
+        let context =
+            Context { session: event.session, identity: event.identity, process: event.process, target: event.target };
+        let hash =
+            encode(&mut line, chain.next_seq, ts, event.kind, &context_fields(&context)?, &event.detail, &chain.prev)?;
         if let Some(index) = chain.index.as_mut() {
-            index.note(chain.next_seq, ts, &hash, event);
+            index.note(chain.next_seq, ts, &hash, event.names());
         }
         let next = chain.next_seq + 1;
         self.write(chain, &line, next, hash)
@@ -436,35 +502,46 @@ fn first_seq(path: &Path) -> Option<u64> {
     serde_json::from_str::<serde_json::Value>(&line).ok()?.get("seq")?.as_u64()
 }
 
-/// Appends one record's line to `out`; returns its hash.
+/// [`Context`] as JSON object fields, without the braces.
+fn context_fields(context: &Context<'_>) -> Result<String, AuditError> {
+    let mut json = serde_json::to_string(context)?;
+    json.pop();
+    json.remove(0);
+    Ok(json)
+}
+
+/// Appends one record's line to `out`; returns its hash. A record is
+/// `{"seq":…,"ts":…,"kind":…,` the context fields `,"detail":…,"prev":…`,
+/// then `"hash"`, computed over everything before it with the object closed.
 fn encode<D: Serialize>(
     out: &mut Vec<u8>,
     seq: u64,
     ts: &str,
-    event: &Event<'_, D>,
+    kind: &str,
+    context: &str,
+    detail: &D,
     prev: &str,
 ) -> Result<String, AuditError> {
-    {
-        let body = Body {
-            seq,
-            ts,
-            kind: event.kind,
-            session: event.session,
-            identity: event.identity,
-            process: event.process,
-            target: event.target,
-            detail: &event.detail,
-            prev,
-        };
-        let start = out.len();
-        serde_json::to_writer(&mut *out, &body)?;
-        let hash = hex(&Sha256::digest(&out[start..]));
-        out.pop(); // the closing brace; the hash goes inside the object
-        out.extend_from_slice(b",\"hash\":\"");
-        out.extend_from_slice(hash.as_bytes());
-        out.extend_from_slice(b"\"}\n");
-        Ok(hash)
-    }
+    let start = out.len();
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"ts\":");
+    serde_json::to_writer(&mut *out, ts)?;
+    out.extend_from_slice(b",\"kind\":");
+    serde_json::to_writer(&mut *out, kind)?;
+    out.push(b',');
+    out.extend_from_slice(context.as_bytes());
+    out.extend_from_slice(b",\"detail\":");
+    serde_json::to_writer(&mut *out, detail)?;
+    out.extend_from_slice(b",\"prev\":");
+    serde_json::to_writer(&mut *out, prev)?;
+    out.push(b'}');
+    let hash = hex(&Sha256::digest(&out[start..]));
+    out.pop(); // the closing brace; the hash goes inside the object
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(b"\"}\n");
+    Ok(hash)
 }
 
 /// Splits a written line into the hashed part (re-closed as JSON) and its hash.
@@ -566,6 +643,42 @@ mod tests {
         for key in ["seq", "ts", "kind", "session", "identity", "process", "target", "detail", "prev", "hash"] {
             assert!(keys.contains(&key.to_owned()), "{key} missing");
         }
+    }
+
+    #[test]
+    fn session_records_read_as_any_other_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let identity = Identity {
+            source: crate::identity::IdentitySource::Unix,
+            subject: "unix:al\"ice".into(),
+            user: "al\"ice".into(),
+            email: Some("alice@example.com".into()),
+            token: None,
+            uid: 1000,
+            groups: vec!["dev".into(), "dba".into()],
+        };
+        let target = TargetRef { name: "pg".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 };
+        let detail = serde_json::json!({"sql": "SELECT 1", "n": [1, 2]});
+        log.append(Event::in_session("postgres.statement", "s-1", &identity, &target, detail.clone())).unwrap();
+        let context = SessionContext::new("s-1", &identity, &target).unwrap();
+        log.append_in_sessions([(&context, "postgres.statement", &detail), (&context, "secret.detected", &detail)])
+            .unwrap();
+        let lines = lines(&log);
+        let fields = |line: &str| {
+            let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+            for volatile in ["seq", "ts", "prev", "hash", "kind"] {
+                value.remove(volatile);
+            }
+            value
+        };
+        assert_eq!(fields(&lines[0]), fields(&lines[1]));
+        assert_eq!(fields(&lines[0]), fields(&lines[2]));
+        // The same bytes but for what changes from record to record.
+        let cut = |line: &str| line[line.find(",\"session\"").unwrap()..line.find(",\"prev\"").unwrap()].to_owned();
+        assert_eq!(cut(&lines[0]), cut(&lines[1]));
+        let report = verify::verify(dir.path(), None).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 
     #[test]

@@ -83,6 +83,19 @@ pub struct SegmentIndex {
     pub sessions: BTreeSet<String>,
 }
 
+/// What a segment's index keeps of one record.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordNames<'a> {
+    /// Dotted kind.
+    pub kind: &'a str,
+    /// Session id.
+    pub session: Option<&'a str>,
+    /// The person's user name.
+    pub user: Option<&'a str>,
+    /// The target's name.
+    pub target: Option<&'a str>,
+}
+
 impl SegmentIndex {
     /// Reads a segment and builds its index.
     pub fn build(segment: &Path) -> io::Result<Self> {
@@ -112,7 +125,7 @@ impl SegmentIndex {
     }
 
     /// Notes a record as it is written to the segment.
-    pub fn note<D>(&mut self, seq: u64, ts: &str, hash: &str, event: &super::Event<'_, D>) {
+    pub fn note(&mut self, seq: u64, ts: &str, hash: &str, names: RecordNames<'_>) {
         if self.first_seq == 0 {
             self.first_seq = seq;
             self.first_ts = ts.to_owned();
@@ -123,10 +136,10 @@ impl SegmentIndex {
         }
         hash.clone_into(&mut self.last_hash);
         let names = [
-            (&mut self.kinds, Some(event.kind)),
-            (&mut self.sessions, event.session),
-            (&mut self.users, event.identity.map(|identity| identity.user.as_str())),
-            (&mut self.targets, event.target.map(|target| target.name.as_str())),
+            (&mut self.kinds, Some(names.kind)),
+            (&mut self.sessions, names.session),
+            (&mut self.users, names.user),
+            (&mut self.targets, names.target),
         ];
         for (set, name) in names {
             if let Some(name) = name

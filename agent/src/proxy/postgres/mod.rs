@@ -40,13 +40,13 @@ use self::{
     cancel::{BackendKey, CancelKeys},
     codec::{ErrorFields, Frame, StartupPacket},
     guard::{Guard, GuardContext, Screened, Screening},
-    recorder::{SessionRef, StatementLog},
+    recorder::StatementLog,
     statements::StatementTracker,
     stream::{Batch, FrameReader, Incoming, Splice},
     tls::Stream,
 };
 use crate::{
-    audit::{AuditLog, Event},
+    audit::{AuditLog, Event, SessionContext},
     credentials::{Engine, Lease},
     daemon::sessions::LiveSession,
     policy::Credentials,
@@ -455,11 +455,7 @@ async fn relay_messages(
     let client_view = std::sync::Mutex::new(mask::ClientView::default());
     let masks = masking.is_some();
     let recorder = shared.statements;
-    let me = Arc::new(SessionRef {
-        id: session.id.clone(),
-        identity: session.identity.clone(),
-        target: session.target.clone(),
-    });
+    let me = Arc::new(SessionContext::new(&session.id, &session.identity, &session.target)?);
     let issued = Mutex::new(Vec::new());
     let tracker = Mutex::new(StatementTracker::default());
     let guard = shared.guard.as_ref().map(|context| Guard::new(context, session, shared.audit));

@@ -18,10 +18,7 @@ use std::sync::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ProxyError, statements::StatementRecord};
-use crate::{
-    audit::{AuditLog, Event, TargetRef},
-    identity::Identity,
-};
+use crate::audit::{AuditLog, SessionContext};
 
 /// Most hand-overs taken in one write.
 const BATCH: usize = 512;
@@ -31,18 +28,8 @@ const BATCH: usize = 512;
 /// reaches the disk this much later.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Who a session's records are about, shared by its records.
-pub struct SessionRef {
-    /// Session id.
-    pub id: String,
-    /// Who.
-    pub identity: Identity,
-    /// Where to.
-    pub target: TargetRef,
-}
-
 enum Item {
-    Records(Arc<SessionRef>, Vec<StatementRecord>),
+    Records(Arc<SessionContext>, Vec<StatementRecord>),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -70,7 +57,7 @@ impl StatementLog {
     }
 
     /// Hands finished statements over for writing.
-    pub fn record(&self, session: &Arc<SessionRef>, batch: Vec<StatementRecord>) -> Result<(), ProxyError> {
+    pub fn record(&self, session: &Arc<SessionContext>, batch: Vec<StatementRecord>) -> Result<(), ProxyError> {
         if self.failed.load(Ordering::SeqCst) {
             return Err(ProxyError::AuditLost);
         }
@@ -129,7 +116,7 @@ impl StatementWriter {
         }
     }
 
-    fn write(&self, records: &[(Arc<SessionRef>, Vec<StatementRecord>)]) -> Result<(), crate::audit::AuditError> {
+    fn write(&self, records: &[(Arc<SessionContext>, Vec<StatementRecord>)]) -> Result<(), crate::audit::AuditError> {
         let events = records.iter().flat_map(|(session, batch)| {
             batch.iter().flat_map(move |statement| {
                 // The statement itself is stored redacted; `secret.detected` says a secret travelled.
@@ -137,14 +124,12 @@ impl StatementWriter {
                     "secret.detected",
                     Detail::Secret { kinds: &statement.secrets, sql: &statement.sql, r#where: "statement" },
                 ));
-                std::iter::once(("postgres.statement", Detail::Statement(statement))).chain(secret).map(
-                    move |(kind, detail)| {
-                        Event::in_session(kind, &session.id, &session.identity, &session.target, detail)
-                    },
-                )
+                std::iter::once(("postgres.statement", Detail::Statement(statement)))
+                    .chain(secret)
+                    .map(move |(kind, detail)| (&**session, kind, detail))
             })
         });
-        self.audit.append_batch(events).map(drop)
+        self.audit.append_in_sessions(events).map(drop)
     }
 }
 
