@@ -27,7 +27,7 @@ use super::{
     ProxyError,
     catalog::{Catalog, Login},
     codec::{FieldDescription, Frame, Frontend},
-    shapes::{ResultShapes, Rows},
+    shapes::{Columns, ResultShapes, Rows},
 };
 use crate::masking::{ColumnDesc, ColumnPlan, CopyFormat, MaskError, MaskOutcome, Masker};
 
@@ -111,28 +111,37 @@ impl<'a> MaskLayer<'a> {
         }
     }
 
-    /// Masks one server frame.
-    pub async fn server_sent(&mut self, frame: &Frame, view: &Mutex<ClientView>) -> Result<Masked, ProxyError> {
-        let rows = {
-            let mut view = view.lock().unwrap_or_else(|p| p.into_inner());
-            let rows =
-                view.shapes.server_sent(frame).map_err(|error| ProxyError::Protocol { side: "server", error })?;
-            if let Rows::CopyOut { binary, columns } = rows {
+    /// Notes a server frame: which result it belongs to. A result the
+    /// layer has no plan for yet is returned: [`describe`](Self::describe)
+    /// it before [`mask`](Self::mask)ing the frame. Rows, by the thousand,
+    /// take this synchronous path only; a plan may need the catalog.
+    pub fn observe(&mut self, frame: &Frame, view: &Mutex<ClientView>) -> Result<Option<Columns>, ProxyError> {
+        let mut view = view.lock().unwrap_or_else(|p| p.into_inner());
+        match view.shapes.server_sent(frame).map_err(|error| ProxyError::Protocol { side: "server", error })? {
+            Rows::CopyOut { binary, columns } => {
                 let format = view.copy_formats.pop_front();
-                return self.start_copy(binary, columns, format).map(|()| Masked::Unchanged);
+                self.start_copy(binary, columns, format)?;
             }
-            rows
-        };
-        match rows {
-            Rows::Columns(columns) => self.plan = Some(self.plan_for(&columns).await?),
+            Rows::Columns(columns) => return Ok(Some(columns)),
             Rows::Ended => {
                 self.plan = None;
                 if frame.tag != b'E' {
                     self.copy = None;
                 }
             }
-            Rows::Same | Rows::CopyOut { .. } => {}
+            Rows::Same => {}
         }
+        Ok(None)
+    }
+
+    /// Plans the masking of a result with these columns.
+    pub async fn describe(&mut self, columns: &[FieldDescription]) -> Result<(), ProxyError> {
+        self.plan = Some(self.plan_for(columns).await?);
+        Ok(())
+    }
+
+    /// Masks one server frame, [`observe`](Self::observe)d first.
+    pub fn mask(&mut self, frame: &Frame) -> Result<Masked, ProxyError> {
         self.scratch.clear();
         let outcome = match frame.tag {
             b'D' => {
@@ -169,8 +178,8 @@ impl<'a> MaskLayer<'a> {
         })
     }
 
-    /// The body of the row [`server_sent`](Self::server_sent) last
-    /// answered [`Masked::Row`] for.
+    /// The body of the row [`mask`](Self::mask) last answered
+    /// [`Masked::Row`] for.
     pub fn row(&self) -> &[u8] {
         &self.scratch
     }

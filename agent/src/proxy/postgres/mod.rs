@@ -542,7 +542,12 @@ async fn relay_messages(
                         let refusal = guard.as_ref().and_then(|guard| guard.rewrite_error(original));
                         let frame = refusal.as_ref().unwrap_or(original);
                         let masked = match masking.as_mut() {
-                            Some(layer) => layer.server_sent(frame, &client_view).await?,
+                            Some(layer) => {
+                                if let Some(columns) = layer.observe(frame, &client_view)? {
+                                    layer.describe(&columns).await?;
+                                }
+                                layer.mask(frame)?
+                            }
                             None => mask::Masked::Unchanged,
                         };
                         let message = match &masked {
