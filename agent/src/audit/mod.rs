@@ -87,6 +87,10 @@ pub struct Event<'a, D = serde_json::Value> {
 }
 
 impl<'a, D> Event<'a, D> {
+    fn context(&self) -> Context<'a> {
+        Context { session: self.session, identity: self.identity, process: self.process, target: self.target }
+    }
+
     fn names(&self) -> segments::RecordNames<'a> {
         segments::RecordNames {
             kind: self.kind,
@@ -316,15 +320,9 @@ impl AuditLog {
         &self,
         events: impl IntoIterator<Item = Event<'a, D>>,
     ) -> Result<u64, AuditError> {
-        self.append_lines(events.into_iter().map(|event| {
-            let context = Context {
-                session: event.session,
-                identity: event.identity,
-                process: event.process,
-                target: event.target,
-            };
-            (event.names(), context_fields(&context), event.detail)
-        }))
+        self.append_lines(
+            events.into_iter().map(|event| (event.names(), context_fields(&event.context()), event.detail)),
+        )
     }
 
     /// Appends records about sessions, each its session, kind and detail,
@@ -399,10 +397,8 @@ impl AuditLog {
     /// Appends one record of the log's own under the held lock.
     fn write_one(&self, chain: &mut Chain, ts: &str, event: &Event<'_>) -> Result<(), AuditError> {
         let mut line = Vec::new();
-        let context =
-            Context { session: event.session, identity: event.identity, process: event.process, target: event.target };
-        let hash =
-            encode(&mut line, chain.next_seq, ts, event.kind, &context_fields(&context)?, &event.detail, &chain.prev)?;
+        let context = context_fields(&event.context())?;
+        let hash = encode(&mut line, chain.next_seq, ts, event.kind, &context, &event.detail, &chain.prev)?;
         if let Some(index) = chain.index.as_mut() {
             index.note(chain.next_seq, ts, &hash, event.names());
         }
@@ -524,7 +520,7 @@ fn encode<D: Serialize>(
 ) -> Result<String, AuditError> {
     let start = out.len();
     out.extend_from_slice(b"{\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    serde_json::to_writer(&mut *out, &seq)?;
     out.extend_from_slice(b",\"ts\":");
     serde_json::to_writer(&mut *out, ts)?;
     out.extend_from_slice(b",\"kind\":");

@@ -230,7 +230,8 @@ impl TokenKey {
 /// masks on one event-loop thread, so no lock). Columns repeat values
 /// (statuses, countries, `n/a`), and a lookup costs a fraction of an HMAC.
 /// Entries hold the value itself and are compared in full: a slot collision
-/// only evicts.
+/// only evicts. Like the relay's buffers, the table holds recent values in
+/// the agent's memory, never anywhere else.
 mod memo {
     use std::cell::RefCell;
 
