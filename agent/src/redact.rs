@@ -2,6 +2,8 @@
 //! connection strings. What is removed is replaced by `***`; the shape of
 //! the text stays, so a reader still sees what was done.
 
+use std::borrow::Cow;
+
 /// What replaces a secret.
 pub const REDACTED: &str = "***";
 /// Flags whose value is a secret, as `--flag value` or `--flag=value`.
@@ -108,16 +110,15 @@ impl serde::Serialize for Secrets {
 /// (`CREATE ROLE … PASSWORD 'x'`, `ALTER USER … ENCRYPTED PASSWORD $$x$$`),
 /// and passwords in URIs inside it.
 pub fn sql(text: &str) -> String {
-    sql_with_findings(text).0
+    sql_with_findings(text).0.into_owned()
 }
 
-/// [`sql`], and which kinds of secret it removed.
-pub fn sql_with_findings(text: &str) -> (String, Secrets) {
-    // The common case, on every statement: nothing to look for.
-    let has_password_word = text.as_bytes().windows(8).any(|w| w.eq_ignore_ascii_case(b"password"));
+/// [`sql`], and which kinds of secret it removed; the text itself when it
+/// has none, which is every statement but a few.
+pub fn sql_with_findings(text: &str) -> (Cow<'_, str>, Secrets) {
     let mut secrets = Secrets::default();
-    if !has_password_word && !text.contains("://") {
-        return (text.to_owned(), secrets);
+    if !mentions_password(text) && !text.contains("://") {
+        return (Cow::Borrowed(text), secrets);
     }
     let original = text;
     let text = uri_passwords(text);
@@ -149,7 +150,15 @@ pub fn sql_with_findings(text: &str) -> (String, Secrets) {
         search = copied;
     }
     out.push_str(&text[copied..]);
-    (out, secrets)
+    (Cow::Owned(out), secrets)
+}
+
+/// Whether `password`, in any case, is in `text`: the scan runs on every
+/// statement, so it jumps from one `p` to the next.
+fn mentions_password(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    memchr::memchr2_iter(b'p', b'P', bytes)
+        .any(|at| bytes.get(at..at + 8).is_some_and(|word| word.eq_ignore_ascii_case(b"password")))
 }
 
 /// Length of the SQL string literal at the start of `text`: `'…'` (with `''`
@@ -184,9 +193,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn password_is_found_in_any_case_and_place() {
+        for text in ["password", "PASSWORD 'x'", "alter role a PaSsWoRd 'x'", "pp password", "ppassword"] {
+            assert!(mentions_password(text), "{text}");
+        }
+        for text in ["", "passwor", "pass word", "SELECT 1", "pppppppp"] {
+            assert!(!mentions_password(text), "{text}");
+        }
+    }
+
+    #[test]
     fn findings_name_what_was_removed() {
         let (text, found) = sql_with_findings("ALTER ROLE app PASSWORD 'hunter2'");
-        assert_eq!((text.as_str(), found.names()), ("ALTER ROLE app PASSWORD '***'", vec!["password"]));
+        assert_eq!((&*text, found.names()), ("ALTER ROLE app PASSWORD '***'", vec!["password"]));
         let (_, found) = sql_with_findings("SELECT dblink_connect('postgresql://app:s3cret@db/x')");
         assert_eq!(found.names(), ["uri_password"]);
         let (_, found) = sql_with_findings("SELECT * FROM passwords_reset WHERE id = 1");

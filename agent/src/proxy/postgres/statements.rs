@@ -221,9 +221,11 @@ fn remember(map: &mut HashMap<String, Sql>, name: &str, sql: Sql) {
 
 fn clean(sql: &str) -> Sql {
     let (redacted, secrets) = redact::sql_with_findings(sql.trim());
-    let text = match redacted.char_indices().nth(MAX_SQL_CHARS) {
+    // Bytes are at least as many as characters: only long text can need a cut.
+    let cut = if redacted.len() > MAX_SQL_CHARS { redacted.char_indices().nth(MAX_SQL_CHARS) } else { None };
+    let text = match cut {
         Some((cut, _)) => format!("{}… ({} bytes)", &redacted[..cut], redacted.len()).into(),
-        None => redacted.into(),
+        None => Arc::from(&*redacted),
     };
     Sql { text, secrets }
 }
