@@ -81,18 +81,18 @@ impl Strategy {
 fn partial(value: &[u8], keep: usize, out: &mut Vec<u8>) {
     if value.is_ascii() {
         // The common case, byte by byte: one character is one byte.
-        let hide = value.iter().filter(|b| b.is_ascii_alphanumeric()).count().saturating_sub(keep);
-        out.reserve(value.len());
-        let mut seen = 0;
-        out.extend(value.iter().map(|&b| {
-            if b.is_ascii_alphanumeric() {
-                seen += 1;
-                if seen <= hide {
-                    return b'*';
-                }
+        let mut hide = value.iter().filter(|b| b.is_ascii_alphanumeric()).count().saturating_sub(keep);
+        let start = out.len();
+        out.extend_from_slice(value);
+        for byte in &mut out[start..] {
+            if hide == 0 {
+                break;
             }
-            b
-        }));
+            if byte.is_ascii_alphanumeric() {
+                *byte = b'*';
+                hide -= 1;
+            }
+        }
         return;
     }
     // Characters, not bytes: a multi-byte character is one `*`. Bytes
