@@ -2,17 +2,31 @@
 //! then query and verify over a million records, against the goals
 //! (≥ 100k records/s, query ≤ 1 s, verify ≤ 2 s).
 
-use std::time::Instant;
+use std::{fmt::Write as _, time::Instant};
 
 use airlock::{
-    audit::{AuditLog, AuditSettings, Event, TargetRef, query, signing::Signer, verify},
+    audit::{AuditLog, AuditSettings, Event, SessionContext, TargetRef, query, signing::Signer, verify},
     identity::{Identity, IdentitySource},
 };
 
 const RECORDS: u64 = 1_000_000;
+/// Sessions the records are spread over; session `i` is person `i % 50`'s, to target `i % 5`.
+const SESSIONS: usize = 997;
+/// The person of the record the query looks for (record 4242's session's).
+const QUERIED_USER: &str = "user4";
+
+/// A statement record as the PostgreSQL proxy writes one.
+#[derive(serde::Serialize)]
+struct StatementRecord<'a> {
+    protocol: &'static str,
+    sql: &'a str,
+    results: [&'static str; 1],
+    executed: bool,
+    duration_us: u64,
+}
 
 pub fn run() {
-    println!("== audit log: {RECORDS} records (statement records of 50 people on 5 targets)");
+    println!("== audit log: {RECORDS} records (statement records of 50 people on 5 targets, as the proxy writes them)");
     let dir = tempfile::tempdir().expect("tempdir");
     let signer = Signer::load_or_create(&dir.path().join("key")).expect("key");
     let public = signer.public_key_hex();
@@ -37,24 +51,24 @@ pub fn run() {
             port: 5432,
         })
         .collect();
-    let started = Instant::now();
+    // As the statement writer appends: a session's context encoded once,
+    // statements serialized from a typed record.
+    let contexts: Vec<SessionContext> = (0..SESSIONS)
+        .map(|i| SessionContext::new(&format!("s{i}"), &people[i % 50], &targets[i % 5]).expect("context"))
+        .collect();
     let batch = 64u64;
-    let sessions: Vec<String> = (0..997).map(|i| format!("s{i}")).collect();
+    let mut texts: Vec<String> = vec![String::new(); batch as usize];
+    let started = Instant::now();
     let mut written = 0u64;
     while written < RECORDS {
-        log.append_batch((written..written + batch).map(|n| Event {
-            kind: "postgres.statement",
-            session: Some(&sessions[(n % 997) as usize]),
-            identity: Some(&people[(n % 50) as usize]),
-            process: None,
-            target: Some(&targets[(n % 5) as usize]),
-            detail: serde_json::json!({
-                "protocol": "extended",
-                "sql": format!("SELECT abalance FROM pgbench_accounts WHERE aid = {n}"),
-                "results": ["SELECT 1"],
-                "executed": true,
-                "duration_us": 87,
-            }),
+        for (text, n) in texts.iter_mut().zip(written..) {
+            text.clear();
+            write!(text, "SELECT abalance FROM pgbench_accounts WHERE aid = {n}").expect("write");
+        }
+        log.append_in_sessions(texts.iter().zip(written..).map(|(sql, n)| {
+            let record =
+                StatementRecord { protocol: "extended", sql, results: ["SELECT 1"], executed: true, duration_us: 87 };
+            (&contexts[(n % SESSIONS as u64) as usize], "postgres.statement", record)
         }))
         .expect("append");
         written += batch;
@@ -78,7 +92,8 @@ pub fn run() {
     };
     let dir = dir.path().join("audit");
     let started = Instant::now();
-    let filter = query::Filter { user: Some("user7".into()), text: Some("aid = 4242".into()), ..Default::default() };
+    let filter =
+        query::Filter { user: Some(QUERIED_USER.into()), text: Some("aid = 4242".into()), ..Default::default() };
     let stats = query::query(&dir, &filter, |_| true).expect("query");
     let query_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
