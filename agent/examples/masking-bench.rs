@@ -23,6 +23,10 @@ use airlock::{
 };
 use bytes::{Bytes, BytesMut};
 
+/// The agent's allocator, so the figures are the agent's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Detector throughput goal, MB/s per core.
 const DETECTOR_GOAL_MB_S: f64 = 300.0;
 /// Most masking may add to the relay's per-row work.
