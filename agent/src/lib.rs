@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod glob;
 pub mod guardrails;
+pub mod hex;
 pub mod http;
 pub mod identity;
 pub mod intercept;

@@ -441,7 +441,7 @@ fn request_id() -> String {
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
         bytes = nanos.to_be_bytes();
     }
-    crate::audit::hex(&bytes)
+    crate::hex::encode(&bytes)
 }
 
 #[cfg(test)]

@@ -532,7 +532,7 @@ fn encode<D: Serialize>(
     out.extend_from_slice(b",\"prev\":");
     serde_json::to_writer(&mut *out, prev)?;
     out.push(b'}');
-    let hash = hex(&Sha256::digest(&out[start..]));
+    let hash = crate::hex::encode(&Sha256::digest(&out[start..]));
     out.pop(); // the closing brace; the hash goes inside the object
     out.extend_from_slice(b",\"hash\":\"");
     out.extend_from_slice(hash.as_bytes());
@@ -553,17 +553,6 @@ pub(crate) fn hashed_part(line: &str) -> Option<(&str, &str)> {
     let cut = line.len().checked_sub(SUFFIX_LEN)?;
     let hash = line.get(cut..)?.strip_prefix(",\"hash\":\"")?.strip_suffix("\"}")?;
     (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| (&line[..cut], hash))
-}
-
-/// Lowercase hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
 }
 
 pub(crate) fn read_tail(file: &mut File) -> io::Result<String> {
@@ -627,7 +616,7 @@ mod tests {
             let value: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(value["prev"], prev.as_str());
             let (body, hash) = split_hash(line).unwrap();
-            assert_eq!(hex(&Sha256::digest(body.as_bytes())), hash);
+            assert_eq!(crate::hex::encode(&Sha256::digest(body.as_bytes())), hash);
             assert_eq!(value["hash"], hash);
             prev = hash.to_owned();
         }
@@ -731,7 +720,6 @@ mod tests {
             assert_eq!(b["prev"], a["hash"]);
             assert_eq!(b["seq"].as_u64(), a["seq"].as_u64().map(|s| s + 1));
         }
-        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
     }
 
     #[test]

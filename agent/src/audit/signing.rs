@@ -18,7 +18,7 @@ use ring::{
     signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey},
 };
 
-use super::hex;
+use crate::hex;
 
 /// File name of the public key beside the log.
 pub const PUBLIC_KEY_FILE: &str = "audit-signing.pub";
@@ -76,7 +76,7 @@ impl Signer {
 
     /// The public key, hex.
     pub fn public_key_hex(&self) -> String {
-        hex(self.pair.public_key().as_ref())
+        hex::encode(self.pair.public_key().as_ref())
     }
 
     /// Short id of the key, for records: the first 8 bytes of the public key, hex.
@@ -86,7 +86,7 @@ impl Signer {
 
     /// Signature (hex) of a checkpoint over record `seq` with hash `hash`.
     pub fn sign(&self, seq: u64, hash: &str) -> String {
-        hex(self.pair.sign(checkpoint_message(seq, hash).as_bytes()).as_ref())
+        hex::encode(self.pair.sign(checkpoint_message(seq, hash).as_bytes()).as_ref())
     }
 }
 
@@ -97,17 +97,8 @@ fn checkpoint_message(seq: u64, hash: &str) -> String {
 
 /// Whether `signature` (hex) is `public_key`'s (hex) over record `seq` with `hash`.
 pub fn verify(public_key: &str, seq: u64, hash: &str, signature: &str) -> bool {
-    let (Some(key), Some(signature)) = (unhex(public_key), unhex(signature)) else { return false };
+    let (Some(key), Some(signature)) = (hex::decode(public_key), hex::decode(signature)) else { return false };
     UnparsedPublicKey::new(&ED25519, key).verify(checkpoint_message(seq, hash).as_bytes(), &signature).is_ok()
-}
-
-/// Bytes of a hex string.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]

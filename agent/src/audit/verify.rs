@@ -90,12 +90,8 @@ impl<'a> Head<'a> {
 
 /// Whether `digest` is what `stated` (lowercase hex) says, without building a string.
 fn digest_is(digest: &[u8], stated: &str) -> bool {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     stated.len() == digest.len() * 2
-        && digest
-            .iter()
-            .zip(stated.as_bytes().chunks_exact(2))
-            .all(|(byte, pair)| pair[0] == DIGITS[usize::from(byte >> 4)] && pair[1] == DIGITS[usize::from(byte & 0xf)])
+        && digest.iter().zip(stated.as_bytes().chunks_exact(2)).all(|(&byte, pair)| pair == crate::hex::pair(byte))
 }
 
 /// Verifies the log in `dir`; checkpoints against `public_key` (hex) when given.

@@ -403,7 +403,7 @@ fn role_name(user: &str) -> String {
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).expect("the OS random source failed");
-    crate::audit::hex(&buf)
+    crate::hex::encode(&buf)
 }
 
 #[cfg(test)]

@@ -337,10 +337,8 @@ pub(super) fn write_string(text: &[u8], out: &mut Vec<u8>) {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             0..0x20 => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
+                out.extend_from_slice(&crate::hex::pair(b));
             }
             _ => out.push(b),
         }

@@ -216,11 +216,9 @@ impl TokenKey {
         let mut mac = self.mac.clone();
         mac.update(value);
         let digest = mac.finalize().into_bytes();
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut hex = [0u8; 16];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(&digest[..8]) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0xf)];
+        for (pair, &byte) in hex.chunks_exact_mut(2).zip(&digest[..8]) {
+            pair.copy_from_slice(&crate::hex::pair(byte));
         }
         hex
     }

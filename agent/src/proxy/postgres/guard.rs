@@ -86,7 +86,7 @@ impl<'a> Guard<'a> {
         // Without entropy the token is still unique per session id; it only
         // has to be unlikely to occur in a real server error.
         let _ = getrandom::fill(&mut nonce);
-        let token = format!("airlock_refused_{}_", crate::audit::hex(&nonce));
+        let token = format!("airlock_refused_{}_", crate::hex::encode(&nonce));
         Self { context, session, audit, token, next: AtomicU32::new(1), refusals: Mutex::new(HashMap::new()) }
     }
 

@@ -110,7 +110,7 @@ impl Recording {
             self.event("o", &mask(&String::from_utf8_lossy(&rest)))?;
         }
         self.file.sync_data()?;
-        Ok((self.path, crate::audit::hex(&self.hash.finalize())))
+        Ok((self.path, crate::hex::encode(&self.hash.finalize())))
     }
 }
 
@@ -131,7 +131,7 @@ mod tests {
         recording.output(b"psql postgres://app:hunter2@db/x\r\n").unwrap();
         let (path, sha) = recording.finish().unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(crate::audit::hex(&Sha256::digest(text.as_bytes())), sha);
+        assert_eq!(crate::hex::encode(&Sha256::digest(text.as_bytes())), sha);
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["version"], 2);
         assert_eq!(lines[0]["width"], 80);

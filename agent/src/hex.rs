@@ -1,0 +1,40 @@
+//! Lowercase hexadecimal: how Airlock spells digests, signatures, tokens
+//! and random ids.
+
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// The two digits of `byte`.
+pub fn pair(byte: u8) -> [u8; 2] {
+    [DIGITS[usize::from(byte >> 4)], DIGITS[usize::from(byte & 0xf)]]
+}
+
+/// `bytes` in hex.
+pub fn encode(bytes: &[u8]) -> String {
+    bytes.iter().flat_map(|&byte| pair(byte)).map(char::from).collect()
+}
+
+/// The bytes hex `text` spells (surrounding whitespace ignored), either case;
+/// `None` unless it is whole pairs of hex digits.
+pub fn decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    // `from_str_radix` alone would take a sign: `+f` is not hex.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip() {
+        assert_eq!(encode(&[0x00, 0xab, 0xff]), "00abff");
+        assert_eq!(pair(0x5c), *b"5c");
+        assert_eq!(decode(" 00ABff\n"), Some(vec![0x00, 0xab, 0xff]));
+        assert_eq!(decode("abc"), None);
+        assert_eq!(decode("zz"), None);
+        assert_eq!(decode("+1"), None, "a sign is not a digit");
+    }
+}
