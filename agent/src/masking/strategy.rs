@@ -231,7 +231,7 @@ impl TokenKey {
 /// only evicts. Like the relay's buffers, the table holds recent values in
 /// the agent's memory, never anywhere else.
 mod memo {
-    use std::cell::RefCell;
+    use std::{cell::RefCell, collections::hash_map::RandomState, hash::BuildHasher as _};
 
     const SLOTS: usize = 256;
     /// Longer values are hashed every time: long values rarely repeat.
@@ -250,6 +250,8 @@ mod memo {
 
     thread_local! {
         static TABLE: RefCell<Box<[Slot; SLOTS]>> = RefCell::new(Box::new([EMPTY; SLOTS]));
+        /// Keyed per thread: values cannot be chosen to crowd one slot.
+        static SLOT_HASH: RandomState = RandomState::new();
     }
 
     /// The token of `value` under key `key`, from the table or `compute`.
@@ -257,7 +259,7 @@ mod memo {
         if value.len() > MAX_VALUE {
             return compute();
         }
-        let index = slot_of(key, value);
+        let index = SLOT_HASH.with(|hash| hash.hash_one((key, value))) as usize % SLOTS;
         TABLE.with_borrow_mut(|table| {
             let slot = &mut table[index];
             if slot.key == key && &slot.value[..usize::from(slot.len)] == value {
@@ -270,18 +272,6 @@ mod memo {
             slot.token = token;
             token
         })
-    }
-
-    /// FNV-1a over 8-byte words: spreads values over the slots; the
-    /// comparison above, not this hash, decides a hit.
-    fn slot_of(key: u64, value: &[u8]) -> usize {
-        let mut hash = 0xcbf2_9ce4_8422_2325_u64 ^ key ^ value.len() as u64;
-        for chunk in value.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        (hash ^ (hash >> 32)) as usize % SLOTS
     }
 }
 
