@@ -122,7 +122,7 @@ fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str, pgbouncer: u32) {
             // A slow spell of the machine touches all three paths alike.
             let (mut direct, mut airlock, mut bouncer) = (Vec::new(), Vec::new(), Vec::new());
             for round in 0..ROUNDS {
-                direct.push((bench(v4, "5432", outside, &format!("direct-{protocol}-{clients}-{round}")), 0.0));
+                direct.push(bench(v4, "5432", outside, &format!("direct-{protocol}-{clients}-{round}")));
                 airlock.push(cpu_per_transaction(lab.agent().pid(), || {
                     bench(v4, "5432", &lab.cgroups.clients, &format!("airlock-{protocol}-{clients}-{round}"))
                 }));
@@ -131,8 +131,11 @@ fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str, pgbouncer: u32) {
                     bench("127.0.0.1", PGBOUNCER_PORT, &lab.cgroups.clients, &label)
                 }));
             }
-            let ((direct, _), (airlock, airlock_cpu), (bouncer, bouncer_cpu)) =
-                (medians(&direct), medians(&airlock), medians(&bouncer));
+            let direct = medians(&direct);
+            let (airlock, airlock_cpu): (Vec<Run>, Vec<f64>) = airlock.into_iter().unzip();
+            let (bouncer, bouncer_cpu): (Vec<Run>, Vec<f64>) = bouncer.into_iter().unzip();
+            let (airlock, airlock_cpu) = (medians(&airlock), median(airlock_cpu));
+            let (bouncer, bouncer_cpu) = (medians(&bouncer), median(bouncer_cpu));
             println!(
                 "{protocol:<10} {clients:>7}  {}  {}  {}",
                 cell(&direct, &direct),
@@ -241,16 +244,15 @@ fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) 
 /// Rounds of the large-results measurement.
 const ROUNDS: usize = 3;
 
-/// Each figure's median over runs (with their proxy CPU per transaction).
-fn medians(runs: &[(Run, f64)]) -> (Run, f64) {
-    let of = |figure: fn(&(Run, f64)) -> f64| median(runs.iter().map(figure).collect());
-    let run = Run {
-        tps: of(|(run, _)| run.tps),
-        transactions: of(|(run, _)| run.transactions as f64) as u64,
-        p50_us: of(|(run, _)| run.p50_us),
-        p99_us: of(|(run, _)| run.p99_us),
-    };
-    (run, of(|(_, cpu)| *cpu))
+/// Each figure's median over runs.
+fn medians(runs: &[Run]) -> Run {
+    let of = |figure: fn(&Run) -> f64| median(runs.iter().map(figure).collect());
+    Run {
+        tps: of(|run| run.tps),
+        transactions: of(|run| run.transactions as f64) as u64,
+        p50_us: of(|run| run.p50_us),
+        p99_us: of(|run| run.p99_us),
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
