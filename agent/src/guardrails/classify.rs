@@ -23,6 +23,8 @@ use sqlparser::{
     tokenizer::{Token, Tokenizer},
 };
 
+use super::lex;
+
 /// What a statement may do. Policies name these in `classes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -185,7 +187,17 @@ impl Classification {
 /// DROP TABLE t` reads as `SELECT 1`): text left unread is an error here,
 /// or what follows it would go unseen.
 fn parse_all(sql: &str) -> Result<Vec<Statement>, ParserError> {
-    let mut parser = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql)?;
+    if let Some(tokens) = lex::plain_tokens(sql)
+        && let Ok(statements) = parse_statements(Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens))
+    {
+        return Ok(statements);
+    }
+    // Read by sqlparser's tokenizer, whose tokens know where they are: an
+    // error then says where it is.
+    parse_statements(Parser::new(&PostgreSqlDialect {}).try_with_sql(sql)?)
+}
+
+fn parse_statements(mut parser: Parser<'_>) -> Result<Vec<Statement>, ParserError> {
     let statements = parser.parse_statements()?;
     match parser.peek_token().token {
         Token::EOF => Ok(statements),

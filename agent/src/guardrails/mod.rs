@@ -8,6 +8,7 @@
 //! through what it cannot read unless the policy says so.
 
 pub mod classify;
+pub mod lex;
 
 use std::time::Duration;
 
