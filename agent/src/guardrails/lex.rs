@@ -4,12 +4,13 @@
 //! sqlparser's tokenizer walks the text a `char` at a time, tracks lines
 //! and columns, and looks each word up among a thousand keywords by binary
 //! search: about a third of classifying a statement never seen before.
-//! [`plain_tokens`] reads whitespace, words, quoted names, integers, `$n`
-//! parameters, standard strings and the common punctuation and operators in
-//! one pass over the bytes, with a keyword table indexed by length and first
-//! letter. Anything else (comments, non-ASCII text, prefixed or
-//! dollar-quoted strings, decimals, operators that may combine into longer
-//! ones) gets `None`, and sqlparser's tokenizer reads the text instead.
+//! [`plain_tokens`] reads whitespace, comments, words, quoted names,
+//! integers and decimals, `$n` parameters, standard strings and the common
+//! punctuation and operators in one pass over the bytes, with a keyword
+//! table indexed by length and first letter. Anything else (non-ASCII text,
+//! prefixed or dollar-quoted strings, exponents, operators that may combine
+//! into longer ones) gets `None`, and sqlparser's tokenizer reads the text
+//! instead.
 //!
 //! The tokens carry no positions. They are only used for text that parses:
 //! a parse error, which names positions, comes from a second reading by
@@ -54,6 +55,7 @@ fn next(sql: &str, at: usize) -> Option<(Token, usize)> {
         b' ' => single(Token::Whitespace(Whitespace::Space)),
         b'\t' => single(Token::Whitespace(Whitespace::Tab)),
         b'\n' => single(Token::Whitespace(Whitespace::Newline)),
+        b'\r' => Some((Token::Whitespace(Whitespace::Newline), if after(1) == Some(b'\n') { 2 } else { 1 })),
         b'A'..=b'Z' | b'a'..=b'z' | b'_' => {
             let len = rest.iter().take_while(|&&b| identifier_part(b)).count();
             // `E'…'`, `B'…'`, `U&'…'`, `N'…'` and the like are strings of
@@ -65,8 +67,12 @@ fn next(sql: &str, at: usize) -> Option<(Token, usize)> {
             Some((Token::Word(Word { value: value.to_owned(), quote_style: None, keyword: keyword(value) }), len))
         }
         b'0'..=b'9' => {
-            let len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            // Decimals, exponents, `0x…`, `1_000`, `10L`, `1abc`.
+            let digits = |from: usize| rest[from..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let mut len = digits(0);
+            if after(len) == Some(b'.') {
+                len += 1 + digits(len + 1);
+            }
+            // Exponents, `0x…`, `1_000`, `10L`, `1abc`, `1.2.3`.
             if after(len).is_some_and(|b| identifier_part(b) || b == b'.') {
                 return None;
             }
@@ -98,6 +104,16 @@ fn next(sql: &str, at: usize) -> Option<(Token, usize)> {
         b'*' => single(Token::Mul),
         // `t.col`, `t."Col"`, `t.*`; a point before a digit starts a number.
         b'.' if after(1).is_some_and(|b| b.is_ascii_alphabetic() || b == b'"' || b == b'*') => single(Token::Period),
+        b'-' if after(1) == Some(b'-') => {
+            // To the end of the line; the line break is a token of its own.
+            let len = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
+            let comment = sql[at + 2..at + len].to_owned();
+            Some((Token::Whitespace(Whitespace::SingleLineComment { comment, prefix: "--".to_owned() }), len))
+        }
+        b'/' if after(1) == Some(b'*') => {
+            let len = block_comment(rest)?;
+            Some((Token::Whitespace(Whitespace::MultiLineComment(sql[at + 2..at + len - 2].to_owned())), len))
+        }
         b'-' => alone(Token::Minus, 1),
         b'/' => alone(Token::Div, 1),
         b'%' => alone(Token::Mod, 1),
@@ -119,6 +135,30 @@ fn next(sql: &str, at: usize) -> Option<(Token, usize)> {
         },
         b'|' if after(1) == Some(b'|') => alone(Token::StringConcat, 2),
         _ => None,
+    }
+}
+
+/// The length of the `/* … */` comment at the start of `rest`, comments
+/// nested in it included (as PostgreSQL reads them); `None` when it does
+/// not end.
+fn block_comment(rest: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut at = 0;
+    loop {
+        match (rest.get(at)?, rest.get(at + 1)) {
+            (b'/', Some(b'*')) => {
+                depth += 1;
+                at += 2;
+            }
+            (b'*', Some(b'/')) => {
+                depth -= 1;
+                at += 2;
+                if depth == 0 {
+                    return Some(at);
+                }
+            }
+            _ => at += 1,
+        }
     }
 }
 
@@ -234,6 +274,8 @@ mod tests {
             "SELECT a::text || b, x[1], y % 2, z / 3, w * 4;\n\tBEGIN; COMMIT",
             "DELETE FROM sessions WHERE expires < now()",
             "SELECT current_timestamp, CURRENT_TIMESTAMP, Current_Timestamp, _x, x$1, \"select\"",
+            "SELECT 1.5, 2., 10 -- the end\n/* a /* nested */ comment */ FROM t --",
+            "/*sqlcommenter: app='web'*/ SELECT 1--x\r\nFROM t\rWHERE\r\r\n",
             "",
             "   ",
         ] {
@@ -245,20 +287,24 @@ mod tests {
     #[test]
     fn leaves_everything_else_to_sqlparser() {
         for sql in [
-            "SELECT 1 -- comment",
-            "SELECT /* c */ 1",
+            "SELECT /* unterminated",
+            "SELECT /* /* nested, unterminated */",
             "SELECT E'a\\nb'",
             "SELECT U&'d\\0061t'",
             "SELECT B'101', X'1F', N'x'",
             "SELECT $$dollar$$",
             "SELECT $tag$x$tag$",
-            "SELECT 1.5, .5, 1e3, 0x1F, 1_000",
+            "SELECT .5",
+            "SELECT 1e3",
+            "SELECT 1.5e3",
+            "SELECT 0x1F",
+            "SELECT 1_000",
+            "SELECT 1.2.3",
             "SELECT 'unterminated",
             "SELECT \"unterminated",
             "SELECT 'é'",
             "SELECT a->>'b', a#>'{c}', a @> b, a ~ b, a <-> b, a >>= b, a ||/ b",
             "SELECT a::int, :x := 1",
-            "SELECT a\r\nFROM t",
         ] {
             assert_eq!(plain(sql), None, "{sql}");
         }
