@@ -227,13 +227,19 @@ impl TokenKey {
 /// Tokens of recently seen short values, one table per thread (the proxy
 /// masks on one event-loop thread, so no lock). Columns repeat values
 /// (statuses, countries, `n/a`), and a lookup costs a fraction of an HMAC.
-/// Entries hold the value itself and are compared in full: a slot collision
+/// Entries hold the value itself and are compared in full: a collision
 /// only evicts. Like the relay's buffers, the table holds recent values in
 /// the agent's memory, never anywhere else.
 mod memo {
-    use std::{cell::RefCell, collections::hash_map::RandomState, hash::BuildHasher as _};
+    use std::{cell::RefCell, hash::BuildHasher as _};
 
-    const SLOTS: usize = 256;
+    use foldhash::fast::RandomState;
+
+    /// A value may sit in any of its set's ways: with one slot per hash, a
+    /// column of a few dozen distinct values already missed one lookup in
+    /// five on collisions.
+    const WAYS: usize = 4;
+    const SETS: usize = 64;
     /// Longer values are hashed every time: long values rarely repeat.
     const MAX_VALUE: usize = 48;
 
@@ -246,12 +252,21 @@ mod memo {
         token: [u8; 16],
     }
 
+    #[derive(Clone, Copy)]
+    struct Set {
+        ways: [Slot; WAYS],
+        /// The way the next new value replaces: the set's oldest.
+        next: u8,
+    }
+
     const EMPTY: Slot = Slot { key: 0, len: 0, value: [0; MAX_VALUE], token: [0; 16] };
 
     thread_local! {
-        static TABLE: RefCell<Box<[Slot; SLOTS]>> = RefCell::new(Box::new([EMPTY; SLOTS]));
-        /// Keyed per thread: values cannot be chosen to crowd one slot.
-        static SLOT_HASH: RandomState = RandomState::new();
+        static TABLE: RefCell<Box<[Set; SETS]>> = RefCell::new(Box::new([Set { ways: [EMPTY; WAYS], next: 0 }; SETS]));
+        /// Seeded per thread, and fast: SipHash cost more than the rest of
+        /// a lookup. Values chosen to crowd one set only make the memo
+        /// miss, which costs what no memo would.
+        static SET_HASH: RandomState = RandomState::default();
     }
 
     /// The token of `value` under key `key`, from the table or `compute`.
@@ -259,13 +274,16 @@ mod memo {
         if value.len() > MAX_VALUE {
             return compute();
         }
-        let index = SLOT_HASH.with(|hash| hash.hash_one((key, value))) as usize % SLOTS;
+        let index = SET_HASH.with(|hash| hash.hash_one((key, value))) as usize % SETS;
         TABLE.with_borrow_mut(|table| {
-            let slot = &mut table[index];
-            if slot.key == key && &slot.value[..usize::from(slot.len)] == value {
+            let set = &mut table[index];
+            let known = set.ways.iter().find(|slot| slot.key == key && &slot.value[..usize::from(slot.len)] == value);
+            if let Some(slot) = known {
                 return slot.token;
             }
             let token = compute();
+            let slot = &mut set.ways[usize::from(set.next)];
+            set.next = (set.next + 1) % WAYS as u8;
             slot.key = key;
             slot.len = value.len() as u8;
             slot.value[..value.len()].copy_from_slice(value);
