@@ -32,7 +32,10 @@ pub fn plain_tokens(sql: &str) -> Option<Vec<TokenWithSpan>> {
         return None;
     }
     let bytes = sql.as_bytes();
-    let mut tokens = Vec::with_capacity(bytes.len() / 3 + 1);
+    // About a token per three bytes; a long text grows the list as it is
+    // read, rather than reserving for all of it before the first byte that
+    // sends it to sqlparser.
+    let mut tokens = Vec::with_capacity((bytes.len() / 3 + 1).min(256));
     let mut at = 0;
     while at < bytes.len() {
         let (token, len) = next(sql, at)?;
