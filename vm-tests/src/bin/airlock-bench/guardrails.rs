@@ -93,13 +93,13 @@ pub fn run() {
 
 /// The median over [`RUNS`] runs of `run`, in µs per each of its `per_run` statements.
 fn median_us(per_run: usize, mut run: impl FnMut()) -> f64 {
-    let mut runs: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let started = Instant::now();
-            run();
-            started.elapsed().as_secs_f64() * 1e6 / per_run as f64
-        })
-        .collect();
-    runs.sort_by(f64::total_cmp);
-    runs[RUNS / 2]
+    crate::median(
+        (0..RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                run();
+                started.elapsed().as_secs_f64() * 1e6 / per_run as f64
+            })
+            .collect(),
+    )
 }

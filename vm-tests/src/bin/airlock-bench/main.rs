@@ -181,9 +181,11 @@ fn run_client_in(lab: &Lab, cgroup: &std::path::Path, mode: &str, addr: SocketAd
     serde_json::from_str(out.stdout.trim()).expect("client JSON")
 }
 
+/// The middle of `values` (NaN when there are none): what the benches
+/// report over rounds, so one slow spell of the machine moves it less.
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn intercept() {

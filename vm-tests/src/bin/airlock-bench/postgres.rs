@@ -6,6 +6,8 @@ use std::{fs, path::Path};
 
 use airlock_vm_tests::{Lab, run_as, set_mode, spawn_as};
 
+use crate::median;
+
 /// Seconds per pgbench run.
 const SECONDS: &str = "4";
 /// pgbouncer's loopback port.
@@ -254,11 +256,6 @@ fn medians(runs: &[Run]) -> Run {
         p50_us: of(|run| run.p50_us),
         p99_us: of(|run| run.p99_us),
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn cell(run: &Run, direct: &Run) -> String {
