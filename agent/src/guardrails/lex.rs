@@ -168,21 +168,20 @@ fn block_comment(rest: &[u8]) -> Option<usize> {
 /// A string or quoted name starting at `rest[0]`: its value (doubled
 /// quotes read as one) and its length; `None` when it does not end.
 fn quoted(rest: &[u8], quote: u8) -> Option<(String, usize)> {
-    let mut value = Vec::new();
+    let mut value = String::new();
     let mut at = 1;
     loop {
         let byte = *rest.get(at)?;
         at += 1;
         if byte == quote {
             if rest.get(at) != Some(&quote) {
-                break;
+                return Some((value, at));
             }
             at += 1;
         }
-        value.push(byte);
+        // ASCII throughout (`plain_tokens` checked): a byte is a character.
+        value.push(char::from(byte));
     }
-    // ASCII throughout: `plain_tokens` checked.
-    Some((String::from_utf8(value).ok()?, at))
 }
 
 /// Continues a word (PostgreSQL dialect, ASCII).
