@@ -128,6 +128,12 @@ pub(super) struct PlannedColumn {
     pub(super) binary: bool,
     /// Index in [`Masker::rules`] of the rule masking the whole column.
     pub(super) rule: Option<usize>,
+    /// Whether values of the column are looked at at all: not when no rule
+    /// names it and detectors cannot see into its type (or none run).
+    pub(super) inspected: bool,
+    /// Whether detectors alone decide, on the value as it is: text format
+    /// of a text or other non-JSON type, and no rule.
+    pub(super) detected_only: bool,
     /// Name in audit records: `schema.table.column` or the field name.
     pub(super) label: Arc<str>,
 }
@@ -244,8 +250,12 @@ impl Masker {
                     ValueKind::Json | ValueKind::Jsonb | ValueKind::Array(ElementKind::Json | ElementKind::Jsonb)
                 );
                 let opaque = kind == ValueKind::Scalar || (binary && kind == ValueKind::Other);
-                active |= rule.is_some() || (detecting && !opaque) || (key_rules && json);
-                PlannedColumn { kind, binary, rule, label: Arc::from(column.qualified.unwrap_or(column.field_name)) }
+                let inspected = rule.is_some() || (detecting && !opaque) || (key_rules && json);
+                active |= inspected;
+                let label = Arc::from(column.qualified.unwrap_or(column.field_name));
+                let detected_only =
+                    rule.is_none() && (kind == ValueKind::Text || (kind == ValueKind::Other && !binary));
+                PlannedColumn { kind, binary, rule, inspected, detected_only, label }
             })
             .collect();
         ColumnPlan { columns, active }
@@ -259,6 +269,8 @@ impl Masker {
                 kind: ValueKind::Text,
                 binary: false,
                 rule: None,
+                inspected: true,
+                detected_only: true,
                 label: Arc::from(format!("#{}", i + 1)),
             })
             .collect();
@@ -299,19 +311,37 @@ impl Masker {
         out: &mut Vec<u8>,
         outcome: &mut MaskOutcome,
     ) -> TextResult {
-        let mut matches: Vec<Match> = Vec::new();
-        self.detectors.find(text, &mut matches);
-        if matches.is_empty() {
+        self.replace_found(text, &self.find(text), nullable, column, out, outcome)
+    }
+
+    /// What the detectors find in `text` (allocates only on a hit).
+    pub(super) fn find(&self, text: &[u8]) -> Vec<Match> {
+        let mut found = Vec::new();
+        self.detectors.find(text, &mut found);
+        found
+    }
+
+    /// [`mask_text`](Self::mask_text) with the detectors already run.
+    pub(super) fn replace_found(
+        &self,
+        text: &[u8],
+        found: &[Match],
+        nullable: bool,
+        column: Option<&Arc<str>>,
+        out: &mut Vec<u8>,
+        outcome: &mut MaskOutcome,
+    ) -> TextResult {
+        if found.is_empty() {
             return TextResult::Unchanged;
         }
-        for m in &matches {
+        for m in found {
             outcome.record(column, self.label(m.detector));
         }
-        if nullable && matches.iter().any(|m| *self.strategy(m.detector) == Strategy::Null) {
+        if nullable && found.iter().any(|m| *self.strategy(m.detector) == Strategy::Null) {
             return TextResult::Null;
         }
         let mut at = 0;
-        for m in &matches {
+        for m in found {
             out.extend_from_slice(&text[at..m.start]);
             let label = self.detectors.name(m.detector);
             self.strategy(m.detector).apply_in_text(&text[m.start..m.end], label, &self.key, out);
@@ -319,6 +349,27 @@ impl Masker {
         }
         out.extend_from_slice(&text[at..]);
         TextResult::Replaced
+    }
+
+    /// Masks a value of a column detectors alone decide
+    /// ([`PlannedColumn::detected_only`]), where they found `found`.
+    pub(super) fn mask_found(
+        &self,
+        column: &PlannedColumn,
+        value: &[u8],
+        found: &[Match],
+        out: &mut Vec<u8>,
+        outcome: &mut MaskOutcome,
+    ) -> TextResult {
+        let mark = out.len();
+        match self.replace_found(value, found, true, Some(&column.label), out, outcome) {
+            // A marker is not a valid value of other types: NULL is.
+            TextResult::Replaced if column.kind == ValueKind::Other => {
+                out.truncate(mark);
+                TextResult::Null
+            }
+            result => result,
+        }
     }
 
     /// Applies column rule `rule` to a whole value of kind `kind`.
@@ -360,11 +411,7 @@ impl Masker {
                 if binary {
                     return Ok(TextResult::Unchanged);
                 }
-                let mut scratch = Vec::new();
-                Ok(match self.mask_text(value, true, label, &mut scratch, outcome) {
-                    TextResult::Unchanged => TextResult::Unchanged,
-                    TextResult::Replaced | TextResult::Null => TextResult::Null,
-                })
+                Ok(self.mask_found(column, value, &self.find(value), out, outcome))
             }
             (ValueKind::Text, _) => Ok(match column.rule {
                 Some(rule) => match self.apply_rule(rule, value, label, out, outcome) {

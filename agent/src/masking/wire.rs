@@ -61,28 +61,29 @@ impl Masker {
     /// RowDescription).
     pub fn mask_data_row(&self, body: &[u8], plan: &ColumnPlan, out: &mut Vec<u8>) -> Result<MaskOutcome, MaskError> {
         let mut outcome = MaskOutcome::default();
-        self.mask_data_row_into(body, plan, out, &mut outcome, &mut Vec::new())?;
+        self.mask_data_row_into(body, plan, out, &mut outcome)?;
         Ok(outcome)
     }
 
     /// As [`Self::mask_data_row`], adding to `outcome` (a whole result's
     /// counts, with no allocation per row); whether the row changed.
-    /// `masked` holds one value's replacement at a time: the caller keeps
-    /// it between rows.
     pub fn mask_data_row_into(
         &self,
         body: &[u8],
         plan: &ColumnPlan,
         out: &mut Vec<u8>,
         outcome: &mut MaskOutcome,
-        masked: &mut Vec<u8>,
     ) -> Result<bool, MaskError> {
         let mut reader = Reader { bytes: body, pos: 0 };
         let count = reader.i16()?;
         if usize::try_from(count).ok() != Some(plan.len()) {
             return Err(MaskError::ColumnCount { expected: plan.len(), found: i64::from(count) });
         }
-        let mut rewrite = Rewrite::new(body, out);
+        // Masked values are written straight into `out` after the bytes
+        // before them, their length patched in after; `copied` is how much
+        // of `body` is in `out` so far.
+        let base = out.len();
+        let (mut copied, mut changed) = (0, false);
         for column in &plan.columns {
             let field_start = reader.pos;
             let len = reader.i32()?;
@@ -90,28 +91,51 @@ impl Masker {
                 continue;
             }
             let value = reader.take(len)?;
-            if !plan.is_active() {
+            if !column.inspected {
                 continue;
             }
-            masked.clear();
-            match self.mask_value(column, value, masked, outcome)? {
-                TextResult::Unchanged => {}
+            // Most values have nothing in them: those cost no copy.
+            let found = if column.detected_only {
+                let found = self.find(value);
+                if found.is_empty() {
+                    continue;
+                }
+                Some(found)
+            } else {
+                None
+            };
+            out.extend_from_slice(&body[copied..field_start]);
+            copied = field_start;
+            let len_at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            let result = match &found {
+                Some(found) => self.mask_found(column, value, found, out, outcome),
+                None => self.mask_value(column, value, out, outcome)?,
+            };
+            match result {
+                TextResult::Unchanged => out.truncate(len_at),
                 TextResult::Null => {
-                    rewrite.replace(field_start, reader.pos, |o| o.extend_from_slice(&(-1i32).to_be_bytes()))
+                    out.truncate(len_at);
+                    out.extend_from_slice(&(-1i32).to_be_bytes());
+                    (copied, changed) = (reader.pos, true);
                 }
                 TextResult::Replaced => {
-                    let len = i32::try_from(masked.len()).map_err(|_| MaskError::TooLong)?;
-                    rewrite.replace(field_start, reader.pos, |o| {
-                        o.extend_from_slice(&len.to_be_bytes());
-                        o.extend_from_slice(masked);
-                    });
+                    let len = i32::try_from(out.len() - len_at - 4).map_err(|_| MaskError::TooLong)?;
+                    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+                    (copied, changed) = (reader.pos, true);
                 }
             }
         }
         if reader.pos != body.len() {
+            out.truncate(base);
             return Err(MaskError::Malformed("DataRow has bytes after its last column"));
         }
-        Ok(rewrite.finish())
+        if changed {
+            out.extend_from_slice(&body[copied..]);
+        } else {
+            out.truncate(base);
+        }
+        Ok(changed)
     }
 
     /// Masks a CopyData body of COPY … TO STDOUT: whole rows, each ending

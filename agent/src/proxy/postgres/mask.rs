@@ -93,22 +93,12 @@ pub struct MaskLayer<'a> {
     copy: Option<(CopyFormat, Option<ColumnPlan>)>,
     outcome: MaskOutcome,
     scratch: Vec<u8>,
-    /// One value's replacement, kept between rows.
-    value: Vec<u8>,
 }
 
 impl<'a> MaskLayer<'a> {
     /// The layer for a session with this masker.
     pub fn new(masker: Masker, catalog: Option<CatalogAccess<'a>>) -> Self {
-        Self {
-            masker,
-            catalog,
-            plan: None,
-            copy: None,
-            outcome: MaskOutcome::default(),
-            scratch: Vec::new(),
-            value: Vec::new(),
-        }
+        Self { masker, catalog, plan: None, copy: None, outcome: MaskOutcome::default(), scratch: Vec::new() }
     }
 
     /// Notes a server frame: which result it belongs to. A result the
@@ -152,7 +142,7 @@ impl<'a> MaskLayer<'a> {
                 // Rows, by the thousand: counts go straight into the result's.
                 let changed = self
                     .masker
-                    .mask_data_row_into(&frame.body, plan, &mut self.scratch, &mut self.outcome, &mut self.value)
+                    .mask_data_row_into(&frame.body, plan, &mut self.scratch, &mut self.outcome)
                     .map_err(|error| unmaskable(&error.to_string()))?;
                 return Ok(if changed { Masked::Row } else { Masked::Unchanged });
             }
