@@ -247,6 +247,9 @@ mod memo {
     struct Slot {
         /// The key's id; 0 for an empty slot (ids start at 1).
         key: u64,
+        /// The hash of key and value: values of one length (e-mail
+        /// addresses, codes) are told apart without comparing their bytes.
+        hash: u64,
         len: u8,
         value: [u8; MAX_VALUE],
         token: [u8; 16],
@@ -259,7 +262,7 @@ mod memo {
         next: u8,
     }
 
-    const EMPTY: Slot = Slot { key: 0, len: 0, value: [0; MAX_VALUE], token: [0; 16] };
+    const EMPTY: Slot = Slot { key: 0, hash: 0, len: 0, value: [0; MAX_VALUE], token: [0; 16] };
 
     thread_local! {
         static TABLE: RefCell<Box<[Set; SETS]>> = RefCell::new(Box::new([Set { ways: [EMPTY; WAYS], next: 0 }; SETS]));
@@ -274,10 +277,13 @@ mod memo {
         if value.len() > MAX_VALUE {
             return compute();
         }
-        let index = SET_HASH.with(|hash| hash.hash_one((key, value))) as usize % SETS;
+        let hash = SET_HASH.with(|hash| hash.hash_one((key, value)));
         TABLE.with_borrow_mut(|table| {
-            let set = &mut table[index];
-            let known = set.ways.iter().find(|slot| slot.key == key && &slot.value[..usize::from(slot.len)] == value);
+            let set = &mut table[hash as usize % SETS];
+            let known = set
+                .ways
+                .iter()
+                .find(|slot| slot.hash == hash && slot.key == key && &slot.value[..usize::from(slot.len)] == value);
             if let Some(slot) = known {
                 return slot.token;
             }
@@ -285,6 +291,7 @@ mod memo {
             let slot = &mut set.ways[usize::from(set.next)];
             set.next = (set.next + 1) % WAYS as u8;
             slot.key = key;
+            slot.hash = hash;
             slot.len = value.len() as u8;
             slot.value[..value.len()].copy_from_slice(value);
             slot.token = token;
