@@ -828,6 +828,7 @@ mod tests {
         assert!(spans(Builtin::Email, "user@localhost").is_empty());
         assert!(spans(Builtin::Email, "@example.com and a@b.c1").is_empty());
         assert!(spans(Builtin::Email, "price @ 3.50").is_empty());
+        assert!(spans(Builtin::Email, "a@example..com b@.example.com").is_empty(), "empty labels");
     }
 
     #[test]
