@@ -31,7 +31,11 @@ enum Awaiting {
     Bind(codec::BindFormats),
     DescribeStatement(String),
     DescribePortal(String),
-    Execute(String),
+    Execute {
+        portal: String,
+        /// Whether its first row announced the columns: the rest follow them.
+        announced: bool,
+    },
     Close,
     Sync,
 }
@@ -91,7 +95,7 @@ impl ResultShapes {
                 let mut body = frame.body.clone();
                 let end = body.iter().position(|b| *b == 0).ok_or(CodecError::Truncated("Execute"))?;
                 let portal = String::from_utf8_lossy(&body.split_to(end)).into_owned();
-                self.awaiting.push_back(Awaiting::Execute(portal));
+                self.awaiting.push_back(Awaiting::Execute { portal, announced: false });
             }
             b'C' => {
                 match codec::describe_target(frame)? {
@@ -151,11 +155,15 @@ impl ResultShapes {
                 Rows::Same
             }
             // The first row of an Execute: its columns come from the portal.
-            b'D' => match self.awaiting.front() {
-                Some(Awaiting::Execute(portal)) => match self.portal_columns(portal) {
-                    Some(columns) => Rows::Columns(columns),
-                    None => Rows::Same,
-                },
+            b'D' => match self.awaiting.front_mut() {
+                Some(Awaiting::Execute { portal, announced }) if !*announced => {
+                    *announced = true;
+                    let portal = portal.clone();
+                    match self.portal_columns(&portal) {
+                        Some(columns) => Rows::Columns(columns),
+                        None => Rows::Same,
+                    }
+                }
                 _ => Rows::Same,
             },
             b'H' => {
@@ -166,7 +174,7 @@ impl ResultShapes {
                 Rows::CopyOut { binary: body[0] == 1, columns: usize::from(u16::from_be_bytes([body[1], body[2]])) }
             }
             b'C' | b'I' | b's' => {
-                if matches!(self.awaiting.front(), Some(Awaiting::Execute(_))) {
+                if matches!(self.awaiting.front(), Some(Awaiting::Execute { .. })) {
                     self.awaiting.pop_front();
                 }
                 Rows::Ended
@@ -297,6 +305,8 @@ mod tests {
         }
         shapes.server_sent(&frame(b'2', b"")).unwrap();
         assert_eq!(names(shapes.server_sent(&frame(b'D', b"\0\x01\0\0\0\x01x")).unwrap()), [("email".into(), 1)]);
+        // The rest of the rows follow the columns announced: no plan per row.
+        assert_eq!(shapes.server_sent(&frame(b'D', b"\0\x01\0\0\0\x01y")).unwrap(), Rows::Same);
         assert_eq!(shapes.server_sent(&frame(b'C', b"SELECT 1\0")).unwrap(), Rows::Ended);
         shapes.server_sent(&frame(b'Z', b"I")).unwrap();
         assert!(shapes.awaiting.is_empty());
