@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use airlock_vm_tests::{CommandOutput, Lab, TargetHost, privileged};
+use airlock_vm_tests::{CommandOutput, Lab, TargetHost, privileged, set_mode};
 
 const SEED: &str = "CREATE TABLE customers (id int PRIMARY KEY, name text, email text UNIQUE, card text, \
     notes jsonb, contacts text[], ssn_last text);
@@ -100,6 +100,25 @@ fn sensitive_values_are_masked_before_they_reach_the_client() {
     let duplicate = psql(&lab, "alice", "insert into customers (id, email) values (3, 'ann.lee@example.com')");
     assert!(!duplicate.success() && duplicate.stderr.contains("already exists"), "{duplicate:?}");
     assert!(!duplicate.stderr.contains("ann.lee@example.com"), "error details are masked: {}", duplicate.stderr);
+
+    // The extended protocol, where a result's columns come from its
+    // portal: pgbench keeps the last row's values, so the rows after the
+    // first are checked too.
+    let script = lab.dir.path().join("last-row.sql");
+    fs::write(&script, "select email, card from customers order by id \\aset\n\\shell echo last: :email :card\n")
+        .unwrap();
+    set_mode(&script, 0o644);
+    let host = lab.target.v4.to_string();
+    for mode in ["extended", "prepared"] {
+        let args =
+            ["-h", &host, "-U", "analyst", "-n", "-M", mode, "-t", "2", "-f", script.to_str().unwrap(), "postgres"];
+        let out = lab.run_as("alice", "pgbench", &args);
+        assert!(out.success(), "pgbench -M {mode}: {out:?}\n{}", lab.agent().log());
+        let last = out.stdout.lines().find_map(|l| l.strip_prefix("last: ")).unwrap_or_else(|| panic!("{out:?}"));
+        let (email, card) = last.split_once(' ').unwrap_or_else(|| panic!("{last}"));
+        assert!(email.starts_with("tok_") && email.len() == 20, "-M {mode}: second row's email tokenised: {last}");
+        assert_eq!(card, "****-****-****-0004", "-M {mode}: second row's card keeps its last 4");
+    }
 
     let statements = lab.agent().wait_for_records("postgres.statement", 4);
     let masked = &statements[0]["detail"]["masked"];
