@@ -174,7 +174,9 @@ fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str, pgbouncer: u32) {
 /// columns by rule (the session then logs in just in time: column rules
 /// name columns through the catalog as the session's role), and through
 /// Airlock running every default detector on every value (a third of the
-/// rows with hits).
+/// rows with hits). Both protocols: with the extended one (drivers, pgbench
+/// -M prepared) the columns of a result come from its portal, not from a
+/// RowDescription before the rows.
 fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) {
     let seed = "CREATE TABLE people AS SELECT i AS id, 'Person ' || i AS name,         CASE WHEN i % 3 = 0 THEN 'person' || i || '@example.com' ELSE 'no contact' END AS email,         CASE WHEN i % 3 = 1 THEN '4111 1111 1111 1111' ELSE 'n/a' END AS card, md5(i::text) AS note         FROM generate_series(1, 1000) i";
     let out = std::process::Command::new("psql")
@@ -189,8 +191,8 @@ fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) 
     let script_arg = script.display().to_string();
     // Without TLS: a masked target terminates the client's TLS itself, and
     // this measures masking, not encryption.
-    let run = |cgroup: &Path, label: &str| {
-        let args = ["-f", &script_arg, "-c", "1", "-h", v4, "-p", "5432"];
+    let run = |protocol: &str, cgroup: &Path, label: &str| {
+        let args = ["-M", protocol, "-f", &script_arg, "-c", "1", "-h", v4, "-p", "5432"];
         pgbench_in(lab, cgroup, work, label, &args, "dbname=postgres sslmode=disable")
     };
     // Every setting is the same just-in-time target, its upstream in plain
@@ -209,38 +211,41 @@ fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) 
         ("two columns masked by rule", columns),
         ("every value through the 7 default detectors", detectors),
     ];
-    // Rounds interleave the settings, so a slow spell of the machine
-    // touches them all alike; medians are reported.
-    let mut direct = Vec::new();
-    let mut through: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); settings.len()];
-    for round in 0..LARGE_ROUNDS {
-        direct.push(run(outside, &format!("large-direct-{round}")).tps);
-        for ((_, extra), (tps, cpu)) in settings.iter().zip(&mut through) {
-            lab.agent().reload(&format!("{target}{extra}"));
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            let (result, per) =
-                cpu_per_transaction(lab.agent().pid(), || run(&lab.cgroups.clients, &format!("large-{round}")));
-            tps.push(result.tps);
-            cpu.push(per);
+    for protocol in ["simple", "prepared"] {
+        // Rounds interleave the settings, so a slow spell of the machine
+        // touches them all alike; medians are reported.
+        let mut direct = Vec::new();
+        let mut through: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); settings.len()];
+        for round in 0..LARGE_ROUNDS {
+            direct.push(run(protocol, outside, &format!("large-direct-{protocol}-{round}")).tps);
+            for ((_, extra), (tps, cpu)) in settings.iter().zip(&mut through) {
+                lab.agent().reload(&format!("{target}{extra}"));
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let label = format!("large-{protocol}-{round}");
+                let (result, per) =
+                    cpu_per_transaction(lab.agent().pid(), || run(protocol, &lab.cgroups.clients, &label));
+                tps.push(result.tps);
+                cpu.push(per);
+            }
         }
-    }
-    let direct = median(direct);
-    let medians: Vec<(f64, f64)> = through.into_iter().map(|(tps, cpu)| (median(tps), median(cpu))).collect();
-    let (plain_tps, plain_cpu) = medians[0];
-    println!(
-        "\n1,000-row results (SELECT * of 5 columns, simple protocol, 1 client): results/s, median of {LARGE_ROUNDS} rounds"
-    );
-    println!(
-        "  direct {direct:.0}   airlock {plain_tps:.0} ({:.0} % of direct), agent CPU {plain_cpu:.0} µs per result",
-        plain_tps / direct * 100.0
-    );
-    for ((what, _), (tps, cpu)) in settings.iter().zip(&medians).skip(1) {
+        let direct = median(direct);
+        let medians: Vec<(f64, f64)> = through.into_iter().map(|(tps, cpu)| (median(tps), median(cpu))).collect();
+        let (plain_tps, plain_cpu) = medians[0];
         println!(
-            "  airlock, {what}: {tps:.0} ({:.0} % of direct; masking adds {:.1} % to the transfer, goal ≤ 10 %), agent CPU {cpu:.0} µs per result (+{:.0} %)",
-            tps / direct * 100.0,
-            (plain_tps / tps - 1.0) * 100.0,
-            (cpu / plain_cpu - 1.0) * 100.0
+            "\n1,000-row results (SELECT * of 5 columns, {protocol} protocol, 1 client): results/s, median of {LARGE_ROUNDS} rounds"
         );
+        println!(
+            "  direct {direct:.0}   airlock {plain_tps:.0} ({:.0} % of direct), agent CPU {plain_cpu:.0} µs per result",
+            plain_tps / direct * 100.0
+        );
+        for ((what, _), (tps, cpu)) in settings.iter().zip(&medians).skip(1) {
+            println!(
+                "  airlock, {what}: {tps:.0} ({:.0} % of direct; masking adds {:.1} % to the transfer, goal ≤ 10 %), agent CPU {cpu:.0} µs per result (+{:.0} %)",
+                tps / direct * 100.0,
+                (plain_tps / tps - 1.0) * 100.0,
+                (cpu / plain_cpu - 1.0) * 100.0
+            );
+        }
     }
 }
 
