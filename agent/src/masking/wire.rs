@@ -127,7 +127,6 @@ impl Masker {
             }
         }
         if reader.pos != body.len() {
-            out.truncate(base);
             return Err(MaskError::Malformed("DataRow has bytes after its last column"));
         }
         if changed {
