@@ -317,8 +317,13 @@ impl Masker {
     /// What the detectors find in `text` (allocates only on a hit).
     pub(super) fn find(&self, text: &[u8]) -> Vec<Match> {
         let mut found = Vec::new();
-        self.detectors.find(text, &mut found);
+        self.find_into(text, &mut found);
         found
+    }
+
+    /// What the detectors find in `text`, into `found` (empty).
+    pub(super) fn find_into(&self, text: &[u8], found: &mut Vec<Match>) {
+        self.detectors.find(text, found);
     }
 
     /// [`mask_text`](Self::mask_text) with the detectors already run.

@@ -6,11 +6,12 @@
 //! is forwarded as it came. Malformed bodies are errors, never panics: the
 //! proxy ends the session rather than forward what it could not check.
 
-use std::sync::Arc;
+use std::{cell::Cell, sync::Arc};
 
 use super::{
     MaskError, MaskOutcome,
     array::Reader,
+    detect::Match,
     engine::{ColumnPlan, Masker, TextResult},
     json::Rewrite,
 };
@@ -53,6 +54,12 @@ impl CopyFormat {
     }
 }
 
+thread_local! {
+    /// Detector hits in one value at a time, kept between rows so that a
+    /// hit costs no allocation (rows are masked on the relay's threads).
+    static FOUND: Cell<Vec<Match>> = const { Cell::new(Vec::new()) };
+}
+
 /// Error and notice fields that can carry data: message, detail, where.
 const DATA_FIELDS: [u8; 3] = [b'M', b'D', b'W'];
 
@@ -84,6 +91,9 @@ impl Masker {
         // of `body` is in `out` so far.
         let base = out.len();
         let (mut copied, mut changed) = (0, false);
+        // Only detectors use it (rules alone skip the thread-local).
+        let detecting = self.has_detectors();
+        let mut found = if detecting { FOUND.take() } else { Vec::new() };
         for column in &plan.columns {
             let field_start = reader.pos;
             let len = reader.i32()?;
@@ -95,22 +105,21 @@ impl Masker {
                 continue;
             }
             // Most values have nothing in them: those cost no copy.
-            let found = if column.detected_only {
-                let found = self.find(value);
+            if column.detected_only {
+                found.clear();
+                self.find_into(value, &mut found);
                 if found.is_empty() {
                     continue;
                 }
-                Some(found)
-            } else {
-                None
-            };
+            }
             out.extend_from_slice(&body[copied..field_start]);
             copied = field_start;
             let len_at = out.len();
             out.extend_from_slice(&[0; 4]);
-            let result = match &found {
-                Some(found) => self.mask_found(column, value, found, out, outcome),
-                None => self.mask_value(column, value, out, outcome)?,
+            let result = if column.detected_only {
+                self.mask_found(column, value, &found, out, outcome)
+            } else {
+                self.mask_value(column, value, out, outcome)?
             };
             match result {
                 TextResult::Unchanged => out.truncate(len_at),
@@ -125,6 +134,9 @@ impl Masker {
                     (copied, changed) = (reader.pos, true);
                 }
             }
+        }
+        if detecting {
+            FOUND.set(found);
         }
         if reader.pos != body.len() {
             return Err(MaskError::Malformed("DataRow has bytes after its last column"));
