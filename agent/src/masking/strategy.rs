@@ -80,19 +80,16 @@ impl Strategy {
 
 fn partial(value: &[u8], keep: usize, out: &mut Vec<u8>) {
     if value.is_ascii() {
-        // The common case, byte by byte: one character is one byte.
-        let mut hide = value.iter().filter(|b| b.is_ascii_alphanumeric()).count().saturating_sub(keep);
-        let start = out.len();
-        out.extend_from_slice(value);
-        for byte in &mut out[start..] {
-            if hide == 0 {
-                break;
-            }
-            if byte.is_ascii_alphanumeric() {
-                *byte = b'*';
-                hide -= 1;
-            }
+        // The common case, byte by byte: one character is one byte. From
+        // the end, the first byte of the last `keep` letters and digits;
+        // before it, every letter and digit is hidden.
+        let (mut visible, mut kept) = (value.len(), 0);
+        while visible > 0 && kept < keep {
+            visible -= 1;
+            kept += usize::from(value[visible].is_ascii_alphanumeric());
         }
+        out.extend(value[..visible].iter().map(|&b| if b.is_ascii_alphanumeric() { b'*' } else { b }));
+        out.extend_from_slice(&value[visible..]);
         return;
     }
     // Characters, not bytes: a multi-byte character is one `*`. Bytes
