@@ -186,12 +186,11 @@ impl Summary {
     }
 }
 
-/// The longest run of digits joined by bytes `joiner` accepts, counting the bytes
-/// `counted` (digits, or dots for IPv4) in it, up to `enough`: the number
-/// detectors run only on values with a long enough run, so a timestamp or
-/// an amount (many digits, wrong shape) costs one tight pass instead of a
-/// scanner.
-fn longest_run(text: &[u8], joiner: impl Fn(u8) -> bool, count_dots: bool, enough: u32) -> u32 {
+/// The longest run of digits joined by bytes `joiner` accepts, counting the
+/// bytes `counted` (digits, or dots for IPv4) in it: the number detectors
+/// run only on values with a long enough run, so a timestamp or an amount
+/// (many digits, wrong shape) costs one tight pass instead of a scanner.
+fn longest_run(text: &[u8], joiner: impl Fn(u8) -> bool, count_dots: bool) -> u32 {
     let (mut run, mut longest) = (0u32, 0u32);
     for &b in text {
         let digit = b.wrapping_sub(b'0') < 10;
@@ -203,7 +202,7 @@ fn longest_run(text: &[u8], joiner: impl Fn(u8) -> bool, count_dots: bool, enoug
         run = (run + u32::from(counted)) & joined.wrapping_neg();
         longest = longest.max(run);
     }
-    longest.min(enough)
+    longest
 }
 
 impl Detectors {
@@ -259,7 +258,7 @@ impl Detectors {
         // Runs of digits with the separators each kind of number uses;
         // cards and SSNs share theirs.
         let grouped = if (on(Builtin::Card) && summary.digits >= 13) || (on(Builtin::Ssn) && summary.digits >= 9) {
-            longest_run(text, |b| (b == b' ') | (b == b'-'), false, 13)
+            longest_run(text, |b| (b == b' ') | (b == b'-'), false)
         } else {
             0
         };
@@ -277,14 +276,11 @@ impl Detectors {
         }
         if on(Builtin::Phone)
             && summary.digits >= 8
-            && longest_run(text, |b| matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'+'), false, 8) >= 8
+            && longest_run(text, |b| matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'+'), false) >= 8
         {
             find_phones(text, out);
         }
-        if on(Builtin::Ipv4)
-            && summary.digits >= 4
-            && summary.dots >= 3
-            && longest_run(text, |b| b == b'.', true, 3) >= 3
+        if on(Builtin::Ipv4) && summary.digits >= 4 && summary.dots >= 3 && longest_run(text, |b| b == b'.', true) >= 3
         {
             find_ipv4s(text, out);
         }
