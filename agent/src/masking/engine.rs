@@ -311,18 +311,14 @@ impl Masker {
         out: &mut Vec<u8>,
         outcome: &mut MaskOutcome,
     ) -> TextResult {
-        self.replace_found(text, &self.find(text), nullable, column, out, outcome)
-    }
-
-    /// What the detectors find in `text` (allocates only on a hit).
-    pub(super) fn find(&self, text: &[u8]) -> Vec<Match> {
         let mut found = Vec::new();
-        self.find_into(text, &mut found);
-        found
+        self.find(text, &mut found);
+        self.replace_found(text, &found, nullable, column, out, outcome)
     }
 
-    /// What the detectors find in `text`, into `found` (empty).
-    pub(super) fn find_into(&self, text: &[u8], found: &mut Vec<Match>) {
+    /// What the detectors find in `text`, into `found` (empty; it
+    /// allocates only on a hit).
+    pub(super) fn find(&self, text: &[u8], found: &mut Vec<Match>) {
         self.detectors.find(text, found);
     }
 
@@ -416,7 +412,9 @@ impl Masker {
                 if binary {
                     return Ok(TextResult::Unchanged);
                 }
-                Ok(self.mask_found(column, value, &self.find(value), out, outcome))
+                let mut found = Vec::new();
+                self.find(value, &mut found);
+                Ok(self.mask_found(column, value, &found, out, outcome))
             }
             (ValueKind::Text, _) => Ok(match column.rule {
                 Some(rule) => match self.apply_rule(rule, value, label, out, outcome) {

@@ -23,23 +23,41 @@ enum Expect {
     CommaOrEnd,
 }
 
-/// Copies `src` to `out` lazily: nothing until the first replacement.
+/// Copies `src` to `out` lazily: nothing until the first replacement, and
+/// nothing left in `out` when nothing was replaced.
 pub(super) struct Rewrite<'a> {
     src: &'a [u8],
     out: &'a mut Vec<u8>,
+    /// Length of `out` before the rewrite.
+    base: usize,
     copied: usize,
     changed: bool,
 }
 
 impl<'a> Rewrite<'a> {
     pub(super) fn new(src: &'a [u8], out: &'a mut Vec<u8>) -> Self {
-        Self { src, out, copied: 0, changed: false }
+        let base = out.len();
+        Self { src, out, base, copied: 0, changed: false }
     }
 
     /// Replaces `src[start..end]` by what `write` appends.
     pub(super) fn replace(&mut self, start: usize, end: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        write(self.copy_to(start));
+        self.replaced_to(end);
+    }
+
+    /// Copies `src` up to `start`, and gives `out` for a replacement to be
+    /// written in place; [`replaced_to`](Self::replaced_to) then says where
+    /// it ends in `src`. What is written without that call must be removed
+    /// by the caller.
+    pub(super) fn copy_to(&mut self, start: usize) -> &mut Vec<u8> {
         self.out.extend_from_slice(&self.src[self.copied..start]);
-        write(self.out);
+        self.copied = start;
+        self.out
+    }
+
+    /// What was written since [`copy_to`](Self::copy_to) replaces `src` up to `end`.
+    pub(super) fn replaced_to(&mut self, end: usize) {
         self.copied = end;
         self.changed = true;
     }
@@ -48,6 +66,8 @@ impl<'a> Rewrite<'a> {
     pub(super) fn finish(self) -> bool {
         if self.changed {
             self.out.extend_from_slice(&self.src[self.copied..]);
+        } else {
+            self.out.truncate(self.base);
         }
         self.changed
     }
