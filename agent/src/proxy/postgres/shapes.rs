@@ -155,17 +155,16 @@ impl ResultShapes {
                 Rows::Same
             }
             // The first row of an Execute: its columns come from the portal.
-            b'D' => match self.awaiting.front_mut() {
-                Some(Awaiting::Execute { portal, announced }) if !*announced => {
+            b'D' => {
+                let Some(Awaiting::Execute { portal, announced: false }) = self.awaiting.front() else {
+                    return Ok(Rows::Same);
+                };
+                let columns = self.portal_columns(portal);
+                if let Some(Awaiting::Execute { announced, .. }) = self.awaiting.front_mut() {
                     *announced = true;
-                    let portal = portal.clone();
-                    match self.portal_columns(&portal) {
-                        Some(columns) => Rows::Columns(columns),
-                        None => Rows::Same,
-                    }
                 }
-                _ => Rows::Same,
-            },
+                columns.map_or(Rows::Same, Rows::Columns)
+            }
             b'H' => {
                 let body = &frame.body;
                 if body.len() < 3 {
