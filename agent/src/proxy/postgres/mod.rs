@@ -555,15 +555,15 @@ async fn relay_messages(
                             _ => None,
                         };
                         let frame = message.unwrap_or(frame);
-                        let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
-                        let mut ended = tracker.server_sent(frame);
-                        drop(tracker);
-                        if let (Some(record), Some(layer)) =
-                            (ended.iter_mut().rev().find(|r| r.executed), masking.as_mut())
-                        {
-                            record.masked = layer.take_counts();
+                        if StatementTracker::follows(frame.tag) {
+                            let mut ended = tracker.lock().unwrap_or_else(|p| p.into_inner()).server_sent(frame);
+                            if let (Some(record), Some(layer)) =
+                                (ended.iter_mut().rev().find(|r| r.executed), masking.as_mut())
+                            {
+                                record.masked = layer.take_counts();
+                            }
+                            finished.extend(ended);
                         }
-                        finished.extend(ended);
                         let ours = own_backend_key(frame, server, shared.cancel_keys, session).map(|(ours, key)| {
                             issued.lock().unwrap_or_else(|p| p.into_inner()).push(key);
                             ours

@@ -141,6 +141,12 @@ impl StatementTracker {
         }
     }
 
+    /// Whether [`server_sent`](Self::server_sent) has anything to do with a
+    /// server frame of this type. Rows, by the thousand, skip the tracker.
+    pub fn follows(tag: u8) -> bool {
+        matches!(tag, b'C' | b'E' | b'Z' | b'I' | b's')
+    }
+
     /// Notes a frame the server sent; returns the statements it finished.
     pub fn server_sent(&mut self, frame: &Frame) -> Vec<StatementRecord> {
         let mut done = Vec::new();
@@ -304,6 +310,21 @@ mod tests {
         assert_eq!(skipped.len(), 1);
         assert!(!skipped[0].executed);
         assert!(t.unfinished().is_empty());
+    }
+
+    #[test]
+    fn frames_it_does_not_follow_change_nothing() {
+        for tag in (0..=u8::MAX).filter(|tag| !StatementTracker::follows(*tag)) {
+            let mut t = StatementTracker::default();
+            t.client_sent(&query("select 1"));
+            // A body each followed type would take for its own.
+            for body in [&b"SELECT 1\0"[..], b"I", b"SCODE\0C42501\0Mboom\0\0", b""] {
+                assert!(t.server_sent(&frame(tag, &[body])).is_empty(), "tag {tag}");
+            }
+            t.server_sent(&complete("SELECT 1"));
+            let done = t.server_sent(&ready());
+            assert_eq!((done[0].results.as_slice(), done[0].error.as_ref()), (&["SELECT 1".to_owned()][..], None));
+        }
     }
 
     #[test]
