@@ -54,6 +54,19 @@ pub fn cpu_time(pid: u32) -> std::time::Duration {
     std::time::Duration::from_micros(ticks * 1_000_000 / per_second)
 }
 
+/// CPU time the threads of process `pid` named `name` have used so far
+/// (what the scheduler counted, to the nanosecond).
+pub fn thread_cpu_time(pid: u32, name: &str) -> std::time::Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return std::time::Duration::ZERO };
+    let nanos = tasks
+        .flatten()
+        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name))
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|schedstat| schedstat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    std::time::Duration::from_nanos(nanos)
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.0.kill();

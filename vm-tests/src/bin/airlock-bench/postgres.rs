@@ -21,14 +21,29 @@ struct Run {
     p99_us: f64,
 }
 
-/// CPU time a proxy process spent per transaction of `run`, in µs: steadier
-/// than throughput on a machine where the database and pgbench share its cores.
-fn cpu_per_transaction(pid: u32, run: impl FnOnce() -> Run) -> (Run, f64) {
-    let before = airlock_vm_tests::process::cpu_time(pid);
+/// The agent's thread that writes statement records, beside the relay.
+const RECORDS_THREAD: &str = "airlock-records";
+
+/// CPU a proxy process spent per transaction, in µs: steadier than
+/// throughput on a machine where the database and pgbench share its cores.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// Every thread of the process.
+    total: f64,
+    /// Of that, the statement record writer (none in pgbouncer).
+    records: f64,
+}
+
+fn cpu_per_transaction(pid: u32, run: impl FnOnce() -> Run) -> (Run, Cpu) {
+    use airlock_vm_tests::process::{cpu_time, thread_cpu_time};
+    let (before, records_before) = (cpu_time(pid), thread_cpu_time(pid, RECORDS_THREAD));
     let run = run();
-    let used = airlock_vm_tests::process::cpu_time(pid).saturating_sub(before);
-    let per = used.as_secs_f64() * 1e6 / run.transactions.max(1) as f64;
-    (run, per)
+    let per = |used: std::time::Duration| used.as_secs_f64() * 1e6 / run.transactions.max(1) as f64;
+    let cpu = Cpu {
+        total: per(cpu_time(pid).saturating_sub(before)),
+        records: per(thread_cpu_time(pid, RECORDS_THREAD).saturating_sub(records_before)),
+    };
+    (run, cpu)
 }
 
 /// Which PostgreSQL measurements to take.
@@ -134,10 +149,12 @@ fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str, pgbouncer: u32) {
                 }));
             }
             let direct = medians(&direct);
-            let (airlock, airlock_cpu): (Vec<Run>, Vec<f64>) = airlock.into_iter().unzip();
-            let (bouncer, bouncer_cpu): (Vec<Run>, Vec<f64>) = bouncer.into_iter().unzip();
-            let (airlock, airlock_cpu) = (medians(&airlock), median(airlock_cpu));
-            let (bouncer, bouncer_cpu) = (medians(&bouncer), median(bouncer_cpu));
+            let (airlock, airlock_cpu): (Vec<Run>, Vec<Cpu>) = airlock.into_iter().unzip();
+            let (bouncer, bouncer_cpu): (Vec<Run>, Vec<Cpu>) = bouncer.into_iter().unzip();
+            let records = median(airlock_cpu.iter().map(|cpu| cpu.records).collect());
+            let airlock_cpu = median(airlock_cpu.iter().map(|cpu| cpu.total).collect());
+            let bouncer_cpu = median(bouncer_cpu.iter().map(|cpu| cpu.total).collect());
+            let (airlock, bouncer) = (medians(&airlock), medians(&bouncer));
             println!(
                 "{protocol:<10} {clients:>7}  {}  {}  {}",
                 cell(&direct, &direct),
@@ -151,7 +168,7 @@ fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str, pgbouncer: u32) {
                 bouncer.p50_us - direct.p50_us
             );
             println!(
-                "{:<18}  proxy CPU per transaction: airlock {airlock_cpu:.1} µs (statement records included), pgbouncer {bouncer_cpu:.1} µs",
+                "{:<18}  proxy CPU per transaction: airlock {airlock_cpu:.1} µs ({records:.1} of it writing statement records), pgbouncer {bouncer_cpu:.1} µs",
                 ""
             );
         }
@@ -225,7 +242,7 @@ fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) 
                 let (result, per) =
                     cpu_per_transaction(lab.agent().pid(), || run(protocol, &lab.cgroups.clients, &label));
                 tps.push(result.tps);
-                cpu.push(per);
+                cpu.push(per.total);
             }
         }
         let direct = median(direct);
