@@ -502,6 +502,7 @@ async fn relay_messages(
                     session.bytes.to_upstream.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     upstream_write.write_all(bytes).await?;
                     out.clear();
+                    reader.recycle(frames);
                 }
                 Some(Incoming::Large { tag, len }) => {
                     tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent_large(tag, len);
@@ -580,6 +581,7 @@ async fn relay_messages(
                     session.bytes.to_client.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     client_write.lock().await.write_all(bytes).await?;
                     out.clear();
+                    reader.recycle(frames);
                     if !finished.is_empty() {
                         recorder.record(&me, finished)?;
                     }
