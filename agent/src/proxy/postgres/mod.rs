@@ -557,13 +557,13 @@ async fn relay_messages(
                         };
                         let frame = message.unwrap_or(frame);
                         if StatementTracker::follows(frame.tag) {
-                            let mut ended = tracker.lock().unwrap_or_else(|p| p.into_inner()).server_sent(frame);
+                            let before = finished.len();
+                            tracker.lock().unwrap_or_else(|p| p.into_inner()).server_sent(frame, &mut finished);
                             if let (Some(record), Some(layer)) =
-                                (ended.iter_mut().rev().find(|r| r.executed), masking.as_mut())
+                                (finished[before..].iter_mut().rev().find(|r| r.executed), masking.as_mut())
                             {
                                 record.masked = layer.take_counts();
                             }
-                            finished.extend(ended);
                         }
                         let ours = own_backend_key(frame, server, shared.cancel_keys, session).map(|(ours, key)| {
                             issued.lock().unwrap_or_else(|p| p.into_inner()).push(key);

@@ -147,9 +147,9 @@ impl StatementTracker {
         matches!(tag, b'C' | b'E' | b'Z' | b'I' | b's')
     }
 
-    /// Notes a frame the server sent; returns the statements it finished.
-    pub fn server_sent(&mut self, frame: &Frame) -> Vec<StatementRecord> {
-        let mut done = Vec::new();
+    /// Notes a frame the server sent; the statements it finished go to the
+    /// end of `done` (a session's list, handed to the record writer).
+    pub fn server_sent(&mut self, frame: &Frame, done: &mut Vec<StatementRecord>) {
         let message = match frame.tag {
             // EmptyQueryResponse and PortalSuspended end an Execute like a CommandComplete.
             b'I' => Backend::CommandComplete { tag: "" },
@@ -158,7 +158,7 @@ impl StatementTracker {
                 Ok(message) => message,
                 Err(error) => {
                     tracing::debug!(%error, "uninspectable server message");
-                    return done;
+                    return;
                 }
             },
         };
@@ -199,7 +199,6 @@ impl StatementTracker {
             }
             Backend::KeyData { .. } | Backend::Other => {}
         }
-        done
     }
 
     /// Statements still open when the session ends.
@@ -263,6 +262,13 @@ mod tests {
         Frame { tag, body: body.freeze() }
     }
 
+    /// What `server_sent` finished with this frame.
+    fn sent(t: &mut StatementTracker, frame: &Frame) -> Vec<StatementRecord> {
+        let mut done = Vec::new();
+        t.server_sent(frame, &mut done);
+        done
+    }
+
     fn query(sql: &str) -> Frame {
         frame(b'Q', &[sql.as_bytes(), b"\0"])
     }
@@ -280,9 +286,9 @@ mod tests {
     fn simple_query_with_two_statements_is_one_record() {
         let mut t = StatementTracker::default();
         t.client_sent(&query("insert into t values (1); select * from t"));
-        assert!(t.server_sent(&complete("INSERT 0 1")).is_empty());
-        assert!(t.server_sent(&complete("SELECT 1")).is_empty());
-        let done = t.server_sent(&ready());
+        assert!(sent(&mut t, &complete("INSERT 0 1")).is_empty());
+        assert!(sent(&mut t, &complete("SELECT 1")).is_empty());
+        let done = sent(&mut t, &ready());
         assert_eq!(done.len(), 1);
         assert_eq!(&*done[0].sql, "insert into t values (1); select * from t");
         assert_eq!(done[0].results, ["INSERT 0 1", "SELECT 1"]);
@@ -300,13 +306,13 @@ mod tests {
         t.client_sent(&frame(b'E', &[b"p2\0", &[0, 0, 0, 0]]));
         t.client_sent(&frame(b'E', &[b"p2\0", &[0, 0, 0, 0]]));
         t.client_sent(&frame(b'S', &[]));
-        let first = t.server_sent(&complete("SELECT 1"));
+        let first = sent(&mut t, &complete("SELECT 1"));
         assert_eq!(first.len(), 1);
         assert_eq!((first[0].sql.as_ref(), first[0].protocol), ("select $1", QueryProtocol::Extended));
-        let failed = t.server_sent(&error("42501"));
+        let failed = sent(&mut t, &error("42501"));
         assert_eq!(&*failed[0].sql, "delete from t");
         assert_eq!(failed[0].error.as_ref().unwrap().sqlstate, "42501");
-        let skipped = t.server_sent(&ready());
+        let skipped = sent(&mut t, &ready());
         assert_eq!(skipped.len(), 1);
         assert!(!skipped[0].executed);
         assert!(t.unfinished().is_empty());
@@ -319,10 +325,10 @@ mod tests {
             t.client_sent(&query("select 1"));
             // A body each followed type would take for its own.
             for body in [&b"SELECT 1\0"[..], b"I", b"SCODE\0C42501\0Mboom\0\0", b""] {
-                assert!(t.server_sent(&frame(tag, &[body])).is_empty(), "tag {tag}");
+                assert!(sent(&mut t, &frame(tag, &[body])).is_empty(), "tag {tag}");
             }
-            t.server_sent(&complete("SELECT 1"));
-            let done = t.server_sent(&ready());
+            sent(&mut t, &complete("SELECT 1"));
+            let done = sent(&mut t, &ready());
             assert_eq!((done[0].results.as_slice(), done[0].error.as_ref()), (&["SELECT 1".to_owned()][..], None));
         }
     }
@@ -331,8 +337,8 @@ mod tests {
     fn secrets_in_statements_are_redacted() {
         let mut t = StatementTracker::default();
         t.client_sent(&query("ALTER ROLE app PASSWORD 'hunter2'"));
-        t.server_sent(&complete("ALTER ROLE"));
-        let done = t.server_sent(&ready());
+        sent(&mut t, &complete("ALTER ROLE"));
+        let done = sent(&mut t, &ready());
         assert!(!done[0].sql.contains("hunter2"), "{}", done[0].sql);
     }
 
@@ -342,8 +348,8 @@ mod tests {
         t.client_sent(&frame(b'E', &[b"nope\0", &[0, 0, 0, 0]]));
         t.client_sent(&frame(b'Q', &[b"unterminated"]));
         t.client_sent(&Frame { tag: b'B', body: Bytes::from_static(b"\0") });
-        t.server_sent(&Frame { tag: b'C', body: Bytes::new() });
-        let done = t.server_sent(&complete("SELECT 0"));
+        sent(&mut t, &Frame { tag: b'C', body: Bytes::new() });
+        let done = sent(&mut t, &complete("SELECT 0"));
         assert_eq!(&*done[0].sql, "<portal \"nope\">");
         t.client_sent_large(b'Q', 100_000_000);
         assert_eq!(&*t.unfinished()[0].sql, "<100000000-byte query, too large to inspect>");
