@@ -186,8 +186,8 @@ impl Summary {
     }
 }
 
-/// The longest run of digits joined by bytes `joiner` accepts, counting the
-/// bytes `counted` (digits, or dots for IPv4) in it: the number detectors
+/// The longest run of digits joined by bytes `joiner` accepts, measured in
+/// digits (or in dots, with `count_dots`, for IPv4): the number detectors
 /// run only on values with a long enough run, so a timestamp or an amount
 /// (many digits, wrong shape) costs one tight pass instead of a scanner.
 fn longest_run(text: &[u8], joiner: impl Fn(u8) -> bool, count_dots: bool) -> u32 {

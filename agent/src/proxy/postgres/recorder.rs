@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{ProxyError, statements::StatementRecord};
 use crate::audit::{AuditLog, SessionContext};
 
+/// The writer's thread name (what `ps -L` and `/proc/PID/task/*/comm` show).
+pub const THREAD_NAME: &str = "airlock-records";
+
 /// Most hand-overs taken in one write.
 const BATCH: usize = 512;
 /// After the first record of a batch, the writer waits this long for more.
@@ -82,7 +85,7 @@ impl StatementWriter {
     /// Starts the writer on a thread of its own; it writes until every
     /// [`StatementLog`] is dropped.
     pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new().name("airlock-records".into()).spawn(move || self.run())
+        std::thread::Builder::new().name(THREAD_NAME.into()).spawn(move || self.run())
     }
 
     fn run(mut self) {

@@ -21,9 +21,6 @@ struct Run {
     p99_us: f64,
 }
 
-/// The agent's thread that writes statement records, beside the relay.
-const RECORDS_THREAD: &str = "airlock-records";
-
 /// CPU a proxy process spent per transaction, in µs: steadier than
 /// throughput on a machine where the database and pgbench share its cores.
 #[derive(Clone, Copy)]
@@ -35,6 +32,7 @@ struct Cpu {
 }
 
 fn cpu_per_transaction(pid: u32, run: impl FnOnce() -> Run) -> (Run, Cpu) {
+    use airlock::proxy::postgres::recorder::THREAD_NAME as RECORDS_THREAD;
     use airlock_vm_tests::process::{cpu_time, thread_cpu_time};
     let (before, records_before) = (cpu_time(pid), thread_cpu_time(pid, RECORDS_THREAD));
     let run = run();
