@@ -106,6 +106,12 @@ impl<'a> MaskLayer<'a> {
     /// it before [`mask`](Self::mask)ing the frame. Rows, by the thousand,
     /// take this synchronous path only; a plan may need the catalog.
     pub fn observe(&mut self, frame: &Frame, view: &Mutex<ClientView>) -> Result<Option<Columns>, ProxyError> {
+        // A row of a result already planned changes nothing in the view:
+        // only the first row of an Execute does, and every result's end
+        // clears the plan. Rows skip the lock.
+        if frame.tag == b'D' && self.plan.is_some() {
+            return Ok(None);
+        }
         let mut view = view.lock().unwrap_or_else(|p| p.into_inner());
         match view.shapes.server_sent(frame).map_err(|error| ProxyError::Protocol { side: "server", error })? {
             Rows::CopyOut { binary, columns } => {
