@@ -227,38 +227,48 @@ fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) 
         ("every value through the 7 default detectors", detectors),
     ];
     for protocol in ["simple", "prepared"] {
-        // Rounds interleave the settings, so a slow spell of the machine
-        // touches them all alike; medians are reported.
+        // Rounds interleave the settings, in an order that turns each
+        // round, so a slow spell of the machine touches them all alike; a
+        // setting's cost is the median of its rounds' ratios to the
+        // unmasked run of the same round (the machine's speed drifts by
+        // more than masking costs over a few minutes).
         let mut direct = Vec::new();
         let mut through: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); settings.len()];
         for round in 0..LARGE_ROUNDS {
             direct.push(run(protocol, outside, &format!("large-direct-{protocol}-{round}")).tps);
-            for ((_, extra), (tps, cpu)) in settings.iter().zip(&mut through) {
-                lab.agent().reload(&format!("{target}{extra}"));
+            for turn in 0..settings.len() {
+                let index = (round + turn) % settings.len();
+                lab.agent().reload(&format!("{target}{}", settings[index].1));
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 let label = format!("large-{protocol}-{round}");
                 let (result, per) =
                     cpu_per_transaction(lab.agent().pid(), || run(protocol, &lab.cgroups.clients, &label));
-                tps.push(result.tps);
-                cpu.push(per.total);
+                through[index].0.push(result.tps);
+                through[index].1.push(per.total);
             }
         }
-        let direct = median(direct);
-        let medians: Vec<(f64, f64)> = through.into_iter().map(|(tps, cpu)| (median(tps), median(cpu))).collect();
-        let (plain_tps, plain_cpu) = medians[0];
+        let (plain_tps, plain_cpu) = &through[0];
         println!(
             "\n1,000-row results (SELECT * of 5 columns, {protocol} protocol, 1 client): results/s, median of {LARGE_ROUNDS} rounds"
         );
+        let direct = median(direct);
         println!(
-            "  direct {direct:.0}   airlock {plain_tps:.0} ({:.0} % of direct), agent CPU {plain_cpu:.0} µs per result",
-            plain_tps / direct * 100.0
+            "  direct {direct:.0}   airlock {:.0} ({:.0} % of direct), agent CPU {:.0} µs per result",
+            median(plain_tps.clone()),
+            median(plain_tps.clone()) / direct * 100.0,
+            median(plain_cpu.clone())
         );
-        for ((what, _), (tps, cpu)) in settings.iter().zip(&medians).skip(1) {
+        for ((what, _), (tps, cpu)) in settings.iter().zip(&through).skip(1) {
+            let paired =
+                |of: &[f64], to: &[f64]| median(of.iter().zip(to).map(|(a, b)| (a / b - 1.0) * 100.0).collect());
             println!(
-                "  airlock, {what}: {tps:.0} ({:.0} % of direct; masking adds {:.1} % to the transfer, goal ≤ 10 %), agent CPU {cpu:.0} µs per result (+{:.0} %)",
-                tps / direct * 100.0,
-                (plain_tps / tps - 1.0) * 100.0,
-                (cpu / plain_cpu - 1.0) * 100.0
+                "  airlock, {what}: {:.0} ({:.0} % of direct; masking adds {:.1} % to the transfer, goal ≤ 10 %), agent CPU {:.0} µs per result (+{:.0} µs, +{:.0} %)",
+                median(tps.clone()),
+                median(tps.clone()) / direct * 100.0,
+                paired(plain_tps, tps),
+                median(cpu.clone()),
+                median(cpu.iter().zip(plain_cpu).map(|(a, b)| a - b).collect()),
+                paired(cpu, plain_cpu),
             );
         }
     }
@@ -268,8 +278,10 @@ fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) 
 const ROUNDS: usize = 3;
 
 /// Rounds of the large-results measurement: its settings differ by a few
-/// per cent, and single 4 s runs on this shared machine by up to ten.
-const LARGE_ROUNDS: usize = 5;
+/// per cent, and single 4 s runs on this shared machine by up to ten. A
+/// multiple of the three settings, so each runs in each turn of a round
+/// as often.
+const LARGE_ROUNDS: usize = 6;
 
 /// Each figure's median over runs.
 fn medians(runs: &[Run]) -> Run {
