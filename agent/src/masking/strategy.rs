@@ -170,16 +170,16 @@ pub enum TokenKeyError {
 }
 
 impl TokenKey {
-    /// A key from its bytes (tests, and keys kept elsewhere). The
-    /// SipHash key is the first 128 bits of HMAC-SHA256(bytes, a label of
-    /// this use): a host key of any length, and its other uses (if any come)
-    /// stay apart.
+    /// A key from its bytes (tests, and keys kept elsewhere). The SipHash
+    /// key is the first 128 bits of HMAC-SHA256 keyed with `key` over a
+    /// label naming this use: host keys of any length work, and any other
+    /// use of the same host key would get a key of its own.
     pub fn from_bytes(key: &[u8]) -> Self {
         // HMAC takes keys of any length; the error type is never produced.
         let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC key"));
         mac.update(TOKEN_KEY_LABEL);
         let derived = mac.finalize().into_bytes();
-        let half = |at: usize| u64::from_le_bytes(derived[at..at + 8].try_into().unwrap_or_else(|_| unreachable!()));
+        let half = |at: usize| u64::from_le_bytes(std::array::from_fn(|i| derived[at + i]));
         Self { sip: SipHasher24::new_with_keys(half(0), half(8)) }
     }
 
@@ -216,9 +216,9 @@ impl TokenKey {
 
     /// Appends the token of `value`: `tok_` and 16 hex digits (64 bits:
     /// collisions are negligible at table sizes, and short enough to read).
-    /// SipHash-2-4 is a keyed function made for short inputs: a tokenized
-    /// column of distinct e-mail addresses costs a few nanoseconds a value,
-    /// where HMAC-SHA256 took two SHA-256 blocks each.
+    /// SipHash-2-4 is a keyed function made for short inputs: about 30 ns
+    /// for an e-mail address, where HMAC-SHA256 hashes two SHA-256 blocks
+    /// (a column of distinct values is the common case: no cache helps).
     pub fn token(&self, value: &[u8], out: &mut Vec<u8>) {
         // Spelled on the stack and appended at once: one copy, not nine.
         let mut token = *b"tok_0000000000000000";

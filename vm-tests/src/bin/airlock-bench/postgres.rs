@@ -248,27 +248,30 @@ fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) 
             }
         }
         let (plain_tps, plain_cpu) = &through[0];
+        let direct = median(direct);
+        let plain = median(plain_tps.clone());
         println!(
             "\n1,000-row results (SELECT * of 5 columns, {protocol} protocol, 1 client): results/s, median of {LARGE_ROUNDS} rounds"
         );
-        let direct = median(direct);
         println!(
-            "  direct {direct:.0}   airlock {:.0} ({:.0} % of direct), agent CPU {:.0} µs per result",
-            median(plain_tps.clone()),
-            median(plain_tps.clone()) / direct * 100.0,
+            "  direct {direct:.0}   airlock {plain:.0} ({:.0} % of direct), agent CPU {:.0} µs per result",
+            plain / direct * 100.0,
             median(plain_cpu.clone())
         );
+        // Each round's figure against the unmasked run of the same round.
+        let paired = |of: &[f64], to: &[f64], change: fn(f64, f64) -> f64| {
+            median(of.iter().zip(to).map(|(&a, &b)| change(a, b)).collect())
+        };
+        let percent = |a: f64, b: f64| (a / b - 1.0) * 100.0;
         for ((what, _), (tps, cpu)) in settings.iter().zip(&through).skip(1) {
-            let paired =
-                |of: &[f64], to: &[f64]| median(of.iter().zip(to).map(|(a, b)| (a / b - 1.0) * 100.0).collect());
+            let masked = median(tps.clone());
             println!(
-                "  airlock, {what}: {:.0} ({:.0} % of direct; masking adds {:.1} % to the transfer, goal ≤ 10 %), agent CPU {:.0} µs per result (+{:.0} µs, +{:.0} %)",
-                median(tps.clone()),
-                median(tps.clone()) / direct * 100.0,
-                paired(plain_tps, tps),
+                "  airlock, {what}: {masked:.0} ({:.0} % of direct; masking adds {:.1} % to the transfer, goal ≤ 10 %), agent CPU {:.0} µs per result (+{:.0} µs, +{:.0} %)",
+                masked / direct * 100.0,
+                paired(plain_tps, tps, percent),
                 median(cpu.clone()),
-                median(cpu.iter().zip(plain_cpu).map(|(a, b)| a - b).collect()),
-                paired(cpu, plain_cpu),
+                paired(cpu, plain_cpu, |a, b| a - b),
+                paired(cpu, plain_cpu, percent),
             );
         }
     }
