@@ -359,7 +359,9 @@ pub fn jit_setup() {
     let mut lab = Lab::new(&name_refs);
     let pg_dir = lab.dir.path().join("pg");
     let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
-    let admin = airlock_vm_tests::TargetHost::jit_admin(&data, lab.dir.path(), "bench-admin");
+    // A throwaway password of a throwaway server, for the direct baseline.
+    let password = "bench-admin";
+    let admin = airlock_vm_tests::TargetHost::jit_admin(&data, lab.dir.path(), password);
     let v4 = lab.target.v4.to_string();
     lab.start_agent(&format!(
         "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.credentials]\nadmin_file = \"{}\"\n\n[[target.credentials.role]]\nname = \"reader\"\ngrants = [\"pg_read_all_data\"]\nusers = [\"*\"]\n",
@@ -376,13 +378,26 @@ pub fn jit_setup() {
         assert!(out.success(), "psql: {out:?}");
         start.elapsed().as_secs_f64() * 1000.0
     };
-    let mut new_role = Vec::new();
-    let mut reused = Vec::new();
+    // The baseline: the same psql, not redirected (the bench runs outside
+    // the cgroup the programs attach at), logging in with a password.
+    let direct = || {
+        let start = std::time::Instant::now();
+        let out = std::process::Command::new("psql")
+            .args(["-h", &v4, "-U", "airlock_admin", "-d", "postgres", "-X", "-w", "-c", "select 1"])
+            .env("PGPASSWORD", password)
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "direct psql: {}", String::from_utf8_lossy(&out.stderr));
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+    let (mut baseline, mut new_role, mut reused) = (Vec::new(), Vec::new(), Vec::new());
     for person in &names {
+        baseline.push(direct());
         new_role.push(connect(person));
         reused.push(connect(person));
     }
     println!("\njust-in-time login, psql connect + select 1 + exit, median of {PEOPLE} people");
+    println!("  direct, password login (SCRAM)      {:>7.1} ms", median(baseline));
     println!("  new role (created for the person)   {:>7.1} ms", median(new_role));
     println!("  reused role (same person and grant) {:>7.1} ms", median(reused));
 }
