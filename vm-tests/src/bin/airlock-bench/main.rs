@@ -2,10 +2,10 @@
 //! throughput, each measured against the direct path (and a peer) in one run.
 //! `airlock-bench [intercept] [postgres | postgres-large | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh]` picks sections; default: all.
 //!
-//! The same binary plays three roles: the driver (default), an echo server
-//! started inside the lab's target namespace (`echo PORT…`), and the client
-//! load run as a test user inside the lab's client cgroup, so the eBPF
-//! programs see it (`client MODE ADDR COUNT`).
+//! The same binary plays several roles: the driver (default), an echo server
+//! started inside the lab's target namespace (`echo PORT…`), and clients
+//! run as a test user inside the lab's client cgroup, so the eBPF programs
+//! see them (`client MODE ADDR COUNT`, `ssh-rtt …`, `pg-connect …`).
 
 use std::{
     io::{Read as _, Write as _},
@@ -41,6 +41,7 @@ fn main() {
         Some("echo") => echo_server(&args[1..]),
         Some("client") => client(&args[1..]),
         Some("ssh-rtt") => ssh::rtt_client(&args[1..]),
+        Some("pg-connect") => postgres::timed_logins(&args[1..]),
         _ => {
             if !privileged() {
                 std::process::exit(1);

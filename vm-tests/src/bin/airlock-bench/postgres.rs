@@ -351,9 +351,16 @@ fn pgbench_in(lab: &Lab, cgroup: &Path, work: &Path, label: &str, args: &[&str],
 }
 
 /// Connection set-up with just-in-time logins: the first connection of a
-/// person creates a role, the next ones within its validity reuse it.
+/// person creates a role, the next ones within its validity reuse it; next
+/// to the same client logging in directly with a password. A client
+/// process (tokio-postgres) per person and measurement times each login
+/// from connect to the answer of a `SELECT 1`. (pgbench -C cannot time a
+/// first login: it logs in once before it starts timing; psql's own start
+/// and the client's move into its cgroup take longer than the login.)
 pub fn jit_setup() {
     const PEOPLE: usize = 5;
+    /// Logins a person makes per measurement of reused roles and of direct logins.
+    const LOGINS: &str = "10";
     let names: Vec<String> = (0..PEOPLE).map(|i| format!("p{i}")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut lab = Lab::new(&name_refs);
@@ -367,37 +374,69 @@ pub fn jit_setup() {
         "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.credentials]\nadmin_file = \"{}\"\n\n[[target.credentials.role]]\nname = \"reader\"\ngrants = [\"pg_read_all_data\"]\nusers = [\"*\"]\n",
         admin.display()
     ));
-    let connect = |person: &str| {
-        let start = std::time::Instant::now();
-        let out = run_as(
-            lab.user(person),
-            &lab.cgroups.clients,
-            "psql",
-            &["-h", &v4, "-U", "reader", "-d", "postgres", "-X", "-w", "-c", "select 1"],
-        );
-        assert!(out.success(), "psql: {out:?}");
-        start.elapsed().as_secs_f64() * 1000.0
+    let work = lab.dir.path().join("jit");
+    fs::create_dir_all(&work).expect("mkdir");
+    set_mode(&work, 0o755);
+    // The direct path runs from a cgroup the programs do not attach at.
+    let outside = airlock_vm_tests::cgroup2_root().join(format!("{}.jit", lab.tag));
+    fs::create_dir_all(&outside).expect("mkdir cgroup");
+    let me = std::env::current_exe().expect("own path").display().to_string();
+    // `logins` timed logins as `person`, in ms.
+    let time = |person: &str, cgroup: &Path, logins: &str, target: &str, password_file: Option<&Path>| {
+        let file = password_file.map(|f| f.display().to_string());
+        let mut args = vec!["pg-connect", logins, target];
+        args.extend(file.as_deref());
+        let out = run_as(lab.user(person), cgroup, &me, &args);
+        assert!(out.success(), "timed logins: {out:?}");
+        out.stdout.lines().map(|l| l.parse::<f64>().expect("a time in ms")).collect::<Vec<_>>()
     };
-    // The baseline: the same psql, not redirected (the bench runs outside
-    // the cgroup the programs attach at), logging in with a password.
-    let direct = || {
-        let start = std::time::Instant::now();
-        let out = std::process::Command::new("psql")
-            .args(["-h", &v4, "-U", "airlock_admin", "-d", "postgres", "-X", "-w", "-c", "select 1"])
-            .env("PGPASSWORD", password)
-            .output()
-            .expect("psql");
-        assert!(out.status.success(), "direct psql: {}", String::from_utf8_lossy(&out.stderr));
-        start.elapsed().as_secs_f64() * 1000.0
-    };
-    let (mut baseline, mut new_role, mut reused) = (Vec::new(), Vec::new(), Vec::new());
+    let through_airlock = format!("host={v4} user=reader dbname=postgres");
+    let direct_login = format!("host={v4} user=airlock_admin dbname=postgres");
+    let (mut direct, mut new_role, mut reused) = (Vec::new(), Vec::new(), Vec::new());
     for person in &names {
-        baseline.push(direct());
-        new_role.push(connect(person));
-        reused.push(connect(person));
+        // The password in a file of the person's, never on a command line.
+        let password_file = work.join(format!("{person}.password"));
+        fs::write(&password_file, password).expect("password file");
+        airlock_vm_tests::netns::sh("chown", &[&lab.user(person).name, &password_file.display().to_string()]);
+        set_mode(&password_file, 0o600);
+        direct.push(median(time(person, &outside, LOGINS, &direct_login, Some(&password_file))));
+        new_role.extend(time(person, &lab.cgroups.clients, "1", &through_airlock, None));
+        reused.push(median(time(person, &lab.cgroups.clients, LOGINS, &through_airlock, None)));
     }
-    println!("\njust-in-time login, psql connect + select 1 + exit, median of {PEOPLE} people");
-    println!("  direct, password login (SCRAM)      {:>7.1} ms", median(baseline));
-    println!("  new role (created for the person)   {:>7.1} ms", median(new_role));
-    println!("  reused role (same person and grant) {:>7.1} ms", median(reused));
+    println!("\nconnection set-up (a new process: connect, log in, SELECT 1), median of {PEOPLE} people");
+    let rows = [
+        (format!("direct, password login (SCRAM), {LOGINS} each"), direct),
+        ("airlock, new role (created for the person)".to_owned(), new_role),
+        (format!("airlock, reused role, {LOGINS} each"), reused),
+    ];
+    for (label, times) in rows {
+        println!("  {label:<44}{:>7.2} ms", median(times));
+    }
+    drop(lab);
+    airlock_vm_tests::remove_cgroup_tree(&outside);
+}
+
+/// `pg-connect LOGINS CONNINFO [PASSWORD_FILE]`, run as a test user: logs in
+/// LOGINS times, one after the other, and prints each login's time in ms,
+/// from connect to the answer of a `SELECT 1`.
+pub fn timed_logins(args: &[String]) {
+    let logins: usize = args[0].parse().expect("login count");
+    let mut config: tokio_postgres::Config = args[1].parse().expect("connection string");
+    if let Some(file) = args.get(2) {
+        config.password(fs::read_to_string(file).expect("password file").trim_end());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    for _ in 0..logins {
+        let elapsed = runtime.block_on(async {
+            let start = std::time::Instant::now();
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("login");
+            let connection = tokio::spawn(connection);
+            client.simple_query("SELECT 1").await.expect("SELECT 1");
+            let elapsed = start.elapsed();
+            drop(client);
+            let _ = connection.await;
+            elapsed
+        });
+        println!("{}", elapsed.as_secs_f64() * 1000.0);
+    }
 }
