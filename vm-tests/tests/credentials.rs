@@ -231,11 +231,20 @@ fn airlock_logs_in_over_verified_tls_when_policy_says_so() {
     if !privileged() {
         return;
     }
-    let JitLab { lab, .. } = jit_lab_with(600, Tls::VerifyFull);
+    let JitLab { lab, data } = jit_lab_with(600, Tls::VerifyFull);
+    // The server refuses every network login without TLS: the admin
+    // connection that creates and drops the role must use it too.
+    let hba = data.join("pg_hba.conf");
+    let rules = fs::read_to_string(&hba).expect("pg_hba.conf");
+    fs::write(&hba, format!("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n{rules}"))
+        .expect("pg_hba.conf");
+    assert_eq!(TargetHost::superuser_sql(&data, "SELECT pg_reload_conf()").trim(), "t");
     let out = psql(&lab, "alice", "readonly", "select ssl from pg_stat_ssl where pid = pg_backend_pid()");
     assert!(out.success(), "{out:?}\n{}", lab.agent().log());
     assert_eq!(out.stdout.trim(), "t", "Airlock's own session to the server is encrypted");
     assert_eq!(lab.agent().records_of("postgres.startup")[0]["detail"]["upstream_tls"], true);
+    wait_until("the role is dropped, over TLS, after the session", || jit_roles(&data).is_empty());
+    assert!(lab.agent().records_of("credential.drop_failed").is_empty(), "{}", lab.agent().log());
 }
 
 #[test]
@@ -246,8 +255,15 @@ fn required_tls_that_the_server_lacks_is_refused() {
     let JitLab { lab, data } = jit_lab_with(600, Tls::RequiredButMissing);
     let out = psql(&lab, "alice", "readonly", "select 1");
     assert!(!out.success());
-    assert!(out.stderr.contains("airlock: the server does not offer TLS, and policy requires it"), "{}", out.stderr);
-    wait_until("the role made for the refused session is dropped", || jit_roles(&data).is_empty());
+    // The admin connection is held to the policy too: no role is made.
+    assert!(
+        out.stderr.contains("airlock: could not create a login for you")
+            && out.stderr.contains("the server does not offer TLS, and policy requires it"),
+        "{}",
+        out.stderr
+    );
+    assert!(jit_roles(&data).is_empty());
+    assert!(lab.agent().records_of("credential.created").is_empty());
 }
 
 #[test]

@@ -8,9 +8,11 @@ use std::{
 };
 
 use serde::Deserialize;
-use tokio_postgres::NoTls;
+use tokio::net::TcpStream;
+use tokio_postgres::{NoTls, config::SslMode};
 
 use super::{CredentialError, Secret};
+use crate::{policy::UpstreamTls, proxy::postgres::tls};
 
 /// How long an admin operation may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,19 +49,28 @@ impl AdminLogin {
         Ok(Self { user: file.user, password: Secret::new(file.password), database: file.database })
     }
 
-    async fn connect(&self, server: SocketAddr) -> Result<tokio_postgres::Client, CredentialError> {
+    /// Logs in over TLS as the target's policy says, as sessions do: the
+    /// admin connection carries role passwords' verifiers and statements
+    /// an on-path attacker must neither read nor inject into.
+    async fn connect(&self, server: SocketAddr, mode: &UpstreamTls) -> Result<tokio_postgres::Client, CredentialError> {
         let target = |message: String| CredentialError::Target { server, message };
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(server.ip().to_string())
-            .port(server.port())
-            .user(&self.user)
-            .password(self.password.expose())
-            .dbname(&self.database)
-            .application_name("airlock")
-            .connect_timeout(ADMIN_TIMEOUT);
-        let (client, connection) =
-            config.connect(NoTls).await.map_err(|e| target(format!("admin login {}: {e}", self.user)))?;
+        let login = async {
+            let tcp = TcpStream::connect(server).await.map_err(|e| target(format!("connecting: {e}")))?;
+            tcp.set_nodelay(true).map_err(|e| target(format!("connecting: {e}")))?;
+            let stream = tls::secure(tcp, mode, server).await.map_err(|e| target(format!("admin connection: {e}")))?;
+            let mut config = tokio_postgres::Config::new();
+            config
+                .user(&self.user)
+                .password(self.password.expose())
+                .dbname(&self.database)
+                .application_name("airlock")
+                // Negotiated already, on the stream.
+                .ssl_mode(SslMode::Disable);
+            config.connect_raw(stream, NoTls).await.map_err(|e| target(format!("admin login {}: {e}", self.user)))
+        };
+        let (client, connection) = tokio::time::timeout(ADMIN_TIMEOUT, login)
+            .await
+            .map_err(|_| target(format!("admin login {} timed out", self.user)))??;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "admin connection ended");
@@ -74,12 +85,13 @@ impl AdminLogin {
     pub async fn create_role(
         &self,
         server: SocketAddr,
+        mode: &UpstreamTls,
         role: &str,
         password: &Secret,
         expires: SystemTime,
         grants: &[String],
     ) -> Result<(), CredentialError> {
-        let client = self.connect(server).await?;
+        let client = self.connect(server, mode).await?;
         let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
         let until = humantime::format_rfc3339_seconds(expires).to_string();
         let mut sql = format!(
@@ -105,8 +117,8 @@ impl AdminLogin {
     /// CREATEROLE and membership in pg_signal_backend. A role that came to
     /// own objects cannot be dropped; that is reported and the ledger keeps
     /// it for the next attempt.
-    pub async fn drop_role(&self, server: SocketAddr, role: &str) -> Result<u64, CredentialError> {
-        let client = self.connect(server).await?;
+    pub async fn drop_role(&self, server: SocketAddr, mode: &UpstreamTls, role: &str) -> Result<u64, CredentialError> {
+        let client = self.connect(server, mode).await?;
         let target = |message: String| CredentialError::Target { server, message };
         let run = async {
             let terminated = client

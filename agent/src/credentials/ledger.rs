@@ -14,6 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::CredentialError;
+use crate::policy::UpstreamTls;
 
 const LEDGER_FILE: &str = "postgres-roles.jsonl";
 
@@ -33,6 +34,10 @@ pub struct LedgerEntry {
     /// Expiry, RFC 3339 (created only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// TLS to the server, as its policy said (created only; absent in
+    /// ledgers of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
 }
 
 /// A role still to be dropped.
@@ -44,23 +49,34 @@ pub struct Outstanding {
     pub server: SocketAddr,
     /// Admin credentials for it.
     pub admin_file: PathBuf,
+    /// TLS to its server: as recorded, or `prefer` for entries of earlier
+    /// versions (which logged in without TLS).
+    pub tls: UpstreamTls,
 }
 
 impl LedgerEntry {
     /// A role about to be created.
-    pub fn created(role: &str, server: SocketAddr, admin_file: &Path, expires: SystemTime) -> Self {
+    pub fn created(role: &str, server: SocketAddr, tls: &UpstreamTls, admin_file: &Path, expires: SystemTime) -> Self {
         Self {
             op: "created".into(),
             role: role.into(),
             server_addr: Some(server),
             admin_file_path: Some(admin_file.to_owned()),
             expires: Some(humantime::format_rfc3339_seconds(expires).to_string()),
+            tls: Some(tls.clone()),
         }
     }
 
     /// A role dropped.
     pub fn dropped(role: &str) -> Self {
-        Self { op: "dropped".into(), role: role.into(), server_addr: None, admin_file_path: None, expires: None }
+        Self {
+            op: "dropped".into(),
+            role: role.into(),
+            server_addr: None,
+            admin_file_path: None,
+            expires: None,
+            tls: None,
+        }
     }
 }
 
@@ -104,7 +120,8 @@ impl Ledger {
             let Ok(entry) = serde_json::from_str::<LedgerEntry>(&line) else { continue };
             match (entry.op.as_str(), entry.server_addr, entry.admin_file_path) {
                 ("created", Some(server), Some(admin_file)) => {
-                    open.insert(entry.role.clone(), (index, Outstanding { role: entry.role, server, admin_file }));
+                    let tls = entry.tls.unwrap_or_default();
+                    open.insert(entry.role.clone(), (index, Outstanding { role: entry.role, server, admin_file, tls }));
                 }
                 ("dropped", ..) => {
                     open.remove(&entry.role);
@@ -127,21 +144,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let server: SocketAddr = "10.0.0.1:5432".parse().unwrap();
         let admin = Path::new("/etc/airlock/credentials/db.toml");
+        let verify =
+            UpstreamTls::VerifyFull { ca_file: "/etc/airlock/db-ca.pem".into(), server_name: Some("db".into()) };
         {
             let mut ledger = Ledger::open(dir.path()).unwrap();
-            ledger.append(&LedgerEntry::created("a", server, admin, SystemTime::now())).unwrap();
-            ledger.append(&LedgerEntry::created("b", server, admin, SystemTime::now())).unwrap();
+            ledger.append(&LedgerEntry::created("a", server, &UpstreamTls::Require, admin, SystemTime::now())).unwrap();
+            ledger.append(&LedgerEntry::created("b", server, &verify, admin, SystemTime::now())).unwrap();
             ledger.append(&LedgerEntry::dropped("a")).unwrap();
         }
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(LEDGER_FILE))
-            .unwrap()
-            .write_all(b"{\"op\":\"dro")
-            .unwrap();
+        let mut file = std::fs::OpenOptions::new().append(true).open(dir.path().join(LEDGER_FILE)).unwrap();
+        // A line of an earlier version, without TLS: dropped with `prefer`.
+        file.write_all(
+            b"{\"op\":\"created\",\"role\":\"c\",\"server_addr\":\"10.0.0.1:5432\",\"admin_file_path\":\"/a.toml\"}\n",
+        )
+        .unwrap();
+        file.write_all(b"{\"op\":\"dro").unwrap();
         let ledger = Ledger::open(dir.path()).unwrap();
-        assert_eq!(ledger.outstanding(), [Outstanding { role: "b".into(), server, admin_file: admin.to_owned() }]);
+        assert_eq!(
+            ledger.outstanding(),
+            [
+                Outstanding { role: "b".into(), server, admin_file: admin.to_owned(), tls: verify },
+                Outstanding { role: "c".into(), server, admin_file: "/a.toml".into(), tls: UpstreamTls::Prefer },
+            ]
+        );
         let text = std::fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
+        assert!(
+            text.contains(r#""tls":{"mode":"verify-full","ca_file":"/etc/airlock/db-ca.pem","server_name":"db"}"#),
+            "{text}"
+        );
         assert!(!text.contains("password"));
     }
 }

@@ -31,7 +31,7 @@ use serde_json::json;
 use crate::{
     audit::{AuditLog, Event},
     identity::Identity,
-    policy::{CredentialSource, Credentials, OpenBaoAuth, RoleGrant},
+    policy::{CredentialSource, Credentials, OpenBaoAuth, RoleGrant, UpstreamTls},
 };
 
 /// A session's last use is followed by this much grace before the role goes,
@@ -118,8 +118,9 @@ pub struct Lease {
 /// Who made a lease, and so how it ends.
 #[derive(Debug)]
 enum Origin {
-    /// The embedded engine: shared per person and grant, dropped with the admin login.
-    Embedded { key: LeaseKey, admin_file: PathBuf },
+    /// The embedded engine: shared per person and grant, dropped with the
+    /// admin login, over TLS as the target's policy said.
+    Embedded { key: LeaseKey, admin_file: PathBuf, tls: UpstreamTls },
     /// OpenBao: one lease per session, revoked when it ends.
     OpenBao { client: OpenBao, lease_id: String },
 }
@@ -155,7 +156,7 @@ impl Engine {
         let outstanding = self.lock_ledger().outstanding();
         let mut dropped = Vec::new();
         for entry in outstanding {
-            match drop_role(&entry.admin_file, entry.server, &entry.role).await {
+            match drop_role(&entry.admin_file, entry.server, &entry.tls, &entry.role).await {
                 Ok(_) => {
                     self.note_dropped(&entry.role);
                     dropped.push(entry.role);
@@ -179,7 +180,7 @@ impl Engine {
     ) -> Result<Arc<Lease>, CredentialError> {
         match &credentials.source {
             CredentialSource::Embedded { admin_file } => {
-                self.acquire_embedded(server, admin_file, credentials.ttl, identity, grant).await
+                self.acquire_embedded(server, &credentials.tls, admin_file, credentials.ttl, identity, grant).await
             }
             CredentialSource::OpenBao { addr, auth, mount, ca_file } => {
                 let client =
@@ -224,6 +225,7 @@ impl Engine {
     async fn acquire_embedded(
         self: &Arc<Self>,
         server: SocketAddr,
+        tls: &UpstreamTls,
         admin_file: &Path,
         ttl: Duration,
         identity: &Identity,
@@ -243,15 +245,15 @@ impl Engine {
         // Ledger first: a crash between the two leaves a ledger line for a
         // role that may not exist, which recovery drops harmlessly; the other
         // order could leave a role nobody knows about.
-        self.lock_ledger().append(&LedgerEntry::created(&role, server, admin_file, expires))?;
-        admin.create_role(server, &role, &password, expires, &grant.grants).await?;
+        self.lock_ledger().append(&LedgerEntry::created(&role, server, tls, admin_file, expires))?;
+        admin.create_role(server, tls, &role, &password, expires, &grant.grants).await?;
         let lease = Arc::new(Lease {
             role,
             password,
             expires,
             grants: grant.grants.clone(),
             server,
-            origin: Origin::Embedded { key: key.clone(), admin_file: admin_file.to_owned() },
+            origin: Origin::Embedded { key: key.clone(), admin_file: admin_file.to_owned(), tls: tls.clone() },
         });
         self.lock_leases().insert(key, Entry { lease: Arc::clone(&lease), sessions: 1 });
         self.record(
@@ -324,7 +326,7 @@ impl Engine {
 
     /// Drops a lease's role now, ending its sessions.
     async fn retire(&self, lease: &Arc<Lease>, why: &str) {
-        let Origin::Embedded { key, admin_file } = &lease.origin else { return };
+        let Origin::Embedded { key, admin_file, tls } = &lease.origin else { return };
         {
             let mut leases = self.lock_leases();
             if leases.get(key).is_some_and(|entry| Arc::ptr_eq(&entry.lease, lease)) {
@@ -332,7 +334,7 @@ impl Engine {
             }
         }
         let detail = |outcome: serde_json::Value| json!({ "role": lease.role, "server": lease.server.to_string(), "reason": why, "outcome": outcome });
-        match drop_role(admin_file, lease.server, &lease.role).await {
+        match drop_role(admin_file, lease.server, tls, &lease.role).await {
             Ok(terminated) => {
                 self.note_dropped(&lease.role);
                 tracing::info!(role = %lease.role, why, terminated, "just-in-time role dropped");
@@ -368,7 +370,6 @@ impl Engine {
     }
 }
 
-/// Drops a role; returns how many of its sessions were terminated.
 /// The reuse key of an embedded lease.
 fn key_of(lease: &Lease) -> &LeaseKey {
     match &lease.origin {
@@ -384,8 +385,14 @@ static NO_KEY: std::sync::LazyLock<LeaseKey> = std::sync::LazyLock::new(|| Lease
     role_name: String::new(),
 });
 
-async fn drop_role(admin_file: &Path, server: SocketAddr, role: &str) -> Result<u64, CredentialError> {
-    AdminLogin::load(admin_file)?.drop_role(server, role).await
+/// Drops a role; returns how many of its sessions were terminated.
+async fn drop_role(
+    admin_file: &Path,
+    server: SocketAddr,
+    tls: &UpstreamTls,
+    role: &str,
+) -> Result<u64, CredentialError> {
+    AdminLogin::load(admin_file)?.drop_role(server, tls, role).await
 }
 
 /// `airlock_<user>_<random>`: recognisable in pg_stat_activity, unique, and

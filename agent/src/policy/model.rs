@@ -96,8 +96,10 @@ pub enum OpenBaoAuth {
     },
 }
 
-/// TLS from Airlock to a target it logs in to, as libpq's sslmode.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// TLS from Airlock to a target it logs in to, as libpq's sslmode. (Also
+/// kept in the credential ledger, so roles are dropped over the same TLS.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum UpstreamTls {
     /// Plain TCP.
     Disable,

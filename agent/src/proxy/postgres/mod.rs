@@ -22,7 +22,7 @@ pub mod recorder;
 pub mod shapes;
 mod statements;
 mod stream;
-mod tls;
+pub(crate) mod tls;
 
 use std::{
     sync::{Arc, Mutex, atomic::Ordering},
