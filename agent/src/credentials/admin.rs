@@ -52,7 +52,7 @@ impl AdminLogin {
     /// Logs in over TLS as the target's policy says, as sessions do: the
     /// admin connection carries role passwords' verifiers and statements
     /// an on-path attacker must neither read nor inject into.
-    async fn connect(&self, server: SocketAddr, mode: &UpstreamTls) -> Result<tokio_postgres::Client, CredentialError> {
+    pub async fn connect(&self, server: SocketAddr, mode: &UpstreamTls) -> Result<AdminSession, CredentialError> {
         let target = |message: String| CredentialError::Target { server, message };
         let login = async {
             let tcp = TcpStream::connect(server).await.map_err(|e| target(format!("connecting: {e}")))?;
@@ -76,22 +76,28 @@ impl AdminLogin {
                 tracing::debug!(%error, "admin connection ended");
             }
         });
-        Ok(client)
+        Ok(AdminSession { client, server })
     }
+}
 
+/// A logged-in admin connection to one server.
+pub struct AdminSession {
+    client: tokio_postgres::Client,
+    server: SocketAddr,
+}
+
+impl AdminSession {
     /// Creates a login role valid until `expires`, member of `grants`. The
     /// password travels as a SCRAM verifier, so the server (and its
     /// statement log) never sees it in clear.
     pub async fn create_role(
         &self,
-        server: SocketAddr,
-        mode: &UpstreamTls,
         role: &str,
         password: &Secret,
         expires: SystemTime,
         grants: &[String],
     ) -> Result<(), CredentialError> {
-        let client = self.connect(server, mode).await?;
+        let (client, server) = (&self.client, self.server);
         let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
         let until = humantime::format_rfc3339_seconds(expires).to_string();
         let mut sql = format!(
@@ -117,8 +123,8 @@ impl AdminLogin {
     /// CREATEROLE and membership in pg_signal_backend. A role that came to
     /// own objects cannot be dropped; that is reported and the ledger keeps
     /// it for the next attempt.
-    pub async fn drop_role(&self, server: SocketAddr, mode: &UpstreamTls, role: &str) -> Result<u64, CredentialError> {
-        let client = self.connect(server, mode).await?;
+    pub async fn drop_role(&self, role: &str) -> Result<u64, CredentialError> {
+        let (client, server) = (&self.client, self.server);
         let target = |message: String| CredentialError::Target { server, message };
         let run = async {
             let terminated = client

@@ -22,7 +22,7 @@ use std::{
 };
 
 pub use crate::secret::Secret;
-pub use admin::AdminLogin;
+pub use admin::{AdminLogin, AdminSession};
 use ledger::{Ledger, LedgerEntry};
 use openbao::{BaoToken, OpenBao};
 
@@ -238,7 +238,9 @@ impl Engine {
             entry.sessions += 1;
             return Ok(Arc::clone(&entry.lease));
         }
-        let admin = AdminLogin::load(admin_file)?;
+        // Logged in before the ledger line: a login that fails leaves
+        // nothing to clean up.
+        let admin = AdminLogin::load(admin_file)?.connect(server, tls).await?;
         let role = role_name(&identity.user);
         let password = Secret::new(random_hex(24));
         let expires = SystemTime::now() + ttl;
@@ -246,7 +248,7 @@ impl Engine {
         // role that may not exist, which recovery drops harmlessly; the other
         // order could leave a role nobody knows about.
         self.lock_ledger().append(&LedgerEntry::created(&role, server, tls, admin_file, expires))?;
-        admin.create_role(server, tls, &role, &password, expires, &grant.grants).await?;
+        admin.create_role(&role, &password, expires, &grant.grants).await?;
         let lease = Arc::new(Lease {
             role,
             password,
@@ -392,7 +394,7 @@ async fn drop_role(
     tls: &UpstreamTls,
     role: &str,
 ) -> Result<u64, CredentialError> {
-    AdminLogin::load(admin_file)?.drop_role(server, tls, role).await
+    AdminLogin::load(admin_file)?.connect(server, tls).await?.drop_role(role).await
 }
 
 /// `airlock_<user>_<random>`: recognisable in pg_stat_activity, unique, and
