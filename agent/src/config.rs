@@ -316,6 +316,12 @@ user_claim = "repository"
         assert_eq!(oidc.ci[0].user_claim, "repository");
         assert_eq!(oidc.ci[0].groups_claim, None);
         assert!(error("[oidc]\nissuer = \"https://id.example.com\"\n").contains("client_id"));
+        let plain = error("[oidc]\nissuer = \"http://id.example.com\"\nclient_id = \"airlock\"\n");
+        assert!(plain.contains("plain http:// is spoken only to this host"), "{plain}");
+        let ci = error(
+            "[oidc]\nissuer = \"https://id.example.com\"\nclient_id = \"a\"\n[[oidc.ci]]\nissuer = \"http://ci.example.com\"\naudience = \"a\"\n",
+        );
+        assert!(ci.contains("plain http:// is spoken only to this host"), "{ci}");
     }
 
     #[test]

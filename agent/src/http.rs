@@ -1,11 +1,15 @@
 //! A small HTTP/1.1 client for the agent's few outbound calls (OpenBao,
-//! approval webhooks): one request per connection, JSON bodies, `http://`
-//! or `https://` with the system's trusted roots (rustls).
+//! OIDC issuers, approval webhooks): one request per connection, JSON
+//! bodies, `https://` with the system's trusted roots (rustls), or plain
+//! `http://` to this host only (a local OpenBao or identity provider):
+//! these calls carry tokens, credentials and signing keys, which no network
+//! may read or rewrite.
 //!
 //! Spoken directly rather than through an HTTP stack: the exchanges are
 //! fixed and small, and every byte the agent links is a byte to audit.
 
 use std::{
+    net::IpAddr,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -80,6 +84,12 @@ impl Url {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
             return Err(HttpError::BadUrl("no host, or spaces in the path"));
+        }
+        let local = host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !tls && !local {
+            return Err(HttpError::BadUrl(
+                "plain http:// is spoken only to this host (a loopback address); use https://",
+            ));
         }
         Ok(Self { tls, host: host.to_owned(), port, path: path.to_owned() })
     }
@@ -263,7 +273,16 @@ mod tests {
         assert!(Url::parse("ftp://x").is_err());
         assert!(Url::parse("http://user:pw@x/").is_err());
         assert!(Url::parse("http://x:abc/").is_err());
-        assert!(Url::parse("http://x/a b").is_err());
+        assert!(Url::parse("http://127.0.0.1/a b").is_err());
+        assert!(Url::parse("http://localhost:8080/hook").is_ok());
+        assert!(Url::parse("http://127.8.9.10/").is_ok());
+        for off_host in
+            ["http://hooks.example.com/T/B/x", "http://10.0.0.1:8200", "http://[fd00::1]/", "http://0.0.0.0/"]
+        {
+            let error = Url::parse(off_host).unwrap_err().to_string();
+            assert!(error.contains("only to this host"), "{off_host}: {error}");
+        }
+        assert!(Url::parse("https://10.0.0.1:8200").is_ok());
     }
 
     #[test]

@@ -552,12 +552,8 @@ impl Loader {
             }
             (None, Some(bao)) => {
                 let addr = bao.get_ref().addr.get_ref().clone();
-                if !(addr.starts_with("http://") || addr.starts_with("https://")) {
-                    self.error(
-                        source,
-                        bao.get_ref().addr.span().start,
-                        format!("openbao addr {addr:?} must start with http:// or https://"),
-                    );
+                if let Err(error) = crate::http::Url::parse(&addr) {
+                    self.error(source, bao.get_ref().addr.span().start, format!("openbao addr {addr:?}: {error}"));
                 }
                 let auth = match (&bao.get_ref().token_file, &bao.get_ref().jwt_auth) {
                     (Some(token_file), None) => {
@@ -953,10 +949,13 @@ groups = []
             good.replace("http://127.0.0.1:8200", "127.0.0.1:8200").replace("/etc/airlock/bao-token", "bao-token");
         let errors = load(&[("e.toml", &bad)]).unwrap_err().to_string();
         assert!(
-            errors.contains("must start with http:// or https://")
+            errors.contains("openbao addr \"127.0.0.1:8200\": unsupported URL")
                 && errors.contains("token_file must be an absolute path"),
             "{errors}"
         );
+        let off_host = good.replace("http://127.0.0.1:8200", "http://bao.internal:8200");
+        let errors = load(&[("h.toml", &off_host)]).unwrap_err().to_string();
+        assert!(errors.contains("plain http:// is spoken only to this host"), "{errors}");
     }
 
     #[test]

@@ -21,7 +21,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct OidcConfig {
     /// Issuer URL people log in at; discovery reads
-    /// `ISSUER/.well-known/openid-configuration`.
+    /// `ISSUER/.well-known/openid-configuration`. HTTPS, or plain HTTP to
+    /// this host only: whoever can rewrite its key set can be anybody.
+    #[serde(deserialize_with = "issuer_url")]
     pub issuer: String,
     /// OAuth client id `airlock login` uses for the device flow.
     pub client_id: String,
@@ -48,6 +50,7 @@ pub struct OidcConfig {
 #[serde(deny_unknown_fields)]
 pub struct CiIssuerConfig {
     /// Issuer URL (`iss`), e.g. `https://token.actions.githubusercontent.com`.
+    #[serde(deserialize_with = "issuer_url")]
     pub issuer: String,
     /// `aud` job tokens must carry.
     pub audience: String,
@@ -65,6 +68,13 @@ impl OidcConfig {
     pub fn audience(&self) -> &str {
         self.audience.as_deref().unwrap_or(&self.client_id)
     }
+}
+
+/// An issuer URL the agent may fetch discovery and keys from.
+fn issuer_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    crate::http::Url::parse(&url).map_err(|error| serde::de::Error::custom(format!("issuer {url:?}: {error}")))?;
+    Ok(url)
 }
 
 fn default_groups_claim() -> String {
