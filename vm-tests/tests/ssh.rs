@@ -463,7 +463,7 @@ fn refused_lines_typed_in_a_shell_are_dropped() {
 }
 
 #[test]
-fn the_target_host_key_is_checked_when_policy_names_known_hosts() {
+fn the_target_host_key_is_pinned_at_first_use_or_checked_against_policy_known_hosts() {
     if !privileged() {
         return;
     }
@@ -471,13 +471,33 @@ fn the_target_host_key_is_checked_when_policy_names_known_hosts() {
     let deploy = lab.user("deploy").name.clone();
     let v4 = lab.target.v4;
     let target_key = fs::read_to_string(lab.dir.path().join("sshd/host_ed25519.pub")).unwrap();
-    let good = lab.dir.path().join("target.known_hosts");
-    fs::write(&good, format!("{v4} {target_key}")).unwrap();
     let other = lab.dir.path().join("other_ed25519");
     let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
     assert!(made.success());
+    let other_key = fs::read_to_string(other.with_extension("pub")).unwrap();
+
+    // No known_hosts in policy: the first key is learned, then required.
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo first"]);
+    assert_eq!(out.stdout, "first\n", "{out:?}");
+    let pinned = lab.agent().config.path.parent().unwrap().join("state/ssh/known_hosts");
+    let target_base64 = target_key.split_whitespace().nth(1).unwrap();
+    assert_eq!(fs::read_to_string(&pinned).unwrap().trim(), format!("{v4} ssh-ed25519 {target_base64}"));
+    let logins = lab.agent().wait_for_records("ssh.login", 1);
+    assert_eq!(logins.last().unwrap()["detail"]["target_host_key_learned"], true, "{logins:?}");
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo again"]);
+    assert_eq!(out.stdout, "again\n", "{out:?}");
+    let logins = lab.agent().wait_for_records("ssh.login", 2);
+    assert_eq!(logins.last().unwrap()["detail"]["target_host_key_learned"], false, "{logins:?}");
+    // The target now shows another key (as a machine in the middle would).
+    fs::write(&pinned, format!("{v4} {other_key}")).unwrap();
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo through"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("differs from the one Airlock recorded at its first connection"), "{out:?}");
+
+    let good = lab.dir.path().join("target.known_hosts");
+    fs::write(&good, format!("{v4} {target_key}")).unwrap();
     let wrong = lab.dir.path().join("wrong.known_hosts");
-    fs::write(&wrong, format!("{v4} {}", fs::read_to_string(other.with_extension("pub")).unwrap())).unwrap();
+    fs::write(&wrong, format!("{v4} {other_key}")).unwrap();
 
     let with = |path: &Path| {
         policy(&lab, "").replace("host_names = [", &format!("known_hosts = \"{}\"\nhost_names = [", path.display()))

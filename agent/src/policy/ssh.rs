@@ -7,7 +7,7 @@
 //! allow_port_forwarding = false        # direct-tcpip (ssh -L) channels
 //! ca = "embedded"                      # Airlock's own SSH CA (state_dir/ssh), or OpenBao's SSH engine:
 //! # [target.ssh.ca.openbao]  addr = "https://bao:8200"  token_file = "/etc/airlock/bao-token"  mount = "ssh"  role = "deploy"
-//! known_hosts = "/etc/airlock/web.known_hosts"   # target host keys Airlock accepts (default: any, recorded)
+//! known_hosts = "/etc/airlock/web.known_hosts"   # target host keys Airlock accepts (default: the first seen, pinned)
 //! record_input = false                 # also record typed input (passwords typed at prompts included)
 //!
 //! [[target.ssh.principal]]             # a login name clients may ask for (ssh deploy@web-1)
@@ -41,7 +41,8 @@ pub struct SshOptions {
     pub allow_port_forwarding: bool,
     /// Rules for exec requests and typed command lines, in order.
     pub commands: Vec<CommandRule>,
-    /// known_hosts file the target's host key must be in; `None`: any key, its fingerprint recorded.
+    /// known_hosts file the target's host key must be in; `None`: the key
+    /// first seen is pinned in `state_dir/ssh/known_hosts`, a different one refused.
     pub known_hosts: Option<PathBuf>,
     /// Whether recordings include typed input (off: passwords typed at prompts stay out).
     pub record_input: bool,

@@ -5,7 +5,8 @@
 //! clients for the host they dialled, so that one `@cert-authority` line in
 //! `ssh_known_hosts` makes every protected host verify; the user CA signs
 //! the short-lived certificate of each session's fresh key, which targets
-//! trust through `TrustedUserCAKeys`.
+//! trust through `TrustedUserCAKeys`. The same directory keeps the host
+//! keys of targets as first seen ([`SshCa::pinned_host_keys`]).
 
 use std::{
     collections::HashMap,
@@ -98,6 +99,13 @@ fn unix(time: SystemTime) -> u64 {
 }
 
 impl SshCa {
+    /// The known_hosts file of target host keys Airlock learned at its
+    /// first connection to each target, for targets whose policy names no
+    /// known_hosts file of its own: a later, different key is refused.
+    pub fn pinned_host_keys(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
     /// Loads both CAs from `dir`, making them (keys readable by root only) on first use.
     pub fn load_or_create(dir: &Path) -> Result<Self, SshCaError> {
         let io = |path: &Path| {

@@ -307,19 +307,19 @@ impl ClientSide {
             preferred: upstream_algorithms(),
             ..Default::default()
         };
-        let upstream_side = UpstreamSide {
-            host_key: Arc::default(),
-            known_hosts: context.policy.options.known_hosts.clone(),
-            destination: context.destination,
+        let known_hosts = match &context.policy.options.known_hosts {
+            Some(path) => KnownHosts::Policy(path.clone()),
+            None => KnownHosts::Pinned(context.shared.ca.pinned_host_keys()),
         };
-        let host_key = Arc::clone(&upstream_side.host_key);
+        let upstream_side = UpstreamSide { seen: Arc::default(), known_hosts, destination: context.destination };
+        let seen = Arc::clone(&upstream_side.seen);
         let connected = client::connect_stream(Arc::new(config), stream, upstream_side).await;
-        let mut upstream = connected.map_err(|e| match (&context.policy.options.known_hosts, e) {
-            (Some(path), russh::Error::UnknownKey) => {
-                let key = host_key.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
-                format!("the target's host key {key} is not in {}", path.display())
+        let mut upstream = connected.map_err(|e| {
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            match (e, &seen.refusal) {
+                (russh::Error::UnknownKey, Some(refusal)) => refusal.clone(),
+                (e, _) => format!("the target's SSH server: {e}"),
             }
-            (_, e) => format!("the target's SSH server: {e}"),
         })?;
         let serial = certified.certificate.serial();
         let valid_before = certified.certificate.valid_before();
@@ -333,7 +333,10 @@ impl ClientSide {
                 principal.name
             ));
         }
-        let fingerprint = host_key.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (fingerprint, learned) = {
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            (seen.fingerprint.clone(), seen.learned)
+        };
         let ca_name = match context.policy.options.ca {
             UserCa::Embedded => "embedded",
             UserCa::OpenBao { .. } => "openbao",
@@ -344,6 +347,7 @@ impl ClientSide {
             "cert_serial": serial,
             "cert_valid_before": valid_before,
             "target_host_key": fingerprint,
+            "target_host_key_learned": learned,
         });
         Ok((upstream, detail))
     }
@@ -452,12 +456,31 @@ impl server::Handler for ClientSide {
     }
 }
 
-/// The target side: checks the target's host key against the policy's
-/// known_hosts file when there is one, and records its fingerprint.
+/// The target side: checks the target's host key and records what it saw.
 struct UpstreamSide {
-    host_key: Arc<std::sync::Mutex<Option<String>>>,
-    known_hosts: Option<PathBuf>,
+    seen: Arc<std::sync::Mutex<SeenHostKey>>,
+    known_hosts: KnownHosts,
     destination: SocketAddr,
+}
+
+/// Where a target's host key must be found.
+enum KnownHosts {
+    /// The policy's known_hosts file: a key not in it is refused.
+    Policy(PathBuf),
+    /// Airlock's own file of keys as first seen (as `ssh` with
+    /// `StrictHostKeyChecking=accept-new`): a target's first key is
+    /// learned, a later different one refused.
+    Pinned(PathBuf),
+}
+
+/// The target's host key, for the audit record and the client's error.
+#[derive(Default)]
+struct SeenHostKey {
+    fingerprint: Option<String>,
+    /// Learned at this connection (first contact).
+    learned: bool,
+    /// Why it was refused, for the client.
+    refusal: Option<String>,
 }
 
 impl client::Handler for UpstreamSide {
@@ -469,10 +492,36 @@ impl client::Handler for UpstreamSide {
             russh::keys::PublicKeyOrCertificate::Certificate(cert) => PublicKey::new(cert.public_key().clone(), ""),
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        *self.host_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint);
-        let Some(path) = &self.known_hosts else { return Ok(true) };
         let (host, port) = (self.destination.ip().to_string(), self.destination.port());
-        // A changed key, an unreadable file or no entry: not this target.
-        Ok(russh::keys::check_known_hosts_path(&host, port, &key, path).unwrap_or(false))
+        let (accepted, learned, refusal) = match &self.known_hosts {
+            // A changed key, an unreadable file or no entry: not this target.
+            KnownHosts::Policy(path) => match russh::keys::check_known_hosts_path(&host, port, &key, path) {
+                Ok(true) => (true, false, None),
+                _ => (false, false, Some(format!("the target's host key {fingerprint} is not in {}", path.display()))),
+            },
+            KnownHosts::Pinned(path) => match russh::keys::check_known_hosts_path(&host, port, &key, path) {
+                Ok(true) => (true, false, None),
+                Ok(false) => match russh::keys::known_hosts::learn_known_hosts_path(&host, port, &key, path) {
+                    Ok(()) => (true, true, None),
+                    Err(error) => {
+                        (false, false, Some(format!("recording the target's host key in {}: {error}", path.display())))
+                    }
+                },
+                Err(russh::keys::Error::KeyChanged { line }) => (
+                    false,
+                    false,
+                    Some(format!(
+                        "the target's host key {fingerprint} differs from the one Airlock recorded at its first \
+                         connection (line {line} of {}); if the target's key was changed on purpose, an administrator \
+                         removes that line",
+                        path.display()
+                    )),
+                ),
+                Err(error) => (false, false, Some(format!("reading {}: {error}", path.display()))),
+            },
+        };
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
+            SeenHostKey { fingerprint: Some(fingerprint), learned, refusal };
+        Ok(accepted)
     }
 }
