@@ -5,6 +5,7 @@
 use std::{fs, path::PathBuf, thread, time::Duration};
 
 use airlock_vm_tests::{Lab, TargetHost, bao::Bao, privileged, set_mode};
+use serde_json::Value;
 
 struct JitLab {
     lab: Lab,
@@ -30,6 +31,11 @@ fn jit_lab(ttl_seconds: u32) -> JitLab {
 }
 
 fn jit_lab_with(ttl_seconds: u32, tls: Tls) -> JitLab {
+    jit_lab_granting(ttl_seconds, tls, "pg_read_all_data")
+}
+
+/// As [`jit_lab_with`], `readonly` granting `grant`.
+fn jit_lab_granting(ttl_seconds: u32, tls: Tls, grant: &str) -> JitLab {
     let mut lab = Lab::new(&["alice", "bob"]);
     let pg_dir = lab.dir.path().join("pg");
     let tls_dir = lab.dir.path().join("tls");
@@ -66,7 +72,7 @@ ttl_seconds = {ttl_seconds}
 
 [[target.credentials.role]]
 name = "readonly"
-grants = ["pg_read_all_data"]
+grants = ["{grant}"]
 users = ["{alice}"]
 
 [[target.credentials.role]]
@@ -264,6 +270,27 @@ fn required_tls_that_the_server_lacks_is_refused() {
     );
     assert!(jit_roles(&data).is_empty());
     assert!(lab.agent().records_of("credential.created").is_empty());
+}
+
+#[test]
+fn a_role_the_server_cannot_create_is_refused_and_leaves_nothing_behind() {
+    if !privileged() {
+        return;
+    }
+    let JitLab { lab, data } = jit_lab_granting(600, Tls::Off, "no_such_role");
+    let out = psql(&lab, "alice", "readonly", "select 1");
+    assert!(!out.success());
+    assert!(out.stderr.contains("could not create a login for you"), "{}", out.stderr);
+    assert!(out.stderr.contains("no_such_role"), "{}", out.stderr);
+    assert!(jit_roles(&data).is_empty());
+    // The ledger line written before each attempt (psql tries with TLS,
+    // then without) is closed at once.
+    let ledger =
+        fs::read_to_string(lab.agent().config.path.parent().unwrap().join("state/postgres-roles.jsonl")).unwrap();
+    let lines: Vec<Value> = ledger.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let roles = |op: &str| -> Vec<&Value> { lines.iter().filter(|l| l["op"] == op).map(|l| &l["role"]).collect() };
+    assert!(!roles("created").is_empty(), "{ledger}");
+    assert_eq!(roles("created"), roles("dropped"), "{ledger}");
 }
 
 #[test]

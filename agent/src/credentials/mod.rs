@@ -248,7 +248,14 @@ impl Engine {
         // role that may not exist, which recovery drops harmlessly; the other
         // order could leave a role nobody knows about.
         self.lock_ledger().append(&LedgerEntry::created(&role, server, tls, admin_file, expires))?;
-        admin.create_role(&role, &password, expires, &grant.grants).await?;
+        if let Err(error) = admin.create_role(&role, &password, expires, &grant.grants).await {
+            // Whatever the failed statement may have made goes at once; if
+            // that fails too, the ledger keeps it for the next start.
+            if admin.drop_role(&role).await.is_ok() {
+                self.note_dropped(&role);
+            }
+            return Err(error);
+        }
         let lease = Arc::new(Lease {
             role,
             password,
