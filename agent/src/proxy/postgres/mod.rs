@@ -159,10 +159,21 @@ pub async fn proxy(
     let started = tokio::time::Instant::now();
     let startup = loop {
         let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
-        let step =
-            tokio::time::timeout(left, startup(&mut client, &mut client_reader, upstream, server, shared, session))
-                .await
-                .map_err(|_| ProxyError::StartupTimeout(STARTUP_TIMEOUT))??;
+        let step = match tokio::time::timeout(
+            left,
+            startup(&mut client, &mut client_reader, upstream, server, shared, session),
+        )
+        .await
+        {
+            Ok(Ok(step)) => step,
+            Ok(Err(error)) => {
+                // E.g. the audit log filled up between connection.open and
+                // postgres.startup: the client hears why, not a bare close.
+                tell_client(&mut client, &error).await;
+                return Err(error);
+            }
+            Err(_) => return Err(ProxyError::StartupTimeout(STARTUP_TIMEOUT)),
+        };
         match step {
             // The client asked for TLS on a target Airlock logs in to: answer
             // it with a certificate from the host CA, then go on in TLS.
