@@ -316,8 +316,8 @@ impl ClientSide {
         let connected = client::connect_stream(Arc::new(config), stream, upstream_side).await;
         let mut upstream = connected.map_err(|e| {
             let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            match (e, &seen.refusal) {
-                (russh::Error::UnknownKey, Some(refusal)) => refusal.clone(),
+            match (e, &seen.verdict) {
+                (russh::Error::UnknownKey, Some(HostKeyVerdict::Refused(why))) => why.clone(),
                 (e, _) => format!("the target's SSH server: {e}"),
             }
         })?;
@@ -335,7 +335,7 @@ impl ClientSide {
         }
         let (fingerprint, learned) = {
             let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            (seen.fingerprint.clone(), seen.learned)
+            (seen.fingerprint.clone(), matches!(seen.verdict, Some(HostKeyVerdict::Learned)))
         };
         let ca_name = match context.policy.options.ca {
             UserCa::Embedded => "embedded",
@@ -477,10 +477,17 @@ enum KnownHosts {
 #[derive(Default)]
 struct SeenHostKey {
     fingerprint: Option<String>,
-    /// Learned at this connection (first contact).
-    learned: bool,
-    /// Why it was refused, for the client.
-    refusal: Option<String>,
+    verdict: Option<HostKeyVerdict>,
+}
+
+/// What became of the target's host key.
+enum HostKeyVerdict {
+    /// Found where it must be.
+    Known,
+    /// Pinned at this connection, the first to the target.
+    Learned,
+    /// Refused; why, for the client.
+    Refused(String),
 }
 
 impl client::Handler for UpstreamSide {
@@ -493,35 +500,35 @@ impl client::Handler for UpstreamSide {
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         let (host, port) = (self.destination.ip().to_string(), self.destination.port());
-        let (accepted, learned, refusal) = match &self.known_hosts {
+        let verdict = match &self.known_hosts {
             // A changed key, an unreadable file or no entry: not this target.
             KnownHosts::Policy(path) => match russh::keys::check_known_hosts_path(&host, port, &key, path) {
-                Ok(true) => (true, false, None),
-                _ => (false, false, Some(format!("the target's host key {fingerprint} is not in {}", path.display()))),
+                Ok(true) => HostKeyVerdict::Known,
+                _ => {
+                    HostKeyVerdict::Refused(format!("the target's host key {fingerprint} is not in {}", path.display()))
+                }
             },
             KnownHosts::Pinned(path) => match russh::keys::check_known_hosts_path(&host, port, &key, path) {
-                Ok(true) => (true, false, None),
+                Ok(true) => HostKeyVerdict::Known,
                 Ok(false) => match russh::keys::known_hosts::learn_known_hosts_path(&host, port, &key, path) {
-                    Ok(()) => (true, true, None),
-                    Err(error) => {
-                        (false, false, Some(format!("recording the target's host key in {}: {error}", path.display())))
-                    }
-                },
-                Err(russh::keys::Error::KeyChanged { line }) => (
-                    false,
-                    false,
-                    Some(format!(
-                        "the target's host key {fingerprint} differs from the one Airlock recorded at its first \
-                         connection (line {line} of {}); if the target's key was changed on purpose, an administrator \
-                         removes that line",
+                    Ok(()) => HostKeyVerdict::Learned,
+                    Err(error) => HostKeyVerdict::Refused(format!(
+                        "recording the target's host key in {}: {error}",
                         path.display()
                     )),
-                ),
-                Err(error) => (false, false, Some(format!("reading {}: {error}", path.display()))),
+                },
+                Err(russh::keys::Error::KeyChanged { line }) => HostKeyVerdict::Refused(format!(
+                    "the target's host key {fingerprint} differs from the one Airlock recorded at its first \
+                     connection (line {line} of {}); if the target's key was changed on purpose, an administrator \
+                     removes that line",
+                    path.display()
+                )),
+                Err(error) => HostKeyVerdict::Refused(format!("reading {}: {error}", path.display())),
             },
         };
+        let accepted = !matches!(verdict, HostKeyVerdict::Refused(_));
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
-            SeenHostKey { fingerprint: Some(fingerprint), learned, refusal };
+            SeenHostKey { fingerprint: Some(fingerprint), verdict: Some(verdict) };
         Ok(accepted)
     }
 }
