@@ -102,8 +102,8 @@ pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> C
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + CLIENT_TIMEOUT;
-    // Checked often at first, so a quick client's run is timed within a
-    // millisecond or two (the bench times logins this way), then every 20 ms.
+    // Checked often at first, so a quick client (most of them) returns
+    // within a millisecond or two of its exit, then every 20 ms.
     let mut pause = Duration::from_millis(1);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

@@ -166,13 +166,8 @@ pub async fn proxy(
         .await
         {
             Ok(Ok(step)) => step,
-            Ok(Err(error)) => {
-                // E.g. the audit log filled up between connection.open and
-                // postgres.startup: the client hears why, not a bare close.
-                tell_client(&mut client, &error).await;
-                return Err(error);
-            }
-            Err(_) => return Err(ProxyError::StartupTimeout(STARTUP_TIMEOUT)),
+            Ok(Err(error)) => break Err(error),
+            Err(_) => break Err(ProxyError::StartupTimeout(STARTUP_TIMEOUT)),
         };
         match step {
             // The client asked for TLS on a target Airlock logs in to: answer
@@ -183,12 +178,13 @@ pub async fn proxy(
                 client = Stream::Tls(Box::new(acceptor.accept(tcp).await?.into()));
                 upstream = kept;
             }
-            other => break other,
+            other => break Ok(other),
         }
     };
-    match startup {
-        Handshake::Done | Handshake::TerminateTls { .. } => Ok(()),
-        Handshake::Tls(upstream) => {
+    let result = match startup {
+        Err(error) => Err(error),
+        Ok(Handshake::Done | Handshake::TerminateTls { .. }) => Ok(()),
+        Ok(Handshake::Tls(upstream)) => {
             record(
                 audit,
                 session,
@@ -196,10 +192,11 @@ pub async fn proxy(
                 json!({ "note": "the server accepted TLS: statements are encrypted end to end and not recorded" }),
             );
             let Stream::Plain(client) = &client else { return Ok(()) };
-            crate::proxy::relay::relay(client, &upstream, &session.bytes).await?;
-            Ok(())
+            // Client and server speak TLS to each other: nothing of
+            // Airlock's may enter the stream, not even an error.
+            return Ok(crate::proxy::relay::relay(client, &upstream, &session.bytes).await?);
         }
-        Handshake::Started { mut upstream, upstream_reader, lease, database } => {
+        Ok(Handshake::Started { mut upstream, upstream_reader, lease, database }) => {
             let masking = match &shared.masking {
                 Some(masking) => {
                     let identity = &session.identity;
@@ -233,12 +230,16 @@ pub async fn proxy(
             if let (Some(lease), Some(jit)) = (lease, &shared.jit) {
                 jit.engine.release(&lease);
             }
-            if let Err(error) = &result {
-                tell_client(&mut client, error).await;
-            }
             result
         }
+    };
+    // Whether the startup or the relay failed (the audit log full between
+    // connection.open and postgres.startup, say), the client hears why
+    // rather than a bare close.
+    if let Err(error) = &result {
+        tell_client(&mut client, error).await;
     }
+    result
 }
 
 /// Best effort: the client learns why its session ended, in words.
