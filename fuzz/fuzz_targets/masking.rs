@@ -77,21 +77,21 @@ fuzz_target!(|data: &[u8]| {
             let Some((&columns, rest)) = rest.split_first() else { return };
             let columns = usize::from(columns % 8);
             let Some((selector, body)) = rest.split_at_checked(columns) else { return };
-            let plan = plan(masker, selector);
-            if let Ok(outcome) = masker.mask_data_row(body, &plan, &mut out) {
+            let mut plan = plan(masker, selector);
+            if let Ok(outcome) = masker.mask_data_row(body, &mut plan, &mut out) {
                 assert_eq!(outcome.changed(), !out.is_empty());
                 if outcome.changed() {
                     assert_eq!(&out[..2], &body[..2], "column count kept");
-                    masker.mask_data_row(&out, &plan, &mut Vec::new()).expect("masked row re-parses");
+                    masker.mask_data_row(&out, &mut plan, &mut Vec::new()).expect("masked row re-parses");
                 }
             }
         }
         mode @ (1 | 2) => {
             let format = if mode == 1 { CopyFormat::text() } else { CopyFormat::csv() };
-            if let Ok(outcome) = masker.mask_copy_data(rest, &format, None, &mut out) {
+            if let Ok(outcome) = masker.mask_copy_data(rest, &format, None, &[], &mut out) {
                 assert_eq!(outcome.changed(), !out.is_empty());
                 if outcome.changed() {
-                    let rows = |b: &[u8]| masker.mask_copy_data(b, &format, None, &mut Vec::new()).map(|_| ());
+                    let rows = |b: &[u8]| masker.mask_copy_data(b, &format, None, &[], &mut Vec::new()).map(|_| ());
                     rows(&out).expect("masked COPY data re-parses");
                 }
             }

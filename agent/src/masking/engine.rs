@@ -128,14 +128,32 @@ pub(super) struct PlannedColumn {
     pub(super) binary: bool,
     /// Index in [`Masker::rules`] of the rule masking the whole column.
     pub(super) rule: Option<usize>,
-    /// Whether values of the column are looked at at all: not when no rule
-    /// names it and detectors cannot see into its type (or none run).
-    pub(super) inspected: bool,
-    /// Whether detectors alone decide, on the value as it is: text format
-    /// of a text or other non-JSON type, and no rule.
-    pub(super) detected_only: bool,
+    /// What a DataRow's value of this column goes through.
+    pub(super) action: Action,
+    /// Values of this column masked by its rule in DataRows since the last
+    /// [`Masker::count_rule_hits`]: counted here, not in a
+    /// [`MaskOutcome`], because every row has them.
+    pub(super) rule_hits: u64,
     /// Name in audit records: `schema.table.column` or the field name.
     pub(super) label: Arc<str>,
+}
+
+/// What a DataRow's value of a column goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Nothing: no rule names the column, and detectors cannot see into its
+    /// type (or none run).
+    Pass,
+    /// Detectors alone decide, on the value as it is: text format of a
+    /// text or other non-JSON type, and no rule.
+    Detect,
+    /// The whole value is rewritten by the rule's strategy (text types).
+    Rule(usize),
+    /// A rule makes the value NULL: a marker is not a valid value of the
+    /// column's type.
+    NullByRule,
+    /// [`Masker::mask_value`]: JSON, arrays, and rules on them.
+    Value,
 }
 
 impl ColumnPlan {
@@ -250,12 +268,17 @@ impl Masker {
                     ValueKind::Json | ValueKind::Jsonb | ValueKind::Array(ElementKind::Json | ElementKind::Jsonb)
                 );
                 let opaque = kind == ValueKind::Scalar || (binary && kind == ValueKind::Other);
-                let inspected = rule.is_some() || (detecting && !opaque) || (key_rules && json);
-                active |= inspected;
+                let action = match (rule, kind) {
+                    (Some(rule), ValueKind::Text) => Action::Rule(rule),
+                    (Some(_), ValueKind::Scalar | ValueKind::Other) => Action::NullByRule,
+                    (Some(_), _) => Action::Value,
+                    (None, ValueKind::Text | ValueKind::Other) if detecting && !opaque => Action::Detect,
+                    (None, _) if (detecting && !opaque) || (key_rules && json) => Action::Value,
+                    (None, _) => Action::Pass,
+                };
+                active |= action != Action::Pass;
                 let label = Arc::from(column.qualified.unwrap_or(column.field_name));
-                let detected_only =
-                    rule.is_none() && (kind == ValueKind::Text || (kind == ValueKind::Other && !binary));
-                PlannedColumn { kind, binary, rule, inspected, detected_only, label }
+                PlannedColumn { kind, binary, rule, action, rule_hits: 0, label }
             })
             .collect();
         ColumnPlan { columns, active }
@@ -269,8 +292,8 @@ impl Masker {
                 kind: ValueKind::Text,
                 binary: false,
                 rule: None,
-                inspected: true,
-                detected_only: true,
+                action: Action::Detect,
+                rule_hits: 0,
                 label: Arc::from(format!("#{}", i + 1)),
             })
             .collect();
@@ -283,6 +306,21 @@ impl Masker {
 
     pub(super) fn has_detectors(&self) -> bool {
         !self.detectors.is_empty()
+    }
+
+    pub(super) fn rule_strategy(&self, rule: usize) -> &Strategy {
+        &self.rules[rule].strategy
+    }
+
+    /// Moves the rule hits `plan` counted into `outcome`: at the end of a
+    /// result, or for its statement's record.
+    pub fn count_rule_hits(&self, plan: &mut ColumnPlan, outcome: &mut MaskOutcome) {
+        for column in plan.columns.iter_mut().filter(|c| c.rule_hits > 0) {
+            if let Some(rule) = column.rule.and_then(|rule| self.rules.get(rule)) {
+                outcome.add(Some(&column.label), &rule.label, column.rule_hits);
+            }
+            column.rule_hits = 0;
+        }
     }
 
     fn strategy(&self, id: DetectorId) -> &Strategy {
@@ -353,7 +391,7 @@ impl Masker {
     }
 
     /// Masks a value of a column detectors alone decide
-    /// ([`PlannedColumn::detected_only`]), where they found `found`.
+    /// ([`Action::Detect`]), where they found `found`.
     pub(super) fn mask_found(
         &self,
         column: &PlannedColumn,
@@ -474,6 +512,15 @@ impl Masker {
         } else {
             TextResult::Unchanged
         })
+    }
+}
+
+impl From<Replacement> for TextResult {
+    fn from(replacement: Replacement) -> Self {
+        match replacement {
+            Replacement::Text => Self::Replaced,
+            Replacement::Null => Self::Null,
+        }
     }
 }
 

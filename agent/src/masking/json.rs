@@ -26,18 +26,27 @@ enum Expect {
 /// Copies `src` to `out` lazily: nothing until the first replacement, and
 /// nothing left in `out` when nothing was replaced.
 pub(super) struct Rewrite<'a> {
+    /// Written before the first byte of `src` (see [`Rewrite::after`]).
+    prefix: &'a [u8],
     src: &'a [u8],
     out: &'a mut Vec<u8>,
     /// Length of `out` before the rewrite.
     base: usize,
     copied: usize,
+    started: bool,
     changed: bool,
 }
 
 impl<'a> Rewrite<'a> {
     pub(super) fn new(src: &'a [u8], out: &'a mut Vec<u8>) -> Self {
+        Self::after(&[], src, out)
+    }
+
+    /// As [`new`](Self::new), with `prefix` written before the rewritten
+    /// `src` when there is one: the proxy's bytes before a frame's body.
+    pub(super) fn after(prefix: &'a [u8], src: &'a [u8], out: &'a mut Vec<u8>) -> Self {
         let base = out.len();
-        Self { src, out, base, copied: 0, changed: false }
+        Self { prefix, src, out, base, copied: 0, started: false, changed: false }
     }
 
     /// Replaces `src[start..end]` by what `write` appends.
@@ -51,6 +60,10 @@ impl<'a> Rewrite<'a> {
     /// it ends in `src`. What is written without that call must be removed
     /// by the caller.
     pub(super) fn copy_to(&mut self, start: usize) -> &mut Vec<u8> {
+        if !self.started {
+            self.started = true;
+            self.out.extend_from_slice(self.prefix);
+        }
         self.out.extend_from_slice(&self.src[self.copied..start]);
         self.copied = start;
         self.out

@@ -62,7 +62,7 @@ pub enum MaskError {
 /// What one rewrite masked: counts per column and detector or rule.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MaskOutcome {
-    /// One entry per (column, reason), in the order first seen.
+    /// One entry per (column, reason).
     pub hits: Vec<MaskHit>,
 }
 

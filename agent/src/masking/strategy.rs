@@ -80,27 +80,65 @@ impl Strategy {
 }
 
 fn partial(value: &[u8], keep: usize, out: &mut Vec<u8>) {
-    if value.is_ascii() {
-        // The common case, byte by byte: one character is one byte. From
-        // the end, the first byte of the last `keep` letters and digits;
-        // before it, every letter and digit is hidden.
-        let (mut visible, mut kept) = (value.len(), 0);
-        while visible > 0 && kept < keep {
-            visible -= 1;
-            kept += usize::from(value[visible].is_ascii_alphanumeric());
-        }
-        // Copied whole, then hidden in place: a loop the compiler vectorizes.
-        let start = out.len();
-        out.extend_from_slice(value);
-        for b in &mut out[start..start + visible] {
-            if b.is_ascii_alphanumeric() {
-                *b = b'*';
-            }
-        }
-        return;
+    if !value.is_ascii() {
+        return partial_chars(value, keep, out);
     }
-    // Characters, not bytes: a multi-byte character is one `*`. Bytes
-    // that are not UTF-8 (other client encodings) count one each.
+    // The common case: one character is one byte. From the end, the first
+    // byte of the last `keep` letters and digits; before it, every letter
+    // and digit is hidden.
+    let (mut visible, mut kept) = (value.len(), 0);
+    while visible > 0 && kept < keep {
+        visible -= 1;
+        kept += usize::from(value[visible].is_ascii_alphanumeric());
+    }
+    let (hidden, shown) = value.split_at(visible);
+    hide_alphanumerics(hidden, out);
+    out.extend_from_slice(shown);
+}
+
+/// Appends `ascii` with its letters and digits hidden as `*`, eight bytes
+/// at a time (values are too short for the compiler's vector loops). Read
+/// from the source, not patched in `out`: loading words over bytes just
+/// copied there stalls the CPU.
+fn hide_alphanumerics(ascii: &[u8], out: &mut Vec<u8>) {
+    let mut words = ascii.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(std::array::from_fn(|i| word[i]));
+        out.extend_from_slice(&hide_in_word(word).to_le_bytes());
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let word = rest.iter().rev().fold(0u64, |word, &byte| (word << 8) | u64::from(byte));
+        out.extend_from_slice(&hide_in_word(word).to_le_bytes()[..rest.len()]);
+    }
+}
+
+/// `byte` in every byte of a word.
+const fn splat(byte: u8) -> u64 {
+    u64::from_le_bytes([byte; 8])
+}
+
+/// 0x80 in each byte of `word` (ASCII bytes only) within `low..=high`:
+/// adding `0x80 - low` sets a byte's top bit when it is at least `low`,
+/// adding `0x7f - high` when it is above `high`; neither carries into the
+/// next byte, as every byte is below 0x80.
+const fn bytes_in_range(word: u64, low: u8, high: u8) -> u64 {
+    (word.wrapping_add(splat(0x80 - low)) & !word.wrapping_add(splat(0x7f - high))) & splat(0x80)
+}
+
+/// `word` (ASCII bytes) with its letters and digits replaced by `*`.
+const fn hide_in_word(word: u64) -> u64 {
+    // Setting bit 5 turns upper-case letters into lower-case ones, and
+    // nothing else into a letter.
+    let alphanumeric = bytes_in_range(word, b'0', b'9') | bytes_in_range(word | splat(0x20), b'a', b'z');
+    let mask = (alphanumeric >> 7) * 0xff;
+    (word & !mask) | (splat(b'*') & mask)
+}
+
+/// [`partial`] by characters, not bytes: a multi-byte character is one
+/// `*`. Bytes that are not UTF-8 (other client encodings) count one each.
+#[cold]
+fn partial_chars(value: &[u8], keep: usize, out: &mut Vec<u8>) {
     let text = String::from_utf8_lossy(value);
     let alnum_total = text.chars().filter(|c| c.is_alphanumeric()).count();
     let hide = alnum_total.saturating_sub(keep);
@@ -258,6 +296,21 @@ mod tests {
         let mut text = Vec::new();
         Strategy::Null.apply_in_text(b"x", "email", &TokenKey::from_bytes(b"k"), &mut text);
         assert_eq!(text, b"[masked:email]");
+    }
+
+    #[test]
+    fn words_hide_exactly_the_ascii_letters_and_digits() {
+        let hide = |ascii: &[u8]| {
+            let mut out = b"before ".to_vec();
+            hide_alphanumerics(ascii, &mut out);
+            out
+        };
+        for byte in 0..0x80u8 {
+            let expected = if byte.is_ascii_alphanumeric() { b'*' } else { byte };
+            assert_eq!(hide(&[byte; 11])[7..], [expected; 11], "byte {byte:#04x}");
+        }
+        assert_eq!(hide(b"Ab9 -zZ0@[`{/:~"), b"before *** -***@[`{/:~");
+        assert_eq!(hide(b""), b"before ");
     }
 
     #[test]

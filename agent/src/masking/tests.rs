@@ -118,7 +118,7 @@ fn counts(outcome: &MaskOutcome) -> Vec<(Option<&str>, &str, u64)> {
 #[test]
 fn data_row_masks_columns_and_content_and_rebuilds_lengths() {
     let masker = masker();
-    let plan = masker.plan(&[
+    let mut plan = masker.plan(&[
         col("id", Some("public.customers.id"), 23, 0),
         col("email", Some("public.customers.email"), 25, 0),
         col("ssn", Some("public.customers.ssn"), 1043, 0),
@@ -136,7 +136,7 @@ fn data_row_masks_columns_and_content_and_rebuilds_lengths() {
         Some(b"4111111111111111"),
     ]);
     let mut out = Vec::new();
-    let outcome = masker.mask_data_row(&body, &plan, &mut out).unwrap();
+    let outcome = masker.mask_data_row(&body, &mut plan, &mut out).unwrap();
     let row = parse_row(&out);
     assert_eq!(text(&row[0]), Some("42"));
     assert_eq!(text(&row[1]), Some(token("alice@example.com").as_str()));
@@ -147,18 +147,19 @@ fn data_row_masks_columns_and_content_and_rebuilds_lengths() {
     assert_eq!(
         counts(&outcome),
         [
-            (Some("public.customers.email"), "column public.customers.email", 1),
-            (Some("public.customers.ssn"), "column_pattern *ssn*", 1),
+            // Detector hits as found, then rule hits (counted per column).
             (Some("public.customers.note"), "card", 1),
             (Some("public.customers.note"), "order_ref", 1),
             (Some("card_no"), "card", 1),
+            (Some("public.customers.email"), "column public.customers.email", 1),
+            (Some("public.customers.ssn"), "column_pattern *ssn*", 1),
         ]
     );
 
     // Nothing to mask: nothing written, the caller forwards the original.
     let clean = data_row(&[Some(b"7"), None, None, Some(b"Jane Doe, 12 Main St"), None, Some(b"12")]);
     let mut untouched = Vec::new();
-    let outcome = masker.mask_data_row(&clean, &plan, &mut untouched).unwrap();
+    let outcome = masker.mask_data_row(&clean, &mut plan, &mut untouched).unwrap();
     assert!(!outcome.changed() && untouched.is_empty());
 }
 
@@ -169,10 +170,10 @@ fn exemptions_per_person_and_rule() {
     assert!(!policy().applies_to("ann", &["dba".into()]));
     assert!(policy().applies_to("ann", &["support".into()]));
     let support = masker_for(&["support"]);
-    let plan = support.plan(&[col("email", Some("public.customers.email"), 25, 0), col("ssn", None, 25, 0)]);
+    let mut plan = support.plan(&[col("email", Some("public.customers.email"), 25, 0), col("ssn", None, 25, 0)]);
     let body = data_row(&[Some(b"bob@example.org"), Some(b"123456789")]);
     let mut out = Vec::new();
-    let outcome = support.mask_data_row(&body, &plan, &mut out).unwrap();
+    let outcome = support.mask_data_row(&body, &mut plan, &mut out).unwrap();
     let row = parse_row(&out);
     assert_eq!(text(&row[0]), Some("[masked:email]"), "the column rule is lifted, detectors still run");
     assert_eq!(row[1], None);
@@ -182,7 +183,7 @@ fn exemptions_per_person_and_rule() {
 #[test]
 fn aliases_and_patterns_match_columns() {
     let masker = masker();
-    let plan = masker.plan(&[
+    let mut plan = masker.plan(&[
         col("x", Some("hr.people.ssn_last"), 25, 0),
         col("customer_ssn", None, 25, 0),
         col("SECRET_sauce", None, 25, 1),
@@ -192,29 +193,29 @@ fn aliases_and_patterns_match_columns() {
     assert_eq!(rules, [Some(1), Some(1), Some(2), None], "alias, field name, case, other table");
     let body = data_row(&[Some(b"x"), Some(b"y"), Some(b"z"), Some(b"ok")]);
     let mut out = Vec::new();
-    masker.mask_data_row(&body, &plan, &mut out).unwrap();
+    masker.mask_data_row(&body, &mut plan, &mut out).unwrap();
     let row = parse_row(&out);
     assert_eq!((text(&row[2]), text(&row[3])), (Some("[masked]"), None::<&str>.or(Some("ok"))));
     let quiet = masker.plan(&[col("id", None, 23, 1), col("blob", None, 17, 1), col("at", None, 1184, 0)]);
     assert!(!quiet.is_active(), "binary non-text columns and timestamps are not inspected");
-    let stamped = masker.plan(&[col("ssn_at", None, 1184, 0), col("at", None, 1114, 0)]);
+    let mut stamped = masker.plan(&[col("ssn_at", None, 1184, 0), col("at", None, 1114, 0)]);
     let body = data_row(&[Some(b"2024-01-01 00:00:00+00"), Some(b"2024-01-01 00:00:00")]);
     let mut out = Vec::new();
-    masker.mask_data_row(&body, &stamped, &mut out).unwrap();
+    masker.mask_data_row(&body, &mut stamped, &mut out).unwrap();
     assert_eq!(parse_row(&out), [None, Some(b"2024-01-01 00:00:00".to_vec())], "a rule still nulls them");
 }
 
 #[test]
 fn json_leaves_and_pattern_keys_are_masked_in_place() {
     let masker = masker();
-    let plan = masker.plan(&[col("doc", None, 114, 0), col("docb", None, 3802, 1)]);
+    let mut plan = masker.plan(&[col("doc", None, 114, 0), col("docb", None, 3802, 1)]);
     let json = br#"{"name": "Ann", "contact": {"email": "ann@example.com", "tags": ["a", "x\u0040y.io"]},
  "ssn_hash": {"v": [1, 2]}, "n": 4111111111111111, "ok": true, "e": "\"q\""}"#;
     let mut binary = vec![1u8];
     binary.extend_from_slice(json);
     let body = data_row(&[Some(json), Some(&binary)]);
     let mut out = Vec::new();
-    let outcome = masker.mask_data_row(&body, &plan, &mut out).unwrap();
+    let outcome = masker.mask_data_row(&body, &mut plan, &mut out).unwrap();
     let row = parse_row(&out);
     let expected = r#"{"name": "Ann", "contact": {"email": "[masked:email]", "tags": ["a", "[masked:email]"]},
  "ssn_hash": null, "n": "************1111", "ok": true, "e": "\"q\""}"#;
@@ -225,18 +226,18 @@ fn json_leaves_and_pattern_keys_are_masked_in_place() {
 
     for bad in [&b"{\"a\": }"[..], b"[1, 2", b"{\"a\" 1}", b"\"open", b"{} x", b"tru"] {
         let body = data_row(&[Some(bad), None]);
-        assert!(matches!(masker.mask_data_row(&body, &plan, &mut Vec::new()), Err(MaskError::Malformed(_))));
+        assert!(matches!(masker.mask_data_row(&body, &mut plan, &mut Vec::new()), Err(MaskError::Malformed(_))));
     }
 }
 
 #[test]
 fn text_arrays_keep_their_shape_and_quoting() {
     let masker = masker();
-    let plan = masker.plan(&[col("emails", None, 1009, 0), col("ssns", None, 1009, 0)]);
+    let mut plan = masker.plan(&[col("emails", None, 1009, 0), col("ssns", None, 1009, 0)]);
     let emails = br#"{plain,"a b@example.com x","quote\"d c@d.io",NULL,{nested@x.org,"NULL"}}"#;
     let body = data_row(&[Some(emails), Some(b"{111-22-3333,NULL}")]);
     let mut out = Vec::new();
-    masker.mask_data_row(&body, &plan, &mut out).unwrap();
+    masker.mask_data_row(&body, &mut plan, &mut out).unwrap();
     let row = parse_row(&out);
     assert_eq!(
         text(&row[0]),
@@ -245,7 +246,7 @@ fn text_arrays_keep_their_shape_and_quoting() {
     assert_eq!(text(&row[1]), Some("{NULL,NULL}"), "a rule with strategy null nulls each element");
     for bad in [&b"{a,\"b}"[..], b"a,b", b"{a}}", b"{a"] {
         let body = data_row(&[Some(bad), None]);
-        assert!(masker.mask_data_row(&body, &plan, &mut Vec::new()).is_err(), "{}", String::from_utf8_lossy(bad));
+        assert!(masker.mask_data_row(&body, &mut plan, &mut Vec::new()).is_err(), "{}", String::from_utf8_lossy(bad));
     }
 }
 
@@ -269,11 +270,11 @@ fn binary_text_array(elements: &[Option<&[u8]>]) -> Vec<u8> {
 #[test]
 fn binary_text_arrays_are_masked_element_wise() {
     let masker = masker();
-    let plan = masker.plan(&[col("emails", None, 1009, 1), col("ssn_list", None, 1009, 1)]);
+    let mut plan = masker.plan(&[col("emails", None, 1009, 1), col("ssn_list", None, 1009, 1)]);
     let array = binary_text_array(&[Some(b"x@example.com"), None, Some(b"hello")]);
     let body = data_row(&[Some(&array), Some(&binary_text_array(&[Some(b"1")]))]);
     let mut out = Vec::new();
-    masker.mask_data_row(&body, &plan, &mut out).unwrap();
+    masker.mask_data_row(&body, &mut plan, &mut out).unwrap();
     let row = parse_row(&out);
     let mut nulled = binary_text_array(&[None]);
     nulled[4..8].copy_from_slice(&1i32.to_be_bytes());
@@ -282,13 +283,13 @@ fn binary_text_arrays_are_masked_element_wise() {
     let mut short = array.clone();
     short.truncate(array.len() - 1);
     let body = data_row(&[Some(&short), None]);
-    assert!(masker.mask_data_row(&body, &plan, &mut Vec::new()).is_err());
+    assert!(masker.mask_data_row(&body, &mut plan, &mut Vec::new()).is_err());
 }
 
 #[test]
 fn malformed_data_rows_are_errors() {
     let masker = masker();
-    let plan = masker.plan(&[col("a", None, 25, 0)]);
+    let mut plan = masker.plan(&[col("a", None, 25, 0)]);
     let cases: [&[u8]; 6] = [
         b"",
         b"\x00",
@@ -298,10 +299,10 @@ fn malformed_data_rows_are_errors() {
         b"\x00\x01\x00\x00\x00\x01ab",
     ];
     for body in cases {
-        assert!(masker.mask_data_row(body, &plan, &mut Vec::new()).is_err(), "{body:?}");
+        assert!(masker.mask_data_row(body, &mut plan, &mut Vec::new()).is_err(), "{body:?}");
     }
-    let jsonb = masker.plan(&[col("j", None, 3802, 1)]);
-    assert!(masker.mask_data_row(&data_row(&[Some(b"\x02{}")]), &jsonb, &mut Vec::new()).is_err(), "jsonb version");
+    let mut jsonb = masker.plan(&[col("j", None, 3802, 1)]);
+    assert!(masker.mask_data_row(&data_row(&[Some(b"\x02{}")]), &mut jsonb, &mut Vec::new()).is_err(), "jsonb version");
 }
 
 #[test]
@@ -309,7 +310,7 @@ fn copy_text_rows_with_escapes() {
     let masker = masker();
     let body = b"1\tann@example.com\t\\N\tline\\nbreak c\\\\d@x.io\n2\tnone\t\\N\tok\n";
     let mut out = Vec::new();
-    let outcome = masker.mask_copy_data(body, &CopyFormat::text(), None, &mut out).unwrap();
+    let outcome = masker.mask_copy_data(body, &CopyFormat::text(), None, &[], &mut out).unwrap();
     assert_eq!(out, b"1\t[masked:email]\t\\N\tline\\nbreak c\\\\[masked:email]\n2\tnone\t\\N\tok\n");
     assert_eq!(counts(&outcome), [(None, "email", 2)]);
 
@@ -319,15 +320,18 @@ fn copy_text_rows_with_escapes() {
         col("ssn", None, 25, 0),
     ]);
     let mut out = Vec::new();
-    masker.mask_copy_data(b"7\tb\\tob@x.io\t123\n", &CopyFormat::text(), Some(&plan), &mut out).unwrap();
+    masker.mask_copy_data(b"7\tb\\tob@x.io\t123\n", &CopyFormat::text(), Some(&plan), &[], &mut out).unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), format!("7\t{}\t\\N\n", token("b\tob@x.io")));
     for bad in [&b"1\t2\n"[..], b"1\t2\t3\t4\n", b"1\t2\t3"] {
-        assert!(masker.mask_copy_data(bad, &CopyFormat::text(), Some(&plan), &mut Vec::new()).is_err());
+        assert!(masker.mask_copy_data(bad, &CopyFormat::text(), Some(&plan), &[], &mut Vec::new()).is_err());
     }
     let mut untouched = Vec::new();
-    assert!(!masker.mask_copy_data(b"a\tb\n", &CopyFormat::text(), None, &mut untouched).unwrap().changed());
+    assert!(!masker.mask_copy_data(b"a\tb\n", &CopyFormat::text(), None, &[], &mut untouched).unwrap().changed());
     assert!(untouched.is_empty());
-    assert_eq!(masker.mask_copy_data(b"x\n", &CopyFormat::Binary, None, &mut untouched), Err(MaskError::CopyBinary));
+    assert_eq!(
+        masker.mask_copy_data(b"x\n", &CopyFormat::Binary, None, &[], &mut untouched),
+        Err(MaskError::CopyBinary)
+    );
 }
 
 #[test]
@@ -335,7 +339,7 @@ fn copy_csv_rows_with_quotes() {
     let masker = masker();
     let body = b"1,\"ann@example.com\",,\"say \"\"hi\"\" to b@c.io\nnow\"\n2,plain@x.org,\"\",x\n";
     let mut out = Vec::new();
-    masker.mask_copy_data(body, &CopyFormat::csv(), None, &mut out).unwrap();
+    masker.mask_copy_data(body, &CopyFormat::csv(), None, &[], &mut out).unwrap();
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "1,\"[masked:email]\",,\"say \"\"hi\"\" to [masked:email]\nnow\"\n2,\"[masked:email]\",\"\",x\n"
@@ -343,10 +347,10 @@ fn copy_csv_rows_with_quotes() {
     let custom = CopyFormat::Csv { delimiter: b';', quote: b'\'', escape: b'\\', null: b"NULL".to_vec() };
     let plan = masker.plan(&[col("ssn", None, 25, 0), col("e", None, 25, 0)]);
     let mut out = Vec::new();
-    masker.mask_copy_data(b"'12\\'3';'q\\\\a@b.io'\n", &custom, Some(&plan), &mut out).unwrap();
+    masker.mask_copy_data(b"'12\\'3';'q\\\\a@b.io'\n", &custom, Some(&plan), &[], &mut out).unwrap();
     assert_eq!(out, b"NULL;'q\\\\[masked:email]'\n");
     for bad in [&b"\"open,1\n"[..], b"\"a\"b,1\n"] {
-        assert!(masker.mask_copy_data(bad, &CopyFormat::csv(), None, &mut Vec::new()).is_err());
+        assert!(masker.mask_copy_data(bad, &CopyFormat::csv(), None, &[], &mut Vec::new()).is_err());
     }
 }
 
@@ -414,11 +418,11 @@ fn notification_payloads_are_masked() {
 #[test]
 fn outcomes_merge_per_column_and_reason() {
     let masker = masker();
-    let plan = masker.plan(&[col("note", None, 25, 0)]);
+    let mut plan = masker.plan(&[col("note", None, 25, 0)]);
     let mut total = MaskOutcome::default();
     for _ in 0..3 {
         let mut out = Vec::new();
-        total.merge(&masker.mask_data_row(&data_row(&[Some(b"a@b.io c@d.io")]), &plan, &mut out).unwrap());
+        total.merge(&masker.mask_data_row(&data_row(&[Some(b"a@b.io c@d.io")]), &mut plan, &mut out).unwrap());
     }
     assert_eq!(counts(&total), [(Some("note"), "email", 6)]);
 }
@@ -489,10 +493,10 @@ fn shipped_example_masks_analysts_not_dbas() {
     let dba = Masker::new(masking, "dave", &["dba".into()], key);
     assert!(dba.is_noop());
     let columns = [col("email", Some("public.customers.email"), 25, 0), col("note", None, 25, 0)];
-    let plan = analyst.plan(&columns);
+    let mut plan = analyst.plan(&columns);
     let body = data_row(&[Some(b"ann@example.com"), Some(b"card 4111-1111-1111-1111, LOY-0123456789")]);
     let mut out = Vec::new();
-    analyst.mask_data_row(&body, &plan, &mut out).unwrap();
+    analyst.mask_data_row(&body, &mut plan, &mut out).unwrap();
     let row = parse_row(&out);
     assert!(text(&row[0]).is_some_and(|t| t.starts_with("tok_")));
     let note = text(&row[1]).unwrap();
@@ -507,11 +511,11 @@ fn json_keys_are_masked_without_detectors() {
     let policy = Policy::from_sources([(Path::new("p.toml"), source)]).unwrap_or_else(|e| panic!("{e}"));
     let masker =
         Masker::new(policy.targets[0].masking.as_ref().unwrap(), "u", &[], Arc::new(TokenKey::from_bytes(b"k")));
-    let plan = masker.plan(&[col("doc", None, 3802, 0), col("note", None, 25, 0)]);
+    let mut plan = masker.plan(&[col("doc", None, 3802, 0), col("note", None, 25, 0)]);
     assert!(plan.is_active());
     let body = data_row(&[Some(br#"{"work_email": "a@b.io", "n": 1}"#), Some(b"a@b.io")]);
     let mut out = Vec::new();
-    masker.mask_data_row(&body, &plan, &mut out).unwrap();
+    masker.mask_data_row(&body, &mut plan, &mut out).unwrap();
     let row = parse_row(&out);
     assert_eq!(text(&row[0]), Some(r#"{"work_email": "[masked]", "n": 1}"#));
     assert_eq!(text(&row[1]), Some("a@b.io"), "no detectors: free text passes");

@@ -12,7 +12,7 @@ use super::{
     MaskError, MaskOutcome,
     array::Reader,
     detect::Match,
-    engine::{ColumnPlan, Masker, TextResult},
+    engine::{Action, ColumnPlan, Masker, TextResult},
     json::Rewrite,
 };
 
@@ -66,18 +66,30 @@ const DATA_FIELDS: [u8; 3] = [b'M', b'D', b'W'];
 impl Masker {
     /// Masks a DataRow body under `plan` (made from the result's
     /// RowDescription).
-    pub fn mask_data_row(&self, body: &[u8], plan: &ColumnPlan, out: &mut Vec<u8>) -> Result<MaskOutcome, MaskError> {
+    pub fn mask_data_row(
+        &self,
+        body: &[u8],
+        plan: &mut ColumnPlan,
+        out: &mut Vec<u8>,
+    ) -> Result<MaskOutcome, MaskError> {
         let mut outcome = MaskOutcome::default();
-        self.mask_data_row_into(body, plan, out, &mut outcome)?;
+        self.mask_data_row_into(body, plan, &[], out, &mut outcome)?;
+        self.count_rule_hits(plan, &mut outcome);
         Ok(outcome)
     }
 
-    /// As [`Self::mask_data_row`], adding to `outcome` (a whole result's
-    /// counts, with no allocation per row); whether the row changed.
+    /// As [`Self::mask_data_row`], for the rows of a whole result: values
+    /// masked by a column rule are counted in `plan` (see
+    /// [`count_rule_hits`](Self::count_rule_hits)), the rest in `outcome`,
+    /// with no allocation per row. When the row changes, `prefix` then the
+    /// new body are appended to `out` (the proxy passes what precedes the
+    /// body on the wire, so the row is written once, where it goes);
+    /// whether it changed.
     pub fn mask_data_row_into(
         &self,
         body: &[u8],
-        plan: &ColumnPlan,
+        plan: &mut ColumnPlan,
+        prefix: &[u8],
         out: &mut Vec<u8>,
         outcome: &mut MaskOutcome,
     ) -> Result<bool, MaskError> {
@@ -88,36 +100,46 @@ impl Masker {
         }
         // Masked values are written in place, after the bytes before
         // them, their length patched in after.
-        let mut rewrite = Rewrite::new(body, out);
+        let mut rewrite = Rewrite::after(prefix, body, out);
         // The thread-local costs a quarter of a row's time under column
         // rules alone: only detectors take it.
         let detecting = self.has_detectors();
         let mut found = if detecting { FOUND.take() } else { Vec::new() };
-        for column in &plan.columns {
+        for column in &mut plan.columns {
             let field_start = reader.pos;
             let len = reader.i32()?;
             if len == -1 {
                 continue;
             }
             let value = reader.take(len)?;
-            if !column.inspected {
-                continue;
-            }
-            // Most values have nothing in them: those cost no copy.
-            if column.detected_only {
-                found.clear();
-                self.find(value, &mut found);
-                if found.is_empty() {
-                    continue;
+            match column.action {
+                Action::Pass => continue,
+                // Most values have nothing in them: those cost no copy.
+                Action::Detect => {
+                    found.clear();
+                    self.find(value, &mut found);
+                    if found.is_empty() {
+                        continue;
+                    }
                 }
+                Action::Rule(_) | Action::NullByRule | Action::Value => {}
             }
             let out = rewrite.copy_to(field_start);
             let len_at = out.len();
             out.extend_from_slice(&[0; 4]);
-            let result = if column.detected_only {
-                self.mask_found(column, value, &found, out, outcome)
-            } else {
-                self.mask_value(column, value, out, outcome)?
+            let result = match column.action {
+                // (Pass went on above.)
+                Action::Pass | Action::Detect => self.mask_found(column, value, &found, out, outcome),
+                // The bulk of a masked result: a whole value by its rule.
+                Action::Rule(rule) => {
+                    column.rule_hits += 1;
+                    self.rule_strategy(rule).apply(value, "column", self.key(), out).into()
+                }
+                Action::NullByRule => {
+                    column.rule_hits += 1;
+                    TextResult::Null
+                }
+                Action::Value => self.mask_value(column, value, out, outcome)?,
             };
             match result {
                 TextResult::Unchanged => out.truncate(len_at),
@@ -152,6 +174,7 @@ impl Masker {
         body: &[u8],
         format: &CopyFormat,
         plan: Option<&ColumnPlan>,
+        prefix: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<MaskOutcome, MaskError> {
         let mut outcome = MaskOutcome::default();
@@ -161,7 +184,7 @@ impl Masker {
         if body.last() != Some(&b'\n') {
             return Err(MaskError::PartialCopyRow);
         }
-        let mut rewrite = Rewrite::new(body, out);
+        let mut rewrite = Rewrite::after(prefix, body, out);
         let mut pos = 0;
         while pos < body.len() {
             let row_end = match format {

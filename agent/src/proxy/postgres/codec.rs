@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use bytes::{Buf as _, BufMut, Bytes, BytesMut};
 
 /// Largest startup-phase packet accepted (PostgreSQL's own limit).
 pub const MAX_STARTUP_LEN: usize = 10_000;
@@ -60,14 +60,13 @@ pub struct Frame {
 
 impl Frame {
     /// Appends the wire form to `out`.
-    pub fn encode(&self, out: &mut BytesMut) {
+    pub fn encode(&self, out: &mut impl BufMut) {
         encode_frame(self.tag, &self.body, out);
     }
 }
 
 /// Appends a frame of `tag` with `body` to `out`, from bytes held elsewhere.
-pub fn encode_frame(tag: u8, body: &[u8], out: &mut BytesMut) {
-    out.reserve(5 + body.len());
+pub fn encode_frame(tag: u8, body: &[u8], out: &mut impl BufMut) {
     out.put_u8(tag);
     out.put_u32(4 + body.len() as u32);
     out.put_slice(body);

@@ -64,15 +64,15 @@ pub struct MaskedCount {
     pub count: u64,
 }
 
-/// What masking made of a server frame.
+/// What masking makes of a server frame.
 #[derive(Debug)]
 pub enum Masked {
     /// Nothing to hide: it goes as it came.
     Unchanged,
     /// A message (error, notice, notification) to send instead.
     Message(Frame),
-    /// A row (DataRow, CopyData) rewritten in place: its new body is
-    /// [`MaskLayer::row`], written straight to the client's buffer.
+    /// A row (DataRow, CopyData) that may need masking: the relay passes
+    /// it to [`MaskLayer::write_row`], which writes it where it goes.
     Row,
 }
 
@@ -120,7 +120,9 @@ impl<'a> MaskLayer<'a> {
             }
             Rows::Columns(columns) => return Ok(Some(columns)),
             Rows::Ended => {
-                self.plan = None;
+                if let Some(mut plan) = self.plan.take() {
+                    self.masker.count_rule_hits(&mut plan, &mut self.outcome);
+                }
                 if frame.tag != b'E' {
                     self.copy = None;
                 }
@@ -136,28 +138,17 @@ impl<'a> MaskLayer<'a> {
         Ok(())
     }
 
-    /// Masks one server frame, [`observe`](Self::observe)d first.
+    /// What masking makes of one server frame, [`observe`](Self::observe)d
+    /// first. Messages are masked here; rows are only sorted out, for
+    /// [`write_row`](Self::write_row).
     pub fn mask(&mut self, frame: &Frame) -> Result<Masked, ProxyError> {
         self.scratch.clear();
         let outcome = match frame.tag {
             b'D' => {
                 let plan = self.plan.as_ref().ok_or_else(|| unmaskable("a row arrived before its description"))?;
-                if !plan.is_active() {
-                    return Ok(Masked::Unchanged);
-                }
-                // Rows, by the thousand: counts go straight into the result's.
-                let changed = self
-                    .masker
-                    .mask_data_row_into(&frame.body, plan, &mut self.scratch, &mut self.outcome)
-                    .map_err(|error| unmaskable(&error.to_string()))?;
-                return Ok(if changed { Masked::Row } else { Masked::Unchanged });
+                return Ok(if plan.is_active() { Masked::Row } else { Masked::Unchanged });
             }
-            b'd' => match &self.copy {
-                Some((format, plan)) => {
-                    self.masker.mask_copy_data(&frame.body, format, plan.as_ref(), &mut self.scratch)
-                }
-                None => return Ok(Masked::Unchanged),
-            },
+            b'd' if self.copy.is_some() => return Ok(Masked::Row),
             b'E' | b'N' => self.masker.mask_error_fields(&frame.body, &mut self.scratch),
             b'A' => self.masker.mask_notification(&frame.body, &mut self.scratch),
             _ => return Ok(Masked::Unchanged),
@@ -167,21 +158,34 @@ impl<'a> MaskLayer<'a> {
             return Ok(Masked::Unchanged);
         }
         self.outcome.merge(&outcome);
-        Ok(match frame.tag {
-            b'd' => Masked::Row,
-            // Messages are rare, and the statement's record reads them.
-            tag => Masked::Message(Frame { tag, body: Bytes::copy_from_slice(&self.scratch) }),
-        })
+        // Messages are rare, and the statement's record reads them.
+        Ok(Masked::Message(Frame { tag: frame.tag, body: Bytes::copy_from_slice(&self.scratch) }))
     }
 
-    /// The body of the row [`mask`](Self::mask) last answered
-    /// [`Masked::Row`] for.
-    pub fn row(&self) -> &[u8] {
-        &self.scratch
+    /// Masks a row [`mask`](Self::mask) answered [`Masked::Row`] for. If
+    /// anything in it is masked, appends `prefix` (what precedes its body
+    /// on the wire) and the new body to `out`, and returns true; else
+    /// appends nothing.
+    pub fn write_row(&mut self, frame: &Frame, prefix: &[u8], out: &mut Vec<u8>) -> Result<bool, ProxyError> {
+        let changed = match (frame.tag, &mut self.plan, &self.copy) {
+            // Rows, by the thousand: counts go straight into the result's.
+            (b'D', Some(plan), _) => self.masker.mask_data_row_into(&frame.body, plan, prefix, out, &mut self.outcome),
+            (b'd', _, Some((format, plan))) => {
+                self.masker.mask_copy_data(&frame.body, format, plan.as_ref(), prefix, out).map(|outcome| {
+                    self.outcome.merge(&outcome);
+                    outcome.changed()
+                })
+            }
+            _ => return Err(unmaskable("a row arrived outside a result")),
+        };
+        changed.map_err(|error| unmaskable(&error.to_string()))
     }
 
     /// What was masked since the last call, for the statement that just ended.
     pub fn take_counts(&mut self) -> Vec<MaskedCount> {
+        if let Some(plan) = &mut self.plan {
+            self.masker.count_rule_hits(plan, &mut self.outcome);
+        }
         std::mem::take(&mut self.outcome)
             .hits
             .into_iter()

@@ -89,6 +89,12 @@ pub enum ProxyError {
     Unmaskable(String),
 }
 
+impl From<stream::TooLong> for ProxyError {
+    fn from(error: stream::TooLong) -> Self {
+        Self::Unmaskable(error.to_string())
+    }
+}
+
 impl From<tls::TlsError> for ProxyError {
     fn from(error: tls::TlsError) -> Self {
         match error {
@@ -477,7 +483,7 @@ async fn relay_messages(
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let to_upstream = async {
         let mut reader = client_reader;
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         loop {
             match reader.next(&mut client_read, "client").await? {
                 None => {
@@ -534,7 +540,7 @@ async fn relay_messages(
     };
     let to_client = async {
         let mut reader = upstream_reader;
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         let ending = session.ending.wait();
         tokio::pin!(ending);
         loop {
@@ -581,10 +587,10 @@ async fn relay_messages(
                             issued.lock().unwrap_or_else(|p| p.into_inner()).push(key);
                             ours
                         });
-                        match (ours.as_ref().or(message).or(refusal.as_ref()), &masked, &masking) {
+                        match (ours.as_ref().or(message).or(refusal.as_ref()), &masked, masking.as_mut()) {
                             (Some(replacement), ..) => splice.replace(original, |out| replacement.encode(out)),
                             (None, mask::Masked::Row, Some(layer)) => {
-                                splice.replace(original, |out| codec::encode_frame(original.tag, layer.row(), out))
+                                splice.rewrite(original, |prefix, out| layer.write_row(original, prefix, out))?
                             }
                             _ => splice.keep(original),
                         }

@@ -55,21 +55,27 @@ impl Batch {
 }
 
 /// A batch on its way out: the frames go as they came, but for those
-/// replaced. Bytes between replacements are copied once; a batch with no
-/// replacement is not copied at all. Each frame of the batch gets one call,
-/// [`keep`](Self::keep) or [`replace`](Self::replace), in order.
+/// replaced or rewritten. Bytes between replacements are copied once; a
+/// batch with no replacement is not copied at all. Each frame of the batch
+/// gets one call, [`keep`](Self::keep), [`replace`](Self::replace) or
+/// [`rewrite`](Self::rewrite), in order.
 pub struct Splice<'a> {
     raw: &'a [u8],
-    out: &'a mut BytesMut,
+    out: &'a mut Vec<u8>,
     /// Where the frame at hand starts in `raw`.
     at: usize,
     /// How much of `raw` is in `out` already (or was sent).
     copied: usize,
 }
 
+/// Why a frame could not be rewritten.
+#[derive(Debug, thiserror::Error)]
+#[error("a rewritten frame does not fit the protocol's length field")]
+pub struct TooLong;
+
 impl<'a> Splice<'a> {
     /// Splices `raw` (a [`Batch`]'s bytes) into `out`, which must be empty.
-    pub fn new(raw: &'a [u8], out: &'a mut BytesMut) -> Self {
+    pub fn new(raw: &'a [u8], out: &'a mut Vec<u8>) -> Self {
         debug_assert!(out.is_empty());
         Self { raw, out, at: 0, copied: 0 }
     }
@@ -80,19 +86,43 @@ impl<'a> Splice<'a> {
     }
 
     /// The frame at hand is left out; `encode` writes what goes instead.
-    pub fn replace(&mut self, frame: &Frame, encode: impl FnOnce(&mut BytesMut)) {
+    pub fn replace(&mut self, frame: &Frame, encode: impl FnOnce(&mut Vec<u8>)) {
         self.out.extend_from_slice(&self.raw[self.copied..self.at]);
         encode(self.out);
         self.keep(frame);
         self.copied = self.at;
     }
 
+    /// The frame at hand, its body rewritten in place if `rewrite` says so.
+    /// `rewrite` gets what must come before the new body (what was kept
+    /// since the last replacement, then the frame's header) and the output:
+    /// if it rewrites the body, it appends that prefix then the new body
+    /// and returns true; else it appends nothing. The header's length is
+    /// then set to the new body's. A masked row is so written once, where
+    /// it goes, and an unchanged one costs no copy.
+    pub fn rewrite<E: From<TooLong>>(
+        &mut self,
+        frame: &Frame,
+        rewrite: impl FnOnce(&[u8], &mut Vec<u8>) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let prefix = &self.raw[self.copied..self.at + 5];
+        let body_start = self.out.len() + prefix.len();
+        let rewritten = rewrite(prefix, self.out)?;
+        self.keep(frame);
+        if rewritten {
+            let len = u32::try_from(self.out.len() - body_start + 4).map_err(|_| TooLong)?;
+            self.out[body_start - 4..body_start].copy_from_slice(&len.to_be_bytes());
+            self.copied = self.at;
+        }
+        Ok(())
+    }
+
     /// Everything before the frame at hand, to send now (the frame itself
     /// waits: a held statement).
-    pub fn take_before(&mut self) -> BytesMut {
+    pub fn take_before(&mut self) -> Vec<u8> {
         self.out.extend_from_slice(&self.raw[self.copied..self.at]);
         self.copied = self.at;
-        self.out.split()
+        std::mem::take(self.out)
     }
 
     /// The bytes to send.
@@ -255,27 +285,57 @@ mod tests {
     fn a_splice_copies_only_around_replacements() {
         let frame = |tag: u8, body: &'static [u8]| Frame { tag, body: Bytes::from_static(body) };
         let encoded = |frames: &[&Frame]| {
-            let mut out = BytesMut::new();
+            let mut out = Vec::new();
             frames.iter().for_each(|frame| frame.encode(&mut out));
-            out.to_vec()
+            out
         };
         let (first, second, third, stand_in) =
             (frame(b'D', b"aa"), frame(b'D', b"bbb"), frame(b'C', b"c"), frame(b'D', b"x"));
         let raw = encoded(&[&first, &second, &third]);
 
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         let mut splice = Splice::new(&raw, &mut out);
         [&first, &second, &third].into_iter().for_each(|frame| splice.keep(frame));
         assert_eq!(splice.finish().as_ptr(), raw.as_ptr(), "an unchanged batch is not copied");
 
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         let mut splice = Splice::new(&raw, &mut out);
         splice.keep(&first);
         splice.replace(&second, |out| stand_in.encode(out));
         let before = splice.take_before();
-        assert_eq!(before.to_vec(), encoded(&[&first, &stand_in]));
+        assert_eq!(before, encoded(&[&first, &stand_in]));
         splice.keep(&third);
         assert_eq!(splice.finish(), encoded(&[&third]));
+    }
+
+    #[test]
+    fn a_rewritten_body_gets_its_new_length_and_an_unchanged_one_no_copy() {
+        let frame = |body: &'static [u8]| Frame { tag: b'D', body: Bytes::from_static(body) };
+        let (first, second, third) = (frame(b"aa"), frame(b"bbb"), frame(b"c"));
+        let mut raw = Vec::new();
+        [&first, &second, &third].iter().for_each(|frame| frame.encode(&mut raw));
+        let leave = |_: &[u8], _: &mut Vec<u8>| Ok::<_, TooLong>(false);
+
+        let mut out = Vec::new();
+        let mut splice = Splice::new(&raw, &mut out);
+        [&first, &second, &third].into_iter().for_each(|frame| splice.rewrite(frame, leave).unwrap());
+        assert_eq!(splice.finish().as_ptr(), raw.as_ptr(), "nothing rewritten, nothing copied");
+
+        let mut out = Vec::new();
+        let mut splice = Splice::new(&raw, &mut out);
+        splice.rewrite(&first, leave).unwrap();
+        splice
+            .rewrite(&second, |prefix, out| {
+                assert_eq!(prefix, &raw[..7 + 5], "the kept frame, then this one's header");
+                out.extend_from_slice(prefix);
+                out.extend_from_slice(b"longer");
+                Ok::<_, TooLong>(true)
+            })
+            .unwrap();
+        splice.rewrite(&third, leave).unwrap();
+        let mut expected = Vec::new();
+        [&first, &frame(b"longer"), &third].iter().for_each(|frame| frame.encode(&mut expected));
+        assert_eq!(splice.finish(), expected);
     }
 
     #[tokio::test]
