@@ -124,6 +124,11 @@ fn sensitive_values_are_masked_before_they_reach_the_client() {
     let masked = &statements[0]["detail"]["masked"];
     let reasons: Vec<&str> = masked.as_array().unwrap().iter().map(|m| m["by"].as_str().unwrap()).collect();
     assert!(reasons.contains(&"card") && reasons.contains(&"column public.customers.email"), "{masked}");
+    // Each e-mail the first query returned was counted once, whatever
+    // batches its rows came in.
+    let emails = rows.iter().filter(|row| row.split('|').nth(2).is_some_and(|email| !email.is_empty())).count();
+    let counted = masked.as_array().unwrap().iter().find(|m| m["by"] == "column public.customers.email").unwrap();
+    assert_eq!(counted["count"], emails, "{masked}");
     let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     // Values that only ever travelled in results are nowhere in the log.
     assert!(

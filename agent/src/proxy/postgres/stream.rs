@@ -68,7 +68,8 @@ pub struct Splice<'a> {
     copied: usize,
 }
 
-/// Why a frame could not be rewritten.
+/// Why a frame could not be rewritten: its new body does not fit the
+/// protocol's length field (or was not written after its prefix).
 #[derive(Debug, thiserror::Error)]
 #[error("a rewritten frame does not fit the protocol's length field")]
 pub struct TooLong;
@@ -110,7 +111,9 @@ impl<'a> Splice<'a> {
         let rewritten = rewrite(prefix, self.out)?;
         self.keep(frame);
         if rewritten {
-            let len = u32::try_from(self.out.len() - body_start + 4).map_err(|_| TooLong)?;
+            let len = (self.out.len().checked_sub(body_start))
+                .and_then(|body_len| u32::try_from(body_len + 4).ok())
+                .ok_or(TooLong)?;
             self.out[body_start - 4..body_start].copy_from_slice(&len.to_be_bytes());
             self.copied = self.at;
         }
