@@ -20,7 +20,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Once,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
 };
 
@@ -54,6 +54,7 @@ static SWEEP: Once = Once::new();
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
 /// A unique short tag for one lab: fits interface names (15 bytes).
+/// [`is_lab_tag`] recognises it.
 fn lab_tag() -> String {
     format!("{}{}x{}", PREFIX, std::process::id() % 100_000, NEXT_LAB.fetch_add(1, Ordering::Relaxed))
 }
@@ -141,6 +142,48 @@ fn sweep_stale() {
         }
     }
     users::sweep_stale();
+    // Scratch directories: configs, audit logs, PostgreSQL data.
+    if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.split_once('-').is_some_and(|(tag, _)| is_lab_tag(tag)) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// Whether `name` is a tag [`lab_tag`] makes: the prefix, digits, `x`, digits.
+fn is_lab_tag(name: &str) -> bool {
+    let numbered = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    name.strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once('x'))
+        .is_some_and(|(pid, lab)| numbered(pid) && numbered(lab))
+}
+
+/// Makes SIGINT and SIGTERM remove every lab's leftovers (processes,
+/// cgroups, namespaces, pins, users, scratch directories) before the
+/// process exits: a benchmark stopped midway leaves nothing behind. (A lab
+/// dropped normally cleans up after itself; a signal skips the drops.)
+pub fn clean_up_on_signal() {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: installing a handler that only stores to an atomic. Handlers
+    // revert to the default in the programs the process starts.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    std::thread::spawn(|| {
+        while !STOP.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!("interrupted: removing the labs' processes, cgroups, namespaces, pins, users and files");
+        sweep_stale();
+        std::process::exit(130);
+    });
 }
 
 /// One test's world. Fields drop in declaration order: agent first, then the
@@ -219,4 +262,18 @@ pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_tags_are_recognised_and_nothing_else() {
+        assert!(is_lab_tag(&lab_tag()));
+        assert!(is_lab_tag("alt406x0"));
+        for other in ["alt", "altx0", "alt406x", "alt406", "alt4a6x0", "alternatives", "alt406x0n"] {
+            assert!(!is_lab_tag(other), "{other}");
+        }
+    }
 }

@@ -46,6 +46,7 @@ fn main() {
             if !privileged() {
                 std::process::exit(1);
             }
+            airlock_vm_tests::clean_up_on_signal();
             let all = args.is_empty();
             if all || args.iter().any(|a| a == "intercept") {
                 intercept();
