@@ -27,7 +27,7 @@ use super::{
 use crate::{credentials::Lease, policy::UpstreamTls};
 
 /// How long resolved names are trusted: a renamed column is seen within this.
-const CACHE_TTL: Duration = Duration::from_secs(60);
+pub(super) const CACHE_TTL: Duration = Duration::from_secs(60);
 /// A lookup must finish within this, or the result is treated as unresolvable.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 

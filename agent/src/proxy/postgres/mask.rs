@@ -12,7 +12,8 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Mutex,
+    sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -25,7 +26,7 @@ use sqlparser::{
 
 use super::{
     ProxyError,
-    catalog::{Catalog, Login},
+    catalog::{self, Catalog, Login},
     codec::{FieldDescription, Frame, Frontend},
     shapes::{Columns, ResultShapes, Rows},
 };
@@ -89,6 +90,7 @@ pub struct CatalogAccess<'a> {
 pub struct MaskLayer<'a> {
     masker: Masker,
     catalog: Option<CatalogAccess<'a>>,
+    plans: RecentPlans,
     plan: Option<ColumnPlan>,
     copy: Option<(CopyFormat, Option<ColumnPlan>)>,
     outcome: MaskOutcome,
@@ -98,7 +100,15 @@ pub struct MaskLayer<'a> {
 impl<'a> MaskLayer<'a> {
     /// The layer for a session with this masker.
     pub fn new(masker: Masker, catalog: Option<CatalogAccess<'a>>) -> Self {
-        Self { masker, catalog, plan: None, copy: None, outcome: MaskOutcome::default(), scratch: Vec::new() }
+        Self {
+            masker,
+            catalog,
+            plans: RecentPlans::default(),
+            plan: None,
+            copy: None,
+            outcome: MaskOutcome::default(),
+            scratch: Vec::new(),
+        }
     }
 
     /// Notes a server frame: which result it belongs to. A result the
@@ -133,8 +143,16 @@ impl<'a> MaskLayer<'a> {
     }
 
     /// Plans the masking of a result with these columns.
-    pub async fn describe(&mut self, columns: &[FieldDescription]) -> Result<(), ProxyError> {
-        self.plan = Some(self.plan_for(columns).await?);
+    pub async fn describe(&mut self, columns: &Columns) -> Result<(), ProxyError> {
+        let plan = match self.plans.get(columns) {
+            Some(plan) => plan,
+            None => {
+                let plan = self.plan_for(columns).await?;
+                self.plans.insert(columns, &plan);
+                plan
+            }
+        };
+        self.plan = Some(plan);
         Ok(())
     }
 
@@ -259,6 +277,42 @@ impl<'a> MaskLayer<'a> {
     }
 }
 
+/// Plans a session made lately, by their results' columns: an application
+/// asks the same queries over and over, and a plan costs a catalog lookup
+/// and a walk over the rules. A plan is kept as long as the catalog keeps
+/// the names it was made from, so a renamed column is seen as soon.
+#[derive(Default)]
+struct RecentPlans {
+    /// Oldest first.
+    plans: VecDeque<(Columns, Instant, ColumnPlan)>,
+}
+
+/// Plans kept per session.
+const RECENT_PLANS: usize = 32;
+
+impl RecentPlans {
+    /// A fresh copy of the plan for `columns`, if one was made lately.
+    fn get(&self, columns: &Columns) -> Option<ColumnPlan> {
+        // A prepared statement's portals share its columns: most lookups
+        // end at the pointer.
+        let same = |known: &Columns| Arc::ptr_eq(known, columns) || known == columns;
+        self.plans
+            .iter()
+            .rev()
+            .find(|(known, made, _)| made.elapsed() < catalog::CACHE_TTL && same(known))
+            .map(|(_, _, plan)| plan.clone())
+    }
+
+    /// Keeps `plan` (before any row counted in it) for `columns`.
+    fn insert(&mut self, columns: &Columns, plan: &ColumnPlan) {
+        self.plans.retain(|(known, made, _)| made.elapsed() < catalog::CACHE_TTL && known != columns);
+        if self.plans.len() == RECENT_PLANS {
+            self.plans.pop_front();
+        }
+        self.plans.push_back((Arc::clone(columns), Instant::now(), plan.clone()));
+    }
+}
+
 fn unmaskable(why: &str) -> ProxyError {
     ProxyError::Unmaskable(why.to_owned())
 }
@@ -334,6 +388,30 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_plans_are_found_by_columns_and_the_oldest_go_first() {
+        let columns = |name: &str| {
+            let field = FieldDescription { name: name.into(), table_oid: 16384, column: 1, type_oid: 25, format: 0 };
+            Arc::new(vec![field])
+        };
+        let mut recent = RecentPlans::default();
+        let email = columns("email");
+        assert!(recent.get(&email).is_none());
+        let plan = ColumnPlan::default();
+        recent.insert(&email, &plan);
+        assert!(recent.get(&email).is_some(), "the same columns");
+        assert!(recent.get(&columns("email")).is_some(), "equal columns, described again");
+        assert!(recent.get(&columns("card")).is_none());
+        recent.insert(&columns("email"), &plan);
+        assert_eq!(recent.plans.len(), 1, "a new plan replaces the old");
+        for n in 0..RECENT_PLANS {
+            recent.insert(&columns(&format!("c{n}")), &plan);
+        }
+        assert_eq!(recent.plans.len(), RECENT_PLANS);
+        assert!(recent.get(&email).is_none(), "the oldest went first");
+        assert!(recent.get(&columns("c0")).is_some());
+    }
 
     #[test]
     fn copy_formats_follow_the_statement() {

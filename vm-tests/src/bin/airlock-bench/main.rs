@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
 //! throughput, each measured against the direct path (and a peer) in one run.
-//! `airlock-bench [intercept] [postgres | postgres-large | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh]` picks sections; default: all.
+//! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh]` picks sections; default: all.
 //!
 //! The same binary plays several roles: the driver (default), an echo server
 //! started inside the lab's target namespace (`echo PORT…`), and clients
@@ -57,6 +57,8 @@ fn main() {
                 postgres::jit_setup();
             } else if args.iter().any(|a| a == "postgres-large") {
                 postgres::run(postgres::Parts::LargeResults);
+            } else if args.iter().any(|a| a == "postgres-small") {
+                postgres::run(postgres::Parts::SmallResults);
             } else if args.iter().any(|a| a == "postgres-pgbench") {
                 postgres::run(postgres::Parts::Pgbench);
             } else if args.iter().any(|a| a == "postgres-jit") {

@@ -49,8 +49,10 @@ fn cpu_per_transaction(pid: u32, run: impl FnOnce() -> Run) -> (Run, Cpu) {
 pub enum Parts {
     /// pgbench against the peers, new connections, large results.
     All,
-    /// Only large results (with and without masking).
+    /// Only 1,000-row results (with and without masking).
     LargeResults,
+    /// Only one-row results (with and without masking).
+    SmallResults,
     /// Only pgbench against the peers.
     Pgbench,
 }
@@ -94,11 +96,17 @@ pub fn run(parts: Parts) {
     );
     lab.target.wait_for_port("127.0.0.1".parse().expect("ip"), PGBOUNCER_PORT.parse().expect("port"));
 
-    if parts != Parts::LargeResults {
+    if parts == Parts::All || parts == Parts::Pgbench {
         peers(&lab, &work, &outside, &v4, pgbouncer.pid());
     }
-    if parts != Parts::Pgbench {
-        large_results(&lab, &data, &work, &outside, &v4);
+    let workloads = match parts {
+        Parts::All => &RESULTS[..],
+        Parts::LargeResults => &RESULTS[..1],
+        Parts::SmallResults => &RESULTS[1..],
+        Parts::Pgbench => &[],
+    };
+    if !workloads.is_empty() {
+        masked_results(&lab, &data, &work, &outside, &v4, workloads);
     }
     drop(pgbouncer);
     drop(lab);
@@ -185,29 +193,51 @@ fn peers(lab: &Lab, work: &Path, outside: &Path, v4: &str, pgbouncer: u32) {
     );
 }
 
-/// 1,000-row results: direct, through Airlock, through Airlock masking two
-/// columns by rule (the session then logs in just in time: column rules
-/// name columns through the catalog as the session's role), and through
-/// Airlock running every default detector on every value (a third of the
-/// rows with hits). Both protocols: with the extended one (drivers, pgbench
-/// -M prepared) the columns of a result come from its portal, not from a
-/// RowDescription before the rows.
-fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) {
-    let seed = "CREATE TABLE people AS SELECT i AS id, 'Person ' || i AS name,         CASE WHEN i % 3 = 0 THEN 'person' || i || '@example.com' ELSE 'no contact' END AS email,         CASE WHEN i % 3 = 1 THEN '4111 1111 1111 1111' ELSE 'n/a' END AS card, md5(i::text) AS note         FROM generate_series(1, 1000) i";
+/// A result the masking bench asks for, over and over.
+struct Results {
+    /// What the figures are of.
+    title: &'static str,
+    /// The pgbench script.
+    script: &'static str,
+    /// The goal the issue sets for masking's cost, if any.
+    goal: &'static str,
+}
+
+/// Large results, where masking's cost per row shows; one-row results,
+/// where its cost per result does (an application's queries by key).
+const RESULTS: [Results; 2] = [
+    Results {
+        title: "1,000-row results (SELECT * of 5 columns",
+        script: "SELECT * FROM people;\n",
+        goal: ", goal ≤ 10 %",
+    },
+    Results {
+        title: "one-row results (SELECT * of 5 columns by primary key",
+        script: "\\set id random(1, 1000)\nSELECT * FROM people WHERE id = :id;\n",
+        goal: "",
+    },
+];
+
+/// Results of `people`: direct, through Airlock, through Airlock masking
+/// two columns by rule (the session then logs in just in time: column
+/// rules name columns through the catalog as the session's role), and
+/// through Airlock running every default detector on every value (a third
+/// of the rows with hits). Both protocols: with the extended one (drivers,
+/// pgbench -M prepared) the columns of a result come from its portal, not
+/// from a RowDescription before the rows.
+fn masked_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str, workloads: &[Results]) {
+    let seed = "CREATE TABLE people AS SELECT i AS id, 'Person ' || i AS name,         CASE WHEN i % 3 = 0 THEN 'person' || i || '@example.com' ELSE 'no contact' END AS email,         CASE WHEN i % 3 = 1 THEN '4111 1111 1111 1111' ELSE 'n/a' END AS card, md5(i::text) AS note         FROM generate_series(1, 1000) i; ALTER TABLE people ADD PRIMARY KEY (id)";
     let out = std::process::Command::new("psql")
         .args(["-h", v4, "-U", "postgres", "-d", "postgres", "-X", "-q", "-c", seed])
         .output()
         .expect("psql");
     assert!(out.status.success(), "seeding: {}", String::from_utf8_lossy(&out.stderr));
     let admin = airlock_vm_tests::TargetHost::jit_admin(data, lab.dir.path(), "bench-admin");
-    let script = work.join("large.sql");
-    fs::write(&script, "SELECT * FROM people;\n").expect("script");
-    set_mode(&script, 0o644);
-    let script_arg = script.display().to_string();
     // Without TLS: a masked target terminates the client's TLS itself, and
     // this measures masking, not encryption.
-    let run = |protocol: &str, cgroup: &Path, label: &str| {
-        let args = ["-M", protocol, "-f", &script_arg, "-c", "1", "-h", v4, "-p", "5432"];
+    let run = |script: &Path, protocol: &str, cgroup: &Path, label: &str| {
+        let script = script.display().to_string();
+        let args = ["-M", protocol, "-f", &script, "-c", "1", "-h", v4, "-p", "5432"];
         pgbench_in(lab, cgroup, work, label, &args, "dbname=postgres sslmode=disable")
     };
     // Every setting is the same just-in-time target, its upstream in plain
@@ -226,53 +256,60 @@ fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) 
         ("two columns masked by rule", columns),
         ("every value through the 7 default detectors", detectors),
     ];
-    for protocol in ["simple", "prepared"] {
-        // Rounds interleave the settings, in an order that turns each
-        // round, so a slow spell of the machine touches them all alike; a
-        // setting's cost is the median of its rounds' ratios to the
-        // unmasked run of the same round (the machine's speed drifts by
-        // more than masking costs over a few minutes).
-        let mut direct = Vec::new();
-        let mut through: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); settings.len()];
-        for round in 0..LARGE_ROUNDS {
-            direct.push(run(protocol, outside, &format!("large-direct-{protocol}-{round}")).tps);
-            for turn in 0..settings.len() {
-                let index = (round + turn) % settings.len();
-                lab.agent().reload(&format!("{target}{}", settings[index].1));
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                let label = format!("large-{protocol}-{round}");
-                let (result, per) =
-                    cpu_per_transaction(lab.agent().pid(), || run(protocol, &lab.cgroups.clients, &label));
-                through[index].0.push(result.tps);
-                through[index].1.push(per.total);
+    for (n, workload) in workloads.iter().enumerate() {
+        let script = work.join(format!("masking-{n}.sql"));
+        fs::write(&script, workload.script).expect("script");
+        set_mode(&script, 0o644);
+        for protocol in ["simple", "prepared"] {
+            // Rounds interleave the settings, in an order that turns each
+            // round, so a slow spell of the machine touches them all alike; a
+            // setting's cost is the median of its rounds' ratios to the
+            // unmasked run of the same round (the machine's speed drifts by
+            // more than masking costs over a few minutes).
+            let mut direct = Vec::new();
+            let mut through: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); settings.len()];
+            for round in 0..MASKING_ROUNDS {
+                direct.push(run(&script, protocol, outside, &format!("masking-direct-{protocol}-{round}")).tps);
+                for turn in 0..settings.len() {
+                    let index = (round + turn) % settings.len();
+                    lab.agent().reload(&format!("{target}{}", settings[index].1));
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let label = format!("masking-{protocol}-{round}");
+                    let (result, per) =
+                        cpu_per_transaction(lab.agent().pid(), || run(&script, protocol, &lab.cgroups.clients, &label));
+                    through[index].0.push(result.tps);
+                    through[index].1.push(per.total);
+                }
             }
-        }
-        let (plain_tps, plain_cpu) = &through[0];
-        let direct = median(direct);
-        let plain = median(plain_tps.clone());
-        println!(
-            "\n1,000-row results (SELECT * of 5 columns, {protocol} protocol, 1 client): results/s, median of {LARGE_ROUNDS} rounds"
-        );
-        println!(
-            "  direct {direct:.0}   airlock {plain:.0} ({:.0} % of direct), agent CPU {:.0} µs per result",
-            plain / direct * 100.0,
-            median(plain_cpu.clone())
-        );
-        // Each round's figure against the unmasked run of the same round.
-        let paired = |of: &[f64], to: &[f64], change: fn(f64, f64) -> f64| {
-            median(of.iter().zip(to).map(|(&a, &b)| change(a, b)).collect())
-        };
-        let percent = |a: f64, b: f64| (a / b - 1.0) * 100.0;
-        for ((what, _), (tps, cpu)) in settings.iter().zip(&through).skip(1) {
-            let masked = median(tps.clone());
+            let (plain_tps, plain_cpu) = &through[0];
+            let direct = median(direct);
+            let plain = median(plain_tps.clone());
             println!(
-                "  airlock, {what}: {masked:.0} ({:.0} % of direct; masking adds {:.1} % to the transfer, goal ≤ 10 %), agent CPU {:.0} µs per result (+{:.0} µs, +{:.0} %)",
-                masked / direct * 100.0,
-                paired(plain_tps, tps, percent),
-                median(cpu.clone()),
-                paired(cpu, plain_cpu, |a, b| a - b),
-                paired(cpu, plain_cpu, percent),
+                "\n{}, {protocol} protocol, 1 client): results/s, median of {MASKING_ROUNDS} rounds",
+                workload.title
             );
+            println!(
+                "  direct {direct:.0}   airlock {plain:.0} ({:.0} % of direct), agent CPU {:.0} µs per result",
+                plain / direct * 100.0,
+                median(plain_cpu.clone())
+            );
+            // Each round's figure against the unmasked run of the same round.
+            let paired = |of: &[f64], to: &[f64], change: fn(f64, f64) -> f64| {
+                median(of.iter().zip(to).map(|(&a, &b)| change(a, b)).collect())
+            };
+            let percent = |a: f64, b: f64| (a / b - 1.0) * 100.0;
+            for ((what, _), (tps, cpu)) in settings.iter().zip(&through).skip(1) {
+                let masked = median(tps.clone());
+                println!(
+                    "  airlock, {what}: {masked:.0} ({:.0} % of direct; masking adds {:.1} % to a result's time{}), agent CPU {:.0} µs per result (+{:.0} µs, +{:.0} %)",
+                    masked / direct * 100.0,
+                    paired(plain_tps, tps, percent),
+                    workload.goal,
+                    median(cpu.clone()),
+                    paired(cpu, plain_cpu, |a, b| a - b),
+                    paired(cpu, plain_cpu, percent),
+                );
+            }
         }
     }
 }
@@ -280,11 +317,11 @@ fn large_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str) 
 /// Rounds of the pgbench measurements.
 const ROUNDS: usize = 3;
 
-/// Rounds of the large-results measurement: its settings differ by a few
+/// Rounds of the masking measurements: their settings differ by a few
 /// per cent, and single 4 s runs on this shared machine by up to ten. A
 /// multiple of the three settings, so each runs in each turn of a round
 /// as often.
-const LARGE_ROUNDS: usize = 6;
+const MASKING_ROUNDS: usize = 6;
 
 /// Each figure's median over runs.
 fn medians(runs: &[Run]) -> Run {
