@@ -13,7 +13,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use sqlparser::{
 
 use super::{
     ProxyError,
-    catalog::{self, Catalog, Login},
+    catalog::{Catalog, Login},
     codec::{FieldDescription, Frame, Frontend},
     shapes::{Columns, ResultShapes, Rows},
 };
@@ -279,8 +279,9 @@ impl<'a> MaskLayer<'a> {
 
 /// Plans a session made lately, by their results' columns: an application
 /// asks the same queries over and over, and a plan costs a catalog lookup
-/// and a walk over the rules. A plan is kept as long as the catalog keeps
-/// the names it was made from, so a renamed column is seen as soon.
+/// and a walk over the rules. A plan is kept for [`PLAN_TTL`], so a renamed
+/// column is seen within that of the catalog's own
+/// [`CACHE_TTL`](super::catalog::CACHE_TTL).
 #[derive(Default)]
 struct RecentPlans {
     /// Oldest first.
@@ -289,6 +290,9 @@ struct RecentPlans {
 
 /// Plans kept per session.
 const RECENT_PLANS: usize = 32;
+/// How long a plan is reused: short next to the catalog's cache, long next
+/// to the gaps between an application's repeated queries.
+const PLAN_TTL: Duration = Duration::from_secs(10);
 
 impl RecentPlans {
     /// A fresh copy of the plan for `columns`, if one was made lately.
@@ -299,13 +303,13 @@ impl RecentPlans {
         self.plans
             .iter()
             .rev()
-            .find(|(known, made, _)| made.elapsed() < catalog::CACHE_TTL && same(known))
+            .find(|(known, made, _)| made.elapsed() < PLAN_TTL && same(known))
             .map(|(_, _, plan)| plan.clone())
     }
 
     /// Keeps `plan` (before any row counted in it) for `columns`.
     fn insert(&mut self, columns: &Columns, plan: &ColumnPlan) {
-        self.plans.retain(|(known, made, _)| made.elapsed() < catalog::CACHE_TTL && known != columns);
+        self.plans.retain(|(known, made, _)| made.elapsed() < PLAN_TTL && known != columns);
         if self.plans.len() == RECENT_PLANS {
             self.plans.pop_front();
         }
