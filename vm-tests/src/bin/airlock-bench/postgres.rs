@@ -47,7 +47,7 @@ fn cpu_per_transaction(pid: u32, run: impl FnOnce() -> Run) -> (Run, Cpu) {
 /// Which PostgreSQL measurements to take.
 #[derive(PartialEq, Eq)]
 pub enum Parts {
-    /// pgbench against the peers, new connections, large results.
+    /// pgbench against the peers, new connections, masked results of both sizes.
     All,
     /// Only 1,000-row results (with and without masking).
     LargeResults,
