@@ -87,6 +87,20 @@ fn columns() -> Vec<ColumnDesc<'static>> {
     .collect()
 }
 
+/// A DataRow body of text values; an empty one is NULL.
+fn data_row_body(values: &[String]) -> Vec<u8> {
+    let mut body = (values.len() as i16).to_be_bytes().to_vec();
+    for value in values {
+        if value.is_empty() {
+            body.extend_from_slice(&(-1i32).to_be_bytes());
+        } else {
+            body.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            body.extend_from_slice(value.as_bytes());
+        }
+    }
+    body
+}
+
 fn row(rng: &mut Rng, id: usize) -> Vec<u8> {
     let first = rng.pick(&FIRST);
     let last = rng.pick(&LAST);
@@ -117,16 +131,7 @@ fn row(rng: &mut Rng, id: usize) -> Vec<u8> {
         ),
         note,
     ];
-    let mut body = (values.len() as i16).to_be_bytes().to_vec();
-    for value in &values {
-        if value.is_empty() {
-            body.extend_from_slice(&(-1i32).to_be_bytes());
-        } else {
-            body.extend_from_slice(&(value.len() as i32).to_be_bytes());
-            body.extend_from_slice(value.as_bytes());
-        }
-    }
-    body
+    data_row_body(&values)
 }
 
 fn masker(masking_toml: &str) -> Masker {
@@ -151,18 +156,10 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Runs `pass` over the corpus until MIN_TIME of CPU time has passed; MB
-/// per CPU second.
-fn measure(bytes: usize, mut pass: impl FnMut() -> usize) -> f64 {
-    let start = thread_cpu_time();
-    let mut passes = 0;
-    let mut sink = 0;
-    while passes == 0 || thread_cpu_time() - start < MIN_TIME {
-        sink += pass();
-        passes += 1;
-    }
-    black_box(sink);
-    (bytes * passes) as f64 / (thread_cpu_time() - start).as_secs_f64() / 1e6
+/// Runs `pass` over the corpus of `bytes` until MIN_TIME of CPU time has
+/// passed; MB per CPU second.
+fn measure(bytes: usize, pass: impl FnMut() -> usize) -> f64 {
+    bytes as f64 / micros_per_pass(pass)
 }
 
 fn mask_all(masker: &Masker, plan: &mut ColumnPlan, rows: &[Vec<u8>]) -> usize {
@@ -227,27 +224,22 @@ fn people_result() -> Bytes {
         let card = if i % 3 == 1 { "4111 1111 1111 1111" } else { "n/a" };
         let note = format!("{:032x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
         let values = [i.to_string(), format!("Person {i}"), email, card.to_owned(), note];
-        let mut body = (values.len() as i16).to_be_bytes().to_vec();
-        for value in &values {
-            body.extend_from_slice(&(value.len() as i32).to_be_bytes());
-            body.extend_from_slice(value.as_bytes());
-        }
-        Frame { tag: b'D', body: Bytes::from(body) }.encode(&mut wire);
+        Frame { tag: b'D', body: Bytes::from(data_row_body(&values)) }.encode(&mut wire);
     }
     wire.freeze()
 }
 
 fn people_columns() -> Vec<ColumnDesc<'static>> {
-    [("id", "public.people.id", 23), ("name", "public.people.name", 25), ("email", "public.people.email", 25)]
-        .into_iter()
-        .chain([("card", "public.people.card", 25), ("note", "public.people.note", 25)])
-        .map(|(field_name, qualified, type_oid)| ColumnDesc {
-            field_name,
-            qualified: Some(qualified),
-            type_oid,
-            format: 0,
-        })
-        .collect()
+    [
+        ("id", "public.people.id", 23),
+        ("name", "public.people.name", 25),
+        ("email", "public.people.email", 25),
+        ("card", "public.people.card", 25),
+        ("note", "public.people.note", 25),
+    ]
+    .into_iter()
+    .map(|(field_name, qualified, type_oid)| ColumnDesc { field_name, qualified: Some(qualified), type_oid, format: 0 })
+    .collect()
 }
 
 /// CPU time per pass of `pass`, in µs, over at least MIN_TIME.
