@@ -127,8 +127,8 @@ fn sweep_stale() {
     if let Ok(entries) = fs::read_dir(cgroup2_root()) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            // Labs' own cgroups and the benchmarks' side cgroups.
-            if name.strip_prefix(PREFIX).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())) {
+            // Labs' own cgroups and the benchmarks' side cgroups (`TAG.jit`).
+            if made_by_a_lab(&name) {
                 remove_cgroup_tree(&entry.path());
             }
         }
@@ -136,7 +136,7 @@ fn sweep_stale() {
     netns::sweep_stale();
     if let Ok(entries) = fs::read_dir("/sys/fs/bpf") {
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            if made_by_a_lab(&entry.file_name().to_string_lossy()) {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
@@ -145,12 +145,17 @@ fn sweep_stale() {
     // Scratch directories: configs, audit logs, PostgreSQL data.
     if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.split_once('-').is_some_and(|(tag, _)| is_lab_tag(tag)) {
+            if made_by_a_lab(&entry.file_name().to_string_lossy()) {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
     }
+}
+
+/// Whether `name` is a lab's: its tag, alone or followed by `-` (scratch
+/// directories) or `.` (a benchmark's side cgroups).
+fn made_by_a_lab(name: &str) -> bool {
+    is_lab_tag(name.split(['-', '.']).next().unwrap_or(name))
 }
 
 /// Whether `name` is a tag [`lab_tag`] makes: the prefix, digits, `x`, digits.
@@ -274,6 +279,12 @@ mod tests {
         assert!(is_lab_tag("alt406x0"));
         for other in ["alt", "altx0", "alt406x", "alt406", "alt4a6x0", "alternatives", "alt406x0n"] {
             assert!(!is_lab_tag(other), "{other}");
+        }
+        for ours in ["alt406x0", "alt406x0-VwfcIc", "alt406x0.jit"] {
+            assert!(made_by_a_lab(ours), "{ours}");
+        }
+        for theirs in ["alt406x0n", "alternatives-1", "alt-x0.jit"] {
+            assert!(!made_by_a_lab(theirs), "{theirs}");
         }
     }
 }

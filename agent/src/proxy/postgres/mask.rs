@@ -160,15 +160,20 @@ impl<'a> MaskLayer<'a> {
     /// first. Messages are masked here; rows are only sorted out, for
     /// [`write_row`](Self::write_row).
     pub fn mask(&mut self, frame: &Frame) -> Result<Masked, ProxyError> {
-        self.scratch.clear();
         let outcome = match frame.tag {
             b'D' => {
                 let plan = self.plan.as_ref().ok_or_else(|| unmaskable("a row arrived before its description"))?;
                 return Ok(if plan.is_active() { Masked::Row } else { Masked::Unchanged });
             }
             b'd' if self.copy.is_some() => return Ok(Masked::Row),
-            b'E' | b'N' => self.masker.mask_error_fields(&frame.body, &mut self.scratch),
-            b'A' => self.masker.mask_notification(&frame.body, &mut self.scratch),
+            b'E' | b'N' => {
+                self.scratch.clear();
+                self.masker.mask_error_fields(&frame.body, &mut self.scratch)
+            }
+            b'A' => {
+                self.scratch.clear();
+                self.masker.mask_notification(&frame.body, &mut self.scratch)
+            }
             _ => return Ok(Masked::Unchanged),
         }
         .map_err(|error| unmaskable(&error.to_string()))?;
