@@ -15,6 +15,8 @@
 use memchr::memmem;
 use regex::bytes::Regex;
 
+use super::swar::{class_mask, equal, has_run, in_range};
+
 /// A built-in detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Builtin {
@@ -205,6 +207,35 @@ fn longest_run(text: &[u8], joiner: impl Fn(u8) -> bool, count_dots: bool) -> u3
     longest
 }
 
+/// What joins the digit groups of card numbers and SSNs.
+fn is_group_joiner(b: u8) -> bool {
+    (b == b' ') | (b == b'-')
+}
+
+/// [`is_group_joiner`] for a word's bytes.
+fn group_joiners(word: u64) -> u64 {
+    equal(word, b' ') | equal(word, b'-')
+}
+
+/// What joins the digits of a phone number.
+fn is_phone_joiner(b: u8) -> bool {
+    matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'+')
+}
+
+/// [`is_phone_joiner`] for a word's bytes.
+fn phone_joiners(word: u64) -> u64 {
+    group_joiners(word) | equal(word, b'.') | in_range(word, b'(', b')') | equal(word, b'+')
+}
+
+/// Whether `text` may hold a run of `digits` digits joined by bytes
+/// `joiner` marks (see [`swar`](super::swar)): such a run is at least that
+/// many bytes long. Hex digests and UUIDs have as many digits as a card
+/// number, broken up by letters; in a value of up to 64 bytes a few word
+/// operations rule them out before [`longest_run`] walks the bytes.
+fn may_run(text: &[u8], digits: u32, joiner: impl Fn(u64) -> u64) -> bool {
+    text.len() > 64 || has_run(class_mask(text, |w| in_range(w, b'0', b'9') | joiner(w)), digits)
+}
+
 impl Detectors {
     /// Built-in detectors `builtins` and the custom ones.
     pub fn new(builtins: &[Builtin], custom: Vec<CustomDetector>) -> Self {
@@ -257,8 +288,11 @@ impl Detectors {
         }
         // Runs of digits with the separators each kind of number uses;
         // cards and SSNs share theirs.
-        let grouped = if (on(Builtin::Card) && summary.digits >= 13) || (on(Builtin::Ssn) && summary.digits >= 9) {
-            longest_run(text, |b| (b == b' ') | (b == b'-'), false)
+        let shortest_group = if on(Builtin::Ssn) { 9 } else { 13 };
+        let grouped = if ((on(Builtin::Card) && summary.digits >= 13) || (on(Builtin::Ssn) && summary.digits >= 9))
+            && may_run(text, shortest_group, group_joiners)
+        {
+            longest_run(text, is_group_joiner, false)
         } else {
             0
         };
@@ -276,7 +310,8 @@ impl Detectors {
         }
         if on(Builtin::Phone)
             && summary.digits >= 8
-            && longest_run(text, |b| matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'+'), false) >= 8
+            && may_run(text, 8, phone_joiners)
+            && longest_run(text, is_phone_joiner, false) >= 8
         {
             find_phones(text, out);
         }
@@ -910,6 +945,45 @@ mod tests {
         let mut none = Vec::new();
         detectors.find(b"Jane Doe, 12 Main Street, Springfield", &mut none);
         assert!(none.is_empty() && none.capacity() == 0, "nothing matched, nothing allocated");
+    }
+
+    #[test]
+    fn the_word_prefilter_never_rules_out_a_run_the_bytes_hold() {
+        // Values from a few bytes that make and break runs (and one that is
+        // not ASCII), at every length the word masks cover.
+        let alphabet = b"0123456789 -.()+a\xc3";
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 65) as usize;
+            let digit_bias = next() % 4;
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    if next() % 4 < digit_bias {
+                        b'0' + (next() % 10) as u8
+                    } else {
+                        alphabet[(next() % alphabet.len() as u64) as usize]
+                    }
+                })
+                .collect();
+            for digits in [8, 9, 13] {
+                for (is_joiner, joiners) in [
+                    (is_group_joiner as fn(u8) -> bool, group_joiners as fn(u64) -> u64),
+                    (is_phone_joiner, phone_joiners),
+                ] {
+                    let run = longest_run(&text, is_joiner, false);
+                    assert!(may_run(&text, digits, joiners) || run < digits, "{text:?}: a run of {run} ruled out");
+                }
+            }
+        }
+        // What it is for: a digest's digits are not a run.
+        assert!(!may_run(b"5d41402abc4b2a76b9719d911017c592", 13, group_joiners));
+        assert!(may_run(b"4111 1111 1111 1111", 13, group_joiners));
     }
 
     #[test]

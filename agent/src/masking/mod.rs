@@ -23,6 +23,7 @@ mod engine;
 mod json;
 pub mod policy;
 pub mod strategy;
+mod swar;
 mod wire;
 
 use std::sync::Arc;

@@ -13,6 +13,8 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use siphasher::sip::SipHasher24;
 
+use super::swar::{ascii_in_range, load, splat};
+
 /// How a masked value is rewritten.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -108,29 +110,15 @@ fn hide_alphanumerics(ascii: &[u8], out: &mut Vec<u8>) {
     }
     let rest = words.remainder();
     if !rest.is_empty() {
-        let word = rest.iter().rev().fold(0u64, |word, &byte| (word << 8) | u64::from(byte));
-        out.extend_from_slice(&hide_in_word(word).to_le_bytes()[..rest.len()]);
+        out.extend_from_slice(&hide_in_word(load(rest)).to_le_bytes()[..rest.len()]);
     }
-}
-
-/// `byte` in every byte of a word.
-const fn splat(byte: u8) -> u64 {
-    u64::from_le_bytes([byte; 8])
-}
-
-/// 0x80 in each byte of `word` (ASCII bytes only) within `low..=high`:
-/// adding `0x80 - low` sets a byte's top bit when it is at least `low`,
-/// adding `0x7f - high` when it is above `high`; neither carries into the
-/// next byte, as every byte is below 0x80.
-const fn bytes_in_range(word: u64, low: u8, high: u8) -> u64 {
-    (word.wrapping_add(splat(0x80 - low)) & !word.wrapping_add(splat(0x7f - high))) & splat(0x80)
 }
 
 /// `word` (ASCII bytes) with its letters and digits replaced by `*`.
 const fn hide_in_word(word: u64) -> u64 {
     // Setting bit 5 turns upper-case letters into lower-case ones, and
     // nothing else into a letter.
-    let alphanumeric = bytes_in_range(word, b'0', b'9') | bytes_in_range(word | splat(0x20), b'a', b'z');
+    let alphanumeric = ascii_in_range(word, b'0', b'9') | ascii_in_range(word | splat(0x20), b'a', b'z');
     let mask = (alphanumeric >> 7) * 0xff;
     (word & !mask) | (splat(b'*') & mask)
 }
