@@ -13,8 +13,8 @@
 //! - column rules: one whole-column rule, no detectors;
 //! - frames + detectors: the relay's work with masking, and the share masking
 //!   adds to it (an upper bound: sockets, TLS and the server are not counted);
-//! - the end-to-end bench's own 1,000-row result (`--people` alone): CPU per
-//!   result under its two column rules and under the default detectors.
+//! - the end-to-end bench's own 1,000-row results (`--end-to-end` alone):
+//!   CPU per result under two column rules and under the default detectors.
 
 use std::{hint::black_box, path::Path, sync::Arc, time::Duration};
 
@@ -214,32 +214,88 @@ fn rewrite_row(
     changed
 }
 
-/// The result of the end-to-end bench (`airlock-bench postgres-large`):
-/// 1,000 rows of `people` (id, name, email for a third, card for a third,
-/// an md5 note), as DataRow frames.
-fn people_result() -> Bytes {
-    let mut wire = BytesMut::new();
-    for i in 1..=1000 {
-        let email = if i % 3 == 0 { format!("person{i}@example.com") } else { "no contact".to_owned() };
-        let card = if i % 3 == 1 { "4111 1111 1111 1111" } else { "n/a" };
-        let note = format!("{:032x}", (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
-        let values = [i.to_string(), format!("Person {i}"), email, card.to_owned(), note];
-        Frame { tag: b'D', body: Bytes::from(data_row_body(&values)) }.encode(&mut wire);
-    }
-    wire.freeze()
+/// A 1,000-row result of the end-to-end bench (`airlock-bench
+/// postgres-large`), as the server sends it: the table its seed SQL makes.
+struct EndToEndResult {
+    table: &'static str,
+    /// Field name, `public.table.field`, type OID.
+    columns: Vec<(&'static str, String, u32)>,
+    /// DataRow frames.
+    wire: Bytes,
 }
 
-fn people_columns() -> Vec<ColumnDesc<'static>> {
-    [
-        ("id", "public.people.id", 23),
-        ("name", "public.people.name", 25),
-        ("email", "public.people.email", 25),
-        ("card", "public.people.card", 25),
-        ("note", "public.people.note", 25),
-    ]
-    .into_iter()
-    .map(|(field_name, qualified, type_oid)| ColumnDesc { field_name, qualified: Some(qualified), type_oid, format: 0 })
-    .collect()
+impl EndToEndResult {
+    /// `columns` (name, type OID) of `public.table`, rows 1 to 1,000 from `row`.
+    fn new(table: &'static str, columns: &[(&'static str, u32)], row: impl Fn(u64) -> Vec<String>) -> Self {
+        let mut wire = BytesMut::new();
+        for i in 1..=1000 {
+            Frame { tag: b'D', body: Bytes::from(data_row_body(&row(i))) }.encode(&mut wire);
+        }
+        let columns = columns.iter().map(|&(field, oid)| (field, format!("public.{table}.{field}"), oid)).collect();
+        Self { table, columns, wire: wire.freeze() }
+    }
+
+    /// The result's RowDescription, as the proxy resolves it.
+    fn descriptions(&self) -> Vec<ColumnDesc<'_>> {
+        self.columns
+            .iter()
+            .map(|(field_name, qualified, type_oid)| ColumnDesc {
+                field_name,
+                qualified: Some(qualified),
+                type_oid: *type_oid,
+                format: 0,
+            })
+            .collect()
+    }
+
+    /// `people`: id, name, email for a third, card for a third, an md5 note.
+    fn people() -> Self {
+        let columns = [("id", 23), ("name", 25), ("email", 25), ("card", 25), ("note", 25)];
+        Self::new("people", &columns, |i| {
+            let email = if i % 3 == 0 { format!("person{i}@example.com") } else { "no contact".to_owned() };
+            let card = if i % 3 == 1 { "4111 1111 1111 1111" } else { "n/a" };
+            let note = format!("{:032x}", u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
+            vec![i.to_string(), format!("Person {i}"), email, card.to_owned(), note]
+        })
+    }
+
+    /// `customers`: thirteen columns, an e-mail address and a card number in each row.
+    fn customers() -> Self {
+        let columns = [
+            ("id", 23),
+            ("first_name", 25),
+            ("last_name", 25),
+            ("email", 25),
+            ("phone", 25),
+            ("street", 25),
+            ("city", 25),
+            ("postcode", 25),
+            ("country", 25),
+            ("created_at", 1184),
+            ("status", 25),
+            ("notes", 25),
+            ("card", 25),
+        ];
+        Self::new("customers", &columns, |i| {
+            let day = 1 + i / 24;
+            let (month, day) = if day <= 31 { (1, day) } else { (2, day - 31) };
+            vec![
+                i.to_string(),
+                format!("First{i}"),
+                format!("Last{i}"),
+                format!("customer{i}@example.com"),
+                format!("+1 555 01{:02}", i % 100),
+                format!("{i} Main Street"),
+                "Springfield".to_owned(),
+                format!("{:05}", i * 7 % 99999),
+                "US".to_owned(),
+                format!("2026-{month:02}-{day:02} {:02}:00:00+00", i % 24),
+                if i % 5 == 0 { "inactive" } else { "active" }.to_owned(),
+                format!("Customer since {}, prefers e-mail, no open tickets", 2000 + i % 20),
+                if i % 2 == 0 { "5500 0000 0000 0004" } else { "4111 1111 1111 1111" }.to_owned(),
+            ]
+        })
+    }
 }
 
 /// CPU time per pass of `pass`, in µs, over at least MIN_TIME.
@@ -255,40 +311,51 @@ fn micros_per_pass(mut pass: impl FnMut() -> usize) -> f64 {
     (thread_cpu_time() - start).as_secs_f64() * 1e6 / f64::from(passes)
 }
 
-/// The end-to-end bench's result in process: what masking adds per
+/// The end-to-end bench's results in process: what masking adds per
 /// result, without the server, sockets and scheduler.
-fn people() {
-    let wire = people_result();
-    let frames: Vec<Frame> = {
-        let mut input = BytesMut::from(&wire[..]);
-        std::iter::from_fn(|| decode_frame(&mut input).expect("well formed")).collect()
-    };
-    let columns = people_columns();
+fn end_to_end() {
     let rules = masker(
-        "detectors = []\n[[target.masking.rules]]\ncolumn = \"public.people.email\"\nstrategy = \"token\"\n\
-         [[target.masking.rules]]\ncolumn = \"public.people.card\"\nstrategy = \"partial\"\nkeep = 4\n",
+        &["people", "customers"]
+            .iter()
+            .map(|table| {
+                format!(
+                    "[[target.masking.rules]]\ncolumn = \"public.{table}.email\"\nstrategy = \"token\"\n\
+                     [[target.masking.rules]]\ncolumn = \"public.{table}.card\"\nstrategy = \"partial\"\nkeep = 4\n"
+                )
+            })
+            .fold("detectors = []\n".to_owned(), |all, rules| all + &rules),
     );
     let defaults = masker("");
-    let mut out = Vec::with_capacity(wire.len() * 2);
-    let mut pass = |masker: &Masker, plan: &mut ColumnPlan| {
-        let mut outcome = MaskOutcome::default();
-        out.clear();
-        let changed = frames.iter().filter(|frame| rewrite_row(masker, plan, frame, &mut out, &mut outcome)).count();
-        masker.count_rule_hits(plan, &mut outcome);
-        black_box(&outcome);
-        changed
-    };
-    let (mut rules_plan, mut defaults_plan) = (rules.plan(&columns), defaults.plan(&columns));
-    let by_rule = micros_per_pass(|| pass(&rules, &mut rules_plan));
-    let by_detectors = micros_per_pass(|| pass(&defaults, &mut defaults_plan));
-    println!(
-        "the end-to-end bench's 1,000-row result, in process: two column rules {by_rule:.1} µs, the default detectors {by_detectors:.1} µs per result"
-    );
+    for result in [EndToEndResult::people(), EndToEndResult::customers()] {
+        let frames: Vec<Frame> = {
+            let mut input = BytesMut::from(&result.wire[..]);
+            std::iter::from_fn(|| decode_frame(&mut input).expect("well formed")).collect()
+        };
+        let mut out = Vec::with_capacity(result.wire.len() * 2);
+        let mut pass = |masker: &Masker, plan: &mut ColumnPlan| {
+            let mut outcome = MaskOutcome::default();
+            out.clear();
+            let changed =
+                frames.iter().filter(|frame| rewrite_row(masker, plan, frame, &mut out, &mut outcome)).count();
+            masker.count_rule_hits(plan, &mut outcome);
+            black_box(&outcome);
+            changed
+        };
+        let columns = result.descriptions();
+        let (mut rules_plan, mut defaults_plan) = (rules.plan(&columns), defaults.plan(&columns));
+        let by_rule = micros_per_pass(|| pass(&rules, &mut rules_plan));
+        let by_detectors = micros_per_pass(|| pass(&defaults, &mut defaults_plan));
+        println!(
+            "the end-to-end bench's 1,000 rows of {} ({} KB), in process: two column rules {by_rule:.1} µs, the default detectors {by_detectors:.1} µs per result",
+            result.table,
+            result.wire.len() / 1000
+        );
+    }
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--people") {
-        return people();
+    if std::env::args().any(|a| a == "--end-to-end") {
+        return end_to_end();
     }
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut rows = Vec::new();
@@ -371,5 +438,5 @@ fn main() {
         overhead * 100.0,
         OVERHEAD_GOAL * 100.0,
     );
-    people();
+    end_to_end();
 }
