@@ -10,7 +10,7 @@ pub const REDACTED: &str = "***";
 const SECRET_FLAGS: [&str; 6] = ["--password", "--pass", "--token", "--secret", "--api-key", "--access-token"];
 
 /// Removes secrets people put on command lines: `scheme://user:PASSWORD@host`,
-/// libpq-style `password=…`, SQL `PASSWORD '…'`, and the values of [`SECRET_FLAGS`].
+/// libpq-style `password=…`, SQL `PASSWORD '…'`, and the values of `SECRET_FLAGS`.
 pub fn command_line(args: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
     let mut next_is_secret = false;

@@ -3,11 +3,17 @@
 //!
 //! Built-in detectors are hand-written byte scanners rather than regexes:
 //! every value leaving the server passes through them, so the common case (a
-//! value with nothing sensitive in it) must cost one pass over its bytes. A
-//! [`Summary`] of the value (digit count, which character classes occur) is
-//! taken first and decides which scanners can possibly match; a card needs 13
-//! digits, an e-mail address an `@`, and so on. Checksums (Luhn for cards,
-//! mod-97 for IBANs) keep arbitrary numbers from being masked.
+//! value with nothing sensitive in it) must cost one pass over its bytes, or
+//! less. A value shorter than every enabled detector's shortest match, with
+//! no `@`, is left at once. Otherwise a `Summary` of the value (digit
+//! count, which character classes occur) is taken first and decides which
+//! scanners can possibly match; a card needs 13 digits, an e-mail address an
+//! `@`, and so on. Values of 13 to 64 bytes also get a bit mask per class
+//! (`ByteClasses`), from which shapes are ruled out (no run of 13 digits
+//! and separators, no two capitals before two digits…). Each such test is a
+//! condition every match meets; a unit test checks `find` against the
+//! scanners run unconditionally. Checksums (Luhn for cards, mod-97 for
+//! IBANs) keep arbitrary numbers from being masked.
 //!
 //! Scanners work on bytes, not `str`: client encodings other than UTF-8 reach
 //! the proxy too, and every pattern here is ASCII.
@@ -15,7 +21,7 @@
 use memchr::memmem;
 use regex::bytes::Regex;
 
-use super::swar::{class_mask, equal, has_run, in_range};
+use super::{classes::ByteClasses, swar::has_run};
 
 /// A built-in detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,6 +98,25 @@ impl Builtin {
     fn bit(self) -> u16 {
         1 << self as u16
     }
+
+    /// Fewest bytes a match of this detector has, but for e-mail addresses
+    /// (which need an `@`, a stronger test). Values shorter than every
+    /// enabled detector's, with no `@`, skip the scanners altogether: most
+    /// values in a row are short names, codes and amounts.
+    fn shortest_match(self) -> usize {
+        match self {
+            // The checks `find` makes before each scanner.
+            Self::Card => 13,
+            Self::Ssn => 9,
+            Self::Iban => 15,
+            Self::Phone => 8,
+            Self::Ipv4 => "1.2.3.4".len(),
+            Self::AwsKey | Self::Jwt => 20,
+            Self::PrivateKey => PEM_HEADER_MIN_LEN,
+            Self::ApiKey => API_KEY_MIN_LEN,
+            Self::Email => usize::MAX,
+        }
+    }
 }
 
 /// Which detector found a match.
@@ -127,6 +152,9 @@ pub struct CustomDetector {
 #[derive(Clone, Debug)]
 pub struct Detectors {
     enabled: u16,
+    /// Values shorter than this, with no `@`, hold nothing any enabled
+    /// detector finds (see [`Builtin::shortest_match`]).
+    shortest_without_at: usize,
     custom: Vec<CustomDetector>,
     jwt: memmem::Finder<'static>,
     pem_begin: memmem::Finder<'static>,
@@ -135,8 +163,12 @@ pub struct Detectors {
 /// Shortest text a built-in detector matches (`a@b.io`, `1.2.3.4`).
 const MIN_BUILTIN_MATCH: usize = 6;
 
+/// Shortest PEM private key header, `-----BEGIN PRIVATE KEY-----`: a block
+/// cut short after it is still masked.
+const PEM_HEADER_MIN_LEN: usize = "-----BEGIN ".len() + "PRIVATE KEY-----".len();
+
 /// Character classes of a value, taken in one pass before any scanner runs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Summary {
     digits: usize,
     dots: usize,
@@ -183,6 +215,23 @@ impl Summary {
         summary
     }
 
+    /// The same, from a short value's masks.
+    fn from_classes(classes: &ByteClasses) -> Self {
+        let count = |mask: u64| mask.count_ones() as usize;
+        let flag = |mask: u64, class: u8| if mask == 0 { 0 } else { class };
+        Self {
+            digits: count(classes.digit),
+            dots: count(classes.dot),
+            dashes: count(classes.dash),
+            classes: flag(classes.digit, DIGIT)
+                | flag(classes.at, AT)
+                | flag(classes.dot, DOT)
+                | flag(classes.upper, UPPER)
+                | flag(classes.lower, LOWER)
+                | flag(classes.dash, DASH),
+        }
+    }
+
     fn has(&self, class: u8) -> bool {
         self.classes & class == class
     }
@@ -212,35 +261,62 @@ fn is_group_joiner(b: u8) -> bool {
     (b == b' ') | (b == b'-')
 }
 
-/// [`is_group_joiner`] for a word's bytes.
-fn group_joiners(word: u64) -> u64 {
-    equal(word, b' ') | equal(word, b'-')
-}
-
 /// What joins the digits of a phone number.
 fn is_phone_joiner(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'+')
 }
 
-/// [`is_phone_joiner`] for a word's bytes.
-fn phone_joiners(word: u64) -> u64 {
-    group_joiners(word) | equal(word, b'.') | in_range(word, b'(', b')') | equal(word, b'+')
-}
+/// What a short value's [`ByteClasses`] rule out before any scanner runs:
+/// each test is a condition every match of its detector meets, so a value
+/// that fails it cannot hold one. Longer values pass every test and go to
+/// the scanners as they are.
+struct Prefilter(Option<ByteClasses>);
 
-/// Whether `text` may hold a run of `digits` digits joined by bytes
-/// `joiner` marks (see [`swar`](super::swar)): such a run is at least that
-/// many bytes long. Hex digests and UUIDs have as many digits as a card
-/// number, broken up by letters; in a value of up to 64 bytes a few word
-/// operations rule them out before [`longest_run`] walks the bytes.
-fn may_run(text: &[u8], digits: u32, joiner: impl Fn(u64) -> u64) -> bool {
-    text.len() > 64 || has_run(class_mask(text, |w| in_range(w, b'0', b'9') | joiner(w)), digits)
+impl Prefilter {
+    fn may(&self, test: impl FnOnce(&ByteClasses) -> bool) -> bool {
+        self.0.as_ref().is_none_or(test)
+    }
+
+    /// `digits` digits joined by `joiners`: a run of at least as many bytes.
+    fn may_run(&self, digits: u32, joiners: impl FnOnce(&ByteClasses) -> u64) -> bool {
+        self.may(|c| has_run(c.digit | joiners(c), digits))
+    }
+
+    /// Card numbers and SSNs, `digits` long at least.
+    fn may_group(&self, digits: u32) -> bool {
+        self.may_run(digits, |c| c.space | c.dash)
+    }
+
+    /// Phone numbers: 8 digits at least.
+    fn may_phone(&self) -> bool {
+        self.may_run(8, |c| c.space | c.dash | c.dot | c.punct)
+    }
+
+    /// AWS key ids: 20 capitals and digits.
+    fn may_aws_key(&self) -> bool {
+        self.may(|c| has_run(c.upper | c.digit, 20))
+    }
+
+    /// JWTs: a header of 10 base64url characters at least.
+    fn may_jwt(&self) -> bool {
+        self.may(|c| has_run(c.alphanumeric() | c.dash | c.punct, 10))
+    }
+
+    /// API keys: a token of [`API_KEY_MIN_LEN`] characters at least.
+    fn may_api_key(&self) -> bool {
+        self.may(|c| has_run(c.alphanumeric() | c.dash | c.punct, API_KEY_MIN_LEN as u32))
+    }
 }
 
 impl Detectors {
     /// Built-in detectors `builtins` and the custom ones.
     pub fn new(builtins: &[Builtin], custom: Vec<CustomDetector>) -> Self {
+        // A custom regex may match anything, however short.
+        let shortest_without_at =
+            if custom.is_empty() { builtins.iter().map(|b| b.shortest_match()).min().unwrap_or(usize::MAX) } else { 0 };
         Self {
             enabled: builtins.iter().fold(0, |bits, b| bits | b.bit()),
+            shortest_without_at,
             custom,
             jwt: memmem::Finder::new(b"eyJ").into_owned(),
             pem_begin: memmem::Finder::new(b"-----BEGIN ").into_owned(),
@@ -280,17 +356,23 @@ impl Detectors {
         if self.is_empty() || text.len() < MIN_BUILTIN_MATCH && self.custom.is_empty() {
             return;
         }
-        let summary = Summary::of(text);
+        // (core's search, inlined, rather than the memchr crate's dispatch.)
+        if text.len() < self.shortest_without_at && !text.contains(&b'@') {
+            return;
+        }
+        let classes = ByteClasses::of(text);
+        let summary = classes.as_ref().map_or_else(|| Summary::of(text), Summary::from_classes);
+        let filter = Prefilter(classes);
         let on = |b: Builtin| self.enabled & b.bit() != 0;
         // "-----BEGIN " and "PRIVATE KEY-----".
-        if on(Builtin::PrivateKey) && summary.dashes >= 10 && summary.has(UPPER) && text.len() >= 30 {
+        if on(Builtin::PrivateKey) && summary.dashes >= 10 && summary.has(UPPER) && text.len() >= PEM_HEADER_MIN_LEN {
             self.find_private_keys(text, out);
         }
         // Runs of digits with the separators each kind of number uses;
         // cards and SSNs share theirs.
         let shortest_group = if on(Builtin::Ssn) { 9 } else { 13 };
         let grouped = if ((on(Builtin::Card) && summary.digits >= 13) || (on(Builtin::Ssn) && summary.digits >= 9))
-            && may_run(text, shortest_group, group_joiners)
+            && filter.may_group(shortest_group)
         {
             longest_run(text, is_group_joiner, false)
         } else {
@@ -305,12 +387,17 @@ impl Detectors {
         if on(Builtin::Ssn) && grouped >= 9 {
             find_ssns(text, out);
         }
-        if on(Builtin::Iban) && summary.has(UPPER) && summary.digits >= 2 && text.len() >= 15 {
+        if on(Builtin::Iban)
+            && summary.has(UPPER)
+            && summary.digits >= 2
+            && text.len() >= 15
+            && filter.may(ByteClasses::has_iban_head)
+        {
             find_ibans(text, out);
         }
         if on(Builtin::Phone)
             && summary.digits >= 8
-            && may_run(text, 8, phone_joiners)
+            && filter.may_phone()
             && longest_run(text, is_phone_joiner, false) >= 8
         {
             find_phones(text, out);
@@ -319,13 +406,18 @@ impl Detectors {
         {
             find_ipv4s(text, out);
         }
-        if on(Builtin::AwsKey) && summary.has(UPPER) && text.len() >= 20 {
+        if on(Builtin::AwsKey) && summary.has(UPPER) && text.len() >= 20 && filter.may_aws_key() {
             find_aws_keys(text, out);
         }
-        if on(Builtin::Jwt) && summary.dots >= 2 && summary.has(LOWER) && text.len() >= 20 {
+        if on(Builtin::Jwt) && summary.dots >= 2 && summary.has(LOWER) && text.len() >= 20 && filter.may_jwt() {
             self.find_jwts(text, out);
         }
-        if on(Builtin::ApiKey) && summary.has(UPPER | LOWER) && summary.digits >= 2 && text.len() >= API_KEY_MIN_LEN {
+        if on(Builtin::ApiKey)
+            && summary.has(UPPER | LOWER)
+            && summary.digits >= 2
+            && text.len() >= API_KEY_MIN_LEN
+            && filter.may_api_key()
+        {
             find_api_keys(text, out);
         }
         for (index, custom) in self.custom.iter().enumerate() {
@@ -947,43 +1039,77 @@ mod tests {
         assert!(none.is_empty() && none.capacity() == 0, "nothing matched, nothing allocated");
     }
 
+    /// Every enabled scanner on the whole value, nothing ruled out first.
+    fn find_unfiltered(detectors: &Detectors, text: &[u8]) -> Vec<Match> {
+        let mut out = Vec::new();
+        detectors.find_private_keys(text, &mut out);
+        find_cards(text, &mut out);
+        find_emails(text, &mut out);
+        find_ssns(text, &mut out);
+        find_ibans(text, &mut out);
+        find_phones(text, &mut out);
+        find_ipv4s(text, &mut out);
+        find_aws_keys(text, &mut out);
+        detectors.find_jwts(text, &mut out);
+        find_api_keys(text, &mut out);
+        resolve_overlaps(&mut out);
+        out
+    }
+
     #[test]
-    fn the_word_prefilter_never_rules_out_a_run_the_bytes_hold() {
-        // Values from a few bytes that make and break runs (and one that is
-        // not ASCII), at every length the word masks cover.
-        let alphabet = b"0123456789 -.()+a\xc3";
+    fn summaries_and_prefilters_never_rule_out_a_match() {
+        // Values built from pieces of what the detectors look for, and
+        // bytes that break them up, short (classes) and long (bytes).
+        let pieces: [&[u8]; 24] = [
+            b"4111 1111 1111 1111",
+            b"4111-1111-1111-1111",
+            b"078-05-1120",
+            b"a.b@example.com",
+            b"DE89 3704 0044 0532 0130 00",
+            b"GB82WEST12345698765432",
+            b"+44 20 7946 0958",
+            b"(555) 123-4567",
+            b"10.0.0.1",
+            b"AKIAIOSFODNN7EXAMPLE",
+            b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+            b"sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            b"Xk9fQ2pL7vR4tY8wZ3mN6bH1",
+            b"-----BEGIN PRIVATE KEY-----MIIB-----END PRIVATE KEY-----",
+            b"7",
+            b" ",
+            b"-",
+            b".",
+            b"@",
+            b"A",
+            b"z",
+            b"_",
+            b"/+=",
+            b"\xc3\xa9",
+        ];
+        let all = Detectors::new(&Builtin::ALL, Vec::new());
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
+        let mut next = move |below: usize| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            state
+            (state >> 16) as usize % below
         };
-        for _ in 0..20_000 {
-            let len = (next() % 65) as usize;
-            let digit_bias = next() % 4;
-            let text: Vec<u8> = (0..len)
-                .map(|_| {
-                    if next() % 4 < digit_bias {
-                        b'0' + (next() % 10) as u8
-                    } else {
-                        alphabet[(next() % alphabet.len() as u64) as usize]
-                    }
-                })
-                .collect();
-            for digits in [8, 9, 13] {
-                for (is_joiner, joiners) in [
-                    (is_group_joiner as fn(u8) -> bool, group_joiners as fn(u64) -> u64),
-                    (is_phone_joiner, phone_joiners),
-                ] {
-                    let run = longest_run(&text, is_joiner, false);
-                    assert!(may_run(&text, digits, joiners) || run < digits, "{text:?}: a run of {run} ruled out");
-                }
+        for _ in 0..40_000 {
+            let mut text = Vec::new();
+            for _ in 0..1 + next(6) {
+                let piece = pieces[next(pieces.len())];
+                // Cut pieces short or keep them whole.
+                let cut = if next(3) == 0 { next(piece.len() + 1) } else { piece.len() };
+                text.extend_from_slice(&piece[..cut]);
+            }
+            text.truncate(next(100));
+            let mut found = Vec::new();
+            all.find(&text, &mut found);
+            assert_eq!(found, find_unfiltered(&all, &text), "{:?}", String::from_utf8_lossy(&text));
+            if let Some(classes) = ByteClasses::of(&text) {
+                assert_eq!(Summary::from_classes(&classes), Summary::of(&text));
             }
         }
-        // What it is for: a digest's digits are not a run.
-        assert!(!may_run(b"5d41402abc4b2a76b9719d911017c592", 13, group_joiners));
-        assert!(may_run(b"4111 1111 1111 1111", 13, group_joiners));
     }
 
     #[test]
