@@ -268,28 +268,37 @@ fn is_phone_joiner(b: u8) -> bool {
 
 /// What a short value's [`ByteClasses`] rule out before any scanner runs:
 /// each test is a condition every match of its detector meets, so a value
-/// that fails it cannot hold one. Longer values pass every test and go to
-/// the scanners as they are.
-struct Prefilter(Option<ByteClasses>);
+/// that fails it cannot hold one. Longer values pass the tests on classes
+/// and go to the scanners as they are.
+struct Prefilter<'a> {
+    text: &'a [u8],
+    classes: Option<ByteClasses>,
+}
 
-impl Prefilter {
+impl Prefilter<'_> {
     fn may(&self, test: impl FnOnce(&ByteClasses) -> bool) -> bool {
-        self.0.as_ref().is_none_or(test)
+        self.classes.as_ref().is_none_or(test)
     }
 
-    /// `digits` digits joined by `joiners`: a run of at least as many bytes.
-    fn may_run(&self, digits: u32, joiners: impl FnOnce(&ByteClasses) -> u64) -> bool {
-        self.may(|c| has_run(c.digit | joiners(c), digits))
+    /// Whether the value may hold `digits` digits joined by bytes
+    /// `joiner` accepts (`joiners` in masks): in a short value, a run of
+    /// as many bytes (the scanner counts the digits); in a long one the
+    /// digits are counted here, one pass instead of a scanner.
+    fn digit_run(&self, digits: u32, joiners: impl FnOnce(&ByteClasses) -> u64, joiner: impl Fn(u8) -> bool) -> bool {
+        match &self.classes {
+            Some(classes) => has_run(classes.digit | joiners(classes), digits),
+            None => longest_run(self.text, joiner, false) >= digits,
+        }
     }
 
-    /// Card numbers and SSNs, `digits` long at least.
-    fn may_group(&self, digits: u32) -> bool {
-        self.may_run(digits, |c| c.space | c.dash)
+    /// Card numbers (13 digits) and SSNs (9).
+    fn group_run(&self, digits: u32) -> bool {
+        self.digit_run(digits, |c| c.space | c.dash, is_group_joiner)
     }
 
     /// Phone numbers: 8 digits at least.
-    fn may_phone(&self) -> bool {
-        self.may_run(8, |c| c.space | c.dash | c.dot | c.punct)
+    fn phone_run(&self) -> bool {
+        self.digit_run(8, |c| c.space | c.dash | c.dot | c.punct, is_phone_joiner)
     }
 
     /// AWS key ids: 20 capitals and digits.
@@ -362,29 +371,20 @@ impl Detectors {
         }
         let classes = ByteClasses::of(text);
         let summary = classes.as_ref().map_or_else(|| Summary::of(text), Summary::from_classes);
-        let filter = Prefilter(classes);
+        let filter = Prefilter { text, classes };
         let on = |b: Builtin| self.enabled & b.bit() != 0;
         // "-----BEGIN " and "PRIVATE KEY-----".
         if on(Builtin::PrivateKey) && summary.dashes >= 10 && summary.has(UPPER) && text.len() >= PEM_HEADER_MIN_LEN {
             self.find_private_keys(text, out);
         }
-        // Runs of digits with the separators each kind of number uses;
-        // cards and SSNs share theirs.
-        let shortest_group = if on(Builtin::Ssn) { 9 } else { 13 };
-        let grouped = if ((on(Builtin::Card) && summary.digits >= 13) || (on(Builtin::Ssn) && summary.digits >= 9))
-            && filter.may_group(shortest_group)
-        {
-            longest_run(text, is_group_joiner, false)
-        } else {
-            0
-        };
-        if on(Builtin::Card) && grouped >= 13 {
+        // Runs of digits with the separators each kind of number uses.
+        if on(Builtin::Card) && summary.digits >= 13 && filter.group_run(13) {
             find_cards(text, out);
         }
         if on(Builtin::Email) && summary.has(AT | DOT) {
             find_emails(text, out);
         }
-        if on(Builtin::Ssn) && grouped >= 9 {
+        if on(Builtin::Ssn) && summary.digits >= 9 && filter.group_run(9) {
             find_ssns(text, out);
         }
         if on(Builtin::Iban)
@@ -395,11 +395,7 @@ impl Detectors {
         {
             find_ibans(text, out);
         }
-        if on(Builtin::Phone)
-            && summary.digits >= 8
-            && filter.may_phone()
-            && longest_run(text, is_phone_joiner, false) >= 8
-        {
+        if on(Builtin::Phone) && summary.digits >= 8 && filter.phone_run() {
             find_phones(text, out);
         }
         if on(Builtin::Ipv4) && summary.digits >= 4 && summary.dots >= 3 && longest_run(text, |b| b == b'.', true) >= 3
