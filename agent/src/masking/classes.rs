@@ -42,6 +42,15 @@ impl ByteClasses {
         (MIN_LEN..=MAX_LEN).contains(&text.len()).then(|| classify(text))
     }
 
+    /// The positions of `mask`'s bits, lowest first.
+    pub(super) fn positions(mut mask: u64) -> impl Iterator<Item = usize> {
+        std::iter::from_fn(move || {
+            let position = (mask != 0).then(|| mask.trailing_zeros() as usize);
+            mask &= mask.wrapping_sub(1);
+            position
+        })
+    }
+
     /// Letters and digits.
     pub(super) fn alphanumeric(&self) -> u64 {
         self.digit | self.upper | self.lower
@@ -163,6 +172,13 @@ mod tests {
         assert_eq!(ByteClasses::of(&[b'1'; MAX_LEN]), Some(reference(&[b'1'; MAX_LEN])));
         assert_eq!(ByteClasses::of(&[b'1'; MAX_LEN + 1]), None, "longer values are scanned as they are");
         assert_eq!(ByteClasses::of(&[b'1'; MIN_LEN - 1]), None, "so are shorter ones");
+    }
+
+    #[test]
+    fn positions_are_the_set_bits_in_order() {
+        assert_eq!(ByteClasses::positions(0).count(), 0);
+        assert_eq!(ByteClasses::positions(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
+        assert_eq!(ByteClasses::positions(1 << 63).collect::<Vec<_>>(), [63]);
     }
 
     #[test]

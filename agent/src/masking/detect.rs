@@ -382,7 +382,10 @@ impl Detectors {
             find_cards(text, out);
         }
         if on(Builtin::Email) && summary.has(AT | DOT) {
-            find_emails(text, out);
+            match &filter.classes {
+                Some(classes) => find_emails(text, ByteClasses::positions(classes.at), out),
+                None => find_emails(text, memchr::memchr_iter(b'@', text), out),
+            }
         }
         if on(Builtin::Ssn) && summary.digits >= 9 && filter.group_run(9) {
             find_ssns(text, out);
@@ -759,11 +762,12 @@ fn find_ipv4s(text: &[u8], out: &mut Vec<Match>) {
     }
 }
 
-fn find_emails(text: &[u8], out: &mut Vec<Match>) {
+/// E-mail addresses around the `@`s at `ats` (ascending).
+fn find_emails(text: &[u8], ats: impl Iterator<Item = usize>, out: &mut Vec<Match>) {
     let is_local = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
     let is_domain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-');
     let mut last_end = 0;
-    for at in memchr::memchr_iter(b'@', text) {
+    for at in ats {
         if at < last_end {
             continue;
         }
@@ -779,7 +783,7 @@ fn find_emails(text: &[u8], out: &mut Vec<Match>) {
             end -= 1;
         }
         let domain = &text[at + 1..end];
-        let Some(last_dot) = memchr::memrchr(b'.', domain) else { continue };
+        let Some(last_dot) = domain.iter().rposition(|&b| b == b'.') else { continue };
         let tld = &domain[last_dot + 1..];
         // Domains are short: a loop beats building a searcher.
         let labels_ok = !domain.starts_with(b".") && !domain.windows(2).any(|pair| pair[0] == b'.' && pair[1] == b'.');
@@ -1040,7 +1044,7 @@ mod tests {
         let mut out = Vec::new();
         detectors.find_private_keys(text, &mut out);
         find_cards(text, &mut out);
-        find_emails(text, &mut out);
+        find_emails(text, memchr::memchr_iter(b'@', text), &mut out);
         find_ssns(text, &mut out);
         find_ibans(text, &mut out);
         find_phones(text, &mut out);
