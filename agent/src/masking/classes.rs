@@ -13,10 +13,10 @@
 
 /// Longest value described: one bit per byte of a `u64`.
 pub(super) const MAX_LEN: usize = 64;
-/// Shortest value described. Below a block of sixteen bytes a plain byte
-/// loop takes a value's [`Summary`](super::detect) sooner, and what the
-/// masks rule out needs longer values anyway (13 digits for a card, 15
-/// characters for an IBAN, 20 for keys and tokens).
+/// Shortest value described: shorter ones get their counts from a plain
+/// byte loop sooner, and the shapes the masks rule out need at least this
+/// much (13 digits for a card, 15 characters for an IBAN, 20 for keys and
+/// tokens).
 pub(super) const MIN_LEN: usize = 13;
 
 /// Bit `i` of each mask is set when byte `i` of the value is in its class.

@@ -1,7 +1,9 @@
-//! Byte classes eight bytes at a time, in plain 64-bit arithmetic ("SIMD
-//! within a register"). Values in result rows are mostly shorter than the
-//! compiler's vector loops start at; a word at a time still beats a byte
-//! at a time there, with no `unsafe` and no CPU feature checks.
+//! Bytes eight at a time, in plain 64-bit arithmetic ("SIMD within a
+//! register"): `partial` hides letters and digits with it, byte-class masks
+//! are made with it where SSE2 is missing, and runs are found in the masks.
+//! Values in result rows are mostly shorter than the compiler's vector
+//! loops start at; a word at a time still beats a byte at a time there,
+//! with no `unsafe` and no CPU feature checks.
 
 /// `byte` in every byte of a word.
 pub(super) const fn splat(byte: u8) -> u64 {
