@@ -230,9 +230,10 @@ const RESULTS: [Results; 3] = [
 /// Airlock masking two columns by rule (the session then logs in just in
 /// time: column rules name columns through the catalog as the session's
 /// role), and through Airlock running every default detector on every
-/// value (two thirds of the people and every customer with hits). Both protocols: with the extended one (drivers,
-/// pgbench -M prepared) the columns of a result come from its portal, not
-/// from a RowDescription before the rows.
+/// value (two thirds of the people and every customer with hits). Both
+/// protocols: with the extended one (drivers, pgbench -M prepared) the
+/// columns of a result come from its portal, not from a RowDescription
+/// before the rows.
 fn masked_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str, workloads: &[Results]) {
     let seed = "CREATE TABLE people AS SELECT i AS id, 'Person ' || i AS name,         CASE WHEN i % 3 = 0 THEN 'person' || i || '@example.com' ELSE 'no contact' END AS email,         CASE WHEN i % 3 = 1 THEN '4111 1111 1111 1111' ELSE 'n/a' END AS card, md5(i::text) AS note         FROM generate_series(1, 1000) i; ALTER TABLE people ADD PRIMARY KEY (id);         CREATE TABLE customers AS SELECT i AS id, 'First' || i AS first_name, 'Last' || i AS last_name,         'customer' || i || '@example.com' AS email, '+1 555 01' || lpad((i % 100)::text, 2, '0') AS phone,         i || ' Main Street' AS street, 'Springfield' AS city, lpad((i * 7 % 99999)::text, 5, '0') AS postcode,         'US' AS country, timestamptz '2026-01-01' + i * interval '1 hour' AS created_at,         CASE WHEN i % 5 = 0 THEN 'inactive' ELSE 'active' END AS status,         'Customer since ' || (2000 + i % 20) || ', prefers e-mail, no open tickets' AS notes,         CASE WHEN i % 2 = 0 THEN '5500 0000 0000 0004' ELSE '4111 1111 1111 1111' END AS card         FROM generate_series(1, 1000) i";
     let out = std::process::Command::new("psql")
