@@ -102,10 +102,11 @@ impl Builtin {
     /// Fewest bytes a match of this detector has, but for e-mail addresses
     /// (which need an `@`, a stronger test). Values shorter than every
     /// enabled detector's, with no `@`, skip the scanners altogether: most
-    /// values in a row are short names, codes and amounts.
+    /// values in a row are short names, codes and amounts. `find` checks
+    /// the lengths here before the scanners that go by length; the number
+    /// detectors go by their digit counts, as many.
     fn shortest_match(self) -> usize {
         match self {
-            // The checks `find` makes before each scanner.
             Self::Card => 13,
             Self::Ssn => 9,
             Self::Iban => 15,
@@ -361,20 +362,23 @@ impl Detectors {
     /// never allocates, when nothing matches.
     pub fn find(&self, text: &[u8], out: &mut Vec<Match>) {
         debug_assert!(out.is_empty());
-        // Nothing built in matches fewer bytes than `a@b.io`.
-        if self.is_empty() || text.len() < MIN_BUILTIN_MATCH && self.custom.is_empty() {
+        // Shorter than any enabled detector's shortest match: nothing to
+        // find, unless an `@` makes an e-mail address possible, which
+        // takes `a@b.io` at least. (With custom detectors, the shortest is
+        // 0.) `contains` is core's search, inlined, rather than the memchr
+        // crate's dispatch.
+        if self.is_empty()
+            || text.len() < self.shortest_without_at && (text.len() < MIN_BUILTIN_MATCH || !text.contains(&b'@'))
+        {
             return;
         }
-        // (core's search, inlined, rather than the memchr crate's dispatch.)
-        if text.len() < self.shortest_without_at && !text.contains(&b'@') {
-            return;
-        }
+        let long_enough = |b: Builtin| text.len() >= b.shortest_match();
         let classes = ByteClasses::of(text);
         let summary = classes.as_ref().map_or_else(|| Summary::of(text), Summary::from_classes);
         let filter = Prefilter { text, classes };
         let on = |b: Builtin| self.enabled & b.bit() != 0;
         // "-----BEGIN " and "PRIVATE KEY-----".
-        if on(Builtin::PrivateKey) && summary.dashes >= 10 && summary.has(UPPER) && text.len() >= PEM_HEADER_MIN_LEN {
+        if on(Builtin::PrivateKey) && summary.dashes >= 10 && summary.has(UPPER) && long_enough(Builtin::PrivateKey) {
             self.find_private_keys(text, out);
         }
         // Runs of digits with the separators each kind of number uses.
@@ -393,7 +397,7 @@ impl Detectors {
         if on(Builtin::Iban)
             && summary.has(UPPER)
             && summary.digits >= 2
-            && text.len() >= 15
+            && long_enough(Builtin::Iban)
             && filter.may(ByteClasses::has_iban_head)
         {
             find_ibans(text, out);
@@ -405,16 +409,17 @@ impl Detectors {
         {
             find_ipv4s(text, out);
         }
-        if on(Builtin::AwsKey) && summary.has(UPPER) && text.len() >= 20 && filter.may_aws_key() {
+        if on(Builtin::AwsKey) && summary.has(UPPER) && long_enough(Builtin::AwsKey) && filter.may_aws_key() {
             find_aws_keys(text, out);
         }
-        if on(Builtin::Jwt) && summary.dots >= 2 && summary.has(LOWER) && text.len() >= 20 && filter.may_jwt() {
+        if on(Builtin::Jwt) && summary.dots >= 2 && summary.has(LOWER) && long_enough(Builtin::Jwt) && filter.may_jwt()
+        {
             self.find_jwts(text, out);
         }
         if on(Builtin::ApiKey)
             && summary.has(UPPER | LOWER)
             && summary.digits >= 2
-            && text.len() >= API_KEY_MIN_LEN
+            && long_enough(Builtin::ApiKey)
             && filter.may_api_key()
         {
             find_api_keys(text, out);

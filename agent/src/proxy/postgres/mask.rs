@@ -305,20 +305,22 @@ impl RecentPlans {
         // A prepared statement's portals share its columns: most lookups
         // end at the pointer.
         let same = |known: &Columns| Arc::ptr_eq(known, columns) || known == columns;
+        let now = Instant::now();
         self.plans
             .iter()
             .rev()
-            .find(|(known, made, _)| made.elapsed() < PLAN_TTL && same(known))
+            .find(|(known, made, _)| now.duration_since(*made) < PLAN_TTL && same(known))
             .map(|(_, _, plan)| plan.clone())
     }
 
     /// Keeps `plan` (before any row counted in it) for `columns`.
     fn insert(&mut self, columns: &Columns, plan: &ColumnPlan) {
-        self.plans.retain(|(known, made, _)| made.elapsed() < PLAN_TTL && known != columns);
+        let now = Instant::now();
+        self.plans.retain(|(known, made, _)| now.duration_since(*made) < PLAN_TTL && known != columns);
         if self.plans.len() == RECENT_PLANS {
             self.plans.pop_front();
         }
-        self.plans.push_back((Arc::clone(columns), Instant::now(), plan.clone()));
+        self.plans.push_back((Arc::clone(columns), now, plan.clone()));
     }
 }
 

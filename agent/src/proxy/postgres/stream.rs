@@ -111,7 +111,10 @@ impl<'a> Splice<'a> {
         let rewritten = rewrite(prefix, self.out)?;
         self.keep(frame);
         if rewritten {
-            let len = (self.out.len().checked_sub(body_start))
+            let len = self
+                .out
+                .len()
+                .checked_sub(body_start)
                 .and_then(|body_len| u32::try_from(body_len + 4).ok())
                 .ok_or(TooLong)?;
             self.out[body_start - 4..body_start].copy_from_slice(&len.to_be_bytes());
