@@ -29,10 +29,11 @@ pub(super) struct ByteClasses {
     pub(super) dot: u64,
     pub(super) dash: u64,
     pub(super) space: u64,
-    /// `_`, `+`, `/`, `=`, `(` and `)`: what keys and tokens (base64,
-    /// base64url) and phone numbers are made of besides letters, digits,
-    /// dots, dashes and spaces. One mask for them all: each detector's test
-    /// then admits a few bytes more than its scanner, never fewer.
+    /// `_`, `+`, `/`, `=`, `(`, `)` and `%`: what keys and tokens (base64,
+    /// base64url), phone numbers and e-mail local parts are made of besides
+    /// letters, digits, dots, dashes and spaces. One mask for them all: each
+    /// detector's test then admits a few bytes more than its scanner, never
+    /// fewer.
     pub(super) punct: u64,
 }
 
@@ -106,7 +107,8 @@ fn classify_sse2(text: &[u8]) -> ByteClasses {
         classes.dash |= bits(equal(b'-'));
         classes.space |= bits(equal(b' '));
         let base64 = _mm_or_si128(_mm_or_si128(equal(b'+'), equal(b'/')), equal(b'='));
-        classes.punct |= bits(_mm_or_si128(_mm_or_si128(equal(b'_'), range(b'(', b')')), base64));
+        let others = _mm_or_si128(_mm_or_si128(equal(b'_'), equal(b'%')), range(b'(', b')'));
+        classes.punct |= bits(_mm_or_si128(others, base64));
     }
     classes
 }
@@ -130,7 +132,9 @@ fn portable(text: &[u8]) -> ByteClasses {
         dot: mask(|w| equal(w, b'.')),
         dash: mask(|w| equal(w, b'-')),
         space: mask(|w| equal(w, b' ')),
-        punct: mask(|w| equal(w, b'_') | equal(w, b'+') | equal(w, b'/') | equal(w, b'=') | in_range(w, b'(', b')')),
+        punct: mask(|w| {
+            equal(w, b'_') | equal(w, b'%') | equal(w, b'+') | equal(w, b'/') | equal(w, b'=') | in_range(w, b'(', b')')
+        }),
     }
 }
 
@@ -150,7 +154,7 @@ mod tests {
             dot: mask(|b| *b == b'.'),
             dash: mask(|b| *b == b'-'),
             space: mask(|b| *b == b' '),
-            punct: mask(|b| matches!(b, b'_' | b'+' | b'/' | b'=' | b'(' | b')')),
+            punct: mask(|b| matches!(b, b'_' | b'%' | b'+' | b'/' | b'=' | b'(' | b')')),
         }
     }
 

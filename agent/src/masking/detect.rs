@@ -21,7 +21,7 @@
 use memchr::memmem;
 use regex::bytes::Regex;
 
-use super::{classes::ByteClasses, swar::has_run};
+use super::{bitscan, classes::ByteClasses, swar::has_run};
 
 /// A built-in detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -382,13 +382,17 @@ impl Detectors {
             self.find_private_keys(text, out);
         }
         // Runs of digits with the separators each kind of number uses.
-        if on(Builtin::Card) && summary.digits >= 13 && filter.group_run(13) {
-            find_cards(text, out);
+        if on(Builtin::Card) && summary.digits >= 13 {
+            match &filter.classes {
+                Some(classes) => bitscan::cards(text, classes, out),
+                None if filter.group_run(13) => find_cards(text, out),
+                None => {}
+            }
         }
         if on(Builtin::Email) && summary.has(AT | DOT) {
             match &filter.classes {
-                Some(classes) => find_emails(text, ByteClasses::positions(classes.at), out),
-                None => find_emails(text, memchr::memchr_iter(b'@', text), out),
+                Some(classes) => bitscan::emails(text, classes, out),
+                None => find_emails(text, out),
             }
         }
         if on(Builtin::Ssn) && summary.digits >= 9 && filter.group_run(9) {
@@ -600,22 +604,13 @@ fn for_each_number(text: &[u8], separators: &[u8], mut each: impl FnMut(usize, &
 }
 
 fn luhn(digits: &[u8]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            let d = u32::from(d);
-            if i % 2 == 1 {
-                let doubled = d * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
-            } else {
-                d
-            }
-        })
-        .sum();
+    let sum: u32 = digits.iter().rev().enumerate().map(|(i, &d)| LUHN_TERMS[i % 2][usize::from(d)]).sum();
     sum.is_multiple_of(10)
 }
+
+/// What each digit adds to a Luhn sum, as it is and doubled (every second
+/// digit from the right is doubled, less 9 when that is above 9).
+pub(super) const LUHN_TERMS: [[u32; 10]; 2] = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [0, 2, 4, 6, 8, 1, 3, 5, 7, 9]];
 
 fn find_cards(text: &[u8], out: &mut Vec<Match>) {
     for_each_number(text, b" -", |start, groups| {
@@ -767,12 +762,12 @@ fn find_ipv4s(text: &[u8], out: &mut Vec<Match>) {
     }
 }
 
-/// E-mail addresses around the `@`s at `ats` (ascending).
-fn find_emails(text: &[u8], ats: impl Iterator<Item = usize>, out: &mut Vec<Match>) {
+/// E-mail addresses around each `@`.
+fn find_emails(text: &[u8], out: &mut Vec<Match>) {
     let is_local = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
     let is_domain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-');
     let mut last_end = 0;
-    for at in ats {
+    for at in memchr::memchr_iter(b'@', text) {
         if at < last_end {
             continue;
         }
@@ -1051,7 +1046,7 @@ mod tests {
             match builtin {
                 Builtin::PrivateKey => detectors.find_private_keys(text, &mut out),
                 Builtin::Card => find_cards(text, &mut out),
-                Builtin::Email => find_emails(text, memchr::memchr_iter(b'@', text), &mut out),
+                Builtin::Email => find_emails(text, &mut out),
                 Builtin::Ssn => find_ssns(text, &mut out),
                 Builtin::Iban => find_ibans(text, &mut out),
                 Builtin::Phone => find_phones(text, &mut out),
@@ -1069,9 +1064,17 @@ mod tests {
     fn summaries_and_prefilters_never_rule_out_a_match() {
         // Values built from pieces of what the detectors look for, and
         // bytes that break them up, short (classes) and long (bytes).
-        let pieces: [&[u8]; 24] = [
+        let pieces: [&[u8]; 32] = [
             b"4111 1111 1111 1111",
             b"4111-1111-1111-1111",
+            b"3714 496353 98431",
+            b"5500 000 0000 00004",
+            b"371449635398431",
+            b"first_last+tag%x@mail.example.co.uk",
+            b"a@b..io",
+            b"-x.@-y.io.-",
+            b"(a)=b/c@d.io",
+            b"%",
             b"078-05-1120",
             b"a.b@example.com",
             b"DE89 3704 0044 0532 0130 00",

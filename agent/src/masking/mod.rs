@@ -18,6 +18,7 @@
 //! detector or rule, count: never the value) for the audit log.
 
 mod array;
+mod bitscan;
 mod classes;
 pub mod detect;
 mod engine;
