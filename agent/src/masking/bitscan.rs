@@ -38,6 +38,8 @@ fn ones_from(mask: u64, from: usize) -> usize {
 }
 
 /// Appends the e-mail addresses of `text`; `classes` are its masks.
+/// (Inlined, as [`cards`], into each build of the scan.)
+#[inline(always)]
 pub(super) fn emails(text: &[u8], classes: &ByteClasses, out: &mut Vec<Match>) {
     let domain_chars = classes.alphanumeric() | classes.dot | classes.dash;
     // Local parts may also hold `_`, `%` and `+`. They are in the punct
@@ -86,6 +88,7 @@ fn local_start(text: &[u8], at: usize, last_end: usize) -> usize {
 }
 
 /// Appends the card numbers of `text`; `classes` are its masks.
+#[inline(always)]
 pub(super) fn cards(text: &[u8], classes: &ByteClasses, out: &mut Vec<Match>) {
     let digits = classes.digit;
     let alphanumeric = classes.alphanumeric();
@@ -126,6 +129,7 @@ pub(super) fn cards(text: &[u8], classes: &ByteClasses, out: &mut Vec<Match>) {
 /// The Luhn check over the digits of `text` at the set bits of `numerals`,
 /// first to last: the last digit is not doubled, so the first is when the
 /// count is even.
+#[inline(always)]
 fn luhn(text: &[u8], mut numerals: u64) -> bool {
     let terms = super::detect::LUHN_TERMS;
     let (mut sum, mut doubled) = (0, numerals.count_ones().is_multiple_of(2));

@@ -43,6 +43,14 @@ impl ByteClasses {
         (MIN_LEN..=MAX_LEN).contains(&text.len()).then(|| classify(text))
     }
 
+    /// [`of`](Self::of), one table lookup per nibble instead of a
+    /// comparison per class: for CPUs with SSSE3.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "ssse3")]
+    pub(super) fn of_with_ssse3(text: &[u8]) -> Option<Self> {
+        (MIN_LEN..=MAX_LEN).contains(&text.len()).then(|| classify_ssse3(text))
+    }
+
     /// The positions of `mask`'s bits, lowest first.
     pub(super) fn positions(mut mask: u64) -> impl Iterator<Item = usize> {
         std::iter::from_fn(move || {
@@ -83,12 +91,9 @@ fn classify_sse2(text: &[u8]) -> ByteClasses {
         _mm_set_epi64x, _mm_set1_epi8,
     };
 
-    use super::swar::load;
-
     let mut classes = ByteClasses::default();
-    for (index, block) in text.chunks(16).enumerate() {
-        let (first, second) = block.split_at(block.len().min(8));
-        let bytes = _mm_set_epi64x(load(second) as i64, load(first) as i64);
+    for index in 0..text.len().div_ceil(16) {
+        let bytes = _mm_set_epi64x(word_at(text, 16 * index + 8) as i64, word_at(text, 16 * index) as i64);
         let bits = |flags: __m128i| u64::from(_mm_movemask_epi8(flags) as u16) << (16 * index);
         let equal = |byte: u8| _mm_cmpeq_epi8(bytes, _mm_set1_epi8(byte as i8));
         // Signed comparisons: bytes above 0x7f are negative, below every
@@ -109,6 +114,110 @@ fn classify_sse2(text: &[u8]) -> ByteClasses {
         let base64 = _mm_or_si128(_mm_or_si128(equal(b'+'), equal(b'/')), equal(b'='));
         let others = _mm_or_si128(_mm_or_si128(equal(b'_'), equal(b'%')), range(b'(', b')'));
         classes.punct |= bits(_mm_or_si128(others, base64));
+    }
+    classes
+}
+
+/// The eight bytes of `text` from `at`, padded with NUL past its end. A
+/// word that runs past the end of a value of eight bytes or more (every
+/// value described is) is loaded as the last eight bytes, shifted down:
+/// one load, no byte loop.
+fn word_at(text: &[u8], at: usize) -> u64 {
+    use super::swar::load;
+    match text.get(at..at + 8) {
+        Some(word) => load(word),
+        None if at >= text.len() => 0,
+        None if text.len() >= 8 => load(&text[text.len() - 8..]) >> (8 * (at + 8 - text.len())),
+        None => load(&text[at..]),
+    }
+}
+
+/// The SSSE3 pass. Each byte's high and low nibbles index two 16-entry
+/// tables; the AND of the two entries has one bit per class the byte is in
+/// (a class made of a few nibble rows and columns). Dashes and spaces are
+/// compared as in the SSE2 pass: the table has no bits left for them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+fn classify_ssse3(text: &[u8]) -> ByteClasses {
+    use std::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8, _mm_setr_epi8,
+        _mm_setzero_si128, _mm_shuffle_epi8, _mm_slli_epi16, _mm_srli_epi16,
+    };
+
+    // Bits of a byte's entry: digit (row 3, columns 0–9); letter A (rows 4
+    // and 6, columns 1–f) and letter B (rows 5 and 7, columns 0–a), so
+    // A-Z and a-z; `@`; `.`; and the punct class in three bits: `%`, `(`,
+    // `)`, `+`, `/` in row 2, `=` in row 3, `_` in row 5.
+    const DIGIT: i8 = 1;
+    const LETTER_A: i8 = 2;
+    const LETTER_B: i8 = 4;
+    const AT: i8 = 8;
+    const DOT: i8 = 16;
+    const PUNCT_2: i8 = 32;
+    const PUNCT_3: i8 = 64;
+    const PUNCT_5: i8 = i8::MIN;
+    const PUNCT: i8 = PUNCT_2 | PUNCT_3 | PUNCT_5;
+    const LETTERS: i8 = LETTER_A | LETTER_B;
+    let by_high = _mm_setr_epi8(
+        0,
+        0,
+        DOT | PUNCT_2,
+        DIGIT | PUNCT_3,
+        LETTER_A | AT,
+        LETTER_B | PUNCT_5,
+        LETTER_A,
+        LETTER_B,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    );
+    let (a, b, d) = (LETTER_A, LETTER_B, DIGIT);
+    let by_low = _mm_setr_epi8(
+        b | d | AT,
+        a | b | d,
+        a | b | d,
+        a | b | d,
+        a | b | d,
+        a | b | d | PUNCT_2,
+        a | b | d,
+        a | b | d,
+        a | b | d | PUNCT_2,
+        a | b | d | PUNCT_2,
+        a | b,
+        a | PUNCT_2,
+        a,
+        a | PUNCT_3,
+        a | DOT,
+        a | PUNCT_2 | PUNCT_5,
+    );
+    let low_nibbles = _mm_set1_epi8(0x0f);
+    let zero = _mm_setzero_si128();
+    let mut classes = ByteClasses::default();
+    for index in 0..text.len().div_ceil(16) {
+        let bytes = _mm_set_epi64x(word_at(text, 16 * index + 8) as i64, word_at(text, 16 * index) as i64);
+        let bits = |flags: __m128i| u64::from(_mm_movemask_epi8(flags) as u16) << (16 * index);
+        let high = _mm_and_si128(_mm_srli_epi16::<4>(bytes), low_nibbles);
+        let entry =
+            _mm_and_si128(_mm_shuffle_epi8(by_high, high), _mm_shuffle_epi8(by_low, _mm_and_si128(bytes, low_nibbles)));
+        let none_of = |class: i8| bits(_mm_cmpeq_epi8(_mm_and_si128(entry, _mm_set1_epi8(class)), zero));
+        let block = if text.len() - 16 * index >= 16 { u64::from(u16::MAX) } else { (1 << (text.len() % 16)) - 1 };
+        let in_block = block << (16 * index);
+        let letters = !none_of(LETTERS) & in_block;
+        // Bit 5 (0x20) of a letter is set in lower case only.
+        let lower_case = bits(_mm_slli_epi16::<2>(bytes));
+        classes.digit |= !none_of(DIGIT) & in_block;
+        classes.upper |= letters & !lower_case;
+        classes.lower |= letters & lower_case;
+        classes.at |= !none_of(AT) & in_block;
+        classes.dot |= !none_of(DOT) & in_block;
+        classes.punct |= !none_of(PUNCT) & in_block;
+        classes.dash |= bits(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'-' as i8)));
+        classes.space |= bits(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b' ' as i8)));
     }
     classes
 }
@@ -158,6 +267,16 @@ mod tests {
         }
     }
 
+    /// The SSSE3 pass, where the CPU has it (else the reference itself).
+    fn with_ssse3(text: &[u8]) -> ByteClasses {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("ssse3") {
+            // SAFETY: the CPU has SSSE3, checked just above.
+            return unsafe { classify_ssse3(text) };
+        }
+        reference(text)
+    }
+
     #[test]
     fn every_byte_value_at_every_position_is_classed_as_byte_tests_do() {
         for byte in 0..=u8::MAX {
@@ -166,9 +285,11 @@ mod tests {
                 let mut text = vec![0x80; len];
                 text[len / 2] = byte;
                 assert_eq!(classify(&text), reference(&text), "{byte:#04x} in {len} bytes");
+                assert_eq!(with_ssse3(&text), reference(&text), "{byte:#04x} in {len} bytes, SSSE3");
                 assert_eq!(portable(&text), reference(&text), "{byte:#04x} in {len} bytes, word at a time");
                 let run = vec![byte; len];
                 assert_eq!(classify(&run), reference(&run), "{len} × {byte:#04x}");
+                assert_eq!(with_ssse3(&run), reference(&run), "{len} × {byte:#04x}, SSSE3");
                 assert_eq!(portable(&run), reference(&run), "{len} × {byte:#04x}, word at a time");
             }
         }

@@ -21,7 +21,11 @@
 use memchr::memmem;
 use regex::bytes::Regex;
 
-use super::{bitscan, classes::ByteClasses, swar::has_run};
+use super::{
+    bitscan,
+    classes::ByteClasses,
+    swar::{self, has_run},
+};
 
 /// A built-in detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -159,6 +163,18 @@ pub struct Detectors {
     custom: Vec<CustomDetector>,
     jwt: memmem::Finder<'static>,
     pem_begin: memmem::Finder<'static>,
+    /// Whether this CPU has POPCNT and SSSE3 (every x86-64 CPU since
+    /// 2008–2011, but not the baseline this is built for): scanning then
+    /// runs a build of itself that uses them.
+    x86_v2: bool,
+}
+
+/// Whether the CPU has what [`Detectors::scan_x86_v2`] is built with.
+fn has_x86_v2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("popcnt") && std::arch::is_x86_feature_detected!("ssse3");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Shortest text a built-in detector matches (`a@b.io`, `1.2.3.4`).
@@ -217,6 +233,7 @@ impl Summary {
     }
 
     /// The same, from a short value's masks.
+    #[inline(always)]
     fn from_classes(classes: &ByteClasses) -> Self {
         let count = |mask: u64| mask.count_ones() as usize;
         let flag = |mask: u64, class: u8| if mask == 0 { 0 } else { class };
@@ -330,6 +347,7 @@ impl Detectors {
             custom,
             jwt: memmem::Finder::new(b"eyJ").into_owned(),
             pem_begin: memmem::Finder::new(b"-----BEGIN ").into_owned(),
+            x86_v2: has_x86_v2(),
         }
     }
 
@@ -360,20 +378,48 @@ impl Detectors {
     /// overlapping (where two detectors overlap, the earlier start wins,
     /// then the longer span). `out` must be empty; it is left empty, and
     /// never allocates, when nothing matches.
+    ///
+    /// Inlined where it is called: most values are short, and leave here
+    /// without the scanners' call.
+    #[inline]
     pub fn find(&self, text: &[u8], out: &mut Vec<Match>) {
         debug_assert!(out.is_empty());
         // Shorter than any enabled detector's shortest match: nothing to
         // find, unless an `@` makes an e-mail address possible, which
         // takes `a@b.io` at least. (With custom detectors, the shortest is
-        // 0.) `contains` is core's search, inlined, rather than the memchr
-        // crate's dispatch.
+        // 0.)
         if self.is_empty()
-            || text.len() < self.shortest_without_at && (text.len() < MIN_BUILTIN_MATCH || !text.contains(&b'@'))
+            || text.len() < self.shortest_without_at && (text.len() < MIN_BUILTIN_MATCH || !swar::contains(text, b'@'))
         {
             return;
         }
+        self.scan(text, out);
+    }
+
+    /// [`find`](Self::find) past its short-value exit.
+    fn scan(&self, text: &[u8], out: &mut Vec<Match>) {
+        #[cfg(target_arch = "x86_64")]
+        if self.x86_v2 {
+            // SAFETY: `x86_v2` is true only where the CPU has POPCNT and
+            // SSSE3, the features `scan_x86_v2` is built with.
+            return unsafe { self.scan_x86_v2(text, out) };
+        }
+        self.scan_with(text, out, ByteClasses::of);
+    }
+
+    /// [`scan`](Self::scan) built with POPCNT (a bit count is one
+    /// instruction, not a dozen) and the SSSE3 class pass.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt,ssse3")]
+    fn scan_x86_v2(&self, text: &[u8], out: &mut Vec<Match>) {
+        self.scan_with(text, out, |text| ByteClasses::of_with_ssse3(text));
+    }
+
+    /// The scan itself, inlined into each build of it.
+    #[inline(always)]
+    fn scan_with(&self, text: &[u8], out: &mut Vec<Match>, classify: impl Fn(&[u8]) -> Option<ByteClasses>) {
         let long_enough = |b: Builtin| text.len() >= b.shortest_match();
-        let classes = ByteClasses::of(text);
+        let classes = classify(text);
         let summary = classes.as_ref().map_or_else(|| Summary::of(text), Summary::from_classes);
         let filter = Prefilter { text, classes };
         let on = |b: Builtin| self.enabled & b.bit() != 0;
@@ -1100,10 +1146,15 @@ mod tests {
         ];
         // Every detector, the default set, and each alone: which are on
         // decides how short a value may be skipped.
+        // Each also as built for any x86-64 CPU, where this one has more.
         let sets: Vec<Detectors> = [&Builtin::ALL[..], &Builtin::DEFAULT[..]]
             .into_iter()
             .chain(Builtin::ALL.iter().map(std::slice::from_ref))
             .map(|builtins| Detectors::new(builtins, Vec::new()))
+            .flat_map(|detectors| {
+                let baseline = Detectors { x86_v2: false, ..detectors.clone() };
+                [detectors, baseline]
+            })
             .collect();
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move |below: usize| {

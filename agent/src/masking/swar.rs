@@ -40,6 +40,18 @@ pub(super) const fn equal(word: u64, byte: u8) -> u64 {
     in_range(word, byte, byte)
 }
 
+/// Whether `byte` (ASCII) occurs in `text`: for 4 to 16 bytes, two
+/// overlapping loads and one test, no loop.
+pub(super) fn contains(text: &[u8], byte: u8) -> bool {
+    let word = |at: usize, len: usize| load(&text[at..at + len]);
+    let (first, last) = match text.len() {
+        len @ 8..=16 => (word(0, 8), word(len - 8, 8)),
+        len @ 4..8 => (word(0, 4) | word(len - 4, 4) << 32, 0),
+        _ => return text.contains(&byte),
+    };
+    equal(first, byte) | equal(last, byte) != 0
+}
+
 /// The top bits of the eight bytes of `flags` (only 0x00 or 0x80 in each
 /// byte) as one byte, bit `i` from byte `i`. Each byte's bit lands in the
 /// top byte at its own position; no two partial products meet, so nothing
@@ -97,6 +109,19 @@ mod tests {
             let mask = class_mask(&text[..len], |w| in_range(w, b'0', b'9'));
             let expected = (0..len).filter(|i| i % 3 == 0).fold(0u64, |m, i| m | 1 << i);
             assert_eq!(mask, expected, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn contains_finds_the_byte_at_every_position_of_every_length() {
+        for len in 0..=24 {
+            assert!(!contains(&vec![b'a'; len], b'@'));
+            assert!(!contains(&vec![0xc0; len], b'@'), "0xc0 is not '@' with its top bit set");
+            for at in 0..len {
+                let mut text = vec![0xff; len];
+                text[at] = b'@';
+                assert!(contains(&text, b'@'), "'@' at {at} of {len}");
+            }
         }
     }
 
