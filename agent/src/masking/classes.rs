@@ -47,6 +47,7 @@ impl ByteClasses {
     /// comparison per class: for CPUs with SSSE3.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "ssse3")]
+    #[inline]
     pub(super) fn of_with_ssse3(text: &[u8]) -> Option<Self> {
         (MIN_LEN..=MAX_LEN).contains(&text.len()).then(|| classify_ssse3(text))
     }
@@ -138,6 +139,7 @@ fn word_at(text: &[u8], at: usize) -> u64 {
 /// compared as in the SSE2 pass: the table has no bits left for them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3")]
+#[inline]
 fn classify_ssse3(text: &[u8]) -> ByteClasses {
     use std::arch::x86_64::{
         __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8, _mm_setr_epi8,

@@ -42,6 +42,7 @@ pub(super) const fn equal(word: u64, byte: u8) -> u64 {
 
 /// Whether `byte` (ASCII) occurs in `text`: for 4 to 16 bytes, two
 /// overlapping loads and one test, no loop.
+#[inline]
 pub(super) fn contains(text: &[u8], byte: u8) -> bool {
     let word = |at: usize, len: usize| load(&text[at..at + len]);
     let (first, last) = match text.len() {
