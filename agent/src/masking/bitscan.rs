@@ -79,9 +79,8 @@ pub(super) fn emails(text: &[u8], classes: &ByteClasses, out: &mut Vec<Match>) {
 
 /// Where the local part before the `@` at `at` starts, byte by byte.
 fn local_start(text: &[u8], at: usize, last_end: usize) -> usize {
-    let is_local = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
     let mut start = at;
-    while start > last_end && is_local(text[start - 1]) {
+    while start > last_end && super::detect::is_email_local(text[start - 1]) {
         start -= 1;
     }
     start
@@ -118,7 +117,8 @@ pub(super) fn cards(text: &[u8], classes: &ByteClasses, out: &mut Vec<Match>) {
         // Group boundaries, one place up so the one before `start` fits:
         // groups of three digits or more put boundaries four places apart.
         let bounds = (u128::from(separators) << 1) | (1 << start) | (1 << (end + 1));
-        // (So 19 digits make six groups at most.)
+        // (19 digits then make six groups at most: the byte scanner's cap
+        // of eight groups never binds.)
         let grouped_ok = separators == 0 || (bounds & (bounds >> 1 | bounds >> 2 | bounds >> 3)) == 0;
         if grouped_ok && luhn(text, numerals) {
             out.push(Match { start, end, detector: DetectorId::Builtin(Builtin::Card) });

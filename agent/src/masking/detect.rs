@@ -10,8 +10,9 @@
 //! scanners can possibly match; a card needs 13 digits, an e-mail address an
 //! `@`, and so on. Values of 13 to 64 bytes also get a bit mask per class
 //! (`ByteClasses`), from which shapes are ruled out (no run of 13 digits
-//! and separators, no two capitals before two digits…). Each such test is a
-//! condition every match meets; a unit test checks `find` against the
+//! and separators, no two capitals before two digits…) and in which
+//! e-mail addresses and card numbers are found (`bitscan`). Each such test
+//! is a condition every match meets; a unit test checks `find` against the
 //! scanners run unconditionally. Checksums (Luhn for cards, mod-97 for
 //! IBANs) keep arbitrary numbers from being masked.
 //!
@@ -808,9 +809,13 @@ fn find_ipv4s(text: &[u8], out: &mut Vec<Match>) {
     }
 }
 
+/// Whether `b` may be in the local part of an e-mail address (before the `@`).
+pub(super) fn is_email_local(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
 /// E-mail addresses around each `@`.
 fn find_emails(text: &[u8], out: &mut Vec<Match>) {
-    let is_local = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
     let is_domain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-');
     let mut last_end = 0;
     for at in memchr::memchr_iter(b'@', text) {
@@ -818,7 +823,7 @@ fn find_emails(text: &[u8], out: &mut Vec<Match>) {
             continue;
         }
         let mut start = at;
-        while start > last_end && is_local(text[start - 1]) {
+        while start > last_end && is_email_local(text[start - 1]) {
             start -= 1;
         }
         while start < at && text[start] == b'.' {
