@@ -108,9 +108,17 @@ fn hide_alphanumerics(ascii: &[u8], out: &mut Vec<u8>) {
         let word = u64::from_le_bytes(std::array::from_fn(|i| word[i]));
         out.extend_from_slice(&hide_in_word(word).to_le_bytes());
     }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        out.extend_from_slice(&hide_in_word(load(rest)).to_le_bytes()[..rest.len()]);
+    let rest = words.remainder().len();
+    if rest == 0 {
+        return;
+    }
+    // The last bytes as the tail of one whole word, where there is one:
+    // a load, not a byte loop.
+    match ascii.len().checked_sub(8) {
+        Some(last_word) => {
+            out.extend_from_slice(&hide_in_word(load(&ascii[last_word..])).to_le_bytes()[8 - rest..]);
+        }
+        None => out.extend_from_slice(&hide_in_word(load(ascii)).to_le_bytes()[..rest]),
     }
 }
 
@@ -299,6 +307,14 @@ mod tests {
         }
         assert_eq!(hide(b"Ab9 -zZ0@[`{/:~"), b"before *** -***@[`{/:~");
         assert_eq!(hide(b""), b"before ");
+        // Every length, so every tail: whole words, a short value, a
+        // partial word after whole ones.
+        let mixed = b"4111 1111-AbCd_z.9@x 0";
+        for len in 0..=mixed.len() {
+            let expected: Vec<u8> =
+                mixed[..len].iter().map(|&b| if b.is_ascii_alphanumeric() { b'*' } else { b }).collect();
+            assert_eq!(hide(&mixed[..len])[7..], expected, "{len} bytes");
+        }
     }
 
     #[test]
