@@ -7,9 +7,11 @@
 //! separators?", "two capitals then two digits?", "20 key characters in a
 //! row?") are a few shifts and ANDs instead of walks over the bytes, and a
 //! value with nothing sensitive in it (the common case) costs little more
-//! than this pass. On x86-64 the pass uses SSE2 (every x86-64 CPU has it),
-//! sixteen bytes per instruction; elsewhere eight bytes per word
-//! ([`swar`](super::swar)).
+//! than this pass. On x86-64 CPUs with SSSE3 (nearly all) the pass takes
+//! sixteen bytes at a time through two nibble tables; elsewhere eight bytes
+//! per word ([`swar`]).
+
+use super::swar;
 
 /// Longest value described: one bit per byte of a `u64`.
 pub(super) const MAX_LEN: usize = 64;
@@ -73,70 +75,10 @@ impl ByteClasses {
     }
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn classify(text: &[u8]) -> ByteClasses {
-    // SAFETY: SSE2 is part of x86-64 itself, and the cfg above checks the
-    // build targets it; the function reads `text` through safe slices only.
-    unsafe { classify_sse2(text) }
-}
-
-/// The SSE2 pass: each 16-byte block is compared against every class at
-/// once. Blocks are built from the value's own bytes (the last one padded
-/// with NUL, in no class), not from a padded copy: loading sixteen bytes
-/// just written by a copy stalls the CPU longer than the comparisons take.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[target_feature(enable = "sse2")]
-fn classify_sse2(text: &[u8]) -> ByteClasses {
-    use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set_epi64x, _mm_set1_epi8,
-    };
-
-    let mut classes = ByteClasses::default();
-    for index in 0..text.len().div_ceil(16) {
-        let bytes = _mm_set_epi64x(word_at(text, 16 * index + 8) as i64, word_at(text, 16 * index) as i64);
-        let bits = |flags: __m128i| u64::from(_mm_movemask_epi8(flags) as u16) << (16 * index);
-        let equal = |byte: u8| _mm_cmpeq_epi8(bytes, _mm_set1_epi8(byte as i8));
-        // Signed comparisons: bytes above 0x7f are negative, below every
-        // ASCII bound, so they fall in no range.
-        let range = |low: u8, high: u8| {
-            _mm_and_si128(
-                _mm_cmpgt_epi8(bytes, _mm_set1_epi8(low as i8 - 1)),
-                _mm_cmplt_epi8(bytes, _mm_set1_epi8(high as i8 + 1)),
-            )
-        };
-        classes.digit |= bits(range(b'0', b'9'));
-        classes.upper |= bits(range(b'A', b'Z'));
-        classes.lower |= bits(range(b'a', b'z'));
-        classes.at |= bits(equal(b'@'));
-        classes.dot |= bits(equal(b'.'));
-        classes.dash |= bits(equal(b'-'));
-        classes.space |= bits(equal(b' '));
-        let base64 = _mm_or_si128(_mm_or_si128(equal(b'+'), equal(b'/')), equal(b'='));
-        let others = _mm_or_si128(_mm_or_si128(equal(b'_'), equal(b'%')), range(b'(', b')'));
-        classes.punct |= bits(_mm_or_si128(others, base64));
-    }
-    classes
-}
-
-/// The eight bytes of `text` from `at`, padded with NUL past its end. A
-/// word that runs past the end of a value of eight bytes or more (every
-/// value described is) is loaded as the last eight bytes, shifted down:
-/// one load, no byte loop.
-fn word_at(text: &[u8], at: usize) -> u64 {
-    use super::swar::load;
-    match text.get(at..at + 8) {
-        Some(word) => load(word),
-        None if at >= text.len() => 0,
-        None if text.len() >= 8 => load(&text[text.len() - 8..]) >> (8 * (at + 8 - text.len())),
-        None => load(&text[at..]),
-    }
-}
-
 /// The SSSE3 pass. Each byte's high and low nibbles index two 16-entry
 /// tables; the AND of the two entries has one bit per class the byte is in
 /// (a class made of a few nibble rows and columns). Dashes and spaces are
-/// compared as in the SSE2 pass: the table has no bits left for them.
+/// compared directly: the table has no bits left for them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3")]
 #[inline]
@@ -201,7 +143,7 @@ fn classify_ssse3(text: &[u8]) -> ByteClasses {
     let zero = _mm_setzero_si128();
     let mut classes = ByteClasses::default();
     for index in 0..text.len().div_ceil(16) {
-        let bytes = _mm_set_epi64x(word_at(text, 16 * index + 8) as i64, word_at(text, 16 * index) as i64);
+        let bytes = _mm_set_epi64x(swar::word_at(text, 16 * index + 8) as i64, swar::word_at(text, 16 * index) as i64);
         let bits = |flags: __m128i| u64::from(_mm_movemask_epi8(flags) as u16) << (16 * index);
         let high = _mm_and_si128(_mm_srli_epi16::<4>(bytes), low_nibbles);
         let entry =
@@ -224,16 +166,9 @@ fn classify_ssse3(text: &[u8]) -> ByteClasses {
     classes
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+/// The pass a word at a time, on any CPU.
 fn classify(text: &[u8]) -> ByteClasses {
-    portable(text)
-}
-
-/// The same pass a word at a time, for CPUs without SSE2 (and to check
-/// the SSE2 pass against).
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn portable(text: &[u8]) -> ByteClasses {
-    use super::swar::{class_mask, equal, in_range};
+    use swar::{class_mask, equal, in_range};
     let mask = |class: fn(u64) -> u64| class_mask(text, class);
     ByteClasses {
         digit: mask(|w| in_range(w, b'0', b'9')),
@@ -288,11 +223,9 @@ mod tests {
                 text[len / 2] = byte;
                 assert_eq!(classify(&text), reference(&text), "{byte:#04x} in {len} bytes");
                 assert_eq!(with_ssse3(&text), reference(&text), "{byte:#04x} in {len} bytes, SSSE3");
-                assert_eq!(portable(&text), reference(&text), "{byte:#04x} in {len} bytes, word at a time");
                 let run = vec![byte; len];
                 assert_eq!(classify(&run), reference(&run), "{len} × {byte:#04x}");
                 assert_eq!(with_ssse3(&run), reference(&run), "{len} × {byte:#04x}, SSSE3");
-                assert_eq!(portable(&run), reference(&run), "{len} × {byte:#04x}, word at a time");
             }
         }
         assert_eq!(classify(b""), ByteClasses::default());

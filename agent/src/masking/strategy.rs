@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use siphasher::sip::SipHasher24;
 
-use super::swar::{ascii_in_range, load, splat};
+use super::swar::{ascii_in_range, splat, word_at};
 
 /// How a masked value is rewritten.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,16 +109,9 @@ fn hide_alphanumerics(ascii: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&hide_in_word(word).to_le_bytes());
     }
     let rest = words.remainder().len();
-    if rest == 0 {
-        return;
-    }
-    // The last bytes as the tail of one whole word, where there is one:
-    // a load, not a byte loop.
-    match ascii.len().checked_sub(8) {
-        Some(last_word) => {
-            out.extend_from_slice(&hide_in_word(load(&ascii[last_word..])).to_le_bytes()[8 - rest..]);
-        }
-        None => out.extend_from_slice(&hide_in_word(load(ascii)).to_le_bytes()[..rest]),
+    if rest > 0 {
+        let last = word_at(ascii, ascii.len() - rest);
+        out.extend_from_slice(&hide_in_word(last).to_le_bytes()[..rest]);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Bytes eight at a time, in plain 64-bit arithmetic ("SIMD within a
 //! register"): `partial` hides letters and digits with it, byte-class masks
-//! are made with it where SSE2 is missing, and runs are found in the masks.
+//! are made with it where SSSE3 is missing, and runs are found in the masks.
 //! Values in result rows are mostly shorter than the compiler's vector
 //! loops start at; a word at a time still beats a byte at a time there,
 //! with no `unsafe` and no CPU feature checks.
@@ -18,6 +18,21 @@ pub(super) fn load(bytes: &[u8]) -> u64 {
             debug_assert!(bytes.len() < 8);
             bytes.iter().rev().fold(0, |word, &byte| (word << 8) | u64::from(byte))
         }
+    }
+}
+
+/// The eight bytes of `text` from `at`, padded with NUL past its end. A
+/// word that runs past the end of a value of eight bytes or more is loaded
+/// as the value's last eight bytes, shifted down: one load, no byte loop,
+/// and no padded copy (loading a word just written byte by byte stalls the
+/// CPU longer than the work on it takes).
+#[inline]
+pub(super) fn word_at(text: &[u8], at: usize) -> u64 {
+    match text.get(at..at + 8) {
+        Some(word) => load(word),
+        None if at >= text.len() => 0,
+        None if text.len() >= 8 => load(&text[text.len() - 8..]) >> (8 * (at + 8 - text.len())),
+        None => load(&text[at..]),
     }
 }
 
@@ -67,8 +82,8 @@ const fn gather(flags: u64) -> u64 {
 pub(super) fn class_mask(text: &[u8], class: impl Fn(u64) -> u64) -> u64 {
     debug_assert!(text.len() <= 64);
     let mut mask = 0;
-    for (index, chunk) in text.chunks(8).enumerate() {
-        mask |= gather(class(load(chunk))) << (8 * index);
+    for index in 0..text.len().div_ceil(8) {
+        mask |= gather(class(word_at(text, 8 * index))) << (8 * index);
     }
     mask
 }
