@@ -23,7 +23,19 @@ pub fn pair(byte: u8) -> [u8; 2] {
 
 /// `bytes` in hex.
 pub fn encode(bytes: &[u8]) -> String {
-    bytes.iter().flat_map(|&byte| pair(byte)).map(char::from).collect()
+    let mut text = String::with_capacity(bytes.len() * 2);
+    encode_into(bytes, &mut text);
+    text
+}
+
+/// Appends `bytes` in hex to `text`.
+pub fn encode_into(bytes: &[u8], text: &mut String) {
+    text.reserve(bytes.len() * 2);
+    for &byte in bytes {
+        let [high, low] = pair(byte);
+        text.push(char::from(high));
+        text.push(char::from(low));
+    }
 }
 
 /// The bytes hex `text` spells (surrounding whitespace ignored), either case;

@@ -346,11 +346,19 @@ impl AuditLog {
         let mut lines = Vec::new();
         let ts = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
         let (mut seq, mut prev) = (chain.next_seq, chain.prev.clone());
+        // Names every record borrows from `records`' items, alive for the
+        // whole call: the same addresses are the same names.
+        let mut last_names: Option<segments::RecordNames<'a>> = None;
         for (names, context, detail) in records {
-            prev = encode(&mut lines, seq, &ts, names.kind, context?.as_ref(), &detail, &prev)?;
+            encode(&mut lines, seq, &ts, names.kind, context?.as_ref(), &detail, &mut prev)?;
             if let Some(index) = chain.index.as_mut() {
-                index.note(seq, &ts, &prev, names);
+                if last_names.is_some_and(|last| last.same_strings(&names)) {
+                    index.note_position(seq, &ts, &prev);
+                } else {
+                    index.note(seq, &ts, &prev, names);
+                }
             }
+            last_names = Some(names);
             seq += 1;
         }
         if lines.is_empty() {
@@ -398,7 +406,8 @@ impl AuditLog {
     fn write_one(&self, chain: &mut Chain, ts: &str, event: &Event<'_>) -> Result<(), AuditError> {
         let mut line = Vec::new();
         let context = context_fields(&event.context())?;
-        let hash = encode(&mut line, chain.next_seq, ts, event.kind, &context, &event.detail, &chain.prev)?;
+        let mut hash = chain.prev.clone();
+        encode(&mut line, chain.next_seq, ts, event.kind, &context, &event.detail, &mut hash)?;
         if let Some(index) = chain.index.as_mut() {
             index.note(chain.next_seq, ts, &hash, event.names());
         }
@@ -506,9 +515,10 @@ fn context_fields(context: &Context<'_>) -> Result<String, AuditError> {
     Ok(json)
 }
 
-/// Appends one record's line to `out`; returns its hash. A record is
-/// `{"seq":…,"ts":…,"kind":…,` the context fields `,"detail":…,"prev":…`,
-/// then `"hash"`, computed over everything before it with the object closed.
+/// Appends one record's line to `out`, chained to the hash in `prev`,
+/// which becomes the record's own. A record is `{"seq":…,"ts":…,"kind":…,`
+/// the context fields `,"detail":…,"prev":…`, then `"hash"`, computed over
+/// everything before it with the object closed.
 fn encode<D: Serialize>(
     out: &mut Vec<u8>,
     seq: u64,
@@ -516,28 +526,44 @@ fn encode<D: Serialize>(
     kind: &str,
     context: &str,
     detail: &D,
-    prev: &str,
-) -> Result<String, AuditError> {
+    prev: &mut String,
+) -> Result<(), AuditError> {
     let start = out.len();
     out.extend_from_slice(b"{\"seq\":");
     serde_json::to_writer(&mut *out, &seq)?;
     out.extend_from_slice(b",\"ts\":");
-    serde_json::to_writer(&mut *out, ts)?;
+    json_string(out, ts)?;
     out.extend_from_slice(b",\"kind\":");
-    serde_json::to_writer(&mut *out, kind)?;
+    json_string(out, kind)?;
     out.push(b',');
     out.extend_from_slice(context.as_bytes());
     out.extend_from_slice(b",\"detail\":");
     serde_json::to_writer(&mut *out, detail)?;
     out.extend_from_slice(b",\"prev\":");
-    serde_json::to_writer(&mut *out, prev)?;
+    json_string(out, prev)?;
     out.push(b'}');
-    let hash = crate::hex::encode(&Sha256::digest(&out[start..]));
+    let hash = Sha256::digest(&out[start..]);
     out.pop(); // the closing brace; the hash goes inside the object
+    prev.clear();
+    crate::hex::encode_into(&hash, prev);
     out.extend_from_slice(b",\"hash\":\"");
-    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(prev.as_bytes());
     out.extend_from_slice(b"\"}\n");
-    Ok(hash)
+    Ok(())
+}
+
+/// `text` as a JSON string. Timestamps, kinds and hashes, in every record,
+/// need no escaping: they are copied as they are, the same bytes serde
+/// would write.
+fn json_string(out: &mut Vec<u8>, text: &str) -> Result<(), AuditError> {
+    if text.bytes().any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\') {
+        serde_json::to_writer(&mut *out, text)?;
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+    Ok(())
 }
 
 /// Splits a written line into the hashed part (re-closed as JSON) and its hash.
@@ -749,12 +775,37 @@ mod tests {
             })
             .unwrap();
         }
+        // Batches where a session's records follow one another (their
+        // names noted once) and where sessions alternate.
+        let contexts: Vec<SessionContext> =
+            (0..3).map(|n| SessionContext::new(&format!("t{n}"), &identity, &target).unwrap()).collect();
+        for round in 0..20 {
+            let kind = |i: usize| if i % 4 == 0 { "c" } else { "d" };
+            let events = (0..6).map(|i| (&contexts[(round + i / 2) % 3], kind(i), serde_json::json!({ "i": i })));
+            log.append_in_sessions(events).unwrap();
+        }
         let sealed = segments::sealed(dir.path()).unwrap();
         assert!(sealed.len() >= 2, "the log rotated");
         for segment in sealed {
             let noted = segments::SegmentIndex::load(&segment.path).unwrap();
             assert_eq!(noted, segments::SegmentIndex::build(&segment.path).unwrap());
             assert!(noted.first_seq > 0 && noted.last_seq > noted.first_seq);
+        }
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_writes_them() {
+        for text in [
+            "",
+            "2026-11-30T14:05:43.123456Z",
+            "postgres.statement",
+            "quote \" and \\",
+            "tab\tnew\nline\u{1}",
+            "é ✓ \u{7f}",
+        ] {
+            let mut out = Vec::new();
+            json_string(&mut out, text).unwrap();
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
         }
     }
 

@@ -96,6 +96,25 @@ pub struct RecordNames<'a> {
     pub target: Option<&'a str>,
 }
 
+impl RecordNames<'_> {
+    /// Whether both borrow the very same strings (not merely equal ones):
+    /// a record of the same session and kind as the one before, whose
+    /// names need no second lookup.
+    pub fn same_strings(&self, other: &Self) -> bool {
+        fn same(a: Option<&str>, b: Option<&str>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => std::ptr::eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        same(Some(self.kind), Some(other.kind))
+            && same(self.session, other.session)
+            && same(self.user, other.user)
+            && same(self.target, other.target)
+    }
+}
+
 impl SegmentIndex {
     /// Reads a segment and builds its index.
     pub fn build(segment: &Path) -> io::Result<Self> {
@@ -126,15 +145,7 @@ impl SegmentIndex {
 
     /// Notes a record as it is written to the segment.
     pub fn note(&mut self, seq: u64, ts: &str, hash: &str, names: RecordNames<'_>) {
-        if self.first_seq == 0 {
-            self.first_seq = seq;
-            self.first_ts = ts.to_owned();
-        }
-        self.last_seq = seq;
-        if self.last_ts != ts {
-            ts.clone_into(&mut self.last_ts);
-        }
-        hash.clone_into(&mut self.last_hash);
+        self.note_position(seq, ts, hash);
         let names = [
             (&mut self.kinds, Some(names.kind)),
             (&mut self.sessions, names.session),
@@ -148,6 +159,19 @@ impl SegmentIndex {
                 set.insert(name.to_owned());
             }
         }
+    }
+
+    /// Notes a record whose names were noted already.
+    pub fn note_position(&mut self, seq: u64, ts: &str, hash: &str) {
+        if self.first_seq == 0 {
+            self.first_seq = seq;
+            self.first_ts = ts.to_owned();
+        }
+        self.last_seq = seq;
+        if self.last_ts != ts {
+            ts.clone_into(&mut self.last_ts);
+        }
+        hash.clone_into(&mut self.last_hash);
     }
 
     /// The index of a closed segment: from its file, or built again.
