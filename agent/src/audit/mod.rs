@@ -780,7 +780,7 @@ mod tests {
         let contexts: Vec<SessionContext> =
             (0..3).map(|n| SessionContext::new(&format!("t{n}"), &identity, &target).unwrap()).collect();
         for round in 0..20 {
-            let kind = |i: usize| if i % 4 == 0 { "c" } else { "d" };
+            let kind = |i: usize| if i.is_multiple_of(4) { "c" } else { "d" };
             let events = (0..6).map(|i| (&contexts[(round + i / 2) % 3], kind(i), serde_json::json!({ "i": i })));
             log.append_in_sessions(events).unwrap();
         }
