@@ -25,7 +25,7 @@ use regex::bytes::Regex;
 use super::{
     bitscan,
     classes::ByteClasses,
-    swar::{self, has_run},
+    swar::{self, has_run, run_starts},
 };
 
 /// A built-in detector.
@@ -299,25 +299,37 @@ impl Prefilter<'_> {
         self.classes.as_ref().is_none_or(test)
     }
 
-    /// Whether the value may hold `digits` digits joined by bytes
-    /// `joiner` accepts (`joiners` in masks): in a short value, a run of
-    /// as many bytes (the scanner counts the digits); in a long one the
-    /// digits are counted here, one pass instead of a scanner.
-    fn digit_run(&self, digits: u32, joiners: impl FnOnce(&ByteClasses) -> u64, joiner: impl Fn(u8) -> bool) -> bool {
+    /// Phone numbers: 8 digits at least. In a short value, a shape every
+    /// accepted number has: `+` (or `(`) then 8 digits and joiners, or, for
+    /// a North American one, its last two groups: 3 digits, one or two
+    /// joiners (`)`, a separator, `(`), 4 digits. Timestamps and amounts,
+    /// digits and joiners aplenty, have neither.
+    fn phone_run(&self) -> bool {
         match &self.classes {
-            Some(classes) => has_run(classes.digit | joiners(classes), digits),
-            None => longest_run(self.text, joiner, false) >= digits,
+            Some(c) => {
+                let (digit, joiner) = (c.digit, c.space | c.dash | c.dot | c.punct);
+                let three = digit & (digit >> 1) & (digit >> 2);
+                let four = three & (digit >> 3);
+                let last_groups = three & (joiner >> 3) & ((four >> 4) | ((joiner >> 4) & (four >> 5)));
+                let international = c.punct & (run_starts(digit | joiner, 8) >> 1);
+                last_groups | international != 0
+            }
+            None => longest_run(self.text, is_phone_joiner, false) >= 8,
         }
     }
 
-    /// Card numbers (13 digits) and SSNs (9).
-    fn group_run(&self, digits: u32) -> bool {
-        self.digit_run(digits, |c| c.space | c.dash, is_group_joiner)
-    }
-
-    /// Phone numbers: 8 digits at least.
-    fn phone_run(&self) -> bool {
-        self.digit_run(8, |c| c.space | c.dash | c.dot | c.punct, is_phone_joiner)
+    /// SSNs: nine digits in a row, or 3, 2 and 4 joined by a space or a dash.
+    fn ssn_run(&self) -> bool {
+        match &self.classes {
+            Some(c) => {
+                let (digit, joiner) = (c.digit, c.space | c.dash);
+                let three = digit & (digit >> 1) & (digit >> 2);
+                let four = three & (digit >> 3);
+                let grouped = three & (joiner >> 3) & (digit >> 4) & (digit >> 5) & (joiner >> 6) & (four >> 7);
+                grouped != 0 || has_run(digit, 9)
+            }
+            None => longest_run(self.text, is_group_joiner, false) >= 9,
+        }
     }
 
     /// AWS key ids: 20 capitals and digits.
@@ -432,7 +444,7 @@ impl Detectors {
         if on(Builtin::Card) && summary.digits >= 13 {
             match &filter.classes {
                 Some(classes) => bitscan::cards(text, classes, out),
-                None if filter.group_run(13) => find_cards(text, out),
+                None if longest_run(text, is_group_joiner, false) >= 13 => find_cards(text, out),
                 None => {}
             }
         }
@@ -442,7 +454,7 @@ impl Detectors {
                 None => find_emails(text, out),
             }
         }
-        if on(Builtin::Ssn) && summary.digits >= 9 && filter.group_run(9) {
+        if on(Builtin::Ssn) && summary.digits >= 9 && filter.ssn_run() {
             find_ssns(text, out);
         }
         if on(Builtin::Iban)
@@ -1115,7 +1127,7 @@ mod tests {
     fn summaries_and_prefilters_never_rule_out_a_match() {
         // Values built from pieces of what the detectors look for, and
         // bytes that break them up, short (classes) and long (bytes).
-        let pieces: [&[u8]; 32] = [
+        let pieces: [&[u8]; 41] = [
             b"4111 1111 1111 1111",
             b"4111-1111-1111-1111",
             b"3714 496353 98431",
@@ -1132,6 +1144,15 @@ mod tests {
             b"GB82WEST12345698765432",
             b"+44 20 7946 0958",
             b"(555) 123-4567",
+            b"1-(555)123.4567",
+            b"555-(123)-4567",
+            b"555-123-(4567",
+            b"1 555 123.4567",
+            b"+1 (555) 123 4567",
+            b"+4420794609",
+            b"078 05 1120",
+            b"078051120",
+            b"2024-05-12 12:34:56.123456+00",
             b"10.0.0.1",
             b"AKIAIOSFODNN7EXAMPLE",
             b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",

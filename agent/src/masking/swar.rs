@@ -88,17 +88,22 @@ pub(super) fn class_mask(text: &[u8], class: impl Fn(u64) -> u64) -> u64 {
     mask
 }
 
-/// Whether `mask` has at least `len` (≥ 1) consecutive bits set. Each step
-/// keeps the bits that start a run as long as the two runs it joins, so a
-/// run of 13 takes four shifts.
-pub(super) fn has_run(mut mask: u64, len: u32) -> bool {
+/// Whether `mask` has at least `len` (≥ 1) consecutive bits set.
+pub(super) fn has_run(mask: u64, len: u32) -> bool {
+    run_starts(mask, len) != 0
+}
+
+/// The bits of `mask` that start a run of at least `len` (≥ 1) set bits.
+/// Each step keeps the bits that start a run as long as the two runs it
+/// joins, so a run of 13 takes four shifts.
+pub(super) fn run_starts(mut mask: u64, len: u32) -> u64 {
     let mut have = 1;
     while have < len && mask != 0 {
         let step = have.min(len - have);
         mask &= mask >> step;
         have += step;
     }
-    mask != 0
+    mask
 }
 
 #[cfg(test)]
