@@ -496,6 +496,37 @@ impl Detectors {
         resolve_overlaps(out);
     }
 
+    /// What every enabled scanner finds in the whole value, nothing ruled
+    /// out first: what [`find`](Self::find) must find, for the tests and
+    /// the `detectors` fuzz target that hold its prefilters to that.
+    #[cfg(any(test, fuzzing))]
+    pub fn find_unfiltered(&self, text: &[u8]) -> Vec<Match> {
+        let mut out = Vec::new();
+        for builtin in Builtin::ALL.into_iter().filter(|&b| self.is_enabled(b)) {
+            match builtin {
+                Builtin::PrivateKey => self.find_private_keys(text, &mut out),
+                Builtin::Card => find_cards(text, &mut out),
+                Builtin::Email => find_emails(text, &mut out),
+                Builtin::Ssn => find_ssns(text, &mut out),
+                Builtin::Iban => find_ibans(text, &mut out),
+                Builtin::Phone => find_phones(text, &mut out),
+                Builtin::Ipv4 => find_ipv4s(text, &mut out),
+                Builtin::AwsKey => find_aws_keys(text, &mut out),
+                Builtin::Jwt => self.find_jwts(text, &mut out),
+                Builtin::ApiKey => find_api_keys(text, &mut out),
+            }
+        }
+        resolve_overlaps(&mut out);
+        out
+    }
+
+    /// The same detectors as built for any x86-64 CPU (no SSSE3 pass):
+    /// for the tests and fuzzing, which check both builds.
+    #[cfg(any(test, fuzzing))]
+    pub fn portable(&self) -> Self {
+        Self { x86_v2: false, ..self.clone() }
+    }
+
     fn find_private_keys(&self, text: &[u8], out: &mut Vec<Match>) {
         let mut from = 0;
         while let Some(at) = self.pem_begin.find(&text[from..]) {
@@ -1102,27 +1133,6 @@ mod tests {
         assert!(none.is_empty() && none.capacity() == 0, "nothing matched, nothing allocated");
     }
 
-    /// Every enabled scanner on the whole value, nothing ruled out first.
-    fn find_unfiltered(detectors: &Detectors, text: &[u8]) -> Vec<Match> {
-        let mut out = Vec::new();
-        for builtin in Builtin::ALL.into_iter().filter(|&b| detectors.is_enabled(b)) {
-            match builtin {
-                Builtin::PrivateKey => detectors.find_private_keys(text, &mut out),
-                Builtin::Card => find_cards(text, &mut out),
-                Builtin::Email => find_emails(text, &mut out),
-                Builtin::Ssn => find_ssns(text, &mut out),
-                Builtin::Iban => find_ibans(text, &mut out),
-                Builtin::Phone => find_phones(text, &mut out),
-                Builtin::Ipv4 => find_ipv4s(text, &mut out),
-                Builtin::AwsKey => find_aws_keys(text, &mut out),
-                Builtin::Jwt => detectors.find_jwts(text, &mut out),
-                Builtin::ApiKey => find_api_keys(text, &mut out),
-            }
-        }
-        resolve_overlaps(&mut out);
-        out
-    }
-
     #[test]
     fn summaries_and_prefilters_never_rule_out_a_match() {
         // Values built from pieces of what the detectors look for, and
@@ -1178,8 +1188,8 @@ mod tests {
             .chain(Builtin::ALL.iter().map(std::slice::from_ref))
             .map(|builtins| Detectors::new(builtins, Vec::new()))
             .flat_map(|detectors| {
-                let baseline = Detectors { x86_v2: false, ..detectors.clone() };
-                [detectors, baseline]
+                let portable = detectors.portable();
+                [detectors, portable]
             })
             .collect();
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -1202,7 +1212,7 @@ mod tests {
                 let mut found = Vec::new();
                 detectors.find(&text, &mut found);
                 let shown = String::from_utf8_lossy(&text);
-                assert_eq!(found, find_unfiltered(detectors, &text), "{shown:?} with {:#x}", detectors.enabled);
+                assert_eq!(found, detectors.find_unfiltered(&text), "{shown:?} with {:#x}", detectors.enabled);
             }
             if let Some(classes) = ByteClasses::of(&text) {
                 assert_eq!(Summary::from_classes(&classes), Summary::of(&text));
