@@ -6,24 +6,12 @@
 
 use std::sync::OnceLock;
 
-use airlock::masking::{Builtin, detect::Detectors};
+use airlock::masking::detect::Detectors;
 use libfuzzer_sys::fuzz_target;
 
-/// Every detector, the default set and each alone (which are on decides
-/// how short a value may be skipped), each also as built for any x86-64 CPU.
 fn sets() -> &'static [Detectors] {
     static SETS: OnceLock<Vec<Detectors>> = OnceLock::new();
-    SETS.get_or_init(|| {
-        [&Builtin::ALL[..], &Builtin::DEFAULT[..]]
-            .into_iter()
-            .chain(Builtin::ALL.iter().map(std::slice::from_ref))
-            .map(|builtins| Detectors::new(builtins, Vec::new()))
-            .flat_map(|detectors| {
-                let portable = detectors.portable();
-                [detectors, portable]
-            })
-            .collect()
-    })
+    SETS.get_or_init(Detectors::every_set)
 }
 
 fuzz_target!(|value: &[u8]| {

@@ -753,15 +753,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let settings = AuditSettings { segment_max_bytes: 4096, ..AuditSettings::default() };
         let log = AuditLog::open_with(dir.path(), settings).unwrap();
-        let identity = Identity {
-            source: crate::identity::IdentitySource::Unix,
-            subject: "unix:alice".into(),
-            user: "alice".into(),
-            email: None,
-            uid: 1000,
-            groups: vec![],
-            token: None,
-        };
+        let identity = Identity::unix("alice", 1000, vec![]);
         let target = TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 };
         for n in 0..60 {
             let session = format!("s{}", n % 7);

@@ -37,6 +37,20 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The identity of Unix account `user` (uid `uid`, in `groups`), as
+    /// attributed without an identity provider.
+    pub fn unix(user: &str, uid: u32, groups: Vec<String>) -> Self {
+        Self {
+            source: IdentitySource::Unix,
+            subject: format!("unix:{user}"),
+            user: user.to_owned(),
+            email: None,
+            token: None,
+            uid,
+            groups,
+        }
+    }
+
     /// How policy sees this identity.
     pub fn as_subject(&self) -> Subject<'_> {
         Subject { user: &self.user, email: self.email.as_deref(), subject: Some(&self.subject), groups: &self.groups }

@@ -8,7 +8,7 @@ use std::{
 
 use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
 
-use super::{Identity, IdentityError, IdentityProvider, IdentitySource};
+use super::{Identity, IdentityError, IdentityProvider};
 use crate::process::ProcessInfo;
 
 /// How long a looked-up account is reused. NSS reads all of /etc/group (or
@@ -51,15 +51,7 @@ fn lookup(uid: u32) -> Result<Identity, IdentityError> {
     let mut groups: Vec<String> = gids.into_iter().map(group_name).collect();
     groups.sort();
     groups.dedup();
-    Ok(Identity {
-        source: IdentitySource::Unix,
-        subject: format!("unix:{}", user.name),
-        user: user.name,
-        email: None,
-        token: None,
-        uid,
-        groups,
-    })
+    Ok(Identity::unix(&user.name, uid, groups))
 }
 
 /// A group without a name still shows in records, as `gid:N`.

@@ -520,11 +520,21 @@ impl Detectors {
         out
     }
 
-    /// The same detectors as built for any x86-64 CPU (no SSSE3 pass):
-    /// for the tests and fuzzing, which check both builds.
+    /// The sets [`find_unfiltered`](Self::find_unfiltered) checks `find`
+    /// on: every detector, the default set, and each alone (which are on
+    /// decides how short a value may be skipped), each also as built for
+    /// any x86-64 CPU (no SSSE3 pass), where this one may have more.
     #[cfg(any(test, fuzzing))]
-    pub fn portable(&self) -> Self {
-        Self { x86_v2: false, ..self.clone() }
+    pub fn every_set() -> Vec<Self> {
+        [&Builtin::ALL[..], &Builtin::DEFAULT[..]]
+            .into_iter()
+            .chain(Builtin::ALL.iter().map(std::slice::from_ref))
+            .map(|builtins| Self::new(builtins, Vec::new()))
+            .flat_map(|detectors| {
+                let portable = Self { x86_v2: false, ..detectors.clone() };
+                [detectors, portable]
+            })
+            .collect()
     }
 
     fn find_private_keys(&self, text: &[u8], out: &mut Vec<Match>) {
@@ -1180,18 +1190,7 @@ mod tests {
             b"/+=",
             b"\xc3\xa9",
         ];
-        // Every detector, the default set, and each alone: which are on
-        // decides how short a value may be skipped.
-        // Each also as built for any x86-64 CPU, where this one has more.
-        let sets: Vec<Detectors> = [&Builtin::ALL[..], &Builtin::DEFAULT[..]]
-            .into_iter()
-            .chain(Builtin::ALL.iter().map(std::slice::from_ref))
-            .map(|builtins| Detectors::new(builtins, Vec::new()))
-            .flat_map(|detectors| {
-                let portable = detectors.portable();
-                [detectors, portable]
-            })
-            .collect();
+        let sets = Detectors::every_set();
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move |below: usize| {
             state ^= state << 13;

@@ -266,15 +266,7 @@ mod tests {
     fn session() -> LiveSession {
         LiveSession {
             id: "s-1".into(),
-            identity: Identity {
-                source: IdentitySource::Unix,
-                subject: "unix:alice".into(),
-                user: "alice".into(),
-                email: None,
-                token: None,
-                uid: 1001,
-                groups: vec!["dev".into()],
-            },
+            identity: Identity::unix("alice", 1001, vec!["dev".into()]),
             process: ProcessInfo::default(),
             target: TargetRef {
                 name: "prod-db".into(),

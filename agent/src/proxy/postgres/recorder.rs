@@ -161,11 +161,7 @@ enum Detail<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        audit::TargetRef,
-        identity::{Identity, IdentitySource},
-        proxy::postgres::statements::QueryProtocol,
-    };
+    use crate::{audit::TargetRef, identity::Identity, proxy::postgres::statements::QueryProtocol};
 
     fn statement(n: usize) -> StatementRecord {
         StatementRecord {
@@ -186,15 +182,7 @@ mod tests {
         let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
         let (log, writer) = StatementLog::new(Arc::clone(&audit));
         let thread = writer.spawn().unwrap();
-        let identity = Identity {
-            source: IdentitySource::Unix,
-            subject: "unix:alice".into(),
-            user: "alice".into(),
-            email: None,
-            uid: 1000,
-            groups: vec![],
-            token: None,
-        };
+        let identity = Identity::unix("alice", 1000, vec![]);
         let target = TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 };
         let sessions: Vec<Arc<SessionContext>> =
             (0..2).map(|n| Arc::new(SessionContext::new(&format!("s{n}"), &identity, &target).unwrap())).collect();
