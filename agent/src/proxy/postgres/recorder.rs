@@ -26,10 +26,11 @@ pub const THREAD_NAME: &str = "airlock-records";
 /// Most hand-overs taken in one write.
 const BATCH: usize = 512;
 /// After the first record of a batch, the writer waits this long for more.
-/// Every batch costs a write and a sleep, whatever its size. With one pgbench client, batches of 1 ms
-/// (about 12 statements) cost the writer 1.3 µs of kernel time per
-/// statement; batches of 5 ms cost 0.5 µs. A record reaches the disk this
-/// much later; a session's end still waits for its records.
+/// Every batch costs a write and a sleep, whatever its size. With one
+/// pgbench client, batches of 1 ms (about 12 statements) cost the writer
+/// 1.3 µs of kernel time per statement; batches of 5 ms cost 0.5 µs. A
+/// record reaches the disk this much later; a session's end still waits
+/// for its records.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum Item {
