@@ -627,7 +627,9 @@ async fn relay_messages(
     result.and(recorded)
 }
 
-/// Replaces the server's BackendKeyData with one of Airlock's own.
+/// Replaces the server's BackendKeyData with one of Airlock's own. Every
+/// row of every result passes here: the test of its type is all they cost.
+#[inline]
 fn own_backend_key(
     frame: &Frame,
     server: std::net::SocketAddr,
@@ -637,6 +639,17 @@ fn own_backend_key(
     if frame.tag != b'K' {
         return None;
     }
+    issue_backend_key(frame, server, keys, session)
+}
+
+/// [`own_backend_key`] for a BackendKeyData, once a session.
+#[cold]
+fn issue_backend_key(
+    frame: &Frame,
+    server: std::net::SocketAddr,
+    keys: &CancelKeys,
+    session: &LiveSession,
+) -> Option<(Frame, (u32, u32))> {
     let codec::Backend::KeyData { pid, key } = codec::Backend::parse(frame).ok()? else { return None };
     let (our_pid, our_key) = keys.issue(BackendKey { server, pid, key, session: session.id.clone() });
     let mut body = BytesMut::with_capacity(8);
