@@ -304,12 +304,11 @@ impl Prefilter<'_> {
     /// a North American one, its last two groups: 3 digits, one or two
     /// joiners (`)`, a separator, `(`), 4 digits. Timestamps and amounts,
     /// digits and joiners aplenty, have neither.
-    fn phone_run(&self) -> bool {
+    fn may_phone(&self) -> bool {
         match &self.classes {
             Some(c) => {
                 let (digit, joiner) = (c.digit, c.space | c.dash | c.dot | c.punct);
-                let three = digit & (digit >> 1) & (digit >> 2);
-                let four = three & (digit >> 3);
+                let (three, four) = (run_starts(digit, 3), run_starts(digit, 4));
                 let last_groups = three & (joiner >> 3) & ((four >> 4) | ((joiner >> 4) & (four >> 5)));
                 let international = c.punct & (run_starts(digit | joiner, 8) >> 1);
                 last_groups | international != 0
@@ -319,13 +318,12 @@ impl Prefilter<'_> {
     }
 
     /// SSNs: nine digits in a row, or 3, 2 and 4 joined by a space or a dash.
-    fn ssn_run(&self) -> bool {
+    fn may_ssn(&self) -> bool {
         match &self.classes {
             Some(c) => {
                 let (digit, joiner) = (c.digit, c.space | c.dash);
-                let three = digit & (digit >> 1) & (digit >> 2);
-                let four = three & (digit >> 3);
-                let grouped = three & (joiner >> 3) & (digit >> 4) & (digit >> 5) & (joiner >> 6) & (four >> 7);
+                let (two, three, four) = (run_starts(digit, 2), run_starts(digit, 3), run_starts(digit, 4));
+                let grouped = three & (joiner >> 3) & (two >> 4) & (joiner >> 6) & (four >> 7);
                 grouped != 0 || has_run(digit, 9)
             }
             None => longest_run(self.text, is_group_joiner, false) >= 9,
@@ -454,7 +452,7 @@ impl Detectors {
                 None => find_emails(text, out),
             }
         }
-        if on(Builtin::Ssn) && summary.digits >= 9 && filter.ssn_run() {
+        if on(Builtin::Ssn) && summary.digits >= 9 && filter.may_ssn() {
             find_ssns(text, out);
         }
         if on(Builtin::Iban)
@@ -465,7 +463,7 @@ impl Detectors {
         {
             find_ibans(text, out);
         }
-        if on(Builtin::Phone) && summary.digits >= 8 && filter.phone_run() {
+        if on(Builtin::Phone) && summary.digits >= 8 && filter.may_phone() {
             find_phones(text, out);
         }
         if on(Builtin::Ipv4) && summary.digits >= 4 && summary.dots >= 3 && longest_run(text, |b| b == b'.', true) >= 3
