@@ -199,6 +199,9 @@ struct Results {
     title: &'static str,
     /// The pgbench script.
     script: &'static str,
+    /// The same query of the table's unmasked twin (same rows, no rule
+    /// names it).
+    twin: &'static str,
     /// The goal the issue sets for masking's cost, if any.
     goal: &'static str,
 }
@@ -212,16 +215,19 @@ const RESULTS: [Results; 3] = [
     Results {
         title: "1,000-row results (SELECT * of 5 columns",
         script: "SELECT * FROM people;\n",
+        twin: "SELECT * FROM people_twin;\n",
         goal: ", goal ≤ 10 %",
     },
     Results {
         title: "1,000-row results of a wide table (SELECT * of 13 columns",
         script: "SELECT * FROM customers;\n",
+        twin: "SELECT * FROM customers_twin;\n",
         goal: ", goal ≤ 10 %",
     },
     Results {
         title: "one-row results (SELECT * of 5 columns by primary key",
         script: "\\set id random(1, 1000)\nSELECT * FROM people WHERE id = :id;\n",
+        twin: "\\set id random(1, 1000)\nSELECT * FROM people_twin WHERE id = :id;\n",
         goal: "",
     },
 ];
@@ -233,9 +239,13 @@ const RESULTS: [Results; 3] = [
 /// value (two thirds of the people and every customer with hits). Both
 /// protocols: with the extended one (drivers, pgbench -M prepared) the
 /// columns of a result come from its portal, not from a RowDescription
-/// before the rows.
+/// before the rows. Separate runs of a setting swing by up to ±20 % on
+/// this shared machine, more than masking costs; so the rules are also
+/// measured within single runs, against an unmasked twin of the table.
 fn masked_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str, workloads: &[Results]) {
-    let seed = "CREATE TABLE people AS SELECT i AS id, 'Person ' || i AS name,         CASE WHEN i % 3 = 0 THEN 'person' || i || '@example.com' ELSE 'no contact' END AS email,         CASE WHEN i % 3 = 1 THEN '4111 1111 1111 1111' ELSE 'n/a' END AS card, md5(i::text) AS note         FROM generate_series(1, 1000) i; ALTER TABLE people ADD PRIMARY KEY (id);         CREATE TABLE customers AS SELECT i AS id, 'First' || i AS first_name, 'Last' || i AS last_name,         'customer' || i || '@example.com' AS email, '+1 555 01' || lpad((i % 100)::text, 2, '0') AS phone,         i || ' Main Street' AS street, 'Springfield' AS city, lpad((i * 7 % 99999)::text, 5, '0') AS postcode,         'US' AS country, timestamptz '2026-01-01' + i * interval '1 hour' AS created_at,         CASE WHEN i % 5 = 0 THEN 'inactive' ELSE 'active' END AS status,         'Customer since ' || (2000 + i % 20) || ', prefers e-mail, no open tickets' AS notes,         CASE WHEN i % 2 = 0 THEN '5500 0000 0000 0004' ELSE '4111 1111 1111 1111' END AS card         FROM generate_series(1, 1000) i";
+    let seed = "CREATE TABLE people AS SELECT i AS id, 'Person ' || i AS name,         CASE WHEN i % 3 = 0 THEN 'person' || i || '@example.com' ELSE 'no contact' END AS email,         CASE WHEN i % 3 = 1 THEN '4111 1111 1111 1111' ELSE 'n/a' END AS card, md5(i::text) AS note         FROM generate_series(1, 1000) i; ALTER TABLE people ADD PRIMARY KEY (id);         CREATE TABLE customers AS SELECT i AS id, 'First' || i AS first_name, 'Last' || i AS last_name,         'customer' || i || '@example.com' AS email, '+1 555 01' || lpad((i % 100)::text, 2, '0') AS phone,         i || ' Main Street' AS street, 'Springfield' AS city, lpad((i * 7 % 99999)::text, 5, '0') AS postcode,         'US' AS country, timestamptz '2026-01-01' + i * interval '1 hour' AS created_at,         CASE WHEN i % 5 = 0 THEN 'inactive' ELSE 'active' END AS status,         'Customer since ' || (2000 + i % 20) || ', prefers e-mail, no open tickets' AS notes,         CASE WHEN i % 2 = 0 THEN '5500 0000 0000 0004' ELSE '4111 1111 1111 1111' END AS card         FROM generate_series(1, 1000) i; \
+         CREATE TABLE people_twin AS SELECT * FROM people; ALTER TABLE people_twin ADD PRIMARY KEY (id); \
+         CREATE TABLE customers_twin AS SELECT * FROM customers";
     let out = std::process::Command::new("psql")
         .args(["-h", v4, "-U", "postgres", "-d", "postgres", "-X", "-q", "-c", seed])
         .output()
@@ -276,6 +286,9 @@ fn masked_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str,
         let script = work.join(format!("masking-{n}.sql"));
         fs::write(&script, workload.script).expect("script");
         set_mode(&script, 0o644);
+        let twin = work.join(format!("masking-{n}-twin.sql"));
+        fs::write(&twin, workload.twin).expect("twin script");
+        set_mode(&twin, 0o644);
         for protocol in ["simple", "prepared"] {
             // Rounds interleave the settings, in an order that turns each
             // round, so a slow spell of the machine touches them all alike; a
@@ -310,23 +323,109 @@ fn masked_results(lab: &Lab, data: &Path, work: &Path, outside: &Path, v4: &str,
                 median(plain_cpu.clone())
             );
             // Each round's figure against the unmasked run of the same round.
-            let paired = |of: &[f64], to: &[f64], change: fn(f64, f64) -> f64| {
-                median(of.iter().zip(to).map(|(&a, &b)| change(a, b)).collect())
+            let each_round = |of: &[f64], to: &[f64], change: fn(f64, f64) -> f64| -> Vec<f64> {
+                of.iter().zip(to).map(|(&a, &b)| change(a, b)).collect()
             };
+            let paired = |of: &[f64], to: &[f64], change| median(each_round(of, to, change));
             let percent = |a: f64, b: f64| (a / b - 1.0) * 100.0;
             for ((what, _), (tps, cpu)) in settings.iter().zip(&through).skip(1) {
                 let masked = median(tps.clone());
+                let added = each_round(plain_tps, tps, percent);
+                let (low, high) = middle_range(added.clone());
                 println!(
-                    "  airlock, {what}: {masked:.0} ({:.0} % of direct; masking adds {:.1} % to a result's time{}), agent CPU {:.0} µs per result (+{:.0} µs, +{:.0} %)",
+                    "  airlock, {what}: {masked:.0} ({:.0} % of direct; masking adds {:.1} % to a result's time{}; rounds but the lowest and highest {low:+.1}…{high:+.1} %), agent CPU {:.0} µs per result (+{:.0} µs, +{:.0} %)",
                     masked / direct * 100.0,
-                    paired(plain_tps, tps, percent),
+                    median(added),
                     workload.goal,
                     median(cpu.clone()),
                     paired(cpu, plain_cpu, |a, b| a - b),
                     paired(cpu, plain_cpu, percent),
                 );
             }
+            // The rules' cost again, with the machine's spells cancelled
+            // out: one pgbench run asks for the masked rows and for their
+            // unmasked twin in random order, and compares their mean
+            // latencies (what results/s measures with one client) and
+            // medians. The twin's rows pass the masking layer too, with
+            // nothing to mask: a few ns a row less than no masking at all.
+            lab.agent().reload(&format!("{target}{columns}"));
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let runs: Vec<[(f64, f64); 2]> = (0..PAIRED_RUNS)
+                .map(|round| {
+                    let (masked, unmasked) = (script.display().to_string(), twin.display().to_string());
+                    let args = ["-M", protocol, "-f", &masked, "-f", &unmasked, "-c", "1", "-h", v4, "-p", "5432"];
+                    let label = format!("masking-paired-{protocol}-{round}");
+                    let database = "dbname=postgres sslmode=disable";
+                    let (.., log) = pgbench_logged(lab, &lab.cgroups.clients, work, &label, &args, database);
+                    let of_script = |script: usize| -> (f64, f64) {
+                        let latencies: Vec<f64> =
+                            log.iter().filter(|(s, _)| *s == script).map(|(_, latency)| *latency).collect();
+                        (latencies.iter().sum::<f64>() / latencies.len().max(1) as f64, median(latencies))
+                    };
+                    [of_script(0), of_script(1)]
+                })
+                .collect();
+            check_paired_masking(lab, PAIRED_RUNS);
+            let added = |figure: fn(&(f64, f64)) -> f64| -> Vec<f64> {
+                runs.iter().map(|[masked, twin]| percent(figure(masked), figure(twin))).collect()
+            };
+            let (means, medians) = (added(|l| l.0), added(|l| l.1));
+            let (low, high) = middle_range(means.clone());
+            println!(
+                "  paired in one run (two columns by rule vs the same rows of an unmasked twin table, in random order; {PAIRED_RUNS} runs): masking adds {:.1} % to a result's mean time{} (runs but the lowest and highest {low:+.1}…{high:+.1} %; {:.0} µs vs {:.0} µs), {:.1} % to its median",
+                median(means),
+                workload.goal,
+                median(runs.iter().map(|[masked, _]| masked.0).collect()),
+                median(runs.iter().map(|[_, twin]| twin.0).collect()),
+                median(medians),
+            );
         }
+    }
+}
+
+/// pgbench runs of the masked and twin results together.
+const PAIRED_RUNS: usize = 5;
+
+/// Checks, in the audit log, that the last `sessions` sessions that asked
+/// for a twin table had every result of the masked table masked and none
+/// of the twin's: a paired figure compares what it says it compares.
+fn check_paired_masking(lab: &Lab, sessions: usize) {
+    use airlock::audit::query::{Filter, query};
+    let dir = &lab.agent().config.audit_dir;
+    let statements = |filter: Filter| {
+        let mut found = Vec::new();
+        query(dir, &Filter { kind: Some("postgres.statement".into()), ..filter }, |record| {
+            found.push(record);
+            true
+        })
+        .expect("audit query");
+        found
+    };
+    let twin_sessions: Vec<String> = statements(Filter { text: Some("_twin".into()), ..Filter::default() })
+        .iter()
+        .filter_map(|record| record["session"].as_str().map(str::to_owned))
+        .fold(Vec::new(), |mut ids, id| {
+            if ids.last() != Some(&id) {
+                ids.push(id);
+            }
+            ids
+        });
+    assert!(twin_sessions.len() >= sessions, "{} sessions asked for a twin table", twin_sessions.len());
+    for session in &twin_sessions[twin_sessions.len() - sessions..] {
+        let records = statements(Filter { session: Some(session.clone()), ..Filter::default() });
+        let (mut masked, mut twins) = (0, 0);
+        for record in records.iter().filter(|r| r["detail"]["results"].as_array().is_some_and(|r| !r.is_empty())) {
+            let sql = record["detail"]["sql"].as_str().unwrap_or_default();
+            let masks = record["detail"]["masked"].as_array().is_some_and(|m| !m.is_empty());
+            if sql.contains("_twin") {
+                assert!(!masks, "a twin's result was masked: {record}");
+                twins += 1;
+            } else {
+                assert!(masks, "a result to mask was not: {record}");
+                masked += 1;
+            }
+        }
+        assert!(masked > 0 && twins > 0, "session {session}: {masked} masked and {twins} twin results");
     }
 }
 
@@ -338,6 +437,15 @@ const ROUNDS: usize = 3;
 /// multiple of the three settings, so each runs in each turn of a round
 /// as often.
 const MASKING_ROUNDS: usize = 6;
+
+/// The lowest and highest of `values` once their lowest and highest are
+/// left out: how far a figure swings between rounds, a spell of the shared
+/// machine aside.
+fn middle_range(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let middle = if values.len() > 2 { &values[1..values.len() - 1] } else { &values[..] };
+    (middle.first().copied().unwrap_or(f64::NAN), middle.last().copied().unwrap_or(f64::NAN))
+}
 
 /// Each figure's median over runs.
 fn medians(runs: &[Run]) -> Run {
@@ -367,6 +475,28 @@ fn pgbench(lab: &Lab, cgroup: &Path, work: &Path, label: &str, args: &[&str]) ->
 
 /// pgbench with `database` as the connection string's database part.
 fn pgbench_in(lab: &Lab, cgroup: &Path, work: &Path, label: &str, args: &[&str], database: &str) -> Run {
+    let (tps, transactions, log) = pgbench_logged(lab, cgroup, work, label, args, database);
+    let mut latencies: Vec<f64> = log.into_iter().map(|(_, latency)| latency).collect();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Run { tps, transactions, p50_us: percentile(0.5), p99_us: percentile(0.99) }
+}
+
+/// pgbench's throughput, its transaction count and each transaction's
+/// script and latency.
+fn pgbench_logged(
+    lab: &Lab,
+    cgroup: &Path,
+    work: &Path,
+    label: &str,
+    args: &[&str],
+    database: &str,
+) -> (f64, u64, Vec<(usize, f64)>) {
     let prefix = work.join(label);
     let prefix_arg = format!("--log-prefix={}", prefix.display());
     let mut full = vec!["-n", "-T", SECONDS, "-U", "postgres", "-l", &prefix_arg];
@@ -384,23 +514,27 @@ fn pgbench_in(lab: &Lab, cgroup: &Path, work: &Path, label: &str, args: &[&str],
         .lines()
         .find_map(|l| l.strip_prefix("number of transactions actually processed: ")?.split('/').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no transaction count in pgbench output: {}", out.stdout));
-    let mut latencies: Vec<f64> = Vec::new();
+    (tps, transactions, transaction_log(work, label))
+}
+
+/// Each transaction of pgbench run `label` (its `-l` log, removed once
+/// read): the script it ran (the order of `-f`) and its latency in µs.
+fn transaction_log(work: &Path, label: &str) -> Vec<(usize, f64)> {
+    let mut transactions = Vec::new();
     for entry in fs::read_dir(work).expect("read work dir").flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(&format!("{label}.")) {
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
-            latencies.extend(text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()));
+            // client, transaction, latency, script, epoch seconds, µs
+            transactions.extend(text.lines().filter_map(|line| {
+                let mut fields = line.split_whitespace().skip(2);
+                let latency = fields.next()?.parse().ok()?;
+                Some((fields.next()?.parse().ok()?, latency))
+            }));
             let _ = fs::remove_file(entry.path());
         }
     }
-    latencies.sort_by(f64::total_cmp);
-    let percentile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    Run { tps, transactions, p50_us: percentile(0.5), p99_us: percentile(0.99) }
+    transactions
 }
 
 /// Connection set-up with just-in-time logins: the first connection of a
