@@ -447,18 +447,9 @@ fn request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::IdentitySource;
 
     fn person(user: &str, uid: u32, groups: &[&str]) -> Identity {
-        Identity {
-            source: IdentitySource::Unix,
-            subject: format!("unix:{user}"),
-            user: user.into(),
-            email: None,
-            token: None,
-            uid,
-            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        }
+        Identity::unix(user, uid, groups.iter().map(|g| (*g).to_owned()).collect())
     }
 
     fn target() -> TargetRef {

@@ -188,20 +188,11 @@ impl Drop for SessionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::IdentitySource;
 
     fn session(sessions: &Sessions, uid: u32) -> LiveSession {
         LiveSession {
             id: sessions.new_id(),
-            identity: Identity {
-                source: IdentitySource::Unix,
-                subject: format!("unix:u{uid}"),
-                user: format!("u{uid}"),
-                email: None,
-                token: None,
-                uid,
-                groups: vec![],
-            },
+            identity: Identity::unix(&format!("u{uid}"), uid, vec![]),
             process: ProcessInfo { pid: 10 + uid, comm: "psql".into(), ..ProcessInfo::default() },
             target: TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 },
             started: SystemTime::now(),

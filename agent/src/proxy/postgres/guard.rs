@@ -258,7 +258,7 @@ mod tests {
     use crate::{
         audit::TargetRef,
         guardrails::{ApprovalPolicy, GuardRule},
-        identity::{Identity, IdentitySource},
+        identity::Identity,
         process::ProcessInfo,
         source::SourceLocation,
     };
@@ -365,15 +365,7 @@ mod tests {
         let context = GuardContext { guardrails: &rules, classifier: &classifier, approvals: &approvals };
         let session = session();
         let guard = Guard::new(&context, &session, &audit);
-        let dba = Identity {
-            source: IdentitySource::Unix,
-            subject: "unix:bob".into(),
-            user: "bob".into(),
-            email: None,
-            token: None,
-            uid: 1002,
-            groups: vec!["dba".into()],
-        };
+        let dba = Identity::unix("bob", 1002, vec!["dba".into()]);
 
         for approve in [true, false] {
             let Screening::Held(hold) = guard.screen(&query("DROP TABLE customers")) else { panic!("not held") };

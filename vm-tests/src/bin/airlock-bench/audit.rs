@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::Instant};
 
 use airlock::{
     audit::{AuditLog, AuditSettings, Event, SessionContext, TargetRef, query, signing::Signer, verify},
-    identity::{Identity, IdentitySource},
+    identity::Identity,
 };
 
 const RECORDS: u64 = 1_000_000;
@@ -32,17 +32,8 @@ pub fn run() {
     let public = signer.public_key_hex();
     let settings = AuditSettings { signer: Some(signer), ..AuditSettings::default() };
     let log = AuditLog::open_with(&dir.path().join("audit"), settings).expect("open");
-    let people: Vec<Identity> = (0..50)
-        .map(|i| Identity {
-            source: IdentitySource::Unix,
-            subject: format!("unix:user{i}"),
-            user: format!("user{i}"),
-            email: None,
-            token: None,
-            uid: 2000 + i,
-            groups: vec!["dev".into()],
-        })
-        .collect();
+    let people: Vec<Identity> =
+        (0..50).map(|i| Identity::unix(&format!("user{i}"), 2000 + i, vec!["dev".into()])).collect();
     let targets: Vec<TargetRef> = (0..5)
         .map(|i| TargetRef {
             name: format!("db{i}"),

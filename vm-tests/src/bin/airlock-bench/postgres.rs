@@ -401,15 +401,12 @@ fn check_paired_masking(lab: &Lab, sessions: usize) {
         .expect("audit query");
         found
     };
-    let twin_sessions: Vec<String> = statements(Filter { text: Some("_twin".into()), ..Filter::default() })
+    // One client at a time: a session's records follow one another.
+    let mut twin_sessions: Vec<String> = statements(Filter { text: Some("_twin".into()), ..Filter::default() })
         .iter()
         .filter_map(|record| record["session"].as_str().map(str::to_owned))
-        .fold(Vec::new(), |mut ids, id| {
-            if ids.last() != Some(&id) {
-                ids.push(id);
-            }
-            ids
-        });
+        .collect();
+    twin_sessions.dedup();
     assert!(twin_sessions.len() >= sessions, "{} sessions asked for a twin table", twin_sessions.len());
     for session in &twin_sessions[twin_sessions.len() - sessions..] {
         let records = statements(Filter { session: Some(session.clone()), ..Filter::default() });
