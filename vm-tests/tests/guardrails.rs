@@ -282,3 +282,92 @@ session_access_seconds = 6
     assert!(!after.success() && after.stderr.contains("needs approval"), "{after:?}");
     assert!(!after.stderr.contains(&id), "a new request after the window closed: {after:?}");
 }
+
+/// The guard reads what the server will run: with the session's
+/// standard_conforming_strings and client_encoding, PostgreSQL's own
+/// grammar, and predicates that hold for every row seen for what they are.
+#[test]
+fn statements_are_read_as_the_server_reads_them() {
+    if !privileged() {
+        return;
+    }
+    let (lab, _) = lab(2);
+    let held_or_refused = |out: &CommandOutput| {
+        !out.success() && (out.stderr.contains("was not decided before") || out.stderr.contains("ERROR:  airlock: "))
+    };
+
+    // Backslashes escape quotes once standard_conforming_strings is off:
+    // the DROP is a statement of its own, not part of a string.
+    let out = psql(
+        &lab,
+        "alice",
+        &["-c", "SET standard_conforming_strings = off", "-c", r"SELECT 'x\''; DROP TABLE t3; -- '"],
+    );
+    assert!(held_or_refused(&out), "{out:?}\n{}", lab.agent().log());
+    assert!(out.stderr.contains("drop") || out.stderr.contains("whole-table"), "{out:?}");
+
+    // Text in another client encoding is decoded as the server decodes it.
+    let env_psql = |encoding: &str, file: &std::path::Path| {
+        let host = lab.target.v4.to_string();
+        let file = file.to_str().unwrap();
+        let args = [
+            &format!("PGCLIENTENCODING={encoding}")[..],
+            "psql",
+            "-h",
+            &host,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            file,
+        ];
+        lab.run_as("alice", "env", &args)
+    };
+    let latin1 = lab.dir.path().join("latin1.sql");
+    fs::write(&latin1, b"DROP TABLE t3 /* \xe9 */;\n").unwrap();
+    set_mode(&latin1, 0o644);
+    let out = env_psql("LATIN1", &latin1);
+    assert!(held_or_refused(&out), "{out:?}");
+    // In SJIS, 0x83 0x5C is one character whose second byte is a
+    // backslash: with backslash escapes on, only a decoder that knows SJIS
+    // sees the string end and the DROP after it (`\;` keeps psql from
+    // splitting the text: the server gets one Query).
+    let sjis = lab.dir.path().join("sjis.sql");
+    fs::write(&sjis, b"SET standard_conforming_strings = off;\nSELECT '\x83\x5c' \\; DROP TABLE t3; -- '\n").unwrap();
+    set_mode(&sjis, 0o644);
+    let out = env_psql("SJIS", &sjis);
+    assert!(held_or_refused(&out), "{out:?}");
+    // SQL_ASCII passes bytes through unconverted: non-ASCII text cannot be
+    // read as the server will, and is refused as unreadable.
+    let ascii = lab.dir.path().join("ascii.sql");
+    fs::write(&ascii, "SELECT 'é' AS x;\n").unwrap();
+    set_mode(&ascii, 0o644);
+    let out = env_psql("SQL_ASCII", &ascii);
+    assert!(!out.success() && out.stderr.contains("SQL_ASCII"), "{out:?}");
+
+    // Predicates that hold for every row reach the whole table.
+    for sql in ["DELETE FROM t WHERE true", "DELETE FROM t WHERE 1 = 1", "UPDATE t SET a = 0 WHERE a = a OR false"] {
+        let out = psql(&lab, "alice", &["-c", sql]);
+        assert!(held_or_refused(&out), "{sql}: {out:?}");
+    }
+    // PostgreSQL's grammar decides where statements end: `END` here is a
+    // column alias, and the DROP after it is seen.
+    let out = psql(&lab, "alice", &["-c", "SELECT 1 END; DROP TABLE t3"]);
+    assert!(held_or_refused(&out), "{out:?}");
+
+    let exists = psql(&lab, "bob", &["-c", "select to_regclass('t3') is not null"]);
+    assert_eq!(exists.stdout.trim(), "t", "t3 survived every attempt");
+    assert_eq!(count(&lab, "t"), "2", "nothing was deleted");
+    assert_eq!(count(&lab, "t where a = 0"), "0", "nothing was updated");
+
+    // What was refused is recorded as it was read.
+    let log = lab.agent().audit_records();
+    let sqls: Vec<String> = log.iter().filter_map(|r| r["detail"]["sql"].as_str().map(str::to_owned)).collect();
+    assert!(sqls.iter().any(|s| s.contains("DROP TABLE t3 /* é */")), "{sqls:#?}");
+    assert!(sqls.iter().any(|s| s.contains("SELECT 'ソ'")), "{sqls:#?}");
+}

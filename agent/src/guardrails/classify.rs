@@ -1,29 +1,24 @@
 //! What a SQL string does, by its worst effect.
 //!
-//! The text is parsed with sqlparser's PostgreSQL dialect and every
-//! statement in it is walked, nested ones included: a CTE with a DELETE is a
-//! delete, `EXPLAIN ANALYZE` runs what it explains, a `COPY (query)` runs
-//! its query. Text that does not parse is [`StatementClass::Unparsed`], the
-//! class policies treat as the riskiest unless they say otherwise: Airlock
-//! cannot vouch for what it cannot read.
+//! The text is parsed by PostgreSQL's own parser ([`super::parser`]), read
+//! as the session's server reads it, and every node of the tree is looked
+//! at, nested statements included: a CTE with a DELETE is a delete, `EXPLAIN
+//! ANALYZE` runs what it explains, a `COPY (query)` runs its query, a
+//! `PREPARE` holds what it will run. Text PostgreSQL does not parse is
+//! [`StatementClass::Unparsed`], the class policies treat as the riskiest
+//! unless they say otherwise; the server would refuse it too.
 
 use std::{
     collections::{BTreeSet, HashMap},
-    ops::ControlFlow,
     sync::{Arc, Mutex},
 };
 
 use serde::Serialize;
-use sqlparser::{
-    ast::{
-        CopyTarget, Expr, FromTable, ObjectName, ObjectNamePart, ObjectType, Set, SetExpr, Statement, Visit, Visitor,
-    },
-    dialect::PostgreSqlDialect,
-    parser::{Parser, ParserError},
-    tokenizer::{Token, Tokenizer},
-};
 
-use super::lex;
+use super::{
+    parser::{self, Lexing, ParseError, Tree, Value},
+    predicate,
+};
 
 /// What a statement may do. Policies name these in `classes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -138,272 +133,299 @@ const RISKY_FUNCTIONS: &[&str] = &[
 pub struct Classification {
     /// Every class any statement in the string falls in.
     pub classes: BTreeSet<StatementClass>,
-    /// Tables and other relations named, lowercased unless quoted, as
-    /// written (`schema.table` or `table`).
+    /// Tables and other relations named, as PostgreSQL resolves the
+    /// spelling (unquoted names folded to lowercase): `schema.table` or `table`.
     pub tables: BTreeSet<String>,
-    /// Functions called, lowercased unless quoted, as written.
+    /// Functions called, named as tables are.
     pub functions: BTreeSet<String>,
     /// Top-level statements in the string.
     pub statements: usize,
     /// Why the text did not parse, when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parse_error: Option<String>,
+    /// Whether running it may change how the server reads the session's
+    /// next statements (`SET standard_conforming_strings`, `SET
+    /// client_encoding`, `RESET`, a rollback, any function call).
+    #[serde(skip)]
+    pub may_change_lexing: bool,
+    /// Whether a literal's value decided a class (`WHERE 1 = 1`): then a
+    /// text of the same shape may classify otherwise.
+    #[serde(skip)]
+    pub literal_sensitive: bool,
 }
 
 impl Classification {
-    /// Classifies `sql`. Never fails: what does not parse is
-    /// [`StatementClass::Unparsed`].
+    /// Classifies `sql` as a session with default settings reads it
+    /// (`standard_conforming_strings = on`).
     pub fn of(sql: &str) -> Self {
-        let mut result = Self::default();
-        match parse_all(sql) {
-            Ok(statements) => {
-                result.statements = statements.len();
-                if statements.len() > 1 {
-                    result.classes.insert(StatementClass::MultiStatement);
-                }
-                let mut walker = Walker { result: &mut result };
-                let _ = statements.visit(&mut walker);
+        Self::read(sql, Lexing::default())
+    }
+
+    /// Classifies `sql` as a session lexing per `lexing` reads it. Never
+    /// fails: what does not parse is [`StatementClass::Unparsed`].
+    pub fn read(sql: &str, lexing: Lexing) -> Self {
+        let parsed = parser::parse(sql, lexing);
+        let tree = match &parsed {
+            Ok(parsed) => parsed.tree().map_err(ParseError::from),
+            Err(error) => Err(error.clone()),
+        };
+        match tree {
+            Ok(tree) => {
+                let mut result = Self::default();
+                Walker { tree: &tree, result: &mut result }.walk();
+                result
             }
-            Err(error) => {
-                result.classes.insert(StatementClass::Unparsed);
-                result.parse_error = Some(error.to_string());
-                result.statements = leading_keywords(sql, &mut result.classes);
-                if result.statements > 1 {
-                    result.classes.insert(StatementClass::MultiStatement);
-                }
-            }
+            Err(error) => Self::unparsed(error.to_string()),
         }
-        result
+    }
+
+    /// A string that could not be read, for `reason`.
+    pub fn unparsed(reason: String) -> Self {
+        Self {
+            classes: BTreeSet::from([StatementClass::Unparsed]),
+            statements: 1,
+            parse_error: Some(reason),
+            may_change_lexing: true,
+            ..Self::default()
+        }
     }
 
     /// Whether the string does nothing at all (empty or only comments).
     pub fn is_empty(&self) -> bool {
         self.statements == 0 && self.parse_error.is_none()
     }
-}
 
-/// Every statement in `sql`, or why not. sqlparser stops, without an
-/// error, at a keyword that ends a block in other dialects (`SELECT 1 END;
-/// DROP TABLE t` reads as `SELECT 1`): text left unread is an error here,
-/// or what follows it would go unseen.
-fn parse_all(sql: &str) -> Result<Vec<Statement>, ParserError> {
-    if let Some(tokens) = lex::plain_tokens(sql)
-        && let Ok(statements) = parse_statements(Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens))
-    {
-        return Ok(statements);
-    }
-    // Read by sqlparser's tokenizer, whose tokens know where they are: an
-    // error then says where it is.
-    parse_statements(Parser::new(&PostgreSqlDialect {}).try_with_sql(sql)?)
-}
-
-fn parse_statements(mut parser: Parser<'_>) -> Result<Vec<Statement>, ParserError> {
-    let statements = parser.parse_statements()?;
-    match parser.peek_token().token {
-        Token::EOF => Ok(statements),
-        unread => Err(ParserError::ParserError(format!("the text goes on after the statements, from {unread}"))),
+    /// Adds what `other` found: a text read two ways does the worst of both.
+    pub fn merge(&mut self, other: Self) {
+        self.classes.extend(other.classes);
+        self.tables.extend(other.tables);
+        self.functions.extend(other.functions);
+        self.statements = self.statements.max(other.statements);
+        self.parse_error = self.parse_error.take().or(other.parse_error);
+        self.may_change_lexing |= other.may_change_lexing;
+        self.literal_sensitive |= other.literal_sensitive;
     }
 }
 
-/// For text sqlparser cannot read: counts the statements (split on `;`
-/// outside quotes, dollar quotes and comments, which the tokenizer knows)
-/// and adds what their first keywords reveal, so a `DO` block is also
-/// recorded as procedural. The classes only ever add to `Unparsed`.
-fn leading_keywords(sql: &str, classes: &mut BTreeSet<StatementClass>) -> usize {
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else { return 1 };
-    let mut statements = 0;
-    let mut at_start = true;
-    for token in tokens {
-        match token {
-            Token::SemiColon => at_start = true,
-            Token::Whitespace(_) => {}
-            Token::Word(word) if at_start => {
-                statements += 1;
-                at_start = false;
-                match word.value.to_ascii_lowercase().as_str() {
-                    "do" | "call" => classes.insert(StatementClass::Procedural),
-                    "drop" => classes.insert(StatementClass::Drop),
-                    "truncate" => classes.insert(StatementClass::Truncate),
-                    "grant" | "revoke" => classes.insert(StatementClass::Privilege),
-                    _ => false,
-                };
+struct Walker<'t, 'a> {
+    tree: &'t Tree<'a>,
+    result: &'t mut Classification,
+}
+
+impl Walker<'_, '_> {
+    fn walk(&mut self) {
+        let tree = self.tree;
+        self.result.statements = parser::statement_kinds(tree).len();
+        if self.result.statements > 1 {
+            self.class(StatementClass::MultiStatement);
+        }
+        // Document order is pre-order: every node, however deep, once.
+        for (at, item) in tree.items().iter().enumerate() {
+            if item.key == "relname"
+                && let Value::Str(_) = item.value
+            {
+                self.relation(item.parent as usize);
+            } else if let Some((kind, fields)) = tree.node(at) {
+                self.node(kind, fields);
             }
-            _ if at_start => {
-                statements += 1;
-                at_start = false;
-            }
-            _ => {}
         }
     }
-    statements.max(1)
-}
 
-struct Walker<'a> {
-    result: &'a mut Classification,
-}
-
-impl Walker<'_> {
     fn class(&mut self, class: StatementClass) {
         self.result.classes.insert(class);
     }
 
-    fn table(&mut self, name: &ObjectName) {
-        self.result.tables.insert(object_name(name));
+    /// A RangeVar's fields: `schemaname`, `relname`.
+    fn relation(&mut self, fields: usize) {
+        let tree = self.tree;
+        let Some(relation) = tree.string(fields, "relname") else { return };
+        let name = match tree.string(fields, "schemaname") {
+            Some(schema) => format!("{schema}.{relation}"),
+            None => relation.into_owned(),
+        };
+        self.result.tables.insert(name);
     }
-}
 
-impl Visitor for Walker<'_> {
-    type Break = ();
+    /// A list of `String` nodes as a dotted name (`pg_catalog.set_config`).
+    fn dotted(&self, list: usize) -> String {
+        let tree = self.tree;
+        let parts = tree.children(list).filter_map(|part| {
+            let (kind, fields) = tree.node(part)?;
+            (kind == "String").then(|| tree.string(fields, "sval").unwrap_or_default())
+        });
+        parts.collect::<Vec<_>>().join(".")
+    }
 
-    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+    fn node(&mut self, kind: &str, fields: usize) {
         use StatementClass as C;
-        let class = match statement {
-            Statement::Query(query) => {
-                if let SetExpr::Select(select) = query.body.as_ref()
-                    && select.into.is_some()
-                {
-                    C::Ddl
-                } else {
-                    C::Read
-                }
+        let tree = self.tree;
+        let has = |key: &str| tree.member(fields, key).is_some();
+        let flag = |key: &str| tree.member(fields, key).is_some_and(|at| tree.items()[at].value == Value::Bool(true));
+        let class = match kind {
+            // `VALUES (…)` (an INSERT's rows, too) reads nothing itself.
+            "SelectStmt" if has("valuesLists") => return,
+            "SelectStmt" if has("intoClause") => C::Ddl,
+            "SelectStmt" => C::Read,
+            "InsertStmt" => C::Write,
+            "UpdateStmt" => self.filtered(fields, "whereClause", C::UpdateWithoutWhere),
+            "DeleteStmt" => self.filtered(fields, "whereClause", C::DeleteWithoutWhere),
+            "MergeStmt" => {
+                self.merge_actions(fields);
+                C::Write
             }
-            Statement::Insert(_) | Statement::Merge(_) => C::Write,
-            Statement::Update(update) if update.selection.is_none() => C::UpdateWithoutWhere,
-            Statement::Update(_) => C::Write,
-            Statement::Delete(delete) => {
-                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
-                for table in from {
-                    if let sqlparser::ast::TableFactor::Table { name, .. } = &table.relation {
-                        self.table(name);
+            "CopyStmt" if flag("is_program") => C::CopyProgram,
+            "CopyStmt" if has("filename") => C::CopyFile,
+            "CopyStmt" if flag("is_from") => C::Write,
+            "CopyStmt" => C::Read,
+            "TruncateStmt" => C::Truncate,
+            "DropRoleStmt" => {
+                self.class(C::Privilege);
+                C::Drop
+            }
+            "DropStmt" => {
+                let objects = tree.member(fields, "objects");
+                for object in objects.iter().flat_map(|&list| tree.children(list)) {
+                    if let Some(("List", names)) = tree.node(object)
+                        && let Some(items) = tree.member(names, "items")
+                    {
+                        let name = self.dotted(items);
+                        self.result.tables.insert(name);
                     }
-                }
-                if delete.selection.is_none() { C::DeleteWithoutWhere } else { C::Write }
-            }
-            Statement::Copy { target, to, .. } => match target {
-                CopyTarget::Program { .. } => C::CopyProgram,
-                CopyTarget::File { .. } => C::CopyFile,
-                CopyTarget::Stdin | CopyTarget::Stdout if *to => C::Read,
-                CopyTarget::Stdin | CopyTarget::Stdout => C::Write,
-            },
-            Statement::Truncate(_) => C::Truncate,
-            Statement::Drop { object_type, names, .. } => {
-                if matches!(object_type, ObjectType::Role | ObjectType::User) {
-                    self.class(C::Privilege);
-                }
-                for name in names {
-                    self.table(name);
                 }
                 C::Drop
             }
-            Statement::DropFunction(_)
-            | Statement::DropProcedure { .. }
-            | Statement::DropTrigger(_)
-            | Statement::DropPolicy(_)
-            | Statement::DropDomain(_)
-            | Statement::DropExtension(_)
-            | Statement::DropOperator(_)
-            | Statement::DropOperatorFamily(_)
-            | Statement::DropOperatorClass(_)
-            | Statement::DropSecret { .. }
-            | Statement::DropConnector { .. } => C::Drop,
-            Statement::Grant(_)
-            | Statement::Revoke(_)
-            | Statement::CreateRole(_)
-            | Statement::AlterRole { .. }
-            | Statement::CreateUser(_)
-            | Statement::AlterUser(_) => C::Privilege,
-            Statement::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => C::Privilege,
-            Statement::Call(_) => C::Procedural,
-            Statement::Set(_)
-            | Statement::Reset(_)
-            | Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Savepoint { .. }
-            | Statement::ReleaseSavepoint { .. }
-            | Statement::ShowVariable { .. }
-            | Statement::ShowVariables { .. }
-            | Statement::Discard { .. }
-            | Statement::LISTEN { .. }
-            | Statement::UNLISTEN { .. }
-            | Statement::NOTIFY { .. }
-            | Statement::Prepare { .. }
-            | Statement::Execute { .. }
-            | Statement::Deallocate { .. }
-            | Statement::Declare { .. }
-            | Statement::Fetch { .. }
-            | Statement::Close { .. }
-            | Statement::Explain { .. }
-            | Statement::ExplainTable { .. } => C::Session,
-            // CREATE, ALTER, COMMENT, VACUUM, LOCK and whatever else sqlparser
-            // knows: changes to the schema or the server, unless shown otherwise.
-            _ => C::Ddl,
+            _ if kind.starts_with("Drop") => C::Drop,
+            "GrantStmt"
+            | "GrantRoleStmt"
+            | "CreateRoleStmt"
+            | "AlterRoleStmt"
+            | "AlterRoleSetStmt"
+            | "AlterDefaultPrivilegesStmt"
+            | "ReassignOwnedStmt"
+            | "AlterOwnerStmt"
+            | "CreatePolicyStmt"
+            | "AlterPolicyStmt" => C::Privilege,
+            "VariableSetStmt" => {
+                let name = tree.string(fields, "name");
+                let name = name.as_deref().map(str::to_ascii_lowercase);
+                match name.as_deref() {
+                    Some("role" | "session_authorization") => C::Privilege,
+                    // RESET ALL, SET SESSION CHARACTERISTICS, and the two
+                    // settings that change how text is read.
+                    None | Some("standard_conforming_strings" | "client_encoding") => {
+                        self.result.may_change_lexing = true;
+                        C::Session
+                    }
+                    Some(_) => C::Session,
+                }
+            }
+            // A rollback undoes SETs; DISCARD ALL resets them; EXECUTE runs
+            // a prepared statement that may call a function.
+            "TransactionStmt" | "DiscardStmt" | "ExecuteStmt" => {
+                self.result.may_change_lexing = true;
+                C::Session
+            }
+            "VariableShowStmt" | "ListenStmt" | "UnlistenStmt" | "NotifyStmt" | "PrepareStmt" | "DeallocateStmt"
+            | "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt" | "ExplainStmt" => C::Session,
+            "CallStmt" | "DoStmt" => {
+                self.result.may_change_lexing = true;
+                C::Procedural
+            }
+            "FuncCall" => {
+                // Any function may call set_config.
+                self.result.may_change_lexing = true;
+                if let Some(names) = tree.member(fields, "funcname") {
+                    let name = self.dotted(names);
+                    let unqualified = name.rsplit('.').next().unwrap_or(&name);
+                    if RISKY_FUNCTIONS.contains(&unqualified) {
+                        self.class(C::RiskyFunction);
+                    }
+                    self.result.functions.insert(name);
+                }
+                return;
+            }
+            // CREATE, ALTER, COMMENT, VACUUM, LOCK, REFRESH and every other
+            // statement: changes to the schema or the server.
+            _ if kind.ends_with("Stmt") => C::Ddl,
+            // Expressions, clauses and the like.
+            _ => return,
         };
         self.class(class);
-        ControlFlow::Continue(())
     }
 
-    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
-        self.table(relation);
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(function) = expr {
-            let name = object_name(&function.name);
-            let unqualified = name.rsplit('.').next().unwrap_or(&name);
-            if RISKY_FUNCTIONS.contains(&unqualified) {
-                self.class(StatementClass::RiskyFunction);
+    /// `whole` for an UPDATE or DELETE whose filter is absent or holds for
+    /// every row, else a row-scoped write.
+    fn filtered(&mut self, fields: usize, filter: &str, whole: StatementClass) -> StatementClass {
+        match self.tree.member(fields, filter) {
+            None => whole,
+            Some(condition) => {
+                let (always, consulted) = predicate::always_true(self.tree, condition);
+                self.result.literal_sensitive |= consulted;
+                if always { whole } else { StatementClass::Write }
             }
-            self.result.functions.insert(name);
         }
-        ControlFlow::Continue(())
     }
-}
 
-/// `schema.table` as PostgreSQL resolves the spelling: unquoted parts fold
-/// to lowercase, quoted ones keep their case. PostgreSQL folds only ASCII
-/// letters in unquoted names (`ÄBC` is the relation `Äbc`), and so does this.
-fn object_name(name: &ObjectName) -> String {
-    let mut out = String::new();
-    for (i, part) in name.0.iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        let (text, folded) = match part {
-            ObjectNamePart::Identifier(ident) => (&ident.value, ident.quote_style.is_none()),
-            ObjectNamePart::Function(function) => (&function.name.value, function.name.quote_style.is_none()),
+    /// MERGE deletes or updates every matched row: with a join condition
+    /// that holds for every pair and an action without its own condition,
+    /// that is the whole table.
+    fn merge_actions(&mut self, fields: usize) {
+        let tree = self.tree;
+        let join_always = match tree.member(fields, "joinCondition") {
+            None => true,
+            Some(condition) => {
+                let (always, consulted) = predicate::always_true(tree, condition);
+                self.result.literal_sensitive |= consulted;
+                always
+            }
         };
-        let start = out.len();
-        out.push_str(text);
-        if folded {
-            out[start..].make_ascii_lowercase();
+        let clauses = tree.member(fields, "mergeWhenClauses");
+        for clause in clauses.iter().flat_map(|&list| tree.children(list)) {
+            let Some(("MergeWhenClause", clause)) = tree.node(clause) else { continue };
+            let whole = match tree.string(clause, "commandType").as_deref() {
+                Some("CMD_DELETE") => StatementClass::DeleteWithoutWhere,
+                Some("CMD_UPDATE") => StatementClass::UpdateWithoutWhere,
+                _ => continue,
+            };
+            let action_always = match tree.member(clause, "condition") {
+                None => true,
+                Some(condition) => {
+                    let (always, consulted) = predicate::always_true(tree, condition);
+                    self.result.literal_sensitive |= consulted;
+                    always
+                }
+            };
+            if join_always && action_always {
+                self.class(whole);
+            }
         }
     }
-    out
 }
 
 /// Longest statement text classified; longer text is [`StatementClass::Unparsed`]
 /// without trying (parsing is linear, but a megabyte of SQL is not a query a
 /// person typed).
-pub const MAX_CLASSIFIED_LEN: usize = 1 << 20;
+pub const MAX_CLASSIFIED_LEN: usize = parser::MAX_TEXT;
 /// Distinct statement texts remembered.
 const CACHE_ENTRIES: usize = 4096;
 
 /// Classifies with a cache: applications send the same statements over and
 /// over, and the same statements with other literals (`WHERE id = 42`, then
-/// `WHERE id = 43`), which classify alike: a literal's value never changes
-/// what a statement does, only its structure does.
+/// `WHERE id = 43`), which classify alike unless a literal's value decided
+/// a class (`WHERE 1 = 1`: [`Classification::literal_sensitive`]).
 #[derive(Default)]
 pub struct Classifier {
     cache: Mutex<Cache>,
 }
 
+/// A text without a backslash reads the same whatever
+/// `standard_conforming_strings` is (or fails on the server), so only texts
+/// with one are kept apart by how they were read.
 #[derive(Default)]
 struct Cache {
-    /// By exact text.
-    texts: HashMap<Box<str>, Arc<Classification>>,
-    /// By [`shape`], for texts that parsed.
+    /// By exact text, per reading of backslashes.
+    texts: [HashMap<Box<str>, Arc<Classification>>; 2],
+    /// By [`shape`] (which has no backslashes), for texts that parsed.
     shapes: HashMap<Box<str>, Arc<Classification>>,
 }
 
@@ -419,13 +441,15 @@ impl Cache {
 }
 
 impl Classifier {
-    /// The classification of `sql`, from the cache when it, or a statement
-    /// of its shape, was seen before.
-    pub fn classify(&self, sql: &str) -> Arc<Classification> {
+    /// The classification of `sql` read per `lexing`, from the cache when
+    /// it, or a statement of its shape, was seen before.
+    pub fn classify(&self, sql: &str, lexing: Lexing) -> Arc<Classification> {
         if sql.len() > MAX_CLASSIFIED_LEN {
             return Arc::new(too_large(sql.len()));
         }
-        if let Some(hit) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).texts.get(sql) {
+        let lexing = if sql.contains('\\') { lexing } else { Lexing::default() };
+        let reading = usize::from(lexing.backslash_escapes);
+        if let Some(hit) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).texts[reading].get(sql) {
             return Arc::clone(hit);
         }
         let shape = shape(sql);
@@ -434,13 +458,15 @@ impl Classifier {
         {
             return Arc::clone(hit);
         }
-        let classification = Arc::new(Classification::of(sql));
+        let classification = Arc::new(Classification::read(sql, lexing));
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        Cache::remember(&mut cache.texts, sql, &classification);
+        Cache::remember(&mut cache.texts[reading], sql, &classification);
         // A parse error names positions and tokens of its own text: only
-        // what parsed stands for other texts of its shape.
+        // what parsed, with no literal deciding its class, stands for other
+        // texts of its shape.
         if let Some(shape) = shape
             && classification.parse_error.is_none()
+            && !classification.literal_sensitive
         {
             Cache::remember(&mut cache.shapes, &shape, &classification);
         }
@@ -542,12 +568,7 @@ fn shape(sql: &str) -> Option<String> {
 
 /// The classification of a statement too large to inspect.
 pub fn too_large(len: usize) -> Classification {
-    Classification {
-        classes: BTreeSet::from([StatementClass::Unparsed]),
-        statements: 1,
-        parse_error: Some(format!("{len}-byte statement is too large to inspect")),
-        ..Classification::default()
-    }
+    Classification::unparsed(ParseError::TooLarge(len).to_string())
 }
 
 #[cfg(test)]
@@ -632,18 +653,18 @@ mod tests {
     }
 
     #[test]
-    fn do_blocks_do_not_parse_and_are_procedural() {
-        let c = Classification::of("DO $$ BEGIN EXECUTE 'DROP TABLE t'; END $$");
-        assert!(c.classes.contains(&C::Unparsed) && c.classes.contains(&C::Procedural), "{c:?}");
-        assert!(c.parse_error.is_some());
+    fn do_blocks_are_procedural() {
+        assert_eq!(classes("DO $$ BEGIN EXECUTE 'DROP TABLE t'; END $$"), [C::Procedural]);
     }
 
     #[test]
     fn gibberish_is_unparsed_and_fails_closed() {
         let c = Classification::of("SELEKT * FRM t");
         assert_eq!(c.classes.iter().copied().collect::<Vec<_>>(), [C::Unparsed]);
+        // PostgreSQL refuses the whole string, so nothing in it runs.
         let c = Classification::of("SELECT 1; BLAH BLAH; DROP TABLE t");
-        assert!(c.classes.contains(&C::MultiStatement) && c.classes.contains(&C::Drop), "{c:?}");
+        assert_eq!(c.classes.iter().copied().collect::<Vec<_>>(), [C::Unparsed]);
+        assert_eq!(c.parse_error.as_deref(), Some("syntax error at or near \"BLAH\" (at character 11)"));
     }
 
     #[test]
@@ -669,8 +690,8 @@ mod tests {
 
     #[test]
     fn text_after_a_block_end_is_not_skipped() {
-        let c = Classification::of("SELECT 1 END; DROP TABLE t");
-        assert!(c.classes.contains(&C::Unparsed) && c.classes.contains(&C::Drop), "{c:?}");
+        // PostgreSQL reads `END` here as a column alias, and runs both.
+        assert_eq!(classes("SELECT 1 END; DROP TABLE t"), [C::Read, C::Drop, C::MultiStatement]);
         assert_eq!(classes("BEGIN; SELECT 1; END; DROP TABLE t"), [C::Read, C::Session, C::Drop, C::MultiStatement]);
         assert_eq!(classes("SELECT CASE WHEN true THEN 1 END"), [C::Read]);
     }
@@ -678,8 +699,114 @@ mod tests {
     #[test]
     fn a_nul_byte_hides_nothing() {
         for sql in ["SELECT f(\0)\n;DROP TABLE t", "SELECT 1\0;DROP TABLE t"] {
-            let c = Classification::of(sql);
-            assert!(c.classes.contains(&C::Unparsed) && c.classes.contains(&C::Drop), "{sql:?}: {c:?}");
+            assert_eq!(classes(sql), [C::Unparsed], "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn strings_are_read_as_the_session_reads_them() {
+        let sql = r"SELECT 'x\''; DROP TABLE t; -- '";
+        assert_eq!(classes(sql), [C::Read]);
+        let off = Classification::read(sql, Lexing { backslash_escapes: true });
+        assert_eq!(off.classes.into_iter().collect::<Vec<_>>(), [C::Read, C::Drop, C::MultiStatement]);
+        // The cache keeps the two readings apart.
+        let classifier = Classifier::default();
+        assert!(!classifier.classify(sql, Lexing::default()).classes.contains(&C::Drop));
+        assert!(classifier.classify(sql, Lexing { backslash_escapes: true }).classes.contains(&C::Drop));
+        for sql in
+            [r"SELECT E'x\''; DROP TABLE t; -- '", "SELECT U&'\\0027'; DROP TABLE t", "SELECT $q$'$q$; DROP TABLE t"]
+        {
+            assert!(classes(sql).contains(&C::Drop), "{sql}");
+        }
+    }
+
+    #[test]
+    fn constant_true_filters_reach_the_whole_table() {
+        for filter in [
+            "true",
+            "TRUE",
+            "'t'",
+            "'yes'::boolean",
+            "1 = 1",
+            "'a' = 'a'",
+            "2 > 1",
+            "id = id",
+            "t.id = t.id",
+            "id >= id",
+            "id IS NOT DISTINCT FROM id",
+            "x = 5 OR true",
+            "NOT false",
+            "NOT (1 = 2)",
+            "true AND 1 = 1",
+            "1 IS NOT NULL",
+            "true IS TRUE",
+            "EXISTS (SELECT 1)",
+            "(SELECT true)",
+            "$1",
+            "x = 1 OR $1::bool",
+            "((true))",
+        ] {
+            for statement in ["DELETE FROM t WHERE", "UPDATE t SET a = 1 WHERE"] {
+                let sql = format!("{statement} {filter}");
+                let c = Classification::of(&sql);
+                assert!(
+                    c.classes.contains(&C::DeleteWithoutWhere) || c.classes.contains(&C::UpdateWithoutWhere),
+                    "{sql}: {c:?}"
+                );
+            }
+        }
+        for filter in [
+            "id = 5",
+            "1 = 2",
+            "false",
+            "x = 5 AND true",
+            "NULL",
+            "id < id",
+            "random() = random()",
+            "id IS NOT NULL",
+            "id IN (SELECT id FROM t)",
+            "EXISTS (SELECT 1 FROM u WHERE u.id = t.id)",
+            "$1 = id",
+        ] {
+            let sql = format!("DELETE FROM t WHERE {filter}");
+            let c = classes(&sql);
+            assert!(c.contains(&C::Write) && !c.contains(&C::DeleteWithoutWhere), "{sql}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn merge_is_classified_by_its_actions() {
+        assert_eq!(
+            classes("MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED THEN INSERT VALUES (s.id)"),
+            [C::Write]
+        );
+        assert_eq!(classes("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE"), [C::Write]);
+        let everything = classes("MERGE INTO t USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE");
+        assert!(everything.contains(&C::DeleteWithoutWhere), "{everything:?}");
+        let everything = classes("MERGE INTO t USING s ON 1 = 1 WHEN MATCHED THEN UPDATE SET a = 1");
+        assert!(everything.contains(&C::UpdateWithoutWhere), "{everything:?}");
+        let guarded = classes("MERGE INTO t USING s ON true WHEN MATCHED AND t.id = 3 THEN DELETE");
+        assert!(!guarded.contains(&C::DeleteWithoutWhere), "{guarded:?}");
+    }
+
+    #[test]
+    fn settings_that_change_lexing_are_noticed() {
+        for sql in [
+            "SET standard_conforming_strings = off",
+            "set local client_encoding to 'LATIN1'",
+            "SET NAMES 'SJIS'",
+            "RESET ALL",
+            "ROLLBACK",
+            "DISCARD ALL",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "SELECT my_function()",
+            "DO $$ BEGIN END $$",
+            "EXECUTE p",
+        ] {
+            assert!(Classification::of(sql).may_change_lexing, "{sql}");
+        }
+        for sql in ["SELECT a FROM t WHERE b = 'x'", "SET search_path = app", "INSERT INTO t VALUES (1)"] {
+            assert!(!Classification::of(sql).may_change_lexing, "{sql}");
         }
     }
 
@@ -730,13 +857,27 @@ mod tests {
     #[test]
     fn statements_of_one_shape_share_a_classification() {
         let classifier = Classifier::default();
-        let first = classifier.classify("DELETE FROM t WHERE id = 1");
-        let second = classifier.classify("DELETE FROM t WHERE id = 2");
+        let first = classifier.classify("DELETE FROM t WHERE id = 1", Lexing::default());
+        let second = classifier.classify("DELETE FROM t WHERE id = 2", Lexing::default());
         assert!(Arc::ptr_eq(&first, &second));
-        assert_eq!(classifier.classify("DELETE FROM t WHERE id = 2 OR 1 = 1").classes, first.classes);
+        // Unless a literal decided the class.
+        let everything = classifier.classify("DELETE FROM t WHERE id = 2 OR 1 = 1", Lexing::default());
+        assert!(everything.classes.contains(&C::DeleteWithoutWhere), "{everything:?}");
+        assert!(
+            !classifier
+                .classify("DELETE FROM t WHERE id = 2 OR 1 = 2", Lexing::default())
+                .classes
+                .contains(&C::DeleteWithoutWhere)
+        );
+        assert!(
+            classifier
+                .classify("DELETE FROM t WHERE id = 3 OR 1 = 1", Lexing::default())
+                .classes
+                .contains(&C::DeleteWithoutWhere)
+        );
         // What did not parse is parsed again: its error is its own.
-        let bad = classifier.classify("SELEC 'a'");
-        let again = classifier.classify("SELEC 'b'");
+        let bad = classifier.classify("SELEC 'a'", Lexing::default());
+        let again = classifier.classify("SELEC 'b'", Lexing::default());
         assert!(!Arc::ptr_eq(&bad, &again));
         assert!(again.classes.contains(&C::Unparsed));
     }
@@ -744,10 +885,12 @@ mod tests {
     #[test]
     fn the_cache_returns_the_same_answer() {
         let classifier = Classifier::default();
-        let first = classifier.classify("DELETE FROM t");
-        let second = classifier.classify("DELETE FROM t");
+        let first = classifier.classify("DELETE FROM t", Lexing::default());
+        let second = classifier.classify("DELETE FROM t", Lexing::default());
         assert!(Arc::ptr_eq(&first, &second));
-        assert!(classifier.classify(&"x".repeat(MAX_CLASSIFIED_LEN + 1)).classes.contains(&C::Unparsed));
+        assert!(
+            classifier.classify(&"x".repeat(MAX_CLASSIFIED_LEN + 1), Lexing::default()).classes.contains(&C::Unparsed)
+        );
     }
 
     #[test]

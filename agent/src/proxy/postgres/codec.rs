@@ -207,33 +207,37 @@ fn cstr<'a>(buf: &mut &'a [u8], message: &'static str) -> Result<&'a str, CodecE
 }
 
 /// Frontend messages the proxy looks into, borrowing from their frame: the
-/// relay types every message, and copies only what it keeps.
+/// relay types every message, and copies only what it keeps. SQL text and
+/// statement names are bytes in the session's client encoding
+/// (see `encoding`), not necessarily UTF-8.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frontend<'a> {
     /// Simple query: one or more statements.
     Query {
         /// SQL text.
-        sql: &'a str,
+        sql: &'a [u8],
     },
     /// Extended protocol: prepare a statement.
     Parse {
         /// Prepared statement name ("" = unnamed).
-        statement: &'a str,
+        statement: &'a [u8],
         /// SQL text.
-        sql: &'a str,
+        sql: &'a [u8],
     },
     /// Extended protocol: bind a prepared statement to a portal.
     Bind {
         /// Portal name ("" = unnamed).
-        portal: &'a str,
+        portal: &'a [u8],
         /// Prepared statement name.
-        statement: &'a str,
+        statement: &'a [u8],
     },
     /// Extended protocol: run a portal.
     Execute {
         /// Portal name.
-        portal: &'a str,
+        portal: &'a [u8],
     },
+    /// FunctionCall: a server function called by its OID, no SQL involved.
+    FunctionCall,
     /// The client is leaving.
     Terminate,
     /// Anything else, forwarded untouched.
@@ -245,20 +249,29 @@ impl<'a> Frontend<'a> {
     pub fn parse(frame: &'a Frame) -> Result<Self, CodecError> {
         let mut body = &frame.body[..];
         Ok(match frame.tag {
-            b'Q' => Self::Query { sql: cstr(&mut body, "Query")? },
+            b'Q' => Self::Query { sql: cbytes(&mut body, "Query")? },
             b'P' => {
-                let statement = cstr(&mut body, "Parse")?;
-                Self::Parse { statement, sql: cstr(&mut body, "Parse")? }
+                let statement = cbytes(&mut body, "Parse")?;
+                Self::Parse { statement, sql: cbytes(&mut body, "Parse")? }
             }
             b'B' => {
-                let portal = cstr(&mut body, "Bind")?;
-                Self::Bind { portal, statement: cstr(&mut body, "Bind")? }
+                let portal = cbytes(&mut body, "Bind")?;
+                Self::Bind { portal, statement: cbytes(&mut body, "Bind")? }
             }
-            b'E' => Self::Execute { portal: cstr(&mut body, "Execute")? },
+            b'E' => Self::Execute { portal: cbytes(&mut body, "Execute")? },
+            b'F' => Self::FunctionCall,
             b'X' => Self::Terminate,
             _ => Self::Other,
         })
     }
+}
+
+/// A NUL-terminated byte string at the front of `buf`, borrowed; `buf` moves past it.
+fn cbytes<'a>(buf: &mut &'a [u8], message: &'static str) -> Result<&'a [u8], CodecError> {
+    let end = buf.iter().position(|b| *b == 0).ok_or(CodecError::Truncated(message))?;
+    let bytes = &buf[..end];
+    *buf = &buf[end + 1..];
+    Ok(bytes)
 }
 
 /// Backend messages the proxy looks into.
@@ -277,6 +290,13 @@ pub enum Backend<'a> {
         pid: u32,
         /// Secret key.
         key: u32,
+    },
+    /// A setting the server reports: at start-up and whenever it changes.
+    ParameterStatus {
+        /// Setting name, e.g. `client_encoding`.
+        name: &'a str,
+        /// Its value.
+        value: &'a str,
     },
     /// The server is idle; `status` is `I`, `T` (in transaction) or `E` (failed transaction).
     ReadyForQuery {
@@ -299,6 +319,10 @@ impl<'a> Backend<'a> {
                     return Err(CodecError::Truncated("BackendKeyData"));
                 }
                 Self::KeyData { pid: body.get_u32(), key: body.get_u32() }
+            }
+            b'S' => {
+                let name = cstr(&mut body, "ParameterStatus")?;
+                Self::ParameterStatus { name, value: cstr(&mut body, "ParameterStatus")? }
             }
             b'Z' => Self::ReadyForQuery { status: *body.first().ok_or(CodecError::Truncated("ReadyForQuery"))? },
             _ => Self::Other,
@@ -601,9 +625,9 @@ mod tests {
         let mut wire = frame_bytes(b'Q', b"select 1\0");
         wire.extend_from_slice(&frame_bytes(b'P', b"s1\0select $1\0\0\0")[..]);
         let query = decode_frame(&mut wire).unwrap().unwrap();
-        assert_eq!(Frontend::parse(&query), Ok(Frontend::Query { sql: "select 1" }));
+        assert_eq!(Frontend::parse(&query), Ok(Frontend::Query { sql: b"select 1" }));
         let parse = decode_frame(&mut wire).unwrap().unwrap();
-        assert_eq!(Frontend::parse(&parse), Ok(Frontend::Parse { statement: "s1", sql: "select $1" }));
+        assert_eq!(Frontend::parse(&parse), Ok(Frontend::Parse { statement: b"s1", sql: b"select $1" }));
         assert_eq!(decode_frame(&mut wire), Ok(None));
     }
 

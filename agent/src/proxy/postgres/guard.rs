@@ -12,7 +12,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU32, Ordering},
     },
 };
@@ -20,12 +20,17 @@ use std::{
 use bytes::{BufMut as _, BytesMut};
 use serde_json::json;
 
-use super::codec::{Backend, ErrorFields, Frame, Frontend};
+use super::{
+    codec::{Backend, ErrorFields, Frame, Frontend},
+    reading::Reading,
+};
 use crate::{
     approvals::{Approvals, NewRequest},
     audit::{AuditLog, Event},
     daemon::sessions::LiveSession,
-    guardrails::{Classification, Classifier, GuardAction, Guardrails, StatementClass, Verdict, classify},
+    guardrails::{
+        Classification, Classifier, GuardAction, Guardrails, StatementClass, Verdict, classify, parser::Lexing,
+    },
     redact,
 };
 
@@ -90,17 +95,62 @@ impl<'a> Guard<'a> {
         Self { context, session, audit, token, next: AtomicU32::new(1), refusals: Mutex::new(HashMap::new()) }
     }
 
-    /// Screens a frame the client sent.
-    pub fn screen(&self, frame: &Frame) -> Screening {
-        let (sql, statement) = match Frontend::parse(frame) {
+    /// Screens a frame the client sent, reading its text as `reading` says
+    /// the server will; also says whether running it may change how the
+    /// session's later text is read.
+    pub fn screen(&self, frame: &Frame, reading: Reading) -> (Screening, bool) {
+        let (raw, statement) = match Frontend::parse(frame) {
             Ok(Frontend::Query { sql }) => (sql, None),
             Ok(Frontend::Parse { statement, sql }) => (sql, Some(statement)),
-            // Other messages carry no SQL; a malformed Query or Parse is
-            // refused by the server itself.
-            _ => return Screening::Done(Screened::Forward),
+            Ok(Frontend::FunctionCall) => {
+                let c = Classification::unparsed(
+                    "a FunctionCall message calls a server function by its number, which Airlock cannot inspect".into(),
+                );
+                return (self.decide(frame, "<FunctionCall message>", None, &c), true);
+            }
+            Ok(_) => return (Screening::Done(Screened::Forward), false),
+            // A Query or Parse that does not frame is not forwarded unread.
+            Err(error) if matches!(frame.tag, b'Q' | b'P') => {
+                let c = Classification::unparsed(format!("malformed message: {error}"));
+                return (self.decide(frame, "<malformed message>", None, &c), true);
+            }
+            // Other messages carry no SQL; the server refuses a malformed one.
+            Err(_) => return (Screening::Done(Screened::Forward), false),
         };
-        let classification = self.context.classifier.classify(sql);
-        self.decide(frame, sql, statement, &classification)
+        let (text, classification) = match reading.encoding.decode(raw) {
+            Ok(text) => {
+                let classification = self.classify(&text, reading);
+                (text, classification)
+            }
+            Err(error) => (String::from_utf8_lossy(raw), Arc::new(Classification::unparsed(error.to_string()))),
+        };
+        let may_change = classification.may_change_lexing;
+        (self.decide(frame, &text, statement, &classification), may_change)
+    }
+
+    /// Classifies decoded text. While an earlier statement may still change
+    /// how text is read, text with a backslash is read both ways and does
+    /// the worst of both, and non-ASCII text, whose decoding may be
+    /// changing, is not read at all.
+    fn classify(&self, text: &str, reading: Reading) -> Arc<Classification> {
+        let classifier = self.context.classifier;
+        if !reading.unsettled {
+            return classifier.classify(text, reading.lexing);
+        }
+        if !text.is_ascii() {
+            return Arc::new(Classification::unparsed(
+                "non-ASCII text sent while an earlier statement that may change client_encoding was still \
+                 running; send it once that statement has finished"
+                    .into(),
+            ));
+        }
+        let standard = classifier.classify(text, Lexing { backslash_escapes: false });
+        if !text.contains('\\') {
+            return standard;
+        }
+        let mut both = (*standard).clone();
+        both.merge((*classifier.classify(text, Lexing { backslash_escapes: true })).clone());
+        Arc::new(both)
     }
 
     /// Screens a message too large to hold: only its kind is known.
@@ -110,7 +160,7 @@ impl<'a> Guard<'a> {
         }
         let classification = classify::too_large(len);
         let sql = format!("<{len}-byte statement, too large to inspect>");
-        match self.decide(&Frame { tag, body: Default::default() }, &sql, Some(""), &classification) {
+        match self.decide(&Frame { tag, body: Default::default() }, &sql, Some(b""), &classification) {
             Screening::Done(Screened::Forward) => None,
             Screening::Done(Screened::Replace(frame)) => Some(frame),
             // A message too large to hold cannot wait for a person either.
@@ -121,12 +171,12 @@ impl<'a> Guard<'a> {
                     class: StatementClass::Unparsed,
                     reason: "statements too large to inspect cannot be held for approval".into(),
                 };
-                Some(self.refuse(tag, "", &sql, &verdict, None))
+                Some(self.refuse(tag, b"", &sql, &verdict, None))
             }
         }
     }
 
-    fn decide(&self, frame: &Frame, sql: &str, statement: Option<&str>, c: &Classification) -> Screening {
+    fn decide(&self, frame: &Frame, sql: &str, statement: Option<&[u8]>, c: &Classification) -> Screening {
         if c.is_empty() {
             return Screening::Done(Screened::Forward);
         }
@@ -134,13 +184,17 @@ impl<'a> Guard<'a> {
         let verdict = self.context.guardrails.decide(c, &identity.as_subject());
         match verdict.action {
             GuardAction::Allow => Screening::Done(Screened::Forward),
-            GuardAction::Deny => {
-                Screening::Done(Screened::Replace(self.refuse(frame.tag, statement.unwrap_or(""), sql, &verdict, None)))
-            }
+            GuardAction::Deny => Screening::Done(Screened::Replace(self.refuse(
+                frame.tag,
+                statement.unwrap_or_default(),
+                sql,
+                &verdict,
+                None,
+            ))),
             GuardAction::Approve => {
                 let Some(policy) = &self.context.guardrails.approvals else {
                     // The loader insists on approvers; fail closed all the same.
-                    let replacement = self.refuse(frame.tag, statement.unwrap_or(""), sql, &verdict, None);
+                    let replacement = self.refuse(frame.tag, statement.unwrap_or_default(), sql, &verdict, None);
                     return Screening::Done(Screened::Replace(replacement));
                 };
                 let shown = redact::sql(sql);
@@ -160,7 +214,7 @@ impl<'a> Guard<'a> {
                             reason: "the approval request could not be recorded in the audit log".into(),
                             ..verdict
                         };
-                        let replacement = self.refuse(frame.tag, statement.unwrap_or(""), sql, &unrecorded, None);
+                        let replacement = self.refuse(frame.tag, statement.unwrap_or_default(), sql, &unrecorded, None);
                         return Screening::Done(Screened::Replace(replacement));
                     }
                 };
@@ -179,17 +233,20 @@ impl<'a> Guard<'a> {
         let request = waiter.request.clone();
         let decision = self.context.approvals.wait(waiter).await;
         let Some(refusal) = decision.refusal(&request) else { return Screened::Forward };
-        let (sql, statement) = match Frontend::parse(&frame) {
+        let (sql, statement): (&[u8], &[u8]) = match Frontend::parse(&frame) {
             Ok(Frontend::Parse { statement, sql }) => (sql, statement),
-            Ok(Frontend::Query { sql }) => (sql, ""),
-            _ => ("", ""),
+            Ok(Frontend::Query { sql }) => (sql, b""),
+            _ => (b"", b""),
         };
         let verdict = Verdict { action: GuardAction::Deny, class: StatementClass::Unparsed, reason: refusal };
-        Screened::Replace(self.refuse(frame.tag, statement, sql, &verdict, Some(&request.id)))
+        // The request holds the statement as it was read; the refusal's
+        // record names it by request, its text only for the reader.
+        let sql = String::from_utf8_lossy(sql);
+        Screened::Replace(self.refuse(frame.tag, statement, &sql, &verdict, Some(&request.id)))
     }
 
     /// Records the refusal and builds the stand-in frame.
-    fn refuse(&self, tag: u8, statement: &str, sql: &str, verdict: &Verdict, request: Option<&str>) -> Frame {
+    fn refuse(&self, tag: u8, statement: &[u8], sql: &str, verdict: &Verdict, request: Option<&str>) -> Frame {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let hint = match request {
             Some(_) => None,
@@ -222,7 +279,7 @@ impl<'a> Guard<'a> {
         let stand_in = format!("{}{id}", self.token);
         let mut body = BytesMut::new();
         if tag == b'P' {
-            body.put_slice(statement.as_bytes());
+            body.put_slice(statement);
             body.put_u8(0);
             body.put_slice(stand_in.as_bytes());
             body.put_u8(0);
@@ -260,6 +317,7 @@ mod tests {
         guardrails::{ApprovalPolicy, GuardRule},
         identity::Identity,
         process::ProcessInfo,
+        proxy::postgres::encoding::ClientEncoding,
         source::SourceLocation,
     };
 
@@ -313,6 +371,14 @@ mod tests {
         }
     }
 
+    fn settled() -> Reading {
+        Reading { encoding: ClientEncoding::Utf8, lexing: Lexing::default(), unsettled: false }
+    }
+
+    fn screen(guard: &Guard<'_>, frame: &Frame) -> Screening {
+        guard.screen(frame, settled()).0
+    }
+
     fn query(sql: &str) -> Frame {
         let mut body = BytesMut::new();
         body.put_slice(sql.as_bytes());
@@ -322,6 +388,7 @@ mod tests {
 
     fn server_error_for(stand_in: &Frame) -> Frame {
         let Ok(Frontend::Query { sql }) = Frontend::parse(stand_in) else { panic!("not a query") };
+        let sql = String::from_utf8_lossy(sql);
         ErrorFields::new("ERROR", "42601", &format!("syntax error at or near \"{sql}\""), None).to_error_frame()
     }
 
@@ -335,8 +402,8 @@ mod tests {
         let session = session();
         let guard = Guard::new(&context, &session, &audit);
 
-        assert!(matches!(guard.screen(&query("SELECT 1")), Screening::Done(Screened::Forward)));
-        let Screening::Done(Screened::Replace(stand_in)) = guard.screen(&query("DELETE FROM customers")) else {
+        assert!(matches!(screen(&guard, &query("SELECT 1")), Screening::Done(Screened::Forward)));
+        let Screening::Done(Screened::Replace(stand_in)) = screen(&guard, &query("DELETE FROM customers")) else {
             panic!("not refused")
         };
         assert!(!String::from_utf8_lossy(&stand_in.body).contains("customers"));
@@ -368,7 +435,7 @@ mod tests {
         let dba = Identity::unix("bob", 1002, vec!["dba".into()]);
 
         for approve in [true, false] {
-            let Screening::Held(hold) = guard.screen(&query("DROP TABLE customers")) else { panic!("not held") };
+            let Screening::Held(hold) = screen(&guard, &query("DROP TABLE customers")) else { panic!("not held") };
             let Ok(Backend::Other) = Backend::parse(&hold.notice) else { panic!("notice expected") };
             let notice = String::from_utf8_lossy(&hold.notice.body).into_owned();
             let id = hold.waiter.request.id.clone();
@@ -383,6 +450,50 @@ mod tests {
                 (approve, other) => panic!("approve={approve}: {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn text_is_read_as_the_server_will_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
+        let approvals = Approvals::new(Arc::clone(&audit));
+        let (rules, classifier) = (guardrails(), Classifier::default());
+        let context = GuardContext { guardrails: &rules, classifier: &classifier, approvals: &approvals };
+        let session = session();
+        let guard = Guard::new(&context, &session, &audit);
+        let refused = |screening: Screening| matches!(screening, Screening::Done(Screened::Replace(_)));
+        let held = |screening: Screening| match screening {
+            Screening::Held(hold) => {
+                approvals.withdraw(&hold.waiter.request.id);
+                true
+            }
+            _ => false,
+        };
+        let raw = |bytes: &[u8]| {
+            let mut body = BytesMut::from(bytes);
+            body.put_u8(0);
+            Frame { tag: b'Q', body: body.freeze() }
+        };
+        let evasion = query(r"SELECT 'x\''; DROP TABLE t; -- '");
+        let off = Reading { lexing: Lexing { backslash_escapes: true }, ..settled() };
+        assert!(held(guard.screen(&evasion, off).0));
+        // While a SET may still be on its way, both readings count.
+        let unsettled = Reading { unsettled: true, ..settled() };
+        assert!(held(guard.screen(&evasion, unsettled).0));
+        assert!(matches!(guard.screen(&evasion, settled()).0, Screening::Done(Screened::Forward)));
+        assert!(refused(guard.screen(&query("SELECT 'é'"), unsettled).0), "non-ASCII while unsettled");
+        // Bytes decode per client_encoding; what does not decode is refused.
+        let latin1 = Reading { encoding: ClientEncoding::Latin1, ..settled() };
+        assert!(held(guard.screen(&raw(b"DROP TABLE t /* \xe9 */"), latin1).0));
+        assert!(refused(guard.screen(&raw(b"SELECT 1 /* \xe9 */"), settled()).0));
+        // A Query that does not frame, and a call by function number, are refused.
+        let unterminated = Frame { tag: b'Q', body: bytes::Bytes::from_static(b"DROP TABLE t") };
+        assert!(refused(guard.screen(&unterminated, settled()).0));
+        let call = Frame { tag: b'F', body: bytes::Bytes::from_static(&[0, 0, 4, 210, 0, 0, 0, 0, 0, 0]) };
+        let (screening, may_change) = guard.screen(&call, settled());
+        assert!(refused(screening) && may_change);
+        let log = std::fs::read_to_string(audit.path()).unwrap();
+        assert!(log.contains("DROP TABLE t /* é */"), "recorded as decoded");
     }
 
     #[test]

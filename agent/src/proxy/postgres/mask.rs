@@ -45,9 +45,10 @@ impl ClientView {
     pub fn client_sent(&mut self, frame: &Frame) -> Result<(), ProxyError> {
         self.shapes.client_sent(frame).map_err(|error| ProxyError::Protocol { side: "client", error })?;
         if let Ok(Frontend::Query { sql } | Frontend::Parse { sql, .. }) = Frontend::parse(frame)
-            && sql.as_bytes().windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
+            && sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
         {
-            self.copy_formats.extend(copy_out_formats(sql));
+            // COPY's options are ASCII keywords in every client encoding.
+            self.copy_formats.extend(copy_out_formats(&String::from_utf8_lossy(sql)));
         }
         Ok(())
     }

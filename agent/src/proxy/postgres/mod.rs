@@ -16,8 +16,10 @@ mod auth;
 pub mod cancel;
 pub mod catalog;
 pub mod codec;
+pub mod encoding;
 pub mod guard;
 pub mod mask;
+pub mod reading;
 pub mod recorder;
 pub mod shapes;
 mod statements;
@@ -476,6 +478,7 @@ async fn relay_messages(
     let me = Arc::new(SessionContext::new(&session.id, &session.identity, &session.target)?);
     let issued = Mutex::new(Vec::new());
     let tracker = Mutex::new(StatementTracker::default());
+    let session_reading = Mutex::new(reading::SessionReading::default());
     let guard = shared.guard.as_ref().map(|context| Guard::new(context, session, shared.audit));
     let (mut client_read, client_write) = tokio::io::split(client);
     // Both directions write to the client: replies, and notices of held statements.
@@ -493,11 +496,23 @@ async fn relay_messages(
                 Some(Incoming::Frames(Batch { frames, raw })) => {
                     let mut splice = Splice::new(&raw, &mut out);
                     for frame in &frames {
-                        tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame);
+                        let now = session_reading.lock().unwrap_or_else(|p| p.into_inner()).reading();
+                        tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame, now.encoding);
                         if masks {
                             client_view.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame)?;
                         }
-                        let screened = match guard.as_ref().map(|guard| (guard, guard.screen(frame))) {
+                        let screening = guard.as_ref().map(|guard| {
+                            let (screening, may_change) = guard.screen(frame, now);
+                            session_reading
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .client_sent(frame.tag, may_change);
+                            (guard, screening)
+                        });
+                        if screening.is_none() {
+                            session_reading.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame.tag, false);
+                        }
+                        let screened = match screening {
                             None | Some((_, Screening::Done(Screened::Forward))) => Screened::Forward,
                             Some((_, Screening::Done(replaced))) => replaced,
                             Some((guard, Screening::Held(hold))) => {
@@ -558,6 +573,9 @@ async fn relay_messages(
                     let mut finished = Vec::new();
                     let mut splice = Splice::new(&raw, &mut out);
                     for original in &frames {
+                        if reading::SessionReading::follows(original.tag) {
+                            session_reading.lock().unwrap_or_else(|p| p.into_inner()).server_sent(original);
+                        }
                         let refusal = guard.as_ref().and_then(|guard| guard.rewrite_error(original));
                         let frame = refusal.as_ref().unwrap_or(original);
                         let masked = match masking.as_mut() {

@@ -15,7 +15,10 @@ use std::{
 
 use serde::Serialize;
 
-use super::codec::{Backend, ErrorFields, Frame, Frontend};
+use super::{
+    codec::{Backend, ErrorFields, Frame, Frontend},
+    encoding::ClientEncoding,
+};
 use crate::redact;
 
 /// Longest SQL text kept in a record.
@@ -111,22 +114,36 @@ pub struct StatementTracker {
 
 impl StatementTracker {
     /// Notes a frame the client sent.
-    pub fn client_sent(&mut self, frame: &Frame) {
+    /// Notes a frame the client sent; its text decodes per `encoding`.
+    pub fn client_sent(&mut self, frame: &Frame, encoding: ClientEncoding) {
+        // Text the guard could not decode is refused there; recorded here
+        // as near as it reads.
+        let decode = |sql: &[u8]| clean(&encoding.decode(sql).unwrap_or_else(|_| String::from_utf8_lossy(sql)));
         match Frontend::parse(frame) {
-            Ok(Frontend::Query { sql }) => self.push(QueryProtocol::Simple, clean(sql)),
-            Ok(Frontend::Parse { statement, sql }) => remember(&mut self.prepared, statement, clean(sql)),
+            Ok(Frontend::Query { sql }) => self.push(QueryProtocol::Simple, decode(sql)),
+            Ok(Frontend::Parse { statement, sql }) => {
+                remember(&mut self.prepared, &String::from_utf8_lossy(statement), decode(sql));
+            }
             Ok(Frontend::Bind { portal, statement }) => {
+                let (portal, statement) = (String::from_utf8_lossy(portal), String::from_utf8_lossy(statement));
                 let sql = self
                     .prepared
-                    .get(statement)
+                    .get(statement.as_ref())
                     .cloned()
                     .unwrap_or_else(|| Sql::from(format!("<prepared statement {statement:?}>")));
-                remember(&mut self.portals, portal, sql);
+                remember(&mut self.portals, &portal, sql);
             }
             Ok(Frontend::Execute { portal }) => {
-                let sql =
-                    self.portals.get(portal).cloned().unwrap_or_else(|| Sql::from(format!("<portal {portal:?}>")));
+                let portal = String::from_utf8_lossy(portal);
+                let sql = self
+                    .portals
+                    .get(portal.as_ref())
+                    .cloned()
+                    .unwrap_or_else(|| Sql::from(format!("<portal {portal:?}>")));
                 self.push(QueryProtocol::Extended, sql);
+            }
+            Ok(Frontend::FunctionCall) => {
+                self.push(QueryProtocol::Simple, Sql::from("<FunctionCall message>".to_owned()))
             }
             Ok(Frontend::Terminate | Frontend::Other) => {}
             // The server will reject it too; the error comes back and is recorded.
@@ -197,7 +214,7 @@ impl StatementTracker {
                     }
                 }
             }
-            Backend::KeyData { .. } | Backend::Other => {}
+            Backend::KeyData { .. } | Backend::ParameterStatus { .. } | Backend::Other => {}
         }
     }
 
@@ -285,7 +302,7 @@ mod tests {
     #[test]
     fn simple_query_with_two_statements_is_one_record() {
         let mut t = StatementTracker::default();
-        t.client_sent(&query("insert into t values (1); select * from t"));
+        t.client_sent(&query("insert into t values (1); select * from t"), ClientEncoding::Utf8);
         assert!(sent(&mut t, &complete("INSERT 0 1")).is_empty());
         assert!(sent(&mut t, &complete("SELECT 1")).is_empty());
         let done = sent(&mut t, &ready());
@@ -298,14 +315,14 @@ mod tests {
     #[test]
     fn pipelined_extended_protocol_pairs_in_order_and_marks_skipped() {
         let mut t = StatementTracker::default();
-        t.client_sent(&frame(b'P', &[b"s1\0select $1\0", &[0, 0]]));
-        t.client_sent(&frame(b'B', &[b"\0s1\0", &[0, 0, 0, 0, 0, 0]]));
-        t.client_sent(&frame(b'E', &[b"\0", &[0, 0, 0, 0]]));
-        t.client_sent(&frame(b'P', &[b"\0delete from t\0", &[0, 0]]));
-        t.client_sent(&frame(b'B', &[b"p2\0\0", &[0, 0, 0, 0, 0, 0]]));
-        t.client_sent(&frame(b'E', &[b"p2\0", &[0, 0, 0, 0]]));
-        t.client_sent(&frame(b'E', &[b"p2\0", &[0, 0, 0, 0]]));
-        t.client_sent(&frame(b'S', &[]));
+        t.client_sent(&frame(b'P', &[b"s1\0select $1\0", &[0, 0]]), ClientEncoding::Utf8);
+        t.client_sent(&frame(b'B', &[b"\0s1\0", &[0, 0, 0, 0, 0, 0]]), ClientEncoding::Utf8);
+        t.client_sent(&frame(b'E', &[b"\0", &[0, 0, 0, 0]]), ClientEncoding::Utf8);
+        t.client_sent(&frame(b'P', &[b"\0delete from t\0", &[0, 0]]), ClientEncoding::Utf8);
+        t.client_sent(&frame(b'B', &[b"p2\0\0", &[0, 0, 0, 0, 0, 0]]), ClientEncoding::Utf8);
+        t.client_sent(&frame(b'E', &[b"p2\0", &[0, 0, 0, 0]]), ClientEncoding::Utf8);
+        t.client_sent(&frame(b'E', &[b"p2\0", &[0, 0, 0, 0]]), ClientEncoding::Utf8);
+        t.client_sent(&frame(b'S', &[]), ClientEncoding::Utf8);
         let first = sent(&mut t, &complete("SELECT 1"));
         assert_eq!(first.len(), 1);
         assert_eq!((first[0].sql.as_ref(), first[0].protocol), ("select $1", QueryProtocol::Extended));
@@ -322,7 +339,7 @@ mod tests {
     fn frames_it_does_not_follow_change_nothing() {
         for tag in (0..=u8::MAX).filter(|tag| !StatementTracker::follows(*tag)) {
             let mut t = StatementTracker::default();
-            t.client_sent(&query("select 1"));
+            t.client_sent(&query("select 1"), ClientEncoding::Utf8);
             // A body each followed type would take for its own.
             for body in [&b"SELECT 1\0"[..], b"I", b"SCODE\0C42501\0Mboom\0\0", b""] {
                 assert!(sent(&mut t, &frame(tag, &[body])).is_empty(), "tag {tag}");
@@ -336,7 +353,7 @@ mod tests {
     #[test]
     fn secrets_in_statements_are_redacted() {
         let mut t = StatementTracker::default();
-        t.client_sent(&query("ALTER ROLE app PASSWORD 'hunter2'"));
+        t.client_sent(&query("ALTER ROLE app PASSWORD 'hunter2'"), ClientEncoding::Utf8);
         sent(&mut t, &complete("ALTER ROLE"));
         let done = sent(&mut t, &ready());
         assert!(!done[0].sql.contains("hunter2"), "{}", done[0].sql);
@@ -345,9 +362,9 @@ mod tests {
     #[test]
     fn unknown_names_and_garbage_do_not_panic() {
         let mut t = StatementTracker::default();
-        t.client_sent(&frame(b'E', &[b"nope\0", &[0, 0, 0, 0]]));
-        t.client_sent(&frame(b'Q', &[b"unterminated"]));
-        t.client_sent(&Frame { tag: b'B', body: Bytes::from_static(b"\0") });
+        t.client_sent(&frame(b'E', &[b"nope\0", &[0, 0, 0, 0]]), ClientEncoding::Utf8);
+        t.client_sent(&frame(b'Q', &[b"unterminated"]), ClientEncoding::Utf8);
+        t.client_sent(&Frame { tag: b'B', body: Bytes::from_static(b"\0") }, ClientEncoding::Utf8);
         sent(&mut t, &Frame { tag: b'C', body: Bytes::new() });
         let done = sent(&mut t, &complete("SELECT 0"));
         assert_eq!(&*done[0].sql, "<portal \"nope\">");
