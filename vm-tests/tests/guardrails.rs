@@ -371,3 +371,37 @@ fn statements_are_read_as_the_server_reads_them() {
     assert!(sqls.iter().any(|s| s.contains("DROP TABLE t3 /* é */")), "{sqls:#?}");
     assert!(sqls.iter().any(|s| s.contains("SELECT 'ソ'")), "{sqls:#?}");
 }
+
+/// Passwords in every literal form PostgreSQL accepts stay out of the
+/// audit log: statement records, refusals, approval requests and the
+/// process command lines recorded with each connection.
+#[test]
+fn passwords_never_reach_the_audit_log() {
+    if !privileged() {
+        return;
+    }
+    let (lab, _) = lab(1);
+    let attempts: [&[&str]; 6] = [
+        &["-c", r"ALTER ROLE postgres PASSWORD E'zq9one\'x'"],
+        &["-c", r"CREATE ROLE b PASSWORD U&'zq9tw\006F'"],
+        &["-c", "CREATE ROLE b PASSWORD U&'zq9three!0021' UESCAPE '!'"],
+        &["-c", "ALTER ROLE postgres PASSWORD $pw$zq9four$pw$"],
+        &["-c", "SET standard_conforming_strings = off", "-c", r"ALTER ROLE postgres PASSWORD 'zq9fi\'ve'"],
+        // Held for approval (whole-table), with a password in its text.
+        &["-c", r"DELETE FROM t WHERE true OR password = E'zq9six\'x'"],
+    ];
+    for args in attempts {
+        let out = psql(&lab, "alice", args);
+        assert!(!out.success(), "{args:?}: {out:?}");
+    }
+    // One that runs: a password column compared in a read.
+    let out = psql(&lab, "alice", &["-c", "SELECT 1 FROM t WHERE password = E'zq9seven'"]);
+    assert!(!out.success(), "no such column, but recorded: {out:?}");
+    assert!(!lab.agent().wait_for_records("approval.requested", 1).is_empty());
+    lab.agent().wait_for_records("postgres.statement", 8);
+    let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    for secret in ["zq9one", "zq9tw", "zq9three", "zq9four", "zq9fi", "zq9six", "zq9seven"] {
+        assert!(!log.contains(secret), "{secret} reached the audit log:\n{log}");
+    }
+    assert!(log.contains("PASSWORD '***'"), "{log}");
+}
