@@ -153,7 +153,7 @@ fn closing_quote(text: &str, quote: &str) -> Option<usize> {
     while at < bytes.len() {
         if bytes[at] == b'\\' {
             at += 2;
-        } else if text[at..].starts_with(quote) {
+        } else if bytes[at..].starts_with(quote.as_bytes()) {
             return Some(at + quote.len());
         } else {
             at += 1;
@@ -431,7 +431,16 @@ mod tests {
         ] {
             assert_eq!(sql(text), text);
         }
-        for odd in ["password", "PASSWORD $", "password $a", "é password 'ü'", "password''", "password E'\\", "U&"] {
+        for odd in [
+            "password",
+            "PASSWORD $",
+            "password $a",
+            "é password 'ü'",
+            "password''",
+            "password E'\\",
+            "U&",
+            "select 'password=\\é'",
+        ] {
             let _ = sql(odd);
         }
         assert!(!sql("é password 'ü'").contains('ü'));
