@@ -1,12 +1,14 @@
-//! A small HTTP/1.1 client for the agent's few outbound calls (OpenBao,
-//! OIDC issuers, approval webhooks): one request per connection, JSON
-//! bodies, `https://` with the system's trusted roots (rustls), or plain
-//! `http://` to this host only (a local OpenBao or identity provider):
-//! these calls carry tokens, credentials and signing keys, which no network
-//! may read or rewrite.
+//! The HTTP client for the agent's few outbound calls (OpenBao, OIDC
+//! issuers, approval webhooks): one request per connection, JSON bodies,
+//! `https://` with the system's trusted roots (rustls), or plain `http://`
+//! to this host only (a local OpenBao or identity provider): these calls
+//! carry tokens, credentials and signing keys, which no network may read or
+//! rewrite.
 //!
-//! Spoken directly rather than through an HTTP stack: the exchanges are
-//! fixed and small, and every byte the agent links is a byte to audit.
+//! HTTP/1.1 is spoken by hyper, so framing is strict: a body shorter than
+//! its Content-Length, a chunked body cut off, a malformed head are errors,
+//! never a half-read answer; a body over [`MAX_RESPONSE`] is an error, never
+//! cut short; interim 1xx answers are skipped.
 
 use std::{
     net::IpAddr,
@@ -14,14 +16,17 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    io::{AsyncRead, AsyncWrite},
     net::TcpStream,
 };
 
-/// Largest response accepted.
-const MAX_RESPONSE: u64 = 1 << 20;
+/// Largest response body accepted.
+pub const MAX_RESPONSE: usize = 1 << 20;
 
 /// Why a call failed. Never carries the URL's path or query, which may
 /// hold a secret (a webhook token, say).
@@ -109,7 +114,7 @@ impl Url {
     }
 }
 
-/// A response: status and body (chunked transfer decoded).
+/// A response: status and whole body (chunked transfer decoded).
 #[derive(Debug)]
 pub struct Response {
     /// HTTP status.
@@ -166,44 +171,75 @@ pub async fn request_with(
     timeout: Duration,
 ) -> Result<Response, HttpError> {
     let fail = |message: String| HttpError::Exchange { host: url.authority(), message };
-    let mut head = format!("{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", url.path, url.authority());
+    let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|_| fail(format!("bad method {method:?}")))?;
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(url.path.as_str())
+        .header(hyper::header::HOST, url.authority())
+        .header(hyper::header::CONNECTION, "close");
     for (name, value) in headers {
-        if value.contains(['\r', '\n']) || name.contains(['\r', '\n', ':']) {
-            return Err(fail(format!("header {name} has a line break")));
-        }
-        head.push_str(&format!("{name}: {value}\r\n"));
+        builder = builder.header(*name, *value);
     }
-    let body = body.unwrap_or_default();
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    // The http crate refuses header names and values that would break the
+    // head (line breaks); its message names neither value.
+    let request = builder
+        .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+        .map_err(|error| fail(format!("request not sent: {error}")))?;
     let exchange = async {
-        let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = TcpStream::connect((url.host.as_str(), url.port)).await.map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         if url.tls {
-            let name = ServerName::try_from(url.host.clone()).map_err(std::io::Error::other)?;
-            let tls = tokio_rustls::TlsConnector::from(Arc::clone(&roots.0)).connect(name, tcp).await?;
-            send(tls, head.as_bytes(), body).await
+            let name = ServerName::try_from(url.host.clone()).map_err(|e| e.to_string())?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::clone(&roots.0))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            exchange(tls, request).await
         } else {
-            send(tcp, head.as_bytes(), body).await
+            exchange(tcp, request).await
         }
     };
-    let raw = tokio::time::timeout(timeout, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| fail(format!("no answer within {timeout:?}")))?
-        .map_err(|e| fail(e.to_string()))?;
-    parse_response(&raw).ok_or_else(|| fail("malformed HTTP answer".into()))
+        .map_err(fail)
 }
 
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, head: &[u8], body: &[u8]) -> std::io::Result<Vec<u8>> {
-    stream.write_all(head).await?;
-    stream.write_all(body).await?;
-    stream.flush().await?;
-    let mut response = Vec::new();
-    match stream.take(MAX_RESPONSE).read_to_end(&mut response).await {
-        Ok(_) => Ok(response),
-        // Servers often close TLS without close_notify after a complete answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => Ok(response),
-        Err(e) => Err(e),
+/// One request and its whole response over `stream`.
+async fn exchange<S>(stream: S, request: hyper::Request<Full<Bytes>>) -> Result<Response, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| with_causes(&e))?;
+    let answer = async move {
+        let response = sender.send_request(request).await.map_err(|e| with_causes(&e))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE).collect().await.map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                format!("the answer is larger than {MAX_RESPONSE} bytes")
+            } else {
+                with_causes(&*error)
+            }
+        })?;
+        // Dropping the sender lets the connection end.
+        Ok(Response { status, body: body.to_bytes().to_vec() })
+    };
+    let (answer, _connection) = tokio::join!(answer, connection);
+    answer
+}
+
+/// An error and what caused it: hyper's own message is general ("error
+/// reading a body from connection"), its cause says what was wrong.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
     }
+    text
 }
 
 /// rustls with the system's trusted roots, loaded once.
@@ -227,34 +263,6 @@ fn config_with(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
             .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
             .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions")),
     )
-}
-
-/// Status code and body (chunked transfer decoded) of an HTTP/1.1 answer.
-pub fn parse_response(response: &[u8]) -> Option<Response> {
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&response[..split]).ok()?;
-    let body = &response[split + 4..];
-    let status: u16 = head.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if !chunked {
-        return Some(Response { status, body: body.to_vec() });
-    }
-    let mut out = Vec::new();
-    let mut rest = body;
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Some(Response { status, body: out });
-        }
-        out.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
 }
 
 #[cfg(test)]
@@ -285,37 +293,88 @@ mod tests {
         assert!(Url::parse("https://10.0.0.1:8200").is_ok());
     }
 
-    #[test]
-    fn plain_and_chunked_answers() {
-        let plain = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap();
-        assert_eq!((plain.status, plain.body.as_slice()), (200, &b"{}"[..]));
-        let chunked =
-            parse_response(b"HTTP/1.1 204 No\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-                .unwrap();
-        assert_eq!((chunked.status, chunked.body.as_slice()), (204, &b"abcde"[..]));
-        assert!(parse_response(b"garbage").is_none());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_none());
-    }
-
-    #[tokio::test]
-    async fn a_request_reaches_a_loopback_server() {
+    /// Serves `answer` (raw bytes) to one request on loopback, then closes.
+    async fn answering(answer: Vec<u8>) -> (Url, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut seen = vec![0u8; 4096];
-            let n = socket.read(&mut seen).await.unwrap();
-            socket.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
-            String::from_utf8_lossy(&seen[..n]).into_owned()
+            let mut seen = Vec::new();
+            let mut buffer = vec![0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buffer).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buffer[..n]);
+            }
+            socket.write_all(&answer).await.unwrap();
+            socket.shutdown().await.unwrap();
+            String::from_utf8_lossy(&seen).into_owned()
         });
-        let url = Url::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap();
+        (Url::parse(&format!("http://127.0.0.1:{port}/v1/x")).unwrap(), server)
+    }
+
+    async fn get(answer: &[u8]) -> Result<Response, HttpError> {
+        let (url, _server) = answering(answer.to_vec()).await;
+        request("GET", &url, &[], None, Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn whole_answers_are_read() {
+        let plain = get(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+        assert_eq!((plain.status, plain.body.as_slice()), (200, &b"{}"[..]));
+        let chunked =
+            get(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+                .await
+                .unwrap();
+        assert_eq!((chunked.status, chunked.body.as_slice()), (201, &b"abcde"[..]));
+        // Interim answers come before the real one.
+        let interim = get(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx").await.unwrap();
+        assert_eq!((interim.status, interim.body.as_slice()), (200, &b"x"[..]));
+        let until_close = get(b"HTTP/1.1 200 OK\r\n\r\nto the end").await.unwrap();
+        assert_eq!(until_close.body, b"to the end");
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_errors_not_half_bodies() {
+        let too_big =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}", MAX_RESPONSE + 1, "x".repeat(MAX_RESPONSE + 1));
+        for (answer, why) in [
+            (&b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"[..], "end of file before message length reached"),
+            (&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"[..], ""),
+            (&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"[..], ""),
+            (&b"garbage\r\n\r\n"[..], ""),
+            (&b""[..], ""),
+            (too_big.as_bytes(), "larger than"),
+        ] {
+            let error = get(answer).await.expect_err("an error").to_string();
+            assert!(error.starts_with("127.0.0.1:"), "{error}");
+            assert!(error.contains(why), "{:?}: {error}", String::from_utf8_lossy(&answer[..answer.len().min(60)]));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_a_loopback_server() {
+        let (url, server) = answering(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok".to_vec()).await;
         let response =
             request("POST", &url, &[("Content-Type", "application/json")], Some(b"{\"a\":1}"), Duration::from_secs(5))
                 .await
                 .unwrap();
         assert_eq!((response.status, response.body.as_slice()), (201, &b"ok"[..]));
-        let seen = server.await.unwrap();
-        assert!(seen.starts_with("POST /hook HTTP/1.1\r\n"), "{seen}");
-        assert!(seen.ends_with("Content-Length: 7\r\n\r\n{\"a\":1}"), "{seen}");
+        let seen = server.await.unwrap().to_ascii_lowercase();
+        assert!(seen.starts_with("post /v1/x http/1.1\r\n"), "{seen}");
+        assert!(
+            seen.contains("content-length: 7\r\n") && seen.contains("content-type: application/json\r\n"),
+            "{seen}"
+        );
+    }
+
+    #[tokio::test]
+    async fn line_breaks_in_headers_are_refused() {
+        let url = Url::parse("http://127.0.0.1:9/").unwrap();
+        let error = request("GET", &url, &[("X-Token", "a\r\nInjected: yes")], None, Duration::from_secs(5)).await;
+        assert!(error.expect_err("refused").to_string().contains("request not sent"));
     }
 }

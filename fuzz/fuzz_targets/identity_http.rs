@@ -1,7 +1,6 @@
 //! What the agent reads from the network and from people it does not
-//! trust yet: HTTP responses (OpenBao, OIDC issuers), URLs from discovery
-//! documents, JWKS documents, and ID or CI job tokens. No panic; the body
-//! of a response is never longer than what arrived; no token verifies
+//! trust yet: URLs from discovery documents, JWKS documents, and ID or CI
+//! job tokens (HTTP framing is hyper's). No panic; no token verifies
 //! against an empty key set.
 #![no_main]
 
@@ -9,9 +8,6 @@ use airlock::{http, identity::oidc::jwt};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(response) = http::parse_response(data) {
-        assert!(response.body.len() <= data.len());
-    }
     let _ = jwt::KeySet::from_json(data);
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = http::Url::parse(text);

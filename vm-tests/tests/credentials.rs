@@ -334,3 +334,23 @@ fn openbao_issues_the_login_and_its_lease_is_revoked_after_the_session() {
     let audit = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     assert!(!audit.contains("bao-admin-secret"));
 }
+
+#[test]
+fn a_refused_admin_login_names_the_servers_reason_and_what_to_check() {
+    if !privileged() {
+        return;
+    }
+    let JitLab { lab, data } = jit_lab(600);
+    TargetHost::superuser_sql(&data, "ALTER ROLE airlock_admin PASSWORD 'rotated-elsewhere'");
+    let out = psql(&lab, "alice", "readonly", "select 1");
+    assert!(!out.success());
+    assert!(out.stderr.contains("could not create a login for you"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("password authentication failed for user \"airlock_admin\" (28P01)"),
+        "the server's own reason: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("check the admin login file"), "{}", out.stderr);
+    assert!(!out.stderr.contains("admin-secret-4711") && !out.stderr.contains("rotated-elsewhere"));
+    assert!(jit_roles(&data).is_empty());
+}

