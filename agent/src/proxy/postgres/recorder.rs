@@ -1,5 +1,10 @@
 //! One writer of statement records for every PostgreSQL session.
 //!
+//! On guarded targets a statement is recorded before it is sent: the
+//! relay hands [`SentStatement`]s over, wakes the writer, and forwards the
+//! statement only once they are written (`write(2)` done, so a crash of the
+//! agent cannot lose them; `fsync` per the audit log's setting).
+//!
 //! Sessions hand finished statements over and go on relaying; the writer
 //! takes whatever has queued up, from all sessions, and appends it to the
 //! audit log in one write. Under load that is one write for many
@@ -11,13 +16,16 @@
 //! session ends: nothing runs on unrecorded.
 
 use std::sync::{
-    Arc,
+    Arc, OnceLock,
     atomic::{AtomicBool, Ordering},
 };
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ProxyError, statements::StatementRecord};
+use super::{
+    ProxyError,
+    statements::{QueryProtocol, StatementRecord},
+};
 use crate::audit::{AuditLog, SessionContext};
 
 /// The writer's thread name (what `ps -L` and `/proc/PID/task/*/comm` show).
@@ -33,8 +41,19 @@ const BATCH: usize = 512;
 /// for its records.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// A statement about to be sent to the server, recorded first.
+#[derive(Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SentStatement {
+    /// Sub-protocol.
+    pub protocol: QueryProtocol,
+    /// SQL text, secrets redacted.
+    pub sql: Arc<str>,
+}
+
 enum Item {
     Records(Arc<SessionContext>, Vec<StatementRecord>),
+    /// Written at once; answered once written.
+    Sent(Arc<SessionContext>, Vec<SentStatement>, oneshot::Sender<()>),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -44,6 +63,9 @@ enum Item {
 pub struct StatementLog {
     queue: mpsc::UnboundedSender<Item>,
     failed: Arc<AtomicBool>,
+    /// The writer's thread, to wake it from its linger for statements
+    /// waiting to be sent.
+    writer: Arc<OnceLock<std::thread::Thread>>,
 }
 
 /// The writing end; start it with [`StatementWriter::spawn`].
@@ -51,6 +73,7 @@ pub struct StatementWriter {
     audit: Arc<AuditLog>,
     items: mpsc::UnboundedReceiver<Item>,
     failed: Arc<AtomicBool>,
+    thread: Arc<OnceLock<std::thread::Thread>>,
 }
 
 impl StatementLog {
@@ -58,7 +81,28 @@ impl StatementLog {
     pub fn new(audit: Arc<AuditLog>) -> (Self, StatementWriter) {
         let (queue, items) = mpsc::unbounded_channel();
         let failed = Arc::new(AtomicBool::new(false));
-        (Self { queue, failed: Arc::clone(&failed) }, StatementWriter { audit, items, failed })
+        let thread = Arc::new(OnceLock::new());
+        let log = Self { queue, failed: Arc::clone(&failed), writer: Arc::clone(&thread) };
+        (log, StatementWriter { audit, items, failed, thread })
+    }
+
+    /// Records statements about to be sent, and waits until they are
+    /// written: the caller sends them only then.
+    pub async fn record_sent(
+        &self,
+        session: &Arc<SessionContext>,
+        statements: Vec<SentStatement>,
+    ) -> Result<(), ProxyError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(ProxyError::AuditLost);
+        }
+        let (done, written) = oneshot::channel();
+        self.queue.send(Item::Sent(Arc::clone(session), statements, done)).map_err(|_| ProxyError::AuditLost)?;
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+        written.await.map_err(|_| ProxyError::AuditLost)?;
+        if self.failed.load(Ordering::SeqCst) { Err(ProxyError::AuditLost) } else { Ok(()) }
     }
 
     /// Hands finished statements over for writing.
@@ -85,7 +129,10 @@ impl StatementWriter {
     /// Starts the writer on a thread of its own; it writes until every
     /// [`StatementLog`] is dropped.
     pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new().name(THREAD_NAME.into()).spawn(move || self.run())
+        std::thread::Builder::new().name(THREAD_NAME.into()).spawn(move || {
+            let _ = self.thread.set(std::thread::current());
+            self.run()
+        })
     }
 
     fn run(mut self) {
@@ -94,14 +141,15 @@ impl StatementWriter {
         // LINGER and takes what queued up; it waits on the queue (where
         // each hand-over would wake it, a system call in the relay) only
         // once the queue ran dry.
+        // Statements waiting to be sent unpark it at once.
         let mut busy = false;
         loop {
             if busy {
-                std::thread::sleep(LINGER);
+                std::thread::park_timeout(LINGER);
             } else {
                 let Some(first) = self.items.blocking_recv() else { return };
                 if matches!(first, Item::Records(..)) {
-                    std::thread::sleep(LINGER);
+                    std::thread::park_timeout(LINGER);
                 }
                 items.push(first);
             }
@@ -116,7 +164,11 @@ impl StatementWriter {
             let mut records = Vec::new();
             for item in items.drain(..) {
                 match item {
-                    Item::Records(session, batch) => records.push((session, batch)),
+                    Item::Records(session, batch) => records.push((session, Batch::Finished(batch))),
+                    Item::Sent(session, batch, done) => {
+                        records.push((session, Batch::Sent(batch)));
+                        flushes.push(done);
+                    }
                     Item::Flush(done) => flushes.push(done),
                 }
             }
@@ -133,21 +185,31 @@ impl StatementWriter {
         }
     }
 
-    fn write(&self, records: &[(Arc<SessionContext>, Vec<StatementRecord>)]) -> Result<(), crate::audit::AuditError> {
+    fn write(&self, records: &[(Arc<SessionContext>, Batch)]) -> Result<(), crate::audit::AuditError> {
         let events = records.iter().flat_map(|(session, batch)| {
-            batch.iter().flat_map(move |statement| {
+            let (finished, sent) = match batch {
+                Batch::Finished(finished) => (&finished[..], &[][..]),
+                Batch::Sent(sent) => (&[][..], &sent[..]),
+            };
+            let sent = sent.iter().map(|statement| ("postgres.statement_sent", Detail::Sent(statement)));
+            let finished = finished.iter().flat_map(|statement| {
                 // The statement itself is stored redacted; `secret.detected` says a secret travelled.
                 let secret = (!statement.secrets.is_empty()).then_some((
                     "secret.detected",
                     Detail::Secret { kinds: &statement.secrets, sql: &statement.sql, r#where: "statement" },
                 ));
-                std::iter::once(("postgres.statement", Detail::Statement(statement)))
-                    .chain(secret)
-                    .map(move |(kind, detail)| (&**session, kind, detail))
-            })
+                std::iter::once(("postgres.statement", Detail::Statement(statement))).chain(secret)
+            });
+            sent.chain(finished).map(move |(kind, detail)| (&**session, kind, detail))
         });
         self.audit.append_in_sessions(events).map(drop)
     }
+}
+
+/// One hand-over's records.
+enum Batch {
+    Finished(Vec<StatementRecord>),
+    Sent(Vec<SentStatement>),
 }
 
 /// A record's detail, serialized straight from the statement: no
@@ -156,6 +218,7 @@ impl StatementWriter {
 #[serde(untagged)]
 enum Detail<'a> {
     Statement(&'a StatementRecord),
+    Sent(&'a SentStatement),
     Secret { kinds: &'a crate::redact::Secrets, sql: &'a str, r#where: &'static str },
 }
 
@@ -211,6 +274,33 @@ mod tests {
         let expected: Vec<(String, String)> =
             (0..sent).map(|n| (format!("s{}", (n / 2) % 2), format!("SELECT {n}"))).collect();
         assert_eq!(written, expected);
+        drop(log);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn statements_to_be_sent_are_written_before_the_call_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
+        let (log, writer) = StatementLog::new(Arc::clone(&audit));
+        let thread = writer.spawn().unwrap();
+        let identity = Identity::unix("alice", 1000, vec![]);
+        let target = TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 };
+        let session = Arc::new(SessionContext::new("s1", &identity, &target).unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Finished records keep the writer lingering; one to be sent wakes it.
+        log.record(&session, vec![statement(0)]).unwrap();
+        let started = std::time::Instant::now();
+        let sent = SentStatement { protocol: QueryProtocol::Simple, sql: "DELETE FROM t WHERE id = 1".into() };
+        runtime.block_on(log.record_sent(&session, vec![sent])).unwrap();
+        let waited = started.elapsed();
+        let text = std::fs::read_to_string(dir.path().join(crate::audit::LOG_FILE)).unwrap();
+        let kinds: Vec<String> = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["kind"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kinds, ["postgres.statement", "postgres.statement_sent"], "in order, before the call returned");
+        assert!(waited < LINGER * 20, "woken, not lingering: {waited:?}");
         drop(log);
         thread.join().unwrap();
     }

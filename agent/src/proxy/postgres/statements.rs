@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::{
     codec::{Backend, ErrorFields, Frame, Frontend},
     encoding::ClientEncoding,
+    recorder::SentStatement,
 };
 use crate::redact;
 
@@ -114,14 +115,15 @@ pub struct StatementTracker {
 }
 
 impl StatementTracker {
-    /// Notes a frame the client sent.
     /// Notes a frame the client sent; its text decodes per `encoding`.
-    pub fn client_sent(&mut self, frame: &Frame, encoding: ClientEncoding) {
+    /// Returns the statement it runs, for a Query, an Execute or a
+    /// FunctionCall.
+    pub fn client_sent(&mut self, frame: &Frame, encoding: ClientEncoding) -> Option<SentStatement> {
         // Text the guard could not decode is refused there; recorded here
         // as near as it reads.
         let decode = |sql: &[u8]| clean(&encoding.decode(sql).unwrap_or_else(|_| String::from_utf8_lossy(sql)));
         match Frontend::parse(frame) {
-            Ok(Frontend::Query { sql }) => self.push(QueryProtocol::Simple, decode(sql)),
+            Ok(Frontend::Query { sql }) => return Some(self.push(QueryProtocol::Simple, decode(sql))),
             Ok(Frontend::Parse { statement, sql }) => {
                 remember(&mut self.prepared, &String::from_utf8_lossy(statement), decode(sql));
             }
@@ -141,22 +143,22 @@ impl StatementTracker {
                     .get(portal.as_ref())
                     .cloned()
                     .unwrap_or_else(|| Sql::from(format!("<portal {portal:?}>")));
-                self.push(QueryProtocol::Extended, sql);
+                return Some(self.push(QueryProtocol::Extended, sql));
             }
             Ok(Frontend::FunctionCall) => {
-                self.push(QueryProtocol::Simple, Sql::from("<FunctionCall message>".to_owned()))
+                return Some(self.push(QueryProtocol::Simple, Sql::from("<FunctionCall message>".to_owned())));
             }
             Ok(Frontend::Terminate | Frontend::Other) => {}
             // The server will reject it too; the error comes back and is recorded.
             Err(error) => tracing::debug!(%error, "uninspectable client message"),
         }
+        None
     }
 
-    /// Notes a message too large to inspect.
-    pub fn client_sent_large(&mut self, tag: u8, len: usize) {
-        if tag == b'Q' {
-            self.push(QueryProtocol::Simple, Sql::from(format!("<{len}-byte query, too large to inspect>")));
-        }
+    /// Notes a message too large to inspect; a Query's placeholder is returned.
+    pub fn client_sent_large(&mut self, tag: u8, len: usize) -> Option<SentStatement> {
+        (tag == b'Q')
+            .then(|| self.push(QueryProtocol::Simple, Sql::from(format!("<{len}-byte query, too large to inspect>"))))
     }
 
     /// Whether [`server_sent`](Self::server_sent) has anything to do with a
@@ -224,8 +226,10 @@ impl StatementTracker {
         self.pending.drain(..).map(|p| finish(p, false)).collect()
     }
 
-    fn push(&mut self, protocol: QueryProtocol, sql: Sql) {
+    fn push(&mut self, protocol: QueryProtocol, sql: Sql) -> SentStatement {
+        let sent = SentStatement { protocol, sql: Arc::clone(&sql.text) };
         self.pending.push_back(Pending { protocol, sql, results: Vec::new(), error: None, sent: Instant::now() });
+        sent
     }
 }
 

@@ -1,0 +1,101 @@
+//! A peer's view of whether Airlock behaves like the server: psycopg
+//! 3.3.4's own test suite (`../shared/driver-suites/run-psycopg.sh`), run
+//! as a test user against PostgreSQL 15 directly and through Airlock (an
+//! observe target and a just-in-time target whose role may create
+//! objects), through the eBPF redirect. Goal: no failure through Airlock
+//! that does not happen direct.
+
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+
+use airlock_vm_tests::{Lab, TargetHost, privileged};
+
+/// The suite's runner, beside the workspace.
+fn runner() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/driver-suites/run-psycopg.sh")
+}
+
+/// Where `cargo xtask setup` installed psycopg and pytest.
+const VENV: &str = "/var/cache/airlock/psycopg-3.3.4";
+
+/// The failing tests' ids and the summary line.
+struct SuiteRun {
+    failed: BTreeSet<String>,
+    summary: String,
+}
+
+fn run_suite(lab: &Lab, dsn: &str) -> SuiteRun {
+    let runner = runner();
+    assert!(runner.exists(), "the psycopg suite is missing: {}", runner.display());
+    let venv = format!("PSYCOPG_VENV={VENV}");
+    let args = [venv.as_str(), "PSYCOPG_TIMEOUT=600", runner.to_str().unwrap(), dsn];
+    let out = lab.run_as_within("alice", "env", &args, Duration::from_secs(660));
+    let summary = out.stdout.lines().rfind(|l| l.starts_with("psycopg suite:")).unwrap_or_default().to_owned();
+    assert!(summary.contains("passed") && !summary.contains(" 0 passed"), "the suite did not run: {out:?}");
+    let failed = out
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("FAILED ").or_else(|| line.strip_prefix("ERROR ")))
+        .map(|rest| rest.split(" - ").next().unwrap_or(rest).trim().to_owned())
+        .collect();
+    SuiteRun { failed, summary }
+}
+
+fn passed(run: &SuiteRun) -> u32 {
+    run.summary.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn psycopg_suite_fails_nothing_through_airlock_that_it_does_not_fail_direct() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    let pg_dir = lab.dir.path().join("pg");
+    let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
+    TargetHost::superuser_sql(
+        &data,
+        "ALTER ROLE postgres PASSWORD 'suite-secret'; CREATE ROLE suite_owner NOLOGIN; \
+         GRANT CREATE ON DATABASE postgres TO suite_owner; GRANT ALL ON SCHEMA public TO suite_owner",
+    );
+    let admin_file = TargetHost::jit_admin(&data, lab.dir.path(), "admin-secret-4711");
+    let v4 = lab.target.v4;
+    let password_dsn = format!("host={v4} port=5432 dbname=postgres user=postgres password=suite-secret");
+
+    // Direct, before any agent runs.
+    let direct = run_suite(&lab, &password_dsn);
+    assert!(passed(&direct) > 4000, "{}", direct.summary);
+
+    // Just in time: no password; a role made for alice that may create objects.
+    let access = format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n\
+         [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n"
+    );
+    let alice = lab.user("alice").name.clone();
+    lab.start_agent(&format!(
+        "{access}\n[target.credentials]\nadmin_file = \"{}\"\nttl_seconds = 3600\n\n\
+         [[target.credentials.role]]\nname = \"suite\"\ngrants = [\"suite_owner\"]\nusers = [\"{alice}\"]\n",
+        admin_file.display()
+    ));
+    let host = v4.to_string();
+    let login = lab.run_as(
+        "alice",
+        "psql",
+        &["-h", &host, "-U", "suite", "-d", "postgres", "-X", "-At", "-w", "-c", "select 1"],
+    );
+    assert!(login.success(), "no just-in-time login: {login:?}\n{}", lab.agent().log());
+    let jit = run_suite(&lab, &format!("host={v4} port=5432 dbname=postgres user=suite"));
+
+    // Observed: the client logs in itself; every statement is recorded.
+    lab.agent().reload(&access);
+    lab.agent().wait_for_records("policy.reload", 1);
+    let observed = run_suite(&lab, &password_dsn);
+
+    println!("direct:   {} {:?}", direct.summary, direct.failed);
+    println!("observed: {} {:?}", observed.summary, observed.failed);
+    println!("jit:      {} {:?}", jit.summary, jit.failed);
+    let only_through = |run: &SuiteRun| run.failed.difference(&direct.failed).cloned().collect::<Vec<_>>();
+    assert!(only_through(&observed).is_empty(), "fail only through the observe target: {:?}", only_through(&observed));
+    assert!(passed(&observed) >= passed(&direct), "{} vs {}", observed.summary, direct.summary);
+    assert!(passed(&jit) > 4000, "{}", jit.summary);
+    assert!(only_through(&jit).is_empty(), "fail only through the JIT target: {:?}", only_through(&jit));
+}
