@@ -567,7 +567,7 @@ mod tests {
                     if let Some((head, body)) = text.split_once("\r\n\r\n") {
                         let len: usize = head
                             .lines()
-                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
                             .and_then(|v| v.parse().ok())
                             .unwrap();
                         if body.len() >= len {
