@@ -356,14 +356,16 @@ impl Walker<'_, '_> {
     /// `whole` for an UPDATE or DELETE whose filter is absent or holds for
     /// every row, else a row-scoped write.
     fn filtered(&mut self, fields: usize, filter: &str, whole: StatementClass) -> StatementClass {
-        match self.tree.member(fields, filter) {
-            None => whole,
-            Some(condition) => {
-                let (always, consulted) = predicate::always_true(self.tree, condition);
-                self.result.literal_sensitive |= consulted;
-                if always { whole } else { StatementClass::Write }
-            }
-        }
+        if self.holds_for_every_row(fields, filter) { whole } else { StatementClass::Write }
+    }
+
+    /// Whether the condition member `key` of the node at `fields` is absent
+    /// or holds for every row; noting whether a literal decided it.
+    fn holds_for_every_row(&mut self, fields: usize, key: &str) -> bool {
+        let Some(condition) = self.tree.member(fields, key) else { return true };
+        let (always, consulted) = predicate::always_true(self.tree, condition);
+        self.result.literal_sensitive |= consulted;
+        always
     }
 
     /// MERGE deletes or updates every matched row: with a join condition
@@ -371,14 +373,7 @@ impl Walker<'_, '_> {
     /// that is the whole table.
     fn merge_actions(&mut self, fields: usize) {
         let tree = self.tree;
-        let join_always = match tree.member(fields, "joinCondition") {
-            None => true,
-            Some(condition) => {
-                let (always, consulted) = predicate::always_true(tree, condition);
-                self.result.literal_sensitive |= consulted;
-                always
-            }
-        };
+        let join_always = self.holds_for_every_row(fields, "joinCondition");
         let clauses = tree.member(fields, "mergeWhenClauses");
         for clause in clauses.iter().flat_map(|&list| tree.children(list)) {
             let Some(("MergeWhenClause", clause)) = tree.node(clause) else { continue };
@@ -387,15 +382,7 @@ impl Walker<'_, '_> {
                 Some("CMD_UPDATE") => StatementClass::UpdateWithoutWhere,
                 _ => continue,
             };
-            let action_always = match tree.member(clause, "condition") {
-                None => true,
-                Some(condition) => {
-                    let (always, consulted) = predicate::always_true(tree, condition);
-                    self.result.literal_sensitive |= consulted;
-                    always
-                }
-            };
-            if join_always && action_always {
+            if join_always && self.holds_for_every_row(clause, "condition") {
                 self.class(whole);
             }
         }
