@@ -14,9 +14,15 @@ use serde_json::Value;
 /// alice is an engineer; bob approves (his own group is the approver group);
 /// carol is neither.
 fn lab(timeout_seconds: u32) -> (Lab, PathBuf) {
+    let (lab, cli, _) = lab_with(timeout_seconds, &[]);
+    (lab, cli)
+}
+
+/// [`lab`] with PostgreSQL `settings`; also returns its data directory.
+fn lab_with(timeout_seconds: u32, settings: &[&str]) -> (Lab, PathBuf, PathBuf) {
     let mut lab = Lab::new(&["alice", "bob", "carol"]);
     let pg_dir = lab.dir.path().join("pg");
-    let data = lab.target.start_postgres_with(&pg_dir, &[]);
+    let data = lab.target.start_postgres_with(&pg_dir, settings);
     TargetHost::superuser_sql(
         &data,
         "create schema audit; create table audit.events (a int); create table t (a int); insert into t values (1), (2); \
@@ -62,7 +68,7 @@ timeout_seconds = {timeout_seconds}
     );
     lab.start_agent(&policy);
     let cli = lab.cli();
-    (lab, cli)
+    (lab, cli, data)
 }
 
 fn psql(lab: &Lab, user: &str, args: &[&str]) -> CommandOutput {
@@ -414,33 +420,12 @@ fn no_statement_runs_unrecorded_when_the_agent_is_killed_under_load() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new(&["alice"]);
-    let pg_dir = lab.dir.path().join("pg");
-    let data = lab
-        .target
-        .start_postgres_with(&pg_dir, &["logging_collector=on", "log_statement=all", "log_filename=statements.log"]);
-    let v4 = lab.target.v4;
-    lab.start_agent(&format!(
-        r#"
-[[target]]
-name = "pg"
-protocol = "postgres"
-port = 5432
-addresses = ["{v4}"]
-
-[[target.access]]
-action = "allow"
-users = ["*"]
-
-[[target.guardrail]]
-classes = ["privilege"]
-action = "deny"
-"#
-    ));
+    let (mut lab, _, data) =
+        lab_with(30, &["logging_collector=on", "log_statement=all", "log_filename=statements.log"]);
     let script = lab.dir.path().join("marked.sql");
     fs::write(&script, "\\set n random(1, 1000)\nSELECT 'zq9mark', :n;\n").unwrap();
     set_mode(&script, 0o644);
-    let host = v4.to_string();
+    let host = lab.target.v4.to_string();
     let mut benches = Vec::new();
     for mode in ["simple", "prepared"] {
         benches.push(lab.spawn_as(

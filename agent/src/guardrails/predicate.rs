@@ -248,15 +248,13 @@ fn bool_truth(value: bool) -> Truth {
 
 /// Whether the subtree holds a constant.
 fn holds_literal(tree: &Tree<'_>, at: usize) -> bool {
-    let end = tree.get(at).map_or(at, |item| item.end as usize);
-    tree.items()[at..end].iter().any(|item| item.key == "A_Const")
+    tree.subtree(at).iter().any(|item| item.key == "A_Const")
 }
 
 /// Whether the subtree calls a function (which may return another value
 /// each time: `random() = random()`) or reads a subquery.
 fn volatile(tree: &Tree<'_>, at: usize) -> bool {
-    let end = tree.get(at).map_or(at, |item| item.end as usize);
-    tree.items()[at..end].iter().any(|item| matches!(item.key, "FuncCall" | "SubLink" | "ParamRef"))
+    tree.subtree(at).iter().any(|item| matches!(item.key, "FuncCall" | "SubLink" | "ParamRef"))
 }
 
 enum Constant {

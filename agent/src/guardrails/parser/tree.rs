@@ -66,6 +66,11 @@ impl<'a> Tree<'a> {
         self.items.get(index)
     }
 
+    /// The item at `index` and all below it; empty when there is none.
+    pub fn subtree(&self, index: usize) -> &[Item<'a>] {
+        self.items.get(index).map_or(&[], |item| &self.items[index..item.end as usize])
+    }
+
     /// Indices of the direct children of the object or array at `index`.
     pub fn children(&self, index: usize) -> Children<'_, 'a> {
         let end = self.items.get(index).map_or(index, |item| item.end as usize);
@@ -103,15 +108,16 @@ impl<'a> Tree<'a> {
     /// Whether the subtrees at `a` and `b` are the same, locations aside
     /// (`id = id` is written twice, at two places).
     pub fn same(&self, a: usize, b: usize) -> bool {
-        let (Some(first), Some(second)) = (self.items.get(a), self.items.get(b)) else { return false };
-        // The roots' own keys (`lexpr`, `rexpr`) are where they hang, not what they are.
-        let significant = |from: usize, end: u32| {
-            self.items[from + 1..end as usize]
-                .iter()
-                .filter(|item| item.key != "location")
-                .map(|item| (item.key, item.value))
+        let (Some((first, below_a)), Some((second, below_b))) =
+            (self.subtree(a).split_first(), self.subtree(b).split_first())
+        else {
+            return false;
         };
-        first.value == second.value && significant(a, first.end).eq(significant(b, second.end))
+        // The roots' own keys (`lexpr`, `rexpr`) are where they hang, not what they are.
+        fn significant<'t, 'a>(below: &'t [Item<'a>]) -> impl Iterator<Item = (&'a str, Value<'a>)> + 't {
+            below.iter().filter(|item| item.key != "location").map(|item| (item.key, item.value))
+        }
+        first.value == second.value && significant(below_a).eq(significant(below_b))
     }
 }
 

@@ -371,6 +371,37 @@ mod tests {
         }
     }
 
+    /// What a guard borrows: an audit log in a directory of its own,
+    /// approvals, the rules, a session.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        audit: Arc<AuditLog>,
+        approvals: Approvals,
+        rules: Guardrails,
+        classifier: Classifier,
+        session: LiveSession,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
+            let approvals = Approvals::new(Arc::clone(&audit));
+            Self {
+                _dir: dir,
+                audit,
+                approvals,
+                rules: guardrails(),
+                classifier: Classifier::default(),
+                session: session(),
+            }
+        }
+
+        fn context(&self) -> GuardContext<'_> {
+            GuardContext { guardrails: &self.rules, classifier: &self.classifier, approvals: &self.approvals }
+        }
+    }
+
     fn settled() -> Reading {
         Reading { encoding: ClientEncoding::Utf8, lexing: Lexing::default(), unsettled: false }
     }
@@ -394,13 +425,9 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_reach_the_client_as_their_own_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
-        let approvals = Approvals::new(Arc::clone(&audit));
-        let (rules, classifier) = (guardrails(), Classifier::default());
-        let context = GuardContext { guardrails: &rules, classifier: &classifier, approvals: &approvals };
-        let session = session();
-        let guard = Guard::new(&context, &session, &audit);
+        let fixture = Fixture::new();
+        let context = fixture.context();
+        let guard = Guard::new(&context, &fixture.session, &fixture.audit);
 
         assert!(matches!(screen(&guard, &query("SELECT 1")), Screening::Done(Screened::Forward)));
         let Screening::Done(Screened::Replace(stand_in)) = screen(&guard, &query("DELETE FROM customers")) else {
@@ -419,19 +446,15 @@ mod tests {
         let other = ErrorFields::new("ERROR", "42601", "syntax error at or near \"airlock_refused_x_1\"", None);
         assert!(guard.rewrite_error(&other.to_error_frame()).is_none());
 
-        let log = std::fs::read_to_string(audit.path()).unwrap();
+        let log = std::fs::read_to_string(fixture.audit.path()).unwrap();
         assert!(log.contains("\"kind\":\"postgres.statement_refused\"") && log.contains("DELETE FROM customers"));
     }
 
     #[tokio::test]
     async fn held_statements_run_once_approved_and_are_refused_when_denied() {
-        let dir = tempfile::tempdir().unwrap();
-        let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
-        let approvals = Approvals::new(Arc::clone(&audit));
-        let (rules, classifier) = (guardrails(), Classifier::default());
-        let context = GuardContext { guardrails: &rules, classifier: &classifier, approvals: &approvals };
-        let session = session();
-        let guard = Guard::new(&context, &session, &audit);
+        let fixture = Fixture::new();
+        let context = fixture.context();
+        let guard = Guard::new(&context, &fixture.session, &fixture.audit);
         let dba = Identity::unix("bob", 1002, vec!["dba".into()]);
 
         for approve in [true, false] {
@@ -440,7 +463,7 @@ mod tests {
             let notice = String::from_utf8_lossy(&hold.notice.body).into_owned();
             let id = hold.waiter.request.id.clone();
             assert!(notice.contains(&format!("airlock approve {id}")) && notice.contains("group dba"), "{notice}");
-            approvals.decide(&id, &dba, approve, Some("ok".into())).unwrap();
+            fixture.approvals.decide(&id, &dba, approve, Some("ok".into())).unwrap();
             match (approve, guard.settle(*hold).await) {
                 (true, Screened::Forward) => {}
                 (false, Screened::Replace(stand_in)) => {
@@ -454,17 +477,13 @@ mod tests {
 
     #[tokio::test]
     async fn text_is_read_as_the_server_will_read_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
-        let approvals = Approvals::new(Arc::clone(&audit));
-        let (rules, classifier) = (guardrails(), Classifier::default());
-        let context = GuardContext { guardrails: &rules, classifier: &classifier, approvals: &approvals };
-        let session = session();
-        let guard = Guard::new(&context, &session, &audit);
+        let fixture = Fixture::new();
+        let context = fixture.context();
+        let guard = Guard::new(&context, &fixture.session, &fixture.audit);
         let refused = |screening: Screening| matches!(screening, Screening::Done(Screened::Replace(_)));
         let held = |screening: Screening| match screening {
             Screening::Held(hold) => {
-                approvals.withdraw(&hold.waiter.request.id);
+                fixture.approvals.withdraw(&hold.waiter.request.id);
                 true
             }
             _ => false,
@@ -492,19 +511,15 @@ mod tests {
         let call = Frame { tag: b'F', body: bytes::Bytes::from_static(&[0, 0, 4, 210, 0, 0, 0, 0, 0, 0]) };
         let (screening, may_change) = guard.screen(&call, settled());
         assert!(refused(screening) && may_change);
-        let log = std::fs::read_to_string(audit.path()).unwrap();
+        let log = std::fs::read_to_string(fixture.audit.path()).unwrap();
         assert!(log.contains("DROP TABLE t /* é */"), "recorded as decoded");
     }
 
     #[test]
     fn large_statements_are_unparsed() {
-        let dir = tempfile::tempdir().unwrap();
-        let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
-        let approvals = Approvals::new(Arc::clone(&audit));
-        let (rules, classifier) = (guardrails(), Classifier::default());
-        let context = GuardContext { guardrails: &rules, classifier: &classifier, approvals: &approvals };
-        let session = session();
-        let guard = Guard::new(&context, &session, &audit);
+        let fixture = Fixture::new();
+        let context = fixture.context();
+        let guard = Guard::new(&context, &fixture.session, &fixture.audit);
         let stand_in = guard.screen_large(b'Q', 20 << 20).expect("refused");
         assert_eq!(stand_in.tag, b'Q');
         assert!(guard.screen_large(b'd', 20 << 20).is_none(), "COPY data is not a statement");

@@ -227,6 +227,13 @@ mod tests {
     use super::*;
     use crate::{audit::TargetRef, identity::Identity, proxy::postgres::statements::QueryProtocol};
 
+    /// Alice's session `id` on a PostgreSQL target.
+    fn session(id: &str) -> Arc<SessionContext> {
+        let identity = Identity::unix("alice", 1000, vec![]);
+        let target = TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 };
+        Arc::new(SessionContext::new(id, &identity, &target).unwrap())
+    }
+
     fn statement(n: usize) -> StatementRecord {
         StatementRecord {
             protocol: QueryProtocol::Simple,
@@ -246,10 +253,7 @@ mod tests {
         let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
         let (log, writer) = StatementLog::new(Arc::clone(&audit));
         let thread = writer.spawn().unwrap();
-        let identity = Identity::unix("alice", 1000, vec![]);
-        let target = TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 };
-        let sessions: Vec<Arc<SessionContext>> =
-            (0..2).map(|n| Arc::new(SessionContext::new(&format!("s{n}"), &identity, &target).unwrap())).collect();
+        let sessions: Vec<Arc<SessionContext>> = (0..2).map(|n| session(&format!("s{n}"))).collect();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let mut sent = 0;
         // Bursts closer together than LINGER (the writer stays awake), and
@@ -284,9 +288,7 @@ mod tests {
         let audit = Arc::new(AuditLog::open(dir.path()).unwrap());
         let (log, writer) = StatementLog::new(Arc::clone(&audit));
         let thread = writer.spawn().unwrap();
-        let identity = Identity::unix("alice", 1000, vec![]);
-        let target = TargetRef { name: "db".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 };
-        let session = Arc::new(SessionContext::new("s1", &identity, &target).unwrap());
+        let session = session("s1");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         // Finished records keep the writer lingering; one to be sent wakes it.
         log.record(&session, vec![statement(0)]).unwrap();
