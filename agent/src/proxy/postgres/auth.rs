@@ -100,6 +100,7 @@ pub async fn login(upstream: &mut Stream, reader: &mut FrameReader, lease: &Leas
         let mut out = BytesMut::new();
         response.encode(&mut out);
         upstream.write_all(&out).await?;
+        upstream.flush().await?;
     }
 }
 

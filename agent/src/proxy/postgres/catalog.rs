@@ -130,6 +130,7 @@ async fn read_tables(login: &Login<'_>, oids: &[u32]) -> Result<HashMap<u32, Tab
     }
     .encode(&mut wire);
     upstream.write_all(&wire).await?;
+    upstream.flush().await?;
     let mut reader = FrameReader::default();
     if let auth::Login::Refused(error) = auth::login(&mut upstream, &mut reader, login.lease).await? {
         return Err(ProxyError::Io(std::io::Error::other(error.to_string())));
@@ -150,6 +151,7 @@ async fn read_tables(login: &Login<'_>, oids: &[u32]) -> Result<HashMap<u32, Tab
     let mut out = BytesMut::new();
     Frame { tag: b'Q', body: query.freeze() }.encode(&mut out);
     upstream.write_all(&out).await?;
+    upstream.flush().await?;
 
     let mut tables: HashMap<u32, TableNames> = HashMap::new();
     let mut queried = false;

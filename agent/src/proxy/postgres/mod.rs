@@ -458,6 +458,7 @@ async fn startup(
                 append(audit, session, "postgres.startup", detail)?;
                 // AuthenticationOk: the client is in without a password.
                 client.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]).await?;
+                client.flush().await?;
                 return Ok(Handshake::Started { upstream, upstream_reader, lease: Some(lease), database });
             }
         }
@@ -467,10 +468,15 @@ async fn startup(
 async fn send_error(client: &mut Stream, error: &ErrorFields) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     error.to_error_frame().encode(&mut out);
-    client.write_all(&out).await
+    client.write_all(&out).await?;
+    client.flush().await
 }
 
 /// Relays frames both ways until either side closes, recording statements.
+/// Every write is flushed: a TLS stream (the client's, terminated here, or
+/// the server's) may keep records its socket would not take yet, and
+/// nothing else would push them out (a COPY cancelled under backpressure
+/// left its error and ReadyForQuery in rustls's buffer, the client waiting).
 async fn relay_messages(
     client: &mut Stream,
     upstream: &mut tls::Stream,
@@ -506,22 +512,24 @@ async fn relay_messages(
                     // On guarded targets, what is about to run is recorded first.
                     let mut sent = Vec::new();
                     for frame in &frames {
-                        let now = session_reading.lock().unwrap_or_else(|p| p.into_inner()).reading();
-                        let runs = tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame, now.encoding);
                         if masks {
                             client_view.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame)?;
                         }
-                        let screening = guard.as_ref().map(|guard| {
-                            let (screening, may_change) = guard.screen(frame, now);
-                            session_reading
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .client_sent(frame.tag, may_change);
-                            (guard, screening)
-                        });
-                        if screening.is_none() {
-                            session_reading.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame.tag, false);
-                        }
+                        let (runs, screening) = {
+                            let mut reading = session_reading.lock().unwrap_or_else(|p| p.into_inner());
+                            let now = reading.reading();
+                            let runs =
+                                tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame, now.encoding);
+                            let (screening, may_change) = match &guard {
+                                Some(guard) => {
+                                    let (screening, may_change) = guard.screen(frame, now);
+                                    (Some((guard, screening)), may_change)
+                                }
+                                None => (None, false),
+                            };
+                            reading.client_sent(frame.tag, may_change);
+                            (runs, screening)
+                        };
                         let screened = match screening {
                             None | Some((_, Screening::Done(Screened::Forward))) => Screened::Forward,
                             Some((_, Screening::Done(replaced))) => replaced,
@@ -533,9 +541,13 @@ async fn relay_messages(
                                 let before = splice.take_before();
                                 session.bytes.to_upstream.fetch_add(before.len() as u64, Ordering::Relaxed);
                                 upstream_write.write_all(&before).await?;
+                                upstream_write.flush().await?;
                                 let mut notice = BytesMut::new();
                                 hold.notice.encode(&mut notice);
-                                client_write.lock().await.write_all(&notice).await?;
+                                let mut client_write = client_write.lock().await;
+                                client_write.write_all(&notice).await?;
+                                client_write.flush().await?;
+                                drop(client_write);
                                 guard.settle(*hold).await
                             }
                         };
@@ -555,6 +567,7 @@ async fn relay_messages(
                     let bytes = splice.finish();
                     session.bytes.to_upstream.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     upstream_write.write_all(bytes).await?;
+                    upstream_write.flush().await?;
                     out.clear();
                     reader.recycle(frames);
                 }
@@ -572,6 +585,7 @@ async fn relay_messages(
                             reader.forward_large(&mut client_read, &mut tokio::io::sink(), tag, len).await?;
                             stand_in.encode(&mut out);
                             upstream_write.write_all(&out).await?;
+                            upstream_write.flush().await?;
                             out.clear();
                         }
                     }
@@ -642,7 +656,10 @@ async fn relay_messages(
                     }
                     let bytes = splice.finish();
                     session.bytes.to_client.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    client_write.lock().await.write_all(bytes).await?;
+                    let mut client_write = client_write.lock().await;
+                    client_write.write_all(bytes).await?;
+                    client_write.flush().await?;
+                    drop(client_write);
                     out.clear();
                     reader.recycle(frames);
                     if !finished.is_empty() {

@@ -254,7 +254,8 @@ impl FrameReader {
             to.write_all(&chunk[..n]).await?;
             remaining -= n;
         }
-        Ok(())
+        // A TLS writer may keep what the socket would not take yet.
+        to.flush().await
     }
 
     /// Reads more; false at end of stream.
