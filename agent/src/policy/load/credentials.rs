@@ -1,0 +1,292 @@
+//! The credential section of a postgres target: `[target.credentials]`,
+//! its roles, upstream TLS and OpenBao source.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Loader;
+use crate::{
+    policy::model::{CredentialSource, Credentials, OpenBaoAuth, Protocol, RoleGrant, UpstreamTls},
+    source::SourceFile,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCredentials {
+    admin_file: Option<Spanned<String>>,
+    openbao: Option<Spanned<RawOpenBao>>,
+    ttl_seconds: Option<Spanned<i64>>,
+    tls: Option<Spanned<String>>,
+    tls_ca_file: Option<Spanned<String>>,
+    tls_server_name: Option<String>,
+    #[serde(default)]
+    role: Vec<Spanned<RawRole>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOpenBao {
+    addr: Spanned<String>,
+    token_file: Option<Spanned<String>>,
+    jwt_auth: Option<RawJwtAuth>,
+    #[serde(default = "default_mount")]
+    mount: String,
+    ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJwtAuth {
+    #[serde(default = "default_jwt_mount")]
+    mount: String,
+    role: String,
+}
+
+fn default_jwt_mount() -> String {
+    "jwt".into()
+}
+
+fn default_mount() -> String {
+    "database".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRole {
+    openbao_role: Option<String>,
+    name: Spanned<String>,
+    #[serde(default)]
+    grants: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+/// A created role lives this long unless the policy says otherwise.
+const DEFAULT_TTL_SECONDS: u64 = 900;
+
+impl Loader {
+    pub(super) fn credentials(
+        &mut self,
+        source: &SourceFile<'_>,
+        raw: Spanned<RawCredentials>,
+        protocol: Option<Protocol>,
+    ) -> Credentials {
+        if protocol.is_some_and(|p| p != Protocol::Postgres) {
+            let message = "just-in-time credentials are supported for postgres targets only".into();
+            self.error(source, raw.span().start, message);
+        }
+        let start = raw.span().start;
+        let raw = raw.into_inner();
+        let absolute = |this: &mut Self, path: &Spanned<String>, what: &str| {
+            let file = PathBuf::from(path.get_ref());
+            if !file.is_absolute() {
+                this.error(source, path.span().start, format!("{what} must be an absolute path"));
+            }
+            file
+        };
+        let credential_source = match (&raw.admin_file, &raw.openbao) {
+            (Some(admin_file), None) => {
+                CredentialSource::Embedded { admin_file: absolute(self, admin_file, "admin_file") }
+            }
+            (None, Some(bao)) => {
+                let addr = bao.get_ref().addr.get_ref().clone();
+                if let Err(error) = crate::http::Url::parse(&addr) {
+                    self.error(source, bao.get_ref().addr.span().start, format!("openbao addr {addr:?}: {error}"));
+                }
+                let auth = match (&bao.get_ref().token_file, &bao.get_ref().jwt_auth) {
+                    (Some(token_file), None) => {
+                        OpenBaoAuth::TokenFile(absolute(self, token_file, "openbao token_file"))
+                    }
+                    (None, Some(jwt)) => OpenBaoAuth::Jwt { mount: jwt.mount.clone(), role: jwt.role.clone() },
+                    _ => {
+                        let message = "give the openbao table either token_file (Airlock's own token) or \
+                                       jwt_auth = { role = \"…\" } (the person's ID token)";
+                        self.error(source, bao.span().start, message.into());
+                        OpenBaoAuth::TokenFile(PathBuf::new())
+                    }
+                };
+                let ca_file = bao.get_ref().ca_file.as_ref().map(|ca| absolute(self, ca, "openbao ca_file"));
+                CredentialSource::OpenBao { addr, auth, mount: bao.get_ref().mount.clone(), ca_file }
+            }
+            _ => {
+                let message =
+                    "give either admin_file (embedded engine) or an [target.credentials.openbao] table".into();
+                self.error(source, start, message);
+                CredentialSource::Embedded { admin_file: PathBuf::new() }
+            }
+        };
+        let ttl = match raw.ttl_seconds {
+            None => DEFAULT_TTL_SECONDS,
+            Some(ttl) => match u64::try_from(*ttl.get_ref()) {
+                Ok(seconds @ 10..=86_400) => seconds,
+                _ => {
+                    let message = format!("ttl_seconds {} must be between 10 and 86400", ttl.get_ref());
+                    self.error(source, ttl.span().start, message);
+                    DEFAULT_TTL_SECONDS
+                }
+            },
+        };
+        let tls = match raw.tls.as_ref().map(|t| t.get_ref().as_str()) {
+            None | Some("prefer") => UpstreamTls::Prefer,
+            Some("disable") => UpstreamTls::Disable,
+            Some("require") => UpstreamTls::Require,
+            Some("verify-full") => match &raw.tls_ca_file {
+                Some(ca) if PathBuf::from(ca.get_ref()).is_absolute() => {
+                    UpstreamTls::VerifyFull { ca_file: ca.get_ref().into(), server_name: raw.tls_server_name.clone() }
+                }
+                _ => {
+                    let at = raw.tls.as_ref().map_or(0, |t| t.span().start);
+                    self.error(source, at, "tls = \"verify-full\" needs tls_ca_file, an absolute path".into());
+                    UpstreamTls::Require
+                }
+            },
+            Some(other) => {
+                let at = raw.tls.as_ref().map_or(0, |t| t.span().start);
+                let message = format!("unknown tls mode {other:?} (expected disable, prefer, require or verify-full)");
+                self.error(source, at, message);
+                UpstreamTls::Prefer
+            }
+        };
+        let mut roles = Vec::with_capacity(raw.role.len());
+        for role in raw.role {
+            let start = role.span().start;
+            let role = role.into_inner();
+            let name = role.name.get_ref();
+            if name.is_empty() || name.contains('\0') {
+                self.error(source, role.name.span().start, "role name must be a non-empty database user name".into());
+            }
+            if role.users.is_empty() && role.groups.is_empty() {
+                self.error(source, start, format!("role {name:?} is open to nobody: give users, groups or both"));
+            }
+            roles.push(RoleGrant {
+                name: role.name.into_inner(),
+                grants: role.grants,
+                users: role.users,
+                groups: role.groups,
+                openbao_role: role.openbao_role,
+            });
+        }
+        Credentials { source: credential_source, ttl: Duration::from_secs(ttl), roles, tls }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        super::tests::{errors, load, target},
+        *,
+    };
+    use crate::policy::model::{CredentialSource, OpenBaoAuth, UpstreamTls};
+
+    #[test]
+    fn openbao_source_and_its_checks() {
+        let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
+        let role =
+            "\n\n[[target.credentials.role]]\nname = \"analyst\"\nopenbao_role = \"readonly\"\nusers = [\"*\"]\n";
+        let good = format!(
+            "{base}[target.credentials]\n\n[target.credentials.openbao]\naddr = \"http://127.0.0.1:8200\"\ntoken_file = \"/etc/airlock/bao-token\"{role}"
+        );
+        let credentials = load(&[("b.toml", &good)]).unwrap().targets[0].credentials.clone().unwrap();
+        assert_eq!(
+            credentials.source,
+            CredentialSource::OpenBao {
+                addr: "http://127.0.0.1:8200".into(),
+                auth: OpenBaoAuth::TokenFile("/etc/airlock/bao-token".into()),
+                mount: "database".into(),
+                ca_file: None,
+            }
+        );
+        let jwt = good.replace("token_file = \"/etc/airlock/bao-token\"", "jwt_auth = { role = \"airlock\" }");
+        let credentials = load(&[("j.toml", &jwt)]).unwrap().targets[0].credentials.clone().unwrap();
+        let CredentialSource::OpenBao { auth, .. } = credentials.source else { panic!("an openbao source") };
+        assert_eq!(auth, OpenBaoAuth::Jwt { mount: "jwt".into(), role: "airlock".into() });
+        let two = good.replace("token_file = ", "jwt_auth = { role = \"a\" }\ntoken_file = ");
+        assert!(load(&[("t.toml", &two)]).unwrap_err().to_string().contains("either token_file"));
+        assert_eq!(credentials.roles[0].openbao_role.as_deref(), Some("readonly"));
+        let neither = format!("{base}[target.credentials]\nttl_seconds = 60{role}");
+        assert!(load(&[("n.toml", &neither)]).unwrap_err().to_string().contains("give either admin_file"));
+        let both = good.replace("[target.credentials]\n", "[target.credentials]\nadmin_file = \"/etc/a.toml\"\n");
+        assert!(load(&[("x.toml", &both)]).unwrap_err().to_string().contains("give either admin_file"));
+        let bad =
+            good.replace("http://127.0.0.1:8200", "127.0.0.1:8200").replace("/etc/airlock/bao-token", "bao-token");
+        let errors = load(&[("e.toml", &bad)]).unwrap_err().to_string();
+        assert!(
+            errors.contains("openbao addr \"127.0.0.1:8200\": unsupported URL")
+                && errors.contains("token_file must be an absolute path"),
+            "{errors}"
+        );
+        let off_host = good.replace("http://127.0.0.1:8200", "http://bao.internal:8200");
+        let errors = load(&[("h.toml", &off_host)]).unwrap_err().to_string();
+        assert!(errors.contains("plain http:// is spoken only to this host"), "{errors}");
+    }
+
+    #[test]
+    fn upstream_tls_modes() {
+        let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
+        let with = |tls: &str| {
+            format!(
+                "{base}[target.credentials]\nadmin_file = \"/etc/a.toml\"\n{tls}\n\n[[target.credentials.role]]\nname = \"r\"\nusers = [\"*\"]\n"
+            )
+        };
+        let mode = |tls: &str| {
+            load(&[("t.toml", &with(tls))]).map(|p| p.targets[0].credentials.as_ref().map(|c| c.tls.clone()))
+        };
+        assert_eq!(mode("").unwrap(), Some(UpstreamTls::Prefer));
+        assert_eq!(mode("tls = \"disable\"").unwrap(), Some(UpstreamTls::Disable));
+        assert_eq!(mode("tls = \"require\"").unwrap(), Some(UpstreamTls::Require));
+        assert_eq!(
+            mode("tls = \"verify-full\"\ntls_ca_file = \"/etc/ca.pem\"\ntls_server_name = \"db.internal\"").unwrap(),
+            Some(UpstreamTls::VerifyFull { ca_file: "/etc/ca.pem".into(), server_name: Some("db.internal".into()) })
+        );
+        let missing_ca = mode("tls = \"verify-full\"").unwrap_err().to_string();
+        assert!(missing_ca.contains("needs tls_ca_file"), "{missing_ca}");
+        let unknown = mode("tls = \"maybe\"").unwrap_err().to_string();
+        assert!(unknown.contains("unknown tls mode \"maybe\""), "{unknown}");
+    }
+
+    #[test]
+    fn credentials_load_and_are_checked() {
+        let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
+        let good = format!(
+            "{base}[target.credentials]\nadmin_file = \"/etc/airlock/credentials/db.toml\"\n\n[[target.credentials.role]]\nname = \"readonly\"\ngrants = [\"pg_read_all_data\"]\ngroups = [\"dev\"]\n"
+        );
+        let policy = load(&[("c.toml", &good)]).unwrap();
+        assert_eq!(
+            policy.targets[0].credentials,
+            Some(Credentials {
+                source: CredentialSource::Embedded { admin_file: "/etc/airlock/credentials/db.toml".into() },
+                ttl: Duration::from_secs(900),
+                roles: vec![RoleGrant {
+                    name: "readonly".into(),
+                    grants: vec!["pg_read_all_data".into()],
+                    users: vec![],
+                    groups: vec!["dev".into()],
+                    openbao_role: None,
+                }],
+                tls: UpstreamTls::Prefer,
+            })
+        );
+        let ttl = good.replace("db.toml\"\n", "db.toml\"\nttl_seconds = 60\n");
+        let ttl = load(&[("c.toml", &ttl)]).unwrap().targets[0].credentials.as_ref().map(|c| c.ttl);
+        assert_eq!(ttl, Some(Duration::from_secs(60)));
+
+        let bad = format!(
+            "{}[target.credentials]\nadmin_file = \"db.toml\"\nttl_seconds = 5\n\n[[target.credentials.role]]\nname = \"\"\n",
+            base.replace("\"postgres\"", "\"ssh\"")
+        );
+        assert_eq!(
+            errors(&[("c.toml", &bad)]),
+            [
+                "c.toml:6:1: just-in-time credentials are supported for postgres targets only",
+                "c.toml:7:14: admin_file must be an absolute path",
+                "c.toml:8:15: ttl_seconds 5 must be between 10 and 86400",
+                "c.toml:10:1: role \"\" is open to nobody: give users, groups or both",
+                "c.toml:11:8: role name must be a non-empty database user name",
+            ]
+        );
+    }
+}
