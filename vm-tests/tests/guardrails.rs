@@ -477,3 +477,123 @@ fn no_statement_runs_unrecorded_when_the_agent_is_killed_under_load() {
         .unwrap();
     assert!(verify.status.success(), "the log verifies after kill -9: {}", String::from_utf8_lossy(&verify.stdout));
 }
+
+/// A lab whose writes run within limits: ten rows, and half of the table,
+/// over either held for bob's group.
+fn limited_lab() -> (Lab, PathBuf) {
+    let mut lab = Lab::new(&["alice", "bob"]);
+    let data = lab.target.start_postgres(&lab.dir.path().join("pg"));
+    TargetHost::superuser_sql(
+        &data,
+        "create table accounts (id int primary key, v int); insert into accounts select g, 0 from generate_series(1, 100) g; \
+         create table small (id int); insert into small values (1), (2), (3), (4); grant all on accounts, small to public",
+    );
+    let (v4, approvers) = (lab.target.v4, lab.user("bob").name.clone());
+    lab.start_agent(&format!(
+        r#"
+[[target]]
+name = "pg"
+protocol = "postgres"
+port = 5432
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["*"]
+
+[[target.guardrail]]
+classes = ["write", "update_without_where", "delete_without_where"]
+max_rows = 10
+max_fraction = 0.5
+action = "approve"
+
+[target.approvals]
+groups = ["{approvers}"]
+timeout_seconds = 30
+"#
+    ));
+    let cli = lab.cli();
+    (lab, cli)
+}
+
+/// Syntax cannot tell how far `WHERE id IS NOT NULL` reaches: the write runs
+/// in a savepoint, and over its limit it is rolled back and held, in
+/// autocommit and inside the client's own transaction alike.
+#[test]
+fn writes_over_their_limit_are_rolled_back_and_held() {
+    if !privileged() {
+        return;
+    }
+    let (lab, cli) = limited_lab();
+    let run = |sql: &str| psql(&lab, "alice", &["-v", "ON_ERROR_STOP=1", "-c", sql]);
+    // Decides the next request, returning it and what psql printed.
+    let decide = |sql: &str, approve: bool| {
+        std::thread::scope(|scope| {
+            let held = scope.spawn(|| run(sql));
+            let request = pending_request(&lab, &cli, "bob");
+            let id = request["id"].as_str().unwrap().to_owned();
+            let verb = if approve { "approve" } else { "deny" };
+            assert!(airlock(&lab, &cli, "bob", &[verb, &id]).success());
+            (request, held.join().unwrap())
+        })
+    };
+
+    // Within the limit: runs, as if nothing stood in between.
+    let out = run("delete from accounts where id <= 5 returning id");
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["1", "2", "3", "4", "5", "DELETE 5"]);
+    assert_eq!(count(&lab, "accounts"), "95");
+
+    // Over max_rows: rolled back, held, refused when denied.
+    let (request, out) = decide("delete from accounts where id is not null", false);
+    assert!(
+        request["reason"].as_str().unwrap().contains("DELETE changed 95 rows of accounts, over the limit of 10 rows"),
+        "{request}"
+    );
+    assert!(!out.success() && out.stderr.contains("was denied by"), "{out:?}");
+    assert_eq!(count(&lab, "accounts"), "95", "rolled back");
+
+    // Over max_fraction: 3 of 4 rows is over half the table.
+    let (request, out) = decide("delete from small where id <= 3", false);
+    assert!(request["reason"].as_str().unwrap().contains("DELETE changed 3 of the 4 rows of small"), "{request}");
+    assert!(!out.success(), "{out:?}");
+    assert_eq!(count(&lab, "small"), "4");
+
+    // Inside the client's transaction: what came before stays, the write
+    // over the limit runs for real once approved, and the transaction goes on.
+    let script = lab.dir.path().join("tx.sql");
+    fs::write(
+        &script,
+        "\\set ON_ERROR_STOP 1\nBEGIN;\nupdate accounts set v = 2 where id <= 7;\n\
+         update accounts set v = 1 where id > 0;\ninsert into small values (5);\nCOMMIT;\n",
+    )
+    .unwrap();
+    set_mode(&script, 0o644);
+    let (request, out) = std::thread::scope(|scope| {
+        let held = scope.spawn(|| psql(&lab, "alice", &["-f", script.to_str().unwrap()]));
+        let request = pending_request(&lab, &cli, "bob");
+        assert!(airlock(&lab, &cli, "bob", &["approve", request["id"].as_str().unwrap()]).success());
+        (request, held.join().unwrap())
+    });
+    assert!(request["reason"].as_str().unwrap().contains("UPDATE changed 95 rows"), "{request}");
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    assert!(
+        out.stdout.contains("UPDATE 2") && out.stdout.contains("UPDATE 95") && out.stdout.contains("COMMIT"),
+        "{out:?}"
+    );
+    assert_eq!(count(&lab, "accounts where v = 1"), "95");
+    assert_eq!(count(&lab, "small"), "5");
+
+    // An error in a measured write is the client's, and leaves the session usable.
+    let out = psql(&lab, "alice", &["-c", "update accounts set v = 'x' where id = 9", "-c", "select 42"]);
+    assert!(out.stderr.contains("invalid input syntax for type integer"), "{out:?}");
+    assert_eq!(out.stdout.trim(), "42", "{out:?}");
+
+    // A write whose rows the server does not count is held outright.
+    let (request, _) = decide("with d as (delete from accounts where id = 9 returning id) select * from d", false);
+    assert!(
+        request["reason"].as_str().unwrap().contains("Airlock measures the rows a write changes only"),
+        "{request}"
+    );
+    assert_eq!(count(&lab, "accounts where id = 9"), "1");
+}

@@ -152,6 +152,59 @@ pub struct Classification {
     /// text of the same shape may classify otherwise.
     #[serde(skip)]
     pub literal_sensitive: bool,
+    /// The text is one write whose changed rows the server counts: what a
+    /// guard by effect can measure.
+    #[serde(skip)]
+    pub effect: Option<Effect>,
+}
+
+/// One INSERT, UPDATE, DELETE or MERGE, alone in its text and with no other
+/// write inside it (a data-modifying WITH, say): the row count in its
+/// CommandComplete is then all it changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Effect {
+    /// Which write.
+    pub command: WriteCommand,
+    /// Its target table as SQL, quoted and qualified as written
+    /// (`ONLY "s"."t"`), for counting the table's rows.
+    pub table: String,
+    /// The table's name for people: `s.t`.
+    pub table_name: String,
+}
+
+/// A write command whose rows the server counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteCommand {
+    /// INSERT: rows added.
+    Insert,
+    /// UPDATE: rows changed.
+    Update,
+    /// DELETE: rows removed.
+    Delete,
+    /// MERGE: rows inserted, updated or deleted.
+    Merge,
+}
+
+impl WriteCommand {
+    /// The command's keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Insert => "INSERT",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Merge => "MERGE",
+        }
+    }
+
+    fn of_node(kind: &str) -> Option<Self> {
+        match kind {
+            "InsertStmt" => Some(Self::Insert),
+            "UpdateStmt" => Some(Self::Update),
+            "DeleteStmt" => Some(Self::Delete),
+            "MergeStmt" => Some(Self::Merge),
+            _ => None,
+        }
+    }
 }
 
 impl Classification {
@@ -204,6 +257,10 @@ impl Classification {
         self.parse_error = self.parse_error.take().or(other.parse_error);
         self.may_change_lexing |= other.may_change_lexing;
         self.literal_sensitive |= other.literal_sensitive;
+        // Read two ways, a text is measurable only if both readings agree.
+        if self.effect != other.effect {
+            self.effect = None;
+        }
     }
 }
 
@@ -219,16 +276,44 @@ impl Walker<'_, '_> {
         if self.result.statements > 1 {
             self.class(StatementClass::MultiStatement);
         }
-        // Document order is pre-order: every node, however deep, once.
+        // Document order is pre-order: every node, however deep, once; the
+        // first statement node is the top-level statement.
+        let mut top = None;
+        let mut writes = 0;
         for (at, item) in tree.items().iter().enumerate() {
             if item.key == "relname"
                 && let Value::Str(_) = item.value
             {
                 self.relation(item.parent as usize);
             } else if let Some((kind, fields)) = tree.node(at) {
+                if kind.ends_with("Stmt") {
+                    top.get_or_insert((kind, fields));
+                    writes += usize::from(WriteCommand::of_node(kind).is_some());
+                }
                 self.node(kind, fields);
             }
         }
+        if let (1, 1, Some((kind, fields))) = (self.result.statements, writes, top)
+            && let Some(command) = WriteCommand::of_node(kind)
+        {
+            self.result.effect =
+                self.target_table(fields).map(|(table, table_name)| Effect { command, table, table_name });
+        }
+    }
+
+    /// A write's target (its `relation`, a RangeVar) as SQL and for people.
+    fn target_table(&self, fields: usize) -> Option<(String, String)> {
+        let tree = self.tree;
+        // A RangeVar field, not a node: its fields directly.
+        let range = tree.member(fields, "relation")?;
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let relation = tree.string(range, "relname")?;
+        let (sql, name) = match tree.string(range, "schemaname") {
+            Some(schema) => (format!("{}.{}", quote(&schema), quote(&relation)), format!("{schema}.{relation}")),
+            None => (quote(&relation), relation.into_owned()),
+        };
+        let inherited = tree.member(range, "inh").is_some_and(|at| tree.items()[at].value == Value::Bool(true));
+        Some((if inherited { sql } else { format!("ONLY {sql}") }, name))
     }
 
     fn class(&mut self, class: StatementClass) {
@@ -564,6 +649,36 @@ mod tests {
 
     fn classes(sql: &str) -> Vec<C> {
         Classification::of(sql).classes.into_iter().collect()
+    }
+
+    #[test]
+    fn a_lone_write_is_measurable_and_names_its_table() {
+        let effect = |sql: &str| Classification::of(sql).effect.map(|e| (e.command, e.table, e.table_name));
+        assert_eq!(
+            effect("DELETE FROM customers WHERE id IS NOT NULL"),
+            Some((WriteCommand::Delete, "\"customers\"".into(), "customers".into()))
+        );
+        assert_eq!(
+            effect("update ONLY Sales.\"Or\"\"ders\" set a = 1 where b in (select b from c)"),
+            Some((WriteCommand::Update, "ONLY \"sales\".\"Or\"\"ders\"".into(), "sales.Or\"ders".into()))
+        );
+        assert_eq!(effect("INSERT INTO t SELECT * FROM u").map(|e| e.0), Some(WriteCommand::Insert));
+        assert_eq!(
+            effect("MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE").map(|e| e.0),
+            Some(WriteCommand::Merge)
+        );
+        // Nothing the row count would not cover.
+        for sql in [
+            "WITH d AS (DELETE FROM a RETURNING id) UPDATE b SET x = 1 WHERE id IN (SELECT id FROM d)",
+            "WITH d AS (DELETE FROM a RETURNING id) SELECT * FROM d",
+            "EXPLAIN ANALYZE DELETE FROM a WHERE id > 1",
+            "PREPARE p AS DELETE FROM a WHERE id > 1",
+            "DELETE FROM a WHERE id = 1; DELETE FROM b WHERE id = 1",
+            "COPY a FROM STDIN",
+            "SELECT 1",
+        ] {
+            assert_eq!(effect(sql), None, "{sql}");
+        }
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! classes' actions. A class no rule mentions is allowed, except
 //! [`StatementClass::Unparsed`], which is denied: Airlock does not let
 //! through what it cannot read unless the policy says so.
+//!
+//! A rule may instead limit how far a write reaches ([`EffectLimit`]):
+//! syntax cannot tell how many rows `WHERE id IS NOT NULL` matches, so the
+//! write runs inside a savepoint, the server says how many rows it changed,
+//! and only over the limit is it rolled back and given the rule's action.
 
 pub mod classify;
 pub mod parser;
@@ -13,7 +18,7 @@ pub mod predicate;
 
 use std::time::Duration;
 
-pub use self::classify::{Classification, Classifier, StatementClass};
+pub use self::classify::{Classification, Classifier, Effect, StatementClass, WriteCommand};
 use crate::{
     glob,
     policy::{Subject, matches_subject},
@@ -44,8 +49,50 @@ pub struct GuardRule {
     pub action: GuardAction,
     /// Told to the client and recorded.
     pub reason: Option<String>,
+    /// With a limit, the action is for writes over it only; those within run.
+    pub limit: Option<EffectLimit>,
     /// Where the rule is written.
     pub location: SourceLocation,
+}
+
+/// How far a write may reach and still run without the rule's action.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EffectLimit {
+    /// Rows the write may change.
+    pub max_rows: Option<u64>,
+    /// Share of its table's rows (as the session sees them) it may change,
+    /// in (0, 1]. Counted for UPDATE, DELETE and MERGE; an INSERT is held
+    /// to `max_rows` only.
+    pub max_fraction: Option<f64>,
+}
+
+// The loader admits only finite fractions.
+impl Eq for EffectLimit {}
+
+impl EffectLimit {
+    /// The stricter of two limits, bound by bound.
+    fn tightest(self, other: Self) -> Self {
+        fn min<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(if b < a { b } else { a }),
+                (a, b) => a.or(b),
+            }
+        }
+        Self { max_rows: min(self.max_rows, other.max_rows), max_fraction: min(self.max_fraction, other.max_fraction) }
+    }
+}
+
+/// A statement allowed within an effect limit, and what happens over it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limited {
+    /// The limit (the tightest, when several classes have one).
+    pub limit: EffectLimit,
+    /// What happens over the limit, or when the effect cannot be measured.
+    pub over: GuardAction,
+    /// The class whose rule set the action.
+    pub class: StatementClass,
+    /// The rule's reason, or one naming the rule.
+    pub reason: String,
 }
 
 /// What a guardrail does with a statement; ordered from least to most strict.
@@ -90,6 +137,27 @@ impl ApprovalPolicy {
     }
 }
 
+impl Limited {
+    /// The verdict for a write over the limit: `why` says by how much.
+    pub fn exceeded(&self, why: &str) -> Verdict {
+        Verdict::new(self.over, self.class, format!("{why}; it was rolled back. {}", self.reason))
+    }
+
+    /// The verdict for a statement whose effect cannot be measured.
+    pub fn unmeasurable(&self) -> Verdict {
+        Verdict::new(
+            self.over,
+            self.class,
+            format!(
+                "Airlock measures the rows a write changes only for one INSERT, UPDATE, DELETE or MERGE sent alone \
+                 as a simple query (not prepared, not inside WITH, EXPLAIN or a function), so this one is {}. {}",
+                self.over.verb(),
+                self.reason
+            ),
+        )
+    }
+}
+
 /// The outcome for one statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
@@ -99,29 +167,57 @@ pub struct Verdict {
     pub class: StatementClass,
     /// Why, in words for the person who sent it.
     pub reason: String,
+    /// An allowed statement that runs only within an effect limit.
+    pub limited: Option<Limited>,
+}
+
+impl Verdict {
+    /// A verdict that is only `action`, for `class`.
+    pub fn new(action: GuardAction, class: StatementClass, reason: String) -> Self {
+        Self { action, class, reason, limited: None }
+    }
 }
 
 impl Guardrails {
     /// The verdict for a classified statement sent by `subject`.
     pub fn decide(&self, classification: &Classification, subject: &Subject<'_>) -> Verdict {
-        let mut verdict =
-            Verdict { action: GuardAction::Allow, class: StatementClass::Read, reason: "no guardrail applies".into() };
+        let mut verdict = Verdict::new(GuardAction::Allow, StatementClass::Read, "no guardrail applies".into());
+        let mut limited: Option<Limited> = None;
         for &class in &classification.classes {
             let candidate = match self.rules.iter().find(|rule| rule.matches(class, classification, subject)) {
-                Some(rule) => Verdict { action: rule.action, class, reason: rule.reason_for(class) },
-                None if class == StatementClass::Unparsed => Verdict {
-                    action: GuardAction::Deny,
+                Some(rule) => match rule.limit {
+                    Some(limit) => {
+                        let reason = rule.reason_for(class);
+                        limited = Some(match limited.take() {
+                            Some(other) if other.over >= rule.action => {
+                                Limited { limit: other.limit.tightest(limit), ..other }
+                            }
+                            Some(other) => {
+                                Limited { limit: other.limit.tightest(limit), over: rule.action, class, reason }
+                            }
+                            None => Limited { limit, over: rule.action, class, reason },
+                        });
+                        continue;
+                    }
+                    None => Verdict::new(rule.action, class, rule.reason_for(class)),
+                },
+                None if class == StatementClass::Unparsed => Verdict::new(
+                    GuardAction::Deny,
                     class,
-                    reason: format!(
+                    format!(
                         "Airlock could not parse this statement ({}), and statements it cannot read are refused",
                         classification.parse_error.as_deref().unwrap_or("no detail")
                     ),
-                },
+                ),
                 None => continue,
             };
             if candidate.action > verdict.action {
                 verdict = candidate;
             }
+        }
+        // A stricter class decides outright; an allowed one runs within the limit.
+        if verdict.action == GuardAction::Allow {
+            verdict.limited = limited;
         }
         verdict
     }
@@ -148,15 +244,24 @@ impl GuardRule {
     }
 
     fn reason_for(&self, class: StatementClass) -> String {
-        match &self.reason {
-            Some(reason) => reason.clone(),
-            None => format!("{} statements are {} by policy ({})", class.as_str(), self.action.verb(), self.location),
+        match (&self.reason, &self.limit) {
+            (Some(reason), _) => reason.clone(),
+            (None, None) => {
+                format!("{} statements are {} by policy ({})", class.as_str(), self.action.verb(), self.location)
+            }
+            (None, Some(_)) => format!(
+                "{} statements over the limit of rule {} are {}",
+                class.as_str(),
+                self.location,
+                self.action.verb()
+            ),
         }
     }
 }
 
 impl GuardAction {
-    fn verb(self) -> &'static str {
+    /// What the action does to a statement, as a past participle.
+    pub fn verb(self) -> &'static str {
         match self {
             Self::Allow => "allowed",
             Self::Approve => "held for approval",
@@ -190,6 +295,7 @@ mod tests {
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
             action,
             reason: None,
+            limit: None,
             location: SourceLocation { file: PathBuf::from("p.toml"), line: 1, column: 1 },
         }
     }
@@ -251,6 +357,30 @@ mod tests {
             approvals: None,
         };
         assert_eq!(decide(&deny_audit, "SELEKT * FROM audit.x", &[]).action, GuardAction::Approve);
+    }
+
+    #[test]
+    fn effect_limits_allow_within_and_stricter_classes_still_decide() {
+        let mut limited = rule(&[C::Write, C::DeleteWithoutWhere], &[], &[], GuardAction::Approve);
+        limited.limit = Some(EffectLimit { max_rows: Some(100), max_fraction: None });
+        let mut tighter = rule(&[C::UpdateWithoutWhere], &[], &[], GuardAction::Deny);
+        tighter.limit = Some(EffectLimit { max_rows: Some(10), max_fraction: Some(0.5) });
+        let p = Guardrails {
+            rules: vec![limited, tighter, rule(&[C::Drop], &[], &[], GuardAction::Deny)],
+            approvals: None,
+        };
+        let verdict = decide(&p, "DELETE FROM t WHERE id > 5", &[]);
+        assert_eq!(verdict.action, GuardAction::Allow);
+        let within = verdict.limited.expect("limited");
+        assert_eq!((within.limit.max_rows, within.over), (Some(100), GuardAction::Approve));
+        assert!(within.reason.contains("over the limit of rule p.toml:1:1 are held for approval"), "{within:?}");
+        // Two limited classes: the tightest bounds, the strictest action.
+        let both = decide(&p, "UPDATE t SET a = 1; DELETE FROM t WHERE id > 5", &[]).limited.expect("limited");
+        assert_eq!((both.limit.max_rows, both.limit.max_fraction, both.over), (Some(10), Some(0.5), GuardAction::Deny));
+        // A class refused outright is refused, limit or not.
+        let verdict = decide(&p, "DELETE FROM t WHERE id > 5; DROP TABLE t", &[]);
+        assert_eq!((verdict.action, verdict.limited), (GuardAction::Deny, None));
+        assert_eq!(decide(&p, "SELECT 1", &[]).limited, None);
     }
 
     #[test]

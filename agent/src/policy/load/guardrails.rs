@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::Loader;
 use crate::{
-    guardrails::{ApprovalPolicy, GuardAction, GuardRule, Guardrails, StatementClass},
+    guardrails::{ApprovalPolicy, EffectLimit, GuardAction, GuardRule, Guardrails, StatementClass},
     policy::model::Protocol,
     source::SourceFile,
 };
@@ -25,7 +25,13 @@ pub(super) struct RawGuardRule {
     groups: Vec<String>,
     action: Spanned<String>,
     reason: Option<String>,
+    max_rows: Option<Spanned<i64>>,
+    max_fraction: Option<Spanned<f64>>,
 }
+
+/// Classes whose statements are writes the server counts rows of.
+const LIMITABLE: [StatementClass; 3] =
+    [StatementClass::Write, StatementClass::UpdateWithoutWhere, StatementClass::DeleteWithoutWhere];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +85,7 @@ impl Loader {
             if action == GuardAction::Approve {
                 holds.get_or_insert(start);
             }
+            let classes_at = rule.classes.span().start;
             if rule.classes.get_ref().is_empty() {
                 self.error(
                     source,
@@ -101,6 +108,13 @@ impl Loader {
                     }
                 }
             }
+            let limit = self.effect_limit(
+                source,
+                &rule.max_rows,
+                rule.max_fraction.as_ref(),
+                (&rule.action, classes_at),
+                &classes,
+            );
             rules.push(GuardRule {
                 classes,
                 tables: rule.tables,
@@ -108,6 +122,7 @@ impl Loader {
                 groups: rule.groups,
                 action,
                 reason: rule.reason,
+                limit,
                 location: source.location(start),
             });
         }
@@ -155,6 +170,52 @@ impl Loader {
             self.error(source, at, message);
         }
         Some(Guardrails { rules, approvals })
+    }
+
+    /// `max_rows` and `max_fraction`: for write classes, with an action
+    /// that stops what goes over them.
+    fn effect_limit(
+        &mut self,
+        source: &SourceFile<'_>,
+        max_rows: &Option<Spanned<i64>>,
+        max_fraction: Option<&Spanned<f64>>,
+        (action, classes_at): (&Spanned<String>, usize),
+        classes: &[StatementClass],
+    ) -> Option<EffectLimit> {
+        if max_rows.is_none() && max_fraction.is_none() {
+            return None;
+        }
+        let max_rows = max_rows.as_ref().and_then(|rows| match u64::try_from(*rows.get_ref()) {
+            Ok(rows) => Some(rows),
+            Err(_) => {
+                self.error(source, rows.span().start, format!("max_rows {} must be 0 or more", rows.get_ref()));
+                None
+            }
+        });
+        let max_fraction = max_fraction.and_then(|fraction| match *fraction.get_ref() {
+            f if f > 0.0 && f <= 1.0 => Some(f),
+            f => {
+                let message = format!("max_fraction {f} must be above 0 and at most 1 (0.1 is a tenth of the table)");
+                self.error(source, fraction.span().start, message);
+                None
+            }
+        });
+        if action.get_ref() == "allow" {
+            let message = "a rule with max_rows or max_fraction says what happens over the limit: action must be \
+                           \"approve\" or \"deny\""
+                .into();
+            self.error(source, action.span().start, message);
+        }
+        if let Some(other) = classes.iter().find(|class| !LIMITABLE.contains(class)) {
+            let names: Vec<&str> = LIMITABLE.iter().map(|c| c.as_str()).collect();
+            let message = format!(
+                "max_rows and max_fraction limit writes; class {:?} is not one (limitable: {})",
+                other.as_str(),
+                names.join(", ")
+            );
+            self.error(source, classes_at, message);
+        }
+        Some(EffectLimit { max_rows, max_fraction })
     }
 }
 
@@ -207,6 +268,29 @@ mod tests {
                 "g.toml:6:1: approvals has no approvers: give users, groups or both",
                 "g.toml:7:19: timeout_seconds 0 must be between 1 and 86400",
                 "g.toml:8:11: webhook: unsupported URL: only http:// and https:// are spoken",
+            ]
+        );
+    }
+
+    #[test]
+    fn effect_limits_load_and_are_checked() {
+        let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
+        let good = format!(
+            "{base}[[target.guardrail]]\nclasses = [\"write\", \"delete_without_where\"]\nmax_rows = 1000\nmax_fraction = 0.1\naction = \"deny\"\n"
+        );
+        let policy = load(&[("l.toml", &good)]).unwrap();
+        let rule = &policy.targets[0].guardrails.as_ref().unwrap().rules[0];
+        assert_eq!(rule.limit, Some(EffectLimit { max_rows: Some(1000), max_fraction: Some(0.1) }));
+        let bad = format!(
+            "{base}[[target.guardrail]]\nclasses = [\"write\", \"drop\"]\nmax_rows = -1\nmax_fraction = 1.5\naction = \"allow\"\n"
+        );
+        assert_eq!(
+            errors(&[("l.toml", &bad)]),
+            [
+                "l.toml:7:11: max_rows and max_fraction limit writes; class \"drop\" is not one (limitable: write, update_without_where, delete_without_where)",
+                "l.toml:8:12: max_rows -1 must be 0 or more",
+                "l.toml:9:16: max_fraction 1.5 must be above 0 and at most 1 (0.1 is a tenth of the table)",
+                "l.toml:10:10: a rule with max_rows or max_fraction says what happens over the limit: action must be \"approve\" or \"deny\"",
             ]
         );
     }

@@ -59,6 +59,14 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A simple-protocol Query of `sql` (which holds no NUL).
+    pub fn query(sql: &str) -> Self {
+        let mut body = BytesMut::with_capacity(sql.len() + 1);
+        body.put_slice(sql.as_bytes());
+        body.put_u8(0);
+        Self { tag: b'Q', body: body.freeze() }
+    }
+
     /// Appends the wire form to `out`.
     pub fn encode(&self, out: &mut impl BufMut) {
         encode_frame(self.tag, &self.body, out);

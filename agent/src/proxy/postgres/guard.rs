@@ -29,7 +29,8 @@ use crate::{
     audit::{AuditLog, Event},
     daemon::sessions::LiveSession,
     guardrails::{
-        Classification, Classifier, GuardAction, Guardrails, StatementClass, Verdict, classify, parser::Lexing,
+        Classification, Classifier, Effect, GuardAction, Guardrails, Limited, StatementClass, Verdict, classify,
+        parser::Lexing,
     },
     redact,
 };
@@ -55,12 +56,43 @@ pub struct Hold {
     frame: Frame,
 }
 
+/// What a verdict comes to for one frame.
+pub enum Decision {
+    /// Decided now.
+    Done(Screened),
+    /// Waits for a person: see [`Guard::settle`].
+    Held(Box<Hold>),
+}
+
 /// The outcome of screening one frame.
 pub enum Screening {
     /// Decided now.
     Done(Screened),
     /// Waits for a person: see [`Guard::settle`].
     Held(Box<Hold>),
+    /// A write allowed within an effect limit: the relay runs it in a
+    /// savepoint to measure it (see [`super::effect`]), and asks
+    /// [`Guard::over_limit`] if it goes over.
+    Measure(Box<Measure>),
+}
+
+impl From<Decision> for Screening {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Done(screened) => Self::Done(screened),
+            Decision::Held(hold) => Self::Held(hold),
+        }
+    }
+}
+
+/// A write to measure before it is kept.
+pub struct Measure {
+    /// Its limit, and what happens over it.
+    pub limited: Limited,
+    /// The write.
+    pub effect: Effect,
+    /// Its text as decoded, for an approval request.
+    sql: String,
 }
 
 /// What a session's guardrails need from the agent.
@@ -164,13 +196,15 @@ impl<'a> Guard<'a> {
             Screening::Done(Screened::Forward) => None,
             Screening::Done(Screened::Replace(frame)) => Some(frame),
             // A message too large to hold cannot wait for a person either.
+            // Its text is not held, so it cannot be measured either.
+            Screening::Measure(measure) => Some(self.refuse(tag, b"", &sql, &measure.limited.unmeasurable(), None)),
             Screening::Held(hold) => {
                 self.context.approvals.withdraw(&hold.waiter.request.id);
-                let verdict = Verdict {
-                    action: GuardAction::Deny,
-                    class: StatementClass::Unparsed,
-                    reason: "statements too large to inspect cannot be held for approval".into(),
-                };
+                let verdict = Verdict::new(
+                    GuardAction::Deny,
+                    StatementClass::Unparsed,
+                    "statements too large to inspect cannot be held for approval".into(),
+                );
                 Some(self.refuse(tag, b"", &sql, &verdict, None))
             }
         }
@@ -180,11 +214,29 @@ impl<'a> Guard<'a> {
         if c.is_empty() {
             return Screening::Done(Screened::Forward);
         }
+        let mut verdict = self.context.guardrails.decide(c, &self.session.identity.as_subject());
+        match (verdict.limited.take(), &c.effect) {
+            // Only a Query's writes are measured: a Parse's run later, as often as the client likes.
+            (Some(limited), Some(effect)) if frame.tag == b'Q' => {
+                Screening::Measure(Box::new(Measure { limited, effect: effect.clone(), sql: sql.to_owned() }))
+            }
+            (Some(limited), _) => self.act(frame, sql, statement, limited.unmeasurable()).into(),
+            (None, _) => self.act(frame, sql, statement, verdict).into(),
+        }
+    }
+
+    /// A measured write went over its limit (and was rolled back): `why`.
+    pub fn over_limit(&self, frame: &Frame, measure: Measure, why: &str) -> Decision {
+        let verdict = measure.limited.exceeded(why);
+        self.act(frame, &measure.sql, None, verdict)
+    }
+
+    /// Carries out a verdict on a frame.
+    fn act(&self, frame: &Frame, sql: &str, statement: Option<&[u8]>, verdict: Verdict) -> Decision {
         let identity = &self.session.identity;
-        let verdict = self.context.guardrails.decide(c, &identity.as_subject());
         match verdict.action {
-            GuardAction::Allow => Screening::Done(Screened::Forward),
-            GuardAction::Deny => Screening::Done(Screened::Replace(self.refuse(
+            GuardAction::Allow => Decision::Done(Screened::Forward),
+            GuardAction::Deny => Decision::Done(Screened::Replace(self.refuse(
                 frame.tag,
                 statement.unwrap_or_default(),
                 sql,
@@ -195,7 +247,7 @@ impl<'a> Guard<'a> {
                 let Some(policy) = &self.context.guardrails.approvals else {
                     // The loader insists on approvers; fail closed all the same.
                     let replacement = self.refuse(frame.tag, statement.unwrap_or_default(), sql, &verdict, None);
-                    return Screening::Done(Screened::Replace(replacement));
+                    return Decision::Done(Screened::Replace(replacement));
                 };
                 let shown = redact::sql(sql);
                 let filed = self.context.approvals.request(NewRequest {
@@ -212,17 +264,17 @@ impl<'a> Guard<'a> {
                         tracing::error!(%error, session = %self.session.id, "approval request not recorded");
                         let unrecorded = Verdict {
                             reason: "the approval request could not be recorded in the audit log".into(),
-                            ..verdict
+                            ..verdict.clone()
                         };
                         let replacement = self.refuse(frame.tag, statement.unwrap_or_default(), sql, &unrecorded, None);
-                        return Screening::Done(Screened::Replace(replacement));
+                        return Decision::Done(Screened::Replace(replacement));
                     }
                 };
                 let id = &waiter.request.id;
                 let message = format!("airlock: waiting for approval of request {id}: {}", verdict.reason);
                 let hint = format!("{} can approve it with: airlock approve {id}", waiter.request.approvers);
                 let notice = ErrorFields::new("NOTICE", "01000", &message, Some(&hint)).to_notice_frame();
-                Screening::Held(Box::new(Hold { notice, waiter, frame: frame.clone() }))
+                Decision::Held(Box::new(Hold { notice, waiter, frame: frame.clone() }))
             }
         }
     }
@@ -238,7 +290,7 @@ impl<'a> Guard<'a> {
             Ok(Frontend::Query { sql }) => (sql, b""),
             _ => (b"", b""),
         };
-        let verdict = Verdict { action: GuardAction::Deny, class: StatementClass::Unparsed, reason: refusal };
+        let verdict = Verdict::new(GuardAction::Deny, StatementClass::Unparsed, refusal);
         // The request holds the statement as it was read; the refusal's
         // record names it by request, its text only for the reader.
         let sql = String::from_utf8_lossy(sql);
@@ -349,6 +401,7 @@ mod tests {
                     groups: vec![],
                     action: GuardAction::Approve,
                     reason: Some("drops need a DBA".into()),
+                    limit: None,
                     location: location.clone(),
                 },
                 GuardRule {
@@ -358,6 +411,7 @@ mod tests {
                     groups: vec![],
                     action: GuardAction::Deny,
                     reason: None,
+                    limit: None,
                     location,
                 },
             ],

@@ -16,6 +16,7 @@ mod auth;
 pub mod cancel;
 pub mod catalog;
 pub mod codec;
+pub mod effect;
 pub mod encoding;
 pub mod guard;
 pub mod mask;

@@ -36,13 +36,15 @@ pub struct SessionReading {
     /// ReadyForQuery; the start-up counts as one.
     in_flight: u32,
     unsettled: bool,
+    /// Transaction status of the last ReadyForQuery: `I`, `T` or `E`.
+    status: u8,
 }
 
 impl Default for SessionReading {
     /// Before the server's first ReadyForQuery nothing is known for sure:
     /// its start-up ParameterStatus messages come first.
     fn default() -> Self {
-        Self { encoding: ClientEncoding::Utf8, lexing: Lexing::default(), in_flight: 1, unsettled: true }
+        Self { encoding: ClientEncoding::Utf8, lexing: Lexing::default(), in_flight: 1, unsettled: true, status: b'I' }
     }
 }
 
@@ -50,6 +52,12 @@ impl SessionReading {
     /// The reading for a statement sent now.
     pub fn reading(&self) -> Reading {
         Reading { encoding: self.encoding, lexing: self.lexing, unsettled: self.unsettled }
+    }
+
+    /// The transaction status, once the server has answered everything
+    /// sent to it; `None` while something is in flight.
+    pub fn idle(&self) -> Option<u8> {
+        (self.in_flight == 0).then_some(self.status)
     }
 
     /// Notes a message forwarded to the server; `may_change` when running it
@@ -67,7 +75,8 @@ impl SessionReading {
     pub fn server_sent(&mut self, frame: &Frame) {
         match Backend::parse(frame) {
             Ok(Backend::ParameterStatus { name, value }) => self.set(name, value),
-            Ok(Backend::ReadyForQuery { .. }) => {
+            Ok(Backend::ReadyForQuery { status }) => {
+                self.status = status;
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if self.in_flight == 0 {
                     self.unsettled = false;
@@ -123,6 +132,7 @@ mod tests {
         session.server_sent(&frame(b'Z', b"I"));
         assert!(!session.reading().unsettled);
         assert!(!session.reading().lexing.backslash_escapes);
+        assert_eq!(session.idle(), Some(b'I'));
         // Statements that change nothing leave it settled.
         session.client_sent(b'P', false);
         session.client_sent(b'S', false);

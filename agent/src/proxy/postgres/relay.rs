@@ -5,14 +5,19 @@
 use std::sync::{Arc, Mutex, atomic::Ordering};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt as _;
+use tokio::{
+    io::{AsyncWrite, AsyncWriteExt as _},
+    sync::{mpsc, watch},
+};
 
 use super::{
     ProxyError, Shared,
     cancel::{BackendKey, CancelKeys},
     codec::{self, Frame},
-    guard::{Guard, Screened, Screening},
+    effect::{self, Effects, Measured},
+    guard::{Decision, Guard, Screened, Screening},
     mask, reading,
+    recorder::{SentStatement, StatementLog},
     statements::StatementTracker,
     stream::{Batch, FrameReader, Incoming, Splice},
     tls::{self, Stream},
@@ -45,7 +50,12 @@ pub(super) async fn relay_messages(
     // Both directions write to the client: replies, and notices of held statements.
     let client_write = tokio::sync::Mutex::new(client_write);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let diversion = effect::Diversion::default();
+    let (answered, answered_seen) = watch::channel(());
+    let (replays, mut replayed) = mpsc::unbounded_channel::<Vec<Frame>>();
+    let sending = Sending { recorder, me: &me, session };
     let to_upstream = async {
+        let mut effects = Effects { diversion: &diversion, reading: &session_reading, answered: answered_seen };
         let mut reader = client_reader;
         let mut out = Vec::new();
         loop {
@@ -62,7 +72,7 @@ pub(super) async fn relay_messages(
                         if masks {
                             client_view.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame)?;
                         }
-                        let (runs, screening) = {
+                        let (mut runs, screening, may_change) = {
                             let mut reading = session_reading.lock().unwrap_or_else(|p| p.into_inner());
                             let now = reading.reading();
                             let runs =
@@ -74,28 +84,61 @@ pub(super) async fn relay_messages(
                                 }
                                 None => (None, false),
                             };
-                            reading.client_sent(frame.tag, may_change);
-                            (runs, screening)
+                            // A measured write is in flight once it is sent, savepoint first.
+                            if !matches!(screening, Some((_, Screening::Measure(_)))) {
+                                reading.client_sent(frame.tag, may_change);
+                            }
+                            (runs, screening, may_change)
                         };
                         let screened = match screening {
-                            None | Some((_, Screening::Done(Screened::Forward))) => Screened::Forward,
-                            Some((_, Screening::Done(replaced))) => replaced,
-                            Some((guard, Screening::Held(hold))) => {
-                                // What came before goes now; the held statement waits.
-                                if !sent.is_empty() {
-                                    recorder.record_sent(&me, std::mem::take(&mut sent)).await?;
+                            None => Screened::Forward,
+                            Some((guard, screening)) => {
+                                let decision = match screening {
+                                    Screening::Done(screened) => Decision::Done(screened),
+                                    Screening::Held(hold) => Decision::Held(hold),
+                                    Screening::Measure(measure) => {
+                                        // What came before goes first: the server must have answered it.
+                                        let before = splice.take_before();
+                                        send_now(&mut upstream_write, before, std::mem::take(&mut sent), &sending)
+                                            .await?;
+                                        // It runs now, if only in a savepoint: its record comes first.
+                                        let this = runs.take().into_iter().collect();
+                                        send_now(&mut upstream_write, Vec::new(), this, &sending).await?;
+                                        let limit = measure.limited.limit;
+                                        let measured =
+                                            effects.measure(&mut upstream_write, frame, &measure.effect, limit).await?;
+                                        if !matches!(measured, Measured::Kept(_)) {
+                                            let mut reading = session_reading.lock().unwrap_or_else(|p| p.into_inner());
+                                            reading.client_sent(frame.tag, may_change);
+                                        }
+                                        match measured {
+                                            Measured::Kept(replies) => {
+                                                // The server side relays them as if they had just come.
+                                                let _ = replays.send(replies);
+                                                splice.replace(frame, |_| {});
+                                                continue;
+                                            }
+                                            Measured::NotRun => Decision::Done(Screened::Forward),
+                                            Measured::Over(why) => guard.over_limit(frame, *measure, &why),
+                                        }
+                                    }
+                                };
+                                match decision {
+                                    Decision::Done(screened) => screened,
+                                    Decision::Held(hold) => {
+                                        // What came before goes now; the held statement waits.
+                                        let before = splice.take_before();
+                                        send_now(&mut upstream_write, before, std::mem::take(&mut sent), &sending)
+                                            .await?;
+                                        let mut notice = BytesMut::new();
+                                        hold.notice.encode(&mut notice);
+                                        let mut client_write = client_write.lock().await;
+                                        client_write.write_all(&notice).await?;
+                                        client_write.flush().await?;
+                                        drop(client_write);
+                                        guard.settle(*hold).await
+                                    }
                                 }
-                                let before = splice.take_before();
-                                session.bytes.to_upstream.fetch_add(before.len() as u64, Ordering::Relaxed);
-                                upstream_write.write_all(&before).await?;
-                                upstream_write.flush().await?;
-                                let mut notice = BytesMut::new();
-                                hold.notice.encode(&mut notice);
-                                let mut client_write = client_write.lock().await;
-                                client_write.write_all(&notice).await?;
-                                client_write.flush().await?;
-                                drop(client_write);
-                                guard.settle(*hold).await
                             }
                         };
                         match screened {
@@ -142,14 +185,19 @@ pub(super) async fn relay_messages(
         }
     };
     let to_client = async {
+        // Dropped when this side ends, which a waiting measurement then hears.
+        let answered = answered;
         let mut reader = upstream_reader;
         let mut out = Vec::new();
         let ending = session.ending.wait();
         tokio::pin!(ending);
         loop {
-            let next = tokio::select! {
+            // Replies of a measured write come before anything the server
+            // sends after them.
+            let (next, replay) = tokio::select! {
                 biased;
-                next = reader.next(&mut upstream_read, "server") => next?,
+                Some(replies) = replayed.recv() => (Some(Incoming::Frames(Batch::encoded(&replies))), true),
+                next = reader.next(&mut upstream_read, "server") => (next?, false),
                 reason = &mut ending => return Err(ProxyError::Ended(reason)),
             };
             match next {
@@ -161,8 +209,18 @@ pub(super) async fn relay_messages(
                     let mut finished = Vec::new();
                     let mut splice = Splice::new(&raw, &mut out);
                     for original in &frames {
-                        if reading::SessionReading::follows(original.tag) {
-                            session_reading.lock().unwrap_or_else(|p| p.into_inner()).server_sent(original);
+                        // Replayed replies were read (and followed) when they came.
+                        if !replay {
+                            if reading::SessionReading::follows(original.tag) {
+                                session_reading.lock().unwrap_or_else(|p| p.into_inner()).server_sent(original);
+                                if original.tag == b'Z' {
+                                    answered.send_replace(());
+                                }
+                            }
+                            if diversion.take(original) {
+                                splice.replace(original, |_| {});
+                                continue;
+                            }
                         }
                         let refusal = guard.as_ref().and_then(|guard| guard.rewrite_error(original));
                         let frame = refusal.as_ref().unwrap_or(original);
@@ -202,11 +260,12 @@ pub(super) async fn relay_messages(
                         }
                     }
                     let bytes = splice.finish();
-                    session.bytes.to_client.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    let mut client_write = client_write.lock().await;
-                    client_write.write_all(bytes).await?;
-                    client_write.flush().await?;
-                    drop(client_write);
+                    if !bytes.is_empty() {
+                        session.bytes.to_client.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        let mut client_write = client_write.lock().await;
+                        client_write.write_all(bytes).await?;
+                        client_write.flush().await?;
+                    }
                     out.clear();
                     reader.recycle(frames);
                     if !finished.is_empty() {
@@ -234,6 +293,32 @@ pub(super) async fn relay_messages(
         Err(error) => Err(error),
     };
     result.and(recorded)
+}
+
+/// What sending statements upstream needs: on guarded targets they are
+/// recorded before they go.
+struct Sending<'a> {
+    recorder: &'a StatementLog,
+    me: &'a Arc<SessionContext>,
+    session: &'a LiveSession,
+}
+
+/// Records `statements`, then sends `bytes` upstream now.
+async fn send_now<W: AsyncWrite + Unpin>(
+    upstream: &mut W,
+    bytes: Vec<u8>,
+    statements: Vec<SentStatement>,
+    sending: &Sending<'_>,
+) -> Result<(), ProxyError> {
+    if !statements.is_empty() {
+        sending.recorder.record_sent(sending.me, statements).await?;
+    }
+    if !bytes.is_empty() {
+        sending.session.bytes.to_upstream.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        upstream.write_all(&bytes).await?;
+        upstream.flush().await?;
+    }
+    Ok(())
 }
 
 /// Replaces the server's BackendKeyData with one of Airlock's own. Every

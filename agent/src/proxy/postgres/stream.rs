@@ -41,6 +41,20 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch of frames that came apart (replies held while a write was
+    /// measured), encoded back to back.
+    pub fn encoded(frames: &[Frame]) -> Self {
+        let mut buf = BytesMut::new();
+        let lens: Vec<usize> = frames
+            .iter()
+            .map(|frame| {
+                frame.encode(&mut buf);
+                5 + frame.body.len()
+            })
+            .collect();
+        Self::split_off(&mut buf, &lens, Vec::with_capacity(frames.len()))
+    }
+
     /// The first frames of `buf`, of these lengths, listed in `frames` (empty).
     fn split_off(buf: &mut BytesMut, lens: &[usize], mut frames: Vec<Frame>) -> Self {
         let raw = buf.split_to(lens.iter().sum()).freeze();
