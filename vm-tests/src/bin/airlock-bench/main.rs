@@ -67,6 +67,8 @@ fn main() {
             if all || args.iter().any(|a| a == "guardrails") {
                 println!();
                 guardrails::run();
+                println!();
+                guardrails::writes();
             }
             if all || args.iter().any(|a| a == "audit") {
                 println!();
