@@ -230,6 +230,7 @@ fn held_statements_are_refused_when_denied_or_when_nobody_decides() {
     });
     let out = psql(&lab, "alice", &["-v", "ON_ERROR_STOP=1", "-c", "update t set a = 0"]);
     assert!(!out.success() && out.stderr.contains("was not decided before"), "{out:?}");
+    assert!(out.stderr.contains("run it again to ask anew") && out.stderr.contains("`airlock approvals`"), "{out:?}");
     assert_eq!(count(&lab, "t where a = 0"), "0");
     assert_eq!(count(&lab, "t"), "2", "nothing was deleted or updated");
     assert_eq!(lab.agent().wait_for_records("approval.expired", 1).len(), 1);

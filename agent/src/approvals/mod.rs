@@ -93,11 +93,20 @@ impl Decision {
         let because = |reason: &Option<String>| reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
         match self {
             Self::Approved { .. } => None,
-            Self::Denied { by, reason } => {
-                Some(format!("request {} was denied by {by}{}", request.id, because(reason)))
-            }
-            Self::Expired => Some(format!("request {} was not decided before {}", request.id, request.expires)),
-            Self::Unrecorded => Some(format!("request {}: the audit log cannot be written", request.id)),
+            Self::Denied { by, reason } => Some(format!(
+                "request {} was denied by {by}{}; talk to them before asking again",
+                request.id,
+                because(reason)
+            )),
+            Self::Expired => Some(format!(
+                "request {} was not decided before {}; run it again to ask anew, and tell an approver \
+                 ({}): they see waiting requests with `airlock approvals`",
+                request.id, request.expires, request.approvers
+            )),
+            Self::Unrecorded => Some(format!(
+                "request {}: the audit log cannot be written; tell this host's administrators",
+                request.id
+            )),
         }
     }
 }

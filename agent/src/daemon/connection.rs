@@ -248,7 +248,11 @@ async fn refuse(client: TcpStream, speaks: Speaks, refusal: Refusal<'_>) {
             Some("This host's Airlock policy decides who may connect; ask its administrators for access."),
         ),
         Refusal::AwaitingApproval { message, hint } => ("28000", message.to_owned(), Some(hint)),
-        Refusal::Unreachable { error } => ("08001", format!("airlock: {error}"), None),
+        Refusal::Unreachable { error } => (
+            "08001",
+            format!("airlock: {error}"),
+            Some("Airlock connects to the target for you: check that the server is up and reachable from this host."),
+        ),
         Refusal::Unrecorded => (
             "08004",
             "airlock: the audit log cannot be written, so no session may start".to_owned(),

@@ -13,6 +13,10 @@ use super::{
 };
 use crate::credentials::Lease;
 
+/// What to do when the server will not take the logins Airlock makes.
+const UNSUPPORTED_METHOD_HINT: &str = "Just-in-time logins need the server to accept scram-sha-256 or md5 \
+     password authentication for Airlock's roles (pg_hba.conf); tell the server's administrators.";
+
 const AUTH_OK: u32 = 0;
 const AUTH_CLEARTEXT: u32 = 3;
 const AUTH_MD5: u32 = 5;
@@ -69,7 +73,7 @@ pub async fn login(upstream: &mut Stream, reader: &mut FrameReader, lease: &Leas
                     return Ok(Login::Refused(ErrorFields::fatal(
                         "28000",
                         &format!("airlock: the server offers no {SCRAM} ({offered:?})"),
-                        None,
+                        Some(UNSUPPORTED_METHOD_HINT),
                     )));
                 }
                 let client = ScramSha256::new(lease.password.expose().as_bytes(), ChannelBinding::unsupported());
@@ -94,7 +98,7 @@ pub async fn login(upstream: &mut Stream, reader: &mut FrameReader, lease: &Leas
             other => {
                 let message =
                     format!("airlock: the server asks for authentication method {other}, which Airlock does not speak");
-                return Ok(Login::Refused(ErrorFields::fatal("28000", &message, None)));
+                return Ok(Login::Refused(ErrorFields::fatal("28000", &message, Some(UNSUPPORTED_METHOD_HINT))));
             }
         };
         let mut out = BytesMut::new();

@@ -259,20 +259,33 @@ pub async fn proxy(
 
 /// Best effort: the client learns why its session ended, in words.
 async fn tell_client(client: &mut Stream, error: &ProxyError) {
-    let (code, message) = match error {
-        ProxyError::Protocol { .. } => ("08P01", format!("airlock: {error}")),
-        ProxyError::Audit(_) | ProxyError::AuditLost => {
-            ("08006", "airlock: the audit log cannot be written; the session was ended".to_owned())
-        }
+    let (code, message, hint) = match error {
+        ProxyError::Protocol { .. } => (
+            "08P01",
+            format!("airlock: {error}"),
+            "A client or server that breaks the PostgreSQL protocol; if it was your client, report it with the \
+             session's time to this host's administrators.",
+        ),
+        ProxyError::Audit(_) | ProxyError::AuditLost => (
+            "08006",
+            "airlock: the audit log cannot be written; the session was ended".to_owned(),
+            "Nothing runs unrecorded: tell this host's administrators (disk full or audit directory broken).",
+        ),
         // admin_shutdown: what PostgreSQL sends when a session is terminated.
-        ProxyError::Ended(reason) => ("57P01", format!("airlock: {reason}")),
-        ProxyError::Unmaskable(why) => {
-            ("42501", format!("airlock: {why}; the session was ended so that unmasked data does not reach you"))
-        }
+        ProxyError::Ended(reason) => (
+            "57P01",
+            format!("airlock: {reason}"),
+            "Connect again; where the target opens only with an approval, that asks for a new one.",
+        ),
+        ProxyError::Unmaskable(why) => (
+            "42501",
+            format!("airlock: {why}; the session was ended so that unmasked data does not reach you"),
+            "Select fewer or smaller columns, or ask the target's owners about its masking rules.",
+        ),
         _ => return,
     };
     let mut out = BytesMut::new();
-    ErrorFields::fatal(code, &message, None).to_error_frame().encode(&mut out);
+    ErrorFields::fatal(code, &message, Some(hint)).to_error_frame().encode(&mut out);
     let _ = client.write_all(&out).await;
 }
 

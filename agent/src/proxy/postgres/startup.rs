@@ -122,7 +122,10 @@ pub(super) async fn startup(
                                 detail["refused"] = json!(error.to_string());
                                 append(audit, session, "postgres.startup", detail)?;
                                 let message = format!("airlock: {error}");
-                                send_error(client, &ErrorFields::fatal("08001", &message, None)).await?;
+                                let hint = "Your client asked for TLS and Airlock could not open it to the server \
+                                            for you; tell the server's administrators, or connect with \
+                                            sslmode=disable where the network allows.";
+                                send_error(client, &ErrorFields::fatal("08001", &message, Some(hint))).await?;
                                 return Ok(Handshake::Done);
                             }
                         }
@@ -158,7 +161,9 @@ pub(super) async fn startup(
                         detail["refused"] = json!(error.to_string());
                         append(audit, session, "postgres.startup", detail)?;
                         let message = format!("airlock: could not create a login for you: {error}");
-                        send_error(client, &ErrorFields::fatal("08004", &message, None)).await?;
+                        let hint = "Airlock makes a database login for each person from the target's credentials; \
+                                    tell this host's administrators (the postgres.startup audit record has the cause).";
+                        send_error(client, &ErrorFields::fatal("08004", &message, Some(hint))).await?;
                         return Ok(Handshake::Done);
                     }
                 };
@@ -173,7 +178,9 @@ pub(super) async fn startup(
                         detail["refused"] = json!(error.to_string());
                         append(audit, session, "postgres.startup", detail)?;
                         let message = format!("airlock: {error}");
-                        send_error(client, &ErrorFields::fatal("08001", &message, None)).await?;
+                        let hint = "The target's policy says how Airlock reaches the server over TLS ([target.credentials] \
+                                    tls); tell the policy's owners or the server's administrators.";
+                        send_error(client, &ErrorFields::fatal("08001", &message, Some(hint))).await?;
                         return Ok(Handshake::Done);
                     }
                 };

@@ -194,7 +194,9 @@ async fn to_upstream(
                     Err(error) => {
                         // An interactive session is not run unrecorded.
                         context.audit("ssh.recording_failed", json!({ "error": error.to_string() }));
-                        let _ = refuse_on(client_write, "airlock: the session cannot be recorded\r\n").await;
+                        let message = "airlock: the session cannot be recorded, and interactive sessions do not run \
+                                       unrecorded; tell this host's administrators (audit directory full or unwritable)\r\n";
+                        let _ = refuse_on(client_write, message).await;
                         break;
                     }
                 }
