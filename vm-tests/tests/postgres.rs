@@ -197,7 +197,8 @@ fn refusals_reach_psql_as_fatal_errors() {
     let down = lab.run_as("bob", "psql", &["-h", &host, "-p", "5433", "-U", "postgres", "-c", "select 1"]);
     assert!(!down.success());
     assert!(
-        down.stderr.contains(&format!("FATAL:  airlock: connecting to {host}:5433: Connection refused")),
+        down.stderr.contains(&format!("FATAL:  airlock: connecting to {host}:5433: Connection refused"))
+            && down.stderr.contains("HINT:  Airlock connects to the target for you: check that the server is up"),
         "{}",
         down.stderr
     );
