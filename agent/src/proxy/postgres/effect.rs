@@ -42,7 +42,14 @@ const SAVEPOINT: &str = "airlock_effect_guard";
 pub struct Diversion {
     /// Read for every frame; the lock is taken only during an exchange.
     active: AtomicBool,
-    state: Mutex<Option<Divert>>,
+    state: Mutex<Diverting>,
+}
+
+#[derive(Default)]
+struct Diverting {
+    exchange: Option<Divert>,
+    /// The server side has stopped: no reply will come.
+    ended: bool,
 }
 
 struct Divert {
@@ -70,7 +77,7 @@ impl Diversion {
 
     fn take_diverted(&self, frame: &Frame) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(divert) = state.as_mut() else { return false };
+        let Some(divert) = state.exchange.as_mut() else { return false };
         let replies = &mut divert.replies;
         if frame.tag == b'D' && replies.bytes + frame.body.len() > MAX_HELD_BYTES {
             replies.overflowed = true;
@@ -81,13 +88,34 @@ impl Diversion {
         if frame.tag == b'Z' {
             divert.ready_left -= 1;
             if divert.ready_left == 0
-                && let Some(divert) = state.take()
+                && let Some(divert) = state.exchange.take()
             {
                 self.active.store(false, Ordering::Release);
                 let _ = divert.done.send(divert.replies);
             }
         }
         true
+    }
+}
+
+/// Ends a diversion when the relay's server side stops: dropped, it drops
+/// an exchange still waiting, whose measurement then fails instead of
+/// waiting for replies that will never come.
+pub struct DiversionEnd<'a>(&'a Diversion);
+
+impl Drop for DiversionEnd<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.0.active.store(false, Ordering::Release);
+        state.exchange = None;
+        state.ended = true;
+    }
+}
+
+impl Diversion {
+    /// For the server side to hold while it reads: see [`DiversionEnd`].
+    pub fn end_on_drop(&self) -> DiversionEnd<'_> {
+        DiversionEnd(self)
     }
 }
 
@@ -234,8 +262,14 @@ impl Effects<'_> {
     ) -> Result<Replies, ProxyError> {
         let (done, replies) = oneshot::channel();
         let divert = Divert { replies: Replies::default(), ready_left: queries.len(), done };
-        *self.diversion.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(divert);
-        self.diversion.active.store(true, Ordering::Release);
+        {
+            let mut state = self.diversion.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.ended {
+                return Err(server_gone());
+            }
+            state.exchange = Some(divert);
+            self.diversion.active.store(true, Ordering::Release);
+        }
         let mut wire = Vec::new();
         for query in queries {
             query.encode(&mut wire);
@@ -329,7 +363,7 @@ mod tests {
         let diversion = Diversion::default();
         assert!(!diversion.take(&frame(b'D', b"")), "nothing diverted outside an exchange");
         let (done, replies) = oneshot::channel();
-        *diversion.state.lock().unwrap() = Some(Divert { replies: Replies::default(), ready_left: 2, done });
+        diversion.state.lock().unwrap().exchange = Some(Divert { replies: Replies::default(), ready_left: 2, done });
         diversion.active.store(true, Ordering::Release);
         for tag in [b'C', b'Z', b'D', b'C', b'Z'] {
             assert!(diversion.take(&frame(tag, b"")));
@@ -338,5 +372,12 @@ mod tests {
         let replies = replies.await.unwrap();
         assert_eq!(replies.frames.len(), 5);
         assert!(!replies.overflowed);
+
+        // Once the server side has stopped, a waiting exchange fails.
+        let (done, waiting) = oneshot::channel();
+        diversion.state.lock().unwrap().exchange = Some(Divert { replies: Replies::default(), ready_left: 1, done });
+        drop(diversion.end_on_drop());
+        assert!(waiting.await.is_err());
+        assert!(diversion.state.lock().unwrap().ended);
     }
 }

@@ -187,6 +187,7 @@ pub(super) async fn relay_messages(
     let to_client = async {
         // Dropped when this side ends, which a waiting measurement then hears.
         let answered = answered;
+        let _diverting = diversion.end_on_drop();
         let mut reader = upstream_reader;
         let mut out = Vec::new();
         let ending = session.ending.wait();
