@@ -598,3 +598,72 @@ fn writes_over_their_limit_are_rolled_back_and_held() {
     );
     assert_eq!(count(&lab, "accounts where id = 9"), "1");
 }
+
+/// Where `cargo xtask setup` installed psycopg (see drivers.rs).
+const PSYCOPG_PYTHON: &str = "/var/cache/airlock/psycopg-3.3.4/bin/python";
+
+/// A driver's writes with parameters (the extended protocol: Parse, Bind,
+/// Execute, Sync; prepared under a name once psycopg prepares them) are
+/// measured each time they run, in autocommit and in the client's own
+/// transaction.
+#[test]
+fn prepared_writes_are_measured_each_time_they_run() {
+    if !privileged() {
+        return;
+    }
+    let (lab, cli) = limited_lab();
+    let script = lab.dir.path().join("writes.py");
+    fs::write(
+        &script,
+        r#"import sys, psycopg
+conn = psycopg.connect(host=sys.argv[1], user="postgres", dbname="postgres", autocommit=True)
+cur = conn.cursor()
+# Within the limit, unnamed and then prepared under a name (a Parse once, then Bind/Execute).
+cur.execute("delete from accounts where id <= %s returning id", (3,))
+print("deleted", sorted(r[0] for r in cur.fetchall()))
+for i in range(4, 9):
+    cur.execute("update accounts set v = %s where id = %s", (7, i), prepare=True)
+print("updated", cur.rowcount)
+# Over max_rows: held, denied.
+try:
+    cur.execute("update accounts set v = %s where id > %s", (1, 0))
+    print("ran")
+except psycopg.Error as error:
+    print("refused", str(error).splitlines()[0])
+# In a transaction: over the limit, approved; the transaction goes on.
+conn.autocommit = False
+cur.execute("insert into small values (%s)", (9,))
+cur.execute("update accounts set v = %s where id > %s", (2, 0))
+print("approved", cur.rowcount)
+conn.commit()
+# Prepared under a name, over the limit: the first run prepares it, rolled
+# back and held, runs again once approved; the second binds it again.
+conn.autocommit = True
+for i in range(2):
+    cur.execute("update accounts set v = %s where id > %s", (3 + i, 0), prepare=True)
+    print("prepared", cur.rowcount)
+"#,
+    )
+    .unwrap();
+    set_mode(&script, 0o644);
+    let host = lab.target.v4.to_string();
+    let out = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            lab.run_as_within("alice", PSYCOPG_PYTHON, &[script.to_str().unwrap(), &host], Duration::from_secs(60))
+        });
+        for approve in [false, true, true, true] {
+            let request = pending_request(&lab, &cli, "bob");
+            assert!(request["reason"].as_str().unwrap().contains("UPDATE changed 97 rows"), "{request}");
+            let verb = if approve { "approve" } else { "deny" };
+            assert!(airlock(&lab, &cli, "bob", &[verb, request["id"].as_str().unwrap()]).success());
+        }
+        run.join().unwrap()
+    });
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[..2], ["deleted [1, 2, 3]", "updated 1"], "{out:?}");
+    assert!(lines[2].starts_with("refused airlock: request") && lines[2].contains("was denied by"), "{out:?}");
+    assert_eq!(lines[3..], ["approved 97", "prepared 97", "prepared 97"], "{out:?}");
+    assert_eq!(count(&lab, "accounts where v = 4"), "97");
+    assert_eq!(count(&lab, "small where id = 9"), "1");
+}

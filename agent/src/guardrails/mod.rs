@@ -143,14 +143,27 @@ impl Limited {
         Verdict::new(self.over, self.class, format!("{why}; it was rolled back. {}", self.reason))
     }
 
+    /// The verdict for a write that cannot be measured where it was sent.
+    pub fn cannot_measure(&self, why: &str) -> Verdict {
+        Verdict::new(
+            self.over,
+            self.class,
+            format!(
+                "Airlock cannot measure the rows this write changes ({why}), so it is {}. {}",
+                self.over.verb(),
+                self.reason
+            ),
+        )
+    }
+
     /// The verdict for a statement whose effect cannot be measured.
     pub fn unmeasurable(&self) -> Verdict {
         Verdict::new(
             self.over,
             self.class,
             format!(
-                "Airlock measures the rows a write changes only for one INSERT, UPDATE, DELETE or MERGE sent alone \
-                 as a simple query (not prepared, not inside WITH, EXPLAIN or a function), so this one is {}. {}",
+                "Airlock measures the rows a write changes only for one INSERT, UPDATE, DELETE or MERGE alone in its \
+                 text (not inside WITH, EXPLAIN, PREPARE or a function), so this one is {}. {}",
                 self.over.verb(),
                 self.reason
             ),

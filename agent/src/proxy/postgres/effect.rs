@@ -24,7 +24,7 @@ use tokio::{
 
 use super::{
     ProxyError,
-    codec::{Backend, Frame},
+    codec::{Backend, Frame, Frontend},
     reading::SessionReading,
 };
 use crate::guardrails::{Effect, EffectLimit, WriteCommand};
@@ -142,25 +142,27 @@ pub enum Measured {
 }
 
 impl Effects<'_> {
-    /// Runs `frame`, a Query holding `effect`, within `limit`.
+    /// Runs `unit` (a Query, or an extended-protocol batch of one Execute
+    /// through its Sync) whose write is `effect`, within `limit`.
     pub async fn measure<W: AsyncWrite + Unpin>(
         &mut self,
         upstream: &mut W,
-        frame: &Frame,
+        unit: &[Frame],
         effect: &Effect,
         limit: EffectLimit,
     ) -> Result<Measured, ProxyError> {
-        let (open, keep, undo) = match self.idle().await? {
-            b'I' => ("BEGIN".to_owned(), "COMMIT".to_owned(), "ROLLBACK".to_owned()),
-            b'T' => (
-                format!("SAVEPOINT {SAVEPOINT}"),
-                format!("RELEASE SAVEPOINT {SAVEPOINT}"),
-                format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}"),
-            ),
+        let savepoint = format!("SAVEPOINT {SAVEPOINT}");
+        let release = format!("RELEASE SAVEPOINT {SAVEPOINT}");
+        let rollback_to = format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}");
+        let (open, keep, undo): (&str, &[&str], &[&str]) = match self.idle().await? {
+            b'I' => ("BEGIN", &["COMMIT"], &["ROLLBACK"]),
+            b'T' => (&savepoint, &[&release], &[&rollback_to, &release]),
             _ => return Ok(Measured::NotRun),
         };
         let in_block = open != "BEGIN";
-        let mut replies = self.exchange(upstream, &[Frame::query(&open), frame.clone()]).await?;
+        let mut sent = commands(&[open]);
+        sent.extend_from_slice(unit);
+        let mut replies = self.exchange(upstream, &sent).await?;
         let opened = replies.frames.iter().position(|f| f.tag == b'Z').map_or(0, |z| z + 1);
         let mut ran: Vec<Frame> = replies.frames.split_off(opened);
         if let Some(error) = replies.frames.iter().find(|f| f.tag == b'E') {
@@ -173,25 +175,33 @@ impl Effects<'_> {
             if in_block {
                 return Ok(Measured::Kept(ran));
             }
-            let rolled_back = self.exchange(upstream, &[Frame::query(&undo)]).await?;
+            let rolled_back = self.exchange(upstream, &commands(undo)).await?;
             return Ok(Measured::Kept(settled(ran, rolled_back.frames)));
         }
-        let over = match rows_changed(&ran) {
+        let over = match changed(&ran) {
             _ if replies.overflowed => Some(format!(
                 "its result is larger than Airlock holds while it measures a write ({} MiB)",
                 MAX_HELD_BYTES >> 20
             )),
-            None => Some("the server did not say how many rows it changed".to_owned()),
-            Some(rows) => match over_rows(effect, limit, rows) {
+            Changed::Untold => Some("the server did not say how many rows it changed".to_owned()),
+            // A statement name used again after DEALLOCATE: what ran was no write.
+            Changed::NotAWrite => None,
+            Changed::Rows(rows) => match over_rows(effect, limit, rows) {
                 Some(over) => Some(over),
                 None => self.over_share(upstream, effect, limit, rows).await?,
             },
         };
         if let Some(why) = over {
-            self.exchange(upstream, &[Frame::query(&undo)]).await?;
+            // A prepared statement outlives a rollback: the unit's own is
+            // dropped, so that running the unit again once approved can
+            // prepare it again.
+            let mut undone: Vec<String> = undo.iter().map(|sql| (*sql).to_owned()).collect();
+            undone.extend(prepared_names(unit).map(|name| format!("DEALLOCATE {}", quote_identifier(&name))));
+            let undone: Vec<&str> = undone.iter().map(String::as_str).collect();
+            self.exchange(upstream, &commands(&undone)).await?;
             return Ok(Measured::Over(why));
         }
-        let kept = self.exchange(upstream, &[Frame::query(&keep)]).await?;
+        let kept = self.exchange(upstream, &commands(keep)).await?;
         Ok(Measured::Kept(settled(ran, kept.frames)))
     }
 
@@ -212,7 +222,7 @@ impl Effects<'_> {
         let enough = (rows as f64 / fraction).ceil() as u64;
         let cap = enough.saturating_add(rows);
         let count = format!("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {cap}) AS airlock_rows", effect.table);
-        let counted = self.exchange(upstream, &[Frame::query(&count)]).await?;
+        let counted = self.exchange(upstream, &commands(&[&count])).await?;
         let Some(after) = first_number(&counted.frames) else {
             let reason = counted
                 .frames
@@ -254,14 +264,16 @@ impl Effects<'_> {
         }
     }
 
-    /// Sends `queries` and waits for the server's replies to them all.
+    /// Sends `frames` and waits for the server's replies to them all (up
+    /// to the ReadyForQuery of the last Query or Sync).
     async fn exchange<W: AsyncWrite + Unpin>(
         &mut self,
         upstream: &mut W,
-        queries: &[Frame],
+        frames: &[Frame],
     ) -> Result<Replies, ProxyError> {
         let (done, replies) = oneshot::channel();
-        let divert = Divert { replies: Replies::default(), ready_left: queries.len(), done };
+        let ready_left = frames.iter().filter(|f| matches!(f.tag, b'Q' | b'S')).count();
+        let divert = Divert { replies: Replies::default(), ready_left, done };
         {
             let mut state = self.diversion.state.lock().unwrap_or_else(|p| p.into_inner());
             if state.ended {
@@ -271,9 +283,9 @@ impl Effects<'_> {
             self.diversion.active.store(true, Ordering::Release);
         }
         let mut wire = Vec::new();
-        for query in queries {
-            query.encode(&mut wire);
-            self.reading.lock().unwrap_or_else(|p| p.into_inner()).client_sent(query.tag, false);
+        for frame in frames {
+            frame.encode(&mut wire);
+            self.reading.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame.tag, false);
         }
         upstream.write_all(&wire).await?;
         upstream.flush().await?;
@@ -297,21 +309,72 @@ fn over_rows(effect: &Effect, limit: EffectLimit, rows: u64) -> Option<String> {
     })
 }
 
+/// Airlock's own statements, as the extended protocol runs them under a
+/// name of their own, then one Sync: a simple Query would drop the
+/// client's unnamed prepared statement and portal.
+fn commands(sqls: &[&str]) -> Vec<Frame> {
+    let name = format!("{SAVEPOINT}\0");
+    let mut frames = Vec::with_capacity(sqls.len() * 5 + 1);
+    for sql in sqls {
+        frames.push(frame(b'P', &[name.as_bytes(), sql.as_bytes(), b"\0\0\0"]));
+        frames.push(frame(b'B', &[name.as_bytes(), name.as_bytes(), b"\0\0\0\0\0\0"]));
+        frames.push(frame(b'E', &[name.as_bytes(), b"\0\0\0\0"]));
+        frames.push(frame(b'C', &[b"P", name.as_bytes()]));
+        frames.push(frame(b'C', &[b"S", name.as_bytes()]));
+    }
+    frames.push(frame(b'S', &[]));
+    frames
+}
+
+fn frame(tag: u8, parts: &[&[u8]]) -> Frame {
+    Frame { tag, body: parts.concat().into() }
+}
+
+/// Names of statements `unit` prepares (not the unnamed one).
+fn prepared_names(unit: &[Frame]) -> impl Iterator<Item = String> + '_ {
+    unit.iter().filter_map(|frame| match Frontend::parse(frame) {
+        Ok(Frontend::Parse { statement, .. }) if !statement.is_empty() => {
+            Some(String::from_utf8_lossy(statement).into_owned())
+        }
+        _ => None,
+    })
+}
+
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The write's replies with the transaction's end in place of its own
-/// ReadyForQuery. A COMMIT that fails (a deferred constraint) takes the
-/// place of the write's completion, as it would have in autocommit.
+/// ReadyForQuery; of the replies to Airlock's own statements only what the
+/// client must hear (errors, notices, notifications, settings) and the
+/// last ReadyForQuery. A COMMIT that fails (a deferred constraint) takes
+/// the place of the write's completion, as it would have in autocommit.
 fn settled(mut ran: Vec<Frame>, ended: Vec<Frame>) -> Vec<Frame> {
     let failed = ended.iter().any(|f| f.tag == b'E');
     ran.retain(|f| f.tag != b'Z' && !(failed && f.tag == b'C'));
-    ran.extend(ended.into_iter().filter(|f| f.tag != b'C'));
+    ran.extend(ended.into_iter().filter(|f| matches!(f.tag, b'E' | b'N' | b'A' | b'S' | b'Z')));
     ran
 }
 
-/// The row count of the last CommandComplete (`UPDATE 5`, `INSERT 0 5`).
-fn rows_changed(replies: &[Frame]) -> Option<u64> {
-    let complete = replies.iter().rev().find(|f| f.tag == b'C')?;
-    let Ok(Backend::CommandComplete { tag }) = Backend::parse(complete) else { return None };
-    tag.rsplit(' ').next()?.parse().ok()
+/// What the last CommandComplete says a statement changed.
+#[derive(Debug, PartialEq, Eq)]
+enum Changed {
+    /// A write, and its rows (`UPDATE 5`, `INSERT 0 5`).
+    Rows(u64),
+    /// Another command.
+    NotAWrite,
+    /// No CommandComplete, or one that does not read.
+    Untold,
+}
+
+fn changed(replies: &[Frame]) -> Changed {
+    let Some(complete) = replies.iter().rev().find(|f| f.tag == b'C') else { return Changed::Untold };
+    let Ok(Backend::CommandComplete { tag }) = Backend::parse(complete) else { return Changed::Untold };
+    let mut words = tag.split(' ');
+    if !matches!(words.next(), Some("INSERT" | "UPDATE" | "DELETE" | "MERGE")) {
+        return Changed::NotAWrite;
+    }
+    words.next_back().and_then(|rows| rows.parse().ok()).map_or(Changed::Untold, Changed::Rows)
 }
 
 /// The first column of the first DataRow, as a number.
@@ -338,10 +401,11 @@ mod tests {
 
     #[test]
     fn counts_come_from_command_tags_and_rows() {
-        assert_eq!(rows_changed(&[complete("INSERT 0 7"), frame(b'Z', b"T")]), Some(7));
-        assert_eq!(rows_changed(&[complete("DELETE 12")]), Some(12));
-        assert_eq!(rows_changed(&[complete("SELECT")]), None);
-        assert_eq!(rows_changed(&[frame(b'Z', b"T")]), None);
+        assert_eq!(changed(&[complete("INSERT 0 7"), frame(b'Z', b"T")]), Changed::Rows(7));
+        assert_eq!(changed(&[complete("DELETE 12")]), Changed::Rows(12));
+        assert_eq!(changed(&[complete("SELECT 3")]), Changed::NotAWrite);
+        assert_eq!(changed(&[complete("UPDATE")]), Changed::Untold);
+        assert_eq!(changed(&[frame(b'Z', b"T")]), Changed::Untold);
         let row = frame(b'D', &[0, 1, 0, 0, 0, 3, b'4', b'2', b'0']);
         assert_eq!(first_number(&[frame(b'T', b""), row]), Some(420));
         assert_eq!(first_number(&[frame(b'D', &[0, 1, 255, 255, 255, 255])]), None, "NULL");
@@ -351,7 +415,10 @@ mod tests {
     #[test]
     fn the_transactions_end_replaces_the_writes_ready_for_query() {
         let ran = vec![frame(b'D', b"x"), complete("UPDATE 1"), frame(b'Z', b"T")];
-        let kept = settled(ran.clone(), vec![complete("COMMIT"), frame(b'Z', b"I")]);
+        let kept = settled(
+            ran.clone(),
+            vec![frame(b'1', b""), frame(b'2', b""), complete("COMMIT"), frame(b'3', b""), frame(b'Z', b"I")],
+        );
         assert_eq!(kept.iter().map(|f| f.tag).collect::<Vec<_>>(), b"DCZ");
         assert_eq!(kept[2].body.as_ref(), b"I");
         let failed = settled(ran, vec![frame(b'E', b"Sx\0"), frame(b'Z', b"I")]);

@@ -86,6 +86,7 @@ impl From<Decision> for Screening {
 }
 
 /// A write to measure before it is kept.
+#[derive(Clone)]
 pub struct Measure {
     /// Its limit, and what happens over it.
     pub limited: Limited,
@@ -114,6 +115,50 @@ pub struct Guard<'a> {
     token: String,
     next: AtomicU32,
     refusals: Mutex<HashMap<u32, ErrorFields>>,
+    deferred: Mutex<Deferred>,
+}
+
+/// Limited writes prepared with the extended protocol, measured each time
+/// they run: by statement name, and by the portals bound to them.
+#[derive(Default)]
+struct Deferred {
+    statements: HashMap<Vec<u8>, Arc<Measure>>,
+    portals: HashMap<Vec<u8>, Arc<Measure>>,
+}
+
+impl Deferred {
+    /// Notes a Parse; `measure` when it prepares a limited write.
+    fn parsed(&mut self, name: &[u8], measure: Option<Measure>) {
+        match measure {
+            // The server keeps the first statement of a name (a second
+            // Parse of it fails), so the first limited one stays.
+            Some(measure) if name.is_empty() => drop(self.statements.insert(Vec::new(), Arc::new(measure))),
+            Some(measure) => drop(self.statements.entry(name.to_vec()).or_insert_with(|| Arc::new(measure))),
+            // An unnamed Parse drops the unnamed statement, whatever becomes of it.
+            None if name.is_empty() => drop(self.statements.remove(name)),
+            None => {}
+        }
+    }
+
+    /// Notes a Bind: the portal runs what the statement prepared. A
+    /// portal that fails to bind ends with its transaction, which the
+    /// failure aborts.
+    fn bound(&mut self, portal: &[u8], statement: &[u8]) {
+        match self.statements.get(statement) {
+            Some(measure) => drop(self.portals.insert(portal.to_vec(), Arc::clone(measure))),
+            None => drop(self.portals.remove(portal)),
+        }
+    }
+
+    /// Notes a Close of a statement (`S`) or portal (`P`).
+    fn closed(&mut self, body: &[u8]) {
+        let name = body.get(1..).and_then(|rest| rest.split(|&b| b == 0).next()).unwrap_or_default();
+        match body.first() {
+            Some(b'S') => drop(self.statements.remove(name)),
+            Some(b'P') => drop(self.portals.remove(name)),
+            _ => {}
+        }
+    }
 }
 
 impl<'a> Guard<'a> {
@@ -124,7 +169,15 @@ impl<'a> Guard<'a> {
         // has to be unlikely to occur in a real server error.
         let _ = getrandom::fill(&mut nonce);
         let token = format!("airlock_refused_{}_", crate::hex::encode(&nonce));
-        Self { context, session, audit, token, next: AtomicU32::new(1), refusals: Mutex::new(HashMap::new()) }
+        Self {
+            context,
+            session,
+            audit,
+            token,
+            next: AtomicU32::new(1),
+            refusals: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(Deferred::default()),
+        }
     }
 
     /// Screens a frame the client sent, reading its text as `reading` says
@@ -139,6 +192,18 @@ impl<'a> Guard<'a> {
                     "a FunctionCall message calls a server function by its number, which Airlock cannot inspect".into(),
                 );
                 return (self.decide(frame, "<FunctionCall message>", None, &c), true);
+            }
+            Ok(Frontend::Bind { portal, statement }) => {
+                self.deferred().bound(portal, statement);
+                return (Screening::Done(Screened::Forward), false);
+            }
+            Ok(Frontend::Execute { portal }) => {
+                let measure = self.deferred().portals.get(portal).map(|measure| Box::new((**measure).clone()));
+                return (measure.map_or(Screening::Done(Screened::Forward), Screening::Measure), false);
+            }
+            Ok(Frontend::Other) if frame.tag == b'C' => {
+                self.deferred().closed(&frame.body);
+                return (Screening::Done(Screened::Forward), false);
             }
             Ok(_) => return (Screening::Done(Screened::Forward), false),
             // A Query or Parse that does not frame is not forwarded unread.
@@ -158,6 +223,10 @@ impl<'a> Guard<'a> {
         };
         let may_change = classification.may_change_lexing;
         (self.decide(frame, &text, statement, &classification), may_change)
+    }
+
+    fn deferred(&self) -> std::sync::MutexGuard<'_, Deferred> {
+        self.deferred.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Classifies decoded text. While an earlier statement may still change
@@ -211,23 +280,38 @@ impl<'a> Guard<'a> {
     }
 
     fn decide(&self, frame: &Frame, sql: &str, statement: Option<&[u8]>, c: &Classification) -> Screening {
+        if let (b'P', Some(name)) = (frame.tag, statement) {
+            self.deferred().parsed(name, None);
+        }
         if c.is_empty() {
             return Screening::Done(Screened::Forward);
         }
         let mut verdict = self.context.guardrails.decide(c, &self.session.identity.as_subject());
-        match (verdict.limited.take(), &c.effect) {
-            // Only a Query's writes are measured: a Parse's run later, as often as the client likes.
-            (Some(limited), Some(effect)) if frame.tag == b'Q' => {
-                Screening::Measure(Box::new(Measure { limited, effect: effect.clone(), sql: sql.to_owned() }))
+        let measure = match (verdict.limited.take(), &c.effect) {
+            (Some(limited), Some(effect)) => Measure { limited, effect: effect.clone(), sql: sql.to_owned() },
+            (Some(limited), None) => return self.act(frame, sql, statement, limited.unmeasurable()).into(),
+            (None, _) => return self.act(frame, sql, statement, verdict).into(),
+        };
+        match (frame.tag, statement) {
+            (b'Q', _) => Screening::Measure(Box::new(measure)),
+            // A prepared write is measured each time it runs, at Execute.
+            (b'P', Some(name)) => {
+                self.deferred().parsed(name, Some(measure));
+                Screening::Done(Screened::Forward)
             }
-            (Some(limited), _) => self.act(frame, sql, statement, limited.unmeasurable()).into(),
-            (None, _) => self.act(frame, sql, statement, verdict).into(),
+            _ => self.act(frame, sql, statement, measure.limited.unmeasurable()).into(),
         }
     }
 
     /// A measured write went over its limit (and was rolled back): `why`.
     pub fn over_limit(&self, frame: &Frame, measure: Measure, why: &str) -> Decision {
         let verdict = measure.limited.exceeded(why);
+        self.act(frame, &measure.sql, None, verdict)
+    }
+
+    /// A limited write that cannot be measured where it stands: `why`.
+    pub fn unmeasured(&self, frame: &Frame, measure: Measure, why: &str) -> Decision {
+        let verdict = measure.limited.cannot_measure(why);
         self.act(frame, &measure.sql, None, verdict)
     }
 
@@ -330,8 +414,17 @@ impl<'a> Guard<'a> {
         }
         let stand_in = format!("{}{id}", self.token);
         let mut body = BytesMut::new();
-        if tag == b'P' {
-            body.put_slice(statement);
+        // In the extended protocol the stand-in is a Parse: its error skips
+        // the rest to the client's Sync, as the refused message's would.
+        // An Execute's stand-in prepares under a name of its own, which the
+        // failure leaves unused.
+        let extended = match tag {
+            b'P' => Some(statement),
+            b'E' => Some(stand_in.as_bytes()),
+            _ => None,
+        };
+        if let Some(name) = extended {
+            body.put_slice(name);
             body.put_u8(0);
             body.put_slice(stand_in.as_bytes());
             body.put_u8(0);
@@ -340,7 +433,7 @@ impl<'a> Guard<'a> {
             body.put_slice(stand_in.as_bytes());
             body.put_u8(0);
         }
-        Frame { tag: if tag == b'P' { b'P' } else { b'Q' }, body: body.freeze() }
+        Frame { tag: if extended.is_some() { b'P' } else { b'Q' }, body: body.freeze() }
     }
 
     /// The client-facing refusal for a server error caused by a stand-in;

@@ -2,7 +2,10 @@
 //! guard, the masker and the statement tracker, with Airlock's own cancel
 //! key in place of the server's.
 
-use std::sync::{Arc, Mutex, atomic::Ordering};
+use std::{
+    ops::Range,
+    sync::{Arc, Mutex, atomic::Ordering},
+};
 
 use bytes::BytesMut;
 use tokio::{
@@ -15,7 +18,7 @@ use super::{
     cancel::{BackendKey, CancelKeys},
     codec::{self, Frame},
     effect::{self, Effects, Measured},
-    guard::{Decision, Guard, Screened, Screening},
+    guard::{Decision, Guard, Hold, Screened, Screening},
     mask, reading,
     recorder::{SentStatement, StatementLog},
     statements::StatementTracker,
@@ -58,6 +61,31 @@ pub(super) async fn relay_messages(
         let mut effects = Effects { diversion: &diversion, reading: &session_reading, answered: answered_seen };
         let mut reader = client_reader;
         let mut out = Vec::new();
+        // An extended-protocol batch is under way: messages since the last Sync went ahead.
+        let mut extended_open = false;
+        // Every layer notes a client frame: masking's view, the statement
+        // tracker, the guard, and (`in_flight`: unless the frame waits to be
+        // sent with a measured write) the session's reading.
+        let note = |frame: &Frame, in_flight: bool| {
+            if masks {
+                client_view.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame)?;
+            }
+            let mut reading = session_reading.lock().unwrap_or_else(|p| p.into_inner());
+            let now = reading.reading();
+            let runs = tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame, now.encoding);
+            let (screening, may_change) = match &guard {
+                Some(guard) => {
+                    let (screening, may_change) = guard.screen(frame, now);
+                    (Some((guard, screening)), may_change)
+                }
+                None => (None, false),
+            };
+            // A measured write is in flight once it is sent, savepoint first.
+            if in_flight && !matches!(screening, Some((_, Screening::Measure(_)))) {
+                reading.client_sent(frame.tag, may_change);
+            }
+            Ok::<_, ProxyError>((runs, screening, may_change))
+        };
         loop {
             match reader.next(&mut client_read, "client").await? {
                 None => {
@@ -68,77 +96,113 @@ pub(super) async fn relay_messages(
                     let mut splice = Splice::new(&raw, &mut out);
                     // On guarded targets, what is about to run is recorded first.
                     let mut sent = Vec::new();
-                    for frame in &frames {
-                        if masks {
-                            client_view.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame)?;
+                    // Where the extended-protocol batch at hand began in this
+                    // read, while nothing of it has been replaced: a measured
+                    // Execute runs with it.
+                    let mut unit_start = (!extended_open).then_some(0);
+                    // Frames up to here went with a measured unit.
+                    let mut skip_until = 0;
+                    for (index, frame) in frames.iter().enumerate() {
+                        if index < skip_until {
+                            splice.replace(frame, |_| {});
+                            continue;
                         }
-                        let (mut runs, screening, may_change) = {
-                            let mut reading = session_reading.lock().unwrap_or_else(|p| p.into_inner());
-                            let now = reading.reading();
-                            let runs =
-                                tracker.lock().unwrap_or_else(|p| p.into_inner()).client_sent(frame, now.encoding);
-                            let (screening, may_change) = match &guard {
-                                Some(guard) => {
-                                    let (screening, may_change) = guard.screen(frame, now);
-                                    (Some((guard, screening)), may_change)
-                                }
-                                None => (None, false),
-                            };
-                            // A measured write is in flight once it is sent, savepoint first.
-                            if !matches!(screening, Some((_, Screening::Measure(_)))) {
-                                reading.client_sent(frame.tag, may_change);
-                            }
-                            (runs, screening, may_change)
-                        };
+                        let (mut runs, screening, may_change) = note(frame, true)?;
                         let screened = match screening {
                             None => Screened::Forward,
-                            Some((guard, screening)) => {
-                                let decision = match screening {
-                                    Screening::Done(screened) => Decision::Done(screened),
-                                    Screening::Held(hold) => Decision::Held(hold),
-                                    Screening::Measure(measure) => {
-                                        // What came before goes first: the server must have answered it.
-                                        let before = splice.take_before();
-                                        send_now(&mut upstream_write, before, std::mem::take(&mut sent), &sending)
-                                            .await?;
-                                        // It runs now, if only in a savepoint: its record comes first.
-                                        let this = runs.take().into_iter().collect();
-                                        send_now(&mut upstream_write, Vec::new(), this, &sending).await?;
-                                        let limit = measure.limited.limit;
-                                        let measured =
-                                            effects.measure(&mut upstream_write, frame, &measure.effect, limit).await?;
-                                        if !matches!(measured, Measured::Kept(_)) {
-                                            let mut reading = session_reading.lock().unwrap_or_else(|p| p.into_inner());
-                                            reading.client_sent(frame.tag, may_change);
-                                        }
-                                        match measured {
-                                            Measured::Kept(replies) => {
-                                                // The server side relays them as if they had just come.
-                                                let _ = replays.send(replies);
-                                                splice.replace(frame, |_| {});
-                                                continue;
+                            Some((_, Screening::Done(screened))) => screened,
+                            Some((guard, Screening::Held(hold))) => {
+                                let before = splice.take_before();
+                                send_now(&mut upstream_write, before, std::mem::take(&mut sent), &sending).await?;
+                                // What was sent is no longer in the batch's bytes.
+                                unit_start = None;
+                                wait_for_approval(guard, *hold, &client_write).await?
+                            }
+                            Some((guard, Screening::Measure(measure))) => {
+                                let unit = match frame.tag {
+                                    b'Q' => Ok(index..index + 1),
+                                    _ => extended_unit(&frames, index, unit_start),
+                                };
+                                let unit = match unit {
+                                    Ok(unit) => unit,
+                                    Err(why) => {
+                                        // An Execute counts for nothing in flight.
+                                        let screened = match guard.unmeasured(frame, *measure, why) {
+                                            Decision::Done(screened) => screened,
+                                            Decision::Held(hold) => {
+                                                let before = splice.take_before();
+                                                send_now(
+                                                    &mut upstream_write,
+                                                    before,
+                                                    std::mem::take(&mut sent),
+                                                    &sending,
+                                                )
+                                                .await?;
+                                                wait_for_approval(guard, *hold, &client_write).await?
                                             }
-                                            Measured::NotRun => Decision::Done(Screened::Forward),
-                                            Measured::Over(why) => guard.over_limit(frame, *measure, &why),
+                                        };
+                                        match screened {
+                                            Screened::Forward => {
+                                                sent.extend(runs);
+                                                splice.keep(frame)
+                                            }
+                                            Screened::Replace(stand_in) => {
+                                                splice.replace(frame, |out| stand_in.encode(out))
+                                            }
                                         }
+                                        unit_start = None;
+                                        track_unit(frame.tag, index, &mut unit_start, &mut extended_open);
+                                        continue;
                                     }
                                 };
-                                match decision {
-                                    Decision::Done(screened) => screened,
-                                    Decision::Held(hold) => {
-                                        // What came before goes now; the held statement waits.
-                                        let before = splice.take_before();
-                                        send_now(&mut upstream_write, before, std::mem::take(&mut sent), &sending)
-                                            .await?;
-                                        let mut notice = BytesMut::new();
-                                        hold.notice.encode(&mut notice);
-                                        let mut client_write = client_write.lock().await;
-                                        client_write.write_all(&notice).await?;
-                                        client_write.flush().await?;
-                                        drop(client_write);
-                                        guard.settle(*hold).await
-                                    }
+                                // What came before goes first (the server must have
+                                // answered it), but for the unit's own first frames.
+                                let mut before = splice.take_before();
+                                let mut prefix = before.split_off(before.len() - wire_len(&frames[unit.start..index]));
+                                send_now(&mut upstream_write, before, std::mem::take(&mut sent), &sending).await?;
+                                // It runs now, if only in a savepoint: its record comes first.
+                                let mut records: Vec<_> = runs.take().into_iter().collect();
+                                for later in &frames[index + 1..unit.end] {
+                                    records.extend(note(later, false)?.0);
                                 }
+                                send_now(&mut upstream_write, Vec::new(), records, &sending).await?;
+                                let limit = measure.limited.limit;
+                                let measured = effects
+                                    .measure(&mut upstream_write, &frames[unit.clone()], &measure.effect, limit)
+                                    .await?;
+                                skip_until = unit.end;
+                                let screened = match measured {
+                                    Measured::Kept(replies) => {
+                                        // The server side relays them as if they had just come.
+                                        let _ = replays.send(replies);
+                                        None
+                                    }
+                                    Measured::NotRun => Some(Screened::Forward),
+                                    Measured::Over(why) => Some(match guard.over_limit(frame, *measure, &why) {
+                                        Decision::Done(screened) => screened,
+                                        Decision::Held(hold) => wait_for_approval(guard, *hold, &client_write).await?,
+                                    }),
+                                };
+                                // Not kept: the unit goes as it came, or with the
+                                // refusal's stand-in for its statement.
+                                if let Some(screened) = screened {
+                                    match screened {
+                                        Screened::Forward => frame.encode(&mut prefix),
+                                        Screened::Replace(stand_in) => stand_in.encode(&mut prefix),
+                                    }
+                                    frames[index + 1..unit.end].iter().for_each(|later| later.encode(&mut prefix));
+                                    // A unit ends at its one Query or Sync.
+                                    let last = frames[unit.end - 1].tag;
+                                    session_reading
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .client_sent(last, may_change);
+                                    send_now(&mut upstream_write, prefix, Vec::new(), &sending).await?;
+                                }
+                                splice.replace(frame, |_| {});
+                                let last = unit.end - 1;
+                                track_unit(frames[last].tag, last, &mut unit_start, &mut extended_open);
+                                continue;
                             }
                         };
                         match screened {
@@ -148,8 +212,13 @@ pub(super) async fn relay_messages(
                                 }
                                 splice.keep(frame)
                             }
-                            Screened::Replace(stand_in) => splice.replace(frame, |out| stand_in.encode(out)),
+                            Screened::Replace(stand_in) => {
+                                splice.replace(frame, |out| stand_in.encode(out));
+                                // The batch's bytes no longer hold its frames as they came.
+                                unit_start = None;
+                            }
                         }
+                        track_unit(frame.tag, index, &mut unit_start, &mut extended_open);
                     }
                     if !sent.is_empty() {
                         recorder.record_sent(&me, sent).await?;
@@ -302,6 +371,52 @@ struct Sending<'a> {
     recorder: &'a StatementLog,
     me: &'a Arc<SessionContext>,
     session: &'a LiveSession,
+}
+
+/// Waits for the decision on a held statement, its notice told to the client first.
+async fn wait_for_approval<W: AsyncWrite + Unpin>(
+    guard: &Guard<'_>,
+    hold: Hold,
+    client: &tokio::sync::Mutex<W>,
+) -> Result<Screened, ProxyError> {
+    let mut notice = BytesMut::new();
+    hold.notice.encode(&mut notice);
+    let mut client = client.lock().await;
+    client.write_all(&notice).await?;
+    client.flush().await?;
+    drop(client);
+    Ok(guard.settle(hold).await)
+}
+
+/// The frames a measured Execute at `index` runs with: from the start of
+/// its extended-protocol batch through the Sync right after it, when all of
+/// them are in this read as they came (`start`).
+fn extended_unit(frames: &[Frame], index: usize, start: Option<usize>) -> Result<Range<usize>, &'static str> {
+    let start = start.ok_or("what it runs was sent to the server before it arrived, so no savepoint can come first")?;
+    if frames.get(index + 1).map(|frame| frame.tag) != Some(b'S') {
+        return Err("no Sync follows it at once");
+    }
+    if frames[start..index].iter().any(|frame| frame.tag == b'E') {
+        return Err("another Execute shares its Sync");
+    }
+    Ok(start..index + 2)
+}
+
+/// Where an extended-protocol batch starts: after each Sync or Query.
+fn track_unit(tag: u8, index: usize, start: &mut Option<usize>, open: &mut bool) {
+    match tag {
+        b'S' | b'Q' | b'F' => {
+            *start = Some(index + 1);
+            *open = false;
+        }
+        b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => *open = true,
+        _ => {}
+    }
+}
+
+/// Bytes `frames` take on the wire.
+fn wire_len(frames: &[Frame]) -> usize {
+    frames.iter().map(|frame| 5 + frame.body.len()).sum()
 }
 
 /// Records `statements`, then sends `bytes` upstream now.
