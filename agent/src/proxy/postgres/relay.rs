@@ -158,7 +158,10 @@ pub(super) async fn relay_messages(
                                 // What came before goes first (the server must have
                                 // answered it), but for the unit's own first frames.
                                 let mut before = splice.take_before();
-                                let mut prefix = before.split_off(before.len() - wire_len(&frames[unit.start..index]));
+                                // Kept as they came since `unit_start`, they end `before`.
+                                let unit_bytes = wire_len(&frames[unit.start..index]);
+                                debug_assert!(before.len() >= unit_bytes);
+                                let mut prefix = before.split_off(before.len().saturating_sub(unit_bytes));
                                 send_now(&mut upstream_write, before, std::mem::take(&mut sent), &sending).await?;
                                 // It runs now, if only in a savepoint: its record comes first.
                                 let mut records: Vec<_> = runs.take().into_iter().collect();
