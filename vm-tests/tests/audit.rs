@@ -130,3 +130,34 @@ fn a_full_disk_refuses_sessions_with_the_reason_and_loses_no_record() {
     assert!(out.status.success(), "the log verifies after the full disk: {report}");
     drop(mounted);
 }
+
+/// An agent stopped cleanly after a short run leaves every record signed,
+/// and its log, not a terminal, carries no colour codes.
+#[test]
+fn a_clean_stop_leaves_every_record_signed() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    lab.target.start_postgres_with(&lab.dir.path().join("pg"), &[]);
+    let v4 = lab.target.v4;
+    lab.start_agent(&format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n"
+    ));
+    let host = v4.to_string();
+    let out = lab.run_as("alice", "psql", &["-h", &host, "-U", "postgres", "-d", "postgres", "-X", "-c", "select 1"]);
+    assert!(out.success(), "{out:?}");
+    let agent = lab.agent.as_mut().unwrap();
+    assert_eq!(agent.terminate(), Some(0), "{}", agent.log());
+    let dir = agent.config.audit_dir.clone();
+    let verified =
+        std::process::Command::new(airlock_bin()).args(["audit", "verify", "--dir"]).arg(&dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{stdout}");
+    let last: u64 = stdout.split("last seq ").nth(1).and_then(|s| s.split(',').next()).unwrap().parse().unwrap();
+    assert!(
+        stdout.contains(&format!("signed through seq {}", last - 1)),
+        "the last checkpoint signs the rest: {stdout}"
+    );
+    assert!(!agent.log().contains('\u{1b}'), "no ANSI escapes in a log that is not a terminal");
+}

@@ -314,6 +314,37 @@ mod tests {
     }
 
     #[test]
+    fn a_clean_stop_signs_the_last_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let signer = Signer::load_or_create(&tmp.path().join("key")).unwrap();
+        let key = signer.public_key_hex();
+        let settings = AuditSettings { checkpoint_records: 5, signer: Some(signer), ..AuditSettings::default() };
+        let dir = tmp.path().join("audit");
+        let log = AuditLog::open_with(&dir, settings).unwrap();
+        for i in 0..7 {
+            let detail = serde_json::json!({ "sql": format!("select {i}") });
+            let event = Event {
+                kind: "postgres.statement",
+                session: None,
+                identity: None,
+                process: None,
+                target: None,
+                detail,
+            };
+            log.append(event).unwrap();
+        }
+        let before = verify(&dir, Some(&key)).unwrap();
+        assert!(before.signed_through < Some(before.last_seq), "{before:?}");
+        log.checkpoint_now().unwrap();
+        let after = verify(&dir, Some(&key)).unwrap();
+        assert!(after.problems.is_empty(), "{after:?}");
+        assert_eq!(after.signed_through, Some(after.last_seq - 1), "all but the checkpoint itself: {after:?}");
+        // Nothing new: no second checkpoint.
+        log.checkpoint_now().unwrap();
+        assert_eq!(verify(&dir, Some(&key)).unwrap().checkpoints, after.checkpoints);
+    }
+
+    #[test]
     fn fields_read_by_position_are_those_a_parser_reads() {
         let dir = tempfile::tempdir().unwrap();
         log(dir.path(), 12, None);

@@ -248,6 +248,10 @@ async fn serve(
         tokio::spawn(accept_loop(listener, Arc::clone(&state)));
     }
     handle_signals(&state).await?;
+    // Statement records still queued go in before the last checkpoint.
+    if tokio::time::timeout(Duration::from_secs(2), state.statements.flush()).await.is_err() {
+        tracing::error!("statement records still queued at shutdown were not written within 2 s");
+    }
     shutdown(&state);
     Ok(())
 }
@@ -397,6 +401,9 @@ fn shutdown(state: &AgentState) {
         detail: json!({ "pid": std::process::id() }),
     }) {
         tracing::error!(%error, "could not record agent stop");
+    }
+    if let Err(error) = state.audit.checkpoint_now() {
+        tracing::error!(%error, "could not sign the audit log's last records");
     }
     tracing::info!("agent stopped; interception stays pinned (protected connections fail until restart)");
 }
