@@ -3,7 +3,8 @@
 //! `PASSWORD` option it finds in the redacted text holds `***`, and none of
 //! the original passwords is left in it. The first byte picks raw text or
 //! a password written in one of PostgreSQL's literal forms; the command
-//! line and URI redactors must not panic on anything.
+//! line, shell and URI redactors must not panic on anything, and a secret
+//! flag's plain value never survives the shell redactor.
 #![no_main]
 
 use airlock::{
@@ -18,6 +19,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = redact::command_line(input.split(' ').map(str::to_owned).collect());
     let _ = redact::uri_passwords(input);
     let _ = redact::keyword_password(input);
+    // A secret flag's value never survives a shell command line.
+    if !input.contains(['\'', '"', '\\', '\n', ';', '&', '|', '(', ')', '#', ' ', '\t', '=']) && input.len() >= 4 {
+        let redacted = redact::shell(&format!("tool --password {input} -v"));
+        assert_eq!(redacted, "tool --password *** -v", "{input:?}");
+    }
     let text = match mode % 8 {
         0 | 1 => input.to_owned(),
         form => {

@@ -88,6 +88,21 @@ fn ssh_exec_logs_in_with_a_certificate_and_checks_the_host_certificate() {
     assert_eq!(exec["detail"]["command"], "echo hello; id -un; exit 3");
     assert_eq!(exec["detail"]["exit"]["status"], 3);
 
+    // Passwords on an exec command line reach no record: not the command,
+    // not the ssh client's own command line.
+    let secret = "Pa55-on-the-line";
+    let command = format!("echo --password {secret} | wc -c; MYSQL_PWD={secret} true");
+    let out = ssh(&lab, &known, "alice", &deploy, &[&command]);
+    assert!(out.success(), "{out:?}");
+    lab.agent().wait_for_records("ssh.exec_end", 2);
+    let log = std::fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    assert!(!log.contains(secret), "the password reached the audit log");
+    let execs = lab.agent().records_of("ssh.exec");
+    assert!(
+        execs.iter().any(|r| r["detail"]["command"] == "echo --password *** | wc -c; MYSQL_PWD=*** true"),
+        "{execs:?}"
+    );
+
     // The host certificate carries the dialled address and the policy's
     // names; with only the CA line known, a wrong name fails verification.
     let mut wrong = sshd::client_options(&known);

@@ -2,40 +2,33 @@
 //! connection strings. What is removed is replaced by `***`; the shape of
 //! the text stays, so a reader still sees what was done.
 
+mod shell;
 mod sql;
+mod words;
 
-pub use self::sql::{sql, sql_with_findings};
+pub use self::{
+    shell::shell,
+    sql::{sql, sql_with_findings},
+};
 
 /// What replaces a secret.
 pub const REDACTED: &str = "***";
-/// Flags whose value is a secret, as `--flag value` or `--flag=value`.
-const SECRET_FLAGS: [&str; 6] = ["--password", "--pass", "--token", "--secret", "--api-key", "--access-token"];
-
-/// Removes secrets people put on command lines: `scheme://user:PASSWORD@host`,
-/// libpq-style `password=…`, SQL `PASSWORD '…'`, and the values of `SECRET_FLAGS`.
+/// Removes secrets people put on command lines: the values of secret
+/// flags and assignments and of known tools' password flags (see
+/// [`words`]), and in each argument what [`shell`] removes (an argument
+/// may be a whole command: `sh -c '…'`).
 pub fn command_line(args: Vec<String>) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut next_is_secret = false;
-    for arg in args {
-        if std::mem::take(&mut next_is_secret) {
-            out.push(REDACTED.to_owned());
-            continue;
-        }
-        if let Some(flag) = SECRET_FLAGS.iter().find(|f| arg.eq_ignore_ascii_case(f)) {
-            next_is_secret = true;
-            out.push((*flag).to_owned());
-            continue;
-        }
-        if let Some((flag, _)) =
-            arg.split_once('=').filter(|(f, _)| SECRET_FLAGS.iter().any(|s| f.eq_ignore_ascii_case(s)))
-        {
-            out.push(format!("{flag}={REDACTED}"));
-            continue;
-        }
-        // `psql -c "ALTER ROLE … PASSWORD '…'"` puts SQL on the command line.
-        out.push(text(&arg));
-    }
-    out
+    let found = words::secrets(args.iter().map(String::as_str));
+    args.iter()
+        .zip(found)
+        .map(|(arg, secret)| match secret {
+            // An argument with spaces may be several words
+            // (`password='a b' dbname=x`): the shell's reading keeps the rest.
+            Some(words::Secret::After(_)) if arg.contains(char::is_whitespace) => shell(arg),
+            Some(secret) => words::redacted(arg, secret),
+            None => shell(arg),
+        })
+        .collect()
 }
 
 /// Free text that may hold SQL, connection strings or URIs (a command-line

@@ -139,7 +139,7 @@ impl SessionBridge {
 }
 
 fn redacted(command: &str) -> String {
-    crate::redact::keyword_password(&crate::redact::uri_passwords(command))
+    crate::redact::shell(command)
 }
 
 /// Client → target: data and requests, with exec commands screened.

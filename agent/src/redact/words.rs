@@ -1,0 +1,163 @@
+//! Secrets in the words of a command: a process's argv, or a shell command
+//! line (an SSH exec request, a typed line) split as the shell splits it.
+//!
+//! What counts: the value of a secret flag (`--password X`,
+//! `--password=X`), a secret environment assignment (`PGPASSWORD=X`,
+//! `env MYSQL_PWD=X …`), and the short flags of tools known to take a
+//! password on the command line (`mysql -pX`, `sshpass -p X`, `redis-cli -a
+//! X`, `curl -u user:X`). Over-redaction (a database name after `mysql -p`)
+//! is the accepted cost: the shape of the command stays readable.
+
+use super::REDACTED;
+
+/// Flags whose value is a secret, as `--flag value` or `--flag=value`.
+const SECRET_FLAGS: [&str; 11] = [
+    "--password",
+    "--pass",
+    "--passwd",
+    "--pwd",
+    "--token",
+    "--secret",
+    "--api-key",
+    "--access-token",
+    "--auth-token",
+    "--client-secret",
+    "--db-password",
+];
+
+/// What of a word is secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Secret {
+    /// All of it.
+    Whole,
+    /// All after its first `n` bytes (`--password=`, `-p`, `user:`).
+    After(usize),
+}
+
+/// Tools whose short flag (`-p`, `-a`) takes a password.
+fn password_flag(tool: &str) -> Option<&'static str> {
+    match tool {
+        "mysql" | "mysqldump" | "mysqladmin" | "mysqlimport" | "mysqlshow" | "mysqlcheck" | "mariadb"
+        | "mariadb-dump" | "mariadb-admin" | "sshpass" => Some("-p"),
+        "redis-cli" => Some("-a"),
+        _ => None,
+    }
+}
+
+/// Tools whose `-u`/`--user` value is `user:password`.
+fn user_colon_password(tool: &str) -> bool {
+    matches!(tool, "curl" | "wget")
+}
+
+/// Whether `NAME=value` names a secret: `PGPASSWORD`, `MYSQL_PWD`,
+/// `GITHUB_TOKEN`, `AWS_SECRET_ACCESS_KEY`, `api_key`….
+fn secret_variable(name: &str) -> bool {
+    let valid = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    let upper = name.to_ascii_uppercase();
+    valid
+        && (upper.ends_with("_PWD")
+            || ["PASSWORD", "PASSWD", "TOKEN", "SECRET", "API_KEY", "APIKEY", "ACCESS_KEY"]
+                .iter()
+                .any(|part| upper.contains(part)))
+}
+
+/// What the next word is, after a flag that takes a value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Plain,
+    Secret,
+    UserColonPassword,
+}
+
+/// Each word of one command (no separators) with what of it is secret.
+pub(super) fn secrets<'w>(words: impl IntoIterator<Item = &'w str>) -> Vec<Option<Secret>> {
+    let mut found = Vec::new();
+    let mut tool = "";
+    let mut next = Next::Plain;
+    for word in words {
+        let secret = match std::mem::replace(&mut next, Next::Plain) {
+            Next::Secret => Some(Secret::Whole),
+            Next::UserColonPassword => word.find(':').map(|colon| Secret::After(colon + 1)),
+            Next::Plain => word_secret(word, tool, &mut next),
+        };
+        // The tool is the first word that is no assignment and no option,
+        // or a later one known to take a password (`sudo mysql`, `sshpass`).
+        if secret.is_none() && !word.starts_with('-') && !word.contains('=') {
+            let base = word.rsplit('/').next().unwrap_or(word);
+            if tool.is_empty() || password_flag(base).is_some() || user_colon_password(base) {
+                tool = base;
+            }
+        }
+        found.push(secret);
+    }
+    found
+}
+
+fn word_secret(word: &str, tool: &str, next: &mut Next) -> Option<Secret> {
+    if SECRET_FLAGS.iter().any(|flag| word.eq_ignore_ascii_case(flag)) {
+        *next = Next::Secret;
+        return None;
+    }
+    if let Some((name, _)) = word.split_once('=') {
+        let flag = SECRET_FLAGS.iter().any(|flag| name.eq_ignore_ascii_case(flag));
+        if flag || secret_variable(name) || (user_colon_password(tool) && name == "--user") {
+            let value = &word[name.len() + 1..];
+            return Some(match value.find(':') {
+                Some(colon) if name == "--user" => Secret::After(name.len() + 1 + colon + 1),
+                _ => Secret::After(name.len() + 1),
+            });
+        }
+    }
+    if let Some(short) = password_flag(tool) {
+        if word == short {
+            *next = Next::Secret;
+            return None;
+        }
+        if word.len() > short.len() && word.starts_with(short) {
+            return Some(Secret::After(short.len()));
+        }
+    }
+    if user_colon_password(tool) && (word == "-u" || word == "--user") {
+        *next = Next::UserColonPassword;
+    }
+    None
+}
+
+/// `word` with its secret part replaced.
+pub(super) fn redacted(word: &str, secret: Secret) -> String {
+    match secret {
+        Secret::Whole => REDACTED.to_owned(),
+        Secret::After(n) => format!("{}{REDACTED}", word.get(..n).unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(words: &[&str]) -> Vec<String> {
+        let found = secrets(words.iter().copied());
+        words.iter().zip(found).map(|(w, s)| s.map_or_else(|| (*w).to_owned(), |s| redacted(w, s))).collect()
+    }
+
+    #[test]
+    fn flags_assignments_and_known_tools() {
+        assert_eq!(apply(&["tool", "--password", "s3cret", "-v"]), ["tool", "--password", "***", "-v"]);
+        assert_eq!(apply(&["tool", "--Password=s3cret"]), ["tool", "--Password=***"]);
+        assert_eq!(apply(&["env", "PGPASSWORD=s3cret", "psql"]), ["env", "PGPASSWORD=***", "psql"]);
+        assert_eq!(
+            apply(&["MYSQL_PWD=x", "GITHUB_TOKEN=y", "PWD=/home"]),
+            ["MYSQL_PWD=***", "GITHUB_TOKEN=***", "PWD=/home"]
+        );
+        assert_eq!(apply(&["/usr/bin/mysql", "-uroot", "-ps3cret", "db"]), ["/usr/bin/mysql", "-uroot", "-p***", "db"]);
+        assert_eq!(apply(&["mysql", "-p", "s3cret"]), ["mysql", "-p", "***"]);
+        assert_eq!(apply(&["sshpass", "-p", "s3cret", "ssh", "host"]), ["sshpass", "-p", "***", "ssh", "host"]);
+        assert_eq!(apply(&["redis-cli", "-a", "s3cret", "ping"]), ["redis-cli", "-a", "***", "ping"]);
+        assert_eq!(apply(&["curl", "-u", "bob:s3cret", "https://x"]), ["curl", "-u", "bob:***", "https://x"]);
+        // Other tools' -p is a port or a path.
+        assert_eq!(apply(&["psql", "-p", "5433"]), ["psql", "-p", "5433"]);
+        assert_eq!(apply(&["ssh", "-p2222", "host"]), ["ssh", "-p2222", "host"]);
+    }
+}
