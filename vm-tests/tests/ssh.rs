@@ -573,3 +573,36 @@ fn openbao_ssh_engine_signs_the_session_certificate() {
     let login = one(lab.agent().wait_for_records("ssh.login", 1), "ssh.login");
     assert_eq!(login["detail"]["ca"], "openbao");
 }
+
+/// With an ssh-agent holding a key and `ssh -A` (ForwardAgent yes), exec
+/// and terminal sessions work: agent forwarding is refused without breaking
+/// the channel, and recorded.
+#[test]
+fn agent_forwarding_requests_do_not_break_sessions() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let alice = lab.user("alice").name.clone();
+    let home = lab.dir.path().join("alice-agent");
+    std::fs::create_dir_all(&home).unwrap();
+    airlock_vm_tests::netns::sh("chown", &[&alice, &home.display().to_string()]);
+    let options = sshd::client_options(&known).join(" ");
+    let target = format!("{deploy}@{}", lab.target.v4);
+    let key = home.join("id");
+    // The agent is killed on the way out, whatever happens.
+    let script = format!(
+        "ssh-keygen -q -t ed25519 -N '' -f {key} && eval \"$(ssh-agent -s)\" >/dev/null && \
+         trap 'ssh-agent -k >/dev/null' EXIT && ssh-add -q {key} && \
+         ssh -A {options} {target} 'echo exec-ok' && ssh -A -tt {options} {target} 'echo tty-ok'",
+        key = key.display()
+    );
+    let out = lab.run_as("alice", "sh", &["-c", &script]);
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    assert!(out.stdout.contains("exec-ok") && out.stdout.contains("tty-ok"), "{out:?}");
+    let ends = lab.agent().wait_for_records("ssh.exec_end", 2);
+    assert!(ends.iter().all(|end| end["detail"]["exit"]["status"] == 0), "{ends:?}");
+    let refused = lab.agent().wait_for_records("ssh.forwarding_refused", 2);
+    assert!(refused.iter().all(|r| r["detail"]["kind"] == "agent"), "{refused:?}");
+}

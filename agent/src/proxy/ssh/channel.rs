@@ -255,14 +255,12 @@ async fn to_upstream(
                 }
             }
             ChannelMsg::Signal { signal } => upstream.signal(signal).await,
-            ChannelMsg::AgentForward { want_reply } | ChannelMsg::RequestX11 { want_reply, .. } => {
-                // Not forwarded: agent and X11 forwarding stay off.
-                if want_reply {
-                    replies.lock().push_back(Reply::Local(false));
-                    for answer in replies.ready(None) {
-                        answer_client(&handle, id, answer).await;
-                    }
-                }
+            ChannelMsg::AgentForward { want_reply } => {
+                refuse_forwarding(&context, &principal, "agent", want_reply, &replies, &handle, id).await;
+                Ok(())
+            }
+            ChannelMsg::RequestX11 { want_reply, .. } => {
+                refuse_forwarding(&context, &principal, "x11", want_reply, &replies, &handle, id).await;
                 Ok(())
             }
             _ => Ok(()),
@@ -272,6 +270,26 @@ async fn to_upstream(
         }
     }
     let _ = upstream.close().await;
+}
+
+/// Agent and X11 forwarding stay off: recorded, and refused to a client
+/// that asked for a reply; the session goes on either way.
+async fn refuse_forwarding(
+    context: &Context,
+    principal: &str,
+    kind: &str,
+    want_reply: bool,
+    replies: &Replies,
+    handle: &server::Handle,
+    id: russh::ChannelId,
+) {
+    context.audit("ssh.forwarding_refused", json!({ "principal": principal, "kind": kind }));
+    if want_reply {
+        replies.lock().push_back(Reply::Local(false));
+        for answer in replies.ready(None) {
+            answer_client(handle, id, answer).await;
+        }
+    }
 }
 
 fn expect(replies: &Replies, want_reply: bool) {
