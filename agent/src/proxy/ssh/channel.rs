@@ -256,11 +256,11 @@ async fn to_upstream(
             }
             ChannelMsg::Signal { signal } => upstream.signal(signal).await,
             ChannelMsg::AgentForward { want_reply } => {
-                refuse_forwarding(&context, &principal, "agent", want_reply, &replies, &handle, id).await;
+                refuse_forwarding(&context, principal, "agent", want_reply, &replies, &handle, id).await;
                 Ok(())
             }
             ChannelMsg::RequestX11 { want_reply, .. } => {
-                refuse_forwarding(&context, &principal, "x11", want_reply, &replies, &handle, id).await;
+                refuse_forwarding(&context, principal, "x11", want_reply, &replies, &handle, id).await;
                 Ok(())
             }
             _ => Ok(()),
