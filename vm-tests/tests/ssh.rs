@@ -606,3 +606,38 @@ fn agent_forwarding_requests_do_not_break_sessions() {
     let refused = lab.agent().wait_for_records("ssh.forwarding_refused", 2);
     assert!(refused.iter().all(|r| r["detail"]["kind"] == "agent"), "{refused:?}");
 }
+
+/// Typed a key at a time, a password is echoed a key at a time: the
+/// recording judges whole lines, so it never holds the password, nor a
+/// private key printed in the terminal.
+#[test]
+fn secrets_typed_key_by_key_or_printed_stay_out_of_recordings() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let key = lab.dir.path().join("printed_key");
+    let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    set_mode(&key, 0o644);
+    let body: Vec<String> = fs::read_to_string(&key).unwrap().lines().skip(1).take(2).map(str::to_owned).collect();
+    let options = sshd::client_options(&known).join(" ");
+    let typed = "echo password=hunter2-typed";
+    let keys: String = typed.chars().map(|c| format!("printf '%s' '{c}'; sleep 0.02; ")).collect();
+    let script = format!(
+        "(sleep 1; {keys} printf '\\r'; sleep 0.5; printf 'cat {key}\\r'; sleep 0.5; printf 'exit\\r'; sleep 1) | \
+         ssh -tt {options} {deploy}@{host}",
+        key = key.display(),
+        host = lab.target.v4
+    );
+    let out = lab.run_as("alice", "sh", &["-c", &script]);
+    assert!(out.stdout.contains("hunter2-typed"), "the live terminal is not held: {out:?}");
+    let record = one(lab.agent().wait_for_records("ssh.recording", 1), "ssh.recording");
+    let text = fs::read_to_string(record["detail"]["path"].as_str().unwrap()).unwrap();
+    assert!(!text.contains("hunter2"), "typed password recorded: {text}");
+    for line in &body {
+        assert!(!text.contains(line.as_str()), "private key recorded: {text}");
+    }
+    assert!(text.contains("password=***") && text.contains("private key masked by airlock"), "{text}");
+}

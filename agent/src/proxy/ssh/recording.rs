@@ -2,7 +2,11 @@
 //!
 //! Only what the terminal shows is recorded (output and window sizes); typed
 //! input stays out unless policy asks for it, since it carries passwords
-//! typed at prompts that do not echo. Output passes through [`mask`] first.
+//! typed at prompts that do not echo. Output passes through [`mask`] first,
+//! a line at a time: a secret typed a key at a time is echoed a key at a
+//! time, so output is held until its line ends (and a private key block
+//! until it closes), within bounds, and judged whole. The recording lags
+//! the live terminal by that much; the terminal itself is never held.
 
 use std::{
     fs,
@@ -14,10 +18,50 @@ use std::{
 
 use sha2::{Digest as _, Sha256};
 
-/// Masks secrets in recorded output. The hook where the masking engine
-/// plugs in; today it applies Airlock's redactors for URI and keyword passwords.
+/// Output held for one judgement at most: past it, what is held is
+/// written masked as it stands (a value cut at the end is masked to the end).
+const MAX_HELD_LINE: usize = 16 << 10;
+/// A private key block printed in full is held up to this size.
+const MAX_HELD_KEY: usize = 256 << 10;
+
+/// Masks secrets in recorded output: URI and keyword passwords, SQL
+/// `PASSWORD '…'` literals, and private key blocks.
 pub fn mask(text: &str) -> String {
-    crate::redact::keyword_password(&crate::redact::uri_passwords(text))
+    use crate::masking::detect::{Builtin, Detectors};
+    static DETECTORS: std::sync::OnceLock<Detectors> = std::sync::OnceLock::new();
+    let text = crate::redact::text(text);
+    let detectors = DETECTORS.get_or_init(|| Detectors::new(&[Builtin::PrivateKey], Vec::new()));
+    let mut found = Vec::new();
+    detectors.find(text.as_bytes(), &mut found);
+    if found.is_empty() {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for span in found {
+        // Spans are byte ranges of ASCII markers: character boundaries.
+        out.push_str(text.get(copied..span.start).unwrap_or_default());
+        out.push_str("[private key masked by airlock]");
+        copied = span.end;
+    }
+    out.push_str(text.get(copied..).unwrap_or_default());
+    out
+}
+
+/// How much of `held` can be judged now: through its last line end, but
+/// not into a private key block still open.
+fn judgeable(held: &str) -> usize {
+    let through_line = held.rfind(['\n', '\r']).map_or(0, |at| at + 1);
+    let open_key = held.rfind("-----BEGIN ").filter(|&begin| {
+        let after = &held[begin..];
+        after.lines().next().is_some_and(|line| line.contains("PRIVATE KEY-----")) && !after.contains("-----END ")
+    });
+    match open_key {
+        Some(begin) if held.len() - begin <= MAX_HELD_KEY => through_line.min(begin),
+        Some(_) => held.len(),
+        None if held.len() - through_line > MAX_HELD_LINE => held.len(),
+        None => through_line,
+    }
 }
 
 /// An asciicast v2 file being written.
@@ -28,6 +72,9 @@ pub struct Recording {
     started: Instant,
     /// Bytes of a UTF-8 sequence cut by a packet boundary, completed by the next packet.
     partial: Vec<u8>,
+    /// Output not judged yet (see [`judgeable`]), and when its first byte came.
+    held: String,
+    held_since: Option<f64>,
 }
 
 impl std::fmt::Debug for Recording {
@@ -50,7 +97,15 @@ impl Recording {
             "timestamp": timestamp,
             "env": { "TERM": term },
         });
-        let mut recording = Self { file, path, hash: Sha256::new(), started: Instant::now(), partial: Vec::new() };
+        let mut recording = Self {
+            file,
+            path,
+            hash: Sha256::new(),
+            started: Instant::now(),
+            partial: Vec::new(),
+            held: String::new(),
+            held_since: None,
+        };
         recording.line(&header.to_string())?;
         Ok(recording)
     }
@@ -70,8 +125,28 @@ impl Recording {
 
     fn event(&mut self, code: &str, data: &str) -> std::io::Result<()> {
         let at = self.started.elapsed().as_secs_f64();
+        self.event_at(at, code, data)
+    }
+
+    fn event_at(&mut self, at: f64, code: &str, data: &str) -> std::io::Result<()> {
         let event = serde_json::json!([(at * 1e6).round() / 1e6, code, data]);
         self.line(&event.to_string())
+    }
+
+    /// Writes what of the held output can be judged (`all`: everything),
+    /// masked, at the time its first byte came.
+    fn release(&mut self, all: bool) -> std::io::Result<()> {
+        let cut = if all { self.held.len() } else { judgeable(&self.held) };
+        if cut == 0 {
+            return Ok(());
+        }
+        let rest = self.held.split_off(cut);
+        let judged = std::mem::replace(&mut self.held, rest);
+        let at = self.held_since.take().unwrap_or_else(|| self.started.elapsed().as_secs_f64());
+        if !self.held.is_empty() {
+            self.held_since = Some(self.started.elapsed().as_secs_f64());
+        }
+        self.event_at(at, "o", &mask(&judged))
     }
 
     /// Records terminal output (masked).
@@ -90,7 +165,11 @@ impl Recording {
         let rest = self.partial.split_off(complete);
         let text = String::from_utf8_lossy(&self.partial).into_owned();
         self.partial = rest;
-        self.event("o", &mask(&text))
+        if self.held.is_empty() {
+            self.held_since = Some(self.started.elapsed().as_secs_f64());
+        }
+        self.held.push_str(&text);
+        self.release(false)
     }
 
     /// Records typed input (only when policy asks for it).
@@ -105,10 +184,9 @@ impl Recording {
 
     /// Flushes and returns the file's path and SHA-256 (hex).
     pub fn finish(mut self) -> std::io::Result<(PathBuf, String)> {
-        if !self.partial.is_empty() {
-            let rest = std::mem::take(&mut self.partial);
-            self.event("o", &mask(&String::from_utf8_lossy(&rest)))?;
-        }
+        let rest = std::mem::take(&mut self.partial);
+        self.held.push_str(&String::from_utf8_lossy(&rest));
+        self.release(true)?;
         self.file.sync_data()?;
         Ok((self.path, crate::hex::encode(&self.hash.finalize())))
     }
@@ -117,6 +195,11 @@ impl Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outputs(text: &str) -> Vec<String> {
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        lines.iter().filter(|l| l[1] == "o").map(|l| l[2].as_str().unwrap().to_owned()).collect()
+    }
 
     #[test]
     fn casts_have_a_header_events_and_a_matching_hash() {
@@ -127,6 +210,7 @@ mod tests {
         let split = "é".as_bytes();
         recording.output(&split[..1]).unwrap();
         recording.output(&split[1..]).unwrap();
+        recording.output(b"\r\n").unwrap();
         recording.resize(100, 30).unwrap();
         recording.output(b"psql postgres://app:hunter2@db/x\r\n").unwrap();
         let (path, sha) = recording.finish().unwrap();
@@ -136,12 +220,47 @@ mod tests {
         assert_eq!(lines[0]["version"], 2);
         assert_eq!(lines[0]["width"], 80);
         assert_eq!(lines[1][1], "o");
-        assert_eq!(lines[1][2], "héllo ");
-        assert_eq!(lines[2][2], "é");
-        assert_eq!(lines[3][1], "r");
-        assert_eq!(lines[3][2], "100x30");
+        assert_eq!(lines[1][2], "héllo é\r\n");
+        assert_eq!(lines[2][1], "r");
+        assert_eq!(lines[2][2], "100x30");
         assert!(!text.contains("hunter2"), "secrets masked: {text}");
         use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn secrets_echoed_a_key_at_a_time_are_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recording = Recording::create(dir.path(), "s2", 80, 24, "xterm").unwrap();
+        for key in "$ psql 'host=db password=hunter2' -c 'select 1'\r\n".bytes() {
+            recording.output(&[key]).unwrap();
+        }
+        for key in "$ psql postgres://app:s3cr3t@db/x\r\n".bytes() {
+            recording.output(&[key]).unwrap();
+        }
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\r\nb3BlbnNzaC1rZXktdjEAAAAA\r\nQyNTUxOQAAACDx\r\n-----END OPENSSH PRIVATE KEY-----\r\n";
+        for chunk in pem.as_bytes().chunks(7) {
+            recording.output(chunk).unwrap();
+        }
+        recording.output(b"$ ").unwrap();
+        let (path, _) = recording.finish().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        for secret in ["hunter2", "s3cr3t", "b3BlbnNzaC1rZXktdjEAAAAA", "QyNTUxOQAAACDx"] {
+            assert!(!text.contains(secret), "{secret} recorded: {text}");
+        }
+        let outputs = outputs(&text);
+        // The value runs to the next space, its closing quote with it.
+        assert_eq!(outputs[0], "$ psql 'host=db password=*** -c 'select 1'\r");
+        assert!(outputs.iter().any(|o| o.contains("[private key masked by airlock]")), "{outputs:?}");
+        assert_eq!(outputs.last().unwrap(), "$ ", "what is held is written at the end");
+    }
+
+    #[test]
+    fn held_output_is_bounded() {
+        assert_eq!(judgeable("a\r\nb"), 3);
+        assert_eq!(judgeable(&"x".repeat(MAX_HELD_LINE + 1)), MAX_HELD_LINE + 1);
+        let open = "ok\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n";
+        assert_eq!(judgeable(open), 3, "an open key block waits");
+        assert_eq!(judgeable(&format!("{open}-----END RSA PRIVATE KEY-----\n")), open.len() + 30);
     }
 }
