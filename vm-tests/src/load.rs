@@ -36,7 +36,8 @@ pub const ECHO_PORT: u16 = 9000;
 pub struct Scale {
     /// Held psql sessions, half on each PostgreSQL target.
     pub held_psql: usize,
-    /// pgbench -C clients, half on each PostgreSQL target.
+    /// pgbench -C clients, half on each PostgreSQL target. Each spends part
+    /// of its time between connections: fewer are connected at any moment.
     pub pgbench_clients: usize,
     /// How long pgbench runs (the load's plateau).
     pub pgbench_seconds: u32,
@@ -98,8 +99,10 @@ pub struct Cycle {
     pub idle_after: Sample,
     /// From the first client started until every held session was up.
     pub ramp: Duration,
-    /// Most concurrent client backends PostgreSQL had (sampled).
+    /// Most concurrent PostgreSQL sessions the agent had, both targets (sampled).
     pub peak_postgres: usize,
+    /// Most concurrent client backends PostgreSQL had (sampled).
+    pub peak_backends: usize,
     /// Most live sessions the agent reported (sampled).
     pub peak_sessions: usize,
     /// Connections pgbench -C made (one per transaction).
@@ -313,8 +316,11 @@ users = ["*"]
             .collect();
         let plateau_end = Instant::now() + Duration::from_secs(u64::from(scale.pgbench_seconds));
         while Instant::now() < plateau_end {
-            cycle.peak_postgres = cycle.peak_postgres.max(self.postgres_backends());
-            cycle.peak_sessions = cycle.peak_sessions.max(self.live_sessions().values().sum());
+            cycle.peak_backends = cycle.peak_backends.max(self.postgres_backends());
+            let sessions = self.live_sessions();
+            let postgres = ["pg", "pg-jit"].iter().filter_map(|t| sessions.get(*t)).sum::<usize>();
+            cycle.peak_postgres = cycle.peak_postgres.max(postgres);
+            cycle.peak_sessions = cycle.peak_sessions.max(sessions.values().sum());
             std::thread::sleep(Duration::from_millis(300));
         }
         for bench in benches {
@@ -335,8 +341,8 @@ users = ["*"]
         cycle.loaded_wall = loaded_from.0.elapsed();
         cycle.loaded_cpu = crate::process::cpu_time(pid).saturating_sub(loaded_from.1);
         progress(&format!(
-            "  plateau done: {} PostgreSQL backends and {} agent sessions at most; ending the held sessions",
-            cycle.peak_postgres, cycle.peak_sessions
+            "  plateau done: at most {} PostgreSQL sessions through the agent ({} backends on the server), {} agent sessions in all; ending the held sessions",
+            cycle.peak_postgres, cycle.peak_backends, cycle.peak_sessions
         ));
 
         // Every held session proves it is still alive, then ends.
