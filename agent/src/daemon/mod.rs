@@ -315,18 +315,65 @@ fn reload(state: &AgentState) {
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<AgentState>) {
+    // A descriptor held in reserve. Out of descriptors (RLIMIT_NOFILE),
+    // accept fails and the connection would wait in the backlog, its client
+    // hanging without a word until some session ends; instead the reserve
+    // is given up to take the connection, tell its client why in its own
+    // protocol, record the refusal and close it, and is then taken again.
+    let mut spare = spare_descriptor();
+    let mut exhausted = false;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                exhausted = false;
                 tokio::spawn(connection::handle(Arc::clone(&state), stream, peer));
             }
+            Err(error) if out_of_descriptors(&error) => {
+                if !exhausted {
+                    tracing::error!(%error, "out of file descriptors: refusing new connections until sessions end");
+                    exhausted = true;
+                }
+                // Nothing is awaited between giving the reserve up and taking
+                // the connection: no other task can take the descriptor. (The
+                // kernel reports EMFILE before it looks for a connection:
+                // there may be none.)
+                drop(spare.take());
+                let waiting = socket2::SockRef::from(&listener).accept().ok().and_then(|(socket, peer)| {
+                    let stream = std::net::TcpStream::from(socket);
+                    stream.set_nonblocking(true).ok()?;
+                    Some((tokio::net::TcpStream::from_std(stream).ok()?, peer.as_socket()?))
+                });
+                let refused = waiting.is_some();
+                if let Some((stream, peer)) = waiting {
+                    // Bounded: a client that does not read cannot hold the reserve.
+                    let refusal = connection::refuse_out_of_descriptors(&state, stream, peer);
+                    if tokio::time::timeout(Duration::from_secs(2), refusal).await.is_err() {
+                        tracing::info!(%peer, "refusal not delivered within 2 s");
+                    }
+                }
+                spare = spare_descriptor();
+                // Still out: look again shortly (accept would fail at once).
+                if !refused || spare.is_none() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
             Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
+                // Other failures (ENOBUFS, ENOMEM…): back off instead of spinning.
                 tracing::error!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+}
+
+/// The descriptor [`accept_loop`] keeps in reserve.
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// EMFILE (the process's RLIMIT_NOFILE) or ENFILE (the system's file-max).
+pub(crate) fn out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// Binds the loopback listeners (non-blocking, for the runtime to adopt).
