@@ -80,10 +80,8 @@ impl Sample {
 /// The footprint of process `pid` now.
 pub fn sample(pid: u32) -> Sample {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let rss_kb =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok()).unwrap_or(0);
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
     Sample { rss_kb, fds, cpu: crate::process::cpu_time(pid) }
 }
@@ -409,9 +407,8 @@ users = ["*"]
         };
         let (clients, seconds) = (clients.to_string(), seconds.to_string());
         let script = self.script.display().to_string();
-        let args = [
-            "-n", "-C", "-c", &clients, "-j", "2", "-T", &seconds, "-f", &script, "-h", &host, "-U", user, "postgres",
-        ];
+        let args =
+            ["-n", "-C", "-c", &clients, "-j", "2", "-T", &seconds, "-f", &script, "-h", &host, "-U", user, "postgres"];
         let mut command = self.command("pgbench", &args);
         command.stdout(Stdio::piped());
         Spawned::start(label, command, None)
@@ -538,7 +535,8 @@ struct Sampler {
 
 impl Sampler {
     fn start(pid: u32) -> Self {
-        let (stop, rss_kb, fds) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (stop, rss_kb, fds) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let thread = {
             let (stop, rss_kb, fds) = (Arc::clone(&stop), Arc::clone(&rss_kb), Arc::clone(&fds));
             std::thread::spawn(move || {

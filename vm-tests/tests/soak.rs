@@ -23,7 +23,12 @@ fn a_load_cycle_fails_no_client_and_the_agent_returns_to_idle() {
     let cycle = soak.cycle(scale, &mut |line| println!("{line}"));
     println!("{cycle:#?}");
     let log = || soak.lab.agent().log().lines().rev().take(40).collect::<Vec<_>>().join("\n");
-    assert!(cycle.errors.is_empty(), "client errors: {:#?}\nagent log (last lines, newest first):\n{}", cycle.errors, log());
+    assert!(
+        cycle.errors.is_empty(),
+        "client errors: {:#?}\nagent log (last lines, newest first):\n{}",
+        cycle.errors,
+        log()
+    );
     assert!(
         cycle.peak_postgres >= 200,
         "the load reached {} concurrent PostgreSQL sessions through the agent ({} held, {} pgbench -C clients)",

@@ -86,8 +86,14 @@ fn report(cycles: &[Cycle], took: std::time::Duration) -> bool {
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!("\nsoak summary ({:.0} s)", took.as_secs_f64());
     println!("  client errors            {errors:>8}        (goal 0: {})", verdict(errors == 0));
-    println!("  agent RSS idle           {idle:>8.1} MB     (goal <= {IDLE_RSS_MB} MB: {})", verdict(idle <= IDLE_RSS_MB));
-    println!("  agent RSS at peak        {peak:>8.1} MB     (goal <= {PEAK_RSS_MB} MB: {})", verdict(peak <= PEAK_RSS_MB));
+    println!(
+        "  agent RSS idle           {idle:>8.1} MB     (goal <= {IDLE_RSS_MB} MB: {})",
+        verdict(idle <= IDLE_RSS_MB)
+    );
+    println!(
+        "  agent RSS at peak        {peak:>8.1} MB     (goal <= {PEAK_RSS_MB} MB: {})",
+        verdict(peak <= PEAK_RSS_MB)
+    );
     println!(
         "  agent RSS idle after each cycle {}   spread {spread:.1} % (goal flat within {FLAT_PERCENT} %: {})",
         after.iter().map(|v| format!("{v:.1} MB")).collect::<Vec<_>>().join(", "),
