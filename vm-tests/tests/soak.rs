@@ -17,7 +17,7 @@ fn a_load_cycle_fails_no_client_and_the_agent_returns_to_idle() {
     if !privileged() {
         return;
     }
-    let scale = Scale { held_psql: 150, pgbench_clients: 80, pgbench_seconds: 5, ssh: 20, tcp: 200 };
+    let scale = Scale { held_psql: 160, pgbench_clients: 80, pgbench_seconds: 5, ssh: 20, tcp: 200 };
     let soak = SoakLab::new(std::path::Path::new(env!("CARGO_BIN_EXE_airlock-bench")), scale.postgres() + 100);
     std::thread::sleep(Duration::from_secs(1));
     let cycle = soak.cycle(scale, &mut |line| println!("{line}"));
