@@ -64,6 +64,9 @@ impl Scale {
 pub struct Sample {
     /// Resident set, KiB.
     pub rss_kb: u64,
+    /// Of that, anonymous memory (heap, stacks), KiB; the rest is the
+    /// binary's and libraries' pages.
+    pub anon_kb: u64,
     /// Open file descriptors.
     pub fds: usize,
     /// CPU time (user + system) used since it started.
@@ -74,6 +77,11 @@ impl Sample {
     /// Resident set in MiB.
     pub fn rss_mb(&self) -> f64 {
         self.rss_kb as f64 / 1024.0
+    }
+
+    /// Anonymous resident memory in MiB.
+    pub fn anon_mb(&self) -> f64 {
+        self.anon_kb as f64 / 1024.0
     }
 }
 
@@ -234,10 +242,29 @@ users = ["*"]
         TargetHost::superuser_sql(&self.data, sql).trim().parse().unwrap_or(0)
     }
 
-    /// Live sessions the agent reports, per target name.
+    /// Live sessions the agent reports, per target name. Panics, with the
+    /// agent's last words, if the agent is gone.
     pub fn live_sessions(&self) -> std::collections::BTreeMap<String, usize> {
+        let agent = self.lab.agent();
+        let out = std::process::Command::new(crate::airlock_bin())
+            .args(["status", "--json", "--socket"])
+            .arg(&agent.config.socket)
+            .output()
+            .expect("run airlock status");
+        if !out.status.success() {
+            let alive = Path::new(&format!("/proc/{}", agent.pid())).exists();
+            let log = agent.log();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "airlock status failed ({}); the agent is {}; its log ends:\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                if alive { "running" } else { "gone (killed by another run's sweep of labs, or crashed)" },
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
         let mut by_target = std::collections::BTreeMap::new();
-        for session in self.lab.agent().status()["sessions"].as_array().into_iter().flatten() {
+        for session in status["sessions"].as_array().into_iter().flatten() {
             *by_target.entry(session["target"].as_str().unwrap_or("-").to_owned()).or_default() += 1;
         }
         by_target
@@ -528,6 +555,7 @@ impl TcpHold {
 struct Sampler {
     stop: Arc<AtomicBool>,
     rss_kb: Arc<AtomicU64>,
+    anon_kb: Arc<AtomicU64>,
     fds: Arc<AtomicU64>,
     thread: std::thread::JoinHandle<()>,
     pid: u32,
@@ -548,7 +576,7 @@ impl Sampler {
                 }
             })
         };
-        Self { stop, rss_kb, fds, thread, pid }
+        Self { stop, rss_kb, anon_kb, fds, thread, pid }
     }
 
     fn stop(self) -> Sample {
@@ -556,6 +584,7 @@ impl Sampler {
         let _ = self.thread.join();
         Sample {
             rss_kb: self.rss_kb.load(Ordering::Relaxed),
+            anon_kb: self.anon_kb.load(Ordering::Relaxed),
             fds: self.fds.load(Ordering::Relaxed) as usize,
             cpu: crate::process::cpu_time(self.pid),
         }

@@ -20,25 +20,37 @@ const IDLE_RSS_MB: f64 = 30.0;
 const PEAK_RSS_MB: f64 = 200.0;
 const FLAT_PERCENT: f64 = 5.0;
 
+/// The scale and cycle count: [`SCALE`] and [`CYCLES`], or
+/// `AIRLOCK_SOAK=HELD,PGBENCH,SSH,TCP[,CYCLES]` (to see what one kind of
+/// session costs, say).
+fn scale() -> (Scale, usize) {
+    let Ok(text) = std::env::var("AIRLOCK_SOAK") else { return (SCALE, CYCLES) };
+    let n: Vec<usize> = text.split(',').map(|v| v.trim().parse().expect("AIRLOCK_SOAK: numbers")).collect();
+    assert!(n.len() >= 4, "AIRLOCK_SOAK=HELD,PGBENCH,SSH,TCP[,CYCLES]");
+    let scale = Scale { held_psql: n[0], pgbench_clients: n[1], ssh: n[2], tcp: n[3], ..SCALE };
+    (scale, n.get(4).copied().unwrap_or(CYCLES))
+}
+
 /// Runs the soak; false when a goal is missed or a client failed.
 pub fn run() -> bool {
+    let (scale, cycles_wanted) = scale();
     let me = std::env::current_exe().expect("own path");
     println!(
-        "soak: {CYCLES} cycles of up to {} PostgreSQL sessions ({} held psql + {} pgbench -C, half observed, half just in time), {} ssh sessions, {} TCP relays",
-        SCALE.postgres(),
-        SCALE.held_psql,
-        SCALE.pgbench_clients,
-        SCALE.ssh,
-        SCALE.tcp
+        "soak: {cycles_wanted} cycles of up to {} PostgreSQL sessions ({} held psql + {} pgbench -C, half observed, half just in time), {} ssh sessions, {} TCP relays",
+        scale.postgres(),
+        scale.held_psql,
+        scale.pgbench_clients,
+        scale.ssh,
+        scale.tcp
     );
     let started = std::time::Instant::now();
-    let soak = SoakLab::new(&me, SCALE.postgres() + 300);
+    let soak = SoakLab::new(&me, scale.postgres() + 300);
     // Let the fresh agent settle before the first idle sample.
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::thread::sleep(std::time::Duration::from_secs(5));
     let mut cycles: Vec<Cycle> = Vec::new();
-    for n in 1..=CYCLES {
+    for n in 1..=cycles_wanted {
         println!("cycle {n}");
-        let cycle = soak.cycle(SCALE, &mut |line| println!("{line}"));
+        let cycle = soak.cycle(scale, &mut |line| println!("{line}"));
         print_cycle(n, &cycle);
         cycles.push(cycle);
     }
@@ -58,10 +70,13 @@ fn print_cycle(n: usize, c: &Cycle) {
         c.errors.len()
     );
     println!(
-        "           RSS idle {:.1} MB → peak {:.1} MB → idle {:.1} MB; fds idle {} → peak {} → idle {}; agent CPU on the plateau {:.1} s in {:.1} s ({cpu_share:.0} % of a core)",
+        "           RSS idle {:.1} MB → peak {:.1} MB → idle {:.1} MB (anonymous {:.1} → {:.1} → {:.1} MB); fds idle {} → peak {} → idle {}; agent CPU on the plateau {:.1} s in {:.1} s ({cpu_share:.0} % of a core)",
         c.idle_before.rss_mb(),
         c.peak.rss_mb(),
         c.idle_after.rss_mb(),
+        c.idle_before.anon_mb(),
+        c.peak.anon_mb(),
+        c.idle_after.anon_mb(),
         c.idle_before.fds,
         c.peak.fds,
         c.idle_after.fds,
