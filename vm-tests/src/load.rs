@@ -88,10 +88,11 @@ impl Sample {
 /// The footprint of process `pid` now.
 pub fn sample(pid: u32) -> Sample {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    let field = |name: &str| -> u64 {
+        status.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    };
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
-    Sample { rss_kb, fds, cpu: crate::process::cpu_time(pid) }
+    Sample { rss_kb: field("VmRSS:"), anon_kb: field("RssAnon:"), fds, cpu: crate::process::cpu_time(pid) }
 }
 
 /// What one load cycle did and cost.
@@ -563,14 +564,17 @@ struct Sampler {
 
 impl Sampler {
     fn start(pid: u32) -> Self {
-        let (stop, rss_kb, fds) =
-            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (rss_kb, anon_kb, fds) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let thread = {
-            let (stop, rss_kb, fds) = (Arc::clone(&stop), Arc::clone(&rss_kb), Arc::clone(&fds));
+            let (stop, rss_kb, anon_kb, fds) =
+                (Arc::clone(&stop), Arc::clone(&rss_kb), Arc::clone(&anon_kb), Arc::clone(&fds));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let now = sample(pid);
                     rss_kb.fetch_max(now.rss_kb, Ordering::Relaxed);
+                    anon_kb.fetch_max(now.anon_kb, Ordering::Relaxed);
                     fds.fetch_max(now.fds as u64, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(100));
                 }
