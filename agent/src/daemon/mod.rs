@@ -247,6 +247,7 @@ async fn serve(
     for listener in listeners {
         tokio::spawn(accept_loop(listener, Arc::clone(&state)));
     }
+    tokio::spawn(release_memory_when_idle(Arc::clone(&state)));
     handle_signals(&state).await?;
     shutdown(&state);
     Ok(())
@@ -364,6 +365,43 @@ async fn accept_loop(listener: TcpListener, state: Arc<AgentState>) {
             }
         }
     }
+}
+
+/// Gives the memory sessions used back to the system once the agent is
+/// idle again: at the first three checks (every 5 s) that find no live
+/// session after connections came in (what follows the last session, such
+/// as dropping a just-in-time role after its grace, is released too), and
+/// after start-up. mimalloc keeps freed pages for reuse; without this the
+/// idle agent's RSS stayed near its peak's after a load (the soak: 56, 72,
+/// 74 MB idle after three cycles peaking at 85 MB).
+async fn release_memory_when_idle(state: Arc<AgentState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut seen, mut releases) = (None, 0);
+    loop {
+        tick.tick().await;
+        let opened = state.sessions.opened();
+        if seen != Some(opened) {
+            (seen, releases) = (Some(opened), 0);
+        }
+        if releases < 3 && state.sessions.is_empty() {
+            release_free_memory();
+            releases += 1;
+        }
+    }
+}
+
+/// mimalloc's collection: frees what its caches hold and returns free
+/// pages to the system.
+fn release_free_memory() {
+    unsafe extern "C" {
+        /// mimalloc's `mi_collect` (the agent's allocator, linked through
+        /// the mimalloc crate; declared here, as that crate only exposes it
+        /// with its `extended` feature).
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: mi_collect takes a flag and may be called at any time.
+    unsafe { mi_collect(true) };
 }
 
 /// The descriptor [`accept_loop`] keeps in reserve.
