@@ -394,9 +394,10 @@ users = ["*"]
         if !self.wait_idle(Duration::from_secs(60)) {
             errors.push(format!("sessions still live 60 s after every client ended: {:?}", self.live_sessions()));
         }
-        // Just-in-time roles are dropped a few seconds after their last
-        // session; records are flushed; then the agent is idle.
-        std::thread::sleep(Duration::from_secs(6));
+        // Just-in-time roles are dropped 5 s after their last session,
+        // records are flushed, the agent gives freed memory back (checks
+        // every 5 s): then it is idle.
+        std::thread::sleep(Duration::from_secs(12));
         cycle.idle_after = sample(pid);
         cycle.errors = errors;
         cycle
