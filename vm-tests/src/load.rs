@@ -253,13 +253,15 @@ users = ["*"]
             .output()
             .expect("run airlock status");
         if !out.status.success() {
-            let alive = Path::new(&format!("/proc/{}", agent.pid())).exists();
+            // Killed but not yet reaped, it is a zombie.
+            let stat = fs::read_to_string(format!("/proc/{}/stat", agent.pid())).unwrap_or_default();
+            let alive = stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'));
             let log = agent.log();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             panic!(
                 "airlock status failed ({}); the agent is {}; its log ends:\n{}",
                 String::from_utf8_lossy(&out.stderr).trim(),
-                if alive { "running" } else { "gone (killed by another run's sweep of labs, or crashed)" },
+                if alive { "running" } else { "gone (crashed, or killed by another run's sweep of labs)" },
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
