@@ -9,6 +9,12 @@ use clap::Parser as _;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // No transparent huge pages: mimalloc asks for them (MADV_HUGEPAGE) on
+    // its arenas, and a 2 MiB page is resident whole however little of it
+    // is used. The idle agent held 27 MB of anonymous memory with them,
+    // 12 MB without; nothing it does gains from huge pages.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     match airlock::cli::Cli::parse().run() {
         Ok(code) => code,
         Err(error) => {

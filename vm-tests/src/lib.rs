@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod bao;
+pub mod load;
 pub mod netns;
 pub mod oidc;
 pub mod process;
@@ -122,13 +123,14 @@ pub fn remove_cgroup_tree(root: &Path) {
     }
 }
 
-/// Removes what killed earlier runs left: cgroups, namespaces, pins, users.
+/// Removes what killed earlier runs left: cgroups, namespaces, pins, users
+/// (never what a run still going on uses).
 fn sweep_stale() {
     if let Ok(entries) = fs::read_dir(cgroup2_root()) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             // Labs' own cgroups and the benchmarks' side cgroups (`TAG.jit`).
-            if made_by_a_lab(&name) {
+            if left_behind(&name) {
                 remove_cgroup_tree(&entry.path());
             }
         }
@@ -136,7 +138,7 @@ fn sweep_stale() {
     netns::sweep_stale();
     if let Ok(entries) = fs::read_dir("/sys/fs/bpf") {
         for entry in entries.flatten() {
-            if made_by_a_lab(&entry.file_name().to_string_lossy()) {
+            if left_behind(&entry.file_name().to_string_lossy()) {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
@@ -145,7 +147,7 @@ fn sweep_stale() {
     // Scratch directories: configs, audit logs, PostgreSQL data.
     if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
         for entry in entries.flatten() {
-            if made_by_a_lab(&entry.file_name().to_string_lossy()) {
+            if left_behind(&entry.file_name().to_string_lossy()) {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
@@ -156,6 +158,31 @@ fn sweep_stale() {
 /// directories) or `.` (a benchmark's side cgroups).
 fn made_by_a_lab(name: &str) -> bool {
     is_lab_tag(name.split(['-', '.']).next().unwrap_or(name))
+}
+
+/// Whether `name` (a lab's cgroup, namespace, pin directory, user or
+/// scratch directory) was made by a lab whose process still runs: another
+/// test binary or benchmark running at the same time on this machine. Its
+/// labs are its own to remove; sweeping them would kill its clients and
+/// servers mid-test.
+pub(crate) fn owned_by_a_live_process(name: &str) -> bool {
+    let Some(owner) =
+        name.strip_prefix(PREFIX).and_then(|rest| rest.split_once('x')).and_then(|(pid, _)| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if owner == std::process::id() % 100_000 {
+        return false;
+    }
+    // Tags keep the pid modulo 100,000.
+    fs::read_dir("/proc").into_iter().flatten().flatten().any(|entry| {
+        entry.file_name().to_str().and_then(|pid| pid.parse::<u32>().ok()).is_some_and(|pid| pid % 100_000 == owner)
+    })
+}
+
+/// Whether `name` is a lab's whose process is gone.
+fn left_behind(name: &str) -> bool {
+    made_by_a_lab(name) && !owned_by_a_live_process(name)
 }
 
 /// Whether `name` is a tag [`lab_tag`] makes: the prefix, digits, `x`, digits.

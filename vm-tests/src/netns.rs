@@ -302,7 +302,7 @@ pub fn sweep_stale() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        if name.starts_with(PREFIX) && name.ends_with('n') {
+        if name.starts_with(PREFIX) && name.ends_with('n') && !crate::owned_by_a_live_process(name) {
             kill_namespace_processes(name);
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }

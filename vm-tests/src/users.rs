@@ -64,7 +64,10 @@ fn delete(name: &str) {
 pub fn sweep_stale() {
     let Ok(passwd) = std::fs::read_to_string("/etc/passwd") else { return };
     for name in passwd.lines().filter_map(|l| l.split(':').next()) {
-        if name.starts_with(PREFIX) && name[PREFIX.len()..].starts_with(|c: char| c.is_ascii_digit()) {
+        if name.starts_with(PREFIX)
+            && name[PREFIX.len()..].starts_with(|c: char| c.is_ascii_digit())
+            && !crate::owned_by_a_live_process(name)
+        {
             delete(name);
         }
     }

@@ -138,6 +138,41 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
     }
 }
 
+/// Refuses a connection accepted with the descriptor held in reserve
+/// because the agent is out of descriptors: its client is told why in its
+/// own protocol, the refusal is recorded, and nothing else is opened.
+pub async fn refuse_out_of_descriptors(state: &Arc<AgentState>, client: TcpStream, peer: SocketAddr) {
+    let Some(record) = state.interceptor.take_record(peer) else { return reset(client) };
+    // procfs cannot be read without a descriptor: the kernel's facts only.
+    let process = ProcessInfo::collect(&record, Path::new("/proc"));
+    let destination = original_destination(&record);
+    let policy = state.policy();
+    let Some(matched) = policy.find_target(destination.ip(), destination.port()) else { return reset(client) };
+    let target = TargetRef {
+        name: matched.name.clone(),
+        protocol: matched.protocol.to_string(),
+        addr: destination.ip().to_string(),
+        port: destination.port(),
+    };
+    tracing::warn!(pid = process.pid, uid = process.uid, target = %target.name, "refused: out of file descriptors");
+    audit_or_log(
+        state,
+        Event {
+            kind: "connection.refused",
+            session: Some(&state.sessions.new_id()),
+            identity: None,
+            process: Some(&process),
+            target: Some(&target),
+            detail: json!({ "peer": peer.to_string(), "reason": OUT_OF_DESCRIPTORS }),
+        },
+    );
+    refuse(client, speaks(state, matched, destination), Refusal::OutOfDescriptors).await;
+}
+
+/// Why a session cannot start when the agent is out of descriptors.
+const OUT_OF_DESCRIPTORS: &str =
+    "the agent is out of file descriptors (RLIMIT_NOFILE), so no new session can start now; open sessions go on";
+
 async fn run_session(
     state: &Arc<AgentState>,
     client: TcpStream,
@@ -157,7 +192,12 @@ async fn run_session(
         Err(error) => {
             tracing::info!(session = %s.id, %error, "upstream unreachable");
             close_record(state, s, started.elapsed(), Some(&error));
-            return refuse(client, speaks(state, matched, destination), Refusal::Unreachable { error: &error }).await;
+            let refusal = if error.starts_with(OUT_OF_DESCRIPTORS) {
+                Refusal::OutOfDescriptors
+            } else {
+                Refusal::Unreachable { error: &error }
+            };
+            return refuse(client, speaks(state, matched, destination), refusal).await;
         }
     };
     let _ = upstream.set_nodelay(true);
@@ -221,6 +261,7 @@ async fn run_session(
 async fn connect(destination: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
     match tokio::time::timeout(timeout, TcpStream::connect(destination)).await {
         Ok(Ok(upstream)) => Ok(upstream),
+        Ok(Err(error)) if super::out_of_descriptors(&error) => Err(format!("{OUT_OF_DESCRIPTORS} ({error})")),
         Ok(Err(error)) => Err(format!("connecting to {destination}: {error}")),
         Err(_) => Err(format!("connecting to {destination}: timed out after {timeout:?}")),
     }
@@ -236,6 +277,8 @@ enum Refusal<'a> {
     Unreachable { error: &'a str },
     /// The audit log cannot be written, so nothing may run.
     Unrecorded,
+    /// The agent is out of file descriptors.
+    OutOfDescriptors,
 }
 
 /// Tells the client why, in its own protocol where Airlock speaks it;
@@ -252,6 +295,13 @@ async fn refuse(client: TcpStream, speaks: Speaks, refusal: Refusal<'_>) {
             "08001",
             format!("airlock: {error}"),
             Some("Airlock connects to the target for you: check that the server is up and reachable from this host."),
+        ),
+        Refusal::OutOfDescriptors => (
+            "53300",
+            format!("airlock: {OUT_OF_DESCRIPTORS}"),
+            Some(
+                "Try again when fewer sessions are open; if it persists, tell this host's administrators (LimitNOFILE).",
+            ),
         ),
         Refusal::Unrecorded => (
             "08004",

@@ -151,6 +151,17 @@ impl Sessions {
         chosen.len()
     }
 
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// How many session ids were handed out so far: changes whenever a
+    /// connection comes in.
+    pub fn opened(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
     /// The live sessions themselves.
     pub fn live(&self) -> Vec<Arc<LiveSession>> {
         self.lock().values().cloned().collect()

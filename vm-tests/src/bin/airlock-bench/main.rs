@@ -1,11 +1,12 @@
 //! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
 //! throughput, each measured against the direct path (and a peer) in one run.
 //! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh]` picks sections; default: all.
+//! `airlock-bench soak` runs the load-and-footprint soak alone (`cargo xtask bench --soak`).
 //!
 //! The same binary plays several roles: the driver (default), an echo server
 //! started inside the lab's target namespace (`echo PORT…`), and clients
 //! run as a test user inside the lab's client cgroup, so the eBPF programs
-//! see them (`client MODE ADDR COUNT`, `ssh-rtt …`, `pg-connect …`).
+//! see them (`client MODE ADDR COUNT`, `ssh-rtt …`, `pg-connect …`, `tcp-hold ADDR COUNT`).
 
 use std::{
     io::{Read as _, Write as _},
@@ -23,6 +24,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit;
 mod guardrails;
 mod postgres;
+mod soak;
 mod ssh;
 
 /// Protected echo port (redirected through the agent).
@@ -42,6 +44,16 @@ fn main() {
         Some("client") => client(&args[1..]),
         Some("ssh-rtt") => ssh::rtt_client(&args[1..]),
         Some("pg-connect") => postgres::timed_logins(&args[1..]),
+        Some("tcp-hold") => airlock_vm_tests::load::tcp_hold(&args[1..]),
+        Some("soak") => {
+            if !privileged() {
+                std::process::exit(1);
+            }
+            airlock_vm_tests::clean_up_on_signal();
+            if !soak::run() {
+                std::process::exit(1);
+            }
+        }
         _ => {
             if !privileged() {
                 std::process::exit(1);
