@@ -96,9 +96,10 @@ fn an_upstream_killed_mid_session_reaches_the_client_and_the_audit_log() {
     wait_until("the session's end is recorded", Duration::from_secs(10), || !closes_of(&lab, uid).is_empty());
     let close = closes_of(&lab, uid).pop().unwrap();
     println!("terminated backend, audit: {}", close["detail"]);
-    // The server's FATAL is the statement's error (above); the session's
-    // end carries none of its own (the server closed it in order).
+    // The server's FATAL is the statement's error (above) and why the session ended.
     assert!(close["detail"]["duration_ms"].is_u64(), "{close:#}");
+    let error = close["detail"]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("the server ended the session: FATAL 57P01 terminating connection"), "{close:#}");
 
     // The whole server stops (immediate shutdown, as a crash would) mid-session.
     let out = thread::scope(|scope| {
@@ -122,7 +123,8 @@ fn an_upstream_killed_mid_session_reaches_the_client_and_the_audit_log() {
     wait_until("the second session's end is recorded", Duration::from_secs(10), || closes_of(&lab, uid).len() == 2);
     let close = closes_of(&lab, uid).pop().unwrap();
     println!("server stopped, audit: {}", close["detail"]);
-    assert!(close["detail"].is_object(), "{close:#}");
+    let error = close["detail"]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("the server ended the session: "), "{close:#}");
 
     // With the server down, a new client is told in its own protocol.
     let out = psql(&lab, &host, "postgres", "select 1");

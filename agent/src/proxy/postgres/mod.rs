@@ -85,6 +85,10 @@ pub enum ProxyError {
     /// The session was ended from outside (its access window closed).
     #[error("{0}")]
     Ended(String),
+    /// The server ended the session (its FATAL error, or a closed
+    /// connection): the client has heard from the server itself.
+    #[error("the server ended the session: {0}")]
+    ServerEnded(String),
     /// Data could not be masked for sure, so the session ends before it leaks.
     #[error("data could not be masked: {0}")]
     Unmaskable(String),

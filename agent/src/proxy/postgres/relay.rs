@@ -57,6 +57,8 @@ pub(super) async fn relay_messages(
     let (answered, answered_seen) = watch::channel(());
     let (replays, mut replayed) = mpsc::unbounded_channel::<Vec<Frame>>();
     let sending = Sending { recorder, me: &me, session };
+    // The client has said goodbye (Terminate) or closed its end.
+    let client_done = std::sync::atomic::AtomicBool::new(false);
     let to_upstream = async {
         let mut effects = Effects { diversion: &diversion, reading: &session_reading, answered: answered_seen };
         let mut reader = client_reader;
@@ -89,6 +91,7 @@ pub(super) async fn relay_messages(
         loop {
             match reader.next(&mut client_read, "client").await? {
                 None => {
+                    client_done.store(true, Ordering::Relaxed);
                     upstream_write.shutdown().await?;
                     return Ok::<_, ProxyError>(());
                 }
@@ -106,6 +109,9 @@ pub(super) async fn relay_messages(
                         if index < skip_until {
                             splice.replace(frame, |_| {});
                             continue;
+                        }
+                        if frame.tag == b'X' {
+                            client_done.store(true, Ordering::Relaxed);
                         }
                         let (mut runs, screening, may_change) = note(frame, true)?;
                         let screened = match screening {
@@ -257,6 +263,8 @@ pub(super) async fn relay_messages(
         }
     };
     let to_client = async {
+        // The server's last FATAL or PANIC error, for the record if it ends the session.
+        let mut last_fatal: Option<String> = None;
         // Dropped when this side ends, which a waiting measurement then hears.
         let answered = answered;
         let _diverting = diversion.end_on_drop();
@@ -276,12 +284,22 @@ pub(super) async fn relay_messages(
             match next {
                 None => {
                     client_write.lock().await.shutdown().await?;
-                    return Ok::<_, ProxyError>(());
+                    // The client left first (Terminate, or its end of the
+                    // connection): an orderly end. Otherwise the server ended
+                    // the session, and the record says why.
+                    if client_done.load(Ordering::Relaxed) {
+                        return Ok::<_, ProxyError>(());
+                    }
+                    let why = last_fatal.take().unwrap_or_else(|| "it closed the connection".into());
+                    return Err(ProxyError::ServerEnded(why));
                 }
                 Some(Incoming::Frames(Batch { frames, raw })) => {
                     let mut finished = Vec::new();
                     let mut splice = Splice::new(&raw, &mut out);
                     for original in &frames {
+                        if original.tag == b'E' {
+                            last_fatal = fatal(original).or(last_fatal.take());
+                        }
                         // Replayed replies were read (and followed) when they came.
                         if !replay {
                             if reading::SessionReading::follows(original.tag) {
@@ -374,6 +392,16 @@ struct Sending<'a> {
     recorder: &'a StatementLog,
     me: &'a Arc<SessionContext>,
     session: &'a LiveSession,
+}
+
+/// A FATAL or PANIC ErrorResponse's severity, SQLSTATE and message.
+fn fatal(frame: &Frame) -> Option<String> {
+    let Ok(codec::Backend::Error(fields)) = codec::Backend::parse(frame) else { return None };
+    let severity = fields.get(b'V').or(fields.get(b'S'))?;
+    matches!(severity, "FATAL" | "PANIC").then(|| {
+        let message = crate::redact::text(fields.get(b'M').unwrap_or_default());
+        format!("{severity} {} {message}", fields.get(b'C').unwrap_or("?????"))
+    })
 }
 
 /// Waits for the decision on a held statement, its notice told to the client first.
