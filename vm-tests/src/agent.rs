@@ -49,7 +49,9 @@ impl AgentConfig {
         let policies = dir.join("policies");
         fs::create_dir_all(&policies).expect("mkdir policies");
         fs::write(policies.join("test.toml"), policy).expect("write policy");
-        let listener_port = 20_000 + (std::process::id() % 20_000) as u16;
+        // Below the ephemeral range (32768 up): a port the load tests' many
+        // client connections or a server on an ephemeral port could hold.
+        let listener_port = 20_000 + (std::process::id() % 12_000) as u16;
         let config = Self {
             path: dir.join("airlock.toml"),
             audit_dir: dir.join("audit"),

@@ -395,9 +395,10 @@ async fn release_memory_when_idle(state: Arc<AgentState>) {
     }
 }
 
-/// mimalloc's collection: frees what its caches hold and returns free
-/// pages to the system.
-fn release_free_memory() {
+/// mimalloc's collection: frees what the calling thread's heap and
+/// abandoned segments hold and returns free pages to the system (each
+/// thread that allocates much calls it for its own heap).
+pub(crate) fn release_free_memory() {
     unsafe extern "C" {
         /// mimalloc's `mi_collect` (the agent's allocator, linked through
         /// the mimalloc crate; declared here, as that crate only exposes it

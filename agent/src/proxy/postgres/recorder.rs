@@ -143,10 +143,22 @@ impl StatementWriter {
         // once the queue ran dry.
         // Statements waiting to be sent unpark it at once.
         let mut busy = false;
+        // Records written since this thread last gave its free memory back,
+        // and when it last did (at most once a second: a quiet session's
+        // statements each leave the queue dry).
+        let mut wrote = false;
+        let mut collected = std::time::Instant::now();
         loop {
             if busy {
                 std::thread::park_timeout(LINGER);
             } else {
+                // Going idle after writing: this thread's heap (records are
+                // built and encoded here) gives its free pages back, as the
+                // event loop's does when sessions end.
+                if wrote && collected.elapsed() >= std::time::Duration::from_secs(1) {
+                    crate::daemon::release_free_memory();
+                    (wrote, collected) = (false, std::time::Instant::now());
+                }
                 let Some(first) = self.items.blocking_recv() else { return };
                 if matches!(first, Item::Records(..)) {
                     std::thread::park_timeout(LINGER);
@@ -172,6 +184,7 @@ impl StatementWriter {
                     Item::Flush(done) => flushes.push(done),
                 }
             }
+            wrote |= !records.is_empty();
             if !records.is_empty()
                 && !self.failed.load(Ordering::SeqCst)
                 && let Err(error) = self.write(&records)
