@@ -7,6 +7,11 @@
 
 #![warn(missing_docs)]
 
+// The allocator's library is linked wherever this crate is (tests and
+// benches too), not only in the agent binary that makes it the global
+// allocator: daemon::release_free_memory calls its `mi_collect`.
+extern crate mimalloc as _;
+
 pub mod approvals;
 pub mod audit;
 pub mod cli;

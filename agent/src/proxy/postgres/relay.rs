@@ -126,6 +126,11 @@ pub(super) async fn relay_messages(
                             }
                             Some((guard, Screening::Measure(measure))) => {
                                 let unit = match frame.tag {
+                                    // Airlock's own statements end with a Sync, which would
+                                    // close an extended-protocol batch the client left open.
+                                    b'Q' if extended_open => {
+                                        Err("it came inside an unfinished extended-protocol batch")
+                                    }
                                     b'Q' => Ok(index..index + 1),
                                     _ => extended_unit(&frames, index, unit_start),
                                 };
