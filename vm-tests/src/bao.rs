@@ -100,3 +100,34 @@ impl Drop for Bao {
         let _ = self.child.wait();
     }
 }
+
+/// A lab whose PostgreSQL target (SCRAM logins) takes just-in-time logins
+/// from OpenBao's database engine: role `analyst` for `user` maps to
+/// OpenBao's `readonly`, Airlock authenticating with the root token. The
+/// agent is started; `setup_sql` runs on the server first.
+pub fn openbao_jit_lab(user: &str, setup_sql: Option<&str>) -> (crate::Lab, std::path::PathBuf, Bao) {
+    let mut lab = crate::Lab::new(&[user]);
+    let data = lab.target.start_postgres_auth(&lab.dir.path().join("pg"), &[], "scram-sha-256");
+    crate::TargetHost::superuser_sql(&data, "CREATE ROLE bao_admin LOGIN CREATEROLE PASSWORD 'bao-admin-secret'");
+    if let Some(sql) = setup_sql {
+        crate::TargetHost::superuser_sql(&data, sql);
+    }
+    let v4 = lab.target.v4;
+    let bao_dir = lab.dir.path().join("bao-tls");
+    std::fs::create_dir_all(&bao_dir).expect("mkdir");
+    let bao = Bao::start(&bao_dir);
+    bao.enable_database(v4.into(), "bao_admin", "bao-admin-secret");
+    let token_file = lab.dir.path().join("bao-token");
+    std::fs::write(&token_file, "root\n").expect("token file");
+    crate::set_mode(&token_file, 0o600);
+    let name = lab.user(user).name.clone();
+    lab.start_agent(&format!(
+        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n\
+         [target.credentials]\ntls = \"disable\"\n\n[target.credentials.openbao]\naddr = \"https://{}\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n\n\
+         [[target.credentials.role]]\nname = \"analyst\"\nopenbao_role = \"readonly\"\nusers = [\"{name}\"]\n",
+        bao.addr,
+        token_file.display(),
+        bao.ca_file.display()
+    ));
+    (lab, data, bao)
+}

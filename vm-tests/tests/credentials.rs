@@ -4,7 +4,7 @@
 
 use std::{fs, path::PathBuf, thread, time::Duration};
 
-use airlock_vm_tests::{Lab, TargetHost, bao::Bao, privileged, set_mode};
+use airlock_vm_tests::{Lab, TargetHost, privileged, set_mode};
 use serde_json::Value;
 
 struct JitLab {
@@ -298,28 +298,10 @@ fn openbao_issues_the_login_and_its_lease_is_revoked_after_the_session() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new(&["alice"]);
-    let pg_dir = lab.dir.path().join("pg");
-    let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
-    TargetHost::superuser_sql(&data, "CREATE ROLE bao_admin LOGIN CREATEROLE PASSWORD 'bao-admin-secret'");
-    TargetHost::superuser_sql(&data, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)");
-    let v4 = lab.target.v4;
-    let bao_dir = lab.dir.path().join("bao-tls");
-    fs::create_dir_all(&bao_dir).unwrap();
-    let bao = Bao::start(&bao_dir);
-    bao.enable_database(v4.into(), "bao_admin", "bao-admin-secret");
-    let token_file = lab.dir.path().join("bao-token");
-    fs::write(&token_file, "root\n").unwrap();
-    set_mode(&token_file, 0o600);
-    let alice = lab.user("alice").name.clone();
-    lab.start_agent(&format!(
-        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n\
-         [target.credentials]\ntls = \"disable\"\n\n[target.credentials.openbao]\naddr = \"https://{}\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n\n\
-         [[target.credentials.role]]\nname = \"analyst\"\nopenbao_role = \"readonly\"\nusers = [\"{alice}\"]\n",
-        bao.addr,
-        token_file.display(),
-        bao.ca_file.display()
-    ));
+    let (lab, data, _bao) = airlock_vm_tests::bao::openbao_jit_lab(
+        "alice",
+        Some("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)"),
+    );
     let out = psql(&lab, "alice", "analyst", "select current_user, (select count(*) from orders)");
     assert!(out.success(), "{out:?}\n{}", lab.agent().log());
     let (role, count) = out.stdout.trim().split_once('|').expect("two columns");

@@ -14,7 +14,7 @@ use std::{
 };
 
 use airlock_vm_tests::{
-    CommandOutput, Lab, LoginSession, TargetHost, airlock_bin, bao::Bao, oidc::OidcProvider, privileged, set_mode,
+    CommandOutput, Lab, LoginSession, TargetHost, airlock_bin, oidc::OidcProvider, privileged, set_mode,
 };
 use serde_json::Value;
 
@@ -141,26 +141,8 @@ fn openbao_down_refuses_a_just_in_time_login_naming_the_cause() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new(&["alice"]);
-    let data = lab.target.start_postgres_auth(&lab.dir.path().join("pg"), &[], "scram-sha-256");
-    TargetHost::superuser_sql(&data, "CREATE ROLE bao_admin LOGIN CREATEROLE PASSWORD 'bao-admin-secret'");
+    let (lab, _data, bao) = airlock_vm_tests::bao::openbao_jit_lab("alice", None);
     let v4 = lab.target.v4;
-    let bao_dir = lab.dir.path().join("bao-tls");
-    fs::create_dir_all(&bao_dir).unwrap();
-    let bao = Bao::start(&bao_dir);
-    bao.enable_database(v4.into(), "bao_admin", "bao-admin-secret");
-    let token_file = lab.dir.path().join("bao-token");
-    fs::write(&token_file, "root\n").unwrap();
-    set_mode(&token_file, 0o600);
-    let alice = lab.user("alice").name.clone();
-    lab.start_agent(&format!(
-        "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n[[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n\
-         [target.credentials]\ntls = \"disable\"\n\n[target.credentials.openbao]\naddr = \"https://{}\"\ntoken_file = \"{}\"\nca_file = \"{}\"\n\n\
-         [[target.credentials.role]]\nname = \"analyst\"\nopenbao_role = \"readonly\"\nusers = [\"{alice}\"]\n",
-        bao.addr,
-        token_file.display(),
-        bao.ca_file.display()
-    ));
     let host = v4.to_string();
     let up = psql(&lab, &host, "analyst", "select current_user");
     assert!(up.success() && up.stdout.starts_with("v-"), "OpenBao up: {up:?}\n{}", lab.agent().log());
