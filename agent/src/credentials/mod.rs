@@ -13,6 +13,9 @@ mod admin;
 mod ledger;
 pub mod openbao;
 
+/// How SQL names an identifier: quoted, its quotes doubled.
+pub use self::admin::quote_ident;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,

@@ -306,7 +306,7 @@ impl Walker<'_, '_> {
         let tree = self.tree;
         // A RangeVar field, not a node: its fields directly.
         let range = tree.member(fields, "relation")?;
-        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let quote = crate::credentials::quote_ident;
         let relation = tree.string(range, "relname")?;
         let (sql, name) = match tree.string(range, "schemaname") {
             Some(schema) => (format!("{}.{}", quote(&schema), quote(&relation)), format!("{schema}.{relation}")),

@@ -27,7 +27,10 @@ use super::{
     codec::{Backend, Frame, Frontend},
     reading::SessionReading,
 };
-use crate::guardrails::{Effect, EffectLimit, WriteCommand};
+use crate::{
+    credentials::quote_ident,
+    guardrails::{Effect, EffectLimit, WriteCommand},
+};
 
 /// Replies kept while a write is measured. Beyond this the write's rows
 /// are not kept, and it is held as if over its limit: approved, it runs
@@ -196,7 +199,7 @@ impl Effects<'_> {
             // dropped, so that running the unit again once approved can
             // prepare it again.
             let mut undone: Vec<String> = undo.iter().map(|sql| (*sql).to_owned()).collect();
-            undone.extend(prepared_names(unit).map(|name| format!("DEALLOCATE {}", quote_identifier(&name))));
+            undone.extend(prepared_names(unit).map(|name| format!("DEALLOCATE {}", quote_ident(&name))));
             let undone: Vec<&str> = undone.iter().map(String::as_str).collect();
             self.exchange(upstream, &commands(&undone)).await?;
             return Ok(Measured::Over(why));
@@ -338,10 +341,6 @@ fn prepared_names(unit: &[Frame]) -> impl Iterator<Item = String> + '_ {
         }
         _ => None,
     })
-}
-
-fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The write's replies with the transaction's end in place of its own
