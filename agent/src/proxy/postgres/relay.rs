@@ -114,6 +114,23 @@ pub(super) async fn relay_messages(
                             client_done.store(true, Ordering::Relaxed);
                         }
                         let (mut runs, screening, may_change) = note(frame, true)?;
+                        // A write to measure runs with its unit; one that cannot be
+                        // measured where it stands gets its rule's action instead.
+                        let (screening, unit) = match screening {
+                            Some((guard, Screening::Measure(measure))) => {
+                                match measured_unit(&frames, index, unit_start, extended_open) {
+                                    Ok(unit) => (Some((guard, Screening::Measure(measure))), unit),
+                                    Err(why) => {
+                                        // Sent as it stands after all: in flight like any frame.
+                                        let mut reading = session_reading.lock().unwrap_or_else(|p| p.into_inner());
+                                        reading.client_sent(frame.tag, may_change);
+                                        drop(reading);
+                                        (Some((guard, guard.unmeasured(frame, *measure, why).into())), 0..0)
+                                    }
+                                }
+                            }
+                            other => (other, 0..0),
+                        };
                         let screened = match screening {
                             None => Screened::Forward,
                             Some((_, Screening::Done(screened))) => screened,
@@ -125,47 +142,6 @@ pub(super) async fn relay_messages(
                                 wait_for_approval(guard, *hold, &client_write).await?
                             }
                             Some((guard, Screening::Measure(measure))) => {
-                                let unit = match frame.tag {
-                                    // Airlock's own statements end with a Sync, which would
-                                    // close an extended-protocol batch the client left open.
-                                    b'Q' if extended_open => {
-                                        Err("it came inside an unfinished extended-protocol batch")
-                                    }
-                                    b'Q' => Ok(index..index + 1),
-                                    _ => extended_unit(&frames, index, unit_start),
-                                };
-                                let unit = match unit {
-                                    Ok(unit) => unit,
-                                    Err(why) => {
-                                        // An Execute counts for nothing in flight.
-                                        let screened = match guard.unmeasured(frame, *measure, why) {
-                                            Decision::Done(screened) => screened,
-                                            Decision::Held(hold) => {
-                                                let before = splice.take_before();
-                                                send_now(
-                                                    &mut upstream_write,
-                                                    before,
-                                                    std::mem::take(&mut sent),
-                                                    &sending,
-                                                )
-                                                .await?;
-                                                wait_for_approval(guard, *hold, &client_write).await?
-                                            }
-                                        };
-                                        match screened {
-                                            Screened::Forward => {
-                                                sent.extend(runs);
-                                                splice.keep(frame)
-                                            }
-                                            Screened::Replace(stand_in) => {
-                                                splice.replace(frame, |out| stand_in.encode(out))
-                                            }
-                                        }
-                                        unit_start = None;
-                                        track_unit(frame.tag, index, &mut unit_start, &mut extended_open);
-                                        continue;
-                                    }
-                                };
                                 // What came before goes first (the server must have
                                 // answered it), but for the unit's own first frames.
                                 let mut before = splice.take_before();
@@ -424,10 +400,21 @@ async fn wait_for_approval<W: AsyncWrite + Unpin>(
     Ok(guard.settle(hold).await)
 }
 
-/// The frames a measured Execute at `index` runs with: from the start of
-/// its extended-protocol batch through the Sync right after it, when all of
-/// them are in this read as they came (`start`).
-fn extended_unit(frames: &[Frame], index: usize, start: Option<usize>) -> Result<Range<usize>, &'static str> {
+/// The frames a measured write at `index` runs with: a Query alone, or an
+/// Execute from the start of its extended-protocol batch through the Sync
+/// right after it, when all of them are in this read as they came
+/// (`start`). `open`: an extended-protocol batch is unfinished.
+fn measured_unit(
+    frames: &[Frame],
+    index: usize,
+    start: Option<usize>,
+    open: bool,
+) -> Result<Range<usize>, &'static str> {
+    if frames[index].tag == b'Q' {
+        // Airlock's own statements end with a Sync, which would close an
+        // extended-protocol batch the client left open.
+        return if open { Err("it came inside an unfinished extended-protocol batch") } else { Ok(index..index + 1) };
+    }
     let start = start.ok_or("what it runs was sent to the server before it arrived, so no savepoint can come first")?;
     if frames.get(index + 1).map(|frame| frame.tag) != Some(b'S') {
         return Err("no Sync follows it at once");
