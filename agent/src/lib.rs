@@ -15,6 +15,7 @@ extern crate mimalloc as _;
 pub mod approvals;
 pub mod audit;
 pub mod cli;
+pub mod command_guard;
 pub mod config;
 pub mod control;
 pub mod credentials;

@@ -3,10 +3,19 @@
 
 use std::io::IsTerminal as _;
 
+/// Libraries that log what they parse at debug level: command lines,
+/// passwords in them included. Kept off whatever the filter says.
+const SILENCED: [&str; 5] = ["brush_parser=off", "expansion=off", "parse=off", "tokenize=off", "arithmetic=off"];
+
 /// Installs the global subscriber. `RUST_LOG` overrides the configured filter.
 pub fn init(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    for directive in SILENCED {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -22,7 +22,7 @@ pub fn check(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                         "; ssh certificates for {} principals, {} s, {} command rules",
                         ssh.principals.len(),
                         ssh.cert_ttl.as_secs(),
-                        ssh.commands.len()
+                        ssh.commands.rules.len() + usize::from(ssh.commands.only.is_some())
                     ));
                 }
                 if let Some(masking) = &target.masking {

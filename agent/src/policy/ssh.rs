@@ -14,9 +14,16 @@
 //! name = "deploy"
 //! groups = ["ops"]                     # who may: users and/or groups, `*` for anyone
 //!
-//! [[target.ssh.command]]               # exec requests: first matching pattern decides
-//! pattern = "rm -rf *"                 # `*` matches any text
-//! action = "deny"                      # deny | approve | allow
+//! [[target.ssh.command]]               # what exec requests and typed lines may run:
+//! command = "rm"                       # a program (by basename), `git push` with a subcommand,
+//! options = ["recursive", "force"]     #   given at least these options (as the program reads them)
+//! action = "deny"                      # deny | approve | allow; for each program the first rule matching decides
+//! # or: pattern = "rm -rf *"           # a glob over each program and its arguments
+//! # or: pipes_into_interpreter = true  # `… | sh`, `bash <(curl …)` (refused unless a rule says otherwise)
+//! # or: indirect = true                # a program named only at run time: `$c`, `eval "$x"` (likewise)
+//!
+//! only = ["ls", "git status"]          # (in [target.ssh]) an allowlist: other programs get `otherwise`
+//! otherwise = "approve"                # approve | deny (default)
 //! ```
 
 use std::{path::PathBuf, time::Duration};
@@ -25,7 +32,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::model::{Subject, matches_subject};
-use crate::guardrails::GuardAction;
+use crate::{
+    command_guard::{Allowlist, CommandGuard, CommandRule, Matcher},
+    guardrails::GuardAction,
+};
 
 /// SSH options of a target; present, the target's sessions are terminated
 /// and re-originated by Airlock with a just-in-time certificate.
@@ -39,8 +49,8 @@ pub struct SshOptions {
     pub host_names: Vec<String>,
     /// Whether clients may open direct-tcpip channels (`ssh -L`).
     pub allow_port_forwarding: bool,
-    /// Rules for exec requests and typed command lines, in order.
-    pub commands: Vec<CommandRule>,
+    /// What exec requests and typed command lines may run.
+    pub commands: CommandGuard,
     /// known_hosts file the target's host key must be in; `None`: the key
     /// first seen is pinned in `state_dir/ssh/known_hosts`, a different one refused.
     pub known_hosts: Option<PathBuf>,
@@ -82,17 +92,6 @@ pub struct Principal {
     pub groups: Vec<String>,
 }
 
-/// What happens to commands matching a pattern.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommandRule {
-    /// Glob over the whole command line; `*` matches any text.
-    pub pattern: String,
-    /// Allow, hold for approval, or refuse.
-    pub action: GuardAction,
-    /// Told to the person refused or waiting.
-    pub reason: Option<String>,
-}
-
 impl SshOptions {
     /// The principal `login` for `subject`, or why not (naming the ones they may use).
     pub fn principal_for(&self, login: &str, subject: &Subject<'_>) -> Result<&Principal, String> {
@@ -113,12 +112,6 @@ impl SshOptions {
             Err(format!("login \"{login}\" is not one you may use; you may use: {}", usable.join(", ")))
         }
     }
-
-    /// The first rule whose pattern matches `command`, if any.
-    pub fn command_rule(&self, command: &str) -> Option<&CommandRule> {
-        let command = command.trim();
-        self.commands.iter().find(|rule| crate::glob::matches(&rule.pattern, command))
-    }
 }
 
 #[derive(Deserialize)]
@@ -137,6 +130,8 @@ pub(super) struct RawSsh {
     known_hosts: Option<Spanned<String>>,
     #[serde(default)]
     record_input: bool,
+    only: Option<Spanned<Vec<String>>>,
+    otherwise: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -174,7 +169,14 @@ struct RawPrincipal {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCommand {
-    pattern: Spanned<String>,
+    pattern: Option<Spanned<String>>,
+    command: Option<Spanned<String>>,
+    #[serde(default)]
+    options: Vec<String>,
+    #[serde(default)]
+    pipes_into_interpreter: bool,
+    #[serde(default)]
+    indirect: bool,
     action: Spanned<String>,
     reason: Option<String>,
 }
@@ -183,7 +185,10 @@ struct RawCommand {
 const DEFAULT_CERT_TTL_SECONDS: u64 = 300;
 
 /// Checks `[target.ssh]`; each problem goes to `error` with its byte offset.
-pub(super) fn options(raw: RawSsh, error: &mut dyn FnMut(usize, String)) -> SshOptions {
+///
+/// `has_approvers`: whether the target names approvers (`[target.approvals]`),
+/// which rules that hold commands need.
+pub(super) fn options(raw: RawSsh, has_approvers: bool, error: &mut dyn FnMut(usize, String)) -> SshOptions {
     let cert_ttl = match raw.cert_ttl_seconds {
         None => DEFAULT_CERT_TTL_SECONDS,
         Some(ttl) => match u64::try_from(*ttl.get_ref()) {
@@ -249,24 +254,7 @@ pub(super) fn options(raw: RawSsh, error: &mut dyn FnMut(usize, String)) -> SshO
             groups: principal.groups,
         });
     }
-    let mut commands = Vec::with_capacity(raw.command.len());
-    for rule in raw.command {
-        let rule = rule.into_inner();
-        let action = match rule.action.get_ref().as_str() {
-            "allow" => GuardAction::Allow,
-            "approve" => GuardAction::Approve,
-            "deny" => GuardAction::Deny,
-            other => {
-                let message = format!("unknown command action {other:?}, expected \"allow\", \"approve\" or \"deny\"");
-                error(rule.action.span().start, message);
-                continue;
-            }
-        };
-        if rule.pattern.get_ref().trim().is_empty() {
-            error(rule.pattern.span().start, "command pattern is empty".into());
-        }
-        commands.push(CommandRule { pattern: rule.pattern.into_inner(), action, reason: rule.reason });
-    }
+    let commands = command_guard(raw.command, raw.only, raw.otherwise, has_approvers, error);
     SshOptions {
         principals,
         cert_ttl: Duration::from_secs(cert_ttl),
@@ -277,6 +265,115 @@ pub(super) fn options(raw: RawSsh, error: &mut dyn FnMut(usize, String)) -> SshO
         record_input: raw.record_input,
         ca,
     }
+}
+
+/// Checks `[[target.ssh.command]]`, `only` and `otherwise`.
+fn command_guard(
+    raw_rules: Vec<Spanned<RawCommand>>,
+    only: Option<Spanned<Vec<String>>>,
+    otherwise: Option<Spanned<String>>,
+    has_approvers: bool,
+    error: &mut dyn FnMut(usize, String),
+) -> CommandGuard {
+    let action = |written: &Spanned<String>, error: &mut dyn FnMut(usize, String)| {
+        let action = match written.get_ref().as_str() {
+            "allow" => GuardAction::Allow,
+            "approve" => GuardAction::Approve,
+            "deny" => GuardAction::Deny,
+            other => {
+                let message = format!("unknown command action {other:?}, expected \"allow\", \"approve\" or \"deny\"");
+                error(written.span().start, message);
+                return None;
+            }
+        };
+        if action == GuardAction::Approve && !has_approvers {
+            let message = "commands held for approval need approvers: add [target.approvals] with users or groups";
+            error(written.span().start, message.into());
+        }
+        Some(action)
+    };
+    let mut rules = Vec::with_capacity(raw_rules.len());
+    for rule in raw_rules {
+        let start = rule.span().start;
+        let rule = rule.into_inner();
+        let Some(action) = action(&rule.action, error) else { continue };
+        let forms = [rule.pattern.is_some(), rule.command.is_some(), rule.pipes_into_interpreter, rule.indirect];
+        if forms.iter().filter(|&&f| f).count() != 1 {
+            let message =
+                "a command rule takes one of pattern, command, pipes_into_interpreter = true or indirect = true";
+            error(start, message.into());
+            continue;
+        }
+        if !rule.options.is_empty() && rule.command.is_none() {
+            error(start, "options go with command = \"…\"".into());
+        }
+        let matcher = if let Some(pattern) = rule.pattern {
+            if pattern.get_ref().trim().is_empty() {
+                error(pattern.span().start, "command pattern is empty".into());
+            }
+            Matcher::Pattern(pattern.into_inner())
+        } else if let Some(command) = rule.command {
+            let Some((program, subcommand)) = program_and_subcommand(command.get_ref()) else {
+                error(
+                    command.span().start,
+                    format!(
+                        "command {:?} must be a program name, optionally with a subcommand (\"git push\")",
+                        command.get_ref()
+                    ),
+                );
+                continue;
+            };
+            let mut options = Vec::with_capacity(rule.options.len());
+            for written in &rule.options {
+                match crate::command_guard::rule_option(&program, subcommand.as_deref(), written) {
+                    Ok(name) => options.push(name),
+                    Err(message) => error(command.span().start, message),
+                }
+            }
+            Matcher::Command { program, subcommand, options }
+        } else if rule.pipes_into_interpreter {
+            Matcher::PipesIntoInterpreter
+        } else {
+            Matcher::Indirect
+        };
+        rules.push(CommandRule { matcher, action, reason: rule.reason });
+    }
+    let only = only.map(|listed| {
+        let at = listed.span().start;
+        let mut commands = Vec::new();
+        for entry in listed.into_inner() {
+            match program_and_subcommand(&entry) {
+                Some(command) => commands.push(command),
+                None => error(at, format!("only: {entry:?} must be a program name, optionally with a subcommand")),
+            }
+        }
+        let otherwise = match otherwise.as_ref().map(|o| (o, action(o, error))) {
+            None => GuardAction::Deny,
+            Some((_, None)) => GuardAction::Deny,
+            Some((written, Some(GuardAction::Allow))) => {
+                error(written.span().start, "otherwise = \"allow\" would allow everything: use approve or deny".into());
+                GuardAction::Deny
+            }
+            Some((_, Some(action))) => action,
+        };
+        Allowlist { commands, otherwise }
+    });
+    if let (None, Some(otherwise)) = (&only, &otherwise) {
+        error(otherwise.span().start, "otherwise goes with only = […]".into());
+    }
+    CommandGuard { rules, only }
+}
+
+/// `"git push"` → `("git", Some("push"))`; `None` unless one or two plain words.
+fn program_and_subcommand(text: &str) -> Option<(String, Option<String>)> {
+    let mut words = text.split_whitespace();
+    let program = words.next()?;
+    let subcommand = words.next();
+    let plain = |w: &str| !w.is_empty() && w.bytes().all(|c| c.is_ascii_alphanumeric() || b"._+-".contains(&c));
+    if words.next().is_some() || !plain(program) || program.starts_with('-') || !subcommand.is_none_or(plain) {
+        return None;
+    }
+    Some((program.to_owned(), subcommand.map(str::to_owned)))
 }
 
 #[cfg(test)]
@@ -293,7 +390,7 @@ mod tests {
             cert_ttl: Duration::from_secs(60),
             host_names: vec![],
             allow_port_forwarding: false,
-            commands: vec![],
+            commands: CommandGuard::default(),
             known_hosts: None,
             record_input: false,
             ca: UserCa::Embedded,

@@ -301,7 +301,10 @@ impl Loader {
             if protocol.is_some_and(|p| p != Protocol::Ssh) {
                 self.error(source, ssh.span().start, "[target.ssh] is for ssh targets only".into());
             }
-            super::ssh::options(ssh.into_inner(), &mut |offset, message| self.error(source, offset, message))
+            let has_approvers = guardrails.as_ref().is_some_and(|g| g.approvals.is_some());
+            super::ssh::options(ssh.into_inner(), has_approvers, &mut |offset, message| {
+                self.error(source, offset, message)
+            })
         });
 
         // A target with errors may still be kept: any error discards the
@@ -614,14 +617,21 @@ groups = []
     fn ssh_options_load_and_are_checked() {
         let base = target("web", 22, "[\"10.0.0.9\"]").replace("\"tcp\"", "\"ssh\"");
         let good = format!(
-            "{base}[target.ssh]\ncert_ttl_seconds = 120\nhost_names = [\"web-1\"]\n\n[[target.ssh.principal]]\nname = \"deploy\"\ngroups = [\"ops\"]\n\n[[target.ssh.command]]\npattern = \"rm -rf *\"\naction = \"deny\"\n\n[target.approvals]\ngroups = [\"ops\"]\n"
+            "{base}[target.ssh]\ncert_ttl_seconds = 120\nhost_names = [\"web-1\"]\n\n[[target.ssh.principal]]\nname = \"deploy\"\ngroups = [\"ops\"]\n\n[[target.ssh.command]]\ncommand = \"rm\"\noptions = [\"r\", \"force\"]\naction = \"deny\"\n\n[[target.ssh.command]]\npattern = \"shutdown *\"\naction = \"approve\"\n\n[[target.ssh.command]]\npipes_into_interpreter = true\naction = \"approve\"\n\n[target.approvals]\ngroups = [\"ops\"]\n"
         );
         let policy = load(&[("s.toml", &good)]).unwrap();
         let ssh = policy.targets[0].ssh.as_ref().unwrap();
         assert_eq!(ssh.cert_ttl, Duration::from_secs(120));
         assert_eq!(ssh.host_names, ["web-1"]);
         assert_eq!(ssh.principals[0].name, "deploy");
-        assert_eq!(ssh.command_rule("rm -rf /").map(|r| r.action), Some(GuardAction::Deny));
+        let judge = |line| match ssh.commands.judge(line, crate::command_guard::Source::Exec) {
+            crate::command_guard::Verdict::Refuse { action, .. } => action,
+            _ => GuardAction::Allow,
+        };
+        assert_eq!(judge("/bin/rm -fr /"), GuardAction::Deny);
+        assert_eq!(judge("sudo shutdown -h now"), GuardAction::Approve);
+        assert_eq!(judge("curl -s http://127.0.0.1/x | sh"), GuardAction::Approve);
+        assert_eq!(judge("ls /srv"), GuardAction::Allow);
         assert!(!ssh.allow_port_forwarding);
         assert!(policy.targets[0].guardrails.as_ref().unwrap().approvals.is_some());
 
@@ -630,6 +640,24 @@ groups = []
         assert!(found.iter().any(|e| e.contains("cert_ttl_seconds 5 must be between")), "{found:?}");
         assert!(found.iter().any(|e| e.contains("unknown command action \"maybe\"")), "{found:?}");
         assert!(found.iter().any(|e| e.contains("principal \"de ploy\" is not a valid login name")), "{found:?}");
+        let bad_rules = good
+            .replace("\"force\"]", "\"recurse\"]")
+            .replace("pipes_into_interpreter = true", "pipes_into_interpreter = true\nindirect = true")
+            .replace("\n[target.approvals]\ngroups = [\"ops\"]\n", "\n")
+            .replace(
+                "host_names = [\"web-1\"]\n",
+                "host_names = [\"web-1\"]\nonly = [\"ls\", \"-x\"]\notherwise = \"allow\"\n",
+            );
+        let found = errors(&[("s.toml", &bad_rules)]);
+        for expected in [
+            "rm has no option \"recurse\"; its options are: force, interactive",
+            "a command rule takes one of pattern, command, pipes_into_interpreter = true or indirect = true",
+            "commands held for approval need approvers",
+            "only: \"-x\" must be a program name",
+            "otherwise = \"allow\" would allow everything",
+        ] {
+            assert!(found.iter().any(|e| e.contains(expected)), "{expected}: {found:?}");
+        }
         let on_postgres = good.replace("\"ssh\"", "\"postgres\"");
         let found = errors(&[("s.toml", &on_postgres)]);
         assert!(found.iter().any(|e| e.contains("[target.ssh] is for ssh targets only")), "{found:?}");

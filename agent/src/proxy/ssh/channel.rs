@@ -24,7 +24,11 @@ use super::{
     recording::Recording,
     typed::{LineBuffer, Piece},
 };
-use crate::{approvals::NewRequest, guardrails::GuardAction};
+use crate::{
+    approvals::NewRequest,
+    command_guard::{Source, Verdict},
+    guardrails::GuardAction,
+};
 
 /// Who answers the client's next outstanding request.
 enum Reply {
@@ -156,8 +160,8 @@ async fn to_upstream(
     principal: &str,
 ) {
     let bytes = &context.session.bytes.to_upstream;
-    // Set for interactive shells of targets with command rules.
-    let mut typed: Option<LineBuffer> = None;
+    // Set for shells of targets with command rules: their input is judged line by line.
+    let mut typed: Option<(LineBuffer, Source)> = None;
     let mut has_pty = false;
     while let Some(message) = client.wait().await {
         let sent = match message {
@@ -170,7 +174,13 @@ async fn to_upstream(
                 }
                 match &mut typed {
                     None => upstream.data_bytes(data).await,
-                    Some(buffer) => typed_input(&context, buffer, data, &upstream, client_write, principal).await,
+                    Some((buffer, source)) => {
+                        match typed_input(&context, buffer, *source, data, &upstream, client_write, principal).await {
+                            Ok(Typed::Forwarded) => Ok(()),
+                            Ok(Typed::Refused) => break,
+                            Err(error) => Err(error),
+                        }
+                    }
                 }
             }
             ChannelMsg::ExtendedData { data, ext } => upstream.extended_data_bytes(ext, data).await,
@@ -217,9 +227,25 @@ async fn to_upstream(
                 upstream.set_env(false, variable_name, variable_value).await
             }
             ChannelMsg::RequestShell { want_reply } => {
+                let guard = &context.policy.options.commands;
+                if guard.only.is_some() {
+                    // What is typed cannot be held to a list (completion,
+                    // history, editors); such targets run exec requests only.
+                    context.audit("ssh.shell_refused", json!({ "principal": principal, "reason": "allowlist" }));
+                    if want_reply {
+                        replies.lock().push_back(Reply::Local(true));
+                        for answer in replies.ready(None) {
+                            answer_client(&handle, id, answer).await;
+                        }
+                    }
+                    let message = "airlock: this target runs only listed commands, given on the ssh command line \
+                                   (ssh host COMMAND); it offers no interactive shell\r\n";
+                    let _ = refuse_on(client_write, message).await;
+                    break;
+                }
                 context.audit("ssh.shell", json!({ "principal": principal }));
-                if has_pty && !context.policy.options.commands.is_empty() {
-                    typed = Some(LineBuffer::default());
+                if guard.is_active() {
+                    typed = Some((LineBuffer::default(), if has_pty { Source::Typed } else { Source::Script }));
                 }
                 expect(&replies, want_reply);
                 upstream.request_shell(want_reply).await
@@ -230,8 +256,13 @@ async fn to_upstream(
                 upstream.request_subsystem(want_reply, name).await
             }
             ChannelMsg::Exec { want_reply, command } => {
-                let text = redacted(&String::from_utf8_lossy(&command));
-                match screen(&context, &text, client_write).await {
+                let line = String::from_utf8_lossy(&command);
+                let text = redacted(&line);
+                let judged = match context.policy.options.commands.is_active() {
+                    true => screen(&context, &line, Source::Exec, client_write).await.map(drop),
+                    false => Ok(()),
+                };
+                match judged {
                     Ok(()) => {
                         context.audit("ssh.exec", json!({ "principal": principal, "command": text }));
                         terminal.lock().unwrap_or_else(|p| p.into_inner()).command = Some(text);
@@ -360,55 +391,90 @@ async fn to_client(
     let _ = client.close().await;
 }
 
-/// Typed input of an interactive shell: forwarded as typed, except the
-/// Enter of a line the command rules refuse, which becomes Ctrl-C (the shell
-/// drops the line) and a notice on the terminal.
+/// What became of a chunk of a shell's input.
+enum Typed {
+    /// Forwarded (a refused typed line as Ctrl-C).
+    Forwarded,
+    /// A line of a script was refused, and the channel closed.
+    Refused,
+}
+
+/// A shell's input: forwarded as it comes, except the end of a line the
+/// command rules refuse. Typed at a terminal, that Enter becomes Ctrl-C (the
+/// shell drops the line) and a notice; in a script (no terminal), the
+/// channel is closed, as the lines after it may depend on it.
 async fn typed_input(
-    context: &Context,
+    context: &Arc<Context>,
     buffer: &mut LineBuffer,
+    source: Source,
     data: bytes::Bytes,
     upstream: &ChannelWriteHalf<client::Msg>,
     client: &ChannelWriteHalf<Msg>,
     principal: &str,
-) -> Result<(), russh::Error> {
+) -> Result<Typed, russh::Error> {
     for piece in buffer.feed(&data) {
         match piece {
             Piece::Bytes(range) => upstream.data_bytes(data.slice(range)).await?,
-            Piece::Enter { line, byte } => {
-                let text = redacted(&line);
-                match screen(context, &text, client).await {
-                    Ok(()) => upstream.data_bytes(vec![byte]).await?,
-                    Err(refusal) => {
-                        let detail = json!({ "principal": principal, "command": text, "reason": refusal });
-                        context.audit("ssh.command_line_refused", detail);
-                        upstream.data_bytes(&b"\x03"[..]).await?;
-                        client.data_bytes(format!("\r\nairlock: {refusal}\r\n").into_bytes()).await?;
+            Piece::Enter { line, byte } => match screen(context, &line, source, client).await {
+                Ok(complete) => {
+                    if !complete {
+                        buffer.continues(line);
                     }
+                    upstream.data_bytes(vec![byte]).await?;
                 }
-            }
+                Err(refusal) => {
+                    let detail = json!({ "principal": principal, "command": redacted(&line), "reason": refusal });
+                    context.audit("ssh.command_line_refused", detail);
+                    if source == Source::Script {
+                        let _ = refuse_on(client, &format!("airlock: {refusal}\n")).await;
+                        return Ok(Typed::Refused);
+                    }
+                    upstream.data_bytes(&b"\x03"[..]).await?;
+                    client.data_bytes(format!("\r\nairlock: {refusal}\r\n").into_bytes()).await?;
+                }
+            },
         }
     }
-    Ok(())
+    Ok(Typed::Forwarded)
 }
 
-/// Applies the target's command rules to an exec command: `Err` with the
-/// reason when it may not run. Held commands wait here for a decision.
-async fn screen(context: &Context, command: &str, client: &ChannelWriteHalf<Msg>) -> Result<(), String> {
-    let Some(rule) = context.policy.options.command_rule(command) else { return Ok(()) };
-    let reason = rule.reason.clone().unwrap_or_else(|| format!("commands matching \"{}\"", rule.pattern));
-    match rule.action {
-        GuardAction::Allow => Ok(()),
+/// Judges a command line by the target's command rules: `Ok(true)` when
+/// it may run, `Ok(false)` when it is unfinished (the shell asks for more),
+/// `Err` with the reason when it may not run. Held commands wait here for
+/// a decision.
+async fn screen(
+    context: &Arc<Context>,
+    line: &str,
+    source: Source,
+    client: &ChannelWriteHalf<Msg>,
+) -> Result<bool, String> {
+    let judged = {
+        let context = Arc::clone(context);
+        let line = line.to_owned();
+        // Parsing may take a while on odd input: off the session's thread.
+        tokio::task::spawn_blocking(move || context.policy.options.commands.judge(&line, source)).await
+    };
+    let (action, reason) = match judged {
+        Ok(Verdict::Allow) => return Ok(true),
+        Ok(Verdict::Incomplete) => return Ok(false),
+        // Reasons quote the command: secrets in it stay out of the audit.
+        Ok(Verdict::Refuse { action, reason }) => (action, redacted(&reason)),
+        Err(_) => (GuardAction::Deny, "the command guard failed on this command".to_owned()),
+    };
+    match action {
+        GuardAction::Allow => Ok(true),
         GuardAction::Deny => Err(format!("command refused: {reason}")),
         GuardAction::Approve => {
             let Some(policy) = &context.policy.approvals else {
                 return Err(format!("command needs approval, but the target names no approvers: {reason}"));
             };
             let s = &context.session;
+            let statement = redacted(line);
             let filed = context.shared.approvals.request(NewRequest {
                 session: &s.id,
                 identity: &s.identity,
                 target: &s.target,
-                statement: command,
+                statement: &statement,
                 reason: &reason,
                 policy,
             });
@@ -422,7 +488,7 @@ async fn screen(context: &Context, command: &str, client: &ChannelWriteHalf<Msg>
             let request = waiter.request.clone();
             let decision = context.shared.approvals.wait(waiter).await;
             match decision.refusal(&request) {
-                None => Ok(()),
+                None => Ok(true),
                 Some(refusal) => Err(refusal),
             }
         }

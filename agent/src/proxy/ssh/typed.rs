@@ -42,6 +42,9 @@ enum Escape {
 pub(crate) struct LineBuffer {
     line: Vec<u8>,
     escape: Escape,
+    /// Earlier lines of an unfinished command (`for f in *; do` …), which
+    /// the next Enter's line continues.
+    pending: String,
 }
 
 impl LineBuffer {
@@ -59,7 +62,11 @@ impl LineBuffer {
                     if start < i {
                         pieces.push(Piece::Bytes(start..i));
                     }
-                    let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).trim().to_owned();
+                    let typed = String::from_utf8_lossy(&std::mem::take(&mut self.line)).trim().to_owned();
+                    let line = match std::mem::take(&mut self.pending) {
+                        pending if pending.is_empty() => typed,
+                        pending => format!("{pending}\n{typed}"),
+                    };
                     pieces.push(Piece::Enter { line, byte });
                     start = i + 1;
                 }
@@ -72,7 +79,11 @@ impl LineBuffer {
                         }
                     }
                 }
-                (Escape::None, 0x03 | 0x15) => self.line.clear(),
+                (Escape::None, 0x03) => {
+                    self.line.clear();
+                    self.pending.clear();
+                }
+                (Escape::None, 0x15) => self.line.clear(),
                 (Escape::None, 0x17) => {
                     // Ctrl-W: the last word.
                     while self.line.last() == Some(&b' ') {
@@ -94,6 +105,15 @@ impl LineBuffer {
             pieces.push(Piece::Bytes(start..data.len()));
         }
         pieces
+    }
+
+    /// `line` is unfinished: the next line continues it. Past the longest
+    /// line kept it is dropped, the way a line too long to judge is: what
+    /// reads it is not a shell Airlock follows.
+    pub(crate) fn continues(&mut self, line: String) {
+        if line.len() < 4 * MAX_LINE {
+            self.pending = line;
+        }
     }
 }
 
@@ -122,6 +142,28 @@ mod tests {
         assert_eq!(lines(&[b"rm -rf foo\x17bar\r"]), ["rm -rf bar"]);
         assert_eq!(lines(&["caf\u{e9}\x7fe\r".as_bytes()]), ["cafe"]);
         assert_eq!(lines(&[b"a\rb\n"]), ["a", "b"]);
+    }
+
+    #[test]
+    fn an_unfinished_line_is_continued_until_ctrl_c() {
+        let mut buffer = LineBuffer::default();
+        buffer.feed(b"for f in *; do\r");
+        buffer.continues("for f in *; do".into());
+        let pieces = buffer.feed(b"rm $f\r");
+        assert_eq!(pieces, [Piece::Bytes(0..5), Piece::Enter { line: "for f in *; do\nrm $f".into(), byte: b'\r' }]);
+        buffer.continues("for f in *; do\nrm $f".into());
+        assert_eq!(lines_of(&mut buffer, b"\x03ls\r"), ["ls"]);
+    }
+
+    fn lines_of(buffer: &mut LineBuffer, chunk: &[u8]) -> Vec<String> {
+        buffer
+            .feed(chunk)
+            .into_iter()
+            .filter_map(|piece| match piece {
+                Piece::Enter { line, .. } => Some(line),
+                Piece::Bytes(_) => None,
+            })
+            .collect()
     }
 
     #[test]
