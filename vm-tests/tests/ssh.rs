@@ -641,3 +641,162 @@ fn secrets_typed_key_by_key_or_printed_stay_out_of_recordings() {
     }
     assert!(text.contains("password=***") && text.contains("private key masked by airlock"), "{text}");
 }
+
+/// The lab with a directory the target's login owns, holding files a
+/// recursive delete would remove.
+fn victim_tree(lab: &Lab, name: &str) -> PathBuf {
+    let deploy = lab.user("deploy").name.clone();
+    let victim = lab.dir.path().join(name);
+    fs::create_dir_all(victim.join("sub")).unwrap();
+    fs::write(victim.join("a.txt"), "a\n").unwrap();
+    fs::write(victim.join("sub/b.txt"), "b\n").unwrap();
+    assert!(Command::new("chown").arg("-R").arg(&deploy).arg(&victim).status().unwrap().success());
+    victim
+}
+
+fn intact(victim: &Path) -> bool {
+    victim.join("a.txt").exists() && victim.join("sub/b.txt").exists()
+}
+
+/// The issue's sixteen spellings of one recursive delete, and more, sent as
+/// exec requests by real ssh: each is refused before it reaches the target,
+/// whose files stay; the rule is written once, by command and options.
+#[test]
+fn the_command_guard_judges_commands_however_they_are_spelled() {
+    if !privileged() {
+        return;
+    }
+    let rule = "\n[[target.ssh.command]]\ncommand = \"rm\"\noptions = [\"recursive\", \"force\"]\naction = \"deny\"\n";
+    let (lab, known) = lab_with_sshd(rule);
+    let deploy = lab.user("deploy").name.clone();
+    let victim = victim_tree(&lab, "guarded");
+    let v = victim.display().to_string();
+    let encoded =
+        Command::new("sh").args(["-c", &format!("printf '%s' 'rm -rf {v}/*' | base64 -w0")]).output().unwrap();
+    let encoded = String::from_utf8(encoded.stdout).unwrap();
+    let variants = [
+        format!("rm -rf {v}/*"),
+        format!("rm -fr {v}/*"),
+        format!("rm -r -f {v}/*"),
+        format!("rm --recursive --force {v}/*"),
+        format!("rm  -rf  {v}/*"),
+        format!("rm\t-rf\t{v}/*"),
+        format!("/bin/rm -rf {v}/*"),
+        format!("\\rm -rf {v}/*"),
+        format!("env rm -rf {v}/*"),
+        format!("sh -c 'rm -rf {v}/*'"),
+        format!("true; rm -rf {v}/*"),
+        format!("ls {v}\nrm -rf {v}/*"),
+        format!("cd {v} && rm -rf ./*"),
+        format!("find {v} -mindepth 1 -delete"),
+        format!("echo {encoded} | base64 -d | sh"),
+        format!("rm -r {v}/* -f"),
+        format!("bash -c \"r''m --rec --fo {v}/*\""),
+        format!("find {v} -mindepth 1 -maxdepth 1 -print0 | xargs -0 rm -rf"),
+        format!("timeout 5 nice -n 1 env X=1 $'\\x72m' -Rf {v}/sub"),
+        format!("( ( rm -rf {v}/sub ) )"),
+        format!("c=rm; $c -rf {v}/*"),
+        format!("sh <<'EOF'\nrm -rf {v}/*\nEOF"),
+    ];
+    for variant in &variants {
+        let out = ssh(&lab, &known, "alice", &deploy, &[variant]);
+        assert_eq!(out.code, Some(1), "{variant:?} was not refused: {out:?}");
+        assert!(out.stderr.contains("airlock: command refused: "), "{variant:?}: {out:?}");
+        assert!(intact(&victim), "{variant:?} deleted files: {out:?}");
+    }
+    let refused = lab.agent().wait_for_records("ssh.exec_refused", variants.len());
+    assert_eq!(refused.len(), variants.len(), "{refused:#?}");
+    let reasons: Vec<&str> = refused.iter().filter_map(|r| r["detail"]["reason"].as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("\"rm --recursive --force\"")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("runs a program read from a pipe")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("runs a program named only when it runs")), "{reasons:?}");
+
+    // What the rules do not name runs: one file removed, a listing.
+    let out = ssh(&lab, &known, "alice", &deploy, &[&format!("rm -f {v}/a.txt && ls {v}")]);
+    assert!(out.success() && out.stdout.contains("sub"), "{out:?}");
+    assert!(!victim.join("a.txt").exists());
+}
+
+/// Typed at a terminal, or fed to a shell without one, a refused line
+/// does not run; the lines around it do.
+#[test]
+fn shells_are_guarded_line_by_line_with_a_terminal_or_without() {
+    if !privileged() {
+        return;
+    }
+    let rule = "\n[[target.ssh.command]]\ncommand = \"rm\"\noptions = [\"recursive\", \"force\"]\naction = \"deny\"\n";
+    let (lab, known) = lab_with_sshd(rule);
+    let deploy = lab.user("deploy").name.clone();
+    let victim = victim_tree(&lab, "typed");
+    let marker = victim.join("marker");
+    let options = sshd::client_options(&known).join(" ");
+    let target = format!("{deploy}@{}", lab.target.v4);
+
+    // A loop typed over three lines (the shell asks for more after `do`).
+    let script = format!(
+        "(sleep 1; printf 'for d in {v}/sub; do\\r'; sleep 0.5; printf 'rm -fr $d\\r'; sleep 0.5; printf 'done\\r'; \
+         sleep 1; printf 'touch {m}\\r'; sleep 1; printf 'exit\\r') | ssh -tt {options} {target}",
+        v = victim.display(),
+        m = marker.display(),
+    );
+    let out = lab.run_as_within("alice", "sh", &["-c", &script], std::time::Duration::from_secs(30));
+    assert!(out.stdout.contains("airlock: command refused"), "{out:?}\n{}", lab.agent().log());
+    assert!(intact(&victim), "the typed loop ran: {out:?}");
+    assert!(marker.exists(), "the line after it did not run: {out:?}");
+    let typed = one(lab.agent().wait_for_records("ssh.command_line_refused", 1), "ssh.command_line_refused");
+    assert!(typed["detail"]["command"].as_str().unwrap().contains("rm -fr $d"), "{typed}");
+
+    // ssh -T with a script on stdin: refused at the line, and the session ends there.
+    let after = victim.join("after");
+    let script = format!(
+        "printf 'true\\nrm -r -f {v}/*\\ntouch {a}\\n' | ssh -T {options} {target}",
+        v = victim.display(),
+        a = after.display(),
+    );
+    let out = lab.run_as_within("alice", "sh", &["-c", &script], std::time::Duration::from_secs(30));
+    assert!(out.stderr.contains("airlock: command refused"), "{out:?}");
+    assert!(intact(&victim), "the script's line ran: {out:?}");
+    assert!(!after.exists(), "lines after a refused one ran: {out:?}");
+    lab.agent().wait_for_records("ssh.command_line_refused", 2);
+
+    // `ssh host sh < script`: a shell reading its program from the client is not judged, so refused.
+    let script = format!("printf 'rm -rf {v}/*\\n' | ssh {options} {target} sh", v = victim.display());
+    let out = lab.run_as_within("alice", "sh", &["-c", &script], std::time::Duration::from_secs(30));
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("runs a program read from a pipe"), "{out:?}");
+    assert!(intact(&victim));
+}
+
+/// A target with an allowlist runs only what it lists, by exec request;
+/// an interactive shell is not offered.
+#[test]
+fn an_allowlist_target_runs_only_listed_commands() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice", "bob", "deploy"]);
+    let listed = "host_names = [\"web.lab\"]\nonly = [\"ls\", \"cat\", \"git status\"]\notherwise = \"deny\"";
+    let policy = policy(&lab, "").replace("host_names = [\"web.lab\"]", listed);
+    lab.start_agent(&policy);
+    sshd::start(&mut lab, "deploy");
+    let known = sshd::known_hosts(&lab);
+    let deploy = lab.user("deploy").name.clone();
+    let victim = victim_tree(&lab, "listed");
+    let v = victim.display();
+
+    let out = ssh(&lab, &known, "alice", &deploy, &[&format!("ls {v} | cat")]);
+    assert!(out.success() && out.stdout.contains("a.txt"), "{out:?}\n{}", lab.agent().log());
+    for refused in [format!("touch {v}/new"), format!("ls {v}; touch {v}/new"), format!("cat {v}/a.txt > {v}/copy; id")]
+    {
+        let out = ssh(&lab, &known, "alice", &deploy, &[&refused]);
+        assert_eq!(out.code, Some(1), "{refused:?}: {out:?}");
+        assert!(out.stderr.contains("is not among the commands this target runs"), "{refused:?}: {out:?}");
+    }
+    assert!(!victim.join("new").exists());
+    let out = ssh(&lab, &known, "alice", &deploy, &["-tt"]);
+    assert!(
+        out.stdout.contains("offers no interactive shell") || out.stderr.contains("offers no interactive shell"),
+        "{out:?}"
+    );
+    one(lab.agent().wait_for_records("ssh.shell_refused", 1), "ssh.shell_refused");
+}

@@ -22,7 +22,7 @@ use serde_json::json;
 use super::{
     Context,
     recording::Recording,
-    typed::{LineBuffer, Piece},
+    typed::{LineBuffer, Piece, ScriptLines, TooLong},
 };
 use crate::{
     approvals::NewRequest,
@@ -161,7 +161,7 @@ async fn to_upstream(
 ) {
     let bytes = &context.session.bytes.to_upstream;
     // Set for shells of targets with command rules: their input is judged line by line.
-    let mut typed: Option<(LineBuffer, Source)> = None;
+    let mut shell_input: Option<ShellInput> = None;
     let mut has_pty = false;
     while let Some(message) = client.wait().await {
         let sent = match message {
@@ -172,19 +172,38 @@ async fn to_upstream(
                 {
                     let _ = recording.input(&data);
                 }
-                match &mut typed {
-                    None => upstream.data_bytes(data).await,
-                    Some((buffer, source)) => {
-                        match typed_input(&context, buffer, *source, data, &upstream, client_write, principal).await {
-                            Ok(Typed::Forwarded) => Ok(()),
-                            Ok(Typed::Refused) => break,
-                            Err(error) => Err(error),
-                        }
+                let input = match &mut shell_input {
+                    None => upstream.data_bytes(data).await.map(|()| Input::Forwarded),
+                    Some(ShellInput::Terminal(buffer)) => {
+                        typed_input(&context, buffer, data, &upstream, client_write, principal).await
                     }
+                    Some(ShellInput::Script(lines)) => match lines.feed(&data) {
+                        Ok(complete) => {
+                            script_input(&context, lines, complete, &upstream, client_write, principal).await
+                        }
+                        Err(TooLong) => refuse_script_line(&context, client_write, principal, None).await,
+                    },
+                };
+                match input {
+                    Ok(Input::Forwarded) => Ok(()),
+                    Ok(Input::Refused) => break,
+                    Err(error) => Err(error),
                 }
             }
             ChannelMsg::ExtendedData { data, ext } => upstream.extended_data_bytes(ext, data).await,
-            ChannelMsg::Eof => upstream.eof().await,
+            ChannelMsg::Eof => {
+                // A script's last line without a newline is judged before the shell runs it.
+                if let Some(ShellInput::Script(lines)) = &mut shell_input {
+                    let rest = lines.rest();
+                    if !rest.is_empty() {
+                        match script_input(&context, lines, vec![rest], &upstream, client_write, principal).await {
+                            Ok(Input::Forwarded) => {}
+                            Ok(Input::Refused) | Err(_) => break,
+                        }
+                    }
+                }
+                upstream.eof().await
+            }
             ChannelMsg::Close => break,
             ChannelMsg::RequestPty {
                 want_reply,
@@ -245,7 +264,10 @@ async fn to_upstream(
                 }
                 context.audit("ssh.shell", json!({ "principal": principal }));
                 if guard.is_active() {
-                    typed = Some((LineBuffer::default(), if has_pty { Source::Typed } else { Source::Script }));
+                    shell_input = Some(match has_pty {
+                        true => ShellInput::Terminal(LineBuffer::default()),
+                        false => ShellInput::Script(ScriptLines::default()),
+                    });
                 }
                 expect(&replies, want_reply);
                 upstream.request_shell(want_reply).await
@@ -391,51 +413,97 @@ async fn to_client(
     let _ = client.close().await;
 }
 
+/// How a shell's input is judged.
+enum ShellInput {
+    /// Typed at a terminal: keystrokes forwarded as typed, lines rebuilt.
+    Terminal(LineBuffer),
+    /// Fed without a terminal: whole lines held until judged.
+    Script(ScriptLines),
+}
+
 /// What became of a chunk of a shell's input.
-enum Typed {
+enum Input {
     /// Forwarded (a refused typed line as Ctrl-C).
     Forwarded,
     /// A line of a script was refused, and the channel closed.
     Refused,
 }
 
-/// A shell's input: forwarded as it comes, except the end of a line the
-/// command rules refuse. Typed at a terminal, that Enter becomes Ctrl-C (the
-/// shell drops the line) and a notice; in a script (no terminal), the
-/// channel is closed, as the lines after it may depend on it.
+/// Typed input: forwarded as typed, except the Enter of a line the command
+/// rules refuse, which becomes Ctrl-C (the shell drops the line) and a notice.
 async fn typed_input(
     context: &Arc<Context>,
     buffer: &mut LineBuffer,
-    source: Source,
     data: bytes::Bytes,
     upstream: &ChannelWriteHalf<client::Msg>,
     client: &ChannelWriteHalf<Msg>,
     principal: &str,
-) -> Result<Typed, russh::Error> {
+) -> Result<Input, russh::Error> {
     for piece in buffer.feed(&data) {
-        match piece {
-            Piece::Bytes(range) => upstream.data_bytes(data.slice(range)).await?,
-            Piece::Enter { line, byte } => match screen(context, &line, source, client).await {
+        let (line, refusal) = match piece {
+            Piece::Bytes(range) => {
+                upstream.data_bytes(data.slice(range)).await?;
+                continue;
+            }
+            Piece::Enter { line, byte } => match screen(context, &line, Source::Typed, client).await {
                 Ok(complete) => {
                     if !complete {
                         buffer.continues(line);
                     }
                     upstream.data_bytes(vec![byte]).await?;
+                    continue;
                 }
-                Err(refusal) => {
-                    let detail = json!({ "principal": principal, "command": redacted(&line), "reason": refusal });
-                    context.audit("ssh.command_line_refused", detail);
-                    if source == Source::Script {
-                        let _ = refuse_on(client, &format!("airlock: {refusal}\n")).await;
-                        return Ok(Typed::Refused);
-                    }
-                    upstream.data_bytes(&b"\x03"[..]).await?;
-                    client.data_bytes(format!("\r\nairlock: {refusal}\r\n").into_bytes()).await?;
-                }
+                Err(refusal) => (redacted(&line), refusal),
             },
+            Piece::TooLong => (String::new(), TOO_LONG.to_owned()),
+        };
+        let detail = json!({ "principal": principal, "command": line, "reason": refusal });
+        context.audit("ssh.command_line_refused", detail);
+        upstream.data_bytes(&b"\x03"[..]).await?;
+        client.data_bytes(format!("\r\nairlock: {refusal}\r\n").into_bytes()).await?;
+    }
+    Ok(Input::Forwarded)
+}
+
+const TOO_LONG: &str = "command refused: the line is longer than the command guard reads (16 KiB)";
+
+/// Complete lines of a script: each forwarded once judged; at a refused
+/// one the channel is closed, as the lines after it may depend on it.
+async fn script_input(
+    context: &Arc<Context>,
+    lines: &mut ScriptLines,
+    complete: Vec<Vec<u8>>,
+    upstream: &ChannelWriteHalf<client::Msg>,
+    client: &ChannelWriteHalf<Msg>,
+    principal: &str,
+) -> Result<Input, russh::Error> {
+    for line in complete {
+        let text = lines.text(&line);
+        match screen(context, &text, Source::Script, client).await {
+            Ok(complete) => {
+                if !complete {
+                    lines.continues(text);
+                }
+                upstream.data_bytes(line).await?;
+            }
+            Err(refusal) => return refuse_script_line(context, client, principal, Some((&text, refusal))).await,
         }
     }
-    Ok(Typed::Forwarded)
+    Ok(Input::Forwarded)
+}
+
+/// Records a refused script line (`None`: one too long) and ends the channel.
+async fn refuse_script_line(
+    context: &Context,
+    client: &ChannelWriteHalf<Msg>,
+    principal: &str,
+    refused: Option<(&str, String)>,
+) -> Result<Input, russh::Error> {
+    let (line, refusal) = refused.map_or((String::new(), TOO_LONG.to_owned()), |(line, r)| (redacted(line), r));
+    let detail = json!({ "principal": principal, "command": line, "reason": refusal });
+    context.audit("ssh.command_line_refused", detail);
+    let _ = refuse_on(client, &format!("airlock: {refusal}\n")).await;
+    Ok(Input::Refused)
 }
 
 /// Judges a command line by the target's command rules: `Ok(true)` when

@@ -9,8 +9,8 @@
 
 use std::ops::Range;
 
-/// Longest line kept; longer input is screened by its first part only.
-const MAX_LINE: usize = 4096;
+/// Longest line kept; the Enter of a longer one is [`Piece::TooLong`].
+const MAX_LINE: usize = 16 * 1024;
 
 /// A piece of a chunk of typed input.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub(crate) enum Piece {
         /// The byte that ends it (CR or LF), forwarded if the line may run.
         byte: u8,
     },
+    /// Enter of a line longer than [`MAX_LINE`], which is not judged by a part.
+    TooLong,
 }
 
 /// Where in an escape sequence the input is.
@@ -41,6 +43,8 @@ enum Escape {
 #[derive(Debug, Default)]
 pub(crate) struct LineBuffer {
     line: Vec<u8>,
+    /// Whether the line went past [`MAX_LINE`].
+    overflowed: bool,
     escape: Escape,
     /// Earlier lines of an unfinished command (`for f in *; do` …), which
     /// the next Enter's line continues.
@@ -62,6 +66,13 @@ impl LineBuffer {
                     if start < i {
                         pieces.push(Piece::Bytes(start..i));
                     }
+                    if std::mem::take(&mut self.overflowed) {
+                        self.line.clear();
+                        self.pending.clear();
+                        pieces.push(Piece::TooLong);
+                        start = i + 1;
+                        continue;
+                    }
                     let typed = String::from_utf8_lossy(&std::mem::take(&mut self.line)).trim().to_owned();
                     let line = match std::mem::take(&mut self.pending) {
                         pending if pending.is_empty() => typed,
@@ -82,8 +93,12 @@ impl LineBuffer {
                 (Escape::None, 0x03) => {
                     self.line.clear();
                     self.pending.clear();
+                    self.overflowed = false;
                 }
-                (Escape::None, 0x15) => self.line.clear(),
+                (Escape::None, 0x15) => {
+                    self.line.clear();
+                    self.overflowed = false;
+                }
                 (Escape::None, 0x17) => {
                     // Ctrl-W: the last word.
                     while self.line.last() == Some(&b' ') {
@@ -96,6 +111,8 @@ impl LineBuffer {
                 (Escape::None, byte) if byte >= 0x20 || byte == b'\t' => {
                     if self.line.len() < MAX_LINE {
                         self.line.push(byte);
+                    } else {
+                        self.overflowed = true;
                     }
                 }
                 (Escape::None, _) => {}
@@ -117,20 +134,67 @@ impl LineBuffer {
     }
 }
 
+/// A shell's input without a terminal (`ssh -T host < script`), read as
+/// the shell reads it: by line, no editing. A line is held until its
+/// newline arrives, so no part of it reaches the shell before it is judged
+/// (a shell runs a last line without a newline at end of input).
+#[derive(Debug, Default)]
+pub(crate) struct ScriptLines {
+    held: Vec<u8>,
+    /// Earlier lines of an unfinished command.
+    pending: String,
+}
+
+/// A line too long to judge.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TooLong;
+
+impl ScriptLines {
+    /// The complete lines in `data`, each with its newline; the rest is held.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, TooLong> {
+        let mut lines = Vec::new();
+        let mut rest = data;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            let mut line = std::mem::take(&mut self.held);
+            line.extend_from_slice(&rest[..=end]);
+            lines.push(line);
+            rest = &rest[end + 1..];
+        }
+        self.held.extend_from_slice(rest);
+        if self.held.len() > MAX_LINE * 4 {
+            return Err(TooLong);
+        }
+        Ok(lines)
+    }
+
+    /// What is held at the end of input: a last line without its newline.
+    pub(crate) fn rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// The text to judge for `line`: the unfinished lines before it and it.
+    pub(crate) fn text(&mut self, line: &[u8]) -> String {
+        let line = String::from_utf8_lossy(line);
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        match std::mem::take(&mut self.pending) {
+            pending if pending.is_empty() => line.to_owned(),
+            pending => format!("{pending}\n{line}"),
+        }
+    }
+
+    /// `text` is unfinished: the next line continues it.
+    pub(crate) fn continues(&mut self, text: String) {
+        self.pending = text;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn lines(chunks: &[&[u8]]) -> Vec<String> {
         let mut buffer = LineBuffer::default();
-        chunks
-            .iter()
-            .flat_map(|chunk| buffer.feed(chunk))
-            .filter_map(|piece| match piece {
-                Piece::Enter { line, .. } => Some(line),
-                Piece::Bytes(_) => None,
-            })
-            .collect()
+        chunks.iter().flat_map(|chunk| lines_of(&mut buffer, chunk)).collect()
     }
 
     #[test]
@@ -161,9 +225,33 @@ mod tests {
             .into_iter()
             .filter_map(|piece| match piece {
                 Piece::Enter { line, .. } => Some(line),
-                Piece::Bytes(_) => None,
+                Piece::Bytes(_) | Piece::TooLong => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_line_too_long_to_keep_is_not_judged_by_its_start() {
+        let mut buffer = LineBuffer::default();
+        let mut long = vec![b' '; MAX_LINE + 10];
+        long.extend_from_slice(b"rm -rf /\r");
+        assert!(buffer.feed(&long).contains(&Piece::TooLong));
+        assert_eq!(lines_of(&mut buffer, b"ls\r"), ["ls"]);
+    }
+
+    #[test]
+    fn script_lines_are_held_whole_and_read_without_editing() {
+        let mut script = ScriptLines::default();
+        assert_eq!(script.feed(b"true\nrm -rf /x \x15ls").unwrap(), [b"true\n".to_vec()]);
+        let lines = script.feed(b"\nfor d in x; do\n").unwrap();
+        assert_eq!(script.text(&lines[0]), "rm -rf /x \u{15}ls");
+        assert_eq!(script.text(&lines[1]), "for d in x; do");
+        script.continues("for d in x; do".into());
+        let last = script.feed(b"rm -rf $d").unwrap();
+        assert!(last.is_empty());
+        let rest = script.rest();
+        assert_eq!(script.text(&rest), "for d in x; do\nrm -rf $d");
+        assert_eq!(script.feed(&vec![b'x'; MAX_LINE * 4 + 1]), Err(TooLong));
     }
 
     #[test]
