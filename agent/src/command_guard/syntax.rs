@@ -159,11 +159,15 @@ pub(crate) fn parse(text: &str, stdin: &Stdin) -> Result<Vec<Simple>, Unparsed> 
             ABANDONED.fetch_sub(1, Relaxed);
         }
     });
-    if spawned.is_err() {
+    let Ok(thread) = spawned else {
         return Err(Unparsed::Failed("no thread to read it on"));
-    }
+    };
     match receiver.recv_timeout(PARSE_DEADLINE) {
-        Ok(result) => result,
+        Ok(result) => {
+            // It is past its work: joined, its memory is back before the caller goes on.
+            let _ = thread.join();
+            result
+        }
         Err(mpsc::RecvTimeoutError::Timeout) => {
             if state.compare_exchange(RUNNING, GIVEN_UP, Relaxed, Relaxed).is_ok() {
                 ABANDONED.fetch_add(1, Relaxed);
@@ -217,6 +221,17 @@ fn screen(text: &str) -> Result<(), Unparsed> {
                 if byte == b'(' && bytes.get(i + 1) == Some(&b'(') {
                     double_parens += 1;
                 }
+            }
+            b'0'..=b'9' if i == 0 || !bytes[i - 1].is_ascii_digit() => {
+                // File descriptors (`9>`) and directory-stack entries (`~+9`)
+                // past i32: the parser would fail on them (it panics).
+                let end = bytes[i..].iter().position(|b| !b.is_ascii_digit()).map_or(bytes.len(), |n| i + n);
+                let tilde = bytes[..i].ends_with(b"~") || bytes[..i].ends_with(b"~+") || bytes[..i].ends_with(b"~-");
+                let redirect = matches!(bytes.get(end), Some(b'<' | b'>'));
+                if end - i > 9 && (tilde || redirect) {
+                    return Err(Unparsed::TooComplex("a file descriptor or directory-stack number over 9 digits"));
+                }
+                i = end - 1;
             }
             _ if word_start && byte.is_ascii_lowercase() => {
                 let end = bytes[i..].iter().position(|b| !b.is_ascii_lowercase()).map_or(bytes.len(), |n| i + n);
@@ -739,6 +754,11 @@ mod tests {
         assert!(matches!(parse(&"((".repeat(12), &Stdin::Inherited).unwrap_err(), Unparsed::TooComplex(_)));
         assert!(matches!(parse(&"{ ".repeat(600), &Stdin::Inherited).unwrap_err(), Unparsed::TooComplex(_)));
         assert!(matches!(parse(&"x".repeat(MAX_TEXT + 1), &Stdin::Inherited).unwrap_err(), Unparsed::TooComplex(_)));
+        // Numbers the parser cannot hold are refused before it sees them.
+        for huge in ["echo 66666666666>x", "cd ~+99999999999", "ls ~-12345678901/x"] {
+            assert!(matches!(parse(huge, &Stdin::Inherited).unwrap_err(), Unparsed::TooComplex(_)), "{huge}");
+        }
+        assert_eq!(argv("sleep 12345678901 2>/dev/null"), [["sleep", "12345678901"]]);
         // Deep but within bounds: parsed, on the parse thread's stack.
         let deep = format!("{}true{}", "( ".repeat(200), " )".repeat(200));
         assert_eq!(argv(&deep), [["true"]]);
