@@ -800,3 +800,45 @@ fn an_allowlist_target_runs_only_listed_commands() {
     );
     one(lab.agent().wait_for_records("ssh.shell_refused", 1), "ssh.shell_refused");
 }
+
+/// With typed input recorded, a password typed at a prompt that does not
+/// echo (`stty -echo`, as sudo and ssh prompts do) is still left out: only
+/// lines the terminal echoed are recorded.
+#[test]
+fn recorded_input_leaves_out_what_the_terminal_did_not_echo() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice", "bob", "deploy"]);
+    let policy =
+        policy(&lab, "").replace("host_names = [\"web.lab\"]", "host_names = [\"web.lab\"]\nrecord_input = true");
+    lab.start_agent(&policy);
+    sshd::start(&mut lab, "deploy");
+    let known = sshd::known_hosts(&lab);
+    let deploy = lab.user("deploy").name.clone();
+    let options = sshd::client_options(&known).join(" ");
+    let type_keys =
+        |text: &str| -> String { text.chars().map(|c| format!("printf '%s' '{c}'; sleep 0.02; ")).collect() };
+    let script = format!(
+        "(sleep 1; {prompt} printf '\\r'; sleep 0.5; {secret} printf '\\r'; sleep 0.5; {shown} printf '\\r'; sleep 0.5; \
+         printf 'exit\\r'; sleep 1) | ssh -tt {options} {deploy}@{host}",
+        prompt = type_keys("stty -echo; read pw; stty echo; echo got-${#pw}"),
+        secret = type_keys("NotEchoed-42"),
+        shown = type_keys("echo visible-line"),
+        host = lab.target.v4
+    );
+    let out = lab.run_as("alice", "sh", &["-c", &script]);
+    assert!(out.stdout.contains("got-12") && out.stdout.contains("visible-line"), "{out:?}");
+    let record = one(lab.agent().wait_for_records("ssh.recording", 1), "ssh.recording");
+    let text = fs::read_to_string(record["detail"]["path"].as_str().unwrap()).unwrap();
+    assert!(!text.contains("NotEchoed"), "an unechoed password was recorded: {text}");
+    let inputs: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e[1] == "i")
+        .filter_map(|e| e[2].as_str().map(str::to_owned))
+        .collect();
+    assert!(inputs.iter().any(|i| i.contains("echo visible-line")), "{inputs:?}");
+    assert!(inputs.iter().any(|i| i.contains("stty -echo; read pw")), "{inputs:?}");
+}

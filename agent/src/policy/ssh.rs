@@ -8,7 +8,7 @@
 //! ca = "embedded"                      # Airlock's own SSH CA (state_dir/ssh), or OpenBao's SSH engine:
 //! # [target.ssh.ca.openbao]  addr = "https://bao:8200"  token_file = "/etc/airlock/bao-token"  mount = "ssh"  role = "deploy"
 //! known_hosts = "/etc/airlock/web.known_hosts"   # target host keys Airlock accepts (default: the first seen, pinned)
-//! record_input = false                 # also record typed input (passwords typed at prompts included)
+//! record_input = false                 # also record typed lines the terminal echoed (never a password at a prompt)
 //!
 //! [[target.ssh.principal]]             # a login name clients may ask for (ssh deploy@web-1)
 //! name = "deploy"
@@ -54,7 +54,8 @@ pub struct SshOptions {
     /// known_hosts file the target's host key must be in; `None`: the key
     /// first seen is pinned in `state_dir/ssh/known_hosts`, a different one refused.
     pub known_hosts: Option<PathBuf>,
-    /// Whether recordings include typed input (off: passwords typed at prompts stay out).
+    /// Whether recordings include typed lines; only those the terminal
+    /// echoed, so passwords typed at prompts stay out either way.
     pub record_input: bool,
     /// Who signs sessions' user certificates.
     pub ca: UserCa,

@@ -1,8 +1,9 @@
 //! Session recordings in asciicast v2, the format asciinema plays.
 //!
 //! Only what the terminal shows is recorded (output and window sizes); typed
-//! input stays out unless policy asks for it, since it carries passwords
-//! typed at prompts that do not echo. Output passes through [`mask`] first,
+//! input stays out unless policy asks for it, and even then only lines the
+//! terminal echoed: a password typed at a prompt is not echoed, so it is
+//! never recorded. Output passes through [`mask`] first,
 //! a line at a time: a secret typed a key at a time is echoed a key at a
 //! time, so output is held until its line ends (and a private key block
 //! until it closes), within bounds, and judged whole. The recording lags
@@ -23,6 +24,10 @@ use sha2::{Digest as _, Sha256};
 const MAX_HELD_LINE: usize = 16 << 10;
 /// A private key block printed in full is held up to this size.
 const MAX_HELD_KEY: usize = 256 << 10;
+/// Typed input held until its line ends; a longer line is not recorded.
+const MAX_TYPED_LINE: usize = 4 << 10;
+/// Output kept to find the echo of the line being typed.
+const MAX_SHOWN: usize = 64 << 10;
 
 /// Masks secrets in recorded output: URI and keyword passwords, SQL
 /// `PASSWORD '…'` literals, and private key blocks.
@@ -75,6 +80,13 @@ pub struct Recording {
     /// Output not judged yet (see [`judgeable`]), and when its first byte came.
     held: String,
     held_since: Option<f64>,
+    /// Input typed since the last Enter, with when its first key came.
+    typed: Vec<u8>,
+    typed_since: f64,
+    /// Output since then, where its echo would be.
+    shown: Vec<u8>,
+    /// A line whose Enter came before its echo (pasted, or typed fast).
+    unechoed: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Recording {
@@ -105,6 +117,10 @@ impl Recording {
             partial: Vec::new(),
             held: String::new(),
             held_since: None,
+            typed: Vec::new(),
+            typed_since: 0.0,
+            shown: Vec::new(),
+            unechoed: None,
         };
         recording.line(&header.to_string())?;
         Ok(recording)
@@ -151,6 +167,14 @@ impl Recording {
 
     /// Records terminal output (masked).
     pub fn output(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let watching = !self.typed.is_empty() || self.unechoed.is_some();
+        if watching && self.shown.len() + data.len() <= MAX_SHOWN {
+            self.shown.extend_from_slice(data);
+        }
+        if let Some(line) = self.unechoed.take_if(|line| echoed(line, &self.shown)) {
+            self.shown.clear();
+            self.event("i", &mask(&String::from_utf8_lossy(&line)))?;
+        }
         self.partial.extend_from_slice(data);
         let complete = match std::str::from_utf8(&self.partial) {
             Ok(_) => self.partial.len(),
@@ -172,9 +196,32 @@ impl Recording {
         self.release(false)
     }
 
-    /// Records typed input (only when policy asks for it).
+    /// Records typed input (only when policy asks for it): a line at its
+    /// Enter, and only when the terminal echoed it.
     pub fn input(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.event("i", &mask(&String::from_utf8_lossy(data)))
+        for &byte in data {
+            if self.typed.is_empty() {
+                // A line still not echoed when the next is typed never was.
+                self.unechoed = None;
+                self.typed_since = self.started.elapsed().as_secs_f64();
+                self.shown.clear();
+            }
+            if self.typed.len() < MAX_TYPED_LINE {
+                self.typed.push(byte);
+            }
+            if byte == b'\r' || byte == b'\n' {
+                let line = std::mem::take(&mut self.typed);
+                if echoed(&line, &self.shown) {
+                    let at = self.typed_since;
+                    self.event_at(at, "i", &mask(&String::from_utf8_lossy(&line)))?;
+                    self.shown.clear();
+                } else {
+                    // Its echo may be on the way: judged with the output to come.
+                    self.unechoed = Some(line);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Records a window size change.
@@ -192,6 +239,18 @@ impl Recording {
     }
 }
 
+/// Whether the printable part of a typed line shows in the output since
+/// it was typed: echoed as typed. Lines edited as they were typed may not
+/// be found, and stay out of the recording; that errs on the side of a
+/// password.
+fn echoed(line: &[u8], shown: &[u8]) -> bool {
+    let printable: Vec<u8> = line.iter().copied().filter(|&b| b >= 0x20 && b != 0x7f).collect();
+    if printable.is_empty() {
+        return true;
+    }
+    memchr::memmem::find(shown, &printable).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +258,37 @@ mod tests {
     fn outputs(text: &str) -> Vec<String> {
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         lines.iter().filter(|l| l[1] == "o").map(|l| l[2].as_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn typed_input_is_recorded_only_where_the_terminal_echoed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recording = Recording::create(dir.path(), "typed", 80, 24, "xterm").unwrap();
+        // Key by key, echoed as typed.
+        for key in [b"l", b"s", b"\r"] {
+            recording.input(key).unwrap();
+            recording.output(key).unwrap();
+        }
+        // A password prompt: keys not echoed.
+        recording.output(b"Password: ").unwrap();
+        for key in [b"h", b"u", b"n", b"t", b"e", b"r", b"2", b"\r"] {
+            recording.input(key).unwrap();
+        }
+        recording.output(b"\r\nwelcome\r\n").unwrap();
+        // Pasted whole: the echo comes after the Enter.
+        recording.input(b"echo pasted\r").unwrap();
+        recording.output(b"echo pasted\r\npasted\r\n").unwrap();
+        let (path, _) = recording.finish().unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        let inputs: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e[1] == "i")
+            .map(|e| e[2].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(inputs, ["ls\r", "echo pasted\r"]);
+        assert!(!text.contains("hunter2"));
     }
 
     #[test]
