@@ -642,6 +642,10 @@ fn secrets_typed_key_by_key_or_printed_stay_out_of_recordings() {
     assert!(text.contains("password=***") && text.contains("private key masked by airlock"), "{text}");
 }
 
+/// A rule by command and options, after the base policy's pattern rule.
+const RECURSIVE_DELETES_DENIED: &str =
+    "\n[[target.ssh.command]]\ncommand = \"rm\"\noptions = [\"recursive\", \"force\"]\naction = \"deny\"\n";
+
 /// The lab with a directory the target's login owns, holding files a
 /// recursive delete would remove.
 fn victim_tree(lab: &Lab, name: &str) -> PathBuf {
@@ -666,8 +670,7 @@ fn the_command_guard_judges_commands_however_they_are_spelled() {
     if !privileged() {
         return;
     }
-    let rule = "\n[[target.ssh.command]]\ncommand = \"rm\"\noptions = [\"recursive\", \"force\"]\naction = \"deny\"\n";
-    let (lab, known) = lab_with_sshd(rule);
+    let (lab, known) = lab_with_sshd(RECURSIVE_DELETES_DENIED);
     let deploy = lab.user("deploy").name.clone();
     let victim = victim_tree(&lab, "guarded");
     let v = victim.display().to_string();
@@ -724,8 +727,7 @@ fn shells_are_guarded_line_by_line_with_a_terminal_or_without() {
     if !privileged() {
         return;
     }
-    let rule = "\n[[target.ssh.command]]\ncommand = \"rm\"\noptions = [\"recursive\", \"force\"]\naction = \"deny\"\n";
-    let (lab, known) = lab_with_sshd(rule);
+    let (lab, known) = lab_with_sshd(RECURSIVE_DELETES_DENIED);
     let deploy = lab.user("deploy").name.clone();
     let victim = victim_tree(&lab, "typed");
     let marker = victim.join("marker");
