@@ -133,6 +133,11 @@ impl Roots {
         Self(system_config())
     }
 
+    /// The TLS client settings that check servers against these roots.
+    pub fn config(&self) -> &Arc<rustls::ClientConfig> {
+        &self.0
+    }
+
     /// Only the CA certificates in a PEM file (a private CA, e.g. OpenBao's).
     pub fn from_pem_file(path: &std::path::Path) -> Result<Self, HttpError> {
         use rustls_pki_types::{CertificateDer, pem::PemObject as _};

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod bao;
 pub mod load;
 pub mod netns;
+pub mod nginx;
 pub mod oidc;
 pub mod process;
 pub mod session;

@@ -26,6 +26,8 @@ const PACKAGES: &[&str] = &[
     "curl",
     "bpftool",
     "pgbouncer",
+    "nginx-light",
+    "nghttp2-client",
     "asciinema",
     "rsync",
     "git",

@@ -110,6 +110,20 @@ impl OpenBao {
             .ok_or_else(|| self.error(format!("no signed_key in the answer for role {role:?}")))
     }
 
+    /// Reads `path` (`secret/data/api`, `kubernetes/creds/deployer`): the
+    /// answer's `data`, its kv v2 `data.data` when that is there, and the
+    /// lease to revoke when one was issued.
+    pub async fn read(&self, path: &str) -> Result<(Value, Option<String>), CredentialError> {
+        let mut answer = self.call("GET", &format!("/v1/{path}"), None).await?;
+        let lease = answer["lease_id"].as_str().filter(|id| !id.is_empty()).map(str::to_owned);
+        let data = answer["data"].take();
+        let data = match data.get("data") {
+            Some(inner) if inner.is_object() && data.get("metadata").is_some() => inner.clone(),
+            _ => data,
+        };
+        Ok((data, lease))
+    }
+
     /// Ends a lease now (OpenBao drops the login): revoked with Airlock's
     /// token, or, with a person's, by revoking their token, which takes its
     /// leases with it (a person's policy need not allow `sys/leases/revoke`).

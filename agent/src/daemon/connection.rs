@@ -241,7 +241,18 @@ async fn run_session(
                 .await
                 .map_err(|e| e.to_string())
         }
-        Protocol::Ssh | Protocol::Tcp => {
+        Protocol::Https | Protocol::Http if let Some(options) = &matched.https => {
+            let shared = crate::proxy::https::Shared {
+                audit: Arc::clone(&state.audit),
+                ca: Arc::clone(&state.ca),
+                connect_timeout: timeout,
+            };
+            let tls = protocol == Protocol::Https;
+            crate::proxy::https::proxy(client, upstream, &shared, options, tls, live.shared(), destination)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Protocol::Ssh | Protocol::Https | Protocol::Http | Protocol::Tcp => {
             let result = tokio::select! {
                 relayed = relay::relay(&client, &upstream, &s.bytes) => relayed.map_err(|e| e.to_string()),
                 reason = s.ending.wait() => Err(reason),
@@ -320,6 +331,15 @@ async fn refuse(client: TcpStream, speaks: Speaks, refusal: Refusal<'_>) {
                 tracing::info!(%error, "ssh refusal not delivered");
             }
         }
+        Speaks::Http { tls } => {
+            let status = match code {
+                "28000" => 403,
+                "08001" => 502,
+                _ => 503,
+            };
+            crate::proxy::https::refuse::refuse(client, tls, status, message, hint.unwrap_or_default().to_owned())
+                .await;
+        }
         Speaks::Bytes => reset(client),
     }
 }
@@ -332,6 +352,10 @@ enum Speaks {
         ca: Arc<crate::proxy::ssh::ca::SshCa>,
         names: Vec<String>,
     },
+    /// HTTP(S): an HTTP answer, after the TLS handshake for HTTPS.
+    Http {
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    },
     /// Relayed as bytes: a reset.
     Bytes,
 }
@@ -342,6 +366,11 @@ fn speaks(state: &AgentState, target: &Target, destination: SocketAddr) -> Speak
         (Protocol::Ssh, Some(options)) => Speaks::Ssh {
             ca: Arc::clone(&state.ssh_ca),
             names: crate::proxy::ssh::host_names(destination.ip(), options),
+        },
+        (Protocol::Http, _) => Speaks::Http { tls: None },
+        (Protocol::Https, _) => match state.ca.acceptor_with_alpn(destination.ip(), &[b"h2", b"http/1.1"]) {
+            Ok(acceptor) => Speaks::Http { tls: Some(acceptor) },
+            Err(_) => Speaks::Bytes,
         },
         _ => Speaks::Bytes,
     }

@@ -6,7 +6,7 @@
 //! ```toml
 //! [[target]]
 //! name = "prod-db"              # unique across all files: [a-z0-9][a-z0-9_.-]{0,63}
-//! protocol = "postgres"         # postgres | ssh | tcp
+//! protocol = "postgres"         # postgres | ssh | https | http | tcp
 //! port = 5432
 //! addresses = ["10.20.0.5", "10.20.1.0/24", "fd00::/64"]   # or "any"
 //! description = "optional"
@@ -34,6 +34,7 @@
 //! prefix containing its address, as in the eBPF trie; two targets may not
 //! list the same (port, network).
 
+pub mod https;
 mod load;
 mod model;
 pub mod ssh;

@@ -42,6 +42,8 @@ pub struct Target {
     pub masking: Option<crate::masking::MaskingPolicy>,
     /// SSH proxying with just-in-time certificates; `None`: SSH is relayed as bytes.
     pub ssh: Option<super::ssh::SshOptions>,
+    /// HTTP(S) proxying; set for every http and https target.
+    pub https: Option<super::https::HttpsOptions>,
     /// Where the target's `[[target]]` table starts.
     pub location: SourceLocation,
 }
@@ -162,6 +164,10 @@ pub enum Protocol {
     Postgres,
     /// SSH, relayed as bytes.
     Ssh,
+    /// HTTP over TLS: terminated, each request attributed and recorded.
+    Https,
+    /// Plain HTTP (internal networks): each request attributed and recorded.
+    Http,
     /// Any TCP, relayed as bytes.
     Tcp,
 }
@@ -171,6 +177,8 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Self::Postgres => "postgres",
             Self::Ssh => "ssh",
+            Self::Https => "https",
+            Self::Http => "http",
             Self::Tcp => "tcp",
         })
     }
@@ -390,6 +398,7 @@ mod tests {
             guardrails: None,
             masking: None,
             ssh: None,
+            https: None,
             location: at(1),
         }
     }

@@ -31,6 +31,8 @@ const CA_NAME: &str = "Airlock host CA";
 /// File of the CA certificate inside the CA directory.
 pub const CA_CERT_FILE: &str = "host-ca.crt";
 const CA_KEY_FILE: &str = "host-ca.key";
+/// Leaves kept made; past it the cache starts over.
+const MAX_LEAVES: usize = 4096;
 
 /// Why the CA is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -116,12 +118,18 @@ impl HostCa {
 
     /// A TLS acceptor for a client that dialled `destination`.
     pub fn acceptor(self: &Arc<Self>, destination: IpAddr) -> Result<TlsAcceptor, CaError> {
+        self.acceptor_with_alpn(destination, &[])
+    }
+
+    /// [`HostCa::acceptor`] offering these ALPN protocols, in preference order.
+    pub fn acceptor_with_alpn(self: &Arc<Self>, destination: IpAddr, alpn: &[&[u8]]) -> Result<TlsAcceptor, CaError> {
         let resolver = Arc::new(LeafResolver { ca: Arc::clone(self), destination });
-        let config = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+        let mut config = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_safe_default_protocol_versions()
             .map_err(cert_error)?
             .with_no_client_auth()
             .with_cert_resolver(resolver);
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
@@ -145,7 +153,12 @@ impl HostCa {
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         let signing = self.provider.key_provider.load_private_key(private).map_err(cert_error)?;
         let leaf = Arc::new(CertifiedKey::new(vec![CertificateDer::from(cert.der().to_vec())], signing));
-        self.leaves.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::clone(&leaf));
+        let mut leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
+        // Names come from clients: the cache stays bounded whatever they ask.
+        if leaves.len() >= MAX_LEAVES {
+            leaves.clear();
+        }
+        leaves.insert(key, Arc::clone(&leaf));
         Ok(leaf)
     }
 }

@@ -2,6 +2,7 @@
 //! its own proxy, its bytes go through [`relay`] unchanged.
 
 pub mod ca;
+pub mod https;
 pub mod postgres;
 pub mod relay;
 pub mod ssh;

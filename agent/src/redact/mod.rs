@@ -35,7 +35,43 @@ pub fn command_line(args: Vec<String>) -> Vec<String> {
 /// argument, a server's error message): SQL first, read from the original
 /// text, then what lies outside its literals.
 pub fn text(text: &str) -> String {
-    keyword_password(&uri_passwords(&sql(text)))
+    keyword_password(&url_query_secrets(&uri_passwords(&sql(text))))
+}
+
+/// Query parameters whose names suggest a secret.
+const SECRET_QUERY_KEYS: [&str; 12] =
+    ["token", "key", "secret", "password", "passwd", "pwd", "sig", "auth", "code", "session", "credential", "jwt"];
+
+/// `https://x/api?access_token=abc&page=2` → `…?access_token=***&page=2`,
+/// for every URL in the text (and a bare `/path?query`).
+pub fn url_query_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(question) = rest.find('?') {
+        // Only a query of a URL or a path: `?` right after a word of one.
+        let before = &rest[..question];
+        let word_start = before.rfind(|c: char| c.is_whitespace() || matches!(c, '\'' | '"')).map_or(0, |i| i + 1);
+        let word = &before[word_start..];
+        out.push_str(&rest[..=question]);
+        rest = &rest[question + 1..];
+        if !(word.contains("://") || word.starts_with('/')) {
+            continue;
+        }
+        let end = rest.find(|c: char| c.is_whitespace() || matches!(c, '#' | '\'' | '"')).unwrap_or(rest.len());
+        let masked: Vec<String> = rest[..end]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if SECRET_QUERY_KEYS.iter().any(|k| name.to_ascii_lowercase().contains(k)) => {
+                    format!("{name}={REDACTED}")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&masked.join("&"));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `postgresql://alice:s3cret@db/x` → `postgresql://alice:***@db/x`, for
@@ -105,6 +141,22 @@ impl Secrets {
 impl serde::Serialize for Secrets {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.names())
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn secret_query_values_are_masked_in_urls_and_paths() {
+        assert_eq!(url_query_secrets("/v1/x"), "/v1/x");
+        assert_eq!(
+            url_query_secrets("curl 'https://api/x?access_token=abc&page=2&X-Amz-Signature=f00' -o f"),
+            "curl 'https://api/x?access_token=***&page=2&X-Amz-Signature=***' -o f"
+        );
+        assert_eq!(url_query_secrets("/watch?v=1&&flag#frag"), "/watch?v=1&&flag#frag");
+        assert_eq!(url_query_secrets("is it? key=1"), "is it? key=1");
     }
 }
 

@@ -32,6 +32,8 @@ pub(super) enum Secret {
     Whole,
     /// All after its first `n` bytes (`--password=`, `-p`, `user:`).
     After(usize),
+    /// All after its first `n` bytes, spaces included: one value (a header's).
+    Rest(usize),
 }
 
 /// Tools whose short flag (`-p`, `-a`) takes a password.
@@ -63,12 +65,31 @@ fn secret_variable(name: &str) -> bool {
                 .any(|part| upper.contains(part)))
 }
 
+/// Flags whose value is an HTTP header (`-H 'Authorization: Bearer X'`).
+const HEADER_FLAGS: [&str; 2] = ["-H", "--header"];
+
+/// Flags whose value is cookies (`curl -b 'session=X'`).
+const COOKIE_FLAGS: [&str; 2] = ["-b", "--cookie"];
+
+/// Where the secret of a header `Name: value` starts, if its name says it
+/// carries one (Authorization, Cookie, X-Api-Key, anything with token, key,
+/// secret, session or password in its name).
+fn header_secret(header: &str) -> Option<usize> {
+    let (name, _) = header.split_once(':')?;
+    let lower = name.trim().to_ascii_lowercase();
+    let secret = ["authorization", "cookie", "token", "key", "secret", "session", "password", "auth"]
+        .iter()
+        .any(|part| lower.contains(part));
+    secret.then_some(name.len() + 1)
+}
+
 /// What the next word is, after a flag that takes a value.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Next {
     Plain,
     Secret,
     UserColonPassword,
+    Header,
 }
 
 /// Each word of one command (no separators) with what of it is secret.
@@ -80,6 +101,7 @@ pub(super) fn secrets<'w>(words: impl IntoIterator<Item = &'w str>) -> Vec<Optio
         let secret = match std::mem::replace(&mut next, Next::Plain) {
             Next::Secret => Some(Secret::Whole),
             Next::UserColonPassword => word.find(':').map(|colon| Secret::After(colon + 1)),
+            Next::Header => header_secret(word).map(Secret::Rest),
             Next::Plain => word_secret(word, tool, &mut next),
         };
         // The tool is the first word that is no assignment and no option,
@@ -122,6 +144,16 @@ fn word_secret(word: &str, tool: &str, next: &mut Next) -> Option<Secret> {
     if user_colon_password(tool) && (word == "-u" || word == "--user") {
         *next = Next::UserColonPassword;
     }
+    if HEADER_FLAGS.contains(&word) {
+        *next = Next::Header;
+    } else if let Some(header) = word.strip_prefix("--header=") {
+        return header_secret(header).map(|at| Secret::Rest("--header=".len() + at));
+    } else if let Some(header) = word.strip_prefix("-H") {
+        return header_secret(header).map(|at| Secret::Rest(2 + at));
+    }
+    if user_colon_password(tool) && COOKIE_FLAGS.contains(&word) {
+        *next = Next::Secret;
+    }
     None
 }
 
@@ -129,7 +161,7 @@ fn word_secret(word: &str, tool: &str, next: &mut Next) -> Option<Secret> {
 pub(super) fn redacted(word: &str, secret: Secret) -> String {
     match secret {
         Secret::Whole => REDACTED.to_owned(),
-        Secret::After(n) => format!("{}{REDACTED}", word.get(..n).unwrap_or_default()),
+        Secret::After(n) | Secret::Rest(n) => format!("{}{REDACTED}", word.get(..n).unwrap_or_default()),
     }
 }
 
@@ -156,6 +188,12 @@ mod tests {
         assert_eq!(apply(&["sshpass", "-p", "s3cret", "ssh", "host"]), ["sshpass", "-p", "***", "ssh", "host"]);
         assert_eq!(apply(&["redis-cli", "-a", "s3cret", "ping"]), ["redis-cli", "-a", "***", "ping"]);
         assert_eq!(apply(&["curl", "-u", "bob:s3cret", "https://x"]), ["curl", "-u", "bob:***", "https://x"]);
+        assert_eq!(
+            apply(&["curl", "-H", "Authorization: Bearer t0k", "-H", "Accept: */*", "-b", "sid=1", "-HX-Api-Key: k"]),
+            ["curl", "-H", "Authorization:***", "-H", "Accept: */*", "-b", "***", "-HX-Api-Key:***"]
+        );
+        let argv = ["curl", "-H", "Authorization: Bearer t0k"].map(String::from).to_vec();
+        assert_eq!(super::super::command_line(argv), ["curl", "-H", "Authorization:***"]);
         // Other tools' -p is a port or a path.
         assert_eq!(apply(&["psql", "-p", "5433"]), ["psql", "-p", "5433"]);
         assert_eq!(apply(&["ssh", "-p2222", "host"]), ["ssh", "-p2222", "host"]);

@@ -62,6 +62,7 @@ struct RawTarget {
     approvals: Option<Spanned<RawApprovals>>,
     masking: Option<Spanned<crate::masking::policy::RawMasking>>,
     ssh: Option<Spanned<super::ssh::RawSsh>>,
+    https: Option<Spanned<super::https::RawHttps>>,
 }
 
 #[derive(Deserialize)]
@@ -207,9 +208,13 @@ impl Loader {
         let protocol = match raw.protocol.get_ref().as_str() {
             "postgres" => Some(Protocol::Postgres),
             "ssh" => Some(Protocol::Ssh),
+            "https" => Some(Protocol::Https),
+            "http" => Some(Protocol::Http),
             "tcp" => Some(Protocol::Tcp),
             other => {
-                let message = format!("unknown protocol {other:?}, expected \"postgres\", \"ssh\" or \"tcp\"");
+                let message = format!(
+                    "unknown protocol {other:?}, expected \"postgres\", \"ssh\", \"https\", \"http\" or \"tcp\""
+                );
                 self.error(source, raw.protocol.span().start, message);
                 None
             }
@@ -307,6 +312,19 @@ impl Loader {
             })
         });
 
+        let is_http = matches!(protocol, Some(Protocol::Https | Protocol::Http));
+        let https = match raw.https {
+            Some(https) => {
+                if !is_http {
+                    self.error(source, https.span().start, "[target.https] is for https and http targets only".into());
+                }
+                Some(super::https::options(https.into_inner(), &mut |offset, message| {
+                    self.error(source, offset, message)
+                }))
+            }
+            None => is_http.then(Default::default),
+        };
+
         // A target with errors may still be kept: any error discards the
         // whole policy.
         let (Some(protocol), Some(port)) = (protocol, port) else { return };
@@ -323,6 +341,7 @@ impl Loader {
             guardrails,
             masking,
             ssh,
+            https,
             location,
         });
     }
@@ -455,6 +474,7 @@ addresses = ["any"]
                         guardrails: None,
                         masking: None,
                         ssh: None,
+                        https: None,
                         location: at(2, 1),
                     },
                     Target {
@@ -469,6 +489,7 @@ addresses = ["any"]
                         guardrails: None,
                         masking: None,
                         ssh: None,
+                        https: None,
                         location: at(19, 1),
                     },
                 ]

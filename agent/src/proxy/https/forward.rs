@@ -1,0 +1,264 @@
+//! One request: its headers cleaned (hop-by-hop headers, and every
+//! credential the client brought: `Authorization`, `Proxy-Authorization`,
+//! `Impersonate-*`, cookies policy names), Airlock's credential added, sent
+//! to the target, and its answer streamed back. An upgrade (WebSocket,
+//! SPDY) becomes a tunnel once both sides agree to it.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use hyper::{
+    HeaderMap, Request, Response, StatusCode, Uri, Version,
+    body::Incoming,
+    header::{self, HeaderValue},
+};
+use hyper_util::rt::TokioIo;
+
+use super::{
+    Session,
+    record::{Counted, Direction, Exchange},
+};
+
+/// Bodies sent to the client.
+pub(super) type ClientBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Headers that describe one hop, not the request (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Relays `request` to the target; every answer is a response (errors too).
+/// The target is asked for the path as the client wrote it: the path and
+/// query reach it unchanged (only the audit record masks secrets in them).
+pub(super) async fn forward(
+    session: std::sync::Arc<Session>,
+    mut request: Request<Incoming>,
+) -> Result<Response<ClientBody>, Infallible> {
+    let host = host_of(&request).unwrap_or_else(|| session.default_host.clone());
+    let exchange = Exchange::new(std::sync::Arc::clone(&session), &request, &host);
+    if let Some(error) = &session.credential_error {
+        exchange.failed(503, error.clone());
+        return Ok(answer(&request, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
+    }
+    let upgrade = upgrade_of(&request);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}://{host}{path}", session.scheme).parse::<Uri>() else {
+        exchange.failed(400, format!("the request's host {host:?} is not a valid authority"));
+        return Ok(answer(&request, StatusCode::BAD_REQUEST, "airlock: the request names no valid host", ""));
+    };
+    let (parts, body) = request.into_parts();
+    let mut upstream = Request::builder().method(parts.method.clone()).uri(uri).version(Version::HTTP_11);
+    if let Some(headers) = upstream.headers_mut() {
+        *headers = outgoing_headers(&parts.headers, &session, upgrade.as_ref());
+    }
+    let body = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToUpstream);
+    let Ok(upstream) = upstream.body(body) else {
+        exchange.failed(400, "the request could not be rebuilt".into());
+        return Ok(error_response(StatusCode::BAD_REQUEST, "airlock: the request could not be rebuilt"));
+    };
+    // The target is spoken to in the client's version where it can be:
+    // HTTP/2 when the client speaks it (and the target offers it), else
+    // HTTP/1.1, which upgrades need.
+    let client = if parts.version == Version::HTTP_2 { &session.clients.any } else { &session.clients.http1 };
+    let mut response = match client.request(upstream).await {
+        Ok(response) => response,
+        Err(error) => {
+            let message = format!("airlock: the target did not answer: {}", describe(&error));
+            exchange.failed(502, message.clone());
+            return Ok(error_response(StatusCode::BAD_GATEWAY, &message));
+        }
+    };
+    exchange.answered(response.status().as_u16());
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        exchange.upgraded();
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let live = std::sync::Arc::clone(&session.live);
+        tokio::spawn(async move {
+            let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else { return };
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                use std::sync::atomic::Ordering::Relaxed;
+                live.bytes.to_upstream.fetch_add(up, Relaxed);
+                live.bytes.to_client.fetch_add(down, Relaxed);
+            }
+        });
+        let mut switching = Response::new(empty());
+        *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *switching.headers_mut() = response.headers().clone();
+        return Ok(switching);
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Counted::new(body, exchange, Direction::ToClient).map_err(Into::into).boxed();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The host a request is for: HTTP/2's `:authority`, else `Host`.
+fn host_of(request: &Request<Incoming>) -> Option<String> {
+    if let Some(authority) = request.uri().authority() {
+        return Some(authority.as_str().to_owned());
+    }
+    request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to, if it does.
+fn upgrade_of(request: &Request<Incoming>) -> Option<HeaderValue> {
+    if request.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| request.headers().get(header::UPGRADE).cloned()).flatten()
+}
+
+/// The headers sent to the target.
+fn outgoing_headers(incoming: &HeaderMap, session: &Session, upgrade: Option<&HeaderValue>) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    // The client's credentials never reach the target.
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    let impersonating: Vec<_> =
+        headers.keys().filter(|name| name.as_str().starts_with("impersonate-")).cloned().collect();
+    for name in impersonating {
+        headers.remove(name);
+    }
+    strip_cookies(&mut headers, &session.strip_cookies);
+    // hyper sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI.
+    headers.remove(header::HOST);
+    if let Some((name, value)) = &session.inject {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    headers
+}
+
+/// Removes hop-by-hop headers, and those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+        headers.remove(name);
+    }
+}
+
+/// Removes the cookies named in `names` from every `Cookie` header.
+fn strip_cookies(headers: &mut HeaderMap, names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name).trim();
+            !names.iter().any(|n| n.eq_ignore_ascii_case(name))
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+const CREDENTIAL_HINT: &str = "Airlock sends this target's credential for you; tell this host's administrators.";
+
+/// Airlock's own answer: JSON when the client accepts it, else text.
+pub(super) fn answer<B>(request: &Request<B>, status: StatusCode, message: &str, hint: &str) -> Response<ClientBody> {
+    let accepts_json = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("json"));
+    let (body, kind) = if accepts_json {
+        (serde_json::json!({ "error": message, "hint": hint }).to_string(), "application/json")
+    } else if hint.is_empty() {
+        (format!("{message}\n"), "text/plain; charset=utf-8")
+    } else {
+        (format!("{message}\n{hint}\n"), "text/plain; charset=utf-8")
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    response
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<ClientBody> {
+    let mut response =
+        Response::new(Full::new(Bytes::from(format!("{message}\n"))).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+fn empty() -> ClientBody {
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+}
+
+/// A client error with its causes, which hyper keeps apart.
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn named_cookies_are_removed_and_others_kept() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("session=abc; theme=dark"));
+        headers.append(header::COOKIE, HeaderValue::from_static("SESSION=x;lang=en"));
+        strip_cookies(&mut headers, &["session".into()]);
+        assert_eq!(headers.get(header::COOKIE).unwrap(), "theme=dark; lang=en");
+    }
+}

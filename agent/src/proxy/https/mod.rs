@@ -1,0 +1,201 @@
+//! HTTPS and HTTP targets: TLS terminated with the host CA (a leaf for the
+//! name the client asked for), HTTP/1.1 and HTTP/2 served by hyper, each
+//! request re-sent to the target by hyper's client with the client's
+//! credentials removed and Airlock's added, and recorded on its own.
+//!
+//! Layers, top to bottom: [`proxy`] (the session: TLS, the credential,
+//! serving), [`forward`] (one request: headers, the target's answer,
+//! upgrades), [`record`] (its audit record and byte counts), [`upstream`]
+//! (connections to the target), [`credential`] (what is injected),
+//! [`refuse`] (answers when no session may start).
+
+mod credential;
+mod forward;
+mod record;
+pub mod refuse;
+mod upstream;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+
+use crate::{
+    audit::{AuditLog, Event},
+    daemon::sessions::LiveSession,
+    http::Roots,
+    policy::https::HttpsOptions,
+    proxy::ca::HostCa,
+};
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head accepted (HTTP/1.1 buffer, HTTP/2 header list).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What HTTP sessions share with the agent.
+pub struct Shared {
+    /// Where records go.
+    pub audit: Arc<AuditLog>,
+    /// Makes the leaves TLS clients are shown.
+    pub ca: Arc<HostCa>,
+    /// How long connecting to the target may take.
+    pub connect_timeout: Duration,
+}
+
+/// Why a session ended in error.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpsError {
+    /// The client's TLS handshake failed or timed out.
+    #[error("client TLS: {0}")]
+    ClientTls(String),
+    /// Serving the client's connection failed.
+    #[error("{0}")]
+    Serve(String),
+    /// Ended from outside (access window closed).
+    #[error("{0}")]
+    Ended(String),
+}
+
+/// A session's state, shared by its requests.
+pub(super) struct Session {
+    audit: Arc<AuditLog>,
+    live: Arc<LiveSession>,
+    /// `https` or `http`, for the URIs sent upstream.
+    scheme: &'static str,
+    /// The host requests name when they name none: what the client asked for.
+    default_host: String,
+    strip_cookies: Vec<String>,
+    /// The header injected into every request, and where it comes from.
+    inject: Option<(HeaderName, HeaderValue)>,
+    credential_source: Option<String>,
+    /// Why the credential could not be obtained: every request is answered with it.
+    credential_error: Option<String>,
+    clients: upstream::Clients,
+}
+
+impl Session {
+    fn audit(&self, kind: &str, detail: serde_json::Value) {
+        let s = &self.live;
+        let event = Event {
+            kind,
+            session: Some(&s.id),
+            identity: Some(&s.identity),
+            process: Some(&s.process),
+            target: Some(&s.target),
+            detail,
+        };
+        if let Err(error) = self.audit.append(event) {
+            tracing::error!(%error, kind, session = %s.id, "audit record lost");
+        }
+    }
+
+    fn credential_source(&self) -> Option<&str> {
+        self.credential_source.as_deref()
+    }
+}
+
+/// Runs an HTTP(S) session: `client` is the redirected connection,
+/// `upstream` a connection made to `destination` (used by the first request).
+pub async fn proxy(
+    client: TcpStream,
+    upstream: TcpStream,
+    shared: &Shared,
+    options: &HttpsOptions,
+    tls: bool,
+    live: Arc<LiveSession>,
+    destination: SocketAddr,
+) -> Result<(), HttpsError> {
+    let target_tls = if tls {
+        let roots = match &options.ca_file {
+            Some(path) => Roots::from_pem_file(path).map_err(|e| HttpsError::Serve(e.to_string()))?,
+            None => Roots::system(),
+        };
+        Some(upstream::tls_config(&roots))
+    } else {
+        None
+    };
+    let injected = match &options.credential {
+        Some(credential) => Some(credential::Injected::obtain(credential).await),
+        None => None,
+    };
+    let (inject, credential_source, credential_error) = match &injected {
+        Some(Ok(injected)) => {
+            (Some((injected.header.clone(), injected.value.clone())), Some(injected.source.clone()), None)
+        }
+        Some(Err(error)) => {
+            let source = options.credential.as_ref().map(|c| c.describe());
+            (None, source, Some(format!("the credential for this target could not be obtained: {error}")))
+        }
+        None => (None, None, None),
+    };
+    if let Some(error) = &credential_error {
+        tracing::warn!(session = %live.id, error, "http credential not obtained");
+    }
+    let session = |asked: Option<&str>| {
+        let target = upstream::Target {
+            destination,
+            tls: target_tls.map(|config| {
+                let name = upstream::server_name(options.server_name.as_deref(), asked, destination.ip());
+                (config, name.unwrap_or_else(|| destination.ip().into()))
+            }),
+            connect_timeout: shared.connect_timeout,
+        };
+        Arc::new(Session {
+            audit: Arc::clone(&shared.audit),
+            live: Arc::clone(&live),
+            scheme: if tls { "https" } else { "http" },
+            default_host: asked.map_or_else(|| destination.to_string(), str::to_owned),
+            strip_cookies: options.strip_cookies.clone(),
+            inject,
+            credential_source,
+            credential_error,
+            clients: upstream::Clients::new(target, upstream),
+        })
+    };
+    let served = if tls {
+        let acceptor = shared.ca.acceptor_with_alpn(destination.ip(), &[b"h2", b"http/1.1"]);
+        let acceptor = acceptor.map_err(|e| HttpsError::ClientTls(e.to_string()))?;
+        let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(client)).await;
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(HttpsError::ClientTls(error.to_string())),
+            Err(_) => return Err(HttpsError::ClientTls("no handshake within 10 s".into())),
+        };
+        let asked = stream.get_ref().1.server_name().map(str::to_owned);
+        serve(stream, session(asked.as_deref()), &live).await
+    } else {
+        serve(client, session(None), &live).await
+    };
+    if let Some(Ok(injected)) = injected
+        && let Err(error) = injected.release().await
+    {
+        tracing::warn!(session = %live.id, error, "http credential not given back");
+    }
+    served
+}
+
+/// Serves the client's connection until it ends or the session is ended.
+async fn serve<S>(stream: S, session: Arc<Session>, live: &LiveSession) -> Result<(), HttpsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| forward::forward(Arc::clone(&session), request));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEAD);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD as u32);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::select! {
+        served = connection => served.map_err(|e| HttpsError::Serve(e.to_string())),
+        reason = live.ending.wait() => Err(HttpsError::Ended(reason)),
+    }
+}

@@ -1,0 +1,168 @@
+//! One audit record per request: who (the session's person and process),
+//! what (method, host, path with secret query values masked), the answer's
+//! status, bytes each way, how long, and which credential Airlock sent —
+//! written when both bodies are done, whichever ends last.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Buf as _;
+use http_body::{Body, Frame, SizeHint};
+use serde_json::json;
+
+use super::Session;
+
+/// A request being recorded; the record is written when the last body
+/// holding it is done.
+pub(super) struct Exchange {
+    session: Arc<Session>,
+    method: String,
+    host: String,
+    path: String,
+    version: &'static str,
+    started: Instant,
+    to_upstream: AtomicU64,
+    to_client: AtomicU64,
+    outcome: Mutex<Outcome>,
+}
+
+/// How the request ended, as far as is known.
+#[derive(Default)]
+struct Outcome {
+    status: Option<u16>,
+    error: Option<String>,
+    upgraded: bool,
+}
+
+impl Exchange {
+    pub fn new(session: Arc<Session>, request: &hyper::Request<hyper::body::Incoming>, host: &str) -> Arc<Self> {
+        let version = match request.version() {
+            hyper::Version::HTTP_2 => "HTTP/2",
+            hyper::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        Arc::new(Self {
+            session,
+            method: request.method().to_string(),
+            host: host.to_owned(),
+            path: crate::redact::text(path),
+            version,
+            started: Instant::now(),
+            to_upstream: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+            outcome: Mutex::new(Outcome::default()),
+        })
+    }
+
+    fn outcome(&self) -> std::sync::MutexGuard<'_, Outcome> {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The target answered with `status`.
+    pub fn answered(&self, status: u16) {
+        self.outcome().status = Some(status);
+    }
+
+    /// Airlock answered itself (the target could not be asked).
+    pub fn failed(&self, status: u16, error: String) {
+        let mut outcome = self.outcome();
+        outcome.status = Some(status);
+        outcome.error = Some(error);
+    }
+
+    /// The connection became a tunnel (WebSocket, SPDY) after this request.
+    pub fn upgraded(&self) {
+        self.outcome().upgraded = true;
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let outcome = std::mem::take(&mut *self.outcome());
+        let detail = json!({
+            "method": self.method,
+            "host": self.host,
+            "path": self.path,
+            "version": self.version,
+            "status": outcome.status,
+            "request_bytes": self.to_upstream.load(Relaxed),
+            "response_bytes": self.to_client.load(Relaxed),
+            "duration_ms": self.started.elapsed().as_millis() as u64,
+            "credential": self.session.credential_source(),
+            "upgraded": outcome.upgraded,
+            "error": outcome.error,
+        });
+        self.session.audit("http.request", detail);
+    }
+}
+
+/// Which way a body goes.
+#[derive(Clone, Copy)]
+pub(super) enum Direction {
+    ToUpstream,
+    ToClient,
+}
+
+/// A body passed through, its bytes counted for the request's record and
+/// the session's totals.
+pub(super) struct Counted<B> {
+    inner: B,
+    exchange: Option<Arc<Exchange>>,
+    direction: Direction,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, exchange: Arc<Exchange>, direction: Direction) -> Self {
+        Self { inner, exchange: Some(exchange), direction }
+    }
+}
+
+impl<B: Body + Unpin> Body for Counted<B>
+where
+    B::Data: bytes::Buf,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(exchange)) = (frame.data_ref(), &self.exchange) {
+                    let n = data.remaining() as u64;
+                    let bytes = &exchange.session.live.bytes;
+                    match self.direction {
+                        Direction::ToUpstream => {
+                            exchange.to_upstream.fetch_add(n, Relaxed);
+                            bytes.to_upstream.fetch_add(n, Relaxed);
+                        }
+                        Direction::ToClient => {
+                            exchange.to_client.fetch_add(n, Relaxed);
+                            bytes.to_client.fetch_add(n, Relaxed);
+                        }
+                    }
+                }
+            }
+            // Done: the record need not wait for this body being dropped.
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.exchange = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

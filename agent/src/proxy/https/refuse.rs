@@ -1,0 +1,42 @@
+//! Telling a refused HTTP client why: its requests are answered with an
+//! HTTP status and the reason (JSON when it accepts JSON), after the TLS
+//! handshake for HTTPS, so curl, kubectl and SDKs show it instead of a reset.
+
+use std::{sync::Arc, time::Duration};
+
+use hyper::StatusCode;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::forward::answer;
+
+/// How long a refused client is answered before the connection is closed.
+const REFUSAL_TIME: Duration = Duration::from_secs(10);
+
+/// Answers the requests on `client` with `status`, `message` and `hint`.
+pub async fn refuse(client: TcpStream, tls: Option<TlsAcceptor>, status: u16, message: String, hint: String) {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let said = Arc::new((message, hint));
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let said = Arc::clone(&said);
+        async move { Ok::<_, std::convert::Infallible>(answer(&request, status, &said.0, &said.1)) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(false);
+    let answered = async {
+        match tls {
+            Some(acceptor) => {
+                let Ok(stream) = acceptor.accept(client).await else { return };
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            }
+            None => {
+                let _ = builder.serve_connection(TokioIo::new(client), service).await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIME, answered).await;
+}

@@ -1,0 +1,138 @@
+//! A real nginx on the lab target: HTTPS with HTTP/2 and HTTP/1.1 on port
+//! 443 (a certificate from a test CA for the target's address and
+//! `api.lab`), plain HTTP on port 80, an access log of what arrived —
+//! including the headers a proxy must rewrite — and files to serve.
+
+use std::{
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use crate::{Lab, netns::sh};
+
+/// A started nginx.
+pub struct Nginx {
+    /// The test CA that signed its certificate (for Airlock's `ca_file`).
+    pub ca: PathBuf,
+    /// Its access log: one JSON object a request.
+    pub log: PathBuf,
+    /// Files it serves at `/files/…`.
+    pub files: PathBuf,
+}
+
+impl Nginx {
+    /// The access log's entries so far.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+/// Starts nginx on the lab target.
+pub fn start(lab: &mut Lab) -> Nginx {
+    let dir = lab.dir.path().join("nginx");
+    let files = dir.join("files");
+    fs::create_dir_all(&files).expect("mkdir nginx");
+    let ip = IpAddr::V4(lab.target.v4);
+    let ca = certificate(&dir, ip);
+    let log = dir.join("access.log");
+    let path = |name: &str| dir.join(name).display().to_string();
+    fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            r#"user root;
+worker_processes 2;
+pid {pid};
+error_log {error_log} info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    log_format seen escape=json '{{"request":"$request","protocol":"$server_protocol","status":$status,'
+        '"authorization":"$http_authorization","x_api_key":"$http_x_api_key","cookie":"$http_cookie",'
+        '"impersonate_user":"$http_impersonate_user","host":"$host","body_bytes":$request_length}}';
+    keepalive_requests 100000;
+    server {{
+        listen {ip}:443 ssl http2;
+        listen {ip}:80;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        access_log {log} seen;
+        location /files/ {{ alias {files}/; default_type application/json; }}
+        location / {{ default_type text/plain; return 200 "hello from nginx\n"; }}
+    }}
+}}
+"#,
+            pid = path("nginx.pid"),
+            error_log = path("error.log"),
+            tmp = dir.display(),
+            cert = path("server.crt"),
+            key = path("server.key"),
+            log = log.display(),
+            files = files.display(),
+        ),
+    )
+    .expect("write nginx.conf");
+    let conf = path("nginx.conf");
+    let prefix = format!("{}/", dir.display());
+    lab.target.spawn("/usr/sbin/nginx", &["-c", &conf, "-p", &prefix, "-g", "daemon off;"]);
+    lab.target.wait_for_port(ip, 443);
+    lab.target.wait_for_port(ip, 80);
+    Nginx { ca, log, files }
+}
+
+/// A test CA and a certificate it signs for `ip` and `api.lab`; returns the CA file.
+fn certificate(dir: &Path, ip: IpAddr) -> PathBuf {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let subject = |cn: &str| format!("/CN={cn}");
+    sh(
+        "openssl",
+        &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"]
+            .iter()
+            .copied()
+            .chain(["-subj", &subject("airlock-test-web-ca"), "-keyout", &path("ca.key"), "-out", &path("ca.crt")])
+            .collect::<Vec<_>>(),
+    );
+    sh(
+        "openssl",
+        &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", &subject("api.lab")]
+            .iter()
+            .copied()
+            .chain(["-keyout", &path("server.key"), "-out", &path("server.csr")])
+            .collect::<Vec<_>>(),
+    );
+    fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName=IP:{ip},DNS:api.lab\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .expect("ext");
+    sh(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &path("server.csr"),
+            "-CA",
+            &path("ca.crt"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &path("ext.cnf"),
+            "-out",
+            &path("server.crt"),
+        ],
+    );
+    dir.join("ca.crt")
+}

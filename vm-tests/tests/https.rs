@@ -1,0 +1,183 @@
+//! HTTPS and HTTP through Airlock end to end: real curl, run as test users
+//! and intercepted by the eBPF programs, lands on the agent, which shows a
+//! leaf of its host CA, and relays each request to a real nginx on the lab
+//! target with the client's credentials removed and Airlock's injected.
+
+use std::{fs, path::PathBuf, process::Command};
+
+use airlock_vm_tests::{Lab, nginx, privileged, set_mode};
+
+/// The token Airlock sends; the client never holds it.
+const INJECTED: &str = "Bearer airlock-injected-7f3a";
+
+fn policy(lab: &Lab, ca: &std::path::Path, token_file: &std::path::Path) -> String {
+    let v4 = lab.target.v4;
+    let alice = &lab.user("alice").name;
+    format!(
+        r#"
+[[target]]
+name = "api"
+protocol = "https"
+port = 443
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["{alice}"]
+
+[target.https]
+ca_file = "{ca}"
+strip_cookies = ["session"]
+
+[target.https.credential]
+kind = "header_file"
+header = "Authorization"
+file = "{token}"
+
+[[target]]
+name = "api-plain"
+protocol = "http"
+port = 80
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["{alice}"]
+"#,
+        ca = ca.display(),
+        token = token_file.display(),
+    )
+}
+
+struct HttpsLab {
+    lab: Lab,
+    nginx: nginx::Nginx,
+    /// Airlock's host CA, where curl is told to find it.
+    host_ca: PathBuf,
+}
+
+fn https_lab() -> HttpsLab {
+    let mut lab = Lab::new(&["alice", "bob"]);
+    let nginx = nginx::start(&mut lab);
+    let token = lab.dir.path().join("api-token");
+    fs::write(&token, format!("{INJECTED}\n")).unwrap();
+    set_mode(&token, 0o600);
+    let policy = policy(&lab, &nginx.ca, &token);
+    lab.start_agent(&policy);
+    let host_ca = lab.dir.path().join("airlock-host-ca.crt");
+    let printed = Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["ca", "--config", lab.agent().config.path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    fs::write(&host_ca, &printed.stdout).unwrap();
+    set_mode(&host_ca, 0o644);
+    HttpsLab { lab, nginx, host_ca }
+}
+
+impl HttpsLab {
+    fn curl(&self, user: &str, args: &[&str]) -> airlock_vm_tests::CommandOutput {
+        let ca = self.host_ca.display().to_string();
+        let mut full = vec!["-sS", "--max-time", "20", "--cacert", &ca];
+        full.extend_from_slice(args);
+        self.lab.run_as(user, "curl", &full)
+    }
+
+    fn url(&self, scheme: &str, path: &str) -> String {
+        format!("{scheme}://{}{path}", self.lab.target.v4)
+    }
+}
+
+#[test]
+fn requests_carry_airlocks_credential_never_the_clients_and_each_is_recorded() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    let url = t.url("https", "/hello?access_token=client-secret&page=2");
+    let out = t.curl(
+        "alice",
+        &[
+            "-H",
+            "Authorization: Bearer client-own-token",
+            "-H",
+            "Impersonate-User: system:admin",
+            "-H",
+            "Cookie: session=client-session; theme=dark",
+            &url,
+        ],
+    );
+    assert!(out.success(), "{out:?}\n{}", t.lab.agent().log());
+    assert_eq!(out.stdout, "hello from nginx\n");
+
+    let seen = t.nginx.requests();
+    let first = seen.last().expect("nginx saw the request");
+    assert_eq!(first["authorization"], INJECTED, "{first}");
+    assert_eq!(first["impersonate_user"], "", "{first}");
+    assert_eq!(first["cookie"], "theme=dark", "{first}");
+
+    let record = t.lab.agent().wait_for_records("http.request", 1).remove(0);
+    assert_eq!(record["identity"]["user"], t.lab.user("alice").name);
+    let detail = &record["detail"];
+    assert_eq!(detail["method"], "GET");
+    assert_eq!(detail["path"], "/hello?access_token=***&page=2");
+    assert_eq!(detail["status"], 200);
+    assert_eq!(detail["response_bytes"], 17);
+    assert!(detail["credential"].as_str().unwrap().starts_with("header_file Authorization from "), "{detail}");
+    let log = fs::read_to_string(t.lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    for secret in ["airlock-injected-7f3a", "client-secret", "client-own-token", "client-session"] {
+        assert!(!log.contains(secret), "{secret} reached the audit log");
+    }
+}
+
+#[test]
+fn http2_and_http1_keep_alive_both_work_and_requests_are_recorded_one_by_one() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    let (a, b) = (t.url("https", "/one"), t.url("https", "/two"));
+    for (flag, protocol) in [("--http2", "HTTP/2.0"), ("--http1.1", "HTTP/1.1")] {
+        let before = t.nginx.requests().len();
+        let out = t.curl("alice", &[flag, "-w", "%{http_version} %{num_connects}\n", &a, &b]);
+        assert!(out.success(), "{out:?}\n{}", t.lab.agent().log());
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 4, "{out:?}");
+        // Two requests on one client connection.
+        assert!(lines[3].ends_with(" 0"), "the second request reused the connection: {out:?}");
+        let seen = &t.nginx.requests()[before..];
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen.iter().all(|r| r["protocol"] == protocol), "{seen:?}");
+        assert!(seen.iter().all(|r| r["authorization"] == INJECTED), "{seen:?}");
+    }
+    let records = t.lab.agent().wait_for_records("http.request", 4);
+    let versions: Vec<&str> = records.iter().filter_map(|r| r["detail"]["version"].as_str()).collect();
+    assert_eq!(versions, ["HTTP/2", "HTTP/2", "HTTP/1.1", "HTTP/1.1"]);
+    // One session a connection.
+    assert_eq!(t.lab.agent().records_of("connection.open").len(), 2);
+
+    // Plain HTTP on internal networks: the same, without TLS.
+    let out = t.curl("alice", &[&t.url("http", "/plain")]);
+    assert!(out.success() && out.stdout == "hello from nginx\n", "{out:?}");
+    let records = t.lab.agent().wait_for_records("http.request", 5);
+    assert_eq!(records[4]["target"]["name"], "api-plain");
+}
+
+#[test]
+fn people_refused_get_an_http_answer_saying_why() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    let before = t.nginx.requests().len();
+    let out = t.curl("bob", &["-w", "\n%{http_code}", &t.url("https", "/hello")]);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.ends_with("\n403"), "{out:?}");
+    assert!(out.stdout.contains("airlock: access to \"api\" denied"), "{out:?}");
+    let json = t.curl("bob", &["-H", "Accept: application/json", &t.url("https", "/hello")]);
+    let body: serde_json::Value = serde_json::from_str(&json.stdout).expect("a JSON answer");
+    assert!(body["error"].as_str().unwrap().contains("denied"), "{body}");
+    assert!(body["hint"].as_str().unwrap().contains("administrators"), "{body}");
+    assert_eq!(t.nginx.requests().len(), before, "nothing reached the target");
+    assert_eq!(t.lab.agent().wait_for_records("connection.denied", 2).len(), 2);
+}
