@@ -535,7 +535,7 @@ groups = []
             errors(&[("bad.toml", bad)]),
             [
                 "bad.toml:2:8: invalid target name \"Bad Name\": use lowercase letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64 characters",
-                "bad.toml:3:12: unknown protocol \"mysql\", expected \"postgres\", \"ssh\" or \"tcp\"",
+                "bad.toml:3:12: unknown protocol \"mysql\", expected \"postgres\", \"ssh\", \"https\", \"http\" or \"tcp\"",
                 "bad.toml:4:8: port 70000 is not a TCP port (1-65535)",
                 "bad.toml:5:14: \"10.0.0.1/24\" has host bits set: did you mean 10.0.0.0/24?",
                 "bad.toml:5:29: \"nonsense\" is not an IP address, a CIDR or \"any\"",
