@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
 //! throughput, each measured against the direct path (and a peer) in one run.
-//! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh]` picks sections; default: all.
+//! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh] [https]` picks sections; default: all.
 //! `airlock-bench soak` runs the load-and-footprint soak alone (`cargo xtask bench --soak`).
 //!
 //! The same binary plays several roles: the driver (default), an echo server
@@ -23,6 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit;
 mod guardrails;
+mod https;
 mod postgres;
 mod soak;
 mod ssh;
@@ -89,6 +90,10 @@ fn main() {
             if all || args.iter().any(|a| a == "ssh") {
                 println!();
                 ssh::run();
+            }
+            if all || args.iter().any(|a| a == "https") {
+                println!();
+                https::run();
             }
         }
     }

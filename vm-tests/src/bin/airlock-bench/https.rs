@@ -1,0 +1,162 @@
+//! HTTPS through Airlock against the direct path and nginx as a
+//! TLS-terminating reverse proxy, same target (nginx on the lab target),
+//! same run: h2load over HTTP/1.1 keep-alive and HTTP/2, with 1 and 16
+//! connections. Airlock's path is the real one: eBPF-redirected, the
+//! client's TLS terminated, a credential injected, every request recorded.
+
+use std::{fs, path::Path};
+
+use airlock_vm_tests::{Lab, nginx, run_as, set_mode};
+
+/// Requests per run with one connection, and with sixteen.
+const REQUESTS_1: usize = 10_000;
+const REQUESTS_16: usize = 100_000;
+/// Port of the peer: nginx proxying to the target.
+const PEER_PORT: u16 = 18443;
+
+pub fn run() {
+    let mut lab = Lab::new(&["bench"]);
+    let v4 = lab.target.v4;
+    let target = nginx::start(&mut lab);
+    let token = lab.dir.path().join("bench-token");
+    fs::write(&token, "Bearer bench-token\n").expect("token");
+    set_mode(&token, 0o600);
+    lab.start_agent(&format!(
+        "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"{v4}\"]\n\n\
+         [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.https]\nca_file = \"{ca}\"\n\n\
+         [target.https.credential]\nkind = \"header_file\"\nheader = \"Authorization\"\nfile = \"{token}\"\n",
+        ca = target.ca.display(),
+        token = token.display(),
+    ));
+    start_peer(&mut lab, &target.ca);
+    let outside = airlock_vm_tests::cgroup2_root().join(format!("{}.httpsbench", lab.tag));
+    fs::create_dir_all(&outside).expect("mkdir cgroup");
+    let work = lab.dir.path().join("h2load");
+    fs::create_dir_all(&work).expect("mkdir");
+    airlock_vm_tests::netns::sh("chown", &[&lab.user("bench").name, &work.display().to_string()]);
+
+    let run = |cgroup: &Path, url: &str, h1: bool, clients: usize| -> Figures {
+        let requests = if clients == 1 { REQUESTS_1 } else { REQUESTS_16 };
+        let log = work.join(format!("log-{}", rand_suffix()));
+        let (n, c) = (requests.to_string(), clients.to_string());
+        let log_arg = format!("--log-file={}", log.display());
+        let mut args = vec!["-n", &n, "-c", &c, "-m", "1", &log_arg];
+        if h1 {
+            args.push("--h1");
+        }
+        args.push(url);
+        let out = run_as(lab.user("bench"), cgroup, "h2load", &args);
+        assert!(
+            out.success() && out.stdout.contains(&format!("{requests} succeeded")),
+            "h2load: {out:?}\n{}",
+            lab.agent().log()
+        );
+        let figures = Figures::read(&out.stdout, &log);
+        let _ = fs::remove_file(&log);
+        figures
+    };
+    let direct_url = format!("https://{v4}/");
+    let peer_url = format!("https://{v4}:{PEER_PORT}/");
+    for (h1, name) in [(true, "HTTP/1.1 keep-alive"), (false, "HTTP/2")] {
+        for clients in [1, 16] {
+            let direct = run(&outside, &direct_url, h1, clients);
+            let airlock = run(&lab.cgroups.clients, &direct_url, h1, clients);
+            let nginx = run(&outside, &peer_url, h1, clients);
+            println!("https: {name}, {clients} connection(s), GET of 17 bytes");
+            for (who, f) in [("direct", &direct), ("airlock", &airlock), ("nginx", &nginx)] {
+                println!("  {who:<8} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs", f.rate, f.p50, f.p99);
+            }
+            if clients == 1 {
+                println!("  airlock added p50 {:.1} µs (goal <= 100 µs)", airlock.p50 - direct.p50);
+            } else {
+                println!("  airlock/nginx throughput: {:.0}% (goal > 100%)", 100.0 * airlock.rate / nginx.rate);
+            }
+        }
+    }
+    airlock_vm_tests::remove_cgroup_tree(&outside);
+}
+
+/// What one h2load run measured.
+struct Figures {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Figures {
+    /// Requests/s from h2load's summary; percentiles from its per-request log
+    /// (start, status, microseconds per line).
+    fn read(summary: &str, log: &Path) -> Self {
+        let rate = summary
+            .lines()
+            .find_map(|l| l.strip_prefix("finished in ").and_then(|rest| rest.split(", ").nth(1)))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(f64::NAN);
+        let mut times: Vec<f64> = fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('\t').nth(2).and_then(|us| us.parse().ok()))
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
+        Self { rate, p50: at(0.5), p99: at(0.99) }
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()))
+}
+
+/// nginx terminating TLS and proxying to the target over TLS with upstream
+/// keep-alive, next to it in the target's namespace (killed with it): the
+/// peer a team would put in front of an API instead.
+fn start_peer(lab: &mut Lab, target_ca: &Path) {
+    let dir = lab.dir.path().join("nginx-peer");
+    fs::create_dir_all(&dir).expect("mkdir peer");
+    let path = |name: &str| dir.join(name).display().to_string();
+    airlock_vm_tests::netns::sh(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=peer",
+            "-keyout",
+            &path("peer.key"),
+            "-out",
+            &path("peer.crt"),
+        ],
+    );
+    let v4 = lab.target.v4;
+    fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "user root;\nworker_processes 2;\npid {pid};\nerror_log {err} warn;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n \
+             fastcgi_temp_path {d}/f;\n uwsgi_temp_path {d}/u;\n scgi_temp_path {d}/s;\n keepalive_requests 100000;\n \
+             upstream target {{ server {v4}:443; keepalive 64; }}\n \
+             server {{\n  listen {v4}:{PEER_PORT} ssl http2;\n  ssl_certificate {crt};\n  ssl_certificate_key {key};\n  \
+             location / {{\n   proxy_pass https://target;\n   proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n   \
+             proxy_set_header Authorization \"Bearer bench-token\";\n   proxy_ssl_trusted_certificate {ca};\n   proxy_ssl_verify on;\n   \
+             proxy_ssl_name api.lab;\n   proxy_ssl_server_name on;\n   proxy_ssl_session_reuse on;\n  }}\n }}\n}}\n",
+            pid = path("nginx.pid"),
+            err = path("error.log"),
+            d = dir.display(),
+            crt = path("peer.crt"),
+            key = path("peer.key"),
+            ca = target_ca.display(),
+        ),
+    )
+    .expect("peer conf");
+    let (conf, prefix) = (path("nginx.conf"), format!("{}/", dir.display()));
+    lab.target.spawn("/usr/sbin/nginx", &["-c", &conf, "-p", &prefix, "-g", "daemon off;"]);
+    lab.target.wait_for_port(v4.into(), PEER_PORT);
+}
