@@ -243,7 +243,7 @@ async fn run_session(
         }
         Protocol::Https | Protocol::Http if let Some(options) = &matched.https => {
             let shared = crate::proxy::https::Shared {
-                audit: Arc::clone(&state.audit),
+                records: state.statements.clone(),
                 ca: Arc::clone(&state.ca),
                 connect_timeout: timeout,
             };

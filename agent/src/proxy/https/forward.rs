@@ -44,6 +44,10 @@ pub(super) async fn forward(
 ) -> Result<Response<ClientBody>, Infallible> {
     let host = host_of(&request).unwrap_or_else(|| session.default_host.clone());
     let exchange = Exchange::new(std::sync::Arc::clone(&session), &request, &host);
+    if session.records.failed() {
+        let message = "airlock: the audit log cannot be written, so no request may go through";
+        return Ok(answer(&request, StatusCode::SERVICE_UNAVAILABLE, message, UNRECORDED_HINT));
+    }
     if let Some(error) = &session.credential_error {
         exchange.failed(503, error.clone());
         return Ok(answer(&request, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
@@ -192,6 +196,7 @@ fn strip_cookies(headers: &mut HeaderMap, names: &[String]) {
     }
 }
 
+const UNRECORDED_HINT: &str = "Tell this host's administrators (disk full or audit directory broken).";
 const CREDENTIAL_HINT: &str = "Airlock sends this target's credential for you; tell this host's administrators.";
 
 /// Airlock's own answer: JSON when the client accepts it, else text.

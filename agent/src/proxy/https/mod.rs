@@ -28,11 +28,11 @@ use tokio::{
 };
 
 use crate::{
-    audit::{AuditLog, Event},
+    audit::SessionContext,
     daemon::sessions::LiveSession,
     http::Roots,
     policy::https::HttpsOptions,
-    proxy::ca::HostCa,
+    proxy::{ca::HostCa, postgres::recorder::StatementLog},
 };
 
 /// How long a client has to finish its TLS handshake.
@@ -44,8 +44,8 @@ const MAX_HEAD: usize = 64 * 1024;
 
 /// What HTTP sessions share with the agent.
 pub struct Shared {
-    /// Where records go.
-    pub audit: Arc<AuditLog>,
+    /// The agent's record writer, which request records are handed to.
+    pub records: StatementLog,
     /// Makes the leaves TLS clients are shown.
     pub ca: Arc<HostCa>,
     /// How long connecting to the target may take.
@@ -68,7 +68,9 @@ pub enum HttpsError {
 
 /// A session's state, shared by its requests.
 pub(super) struct Session {
-    audit: Arc<AuditLog>,
+    records: StatementLog,
+    /// Who and where, encoded once for every request record.
+    context: Arc<SessionContext>,
     live: Arc<LiveSession>,
     /// `https` or `http`, for the URIs sent upstream.
     scheme: &'static str,
@@ -84,23 +86,15 @@ pub(super) struct Session {
 }
 
 impl Session {
-    fn audit(&self, kind: &str, detail: serde_json::Value) {
-        let s = &self.live;
-        let event = Event {
-            kind,
-            session: Some(&s.id),
-            identity: Some(&s.identity),
-            process: Some(&s.process),
-            target: Some(&s.target),
-            detail,
-        };
-        if let Err(error) = self.audit.append(event) {
-            tracing::error!(%error, kind, session = %s.id, "audit record lost");
-        }
-    }
-
     fn credential_source(&self) -> Option<&str> {
         self.credential_source.as_deref()
+    }
+
+    /// Hands a request's record to the agent's writer (off the data path).
+    fn record_request(&self, detail: serde_json::Value) {
+        if let Err(error) = self.records.record_event(&self.context, "http.request", detail) {
+            tracing::error!(%error, session = %self.live.id, "request record lost");
+        }
     }
 }
 
@@ -141,6 +135,9 @@ pub async fn proxy(
     if let Some(error) = &credential_error {
         tracing::warn!(session = %live.id, error, "http credential not obtained");
     }
+    let context = SessionContext::new(&live.id, &live.identity, &live.target)
+        .map(Arc::new)
+        .map_err(|e| HttpsError::Serve(format!("audit: {e}")))?;
     let session = |asked: Option<&str>| {
         let target = upstream::Target {
             destination,
@@ -151,7 +148,8 @@ pub async fn proxy(
             connect_timeout: shared.connect_timeout,
         };
         Arc::new(Session {
-            audit: Arc::clone(&shared.audit),
+            records: shared.records.clone(),
+            context,
             live: Arc::clone(&live),
             scheme: if tls { "https" } else { "http" },
             default_host: asked.map_or_else(|| destination.to_string(), str::to_owned),

@@ -53,7 +53,7 @@ impl Exchange {
             session,
             method: request.method().to_string(),
             host: host.to_owned(),
-            path: crate::redact::text(path),
+            path: crate::redact::url_query_secrets(path),
             version,
             started: Instant::now(),
             to_upstream: AtomicU64::new(0),
@@ -100,7 +100,7 @@ impl Drop for Exchange {
             "upgraded": outcome.upgraded,
             "error": outcome.error,
         });
-        self.session.audit("http.request", detail);
+        self.session.record_request(detail);
     }
 }
 

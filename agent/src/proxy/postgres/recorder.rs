@@ -1,4 +1,5 @@
-//! One writer of statement records for every PostgreSQL session.
+//! One writer of statement records for every PostgreSQL session, and of
+//! request records for every HTTP session ([`StatementLog::record_event`]).
 //!
 //! On guarded targets a statement is recorded before it is sent: the
 //! relay hands [`SentStatement`]s over, wakes the writer, and forwards the
@@ -52,6 +53,8 @@ pub struct SentStatement {
 
 enum Item {
     Records(Arc<SessionContext>, Vec<StatementRecord>),
+    /// One record of another kind (an HTTP request), written like finished statements.
+    Event(Arc<SessionContext>, &'static str, serde_json::Value),
     /// Written at once; answered once written.
     Sent(Arc<SessionContext>, Vec<SentStatement>, oneshot::Sender<()>),
     /// Answered once everything queued before it is written.
@@ -116,6 +119,24 @@ impl StatementLog {
         self.queue.send(Item::Records(Arc::clone(session), batch)).map_err(|_| ProxyError::AuditLost)
     }
 
+    /// Hands one record of `kind` over for writing (an HTTP request's).
+    pub fn record_event(
+        &self,
+        session: &Arc<SessionContext>,
+        kind: &'static str,
+        detail: serde_json::Value,
+    ) -> Result<(), ProxyError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(ProxyError::AuditLost);
+        }
+        self.queue.send(Item::Event(Arc::clone(session), kind, detail)).map_err(|_| ProxyError::AuditLost)
+    }
+
+    /// Whether records can no longer be written (sessions must end).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
     /// Waits until everything handed over so far is written.
     pub async fn flush(&self) -> Result<(), ProxyError> {
         let (done, written) = oneshot::channel();
@@ -160,7 +181,7 @@ impl StatementWriter {
                     (wrote, collected) = (false, std::time::Instant::now());
                 }
                 let Some(first) = self.items.blocking_recv() else { return };
-                if matches!(first, Item::Records(..)) {
+                if matches!(first, Item::Records(..) | Item::Event(..)) {
                     std::thread::park_timeout(LINGER);
                 }
                 items.push(first);
@@ -177,6 +198,7 @@ impl StatementWriter {
             for item in items.drain(..) {
                 match item {
                     Item::Records(session, batch) => records.push((session, Batch::Finished(batch))),
+                    Item::Event(session, kind, detail) => records.push((session, Batch::Event(kind, detail))),
                     Item::Sent(session, batch, done) => {
                         records.push((session, Batch::Sent(batch)));
                         flushes.push(done);
@@ -200,9 +222,10 @@ impl StatementWriter {
 
     fn write(&self, records: &[(Arc<SessionContext>, Batch)]) -> Result<(), crate::audit::AuditError> {
         let events = records.iter().flat_map(|(session, batch)| {
-            let (finished, sent) = match batch {
-                Batch::Finished(finished) => (&finished[..], &[][..]),
-                Batch::Sent(sent) => (&[][..], &sent[..]),
+            let (finished, sent, event) = match batch {
+                Batch::Finished(finished) => (&finished[..], &[][..], None),
+                Batch::Sent(sent) => (&[][..], &sent[..], None),
+                Batch::Event(kind, detail) => (&[][..], &[][..], Some((*kind, Detail::Event(detail)))),
             };
             let sent = sent.iter().map(|statement| ("postgres.statement_sent", Detail::Sent(statement)));
             let finished = finished.iter().flat_map(|statement| {
@@ -213,7 +236,7 @@ impl StatementWriter {
                 ));
                 std::iter::once(("postgres.statement", Detail::Statement(statement))).chain(secret)
             });
-            sent.chain(finished).map(move |(kind, detail)| (&**session, kind, detail))
+            sent.chain(finished).chain(event).map(move |(kind, detail)| (&**session, kind, detail))
         });
         self.audit.append_in_sessions(events).map(drop)
     }
@@ -223,6 +246,7 @@ impl StatementWriter {
 enum Batch {
     Finished(Vec<StatementRecord>),
     Sent(Vec<SentStatement>),
+    Event(&'static str, serde_json::Value),
 }
 
 /// A record's detail, serialized straight from the statement: no
@@ -233,6 +257,7 @@ enum Detail<'a> {
     Statement(&'a StatementRecord),
     Sent(&'a SentStatement),
     Secret { kinds: &'a crate::redact::Secrets, sql: &'a str, r#where: &'static str },
+    Event(&'a serde_json::Value),
 }
 
 #[cfg(test)]
