@@ -13,6 +13,7 @@ const INJECTED: &str = "Bearer airlock-injected-7f3a";
 fn policy(lab: &Lab, ca: &std::path::Path, token_file: &std::path::Path) -> String {
     let v4 = lab.target.v4;
     let alice = &lab.user("alice").name;
+    let bob = &lab.user("bob").name;
     format!(
         r#"
 [[target]]
@@ -33,6 +34,22 @@ strip_cookies = ["session"]
 kind = "header_file"
 header = "Authorization"
 file = "{token}"
+
+[[target.https.rule]]
+methods = ["DELETE"]
+path = "/files/*"
+action = "deny"
+reason = "files on the API are not deleted from workstations"
+
+[[target.https.rule]]
+methods = ["POST"]
+path = "/deploy*"
+action = "approve"
+reason = "deploys need a second person"
+
+[target.approvals]
+users = ["{bob}"]
+timeout_seconds = 60
 
 [[target]]
 name = "api-plain"
@@ -180,4 +197,55 @@ fn people_refused_get_an_http_answer_saying_why() {
     assert!(body["hint"].as_str().unwrap().contains("administrators"), "{body}");
     assert_eq!(t.nginx.requests().len(), before, "nothing reached the target");
     assert_eq!(t.lab.agent().wait_for_records("connection.denied", 2).len(), 2);
+}
+
+#[test]
+fn request_rules_refuse_or_hold_requests_by_method_and_path() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    let before = t.nginx.requests().len();
+    let out = t.curl("alice", &["-X", "DELETE", "-w", "\n%{http_code}", &t.url("https", "/files/report.json")]);
+    assert!(out.stdout.ends_with("\n403"), "{out:?}");
+    assert!(
+        out.stdout.contains("airlock: request refused: files on the API are not deleted from workstations"),
+        "{out:?}"
+    );
+    assert_eq!(t.nginx.requests().len(), before, "the refused request never reached the target");
+    // Other methods on the same path pass.
+    let out = t.curl("alice", &["-w", "\n%{http_code}", &t.url("https", "/files/none.json")]);
+    assert!(out.stdout.ends_with("\n404"), "{out:?}");
+
+    // A held request waits for bob's approval, then goes through.
+    let cli = t.lab.cli();
+    let socket = t.lab.agent().config.socket.display().to_string();
+    let airlock = |user: &str, args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--socket", &socket]);
+        t.lab.run_as(user, cli.to_str().unwrap(), &full)
+    };
+    std::thread::scope(|scope| {
+        let held = scope.spawn(|| t.curl("alice", &["-X", "POST", "-d", "v=2", &t.url("https", "/deploy?token=abc")]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let request = loop {
+            let out = airlock("bob", &["approvals", "--json"]);
+            let list: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("JSON list");
+            if let Some(first) = list.into_iter().next() {
+                break first;
+            }
+            assert!(std::time::Instant::now() < deadline, "no request appeared\n{}", t.lab.agent().log());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert_eq!(request["statement"], format!("POST {}/deploy?token=***", t.lab.target.v4));
+        let decided = airlock("bob", &["approve", request["id"].as_str().unwrap()]);
+        assert!(decided.success(), "{decided:?}");
+        let held = held.join().unwrap();
+        assert!(held.success() && held.stdout == "hello from nginx\n", "{held:?}");
+    });
+    let seen = t.nginx.requests();
+    assert_eq!(seen.last().unwrap()["request"], "POST /deploy?token=abc HTTP/2.0");
+    let records = t.lab.agent().wait_for_records("http.request", 3);
+    assert_eq!(records[0]["detail"]["refused"], "request refused: files on the API are not deleted from workstations");
+    assert_eq!(records[0]["detail"]["status"], 403);
 }

@@ -246,9 +246,12 @@ async fn run_session(
                 records: state.statements.clone(),
                 ca: Arc::clone(&state.ca),
                 connect_timeout: timeout,
+                approvals: Arc::clone(&state.approvals),
             };
             let tls = protocol == Protocol::Https;
-            crate::proxy::https::proxy(client, upstream, &shared, options, tls, live.shared(), destination)
+            let approvals = matched.guardrails.as_ref().and_then(|g| g.approvals.clone());
+            let session = live.shared();
+            crate::proxy::https::proxy(client, upstream, &shared, options, approvals, tls, session, destination)
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -14,12 +14,20 @@
 //! # openbao = { addr = "https://bao:8200", token_file = "/etc/airlock/bao-token", ca_file = "…" }
 //! # path = "secret/data/api"            #   kv v2 (data.data.FIELD) or an engine answer (data.FIELD); a lease is revoked at session end
 //! # field = "token"
+//!
+//! [[target.https.rule]]                 # requests: the first rule matching decides; none: allowed
+//! methods = ["DELETE"]                  # default: any method
+//! path = "/v1/sys/*"                    # glob over the path (no query); `*` any text
+//! action = "approve"                    # allow | approve ([target.approvals]) | deny
+//! reason = "changes to OpenBao's configuration need a second person"
 //! ```
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::guardrails::GuardAction;
 
 /// HTTPS options of a target; present, its requests are terminated,
 /// attributed, recorded one by one, and re-sent with Airlock's credential.
@@ -33,6 +41,35 @@ pub struct HttpsOptions {
     pub strip_cookies: Vec<String>,
     /// What is sent instead of the client's credential; `None`: nothing.
     pub credential: Option<HttpCredential>,
+    /// Request rules in file order.
+    pub rules: Vec<RequestRule>,
+}
+
+/// What happens to requests a rule matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRule {
+    /// Methods matched (upper case); empty: any.
+    pub methods: Vec<String>,
+    /// Glob over the request's path, query left out.
+    pub path: String,
+    /// Allow, hold for approval, or refuse.
+    pub action: GuardAction,
+    /// Told to the client and recorded.
+    pub reason: Option<String>,
+}
+
+impl RequestRule {
+    /// Whether the rule is about `method` on `path`.
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m == method)) && crate::glob::matches(&self.path, path)
+    }
+}
+
+impl HttpsOptions {
+    /// The rule deciding `method` on `path`, if any.
+    pub fn rule_for(&self, method: &str, path: &str) -> Option<&RequestRule> {
+        self.rules.iter().find(|rule| rule.matches(method, path))
+    }
 }
 
 /// A credential Airlock adds to each request.
@@ -85,6 +122,23 @@ pub(super) struct RawHttps {
     #[serde(default)]
     strip_cookies: Vec<String>,
     credential: Option<Spanned<RawCredential>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default = "any_path")]
+    path: String,
+    action: Spanned<String>,
+    reason: Option<String>,
+}
+
+fn any_path() -> String {
+    "*".into()
 }
 
 #[derive(Deserialize)]
@@ -106,8 +160,10 @@ struct RawOpenBao {
     ca_file: Option<String>,
 }
 
-/// Checks `[target.https]`; each problem goes to `error` with its byte offset.
-pub(super) fn options(raw: RawHttps, error: &mut dyn FnMut(usize, String)) -> HttpsOptions {
+/// Checks `[target.https]`; each problem goes to `error` with its byte
+/// offset. `has_approvers`: whether the target names approvers, which rules
+/// holding requests need.
+pub(super) fn options(raw: RawHttps, has_approvers: bool, error: &mut dyn FnMut(usize, String)) -> HttpsOptions {
     let absolute = |path: &str| path.starts_with('/');
     let ca_file = raw.ca_file.map(|file| {
         if !absolute(file.get_ref()) {
@@ -171,5 +227,31 @@ pub(super) fn options(raw: RawHttps, error: &mut dyn FnMut(usize, String)) -> Ht
             }
         }
     });
-    HttpsOptions { ca_file, server_name: raw.server_name, strip_cookies: raw.strip_cookies, credential }
+    let mut rules = Vec::with_capacity(raw.rule.len());
+    for rule in raw.rule {
+        let at = rule.span().start;
+        let rule = rule.into_inner();
+        let action = match rule.action.get_ref().as_str() {
+            "allow" => GuardAction::Allow,
+            "approve" => GuardAction::Approve,
+            "deny" => GuardAction::Deny,
+            other => {
+                let message = format!("unknown request action {other:?}, expected \"allow\", \"approve\" or \"deny\"");
+                error(rule.action.span().start, message);
+                continue;
+            }
+        };
+        if action == GuardAction::Approve && !has_approvers {
+            error(at, "requests held for approval need approvers: add [target.approvals] with users or groups".into());
+        }
+        let methods: Vec<String> = rule.methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+        if let Some(bad) = methods.iter().find(|m| hyper::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty()) {
+            error(at, format!("{bad:?} is not an HTTP method"));
+        }
+        if !rule.path.starts_with('/') && rule.path != "*" {
+            error(at, format!("path {:?} must start with / (or be *)", rule.path));
+        }
+        rules.push(RequestRule { methods, path: rule.path, action, reason: rule.reason });
+    }
+    HttpsOptions { ca_file, server_name: raw.server_name, strip_cookies: raw.strip_cookies, credential, rules }
 }

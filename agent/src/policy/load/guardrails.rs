@@ -60,8 +60,10 @@ impl Loader {
         if raw_rules.is_empty() && raw_approvals.is_none() {
             return None;
         }
-        // SSH targets take [target.approvals] for held commands ([[target.ssh.command]]).
-        let ssh_approvals = protocol == Some(Protocol::Ssh) && raw_rules.is_empty();
+        // SSH and HTTP targets take [target.approvals] for held commands
+        // ([[target.ssh.command]]) and requests ([[target.https.rule]]).
+        let ssh_approvals =
+            matches!(protocol, Some(Protocol::Ssh | Protocol::Https | Protocol::Http)) && raw_rules.is_empty();
         if protocol.is_some_and(|p| p != Protocol::Postgres) && !ssh_approvals {
             let at = raw_rules.first().map_or(target_start, |r| r.span().start);
             self.error(source, at, "guardrails and approvals are supported for postgres targets only".into());

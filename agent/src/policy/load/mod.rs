@@ -318,7 +318,8 @@ impl Loader {
                 if !is_http {
                     self.error(source, https.span().start, "[target.https] is for https and http targets only".into());
                 }
-                Some(super::https::options(https.into_inner(), &mut |offset, message| {
+                let has_approvers = guardrails.as_ref().is_some_and(|g| g.approvals.is_some());
+                Some(super::https::options(https.into_inner(), has_approvers, &mut |offset, message| {
                     self.error(source, offset, message)
                 }))
             }

@@ -15,6 +15,8 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 
+use crate::guardrails::GuardAction;
+
 use super::{
     Session,
     record::{Counted, Direction, Exchange},
@@ -52,9 +54,26 @@ pub(super) async fn forward(
         exchange.failed(503, error.clone());
         return Ok(answer(&request, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
     }
+    if let Some(rule) = session.rules.iter().find(|r| r.matches(request.method().as_str(), request.uri().path())) {
+        let reason = rule.reason.clone().unwrap_or_else(|| describe_rule(rule));
+        let refusal = match rule.action {
+            GuardAction::Allow => None,
+            GuardAction::Deny => Some(format!("request refused: {reason}")),
+            GuardAction::Approve => {
+                let statement =
+                    format!("{} {host}{}", request.method(), crate::redact::url_query_secrets(path_of(&request)));
+                session.hold(&statement, &reason).await.err()
+            }
+        };
+        if let Some(refusal) = refusal {
+            exchange.refused(refusal.clone());
+            let message = format!("airlock: {refusal}");
+            return Ok(answer(&request, StatusCode::FORBIDDEN, &message, RULE_HINT));
+        }
+    }
     let upgrade = upgrade_of(&request);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = path_of(&request);
     let Ok(uri) = format!("{}://{host}{path}", session.scheme).parse::<Uri>() else {
         exchange.failed(400, format!("the request's host {host:?} is not a valid authority"));
         return Ok(answer(&request, StatusCode::BAD_REQUEST, "airlock: the request names no valid host", ""));
@@ -106,6 +125,16 @@ pub(super) async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     let body = Counted::new(body, exchange, Direction::ToClient).map_err(Into::into).boxed();
     Ok(Response::from_parts(parts, body))
+}
+
+fn path_of<B>(request: &Request<B>) -> &str {
+    request.uri().path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// A rule's own description, when it gives no reason.
+fn describe_rule(rule: &crate::policy::https::RequestRule) -> String {
+    let methods = if rule.methods.is_empty() { "any method".to_owned() } else { rule.methods.join("|") };
+    format!("requests matching {methods} {}", rule.path)
 }
 
 /// The host a request is for: HTTP/2's `:authority`, else `Host`.
@@ -196,6 +225,8 @@ fn strip_cookies(headers: &mut HeaderMap, names: &[String]) {
     }
 }
 
+const RULE_HINT: &str =
+    "This host's Airlock policy decides which requests may reach this target; ask its administrators.";
 const UNRECORDED_HINT: &str = "Tell this host's administrators (disk full or audit directory broken).";
 const CREDENTIAL_HINT: &str = "Airlock sends this target's credential for you; tell this host's administrators.";
 

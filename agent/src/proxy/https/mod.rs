@@ -28,10 +28,12 @@ use tokio::{
 };
 
 use crate::{
+    approvals::{Approvals, NewRequest},
     audit::SessionContext,
     daemon::sessions::LiveSession,
+    guardrails::ApprovalPolicy,
     http::Roots,
-    policy::https::HttpsOptions,
+    policy::https::{HttpsOptions, RequestRule},
     proxy::{ca::HostCa, postgres::recorder::StatementLog},
 };
 
@@ -50,6 +52,8 @@ pub struct Shared {
     pub ca: Arc<HostCa>,
     /// How long connecting to the target may take.
     pub connect_timeout: Duration,
+    /// Where held requests wait for a decision.
+    pub approvals: Arc<Approvals>,
 }
 
 /// Why a session ended in error.
@@ -82,12 +86,35 @@ pub(super) struct Session {
     credential_source: Option<String>,
     /// Why the credential could not be obtained: every request is answered with it.
     credential_error: Option<String>,
+    /// Request rules, and who approves held requests.
+    rules: Vec<RequestRule>,
+    approval: Option<(Arc<Approvals>, ApprovalPolicy)>,
     clients: upstream::Clients,
 }
 
 impl Session {
     fn credential_source(&self) -> Option<&str> {
         self.credential_source.as_deref()
+    }
+
+    /// Holds a request until an approver decides; `Err` with why it may not go.
+    async fn hold(&self, statement: &str, reason: &str) -> Result<(), String> {
+        let Some((approvals, policy)) = &self.approval else {
+            return Err(format!("request needs approval, but the target names no approvers: {reason}"));
+        };
+        let s = &self.live;
+        let filed = approvals.request(NewRequest {
+            session: &s.id,
+            identity: &s.identity,
+            target: &s.target,
+            statement,
+            reason,
+            policy,
+        });
+        let waiter = filed.map_err(|e| format!("the approval request cannot be recorded: {e}"))?;
+        let request = waiter.request.clone();
+        let decision = approvals.wait(waiter).await;
+        decision.refusal(&request).map_or(Ok(()), Err)
     }
 
     /// Hands a request's record to the agent's writer (off the data path).
@@ -100,11 +127,13 @@ impl Session {
 
 /// Runs an HTTP(S) session: `client` is the redirected connection,
 /// `upstream` a connection made to `destination` (used by the first request).
+#[allow(clippy::too_many_arguments)]
 pub async fn proxy(
     client: TcpStream,
     upstream: TcpStream,
     shared: &Shared,
     options: &HttpsOptions,
+    approval_policy: Option<ApprovalPolicy>,
     tls: bool,
     live: Arc<LiveSession>,
     destination: SocketAddr,
@@ -157,6 +186,8 @@ pub async fn proxy(
             inject,
             credential_source,
             credential_error,
+            rules: options.rules.clone(),
+            approval: approval_policy.map(|policy| (Arc::clone(&shared.approvals), policy)),
             clients: upstream::Clients::new(target, upstream),
         })
     };

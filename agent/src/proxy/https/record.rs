@@ -38,6 +38,8 @@ pub(super) struct Exchange {
 struct Outcome {
     status: Option<u16>,
     error: Option<String>,
+    /// Why policy refused it.
+    refused: Option<String>,
     upgraded: bool,
 }
 
@@ -78,6 +80,13 @@ impl Exchange {
         outcome.error = Some(error);
     }
 
+    /// Policy refused it (answered 403), or an approver did.
+    pub fn refused(&self, reason: String) {
+        let mut outcome = self.outcome();
+        outcome.status = Some(403);
+        outcome.refused = Some(reason);
+    }
+
     /// The connection became a tunnel (WebSocket, SPDY) after this request.
     pub fn upgraded(&self) {
         self.outcome().upgraded = true;
@@ -98,6 +107,7 @@ impl Drop for Exchange {
             "duration_ms": self.started.elapsed().as_millis() as u64,
             "credential": self.session.credential_source(),
             "upgraded": outcome.upgraded,
+            "refused": outcome.refused,
             "error": outcome.error,
         });
         self.session.record_request(detail);
