@@ -249,3 +249,38 @@ fn request_rules_refuse_or_hold_requests_by_method_and_path() {
     assert_eq!(records[0]["detail"]["refused"], "request refused: files on the API are not deleted from workstations");
     assert_eq!(records[0]["detail"]["status"], 403);
 }
+
+/// Takes the host CA out of the system trust store, whatever happens.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new(airlock_vm_tests::agent::airlock_bin()).args(["ca", "--uninstall"]).status();
+    }
+}
+
+/// What IT does once per host: `airlock ca --install`; then clients that
+/// read the system trust store need no flag.
+#[test]
+fn the_host_ca_installed_in_the_system_trust_store_is_trusted_by_clients() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    let url = t.url("https", "/hello");
+    let untrusted = t.lab.run_as("alice", "curl", &["-sS", "--max-time", "20", &url]);
+    assert!(!untrusted.success(), "{untrusted:?}");
+    let installed = Installed;
+    let out = Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["ca", "--install", "--config", t.lab.agent().config.path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::path::Path::new("/usr/local/share/ca-certificates/airlock-host-ca.crt").exists());
+    let trusted = t.lab.run_as("alice", "curl", &["-sS", "--max-time", "20", &url]);
+    assert!(trusted.success() && trusted.stdout == "hello from nginx\n", "{trusted:?}");
+    drop(installed);
+    assert!(!std::path::Path::new("/usr/local/share/ca-certificates/airlock-host-ca.crt").exists());
+    let again = t.lab.run_as("alice", "curl", &["-sS", "--max-time", "20", &url]);
+    assert!(!again.success(), "uninstalled, the CA is no longer trusted: {again:?}");
+}

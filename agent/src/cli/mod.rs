@@ -5,6 +5,7 @@ mod audit;
 mod login;
 mod policy;
 mod status;
+mod trust;
 
 use std::path::PathBuf;
 
@@ -140,6 +141,12 @@ enum Command {
         /// Agent configuration file (for the state directory).
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Put it in the system trust store (Debian/Ubuntu, Fedora/RHEL conventions) instead of printing it.
+        #[arg(long, conflicts_with = "uninstall")]
+        install: bool,
+        /// Take it out of the system trust store.
+        #[arg(long)]
+        uninstall: bool,
     },
     /// Print the `@cert-authority` line for /etc/ssh/ssh_known_hosts that makes
     /// SSH clients trust the host certificates Airlock shows; with --user, the
@@ -283,12 +290,16 @@ impl Cli {
                 audit::replay(&audit::audit_dir(dir, &config)?, &session, speed, no_wait)
             }
             Command::Policy { command: PolicyCommand::Check { dir } } => policy::check(dir),
-            Command::Ca { config } => {
+            Command::Ca { uninstall: true, .. } => trust::uninstall().map(|()| std::process::ExitCode::SUCCESS),
+            Command::Ca { config, install, .. } => {
                 let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let path = config.state_dir.join("tls").join(crate::proxy::ca::CA_CERT_FILE);
                 let pem = std::fs::read_to_string(&path).map_err(|e| {
                     anyhow::anyhow!("{}: {e} (the agent makes the CA when it first starts)", path.display())
                 })?;
+                if install {
+                    return trust::install(&pem).map(|()| std::process::ExitCode::SUCCESS);
+                }
                 eprintln!("# {}", path.display());
                 print!("{pem}");
                 Ok(std::process::ExitCode::SUCCESS)
