@@ -284,3 +284,55 @@ fn the_host_ca_installed_in_the_system_trust_store_is_trusted_by_clients() {
     let again = t.lab.run_as("alice", "curl", &["-sS", "--max-time", "20", &url]);
     assert!(!again.success(), "uninstalled, the CA is no longer trusted: {again:?}");
 }
+
+/// `kind = "bearer"`: the token is read from a real OpenBao's kv store when
+/// the session starts; the client never holds it, the records never show it.
+#[test]
+fn a_bearer_token_read_from_openbao_is_injected() {
+    if !privileged() {
+        return;
+    }
+    let bao_dir = tempfile::tempdir().unwrap();
+    let bao = airlock_vm_tests::bao::Bao::start(bao_dir.path());
+    bao.configure(&[&["kv", "put", "secret/api", "token=bao-issued-9c1e"]]);
+    let mut lab = Lab::new(&["alice", "bob"]);
+    let nginx = nginx::start(&mut lab);
+    let bao_token = lab.dir.path().join("bao-token");
+    fs::write(&bao_token, "root\n").unwrap();
+    set_mode(&bao_token, 0o600);
+    let unused = lab.dir.path().join("unused-token");
+    let bearer = format!(
+        "kind = \"bearer\"\nopenbao = {{ addr = \"https://{}\", token_file = \"{}\", ca_file = \"{}\" }}\npath = \"secret/data/api\"\nfield = \"token\"\n",
+        bao.addr,
+        bao_token.display(),
+        bao.ca_file.display()
+    );
+    let policy = policy(&lab, &nginx.ca, &unused).replace(
+        &format!("kind = \"header_file\"\nheader = \"Authorization\"\nfile = \"{}\"\n", unused.display()),
+        &bearer,
+    );
+    lab.start_agent(&policy);
+    let printed = Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["ca", "--config", lab.agent().config.path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let host_ca = lab.dir.path().join("airlock-host-ca.crt");
+    fs::write(&host_ca, &printed.stdout).unwrap();
+    set_mode(&host_ca, 0o644);
+    let t = HttpsLab { lab, nginx, host_ca };
+    let out = t.curl("alice", &[&t.url("https", "/hello")]);
+    assert!(out.success() && out.stdout == "hello from nginx\n", "{out:?}\n{}", t.lab.agent().log());
+    assert_eq!(t.nginx.requests().last().unwrap()["authorization"], "Bearer bao-issued-9c1e");
+    let record = t.lab.agent().wait_for_records("http.request", 1).remove(0);
+    assert!(record["detail"]["credential"].as_str().unwrap().starts_with("bearer from "), "{record}");
+    let log = fs::read_to_string(t.lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    assert!(!log.contains("bao-issued-9c1e"), "the token reached the audit log");
+
+    // OpenBao unreachable: the session is told why, in HTTP, and nothing reaches the target.
+    drop(bao);
+    let before = t.nginx.requests().len();
+    let out = t.curl("alice", &["-w", "\n%{http_code}", &t.url("https", "/hello")]);
+    assert!(out.stdout.ends_with("\n503"), "{out:?}");
+    assert!(out.stdout.contains("the credential for this target could not be obtained"), "{out:?}");
+    assert_eq!(t.nginx.requests().len(), before);
+}
