@@ -3,8 +3,8 @@
 //! `PASSWORD` option it finds in the redacted text holds `***`, and none of
 //! the original passwords is left in it. The first byte picks raw text or
 //! a password written in one of PostgreSQL's literal forms; the command
-//! line, shell and URI redactors must not panic on anything, and a secret
-//! flag's plain value never survives the shell redactor.
+//! line, shell, URI and URL query redactors must not panic on anything, and
+//! a secret flag's or query parameter's plain value never survives them.
 #![no_main]
 
 use airlock::{
@@ -18,6 +18,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(input) = std::str::from_utf8(rest) else { return };
     let _ = redact::command_line(input.split(' ').map(str::to_owned).collect());
     let _ = redact::uri_passwords(input);
+    let _ = redact::url_query_secrets(input);
+    // A secret query value never survives, whatever surrounds it.
+    if !input.contains(['&', '#', '\'', '"', '?', '=']) && !input.contains(char::is_whitespace) && input.len() >= 4 {
+        let url = format!("https://api/x?page=1&access_token={input}&b=2");
+        assert_eq!(redact::url_query_secrets(&url), "https://api/x?page=1&access_token=***&b=2", "{input:?}");
+    }
     let _ = redact::keyword_password(input);
     // A secret flag's value never survives a shell command line.
     if !input.contains(['\'', '"', '\\', '\n', ';', '&', '|', '(', ')', '#', ' ', '\t', '=']) && input.len() >= 4 {
