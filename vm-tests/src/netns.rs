@@ -151,73 +151,15 @@ impl TargetHost {
     /// A test CA and a server certificate it signs for `ip`, in `dir`;
     /// returns the PostgreSQL TLS settings and the CA file.
     pub fn tls_with_ca(dir: &Path, ip: IpAddr) -> (Vec<String>, PathBuf) {
-        fs::create_dir_all(dir).expect("mkdir tls dir");
-        let path = |name: &str| dir.join(name).display().to_string();
-        sh(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=airlock-test-ca",
-                "-keyout",
-                &path("ca.key"),
-                "-out",
-                &path("ca.crt"),
-            ],
-        );
-        sh(
-            "openssl",
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=target",
-                "-keyout",
-                &path("server.key"),
-                "-out",
-                &path("server.csr"),
-            ],
-        );
-        fs::write(
-            dir.join("ext.cnf"),
-            format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-        )
-        .expect("ext");
-        sh(
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &path("server.csr"),
-                "-CA",
-                &path("ca.crt"),
-                "-CAkey",
-                &path("ca.key"),
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                &path("ext.cnf"),
-                "-out",
-                &path("server.crt"),
-            ],
-        );
+        let ca = test_certificate(dir, &format!("IP:{ip}"));
         sh("chown", &["-R", "postgres", &dir.display().to_string()]);
+        let path = |name: &str| dir.join(name).display().to_string();
         let settings = vec![
             "ssl=on".into(),
             format!("ssl_cert_file={}", path("server.crt")),
             format!("ssl_key_file={}", path("server.key")),
         ];
-        (settings, dir.join("ca.crt"))
+        (settings, ca)
     }
 
     /// The admin role Airlock's embedded engine creates roles with
@@ -307,4 +249,49 @@ pub fn sweep_stale() {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
+}
+
+/// A test CA (`ca.crt`) and a server certificate it signs
+/// (`server.crt`, `server.key`) for the subject alternative names `san`
+/// (`IP:10.0.0.2,DNS:api.lab`), in `dir`; returns the CA file.
+pub fn test_certificate(dir: &Path, san: &str) -> PathBuf {
+    fs::create_dir_all(dir).expect("mkdir tls dir");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let (ca_key, ca_crt) = (path("ca.key"), path("ca.crt"));
+    let mut ca =
+        vec!["req", "-x509", "-days", "1", "-subj", "/CN=airlock-test-ca", "-keyout", &ca_key, "-out", &ca_crt];
+    ca.extend(ec);
+    sh("openssl", &ca);
+    let (key, csr) = (path("server.key"), path("server.csr"));
+    let mut request = vec!["req", "-subj", "/CN=target", "-keyout", &key, "-out", &csr];
+    request.extend(ec);
+    sh("openssl", &request);
+    fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .expect("ext");
+    let (ext, crt) = (path("ext.cnf"), path("server.crt"));
+    sh(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ],
+    );
+    dir.join("ca.crt")
 }

@@ -3,13 +3,9 @@
 //! `api.lab`), plain HTTP on port 80, an access log of what arrived —
 //! including the headers a proxy must rewrite — and files to serve.
 
-use std::{
-    fs,
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+use std::{fs, net::IpAddr, path::PathBuf};
 
-use crate::{Lab, netns::sh};
+use crate::Lab;
 
 /// A started nginx.
 pub struct Nginx {
@@ -38,7 +34,7 @@ pub fn start(lab: &mut Lab) -> Nginx {
     let files = dir.join("files");
     fs::create_dir_all(&files).expect("mkdir nginx");
     let ip = IpAddr::V4(lab.target.v4);
-    let ca = certificate(&dir, ip);
+    let ca = crate::netns::test_certificate(&dir, &format!("IP:{ip},DNS:api.lab"));
     let log = dir.join("access.log");
     let path = |name: &str| dir.join(name).display().to_string();
     fs::write(
@@ -87,52 +83,4 @@ http {{
     lab.target.wait_for_port(ip, 443);
     lab.target.wait_for_port(ip, 80);
     Nginx { ca, log, files }
-}
-
-/// A test CA and a certificate it signs for `ip` and `api.lab`; returns the CA file.
-fn certificate(dir: &Path, ip: IpAddr) -> PathBuf {
-    let path = |name: &str| dir.join(name).display().to_string();
-    let subject = |cn: &str| format!("/CN={cn}");
-    sh(
-        "openssl",
-        &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"]
-            .iter()
-            .copied()
-            .chain(["-subj", &subject("airlock-test-web-ca"), "-keyout", &path("ca.key"), "-out", &path("ca.crt")])
-            .collect::<Vec<_>>(),
-    );
-    sh(
-        "openssl",
-        &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", &subject("api.lab")]
-            .iter()
-            .copied()
-            .chain(["-keyout", &path("server.key"), "-out", &path("server.csr")])
-            .collect::<Vec<_>>(),
-    );
-    fs::write(
-        dir.join("ext.cnf"),
-        format!("subjectAltName=IP:{ip},DNS:api.lab\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-    )
-    .expect("ext");
-    sh(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &path("server.csr"),
-            "-CA",
-            &path("ca.crt"),
-            "-CAkey",
-            &path("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &path("ext.cnf"),
-            "-out",
-            &path("server.crt"),
-        ],
-    );
-    dir.join("ca.crt")
 }

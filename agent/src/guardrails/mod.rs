@@ -107,6 +107,19 @@ pub enum GuardAction {
     Deny,
 }
 
+impl GuardAction {
+    /// The action a policy file names (`allow`, `approve`, `deny`), or the
+    /// message for one it does not know; `what` says whose action it is.
+    pub fn from_policy(text: &str, what: &str) -> Result<Self, String> {
+        match text {
+            "allow" => Ok(Self::Allow),
+            "approve" => Ok(Self::Approve),
+            "deny" => Ok(Self::Deny),
+            other => Err(format!("unknown {what} action {other:?}, expected \"allow\", \"approve\" or \"deny\"")),
+        }
+    }
+}
+
 /// Who decides on held statements, and how long they wait.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApprovalPolicy {

@@ -231,12 +231,9 @@ pub(super) fn options(raw: RawHttps, has_approvers: bool, error: &mut dyn FnMut(
     for rule in raw.rule {
         let at = rule.span().start;
         let rule = rule.into_inner();
-        let action = match rule.action.get_ref().as_str() {
-            "allow" => GuardAction::Allow,
-            "approve" => GuardAction::Approve,
-            "deny" => GuardAction::Deny,
-            other => {
-                let message = format!("unknown request action {other:?}, expected \"allow\", \"approve\" or \"deny\"");
+        let action = match GuardAction::from_policy(rule.action.get_ref(), "request") {
+            Ok(action) => action,
+            Err(message) => {
                 error(rule.action.span().start, message);
                 continue;
             }

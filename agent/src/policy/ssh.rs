@@ -277,12 +277,9 @@ fn command_guard(
     error: &mut dyn FnMut(usize, String),
 ) -> CommandGuard {
     let action = |written: &Spanned<String>, error: &mut dyn FnMut(usize, String)| {
-        let action = match written.get_ref().as_str() {
-            "allow" => GuardAction::Allow,
-            "approve" => GuardAction::Approve,
-            "deny" => GuardAction::Deny,
-            other => {
-                let message = format!("unknown command action {other:?}, expected \"allow\", \"approve\" or \"deny\"");
+        let action = match GuardAction::from_policy(written.get_ref(), "command") {
+            Ok(action) => action,
+            Err(message) => {
                 error(written.span().start, message);
                 return None;
             }

@@ -6,3 +6,4 @@ pub mod https;
 pub mod postgres;
 pub mod relay;
 pub mod ssh;
+pub mod stream;

@@ -73,13 +73,9 @@ impl Loader {
         for rule in raw_rules {
             let start = rule.span().start;
             let rule = rule.into_inner();
-            let action = match rule.action.get_ref().as_str() {
-                "allow" => GuardAction::Allow,
-                "approve" => GuardAction::Approve,
-                "deny" => GuardAction::Deny,
-                other => {
-                    let message =
-                        format!("unknown guardrail action {other:?}, expected \"allow\", \"approve\" or \"deny\"");
+            let action = match GuardAction::from_policy(rule.action.get_ref(), "guardrail") {
+                Ok(action) => action,
+                Err(message) => {
                     self.error(source, rule.action.span().start, message);
                     continue;
                 }

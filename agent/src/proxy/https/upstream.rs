@@ -23,11 +23,9 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
 };
 use rustls_pki_types::ServerName;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
-use tokio_rustls::client::TlsStream;
+use tokio::net::TcpStream;
+
+use crate::proxy::stream::Stream;
 
 /// How the target is reached.
 #[derive(Clone)]
@@ -103,7 +101,7 @@ impl tower_service::Service<Uri> for Connector {
             let Some((config, name)) = target.tls else { return Ok(TokioIo::new(Stream::Plain(tcp))) };
             let config = if http2 { config } else { http1_only(&config) };
             let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
-            Ok(TokioIo::new(Stream::Tls(Box::new(tls))))
+            Ok(TokioIo::new(Stream::Tls(Box::new(tls.into()))))
         })
     }
 }
@@ -133,54 +131,11 @@ pub(super) fn server_name(
     ServerName::try_from(name).ok()
 }
 
-/// A connection to the target.
-pub(super) enum Stream {
-    /// Plain HTTP.
-    Plain(TcpStream),
-    /// TLS.
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
 impl Connection for Stream {
     fn connected(&self) -> Connected {
         match self {
-            Self::Plain(_) => Connected::new(),
-            Self::Tls(tls) => {
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                if h2 { Connected::new().negotiated_h2() } else { Connected::new() }
-            }
-        }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            Self::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => Connected::new().negotiated_h2(),
+            _ => Connected::new(),
         }
     }
 }
