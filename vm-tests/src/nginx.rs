@@ -63,6 +63,7 @@ http {{
         ssl_certificate_key {key};
         access_log {log} seen;
         location /files/ {{ alias {files}/; default_type application/json; }}
+        location /echo {{ default_type text/plain; add_header X-Seen "$http_authorization"; return 200 "you sent: $http_authorization\n"; }}
         location / {{ default_type text/plain; return 200 "hello from nginx\n"; }}
     }}
 }}

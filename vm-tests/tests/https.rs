@@ -141,6 +141,13 @@ fn requests_carry_airlocks_credential_never_the_clients_and_each_is_recorded() {
     assert_eq!(detail["status"], 200);
     assert_eq!(detail["response_bytes"], 17);
     assert!(detail["credential"].as_str().unwrap().starts_with("header_file Authorization from "), "{detail}");
+    // A target that echoes the request's headers does not hand the token out.
+    let echo = t.curl("alice", &["-D", "-", &t.url("https", "/echo")]);
+    assert!(echo.success(), "{echo:?}");
+    assert!(echo.stdout.contains("you sent: Bearer *********************\n"), "{echo:?}");
+    assert!(echo.stdout.contains("x-seen: Bearer *********************"), "{echo:?}");
+    assert!(!echo.stdout.contains("airlock-injected"), "{echo:?}");
+
     let log = fs::read_to_string(t.lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     for secret in ["airlock-injected-7f3a", "client-secret", "client-own-token", "client-session"] {
         assert!(!log.contains(secret), "{secret} reached the audit log");

@@ -20,6 +20,7 @@ use crate::guardrails::GuardAction;
 use super::{
     Session,
     record::{Counted, Direction, Exchange},
+    scrub::{self, Scrubbed},
 };
 
 /// Bodies sent to the client.
@@ -119,11 +120,21 @@ pub(super) async fn forward(
         let mut switching = Response::new(empty());
         *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *switching.headers_mut() = response.headers().clone();
+        if let Some(secret) = &session.secret {
+            scrub::headers(switching.headers_mut(), secret);
+        }
         return Ok(switching);
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = Counted::new(body, exchange, Direction::ToClient).map_err(Into::into).boxed();
+    let body = Counted::new(body, exchange, Direction::ToClient);
+    let body = match &session.secret {
+        Some(secret) => {
+            scrub::headers(&mut parts.headers, secret);
+            Scrubbed::new(body, secret.clone()).map_err(Into::into).boxed()
+        }
+        None => body.map_err(Into::into).boxed(),
+    };
     Ok(Response::from_parts(parts, body))
 }
 

@@ -13,6 +13,7 @@ mod credential;
 mod forward;
 mod record;
 pub mod refuse;
+mod scrub;
 mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -83,6 +84,8 @@ pub(super) struct Session {
     strip_cookies: Vec<String>,
     /// The header injected into every request, and where it comes from.
     inject: Option<(HeaderName, HeaderValue)>,
+    /// Its secret part, overwritten wherever an answer echoes it.
+    secret: Option<bytes::Bytes>,
     credential_source: Option<String>,
     /// Why the credential could not be obtained: every request is answered with it.
     credential_error: Option<String>,
@@ -176,7 +179,9 @@ pub async fn proxy(
             }),
             connect_timeout: shared.connect_timeout,
         };
+        let secret = inject.as_ref().and_then(|(_, value)| scrub::secret_of(value));
         Arc::new(Session {
+            secret,
             records: shared.records.clone(),
             context,
             live: Arc::clone(&live),
