@@ -59,17 +59,50 @@ pub struct RequestRule {
 }
 
 impl RequestRule {
-    /// Whether the rule is about `method` on `path`.
-    pub fn matches(&self, method: &str, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| m == method)) && crate::glob::matches(&self.path, path)
+    /// Whether the rule is about a request with any of `methods` (its own,
+    /// and the overrides its headers ask for) on `path` as written or as a
+    /// server may read it ([`normalized_path`]).
+    pub fn matches(&self, methods: &[impl AsRef<str>], path: &str) -> bool {
+        let method = self.methods.is_empty()
+            || methods.iter().any(|m| self.methods.iter().any(|r| r.eq_ignore_ascii_case(m.as_ref())));
+        method && (crate::glob::matches(&self.path, path) || crate::glob::matches(&self.path, &normalized_path(path)))
     }
 }
 
-impl HttpsOptions {
-    /// The rule deciding `method` on `path`, if any.
-    pub fn rule_for(&self, method: &str, path: &str) -> Option<&RequestRule> {
-        self.rules.iter().find(|rule| rule.matches(method, path))
+/// A request path as servers resolve it: percent-escapes decoded, `//`
+/// collapsed, `.` and `..` segments resolved. Rules are matched against it
+/// as well as the path as written, so `/%66iles/../files//x` cannot slip
+/// past a rule for `/files/*`.
+pub fn normalized_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, ..) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
     }
+    let decoded = String::from_utf8_lossy(&decoded);
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split(['/', '\\']) {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    let trailing = decoded.ends_with('/') && !segments.is_empty();
+    format!("/{}{}", segments.join("/"), if trailing { "/" } else { "" })
 }
 
 /// A credential Airlock adds to each request.
@@ -111,6 +144,31 @@ impl HttpCredential {
             Self::HeaderFile { header, file } => format!("header_file {header} from {}", file.display()),
             Self::Bearer { openbao, path, field } => format!("bearer from {} {path} ({field})", openbao.addr),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_matched_as_servers_read_them() {
+        assert_eq!(normalized_path("/files/x"), "/files/x");
+        assert_eq!(normalized_path("/%66iles/../files//x"), "/files/x");
+        assert_eq!(normalized_path("/a/./b/"), "/a/b/");
+        assert_eq!(normalized_path("/../../etc"), "/etc");
+        let rule = RequestRule {
+            methods: vec!["DELETE".into()],
+            path: "/files/*".into(),
+            action: GuardAction::Deny,
+            reason: None,
+        };
+        for path in ["/files/x", "//files/x", "/%66iles/x", "/x/../files/x", "/files%2Fx/../y"] {
+            assert!(rule.matches(&["DELETE"], path), "{path}");
+        }
+        assert!(rule.matches(&["POST", "DELETE"], "/files/x"), "a method override");
+        assert!(!rule.matches(&["GET"], "/files/x"));
+        assert!(!rule.matches(&["DELETE"], "/other"));
     }
 }
 

@@ -55,7 +55,8 @@ pub(super) async fn forward(
         exchange.failed(503, error.clone());
         return Ok(answer(&request, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
     }
-    if let Some(rule) = session.rules.iter().find(|r| r.matches(request.method().as_str(), request.uri().path())) {
+    let methods = methods_of(&request);
+    if let Some(rule) = session.rules.iter().find(|r| r.matches(&methods, request.uri().path())) {
         let reason = rule.reason.clone().unwrap_or_else(|| describe_rule(rule));
         let refusal = match rule.action {
             GuardAction::Allow => None,
@@ -136,6 +137,18 @@ pub(super) async fn forward(
         None => body.map_err(Into::into).boxed(),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Headers with which frameworks let a request pass for another method.
+const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// The request's method, and those its override headers ask for.
+fn methods_of<B>(request: &Request<B>) -> Vec<&str> {
+    let mut methods = vec![request.method().as_str()];
+    for name in METHOD_OVERRIDES {
+        methods.extend(request.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()));
+    }
+    methods
 }
 
 fn path_of<B>(request: &Request<B>) -> &str {
