@@ -3,7 +3,11 @@
 //! `api.lab`), plain HTTP on port 80, an access log of what arrived —
 //! including the headers a proxy must rewrite — and files to serve.
 
-use std::{fs, net::IpAddr, path::PathBuf};
+use std::{
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use crate::Lab;
 
@@ -37,25 +41,11 @@ pub fn start(lab: &mut Lab) -> Nginx {
     let ca = crate::netns::test_certificate(&dir, &format!("IP:{ip},DNS:api.lab"));
     let log = dir.join("access.log");
     let path = |name: &str| dir.join(name).display().to_string();
-    fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            r#"user root;
-worker_processes 2;
-pid {pid};
-error_log {error_log} info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+    let http = format!(
+        r#"
     log_format seen escape=json '{{"request":"$request","protocol":"$server_protocol","status":$status,'
         '"authorization":"$http_authorization","x_api_key":"$http_x_api_key","cookie":"$http_cookie",'
         '"impersonate_user":"$http_impersonate_user","host":"$host","body_bytes":$request_length}}';
-    keepalive_requests 100000;
     server {{
         listen {ip}:443 ssl http2;
         listen {ip}:80;
@@ -66,22 +56,34 @@ http {{
         location /echo {{ default_type text/plain; add_header X-Seen "$http_authorization"; return 200 "you sent: $http_authorization\n"; }}
         location / {{ default_type text/plain; return 200 "hello from nginx\n"; }}
     }}
-}}
 "#,
-            pid = path("nginx.pid"),
-            error_log = path("error.log"),
-            tmp = dir.display(),
-            cert = path("server.crt"),
-            key = path("server.key"),
-            log = log.display(),
-            files = files.display(),
-        ),
-    )
-    .expect("write nginx.conf");
-    let conf = path("nginx.conf");
-    let prefix = format!("{}/", dir.display());
-    lab.target.spawn("/usr/sbin/nginx", &["-c", &conf, "-p", &prefix, "-g", "daemon off;"]);
-    lab.target.wait_for_port(ip, 443);
-    lab.target.wait_for_port(ip, 80);
+        cert = path("server.crt"),
+        key = path("server.key"),
+        log = log.display(),
+        files = files.display(),
+    );
+    run(lab, &dir, &http, &[443, 80]);
     Nginx { ca, log, files }
+}
+
+/// Runs an nginx on the lab target (killed with it) whose pid, error log
+/// and temporary files are in `dir`, with `http` inside its `http` block,
+/// and waits until `ports` on the target's address answer.
+pub fn run(lab: &mut Lab, dir: &Path, http: &str, ports: &[u16]) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let conf = format!(
+        "user root;\nworker_processes 2;\npid {pid};\nerror_log {error_log} info;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n    access_log off;\n    keepalive_requests 100000;\n    client_body_temp_path {tmp}/body;\n    \
+         proxy_temp_path {tmp}/proxy;\n    fastcgi_temp_path {tmp}/fastcgi;\n    uwsgi_temp_path {tmp}/uwsgi;\n    \
+         scgi_temp_path {tmp}/scgi;\n{http}}}\n",
+        pid = path("nginx.pid"),
+        error_log = path("error.log"),
+        tmp = dir.display(),
+    );
+    fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
+    let (conf, prefix) = (path("nginx.conf"), format!("{}/", dir.display()));
+    lab.target.spawn("/usr/sbin/nginx", &["-c", &conf, "-p", &prefix, "-g", "daemon off;"]);
+    for &port in ports {
+        lab.target.wait_for_port(IpAddr::V4(lab.target.v4), port);
+    }
 }

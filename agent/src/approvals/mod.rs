@@ -329,6 +329,13 @@ impl Approvals {
         access.get(&(subject.to_owned(), target.to_owned())).filter(|g| g.until > SystemTime::now()).cloned()
     }
 
+    /// Waits for the decision on `waiter`'s request: `None` when it may go
+    /// ahead, else why not (denied, expired, unrecorded).
+    pub async fn refusal(&self, waiter: Waiter) -> Option<String> {
+        let request = waiter.request.clone();
+        self.wait(waiter).await.refusal(&request)
+    }
+
     /// Waits for the decision on `waiter`'s request; when its time runs out
     /// the request expires, recorded as such.
     pub async fn wait(&self, waiter: Waiter) -> Decision {

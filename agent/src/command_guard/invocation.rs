@@ -104,10 +104,9 @@ fn join(args: &[Arg]) -> String {
 }
 
 impl Analysis {
+    /// Every program `text` runs. Its depth is bounded where programs run
+    /// programs ([`Analysis::inner`]), the only way back here.
     fn text(&mut self, text: &str, stdin: &Stdin, depth: usize) -> Result<(), Unparsed> {
-        if depth > MAX_DEPTH {
-            return Err(Unparsed::TooComplex("programs that run programs nested over 8 deep"));
-        }
         for Simple { words, stdin } in syntax::parse(text, stdin)? {
             self.words(&words, &stdin, depth)?;
         }

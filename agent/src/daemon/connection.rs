@@ -298,20 +298,24 @@ enum Refusal<'a> {
 /// Tells the client why, in its own protocol where Airlock speaks it;
 /// otherwise a reset, so it at least learns at once.
 async fn refuse(client: TcpStream, speaks: Speaks, refusal: Refusal<'_>) {
-    let (code, message, hint) = match refusal {
+    // The reason's PostgreSQL SQLSTATE and HTTP status, message and hint.
+    let (code, status, message, hint) = match refusal {
         Refusal::Denied { target, reason } => (
             "28000",
+            403,
             format!("airlock: access to \"{target}\" denied: {reason}"),
             Some("This host's Airlock policy decides who may connect; ask its administrators for access."),
         ),
-        Refusal::AwaitingApproval { message, hint } => ("28000", message.to_owned(), Some(hint)),
+        Refusal::AwaitingApproval { message, hint } => ("28000", 403, message.to_owned(), Some(hint)),
         Refusal::Unreachable { error } => (
             "08001",
+            502,
             format!("airlock: {error}"),
             Some("Airlock connects to the target for you: check that the server is up and reachable from this host."),
         ),
         Refusal::OutOfDescriptors => (
             "53300",
+            503,
             format!("airlock: {OUT_OF_DESCRIPTORS}"),
             Some(
                 "Try again when fewer sessions are open; if it persists, tell this host's administrators (LimitNOFILE).",
@@ -319,6 +323,7 @@ async fn refuse(client: TcpStream, speaks: Speaks, refusal: Refusal<'_>) {
         ),
         Refusal::Unrecorded => (
             "08004",
+            503,
             "airlock: the audit log cannot be written, so no session may start".to_owned(),
             Some("Tell this host's administrators (disk full or audit directory broken)."),
         ),
@@ -335,11 +340,6 @@ async fn refuse(client: TcpStream, speaks: Speaks, refusal: Refusal<'_>) {
             }
         }
         Speaks::Http { tls } => {
-            let status = match code {
-                "28000" => 403,
-                "08001" => 502,
-                _ => 503,
-            };
             crate::proxy::https::refuse::refuse(client, tls, status, message, hint.unwrap_or_default().to_owned())
                 .await;
         }

@@ -15,7 +15,7 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 
-use crate::guardrails::GuardAction;
+use crate::{guardrails::GuardAction, policy::https::normalized_path};
 
 use super::{
     Session,
@@ -55,22 +55,25 @@ pub(super) async fn forward(
         exchange.failed(503, error.clone());
         return Ok(answer(&request, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
     }
-    let methods = methods_of(&request);
-    if let Some(rule) = session.rules.iter().find(|r| r.matches(&methods, request.uri().path())) {
-        let reason = rule.reason.clone().unwrap_or_else(|| describe_rule(rule));
-        let refusal = match rule.action {
-            GuardAction::Allow => None,
-            GuardAction::Deny => Some(format!("request refused: {reason}")),
-            GuardAction::Approve => {
-                let statement =
-                    format!("{} {host}{}", request.method(), crate::redact::url_query_secrets(path_of(&request)));
-                session.hold(&statement, &reason).await.err()
+    if !session.rules.is_empty() {
+        let methods = methods_of(&request);
+        let normalized = normalized_path(request.uri().path());
+        let paths = [request.uri().path(), normalized.as_str()];
+        if let Some(rule) = session.rules.iter().find(|r| r.matches(&methods, &paths)) {
+            let reason = rule.reason.clone().unwrap_or_else(|| describe_rule(rule));
+            let refusal = match rule.action {
+                GuardAction::Allow => None,
+                GuardAction::Deny => Some(format!("request refused: {reason}")),
+                GuardAction::Approve => {
+                    let shown = crate::redact::url_query_secrets(path_of(&request));
+                    session.hold(&format!("{} {host}{shown}", request.method()), &reason).await.err()
+                }
+            };
+            if let Some(refusal) = refusal {
+                exchange.refused(refusal.clone());
+                let message = format!("airlock: {refusal}");
+                return Ok(answer(&request, StatusCode::FORBIDDEN, &message, RULE_HINT));
             }
-        };
-        if let Some(refusal) = refusal {
-            exchange.refused(refusal.clone());
-            let message = format!("airlock: {refusal}");
-            return Ok(answer(&request, StatusCode::FORBIDDEN, &message, RULE_HINT));
         }
     }
     let upgrade = upgrade_of(&request);

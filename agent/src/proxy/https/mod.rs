@@ -115,9 +115,7 @@ impl Session {
             policy,
         });
         let waiter = filed.map_err(|e| format!("the approval request cannot be recorded: {e}"))?;
-        let request = waiter.request.clone();
-        let decision = approvals.wait(waiter).await;
-        decision.refusal(&request).map_or(Ok(()), Err)
+        approvals.refusal(waiter).await.map_or(Ok(()), Err)
     }
 
     /// Hands a request's record to the agent's writer (off the data path).

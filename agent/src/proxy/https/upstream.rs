@@ -52,17 +52,16 @@ impl Clients {
     /// target is up) is used by the first request.
     pub fn new(target: Target, spare: TcpStream) -> Self {
         let spare = Arc::new(Mutex::new(Some(spare)));
-        let connector = |http2: bool| Connector { target: target.clone(), spare: Arc::clone(&spare), http2 };
-        let build = |http2: bool| {
+        // The HTTP/1.1-only client offers only http/1.1 in its handshakes.
+        let http1_target =
+            Target { tls: target.tls.clone().map(|(config, name)| (http1_only(&config), name)), ..target.clone() };
+        // Plain HTTP is HTTP/1.1 either way: HTTP/2 is only taken when TLS offers it.
+        let build = |target: Target| {
             let mut builder = Client::builder(TokioExecutor::new());
             builder.pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(32);
-            if http2 && target.tls.is_none() {
-                // Plain HTTP: HTTP/1.1 (no prior-knowledge HTTP/2 guessing).
-                return builder.build(connector(false));
-            }
-            builder.build(connector(http2))
+            builder.build(Connector { target, spare: Arc::clone(&spare) })
         };
-        Self { any: build(true), http1: build(false) }
+        Self { http1: build(http1_target), any: build(target) }
     }
 }
 
@@ -71,7 +70,6 @@ impl Clients {
 pub(super) struct Connector {
     target: Target,
     spare: Arc<Mutex<Option<TcpStream>>>,
-    http2: bool,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -85,7 +83,7 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, _: Uri) -> Self::Future {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let (target, http2) = (self.target.clone(), self.http2);
+        let target = self.target.clone();
         Box::pin(async move {
             let tcp = match spare {
                 Some(tcp) => tcp,
@@ -99,7 +97,6 @@ impl tower_service::Service<Uri> for Connector {
                 }
             };
             let Some((config, name)) = target.tls else { return Ok(TokioIo::new(Stream::Plain(tcp))) };
-            let config = if http2 { config } else { http1_only(&config) };
             let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
             Ok(TokioIo::new(Stream::Tls(Box::new(tls.into()))))
         })

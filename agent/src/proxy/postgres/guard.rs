@@ -366,9 +366,8 @@ impl<'a> Guard<'a> {
     /// Waits for the decision on a held statement and says what to send.
     pub async fn settle(&self, hold: Hold) -> Screened {
         let Hold { waiter, frame, .. } = hold;
-        let request = waiter.request.clone();
-        let decision = self.context.approvals.wait(waiter).await;
-        let Some(refusal) = decision.refusal(&request) else { return Screened::Forward };
+        let id = waiter.request.id.clone();
+        let Some(refusal) = self.context.approvals.refusal(waiter).await else { return Screened::Forward };
         let (sql, statement): (&[u8], &[u8]) = match Frontend::parse(&frame) {
             Ok(Frontend::Parse { statement, sql }) => (sql, statement),
             Ok(Frontend::Query { sql }) => (sql, b""),
@@ -378,7 +377,7 @@ impl<'a> Guard<'a> {
         // The request holds the statement as it was read; the refusal's
         // record names it by request, its text only for the reader.
         let sql = String::from_utf8_lossy(sql);
-        Screened::Replace(self.refuse(frame.tag, statement, &sql, &verdict, Some(&request.id)))
+        Screened::Replace(self.refuse(frame.tag, statement, &sql, &verdict, Some(&id)))
     }
 
     /// Records the refusal and builds the stand-in frame.

@@ -553,12 +553,7 @@ async fn screen(
                 approvers = waiter.request.approvers,
             );
             let _ = client.extended_data_bytes(1, notice.into_bytes()).await;
-            let request = waiter.request.clone();
-            let decision = context.shared.approvals.wait(waiter).await;
-            match decision.refusal(&request) {
-                None => Ok(true),
-                Some(refusal) => Err(refusal),
-            }
+            context.shared.approvals.refusal(waiter).await.map_or(Ok(true), Err)
         }
     }
 }

@@ -113,50 +113,18 @@ fn rand_suffix() -> String {
 /// peer a team would put in front of an API instead.
 fn start_peer(lab: &mut Lab, target_ca: &Path) {
     let dir = lab.dir.path().join("nginx-peer");
-    fs::create_dir_all(&dir).expect("mkdir peer");
-    let path = |name: &str| dir.join(name).display().to_string();
-    airlock_vm_tests::netns::sh(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=peer",
-            "-keyout",
-            &path("peer.key"),
-            "-out",
-            &path("peer.crt"),
-        ],
-    );
     let v4 = lab.target.v4;
-    fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "user root;\nworker_processes 2;\npid {pid};\nerror_log {err} warn;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n \
-             fastcgi_temp_path {d}/f;\n uwsgi_temp_path {d}/u;\n scgi_temp_path {d}/s;\n keepalive_requests 100000;\n \
-             upstream target {{ server {v4}:443; keepalive 64; }}\n \
-             server {{\n  listen {v4}:{PEER_PORT} ssl http2;\n  ssl_certificate {crt};\n  ssl_certificate_key {key};\n  \
-             location / {{\n   proxy_pass https://target;\n   proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n   \
-             proxy_set_header Authorization \"Bearer bench-token\";\n   proxy_ssl_trusted_certificate {ca};\n   proxy_ssl_verify on;\n   \
-             proxy_ssl_name api.lab;\n   proxy_ssl_server_name on;\n   proxy_ssl_session_reuse on;\n  }}\n }}\n}}\n",
-            pid = path("nginx.pid"),
-            err = path("error.log"),
-            d = dir.display(),
-            crt = path("peer.crt"),
-            key = path("peer.key"),
-            ca = target_ca.display(),
-        ),
-    )
-    .expect("peer conf");
-    let (conf, prefix) = (path("nginx.conf"), format!("{}/", dir.display()));
-    lab.target.spawn("/usr/sbin/nginx", &["-c", &conf, "-p", &prefix, "-g", "daemon off;"]);
-    lab.target.wait_for_port(v4.into(), PEER_PORT);
+    airlock_vm_tests::netns::test_certificate(&dir, &format!("IP:{v4}"));
+    let path = |name: &str| dir.join(name).display().to_string();
+    let http = format!(
+        "    upstream target {{ server {v4}:443; keepalive 64; }}\n    \
+         server {{\n  listen {v4}:{PEER_PORT} ssl http2;\n  ssl_certificate {crt};\n  ssl_certificate_key {key};\n  \
+         location / {{\n   proxy_pass https://target;\n   proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n   \
+         proxy_set_header Authorization \"Bearer bench-token\";\n   proxy_ssl_trusted_certificate {ca};\n   proxy_ssl_verify on;\n   \
+         proxy_ssl_name api.lab;\n   proxy_ssl_server_name on;\n   proxy_ssl_session_reuse on;\n  }}\n }}\n",
+        crt = path("server.crt"),
+        key = path("server.key"),
+        ca = target_ca.display(),
+    );
+    nginx::run(lab, &dir, &http, &[PEER_PORT]);
 }
