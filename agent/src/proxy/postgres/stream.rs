@@ -19,6 +19,13 @@ const READ_CHUNK: usize = 64 * 1024;
 /// pooled connection) holds this much per direction, not [`READ_CHUNK`]:
 /// 1,000 idle sessions took 170 MB with 64 KiB each way, 40 MB with this.
 const FIRST_READ: usize = 4 * 1024;
+/// Frames a batch brings per unit of tokio's cooperative budget. The
+/// runtime charges a task one unit per read, but one 64 KiB read of a
+/// COPY's rows is thousands of frames to inspect: charged by reads, a
+/// session streaming rows kept the agent's thread for hundreds of
+/// milliseconds at a time under CPU contention, and a CancelRequest for
+/// that very COPY waited behind it until the server had finished.
+const FRAMES_PER_BUDGET_UNIT: usize = 32;
 
 /// What arrived.
 #[derive(Debug)]
@@ -218,6 +225,11 @@ impl FrameReader {
                 at += len;
             }
             if !self.lens.is_empty() {
+                // Charged before the batch leaves the buffer, so a caller
+                // dropping this future while it yields loses nothing.
+                for _ in 0..self.lens.len().div_ceil(FRAMES_PER_BUDGET_UNIT) {
+                    tokio::task::coop::consume_budget().await;
+                }
                 let frames = std::mem::take(&mut self.spare);
                 return Ok(Some(Incoming::Frames(Batch::split_off(&mut self.buf, &self.lens, frames))));
             }
@@ -425,6 +437,26 @@ mod tests {
         let mut from = &input[..];
         let error = FrameReader::default().next(&mut from, "client").await.unwrap_err();
         assert_eq!(error.to_string(), "client sent a malformed message: message message is truncated");
+    }
+
+    #[tokio::test]
+    async fn a_session_streaming_rows_lets_other_tasks_run() {
+        // Thousands of one-byte rows that are always ready: only the
+        // budget charged per frame hands the thread to another task.
+        let input = wire(&vec![(b'd', 1); 20_000]);
+        let other_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = other_ran.clone();
+        tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+        let mut from = &input[..];
+        let mut reader = FrameReader::default();
+        let mut frames_before_other_ran = 0;
+        while let Some(Incoming::Frames(batch)) = reader.next(&mut from, "server").await.unwrap() {
+            if !other_ran.load(std::sync::atomic::Ordering::SeqCst) {
+                frames_before_other_ran += batch.frames.len();
+            }
+            reader.recycle(batch.frames);
+        }
+        assert!(frames_before_other_ran < 20_000, "the other task waited for all {frames_before_other_ran} rows");
     }
 
     #[tokio::test]
