@@ -52,7 +52,10 @@ pub fn start(lab: &mut Lab) -> Nginx {
         ssl_certificate {cert};
         ssl_certificate_key {key};
         access_log {log} seen;
-        location /files/ {{ alias {files}/; default_type application/json; }}
+        gzip on;
+        gzip_types application/json text/plain;
+        gzip_min_length 64;
+        location /files/ {{ alias {files}/; types {{ text/plain txt; }} default_type application/json; }}
         location /echo {{ default_type text/plain; add_header X-Seen "$http_authorization"; return 200 "you sent: $http_authorization\n"; }}
         location / {{ default_type text/plain; return 200 "hello from nginx\n"; }}
     }}

@@ -51,6 +51,12 @@ reason = "deploys need a second person"
 users = ["{bob}"]
 timeout_seconds = 60
 
+[target.masking]
+detectors = ["email", "card"]
+
+[[target.masking.rules]]
+json_path = "$.items[*].api_token"
+
 [[target]]
 name = "api-plain"
 protocol = "http"
@@ -158,6 +164,67 @@ fn requests_carry_airlocks_credential_never_the_clients_and_each_is_recorded() {
     for secret in ["airlock-injected-7f3a", "client-secret", "client-own-token", "client-session"] {
         assert!(!log.contains(secret), "{secret} reached the audit log");
     }
+}
+
+#[test]
+fn json_and_text_answers_are_masked_as_they_stream_even_when_the_client_asks_for_gzip() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    // Some 4 MB of JSON: far more than one read or frame holds.
+    let items: Vec<_> = (0..20_000)
+        .map(|i| {
+            serde_json::json!({
+                "id": i,
+                "email": format!("customer{i}@example.com"),
+                "card": "4111 1111 1111 1111",
+                "api_token": format!("tok-{i:08}-secret"),
+                "note": "nothing to hide here, just some padding to make the body large enough ".repeat(2),
+            })
+        })
+        .collect();
+    let document = serde_json::json!({ "kind": "CustomerList", "items": items });
+    fs::write(t.nginx.files.join("customers.json"), serde_json::to_vec_pretty(&document).unwrap()).unwrap();
+    fs::write(t.nginx.files.join("notes.txt"), "call bob@example.com\ncard 4111-1111-1111-1111 on file\n").unwrap();
+    fs::write(t.nginx.files.join("broken.json"), format!("{{\"items\": [{}", "{\"a\": 1},".repeat(5000))).unwrap();
+
+    for flag in ["--http2", "--http1.1"] {
+        let out = t.curl("alice", &[flag, "--compressed", &t.url("https", "/files/customers.json")]);
+        assert!(out.success(), "{:?}\n{}", out.stderr, t.lab.agent().log());
+        let masked: serde_json::Value = serde_json::from_str(&out.stdout).expect("the masked answer is JSON");
+        let items = masked["items"].as_array().unwrap();
+        assert_eq!(items.len(), 20_000);
+        assert_eq!(items[7]["id"], 7, "what is not sensitive stays");
+        assert_eq!(items[7]["api_token"], "[masked]");
+        assert_ne!(items[7]["email"], "customer7@example.com");
+        assert!(!out.stdout.contains("@example.com") && !out.stdout.contains("4111 1111"), "{flag}: a value escaped");
+        assert!(!out.stdout.contains("-secret"), "{flag}: a token escaped");
+    }
+    let text = t.curl("alice", &["--compressed", &t.url("https", "/files/notes.txt")]);
+    assert!(text.success(), "{text:?}");
+    assert!(!text.stdout.contains("bob@example.com") && !text.stdout.contains("4111-1111"), "{text:?}");
+    assert!(text.stdout.starts_with("call ") && text.stdout.ends_with(" on file\n"), "{text:?}");
+
+    // JSON that does not parse is cut where it stops making sense, never passed on.
+    let broken = t.curl("alice", &["--http1.1", &t.url("https", "/files/broken.json")]);
+    assert!(!broken.success(), "a cut answer is an error to the client: {broken:?}");
+
+    let records = t.lab.agent().wait_for_records("http.request", 4);
+    let masked = |i: usize| records[i]["detail"]["masked"].clone();
+    // In the order they were first met (serde_json writes members sorted).
+    assert_eq!(
+        masked(0),
+        serde_json::json!([
+            { "reason": "json_path $.items[*].api_token", "count": 20_000 },
+            { "reason": "card", "count": 20_000 },
+            { "reason": "email", "count": 20_000 },
+        ])
+    );
+    assert!(records[3]["detail"]["mask_failure"].as_str().unwrap().contains("ends inside a value"), "{}", records[3]);
+    // nginx was asked for an uncompressed answer.
+    let seen = t.nginx.requests();
+    assert!(seen.iter().all(|r| r["status"] == 200), "{seen:?}");
 }
 
 #[test]

@@ -249,9 +249,17 @@ async fn run_session(
                 approvals: Arc::clone(&state.approvals),
             };
             let tls = protocol == Protocol::Https;
-            let approvals = matched.guardrails.as_ref().and_then(|g| g.approvals.clone());
+            let identity = &s.identity;
+            let masker = matched.masking.as_ref().map(|policy| {
+                crate::masking::Masker::new(policy, &identity.user, &identity.groups, Arc::clone(&state.masking_key))
+            });
+            let policy = crate::proxy::https::TargetPolicy {
+                options,
+                approvals: matched.guardrails.as_ref().and_then(|g| g.approvals.clone()),
+                masker: masker.filter(|m| !m.is_noop()).map(Arc::new),
+            };
             let session = live.shared();
-            crate::proxy::https::proxy(client, upstream, &shared, options, approvals, tls, session, destination)
+            crate::proxy::https::proxy((client, upstream), &shared, policy, tls, session, destination)
                 .await
                 .map_err(|e| e.to_string())
         }

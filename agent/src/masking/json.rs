@@ -307,7 +307,13 @@ fn number_end(json: &[u8], start: usize) -> Result<usize, MaskError> {
 
 /// The text of the string `json[start..end]` (quotes included), decoded
 /// into `scratch` when it has escapes.
-fn string_content<'a>(json: &'a [u8], start: usize, end: usize, escaped: bool, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+pub(super) fn string_content<'a>(
+    json: &'a [u8],
+    start: usize,
+    end: usize,
+    escaped: bool,
+    scratch: &'a mut Vec<u8>,
+) -> &'a [u8] {
     let inner = &json[start + 1..end - 1];
     if !escaped || memchr::memchr(b'\\', inner).is_none() {
         return inner;

@@ -19,10 +19,13 @@
 
 mod array;
 mod bitscan;
+mod body;
 mod classes;
 pub mod detect;
 mod engine;
 mod json;
+pub mod json_path;
+mod json_stream;
 pub mod policy;
 pub mod strategy;
 mod swar;
@@ -30,6 +33,7 @@ mod wire;
 
 use std::sync::Arc;
 
+pub use body::{BodyKind, BodyMasker};
 pub use detect::Builtin;
 pub use engine::{ColumnDesc, ColumnPlan, ElementKind, Masker, ValueKind};
 pub use policy::MaskingPolicy;

@@ -17,6 +17,7 @@
 //! [[target.masking.rules]]                # whole columns, whatever their content
 //! column = "public.customers.email"       # schema.table.column, or:
 //! # column_pattern = "*ssn*"              # glob on the column name (schema.table.column if it has dots)
+//! # json_path = "$.items[*].token"        # HTTP targets: values in JSON answers (and all under them)
 //! strategy = "partial"
 //! keep = 4
 //! exempt_groups = ["support"]
@@ -26,7 +27,7 @@ use regex::bytes::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{detect::Builtin, strategy::Strategy};
+use super::{detect::Builtin, json_path::JsonPath, strategy::Strategy};
 use crate::{
     glob,
     policy::Protocol,
@@ -134,6 +135,8 @@ pub enum ColumnMatcher {
     /// A glob (`*`, `?`) on the column name; on `schema.table.column` when
     /// the pattern has dots. Also tried on JSON object keys.
     Pattern(String),
+    /// Values a JSON path names in JSON answers of HTTP targets.
+    JsonPath(JsonPath),
 }
 
 impl ColumnMatcher {
@@ -151,6 +154,15 @@ impl ColumnMatcher {
                 let bare = qualified.and_then(|q| q.rsplit('.').next());
                 bare.is_some_and(|name| glob::matches_name(pattern, name)) || glob::matches_name(pattern, field_name)
             }
+            Self::JsonPath(_) => false,
+        }
+    }
+
+    /// The JSON path, for a rule that has one.
+    pub fn json_path(&self) -> Option<&JsonPath> {
+        match self {
+            Self::JsonPath(path) => Some(path),
+            _ => None,
         }
     }
 
@@ -174,6 +186,7 @@ impl ColumnMatcher {
         match self {
             Self::Column(column) => format!("column {column}"),
             Self::Pattern(pattern) => format!("column_pattern {pattern}"),
+            Self::JsonPath(path) => format!("json_path {}", path.as_str()),
         }
     }
 }
@@ -226,6 +239,7 @@ struct RawDetector {
 struct RawRule {
     column: Option<Spanned<String>>,
     column_pattern: Option<Spanned<String>>,
+    json_path: Option<Spanned<String>>,
     strategy: Option<Spanned<String>>,
     keep: Option<Spanned<i64>>,
     marker: Option<Spanned<String>>,
@@ -249,8 +263,15 @@ pub(crate) fn load(
     let start = raw.span().start;
     let raw = raw.into_inner();
     let mut error = |offset: usize, message: String| errors.push(source.diagnostic(offset, message));
-    if protocol.is_some_and(|p| p != Protocol::Postgres) {
-        error(start, "masking is supported for postgres targets only".into());
+    let http = matches!(protocol, Some(Protocol::Https | Protocol::Http));
+    if protocol.is_some_and(|p| p != Protocol::Postgres) && !http {
+        error(
+            start,
+            format!(
+                "masking is supported for postgres, https and http targets, not {}",
+                protocol.unwrap_or(Protocol::Tcp)
+            ),
+        );
     }
     let mut detectors = Vec::new();
     match &raw.detectors {
@@ -328,8 +349,29 @@ pub(crate) fn load(
     for rule in raw.rules {
         let start = rule.span().start;
         let rule = rule.into_inner();
-        let columns = match (rule.column, rule.column_pattern) {
-            (Some(column), None) => {
+        let columns = match (rule.column, rule.column_pattern, rule.json_path) {
+            (Some(column), None, None) if http => {
+                error(
+                    column.span().start,
+                    "`column` names a table column: use json_path or column_pattern on HTTP targets".into(),
+                );
+                continue;
+            }
+            (None, None, Some(path)) if !http => {
+                error(
+                    path.span().start,
+                    "json_path is for https and http targets; use column or column_pattern".into(),
+                );
+                continue;
+            }
+            (None, None, Some(path)) => match JsonPath::parse(path.get_ref()) {
+                Ok(parsed) => ColumnMatcher::JsonPath(parsed),
+                Err(message) => {
+                    error(path.span().start, message);
+                    continue;
+                }
+            },
+            (Some(column), None, None) => {
                 let text = column.get_ref();
                 let parts: Vec<&str> = text.split('.').collect();
                 if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
@@ -338,7 +380,7 @@ pub(crate) fn load(
                 }
                 ColumnMatcher::Column(column.into_inner())
             }
-            (None, Some(pattern)) => {
+            (None, Some(pattern), None) => {
                 let text = pattern.get_ref();
                 if text.is_empty() || text.split('.').count() > 3 || text.chars().all(|c| c == '*') {
                     let message = format!(
@@ -349,7 +391,7 @@ pub(crate) fn load(
                 ColumnMatcher::Pattern(pattern.into_inner())
             }
             _ => {
-                error(start, "a masking rule needs either `column` or `column_pattern`".into());
+                error(start, "a masking rule needs one of `column`, `column_pattern` or `json_path`".into());
                 continue;
             }
         };

@@ -470,6 +470,31 @@ fn invalid_masking_policies_are_refused_with_locations() {
     assert_eq!(policy_errors("detectors = [\"card\", \"card\"]\n").len(), 1);
     assert_eq!(policy_errors("strategy = \"token\"\nkeep = 2\n").len(), 1);
     assert_eq!(policy_errors("colour = \"red\"\n").len(), 1, "unknown keys");
+    assert_eq!(
+        policy_errors("[[target.masking.rules]]\njson_path = \"$.data\"\n"),
+        ["p.toml:8:13: json_path is for https and http targets; use column or column_pattern"]
+    );
+}
+
+#[test]
+fn http_targets_take_json_paths_not_table_columns() {
+    let target =
+        "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.1\"]\n[target.masking]\n";
+    let errors = |rules: &str| match Policy::from_sources([(Path::new("h.toml"), format!("{target}{rules}").as_str())])
+    {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(errors("[[target.masking.rules]]\njson_path = \"$.items[*].token\"\n"), Vec::<String>::new());
+    assert_eq!(
+        errors("[[target.masking.rules]]\ncolumn = \"public.t.c\"\n"),
+        ["h.toml:8:10: `column` names a table column: use json_path or column_pattern on HTTP targets"]
+    );
+    assert_eq!(
+        errors("[[target.masking.rules]]\njson_path = \"items\"\n"),
+        ["h.toml:8:13: JSON path \"items\" must start with `$`"]
+    );
+    assert_eq!(errors("[[target.masking.rules]]\njson_path = \"$.a\"\ncolumn_pattern = \"*a*\"\n").len(), 1);
 }
 
 #[test]
@@ -479,7 +504,7 @@ fn detectors_default_when_not_listed() {
     let masking = policy.targets[0].masking.as_ref().unwrap();
     assert_eq!(masking.detectors, Builtin::DEFAULT);
     let ssh = "[[target]]\nname = \"s\"\nprotocol = \"ssh\"\nport = 22\naddresses = [\"10.0.0.1\"]\n[target.masking]\n";
-    assert!(Policy::from_sources([(Path::new("p.toml"), ssh)]).is_err(), "postgres only");
+    assert!(Policy::from_sources([(Path::new("p.toml"), ssh)]).is_err(), "postgres and http only");
 }
 
 #[test]

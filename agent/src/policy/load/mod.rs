@@ -298,6 +298,7 @@ impl Loader {
         let masking = raw.masking.map(|raw| crate::masking::policy::load(source, raw, protocol, &mut self.errors));
         if let (Some(policy), None, Some(at)) = (&masking, &credentials, masking_at)
             && !policy.rules.is_empty()
+            && protocol == Some(Protocol::Postgres)
         {
             let message = "column masking rules need [target.credentials]: Airlock reads the real names of result columns from the catalog as the session's own role, so an alias cannot unmask a column (content detectors work without)".into();
             self.error(source, at, message);

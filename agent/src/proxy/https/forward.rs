@@ -19,6 +19,7 @@ use crate::{guardrails::GuardAction, policy::https::normalized_path};
 
 use super::{
     Session,
+    mask::{self, Masked, Plan},
     record::{Counted, Direction, Exchange},
     scrub::{self, Scrubbed},
 };
@@ -131,13 +132,28 @@ pub(super) async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = Counted::new(body, exchange, Direction::ToClient);
+    let masking = match session.masker.as_ref().map(|masker| (masker, mask::plan(&parts.headers))) {
+        Some((_, Plan::Refuse(why))) => {
+            exchange.failed(502, why.clone());
+            return Ok(error_response(StatusCode::BAD_GATEWAY, &format!("airlock: {why}")));
+        }
+        Some((masker, Plan::Mask(kind))) => {
+            mask::masked_headers(&mut parts.headers);
+            Some((std::sync::Arc::clone(masker), kind))
+        }
+        Some((_, Plan::Pass)) | None => None,
+    };
+    let counted = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToClient);
+    let body = match masking {
+        Some((masker, kind)) => Masked::new(counted, masker, kind, exchange).boxed(),
+        None => counted.map_err(Into::into).boxed(),
+    };
     let body = match &session.secret {
         Some(secret) => {
             scrub::headers(&mut parts.headers, secret);
-            Scrubbed::new(body, secret.clone()).map_err(Into::into).boxed()
+            Scrubbed::new(body, secret.clone()).boxed()
         }
-        None => body.map_err(Into::into).boxed(),
+        None => body,
     };
     Ok(Response::from_parts(parts, body))
 }
@@ -204,6 +220,9 @@ fn outgoing_headers(incoming: &HeaderMap, session: &Session, upgrade: Option<&He
     headers.remove(header::HOST);
     if let Some((name, value)) = &session.inject {
         headers.insert(name.clone(), value.clone());
+    }
+    if session.masker.is_some() {
+        mask::ask_uncompressed(&mut headers);
     }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -5,12 +5,14 @@
 //!
 //! Layers, top to bottom: [`proxy`] (the session: TLS, the credential,
 //! serving), [`forward`] (one request: headers, the target's answer,
-//! upgrades), [`record`] (its audit record and byte counts), [`upstream`]
-//! (connections to the target), [`credential`] (what is injected),
-//! [`refuse`] (answers when no session may start).
+//! upgrades), [`mask`] (answers masked as they stream), [`scrub`] (the
+//! injected secret kept out of answers), [`record`] (its audit record and
+//! byte counts), [`upstream`] (connections to the target), [`credential`]
+//! (what is injected), [`refuse`] (answers when no session may start).
 
 mod credential;
 mod forward;
+mod mask;
 mod record;
 pub mod refuse;
 mod scrub;
@@ -34,6 +36,7 @@ use crate::{
     daemon::sessions::LiveSession,
     guardrails::ApprovalPolicy,
     http::Roots,
+    masking::Masker,
     policy::https::{HttpsOptions, RequestRule},
     proxy::{ca::HostCa, postgres::recorder::StatementLog},
 };
@@ -55,6 +58,16 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// Where held requests wait for a decision.
     pub approvals: Arc<Approvals>,
+}
+
+/// What the target's policy asks of a session.
+pub struct TargetPolicy<'a> {
+    /// `[target.https]`.
+    pub options: &'a HttpsOptions,
+    /// Who approves held requests.
+    pub approvals: Option<ApprovalPolicy>,
+    /// Masks answers for the session's person (`None`: nothing to mask for them).
+    pub masker: Option<Arc<Masker>>,
 }
 
 /// Why a session ended in error.
@@ -92,6 +105,8 @@ pub(super) struct Session {
     /// Request rules, and who approves held requests.
     rules: Vec<RequestRule>,
     approval: Option<(Arc<Approvals>, ApprovalPolicy)>,
+    /// Masks answers, when anything is masked for this person.
+    masker: Option<Arc<Masker>>,
     clients: upstream::Clients,
 }
 
@@ -128,17 +143,15 @@ impl Session {
 
 /// Runs an HTTP(S) session: `client` is the redirected connection,
 /// `upstream` a connection made to `destination` (used by the first request).
-#[allow(clippy::too_many_arguments)]
 pub async fn proxy(
-    client: TcpStream,
-    upstream: TcpStream,
+    (client, upstream): (TcpStream, TcpStream),
     shared: &Shared,
-    options: &HttpsOptions,
-    approval_policy: Option<ApprovalPolicy>,
+    policy: TargetPolicy<'_>,
     tls: bool,
     live: Arc<LiveSession>,
     destination: SocketAddr,
 ) -> Result<(), HttpsError> {
+    let TargetPolicy { options, approvals: approval_policy, masker } = policy;
     let target_tls = if tls {
         let roots = match &options.ca_file {
             Some(path) => Roots::from_pem_file(path).map_err(|e| HttpsError::Serve(e.to_string()))?,
@@ -191,6 +204,7 @@ pub async fn proxy(
             credential_error,
             rules: options.rules.clone(),
             approval: approval_policy.map(|policy| (Arc::clone(&shared.approvals), policy)),
+            masker,
             clients: upstream::Clients::new(target, upstream),
         })
     };

@@ -41,6 +41,10 @@ struct Outcome {
     /// Why policy refused it.
     refused: Option<String>,
     upgraded: bool,
+    /// Values masked in the answer, per detector or rule.
+    masked: Vec<serde_json::Value>,
+    /// Why masking cut the answer short.
+    mask_failure: Option<String>,
 }
 
 impl Exchange {
@@ -87,6 +91,13 @@ impl Exchange {
         outcome.refused = Some(reason);
     }
 
+    /// The answer's body was masked: what was, and why it stopped if it failed.
+    pub fn masked(&self, masked: &crate::masking::MaskOutcome, failure: Option<String>) {
+        let mut outcome = self.outcome();
+        outcome.masked = masked.hits.iter().map(|hit| json!({ "reason": &*hit.reason, "count": hit.count })).collect();
+        outcome.mask_failure = failure;
+    }
+
     /// The connection became a tunnel (WebSocket, SPDY) after this request.
     pub fn upgraded(&self) {
         self.outcome().upgraded = true;
@@ -109,6 +120,8 @@ impl Drop for Exchange {
             "upgraded": outcome.upgraded,
             "refused": outcome.refused,
             "error": outcome.error,
+            "masked": (!outcome.masked.is_empty()).then_some(outcome.masked),
+            "mask_failure": outcome.mask_failure,
         });
         self.session.record_request(detail);
     }

@@ -1,0 +1,546 @@
+//! JSON bodies of any size masked as they stream (HTTP answers): a
+//! document, or a sequence of them (a Kubernetes watch, NDJSON), arrives in
+//! chunks cut anywhere; each chunk's complete tokens are masked and passed
+//! on, and only a token cut by the chunk's end waits for the next one.
+//!
+//! What is masked, in order: everything under a value a rule names (a JSON
+//! path rule, or a `column_pattern` matching its member name), every
+//! scalar of it by the rule's strategy; else string and number leaves by
+//! the detectors. Formatting, member order and everything not masked stay
+//! as the server sent them.
+
+use std::sync::Arc;
+
+use super::{
+    MaskError, MaskOutcome,
+    engine::{Masker, TextResult},
+    json::{string_content, write_string},
+    json_path::{AT_ROOT, Progress, Segment},
+    strategy::Replacement,
+};
+
+/// Nesting deeper than this is refused rather than tracked without bound.
+const MAX_DEPTH: usize = 10_000;
+/// Longest single token (a string, a number) held while it arrives: a
+/// value longer than this cannot be inspected, so the body is refused.
+pub const MAX_TOKEN: usize = 16 << 20;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Container {
+    Object,
+    Array,
+}
+
+/// One open object or array.
+struct Level {
+    container: Container,
+    /// The member whose value comes next (objects), as decoded.
+    member: Vec<u8>,
+    /// The index of the element that comes next (arrays).
+    next_element: usize,
+}
+
+impl Level {
+    /// Where the value that comes next sits.
+    fn segment(&self) -> Segment<'_> {
+        match self.container {
+            Container::Object => Segment::Member(&self.member),
+            Container::Array => Segment::Element(self.next_element),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A value (or, right after `[`, the `]` of an empty array).
+    Value {
+        array_start: bool,
+    },
+    /// A member name (or, right after `{`, the `}` of an empty object).
+    Member {
+        first: bool,
+    },
+    Colon,
+    CommaOrEnd,
+}
+
+/// Why a value was not read.
+enum Stop {
+    /// It is cut by the chunk's end: it waits for the next chunk.
+    Cut,
+    /// It is not JSON.
+    Bad(MaskError),
+}
+
+impl From<MaskError> for Stop {
+    fn from(error: MaskError) -> Self {
+        Self::Bad(error)
+    }
+}
+
+/// Masks one JSON body, chunk by chunk.
+pub struct JsonStream {
+    masker: Arc<Masker>,
+    /// Rules with a JSON path, by index into the masker's rules.
+    path_rules: Vec<usize>,
+    /// Whether any rule matches member names.
+    member_rules: bool,
+    levels: Vec<Level>,
+    /// Each path rule's progress per open level, `path_rules.len()` per level.
+    progress: Vec<Progress>,
+    /// The rule masking the subtree being read, and the depth it began at.
+    masking_subtree: Option<(usize, usize)>,
+    expect: Expect,
+    /// Bytes of a cut token, waiting for the rest.
+    carry: Vec<u8>,
+    scratch: Vec<u8>,
+    masked: Vec<u8>,
+    outcome: MaskOutcome,
+}
+
+impl JsonStream {
+    /// A masker for one body, for the person `masker` was built for.
+    pub fn new(masker: Arc<Masker>) -> Self {
+        let path_rules =
+            masker.rules.iter().enumerate().filter(|(_, r)| r.columns.json_path().is_some()).map(|(i, _)| i);
+        let path_rules = path_rules.collect();
+        let member_rules = masker.rules.iter().any(|r| r.columns.matches_key_possible());
+        Self {
+            masker,
+            path_rules,
+            member_rules,
+            levels: Vec::new(),
+            progress: Vec::new(),
+            masking_subtree: None,
+            expect: Expect::Value { array_start: false },
+            carry: Vec::new(),
+            scratch: Vec::new(),
+            masked: Vec::new(),
+            outcome: MaskOutcome::default(),
+        }
+    }
+
+    /// Masks what `chunk` completes into `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
+        if self.carry.is_empty() {
+            let done = self.run(chunk, false, out)?;
+            self.carry.extend_from_slice(&chunk[done..]);
+        } else {
+            let mut input = std::mem::take(&mut self.carry);
+            input.extend_from_slice(chunk);
+            let done = self.run(&input, false, out)?;
+            input.drain(..done);
+            self.carry = input;
+        }
+        if self.carry.len() > MAX_TOKEN {
+            return Err(MaskError::Malformed("JSON value longer than 16 MiB cannot be inspected"));
+        }
+        Ok(())
+    }
+
+    /// The body ended: masks what is left; an error if the JSON is cut.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), MaskError> {
+        let input = std::mem::take(&mut self.carry);
+        self.run(&input, true, out)?;
+        if !self.levels.is_empty() || matches!(self.expect, Expect::Member { .. } | Expect::Colon) {
+            return Err(MaskError::Malformed("JSON body ends inside a value"));
+        }
+        Ok(())
+    }
+
+    /// What was masked so far.
+    pub fn outcome(&self) -> &MaskOutcome {
+        &self.outcome
+    }
+
+    /// Masks the complete tokens of `input` into `out`; how many bytes
+    /// were consumed (the rest is a cut token, unless `last`).
+    fn run(&mut self, input: &[u8], last: bool, out: &mut Vec<u8>) -> Result<usize, MaskError> {
+        let mut copied = 0;
+        let mut pos = 0;
+        loop {
+            pos = skip_ws(input, pos);
+            let Some(&byte) = input.get(pos) else { break };
+            let step = match self.expect {
+                Expect::Value { array_start: true } if byte == b']' => {
+                    pos += 1;
+                    self.close(Container::Array)
+                }
+                Expect::Value { .. } => match self.value(input, pos, last, &mut copied, out) {
+                    Ok(end) => {
+                        pos = end;
+                        Ok(())
+                    }
+                    Err(Stop::Bad(error)) => Err(error),
+                    Err(Stop::Cut) => break,
+                },
+                Expect::Member { first: true } if byte == b'}' => {
+                    pos += 1;
+                    self.close(Container::Object)
+                }
+                Expect::Member { .. } => {
+                    if byte != b'"' {
+                        return Err(MaskError::Malformed("JSON object member name is not a string"));
+                    }
+                    let Some((end, escaped)) = string_end(input, pos, last)? else { break };
+                    if self.member_rules || !self.path_rules.is_empty() {
+                        let name = string_content(input, pos, end, escaped, &mut self.scratch);
+                        if let Some(level) = self.levels.last_mut() {
+                            level.member.clear();
+                            level.member.extend_from_slice(name);
+                        }
+                    }
+                    pos = end;
+                    self.expect = Expect::Colon;
+                    Ok(())
+                }
+                Expect::Colon if byte == b':' => {
+                    pos += 1;
+                    self.expect = Expect::Value { array_start: false };
+                    Ok(())
+                }
+                Expect::Colon => Err(MaskError::Malformed("JSON object member name without ':'")),
+                // A sequence of documents (a watch, NDJSON): the next one.
+                Expect::CommaOrEnd if self.levels.is_empty() => {
+                    self.expect = Expect::Value { array_start: false };
+                    Ok(())
+                }
+                Expect::CommaOrEnd => {
+                    pos += 1;
+                    match (self.levels.last().map(|l| l.container), byte) {
+                        (Some(Container::Object), b',') => {
+                            self.expect = Expect::Member { first: false };
+                            Ok(())
+                        }
+                        (Some(Container::Array), b',') => {
+                            self.expect = Expect::Value { array_start: false };
+                            Ok(())
+                        }
+                        (_, b'}') => self.close(Container::Object),
+                        (_, b']') => self.close(Container::Array),
+                        _ => Err(MaskError::Malformed("JSON container is not closed properly")),
+                    }
+                }
+            };
+            step?;
+        }
+        // `pos` is where a cut token starts, or the input's end.
+        out.extend_from_slice(&input[copied..pos]);
+        Ok(pos)
+    }
+
+    /// Reads the value at `pos`; where it ends.
+    fn value(
+        &mut self,
+        input: &[u8],
+        pos: usize,
+        last: bool,
+        copied: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, Stop> {
+        let rule = match self.masking_subtree {
+            Some((rule, _)) => Some(rule),
+            None => self.rule_here(),
+        };
+        match input[pos] {
+            open @ (b'{' | b'[') => {
+                let container = if open == b'{' { Container::Object } else { Container::Array };
+                self.open(container, rule)?;
+                Ok(pos + 1)
+            }
+            b'"' => {
+                let Some((end, escaped)) = string_end(input, pos, last)? else { return Err(Stop::Cut) };
+                let content = string_content(input, pos, end, escaped, &mut self.scratch);
+                self.masked.clear();
+                let replacement = mask_leaf(&self.masker, rule, content, &mut self.masked, &mut self.outcome);
+                self.replace(input, (pos, end), replacement, copied, out);
+                self.value_done();
+                Ok(end)
+            }
+            b'-' | b'0'..=b'9' => {
+                let end = match input[pos..].iter().position(|b| !is_number_byte(*b)) {
+                    Some(len) => pos + len,
+                    None if last => input.len(),
+                    None => return Err(Stop::Cut),
+                };
+                if !input[pos..end].iter().any(u8::is_ascii_digit) {
+                    return Err(MaskError::Malformed("JSON number without digits").into());
+                }
+                self.masked.clear();
+                // A card number sent as a JSON number is still one.
+                let number = &input[pos..end];
+                let replacement = mask_leaf(&self.masker, rule, number, &mut self.masked, &mut self.outcome);
+                self.replace(input, (pos, end), replacement, copied, out);
+                self.value_done();
+                Ok(end)
+            }
+            _ => {
+                let rest = &input[pos..];
+                for literal in [&b"true"[..], b"false", b"null"] {
+                    if rest.starts_with(literal) {
+                        self.value_done();
+                        return Ok(pos + literal.len());
+                    }
+                    if !last && literal.starts_with(rest) {
+                        return Err(Stop::Cut);
+                    }
+                }
+                Err(MaskError::Malformed("JSON has an unexpected character").into())
+            }
+        }
+    }
+
+    /// Writes what stands before `span` and its replacement, if any.
+    fn replace(
+        &self,
+        input: &[u8],
+        (start, end): (usize, usize),
+        replacement: Option<Replacement>,
+        copied: &mut usize,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(replacement) = replacement else { return };
+        out.extend_from_slice(&input[*copied..start]);
+        match replacement {
+            Replacement::Text => write_string(&self.masked, out),
+            Replacement::Null => out.extend_from_slice(b"null"),
+        }
+        *copied = end;
+    }
+
+    /// The rule naming the value about to be read, if one does.
+    fn rule_here(&self) -> Option<usize> {
+        let level = self.levels.last()?;
+        let segment = level.segment();
+        let rules = &self.masker.rules;
+        if self.member_rules
+            && level.container == Container::Object
+            && let Some(rule) = rules.iter().position(|r| r.columns.matches_key(&level.member))
+        {
+            return Some(rule);
+        }
+        let parent = self.progress.len() - self.path_rules.len();
+        self.path_rules.iter().enumerate().find_map(|(i, &rule)| {
+            let path = rules[rule].columns.json_path()?;
+            path.matched(path.step(self.progress[parent + i], segment)).then_some(rule)
+        })
+    }
+
+    fn open(&mut self, container: Container, rule: Option<usize>) -> Result<(), MaskError> {
+        if self.levels.len() >= MAX_DEPTH {
+            return Err(MaskError::Malformed("JSON nests too deep"));
+        }
+        if self.masking_subtree.is_none()
+            && let Some(rule) = rule
+        {
+            self.masking_subtree = Some((rule, self.levels.len()));
+        }
+        // Each path rule's progress at the new level.
+        let count = self.path_rules.len();
+        let parent = self.progress.len().checked_sub(count);
+        for i in 0..count {
+            let path = self.masker.rules[self.path_rules[i]].columns.json_path();
+            let progress = match (parent, self.levels.last(), path) {
+                (Some(parent), Some(level), Some(path)) => path.step(self.progress[parent + i], level.segment()),
+                _ => AT_ROOT,
+            };
+            self.progress.push(progress);
+        }
+        self.levels.push(Level { container, member: Vec::new(), next_element: 0 });
+        self.expect = match container {
+            Container::Object => Expect::Member { first: true },
+            Container::Array => Expect::Value { array_start: true },
+        };
+        Ok(())
+    }
+
+    fn close(&mut self, container: Container) -> Result<(), MaskError> {
+        match self.levels.pop() {
+            Some(level) if level.container == container => {}
+            _ => return Err(MaskError::Malformed("JSON container is not closed properly")),
+        }
+        self.progress.truncate(self.progress.len().saturating_sub(self.path_rules.len()));
+        if self.masking_subtree.is_some_and(|(_, depth)| depth == self.levels.len()) {
+            self.masking_subtree = None;
+        }
+        self.value_done();
+        Ok(())
+    }
+
+    /// A value ended: the next comes after a comma (or ends its container).
+    fn value_done(&mut self) {
+        if let Some(level) = self.levels.last_mut()
+            && level.container == Container::Array
+        {
+            level.next_element += 1;
+        }
+        self.expect = Expect::CommaOrEnd;
+    }
+}
+
+fn skip_ws(json: &[u8], mut pos: usize) -> usize {
+    while matches!(json.get(pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        pos += 1;
+    }
+    pos
+}
+
+fn is_number_byte(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+}
+
+/// End (past the closing quote) of the string at `start` and whether it
+/// has escapes; `None` when the input ends first (and is not `last`).
+fn string_end(json: &[u8], start: usize, last: bool) -> Result<Option<(usize, bool)>, MaskError> {
+    let cut = || if last { Err(MaskError::Malformed("JSON string is not terminated")) } else { Ok(None) };
+    let mut pos = start + 1;
+    let mut escaped = false;
+    loop {
+        let Some(at) = memchr::memchr2(b'"', b'\\', &json[pos..]) else { return cut() };
+        pos += at;
+        if json[pos] == b'"' {
+            return Ok(Some((pos + 1, escaped)));
+        }
+        escaped = true;
+        match json.get(pos + 1) {
+            None => return cut(),
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => pos += 2,
+            Some(b'u') => match json.get(pos + 2..pos + 6) {
+                Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => pos += 6,
+                None if json[pos + 2..].iter().all(u8::is_ascii_hexdigit) => return cut(),
+                _ => return Err(MaskError::Malformed("JSON string has an invalid escape")),
+            },
+            _ => return Err(MaskError::Malformed("JSON string has an invalid escape")),
+        }
+    }
+}
+
+/// Masks one string or number leaf into `masked`: by `rule` when one
+/// names it, else by the detectors; `None` when it stays as it is.
+fn mask_leaf(
+    masker: &Masker,
+    rule: Option<usize>,
+    text: &[u8],
+    masked: &mut Vec<u8>,
+    outcome: &mut MaskOutcome,
+) -> Option<Replacement> {
+    if let Some(rule) = rule {
+        return Some(masker.apply_rule(rule, text, None, masked, outcome));
+    }
+    if !masker.has_detectors() {
+        return None;
+    }
+    match masker.mask_text(text, true, None, masked, outcome) {
+        TextResult::Unchanged => None,
+        TextResult::Replaced => Some(Replacement::Text),
+        TextResult::Null => Some(Replacement::Null),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{masking::TokenKey, policy::Policy};
+
+    fn masker(masking: &str) -> Arc<Masker> {
+        let text = format!(
+            "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.1\"]\n\n\
+             [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.masking]\n{masking}"
+        );
+        let policy = Policy::from_sources([(Path::new("api.toml"), text.as_str())]).unwrap_or_else(|e| panic!("{e}"));
+        let masking = policy.targets[0].masking.clone().unwrap();
+        Arc::new(Masker::new(&masking, "alice", &[], Arc::new(TokenKey::from_bytes(&[7; 32]))))
+    }
+
+    /// `body` masked in chunks of `size` bytes.
+    fn masked_in_chunks(masker: &Arc<Masker>, body: &[u8], size: usize) -> Result<(String, MaskOutcome), MaskError> {
+        let mut stream = JsonStream::new(Arc::clone(masker));
+        let mut out = Vec::new();
+        for chunk in body.chunks(size.max(1)) {
+            stream.feed(chunk, &mut out)?;
+        }
+        stream.finish(&mut out)?;
+        Ok((String::from_utf8(out).unwrap(), stream.outcome.clone()))
+    }
+
+    fn masked(masker: &Arc<Masker>, body: &str) -> String {
+        masked_in_chunks(masker, body.as_bytes(), body.len()).unwrap().0
+    }
+
+    const SECRET: &str = r#"{"kind": "Secret", "metadata": {"name": "db", "annotations": {"note": "x"}},
+        "data": {"password": "aHVudGVyMg==", "port": 5432, "nested": {"k": ["a", true, null]}}, "type": "Opaque"}"#;
+
+    #[test]
+    fn a_path_rule_masks_every_leaf_under_it_and_nothing_else() {
+        let masker = masker("detectors = []\n[[target.masking.rules]]\njson_path = \"$.data\"\n");
+        assert_eq!(
+            masked(&masker, SECRET),
+            r#"{"kind": "Secret", "metadata": {"name": "db", "annotations": {"note": "x"}},
+        "data": {"password": "[masked]", "port": "[masked]", "nested": {"k": ["[masked]", true, null]}}, "type": "Opaque"}"#
+        );
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_answer() {
+        let masker = masker(
+            "detectors = [\"email\", \"card\"]\n[[target.masking.rules]]\njson_path = \"$..data\"\n\
+             [[target.masking.rules]]\ncolumn_pattern = \"*token*\"\n",
+        );
+        let body = format!(
+            "{SECRET}\n{{\"type\": \"ADDED\", \"object\": {{\"data\": {{\"a\": \"b\"}}, \"contact\": \"Mail bob@example.com\\u0021\", \
+             \"card\": 4111111111111111, \"api_token\": {{\"v\": \"t0k3n\"}}, \"escaped\\\"key\": -1.5e3, \"list\": [], \"o\": {{}}}}}}\n"
+        );
+        let whole = masked_in_chunks(&masker, body.as_bytes(), body.len()).unwrap();
+        assert!(!whole.0.contains("aHVudGVyMg") && !whole.0.contains("bob@example.com") && !whole.0.contains("t0k3n"));
+        assert!(!whole.0.contains("4111111111111111"), "{}", whole.0);
+        assert!(whole.0.contains(r#""escaped\"key": -1.5e3"#), "{}", whole.0);
+        for size in 1..40 {
+            assert_eq!(masked_in_chunks(&masker, body.as_bytes(), size).unwrap(), whole, "chunks of {size}");
+        }
+        let reasons: Vec<_> = whole.1.hits.iter().map(|h| (h.reason.to_string(), h.count)).collect();
+        assert!(reasons.contains(&("json_path $..data".into(), 4)), "{reasons:?}");
+        assert!(reasons.contains(&("column_pattern *token*".into(), 1)), "{reasons:?}");
+    }
+
+    #[test]
+    fn unchanged_documents_pass_byte_for_byte() {
+        let masker = masker("detectors = [\"email\"]\n");
+        let body = " [1, 2.5, \"plain\", {\"a\": [true, false, null]}, \"\\u00e9\"] \n";
+        assert_eq!(masked(&masker, body), body);
+    }
+
+    #[test]
+    fn what_is_not_json_is_refused() {
+        let masker = masker("detectors = [\"email\"]\n");
+        for (body, says) in [
+            ("{\"a\": 1", "ends inside a value"),
+            ("{\"a\" 1}", "without ':'"),
+            ("[1, 2}", "not closed properly"),
+            ("{\"a\": tru}", "unexpected character"),
+            ("{\"a\": \"x", "not terminated"),
+            ("{\"a\": \"\\q\"}", "invalid escape"),
+            ("{1: 2}", "member name is not a string"),
+            ("[-]", "number without digits"),
+        ] {
+            for size in [1, 3, body.len()] {
+                let error = masked_in_chunks(&masker, body.as_bytes(), size).unwrap_err();
+                assert!(error.to_string().contains(says), "{body:?} in chunks of {size}: {error}");
+            }
+        }
+        let deep = "[".repeat(MAX_DEPTH + 1);
+        assert!(masked_in_chunks(&masker, deep.as_bytes(), 4096).unwrap_err().to_string().contains("too deep"));
+    }
+
+    #[test]
+    fn a_value_too_long_to_inspect_is_refused() {
+        let masker = masker("detectors = [\"email\"]\n");
+        let mut stream = JsonStream::new(masker);
+        let mut out = Vec::new();
+        stream.feed(b"[\"", &mut out).unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        let refused = (0..17).map(|_| stream.feed(&chunk, &mut out)).find_map(Result::err);
+        assert!(refused.is_some_and(|e| e.to_string().contains("longer than 16 MiB")));
+    }
+}

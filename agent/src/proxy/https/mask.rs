@@ -1,0 +1,204 @@
+//! Answers masked before they reach the client: JSON bodies (path rules,
+//! member-name rules, detectors) and text bodies (detectors), as they
+//! stream, whatever their size. What cannot be read (a compressed body
+//! despite the request asking for none, JSON that does not parse) is not
+//! passed on: the answer is refused before its head, or cut where the body
+//! stops making sense, and the request's record says why.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf as _, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use hyper::{
+    HeaderMap,
+    header::{self, HeaderValue},
+};
+
+use crate::masking::{BodyKind, BodyMasker, Masker};
+
+use super::record::Exchange;
+
+/// What masking makes of an answer, from its head.
+pub(super) enum Plan {
+    /// Masked as it streams.
+    Mask(BodyKind),
+    /// Nothing in it can be masked (an image, an archive): passed as it is.
+    Pass,
+    /// It should be masked but cannot be read: refused, with why.
+    Refuse(String),
+}
+
+/// How an answer with these headers is masked.
+pub(super) fn plan(headers: &HeaderMap) -> Plan {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let kind = if media == "application/json"
+        || media.ends_with("+json")
+        || media == "application/x-ndjson"
+        || media == "application/jsonl"
+    {
+        BodyKind::Json
+    } else if media.starts_with("text/")
+        || media.ends_with("+xml")
+        || matches!(media.as_str(), "application/xml" | "application/yaml" | "application/x-yaml" | "")
+    {
+        // No type at all: it may be anything, text included.
+        BodyKind::Text
+    } else {
+        return Plan::Pass;
+    };
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    if !encoding.trim().eq_ignore_ascii_case("identity") {
+        return Plan::Refuse(format!(
+            "the answer is compressed ({encoding}) although Airlock asked for none, so it cannot be masked"
+        ));
+    }
+    Plan::Mask(kind)
+}
+
+/// The request's headers for a target whose answers are masked: answers
+/// come uncompressed, so they can be read.
+pub(super) fn ask_uncompressed(headers: &mut HeaderMap) {
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+}
+
+/// The answer's headers once its body is masked: its length may change.
+pub(super) fn masked_headers(headers: &mut HeaderMap) {
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove("content-md5");
+    headers.remove("digest");
+    headers.remove("content-digest");
+    headers.remove(header::ETAG);
+}
+
+/// A body masked as it streams.
+pub(super) struct Masked<B> {
+    inner: B,
+    masker: BodyMasker,
+    /// Told what was masked (and whether masking failed) when the body ends.
+    exchange: Option<Arc<Exchange>>,
+    trailers: Option<HeaderMap>,
+    done: bool,
+}
+
+impl<B> Masked<B> {
+    pub fn new(inner: B, masker: Arc<Masker>, kind: BodyKind, exchange: Arc<Exchange>) -> Self {
+        let masker = BodyMasker::new(masker, kind);
+        Self { inner, masker, exchange: Some(exchange), trailers: None, done: false }
+    }
+
+    /// The body is over: its record learns what was masked.
+    fn report(&mut self, failure: Option<String>) {
+        if let Some(exchange) = self.exchange.take() {
+            exchange.masked(self.masker.outcome(), failure);
+        }
+    }
+}
+
+/// Why a masked body stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("airlock: the answer cannot be masked: {0}")]
+pub(super) struct Unmaskable(String);
+
+impl<B> Body for Masked<B>
+where
+    B: Body + Unpin,
+    B::Data: bytes::Buf,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let mut out = Vec::new();
+            let fed = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(error))) => {
+                    this.report(None);
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) => {
+                        let mut fed = Ok(());
+                        while data.has_remaining() && fed.is_ok() {
+                            let chunk = data.chunk();
+                            let n = chunk.len();
+                            fed = this.masker.feed(chunk, &mut out);
+                            data.advance(n);
+                        }
+                        fed
+                    }
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        this.done = true;
+                        this.masker.finish(&mut out)
+                    }
+                },
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.masker.finish(&mut out)
+                }
+            };
+            if let Err(error) = fed {
+                let why = error.to_string();
+                this.report(Some(why.clone()));
+                this.done = true;
+                this.trailers = None;
+                return Poll::Ready(Some(Err(Box::new(Unmaskable(why)))));
+            }
+            if this.done {
+                this.report(None);
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (header::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn answers_are_planned_by_their_type_and_encoding() {
+        let kind = |pairs: &[(&'static str, &'static str)]| match plan(&headers(pairs)) {
+            Plan::Mask(kind) => format!("{kind:?}"),
+            Plan::Pass => "pass".into(),
+            Plan::Refuse(why) => why,
+        };
+        assert_eq!(kind(&[("content-type", "application/json; charset=utf-8")]), "Json");
+        assert_eq!(kind(&[("content-type", "application/merge-patch+json")]), "Json");
+        assert_eq!(kind(&[("content-type", "text/html")]), "Text");
+        assert_eq!(kind(&[]), "Text");
+        assert_eq!(kind(&[("content-type", "image/png")]), "pass");
+        assert!(
+            kind(&[("content-type", "application/json"), ("content-encoding", "gzip")]).contains("compressed (gzip)")
+        );
+        assert_eq!(kind(&[("content-type", "text/plain"), ("content-encoding", "identity")]), "Text");
+    }
+}
