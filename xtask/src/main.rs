@@ -111,9 +111,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup::install()?;
             test(&root, !vm, !unit, &filters)
         }
-        Task::Bench { masking: true, .. } => {
-            cargo(&root, &["run", "--release", "-p", "airlock", "--example", "masking-bench"], &[])
-        }
+        Task::Bench { masking: true, .. } => masking_benches(&root),
         Task::Bench { soak: true, .. } => {
             setup::install()?;
             bench(&root, &["soak"])
@@ -122,7 +120,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup::install()?;
             bench(&root, &[])?;
             // The masking engine's throughput belongs to the same report.
-            cargo(&root, &["run", "--release", "-p", "airlock", "--example", "masking-bench"], &[])
+            masking_benches(&root)
         }
         Task::Fuzz { seconds, targets } => {
             setup::install()?;
@@ -308,6 +306,14 @@ fn fuzz(root: &Path, seconds: u32, only: &[String]) -> anyhow::Result<()> {
     }
     if !failed.is_empty() {
         bail!("fuzz targets failed: {} (crashes under fuzz/artifacts)", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// The masking engine's throughput on one core: result rows, then JSON answers.
+fn masking_benches(root: &Path) -> anyhow::Result<()> {
+    for example in ["masking-bench", "json-masking-bench"] {
+        cargo(root, &["run", "--release", "-p", "airlock", "--example", example], &[])?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use super::{
     json::{string_content, write_string},
     json_path::{AT_ROOT, Progress, Segment},
     strategy::Replacement,
+    swar,
 };
 
 /// Nesting deeper than this is refused rather than tracked without bound.
@@ -122,16 +123,33 @@ impl JsonStream {
 
     /// Masks what `chunk` completes into `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
-        if self.carry.is_empty() {
-            let done = self.run(chunk, false, out)?;
-            self.carry.extend_from_slice(&chunk[done..]);
-        } else {
-            let mut input = std::mem::take(&mut self.carry);
-            input.extend_from_slice(chunk);
-            let done = self.run(&input, false, out)?;
-            input.drain(..done);
-            self.carry = input;
+        let mut chunk = chunk;
+        if !self.carry.is_empty() {
+            // Only the cut token is joined with the bytes that complete it;
+            // the rest of the chunk is read where it lies.
+            let Some(end) = token_end(&self.carry, chunk) else {
+                self.carry.extend_from_slice(chunk);
+                return self.check_carry();
+            };
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(&chunk[..end]);
+            let done = self.run(&joined, false, out)?;
+            chunk = &chunk[end..];
+            if done < joined.len() {
+                joined.drain(..done);
+                joined.extend_from_slice(chunk);
+                self.carry = joined;
+                return self.check_carry();
+            }
+            joined.clear();
+            self.carry = joined;
         }
+        let done = self.run(chunk, false, out)?;
+        self.carry.extend_from_slice(&chunk[done..]);
+        self.check_carry()
+    }
+
+    fn check_carry(&self) -> Result<(), MaskError> {
         if self.carry.len() > MAX_TOKEN {
             return Err(MaskError::Malformed("JSON value longer than 16 MiB cannot be inspected"));
         }
@@ -389,6 +407,49 @@ fn is_number_byte(b: u8) -> bool {
     matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
 }
 
+/// How many bytes of `next` complete the token `cut` begins (a string, a
+/// number or a literal); `None` if `next` does not complete it either.
+fn token_end(cut: &[u8], next: &[u8]) -> Option<usize> {
+    match cut.first()? {
+        b'"' => {
+            // An odd run of backslashes at the cut escapes `next`'s first byte.
+            let backslashes = cut[1..].iter().rev().take_while(|&&b| b == b'\\').count();
+            let mut at = backslashes % 2;
+            loop {
+                let found = at + quote_or_backslash(next.get(at..)?)?;
+                if next[found] == b'"' {
+                    return Some(found + 1);
+                }
+                at = found + 2;
+            }
+        }
+        b'-' | b'0'..=b'9' => next.iter().position(|b| !is_number_byte(*b)),
+        // A literal: at most five bytes in all.
+        _ => (cut.len() + next.len() >= 5).then(|| 5usize.saturating_sub(cut.len()).min(next.len())),
+    }
+}
+
+/// Where the first `"` or `\\` in `text` is. Most strings in answers are
+/// short (names, ids, timestamps): a word at a time finds their end before
+/// a vector search would have started; longer ones go to memchr.
+#[inline]
+fn quote_or_backslash(text: &[u8]) -> Option<usize> {
+    const SHORT: usize = 32;
+    let mut at = 0;
+    while at + 8 <= text.len().min(SHORT) {
+        let word = swar::load(&text[at..at + 8]);
+        let hits = swar::equal(word, b'"') | swar::equal(word, b'\\');
+        if hits != 0 {
+            return Some(at + hits.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    if text.len() <= SHORT {
+        return text[at..].iter().position(|&b| b == b'"' || b == b'\\').map(|n| at + n);
+    }
+    memchr::memchr2(b'"', b'\\', &text[at..]).map(|n| at + n)
+}
+
 /// End (past the closing quote) of the string at `start` and whether it
 /// has escapes; `None` when the input ends first (and is not `last`).
 fn string_end(json: &[u8], start: usize, last: bool) -> Result<Option<(usize, bool)>, MaskError> {
@@ -396,7 +457,7 @@ fn string_end(json: &[u8], start: usize, last: bool) -> Result<Option<(usize, bo
     let mut pos = start + 1;
     let mut escaped = false;
     loop {
-        let Some(at) = memchr::memchr2(b'"', b'\\', &json[pos..]) else { return cut() };
+        let Some(at) = quote_or_backslash(&json[pos..]) else { return cut() };
         pos += at;
         if json[pos] == b'"' {
             return Ok(Some((pos + 1, escaped)));
