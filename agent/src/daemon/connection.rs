@@ -250,13 +250,19 @@ async fn run_session(
             };
             let tls = protocol == Protocol::Https;
             let identity = &s.identity;
-            let masker = matched.masking.as_ref().map(|policy| {
-                crate::masking::Masker::new(policy, &identity.user, &identity.groups, Arc::clone(&state.masking_key))
-            });
+            let masker_for = |policy: &crate::masking::MaskingPolicy| {
+                let key = Arc::clone(&state.masking_key);
+                let masker = crate::masking::Masker::new(policy, &identity.user, &identity.groups, key);
+                (!masker.is_noop()).then(|| Arc::new(masker))
+            };
+            let secrets = options
+                .mask_secrets
+                .then(|| crate::proxy::https::kubernetes::secrets_masking(matched.masking.as_ref()));
             let policy = crate::proxy::https::TargetPolicy {
                 options,
                 approvals: matched.guardrails.as_ref().and_then(|g| g.approvals.clone()),
-                masker: masker.filter(|m| !m.is_noop()).map(Arc::new),
+                masker: matched.masking.as_ref().and_then(masker_for),
+                secrets_masker: secrets.as_ref().and_then(masker_for),
             };
             let session = live.shared();
             crate::proxy::https::proxy((client, upstream), &shared, policy, tls, session, destination)
@@ -347,9 +353,14 @@ async fn refuse(client: TcpStream, speaks: Speaks, refusal: Refusal<'_>) {
                 tracing::info!(%error, "ssh refusal not delivered");
             }
         }
-        Speaks::Http { tls } => {
-            crate::proxy::https::refuse::refuse(client, tls, status, message, hint.unwrap_or_default().to_owned())
-                .await;
+        Speaks::Http { tls, kubernetes } => {
+            let said = crate::proxy::https::refuse::Refusal {
+                status,
+                message,
+                hint: hint.unwrap_or_default().to_owned(),
+                kubernetes,
+            };
+            crate::proxy::https::refuse::refuse(client, tls, said).await;
         }
         Speaks::Bytes => reset(client),
     }
@@ -363,9 +374,11 @@ enum Speaks {
         ca: Arc<crate::proxy::ssh::ca::SshCa>,
         names: Vec<String>,
     },
-    /// HTTP(S): an HTTP answer, after the TLS handshake for HTTPS.
+    /// HTTP(S): an HTTP answer, after the TLS handshake for HTTPS; a
+    /// `Status` object from Kubernetes targets.
     Http {
         tls: Option<tokio_rustls::TlsAcceptor>,
+        kubernetes: bool,
     },
     /// Relayed as bytes: a reset.
     Bytes,
@@ -378,9 +391,12 @@ fn speaks(state: &AgentState, target: &Target, destination: SocketAddr) -> Speak
             ca: Arc::clone(&state.ssh_ca),
             names: crate::proxy::ssh::host_names(destination.ip(), options),
         },
-        (Protocol::Http, _) => Speaks::Http { tls: None },
+        (Protocol::Http, _) => Speaks::Http { tls: None, kubernetes: false },
         (Protocol::Https, _) => match state.ca.acceptor_with_alpn(destination.ip(), &[b"h2", b"http/1.1"]) {
-            Ok(acceptor) => Speaks::Http { tls: Some(acceptor) },
+            Ok(acceptor) => {
+                let kubernetes = target.https.as_ref().is_some_and(|https| https.kubernetes);
+                Speaks::Http { tls: Some(acceptor), kubernetes }
+            }
             Err(_) => Speaks::Bytes,
         },
         _ => Speaks::Bytes,

@@ -192,6 +192,31 @@ impl ColumnMatcher {
 }
 
 impl MaskingPolicy {
+    /// `base` (a target's own masking, if it has some) with rules masking
+    /// every value `paths` name, for the people `base` does not exempt: what
+    /// Airlock itself masks (Kubernetes Secrets' data), beside what the
+    /// policy asks.
+    pub fn with_paths(base: Option<&MaskingPolicy>, paths: &[JsonPath], location: SourceLocation) -> Self {
+        let mut policy = base.cloned().unwrap_or_else(|| Self {
+            detectors: Vec::new(),
+            strategy: Strategy::default(),
+            detector_rules: Vec::new(),
+            rules: Vec::new(),
+            exempt: Exemption::default(),
+            location: location.clone(),
+        });
+        let marker = Strategy::Redact { marker: Some("[masked]".into()) };
+        // First: they decide before a member-name rule of the target's.
+        let added = paths.iter().map(|path| ColumnRule {
+            columns: ColumnMatcher::JsonPath(path.clone()),
+            strategy: marker.clone(),
+            exempt: Exemption::default(),
+            location: location.clone(),
+        });
+        policy.rules.splice(0..0, added);
+        policy
+    }
+
     /// Whether any of the masking applies to the person `user`, member of
     /// `groups` (when not, the proxy can skip masking for the session).
     pub fn applies_to(&self, user: &str, groups: &[String]) -> bool {

@@ -21,6 +21,24 @@
 //! action = "approve"                    # allow | approve ([target.approvals]) | deny
 //! reason = "changes to OpenBao's configuration need a second person"
 //! ```
+//!
+//! `protocol = "kubernetes"` targets take the same section, and more:
+//!
+//! ```toml
+//! [target.https]
+//! mask_secrets = true                   # Secrets' data (and kubectl's last-applied copy of it) masked; default true
+//!
+//! [target.https.credential]             # the agent's own token, acting as the person:
+//! kind = "kubernetes_impersonation"     #   Impersonate-User: their e-mail (OIDC) or user name
+//! file = "/etc/airlock/kube-token"      #   root-only file with the token of a service account allowed to impersonate
+//! groups = ["dev", "sre"]               #   their groups passed on as Impersonate-Group (default: none)
+//!
+//! [[target.https.rule]]                 # rules also match what the request is to Kubernetes:
+//! verbs = ["create"]                    # get list watch create update patch delete deletecollection
+//! resources = ["pods/exec", "pods/attach"]  # resource[/subresource], `.group` for named groups; globs
+//! namespaces = ["prod*"]                # globs; default: any (and cluster-wide requests)
+//! action = "approve"
+//! ```
 
 use std::path::PathBuf;
 
@@ -43,6 +61,18 @@ pub struct HttpsOptions {
     pub credential: Option<HttpCredential>,
     /// Request rules in file order.
     pub rules: Vec<RequestRule>,
+    /// A Kubernetes API server (`protocol = "kubernetes"`).
+    pub kubernetes: bool,
+    /// Kubernetes: Secrets' data masked in answers (unless the person is
+    /// exempt from the target's masking).
+    pub mask_secrets: bool,
+}
+
+impl HttpsOptions {
+    /// The options of a target without a `[target.https]` section.
+    pub fn defaults(kubernetes: bool) -> Self {
+        Self { kubernetes, mask_secrets: kubernetes, ..Self::default() }
+    }
 }
 
 /// What happens to requests a rule matches.
@@ -56,6 +86,12 @@ pub struct RequestRule {
     pub action: GuardAction,
     /// Told to the client and recorded.
     pub reason: Option<String>,
+    /// Kubernetes verbs matched; empty: any.
+    pub verbs: Vec<String>,
+    /// Kubernetes resources matched (globs over `resource[.group][/subresource]`); empty: any.
+    pub resources: Vec<String>,
+    /// Kubernetes namespaces matched (globs); empty: any, cluster-wide requests included.
+    pub namespaces: Vec<String>,
 }
 
 impl RequestRule {
@@ -66,6 +102,25 @@ impl RequestRule {
         let method = self.methods.is_empty()
             || methods.iter().any(|m| self.methods.iter().any(|r| r.eq_ignore_ascii_case(m.as_ref())));
         method && paths.iter().any(|path| crate::glob::matches(&self.path, path))
+    }
+
+    /// Whether the rule names Kubernetes verbs, resources or namespaces.
+    pub fn is_kubernetes(&self) -> bool {
+        !(self.verbs.is_empty() && self.resources.is_empty() && self.namespaces.is_empty())
+    }
+
+    /// Whether the Kubernetes parts of the rule match a request with these
+    /// `verbs` (its own, and those method overrides would make of it) on
+    /// `resource` (`resource[.group][/subresource]`) in `namespace` (empty:
+    /// cluster-wide). A rule with such parts never matches a request that
+    /// names no resource.
+    pub fn matches_kubernetes(&self, verbs: &[&str], resource: Option<&str>, namespace: &str) -> bool {
+        let Some(resource) = resource else { return !self.is_kubernetes() };
+        let verb = self.verbs.is_empty() || verbs.iter().any(|v| self.verbs.iter().any(|r| r == v));
+        let resource = self.resources.is_empty() || self.resources.iter().any(|r| crate::glob::matches(r, resource));
+        let namespace = self.namespaces.is_empty()
+            || (!namespace.is_empty() && self.namespaces.iter().any(|n| crate::glob::matches(n, namespace)));
+        verb && resource && namespace
     }
 }
 
@@ -115,6 +170,14 @@ pub enum HttpCredential {
         /// The file.
         file: PathBuf,
     },
+    /// The agent's own Kubernetes token, with `Impersonate-User` and
+    /// `Impersonate-Group` set from the person.
+    KubernetesImpersonation {
+        /// Root-only file with the token.
+        file: PathBuf,
+        /// The person's groups passed on (others are not).
+        groups: Vec<String>,
+    },
     /// `Authorization: Bearer` with a token read from OpenBao per session.
     Bearer {
         /// The OpenBao that holds it.
@@ -142,6 +205,7 @@ impl HttpCredential {
     pub fn describe(&self) -> String {
         match self {
             Self::HeaderFile { header, file } => format!("header_file {header} from {}", file.display()),
+            Self::KubernetesImpersonation { file, .. } => format!("kubernetes_impersonation from {}", file.display()),
             Self::Bearer { openbao, path, field } => format!("bearer from {} {path} ({field})", openbao.addr),
         }
     }
@@ -162,6 +226,9 @@ mod tests {
             path: "/files/*".into(),
             action: GuardAction::Deny,
             reason: None,
+            verbs: Vec::new(),
+            resources: Vec::new(),
+            namespaces: Vec::new(),
         };
         for path in ["/files/x", "//files/x", "/%66iles/x", "/x/../files/x", "/files%2Fx/../y"] {
             assert!(rule.matches(&["DELETE"], &[path, &normalized_path(path)]), "{path}");
@@ -169,6 +236,30 @@ mod tests {
         assert!(rule.matches(&["POST", "DELETE"], &["/files/x"]), "a method override");
         assert!(!rule.matches(&["GET"], &["/files/x"]));
         assert!(!rule.matches(&["DELETE"], &["/other"]));
+    }
+
+    #[test]
+    fn kubernetes_rules_match_verbs_resources_and_namespaces() {
+        let exec = RequestRule {
+            methods: Vec::new(),
+            path: "*".into(),
+            action: GuardAction::Approve,
+            reason: None,
+            verbs: vec!["create".into()],
+            resources: vec!["pods/exec".into(), "pods/attach".into()],
+            namespaces: vec!["prod*".into()],
+        };
+        assert!(exec.matches_kubernetes(&["create"], Some("pods/exec"), "prod-eu"));
+        assert!(!exec.matches_kubernetes(&["create"], Some("pods/exec"), "dev"));
+        assert!(!exec.matches_kubernetes(&["create"], Some("pods/exec"), ""), "cluster-wide is no namespace of theirs");
+        assert!(!exec.matches_kubernetes(&["get"], Some("pods/exec"), "prod"));
+        assert!(!exec.matches_kubernetes(&["create"], Some("pods"), "prod"));
+        assert!(!exec.matches_kubernetes(&["create"], None, "prod"), "discovery is no resource");
+        let plain = RequestRule { verbs: Vec::new(), resources: Vec::new(), namespaces: Vec::new(), ..exec };
+        assert!(
+            plain.matches_kubernetes(&[], None, ""),
+            "a rule without Kubernetes parts leaves them to path and method"
+        );
     }
 }
 
@@ -179,6 +270,7 @@ pub(super) struct RawHttps {
     server_name: Option<String>,
     #[serde(default)]
     strip_cookies: Vec<String>,
+    mask_secrets: Option<Spanned<bool>>,
     credential: Option<Spanned<RawCredential>>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
@@ -193,7 +285,16 @@ struct RawRule {
     path: String,
     action: Spanned<String>,
     reason: Option<String>,
+    #[serde(default)]
+    verbs: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    namespaces: Vec<String>,
 }
+
+/// Verbs the API server authorises requests by.
+const VERBS: [&str; 8] = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"];
 
 fn any_path() -> String {
     "*".into()
@@ -208,6 +309,8 @@ struct RawCredential {
     openbao: Option<RawOpenBao>,
     path: Option<String>,
     field: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -221,7 +324,12 @@ struct RawOpenBao {
 /// Checks `[target.https]`; each problem goes to `error` with its byte
 /// offset. `has_approvers`: whether the target names approvers, which rules
 /// holding requests need.
-pub(super) fn options(raw: RawHttps, has_approvers: bool, error: &mut dyn FnMut(usize, String)) -> HttpsOptions {
+pub(super) fn options(
+    raw: RawHttps,
+    has_approvers: bool,
+    kubernetes: bool,
+    error: &mut dyn FnMut(usize, String),
+) -> HttpsOptions {
     let absolute = |path: &str| path.starts_with('/');
     let ca_file = raw.ca_file.map(|file| {
         if !absolute(file.get_ref()) {
@@ -253,6 +361,19 @@ pub(super) fn options(raw: RawHttps, has_approvers: bool, error: &mut dyn FnMut(
                 }
                 Some(HttpCredential::HeaderFile { header, file: file.into() })
             }
+            "kubernetes_impersonation" => {
+                let Some(file) = credential.file else {
+                    missing("file");
+                    return None;
+                };
+                if !kubernetes {
+                    error(at, "kubernetes_impersonation is for protocol = \"kubernetes\" targets".into());
+                }
+                if !absolute(&file) {
+                    error(at, "credential file must be an absolute path".into());
+                }
+                Some(HttpCredential::KubernetesImpersonation { file: file.into(), groups: credential.groups })
+            }
             "bearer" => {
                 let (Some(openbao), Some(path)) = (credential.openbao, credential.path) else {
                     missing("openbao and path");
@@ -279,7 +400,9 @@ pub(super) fn options(raw: RawHttps, has_approvers: bool, error: &mut dyn FnMut(
             other => {
                 error(
                     credential.kind.span().start,
-                    format!("unknown credential kind {other:?}, expected \"header_file\" or \"bearer\""),
+                    format!(
+                        "unknown credential kind {other:?}, expected \"header_file\", \"bearer\" or \"kubernetes_impersonation\""
+                    ),
                 );
                 None
             }
@@ -306,7 +429,38 @@ pub(super) fn options(raw: RawHttps, has_approvers: bool, error: &mut dyn FnMut(
         if !rule.path.starts_with('/') && rule.path != "*" {
             error(at, format!("path {:?} must start with / (or be *)", rule.path));
         }
-        rules.push(RequestRule { methods, path: rule.path, action, reason: rule.reason });
+        let names_kubernetes = !(rule.verbs.is_empty() && rule.resources.is_empty() && rule.namespaces.is_empty());
+        if names_kubernetes && !kubernetes {
+            error(at, "verbs, resources and namespaces are for protocol = \"kubernetes\" targets".into());
+        }
+        if let Some(bad) = rule.verbs.iter().find(|v| !VERBS.contains(&v.as_str())) {
+            error(at, format!("unknown Kubernetes verb {bad:?}, expected one of {}", VERBS.join(", ")));
+        }
+        rules.push(RequestRule {
+            methods,
+            path: rule.path,
+            action,
+            reason: rule.reason,
+            verbs: rule.verbs,
+            resources: rule.resources,
+            namespaces: rule.namespaces,
+        });
     }
-    HttpsOptions { ca_file, server_name: raw.server_name, strip_cookies: raw.strip_cookies, credential, rules }
+    let mask_secrets = match raw.mask_secrets {
+        Some(flag) if !kubernetes => {
+            error(flag.span().start, "mask_secrets is for protocol = \"kubernetes\" targets".into());
+            false
+        }
+        Some(flag) => flag.into_inner(),
+        None => kubernetes,
+    };
+    HttpsOptions {
+        ca_file,
+        server_name: raw.server_name,
+        strip_cookies: raw.strip_cookies,
+        credential,
+        rules,
+        kubernetes,
+        mask_secrets,
+    }
 }

@@ -205,15 +205,17 @@ impl Loader {
             self.names.insert(name.clone(), source.location(raw.name.span().start));
         }
 
+        // A Kubernetes API server is an HTTPS target with Kubernetes' parts on.
+        let kubernetes = raw.protocol.get_ref() == "kubernetes";
         let protocol = match raw.protocol.get_ref().as_str() {
             "postgres" => Some(Protocol::Postgres),
             "ssh" => Some(Protocol::Ssh),
-            "https" => Some(Protocol::Https),
+            "https" | "kubernetes" => Some(Protocol::Https),
             "http" => Some(Protocol::Http),
             "tcp" => Some(Protocol::Tcp),
             other => {
                 let message = format!(
-                    "unknown protocol {other:?}, expected \"postgres\", \"ssh\", \"https\", \"http\" or \"tcp\""
+                    "unknown protocol {other:?}, expected \"postgres\", \"ssh\", \"https\", \"kubernetes\", \"http\" or \"tcp\""
                 );
                 self.error(source, raw.protocol.span().start, message);
                 None
@@ -320,11 +322,11 @@ impl Loader {
                     self.error(source, https.span().start, "[target.https] is for https and http targets only".into());
                 }
                 let has_approvers = guardrails.as_ref().is_some_and(|g| g.approvals.is_some());
-                Some(super::https::options(https.into_inner(), has_approvers, &mut |offset, message| {
+                Some(super::https::options(https.into_inner(), has_approvers, kubernetes, &mut |offset, message| {
                     self.error(source, offset, message)
                 }))
             }
-            None => is_http.then(Default::default),
+            None => is_http.then(|| super::https::HttpsOptions::defaults(kubernetes)),
         };
 
         // A target with errors may still be kept: any error discards the
@@ -537,7 +539,7 @@ groups = []
             errors(&[("bad.toml", bad)]),
             [
                 "bad.toml:2:8: invalid target name \"Bad Name\": use lowercase letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64 characters",
-                "bad.toml:3:12: unknown protocol \"mysql\", expected \"postgres\", \"ssh\", \"https\", \"http\" or \"tcp\"",
+                "bad.toml:3:12: unknown protocol \"mysql\", expected \"postgres\", \"ssh\", \"https\", \"kubernetes\", \"http\" or \"tcp\"",
                 "bad.toml:4:8: port 70000 is not a TCP port (1-65535)",
                 "bad.toml:5:14: \"10.0.0.1/24\" has host bits set: did you mean 10.0.0.0/24?",
                 "bad.toml:5:29: \"nonsense\" is not an IP address, a CIDR or \"any\"",

@@ -15,10 +15,14 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 
-use crate::{guardrails::GuardAction, policy::https::normalized_path};
+use crate::{
+    guardrails::GuardAction,
+    policy::https::{RequestRule, normalized_path},
+};
 
 use super::{
     Session,
+    kubernetes::{self, KubeRequest},
     mask::{self, Masked, Plan},
     record::{Counted, Direction, Exchange},
     scrub::{self, Scrubbed},
@@ -47,20 +51,38 @@ pub(super) async fn forward(
     mut request: Request<Incoming>,
 ) -> Result<Response<ClientBody>, Infallible> {
     let host = host_of(&request).unwrap_or_else(|| session.default_host.clone());
-    let exchange = Exchange::new(std::sync::Arc::clone(&session), &request, &host);
+    let k8s = session.kubernetes;
+    let needs_path = k8s || !session.rules.is_empty();
+    let normalized = if needs_path { normalized_path(request.uri().path()) } else { String::new() };
+    let kube = k8s.then(|| KubeRequest::read(request.method(), &normalized, request.uri().query()));
+    let exchange = Exchange::new(std::sync::Arc::clone(&session), &request, &host, kube.clone());
     if session.records.failed() {
         let message = "airlock: the audit log cannot be written, so no request may go through";
-        return Ok(answer(&request, StatusCode::SERVICE_UNAVAILABLE, message, UNRECORDED_HINT));
+        return Ok(answer(&request, k8s, StatusCode::SERVICE_UNAVAILABLE, message, UNRECORDED_HINT));
     }
     if let Some(error) = &session.credential_error {
         exchange.failed(503, error.clone());
-        return Ok(answer(&request, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
+        return Ok(answer(&request, k8s, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
     }
     if !session.rules.is_empty() {
         let methods = methods_of(&request);
-        let normalized = normalized_path(request.uri().path());
         let paths = [request.uri().path(), normalized.as_str()];
-        if let Some(rule) = session.rules.iter().find(|r| r.matches(&methods, &paths)) {
+        // What Kubernetes would make of the request under each method it may pass for.
+        let verbs: Vec<String> = match &kube {
+            Some(kube) if kube.resource_request => methods
+                .iter()
+                .filter_map(|m| hyper::Method::from_bytes(m.as_bytes()).ok())
+                .map(|m| KubeRequest::read(&m, &normalized, request.uri().query()).verb)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let verbs: Vec<&str> = verbs.iter().map(String::as_str).collect();
+        let resource = kube.as_ref().filter(|k| k.resource_request).map(KubeRequest::resource_name);
+        let namespace = kube.as_ref().map_or("", |k| k.namespace.as_str());
+        let matching = |r: &&RequestRule| {
+            r.matches(&methods, &paths) && r.matches_kubernetes(&verbs, resource.as_deref(), namespace)
+        };
+        if let Some(rule) = session.rules.iter().find(matching) {
             let reason = rule.reason.clone().unwrap_or_else(|| describe_rule(rule));
             let refusal = match rule.action {
                 GuardAction::Allow => None,
@@ -73,7 +95,7 @@ pub(super) async fn forward(
             if let Some(refusal) = refusal {
                 exchange.refused(refusal.clone());
                 let message = format!("airlock: {refusal}");
-                return Ok(answer(&request, StatusCode::FORBIDDEN, &message, RULE_HINT));
+                return Ok(answer(&request, k8s, StatusCode::FORBIDDEN, &message, RULE_HINT));
             }
         }
     }
@@ -82,17 +104,30 @@ pub(super) async fn forward(
     let path = path_of(&request);
     let Ok(uri) = format!("{}://{host}{path}", session.scheme).parse::<Uri>() else {
         exchange.failed(400, format!("the request's host {host:?} is not a valid authority"));
-        return Ok(answer(&request, StatusCode::BAD_REQUEST, "airlock: the request names no valid host", ""));
+        return Ok(answer(&request, k8s, StatusCode::BAD_REQUEST, "airlock: the request names no valid host", ""));
+    };
+    // Answers about Secrets are masked with their data, and must be read
+    // whatever they are: what cannot be is refused, not passed.
+    let reads_secrets = kube.as_ref().is_some_and(KubeRequest::reads_secrets);
+    let (masker, strict_masking) = match (&session.secrets_masker, reads_secrets) {
+        (Some(masker), true) => (Some(masker), true),
+        _ => (session.masker.as_ref(), false),
     };
     let (parts, body) = request.into_parts();
     let mut upstream = Request::builder().method(parts.method.clone()).uri(uri).version(Version::HTTP_11);
     if let Some(headers) = upstream.headers_mut() {
-        *headers = outgoing_headers(&parts.headers, &session, upgrade.as_ref());
+        *headers = outgoing_headers(&parts.headers, &session, upgrade.as_ref(), (masker, strict_masking));
     }
     let body = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToUpstream);
     let Ok(upstream) = upstream.body(body) else {
         exchange.failed(400, "the request could not be rebuilt".into());
-        return Ok(error_response(StatusCode::BAD_REQUEST, "airlock: the request could not be rebuilt"));
+        return Ok(answer(
+            &parts_request(&parts),
+            k8s,
+            StatusCode::BAD_REQUEST,
+            "airlock: the request could not be rebuilt",
+            "",
+        ));
     };
     // The target is spoken to in the client's version where it can be:
     // HTTP/2 when the client speaks it (and the target offers it), else
@@ -103,7 +138,7 @@ pub(super) async fn forward(
         Err(error) => {
             let message = format!("airlock: the target did not answer: {}", describe(&error));
             exchange.failed(502, message.clone());
-            return Ok(error_response(StatusCode::BAD_GATEWAY, &message));
+            return Ok(answer(&parts_request(&parts), k8s, StatusCode::BAD_GATEWAY, &message, ""));
         }
     };
     exchange.answered(response.status().as_u16());
@@ -132,10 +167,11 @@ pub(super) async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let masking = match session.masker.as_ref().map(|masker| (masker, mask::plan(&parts.headers))) {
+    let masking = match masker.map(|masker| (masker, mask::plan(&parts.headers, strict_masking))) {
         Some((_, Plan::Refuse(why))) => {
             exchange.failed(502, why.clone());
-            return Ok(error_response(StatusCode::BAD_GATEWAY, &format!("airlock: {why}")));
+            let message = format!("airlock: {why}");
+            return Ok(answer(&hyper::Request::new(()), k8s, StatusCode::BAD_GATEWAY, &message, ""));
         }
         Some((masker, Plan::Mask(kind))) => {
             mask::masked_headers(&mut parts.headers);
@@ -203,8 +239,14 @@ fn upgrade_of(request: &Request<Incoming>) -> Option<HeaderValue> {
     asks.then(|| request.headers().get(header::UPGRADE).cloned()).flatten()
 }
 
-/// The headers sent to the target.
-fn outgoing_headers(incoming: &HeaderMap, session: &Session, upgrade: Option<&HeaderValue>) -> HeaderMap {
+/// The headers sent to the target: `masker` masks the answer, and
+/// `strict_masking` when it must be able to read it whatever it is.
+fn outgoing_headers(
+    incoming: &HeaderMap,
+    session: &Session,
+    upgrade: Option<&HeaderValue>,
+    (masker, strict_masking): (Option<&std::sync::Arc<crate::masking::Masker>>, bool),
+) -> HeaderMap {
     let mut headers = incoming.clone();
     strip_hop_by_hop(&mut headers);
     // The client's credentials never reach the target.
@@ -218,11 +260,14 @@ fn outgoing_headers(incoming: &HeaderMap, session: &Session, upgrade: Option<&He
     strip_cookies(&mut headers, &session.strip_cookies);
     // hyper sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI.
     headers.remove(header::HOST);
-    if let Some((name, value)) = &session.inject {
-        headers.insert(name.clone(), value.clone());
+    for (name, value) in &session.inject {
+        headers.append(name.clone(), value.clone());
     }
-    if session.masker.is_some() {
+    if masker.is_some() {
         mask::ask_uncompressed(&mut headers);
+    }
+    if strict_masking {
+        mask::ask_for_json(&mut headers);
     }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -276,14 +321,24 @@ const RULE_HINT: &str =
 const UNRECORDED_HINT: &str = "Tell this host's administrators (disk full or audit directory broken).";
 const CREDENTIAL_HINT: &str = "Airlock sends this target's credential for you; tell this host's administrators.";
 
-/// Airlock's own answer: JSON when the client accepts it, else text.
-pub(super) fn answer<B>(request: &Request<B>, status: StatusCode, message: &str, hint: &str) -> Response<ClientBody> {
+/// Airlock's own answer: a `Status` object from a Kubernetes target
+/// (`kubernetes`), else JSON when the client accepts it, else text.
+pub(super) fn answer<B>(
+    request: &Request<B>,
+    kubernetes: bool,
+    status: StatusCode,
+    message: &str,
+    hint: &str,
+) -> Response<ClientBody> {
     let accepts_json = request
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("json"));
-    let (body, kind) = if accepts_json {
+    let (body, kind) = if kubernetes {
+        let text = if hint.is_empty() { message.to_owned() } else { format!("{message} {hint}") };
+        (kubernetes::status(status, &text), "application/json")
+    } else if accepts_json {
         (serde_json::json!({ "error": message, "hint": hint }).to_string(), "application/json")
     } else if hint.is_empty() {
         (format!("{message}\n"), "text/plain; charset=utf-8")
@@ -296,12 +351,12 @@ pub(super) fn answer<B>(request: &Request<B>, status: StatusCode, message: &str,
     response
 }
 
-fn error_response(status: StatusCode, message: &str) -> Response<ClientBody> {
-    let mut response =
-        Response::new(Full::new(Bytes::from(format!("{message}\n"))).map_err(|never| match never {}).boxed());
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
+/// A request with `parts`' headers and no body, for [`answer`] once the
+/// request itself has been taken apart.
+fn parts_request(parts: &hyper::http::request::Parts) -> Request<()> {
+    let mut request = Request::new(());
+    *request.headers_mut() = parts.headers.clone();
+    request
 }
 
 fn empty() -> ClientBody {

@@ -32,8 +32,10 @@ pub(super) enum Plan {
     Refuse(String),
 }
 
-/// How an answer with these headers is masked.
-pub(super) fn plan(headers: &HeaderMap) -> Plan {
+/// How an answer with these headers is masked; `strict`: it must be read
+/// whatever its type (answers about Kubernetes Secrets), so what is neither
+/// JSON nor text is refused rather than passed.
+pub(super) fn plan(headers: &HeaderMap, strict: bool) -> Plan {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -51,6 +53,8 @@ pub(super) fn plan(headers: &HeaderMap) -> Plan {
     {
         // No type at all: it may be anything, text included.
         BodyKind::Text
+    } else if strict {
+        return Plan::Refuse(format!("the answer is {media}, which Airlock cannot mask; ask for application/json"));
     } else {
         return Plan::Pass;
     };
@@ -67,6 +71,16 @@ pub(super) fn plan(headers: &HeaderMap) -> Plan {
 /// come uncompressed, so they can be read.
 pub(super) fn ask_uncompressed(headers: &mut HeaderMap) {
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+}
+
+/// The request's headers for an answer that must be masked whatever it is:
+/// JSON rather than protobuf (Kubernetes clients ask for either).
+pub(super) fn ask_for_json(headers: &mut HeaderMap) {
+    let asks_protobuf =
+        headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().map_or(true, |v| v.contains("protobuf")));
+    if asks_protobuf {
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    }
 }
 
 /// The answer's headers once its body is masked: its length may change.
@@ -186,7 +200,7 @@ mod tests {
 
     #[test]
     fn answers_are_planned_by_their_type_and_encoding() {
-        let kind = |pairs: &[(&'static str, &'static str)]| match plan(&headers(pairs)) {
+        let kind = |pairs: &[(&'static str, &'static str)]| match plan(&headers(pairs), false) {
             Plan::Mask(kind) => format!("{kind:?}"),
             Plan::Pass => "pass".into(),
             Plan::Refuse(why) => why,
@@ -200,5 +214,8 @@ mod tests {
             kind(&[("content-type", "application/json"), ("content-encoding", "gzip")]).contains("compressed (gzip)")
         );
         assert_eq!(kind(&[("content-type", "text/plain"), ("content-encoding", "identity")]), "Text");
+        let protobuf = headers(&[("content-type", "application/vnd.kubernetes.protobuf")]);
+        assert!(matches!(plan(&protobuf, false), Plan::Pass));
+        assert!(matches!(plan(&protobuf, true), Plan::Refuse(why) if why.contains("cannot mask")));
     }
 }

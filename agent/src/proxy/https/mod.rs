@@ -12,6 +12,7 @@
 
 mod credential;
 mod forward;
+pub mod kubernetes;
 mod mask;
 mod record;
 pub mod refuse;
@@ -68,6 +69,8 @@ pub struct TargetPolicy<'a> {
     pub approvals: Option<ApprovalPolicy>,
     /// Masks answers for the session's person (`None`: nothing to mask for them).
     pub masker: Option<Arc<Masker>>,
+    /// Kubernetes: masks answers about Secrets for the person (`None`: they see them).
+    pub secrets_masker: Option<Arc<Masker>>,
 }
 
 /// Why a session ended in error.
@@ -95,8 +98,9 @@ pub(super) struct Session {
     /// The host requests name when they name none: what the client asked for.
     default_host: String,
     strip_cookies: Vec<String>,
-    /// The header injected into every request, and where it comes from.
-    inject: Option<(HeaderName, HeaderValue)>,
+    /// The headers injected into every request: the credential, and for
+    /// Kubernetes impersonation whom it acts for.
+    inject: Vec<(HeaderName, HeaderValue)>,
     /// Its secret part, overwritten wherever an answer echoes it.
     secret: Option<bytes::Bytes>,
     credential_source: Option<String>,
@@ -107,6 +111,11 @@ pub(super) struct Session {
     approval: Option<(Arc<Approvals>, ApprovalPolicy)>,
     /// Masks answers, when anything is masked for this person.
     masker: Option<Arc<Masker>>,
+    /// A Kubernetes API server: requests are read as Kubernetes reads them,
+    /// refusals are `Status` objects.
+    kubernetes: bool,
+    /// Masks answers about Secrets: the target's masking and their data.
+    secrets_masker: Option<Arc<Masker>>,
     clients: upstream::Clients,
 }
 
@@ -151,7 +160,7 @@ pub async fn proxy(
     live: Arc<LiveSession>,
     destination: SocketAddr,
 ) -> Result<(), HttpsError> {
-    let TargetPolicy { options, approvals: approval_policy, masker } = policy;
+    let TargetPolicy { options, approvals: approval_policy, masker, secrets_masker } = policy;
     let target_tls = if tls {
         let roots = match &options.ca_file {
             Some(path) => Roots::from_pem_file(path).map_err(|e| HttpsError::Serve(e.to_string()))?,
@@ -162,18 +171,20 @@ pub async fn proxy(
         None
     };
     let injected = match &options.credential {
-        Some(credential) => Some(credential::Injected::obtain(credential).await),
+        Some(credential) => Some(credential::Injected::obtain(credential, &live.identity).await),
         None => None,
     };
     let (inject, credential_source, credential_error) = match &injected {
         Some(Ok(injected)) => {
-            (Some((injected.header.clone(), injected.value.clone())), Some(injected.source.clone()), None)
+            let mut headers = vec![(injected.header.clone(), injected.value.clone())];
+            headers.extend(injected.acting_for.iter().cloned());
+            (headers, Some(injected.source.clone()), None)
         }
         Some(Err(error)) => {
             let source = options.credential.as_ref().map(|c| c.describe());
-            (None, source, Some(format!("the credential for this target could not be obtained: {error}")))
+            (Vec::new(), source, Some(format!("the credential for this target could not be obtained: {error}")))
         }
-        None => (None, None, None),
+        None => (Vec::new(), None, None),
     };
     if let Some(error) = &credential_error {
         tracing::warn!(session = %live.id, error, "http credential not obtained");
@@ -190,7 +201,7 @@ pub async fn proxy(
             }),
             connect_timeout: shared.connect_timeout,
         };
-        let secret = inject.as_ref().and_then(|(_, value)| scrub::secret_of(value));
+        let secret = inject.first().and_then(|(_, value)| scrub::secret_of(value));
         Arc::new(Session {
             secret,
             records: shared.records.clone(),
@@ -204,7 +215,9 @@ pub async fn proxy(
             credential_error,
             rules: options.rules.clone(),
             approval: approval_policy.map(|policy| (Arc::clone(&shared.approvals), policy)),
-            masker,
+            masker: masker.clone(),
+            kubernetes: options.kubernetes,
+            secrets_masker: secrets_masker.clone(),
             clients: upstream::Clients::new(target, upstream),
         })
     };

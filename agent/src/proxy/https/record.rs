@@ -17,7 +17,7 @@ use bytes::Buf as _;
 use http_body::{Body, Frame, SizeHint};
 use serde_json::json;
 
-use super::Session;
+use super::{Session, kubernetes::KubeRequest};
 
 /// A request being recorded; the record is written when the last body
 /// holding it is done.
@@ -27,6 +27,8 @@ pub(super) struct Exchange {
     host: String,
     path: String,
     version: &'static str,
+    /// What the request is to Kubernetes, on Kubernetes targets.
+    kubernetes: Option<KubeRequest>,
     started: Instant,
     to_upstream: AtomicU64,
     to_client: AtomicU64,
@@ -48,7 +50,12 @@ struct Outcome {
 }
 
 impl Exchange {
-    pub fn new(session: Arc<Session>, request: &hyper::Request<hyper::body::Incoming>, host: &str) -> Arc<Self> {
+    pub fn new(
+        session: Arc<Session>,
+        request: &hyper::Request<hyper::body::Incoming>,
+        host: &str,
+        kubernetes: Option<KubeRequest>,
+    ) -> Arc<Self> {
         let version = match request.version() {
             hyper::Version::HTTP_2 => "HTTP/2",
             hyper::Version::HTTP_10 => "HTTP/1.0",
@@ -61,6 +68,7 @@ impl Exchange {
             host: host.to_owned(),
             path: crate::redact::url_query_secrets(path),
             version,
+            kubernetes,
             started: Instant::now(),
             to_upstream: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
@@ -112,6 +120,7 @@ impl Drop for Exchange {
             "host": self.host,
             "path": self.path,
             "version": self.version,
+            "kubernetes": self.kubernetes,
             "status": outcome.status,
             "request_bytes": self.to_upstream.load(Relaxed),
             "response_bytes": self.to_client.load(Relaxed),

@@ -17,13 +17,27 @@ use super::forward::answer;
 /// How long a refused client is answered before the connection is closed.
 const REFUSAL_TIME: Duration = Duration::from_secs(10);
 
-/// Answers the requests on `client` with `status`, `message` and `hint`.
-pub async fn refuse(client: TcpStream, tls: Option<TlsAcceptor>, status: u16, message: String, hint: String) {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-    let said = Arc::new((message, hint));
+/// What a refused client is told.
+pub struct Refusal {
+    /// HTTP status.
+    pub status: u16,
+    /// Why.
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+    /// Said as a Kubernetes `Status` object.
+    pub kubernetes: bool,
+}
+
+/// Answers the requests on `client` with `said`.
+pub async fn refuse(client: TcpStream, tls: Option<TlsAcceptor>, said: Refusal) {
+    let status = StatusCode::from_u16(said.status).unwrap_or(StatusCode::FORBIDDEN);
+    let said = Arc::new(said);
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let said = Arc::clone(&said);
-        async move { Ok::<_, std::convert::Infallible>(answer(&request, status, &said.0, &said.1)) }
+        async move {
+            Ok::<_, std::convert::Infallible>(answer(&request, said.kubernetes, status, &said.message, &said.hint))
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(false);
