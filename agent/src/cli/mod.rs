@@ -2,6 +2,7 @@
 
 mod approvals;
 mod audit;
+mod kubeconfig;
 mod login;
 mod policy;
 mod status;
@@ -147,6 +148,19 @@ enum Command {
         /// Take it out of the system trust store.
         #[arg(long)]
         uninstall: bool,
+    },
+    /// Print a kubeconfig for this host's Kubernetes targets: the real server
+    /// URLs, trusting the host CA, with no credential (Airlock adds it).
+    Kubeconfig {
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Write it to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Agent configuration file (for the policy and the state directory).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
     },
     /// Print the `@cert-authority` line for /etc/ssh/ssh_known_hosts that makes
     /// SSH clients trust the host certificates Airlock shows; with --user, the
@@ -302,6 +316,21 @@ impl Cli {
                 }
                 eprintln!("# {}", path.display());
                 print!("{pem}");
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Command::Kubeconfig { target, output, config } => {
+                let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let path = config.state_dir.join("tls").join(crate::proxy::ca::CA_CERT_FILE);
+                let pem = std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!("{}: {e} (the agent makes the CA when it first starts)", path.display())
+                })?;
+                let policy =
+                    crate::policy::Policy::load_dir(&config.policies_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let text = kubeconfig::kubeconfig(&policy, &pem, target.as_deref())?;
+                match output {
+                    Some(path) => kubeconfig::write(&path, &text)?,
+                    None => print!("{text}"),
+                }
                 Ok(std::process::ExitCode::SUCCESS)
             }
             Command::SshCa { user, config } => {
