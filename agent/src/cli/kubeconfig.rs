@@ -3,7 +3,9 @@
 //! CA its kubeconfig names, not the system's, so a kubeconfig made for the
 //! real cluster refuses the leaf Airlock shows. This one names the real
 //! server (its address and port, or `server_name`), trusts the host CA, and
-//! holds no credential: Airlock adds the one policy says.
+//! holds no credential: Airlock adds the one policy says. Its user has a
+//! placeholder token, which Airlock removes like any client credential:
+//! without one, kubectl stops to ask for a user name and password.
 
 use std::{fmt::Write as _, net::IpAddr, path::Path};
 
@@ -36,7 +38,7 @@ pub fn kubeconfig(policy: &Policy, ca_pem: &str, only: Option<&str>) -> anyhow::
             name = target.name
         );
     }
-    out.push_str("users:\n- name: airlock\n  user: {}\ncontexts:\n");
+    out.push_str("users:\n- name: airlock\n  user:\n    token: airlock-adds-the-credential\ncontexts:\n");
     for target in &targets {
         let _ = write!(out, "- name: {name}\n  context:\n    cluster: {name}\n    user: airlock\n", name = target.name);
     }
@@ -112,7 +114,7 @@ addresses = ["10.1.2.4"]
         assert!(text.contains("server: https://10.1.2.3:6443\n"), "{text}");
         assert!(text.contains("server: https://api.dev.internal:443\n"), "{text}");
         assert!(text.contains("certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==\n"));
-        assert!(text.contains("user: {}\n") && !text.contains("token"), "no credential: {text}");
+        assert!(text.contains("    token: airlock-adds-the-credential\n"), "a placeholder, no credential: {text}");
         assert!(text.ends_with("current-context: prod-k8s\n"));
         assert!(!text.contains("name: db"));
         let only = kubeconfig(&policy, "x", Some("dev-k8s")).unwrap();

