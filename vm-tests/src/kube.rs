@@ -46,11 +46,7 @@ impl KubeApi {
     /// `accept`, `accept_encoding`, `user_agent` (null when the header was
     /// absent) and `status`.
     pub fn requests(&self) -> Vec<serde_json::Value> {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
+        crate::json_lines(&self.log)
     }
 }
 

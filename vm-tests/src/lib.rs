@@ -308,6 +308,16 @@ impl Lab {
     }
 }
 
+/// The JSON lines of a log a test server writes (nginx's access log, the
+/// stand-in API server's request log); lines that are not JSON are skipped.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
 /// chmod.
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt as _;

@@ -24,11 +24,7 @@ pub struct Nginx {
 impl Nginx {
     /// The access log's entries so far.
     pub fn requests(&self) -> Vec<serde_json::Value> {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
+        crate::json_lines(&self.log)
     }
 }
 
