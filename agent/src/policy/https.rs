@@ -12,8 +12,11 @@
 //! file = "/etc/airlock/api-token"
 //! # kind = "bearer"                     #   `Authorization: Bearer …` read per session from OpenBao
 //! # openbao = { addr = "https://bao:8200", token_file = "/etc/airlock/bao-token", ca_file = "…" }
+//! #   or, read as the person: openbao = { addr = "…", jwt_auth = { role = "api-readers" } }
 //! # path = "secret/data/api"            #   kv v2 (data.data.FIELD) or an engine answer (data.FIELD); a lease is revoked at session end
 //! # field = "token"
+//! # kind = "openbao_token"              #   OpenBao's own API as the target: `X-Vault-Token` of the
+//! # openbao = { addr = "https://bao:8200", jwt_auth = { mount = "jwt", role = "people" } }  # person's JWT login
 //!
 //! [[target.https.rule]]                 # requests: the first rule matching decides; none: allowed
 //! methods = ["DELETE"]                  # default: any method
@@ -45,7 +48,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::guardrails::GuardAction;
+use crate::{guardrails::GuardAction, policy::OpenBaoAuth};
 
 /// HTTPS options of a target; present, its requests are terminated,
 /// attributed, recorded one by one, and re-sent with Airlock's credential.
@@ -178,6 +181,12 @@ pub enum HttpCredential {
         /// The person's groups passed on (others are not).
         groups: Vec<String>,
     },
+    /// OpenBao's (or Vault's) own API as the target: `X-Vault-Token` with a
+    /// token of the person's, from their JWT login, revoked at session end.
+    OpenBaoToken {
+        /// Where the person logs in (JWT auth).
+        openbao: OpenBaoSource,
+    },
     /// `Authorization: Bearer` with a token read from OpenBao per session.
     Bearer {
         /// The OpenBao that holds it.
@@ -189,13 +198,13 @@ pub enum HttpCredential {
     },
 }
 
-/// An OpenBao (or Vault) server and Airlock's token for it.
+/// An OpenBao (or Vault) server and whose token Airlock calls it with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenBaoSource {
     /// `https://bao.internal:8200`.
     pub addr: String,
-    /// Root-only file with Airlock's token.
-    pub token_file: PathBuf,
+    /// Airlock's own token, or the person's from JWT auth.
+    pub auth: OpenBaoAuth,
     /// PEM file of the CA of OpenBao's certificate; system roots when unset.
     pub ca_file: Option<PathBuf>,
 }
@@ -207,6 +216,7 @@ impl HttpCredential {
             Self::HeaderFile { header, file } => format!("header_file {header} from {}", file.display()),
             Self::KubernetesImpersonation { file, .. } => format!("kubernetes_impersonation from {}", file.display()),
             Self::Bearer { openbao, path, field } => format!("bearer from {} {path} ({field})", openbao.addr),
+            Self::OpenBaoToken { openbao } => format!("openbao_token from {}", openbao.addr),
         }
     }
 }
@@ -236,6 +246,32 @@ mod tests {
         assert!(rule.matches(&["POST", "DELETE"], &["/files/x"]), "a method override");
         assert!(!rule.matches(&["GET"], &["/files/x"]));
         assert!(!rule.matches(&["DELETE"], &["/other"]));
+    }
+
+    #[test]
+    fn openbao_credentials_take_airlocks_token_or_the_persons_login() {
+        let errors = |credential: &str| {
+            let text = format!(
+                "[[target]]\nname = \"bao\"\nprotocol = \"https\"\nport = 8200\naddresses = [\"10.0.0.1\"]\n\
+                 [target.https.credential]\n{credential}\n"
+            );
+            match crate::policy::Policy::from_sources([(std::path::Path::new("b.toml"), text.as_str())]) {
+                Ok(policy) => {
+                    let https = policy.targets[0].https.clone().unwrap();
+                    assert!(https.credential.is_some());
+                    Vec::new()
+                }
+                Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+            }
+        };
+        let person = "openbao = { addr = \"https://bao:8200\", jwt_auth = { role = \"people\" } }";
+        assert_eq!(errors(&format!("kind = \"openbao_token\"\n{person}")), Vec::<String>::new());
+        assert_eq!(errors(&format!("kind = \"bearer\"\npath = \"secret/data/api\"\n{person}")), Vec::<String>::new());
+        let own = "openbao = { addr = \"https://bao:8200\", token_file = \"/etc/airlock/bao-token\" }";
+        let refused = errors(&format!("kind = \"openbao_token\"\n{own}"));
+        assert!(refused[0].contains("sends the person's own token"), "{refused:?}");
+        let both = "openbao = { addr = \"https://b\", token_file = \"/t\", jwt_auth = { role = \"r\" } }";
+        assert!(errors(&format!("kind = \"openbao_token\"\n{both}"))[0].contains("needs one of token_file"));
     }
 
     #[test]
@@ -317,8 +353,21 @@ struct RawCredential {
 #[serde(deny_unknown_fields)]
 struct RawOpenBao {
     addr: String,
-    token_file: String,
+    token_file: Option<String>,
+    jwt_auth: Option<RawJwtAuth>,
     ca_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtAuth {
+    #[serde(default = "default_jwt_mount")]
+    mount: String,
+    role: String,
+}
+
+fn default_jwt_mount() -> String {
+    "jwt".into()
 }
 
 /// Checks `[target.https]`; each problem goes to `error` with its byte
@@ -361,6 +410,18 @@ pub(super) fn options(
                 }
                 Some(HttpCredential::HeaderFile { header, file: file.into() })
             }
+            "openbao_token" => {
+                let Some(openbao) = credential.openbao else {
+                    missing("openbao");
+                    return None;
+                };
+                let source = openbao_source(openbao, at, error)?;
+                if !matches!(source.auth, OpenBaoAuth::Jwt { .. }) {
+                    // Airlock's own token would be handed to every person.
+                    error(at, "openbao_token sends the person's own token: give openbao jwt_auth, not token_file".into());
+                }
+                Some(HttpCredential::OpenBaoToken { openbao: source })
+            }
             "kubernetes_impersonation" => {
                 let Some(file) = credential.file else {
                     missing("file");
@@ -379,17 +440,7 @@ pub(super) fn options(
                     missing("openbao and path");
                     return None;
                 };
-                if !(openbao.addr.starts_with("http://") || openbao.addr.starts_with("https://")) {
-                    error(at, format!("openbao addr {:?} must start with http:// or https://", openbao.addr));
-                }
-                if !absolute(&openbao.token_file) || !openbao.ca_file.as_deref().is_none_or(absolute) {
-                    error(at, "openbao token_file and ca_file must be absolute paths".into());
-                }
-                let source = OpenBaoSource {
-                    addr: openbao.addr,
-                    token_file: openbao.token_file.into(),
-                    ca_file: openbao.ca_file.map(PathBuf::from),
-                };
+                let source = openbao_source(openbao, at, error)?;
                 let path = path.trim_matches('/').to_owned();
                 Some(HttpCredential::Bearer {
                     openbao: source,
@@ -401,7 +452,7 @@ pub(super) fn options(
                 error(
                     credential.kind.span().start,
                     format!(
-                        "unknown credential kind {other:?}, expected \"header_file\", \"bearer\" or \"kubernetes_impersonation\""
+                        "unknown credential kind {other:?}, expected \"header_file\", \"bearer\", \"openbao_token\" or \"kubernetes_impersonation\""
                     ),
                 );
                 None
@@ -463,4 +514,29 @@ pub(super) fn options(
         kubernetes,
         mask_secrets,
     }
+}
+
+/// Checks an `openbao = { … }` table: an address, and exactly one of Airlock's
+/// token file or the person's JWT login.
+fn openbao_source(raw: RawOpenBao, at: usize, error: &mut dyn FnMut(usize, String)) -> Option<OpenBaoSource> {
+    let absolute = |path: &str| path.starts_with('/');
+    if !(raw.addr.starts_with("http://") || raw.addr.starts_with("https://")) {
+        error(at, format!("openbao addr {:?} must start with http:// or https://", raw.addr));
+    }
+    if !raw.token_file.as_deref().is_none_or(absolute) || !raw.ca_file.as_deref().is_none_or(absolute) {
+        error(at, "openbao token_file and ca_file must be absolute paths".into());
+    }
+    let auth = match (raw.token_file, raw.jwt_auth) {
+        (Some(file), None) => OpenBaoAuth::TokenFile(file.into()),
+        (None, Some(jwt)) => OpenBaoAuth::Jwt { mount: jwt.mount, role: jwt.role },
+        _ => {
+            error(
+                at,
+                "openbao needs one of token_file (Airlock's token) or jwt_auth = { role = \"…\" } (the person's)"
+                    .into(),
+            );
+            return None;
+        }
+    };
+    Some(OpenBaoSource { addr: raw.addr, auth, ca_file: raw.ca_file.map(PathBuf::from) })
 }

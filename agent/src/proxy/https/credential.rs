@@ -9,7 +9,10 @@ use crate::{
         read_private_file,
     },
     identity::Identity,
-    policy::https::HttpCredential,
+    policy::{
+        OpenBaoAuth,
+        https::{HttpCredential, OpenBaoSource},
+    },
 };
 
 /// A header Airlock sets on every request of a session.
@@ -22,7 +25,8 @@ pub(super) struct Injected {
     pub source: String,
     /// Headers saying whom the request is for (Kubernetes impersonation).
     pub acting_for: Vec<(HeaderName, HeaderValue)>,
-    /// An OpenBao lease to revoke at the end.
+    /// What to give back to OpenBao at the end: a lease (revoked with
+    /// Airlock's token), or the person's token (revoked, with its leases).
     lease: Option<(OpenBao, String)>,
 }
 
@@ -41,17 +45,26 @@ impl Injected {
                 (header.as_str(), value.trim().to_owned(), None)
             }
             HttpCredential::Bearer { openbao, path, field } => {
-                let client = OpenBao {
-                    addr: openbao.addr.clone(),
-                    token: BaoToken::File(openbao.token_file.clone()),
-                    mount: String::new(),
-                    ca_file: openbao.ca_file.clone(),
-                };
+                let client = client(openbao, identity).await?;
                 let (data, lease) = client.read(path).await.map_err(|e| e.to_string())?;
                 let Some(token) = data[field.as_str()].as_str() else {
                     return Err(format!("OpenBao's answer for {path} has no field {field:?}"));
                 };
-                ("authorization", format!("Bearer {token}"), lease.map(|id| (client, id)))
+                let value = format!("Bearer {token}");
+                // A person's token is revoked at the end (with its leases).
+                let release = match (&client.token, lease) {
+                    (BaoToken::Person(_), lease) => Some((client, lease.unwrap_or_default())),
+                    (_, lease) => lease.map(|id| (client, id)),
+                };
+                ("authorization", value, release)
+            }
+            HttpCredential::OpenBaoToken { openbao } => {
+                let client = client(openbao, identity).await?;
+                let BaoToken::Person(token) = &client.token else {
+                    return Err("openbao_token needs the person's JWT login".into());
+                };
+                let value = token.expose().to_owned();
+                ("x-vault-token", value, Some((client, String::new())))
             }
         };
         let header =
@@ -68,6 +81,22 @@ impl Injected {
         match self.lease {
             Some((client, id)) => client.revoke(&id).await.map_err(|e| e.to_string()),
             None => Ok(()),
+        }
+    }
+}
+
+/// A client of `openbao` with Airlock's token, or logged in as the person
+/// (JWT auth with the ID token of their login).
+async fn client(openbao: &OpenBaoSource, identity: &Identity) -> Result<OpenBao, String> {
+    let client =
+        |token| OpenBao { addr: openbao.addr.clone(), token, mount: String::new(), ca_file: openbao.ca_file.clone() };
+    match &openbao.auth {
+        OpenBaoAuth::TokenFile(path) => Ok(client(BaoToken::File(path.clone()))),
+        OpenBaoAuth::Jwt { mount, role } => {
+            let Some(jwt) = identity.token.as_ref() else {
+                return Err("this target acts as you in OpenBao: log in first (airlock login)".into());
+            };
+            client(BaoToken::Anonymous).as_person(mount, role, jwt).await.map_err(|e| e.to_string())
         }
     }
 }
