@@ -424,3 +424,37 @@ fn a_bearer_token_read_from_openbao_is_injected() {
     assert!(out.stdout.contains("the credential for this target could not be obtained"), "{out:?}");
     assert_eq!(t.nginx.requests().len(), before);
 }
+
+#[test]
+fn malformed_and_ambiguous_requests_get_a_4xx_and_never_reach_the_target() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/http/malformed.py");
+    let v4 = t.lab.target.v4.to_string();
+    let out = t.lab.run_as("alice", "/usr/bin/python3", &[script.to_str().unwrap(), &v4, "80"]);
+    assert!(out.success(), "{out:?}");
+    let statuses: std::collections::BTreeMap<&str, &str> =
+        out.stdout.lines().filter_map(|line| line.split_once(' ')).collect();
+    for (case, expected) in [
+        // Content-Length beside Transfer-Encoding: read as chunked (RFC 9112
+        // §6.3), re-framed toward the target, and the connection closed after
+        // the one answer, so what was hidden behind it is never read.
+        ("cl_te", "404"),
+        ("te_cl", "404"),
+        ("double_cl", "400"),
+        ("obs_fold", "400"),
+        ("te_obfuscated", "400"),
+        ("huge_header", "431"),
+        ("space_before_colon", "400"),
+    ] {
+        assert_eq!(statuses.get(case).copied(), Some(expected), "{case}: {out:?}");
+    }
+    // The target saw the two re-framed requests and the upgrade without a
+    // key (nginx has no WebSocket endpoint: 200, no tunnel); nothing smuggled.
+    let seen = t.nginx.requests();
+    let paths: Vec<&str> = seen.iter().filter_map(|r| r["request"].as_str()).collect();
+    assert_eq!(paths, ["POST /files/x HTTP/1.1", "POST /files/x HTTP/1.1", "GET /ws HTTP/1.1"], "{seen:?}");
+    assert_eq!(statuses.get("bad_upgrade").copied(), Some("200"));
+}
