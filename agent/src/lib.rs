@@ -31,6 +31,7 @@ pub mod masking;
 pub mod policy;
 pub mod process;
 pub mod proxy;
+pub mod recording;
 pub mod redact;
 pub mod secret;
 pub mod source;

@@ -21,13 +21,13 @@ use serde_json::json;
 
 use super::{
     Context,
-    recording::Recording,
     typed::{LineBuffer, Piece, ScriptLines, TooLong},
 };
 use crate::{
     approvals::NewRequest,
     command_guard::{Source, Verdict},
     guardrails::GuardAction,
+    recording::Recording,
 };
 
 /// Who answers the client's next outstanding request.

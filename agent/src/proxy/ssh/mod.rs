@@ -13,7 +13,6 @@
 
 pub mod ca;
 mod channel;
-pub mod recording;
 mod typed;
 
 use std::{

@@ -1,4 +1,5 @@
-//! Session recordings in asciicast v2, the format asciinema plays.
+//! Session recordings in asciicast v2, the format asciinema plays: SSH
+//! terminals and Kubernetes exec sessions.
 //!
 //! Only what the terminal shows is recorded (output and window sizes); typed
 //! input stays out unless policy asks for it, and even then only lines the
