@@ -225,6 +225,12 @@ impl Recording {
         Ok(())
     }
 
+    /// Records input that is data, not a terminal's keys (a command's stdin
+    /// without a terminal: nothing echoes it), masked, as it comes.
+    pub fn stdin(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.event("i", &mask(&String::from_utf8_lossy(data)))
+    }
+
     /// Records a window size change.
     pub fn resize(&mut self, width: u32, height: u32) -> std::io::Result<()> {
         self.event("r", &format!("{width}x{height}"))

@@ -2,9 +2,11 @@
 //! target: no real kube-apiserver can run on the test machines, so
 //! `vm-tests/fixtures/kube-apiserver/standin.py` answers discovery and
 //! pods and secrets in namespace `default` (pod `web-1`, secret
-//! `db-credentials`) as the real server does, over TLS with a certificate
-//! for the target's address and `kubernetes.lab`, demanding a bearer token,
-//! and logs every request (the headers a proxy must rewrite included).
+//! `db-credentials`) as the real server does, and `kubectl exec` over
+//! WebSocket (emulating `echo`, `cat` and a tiny `sh`), over TLS with a
+//! certificate for the target's address and `kubernetes.lab`, demanding a
+//! bearer token, and logs every request (the headers a proxy must rewrite
+//! included).
 //!
 //! kubectl is the official binary `cargo xtask setup` installs. Test users
 //! run it with `--kubeconfig` (the clients' environment is cleared) and
@@ -31,7 +33,7 @@ pub struct KubeApi {
     /// The test CA that signed its certificate (for a kubeconfig's
     /// `certificate-authority`, or Airlock's `ca_file`).
     pub ca: PathBuf,
-    /// Its request log: one JSON object a request.
+    /// Its request log: one JSON object a request, and one more an exec.
     pub log: PathBuf,
     /// The bearer token it demands (`Authorization: Bearer <token>`); any
     /// other request is answered 401.
@@ -44,7 +46,10 @@ impl KubeApi {
     /// The request log's entries so far: `method`, `path`, `query` (raw),
     /// `authorization`, `impersonate_user`, `impersonate_groups` (a list),
     /// `accept`, `accept_encoding`, `user_agent` (null when the header was
-    /// absent) and `status`.
+    /// absent) and `status` (101 for an exec); after each exec, an entry
+    /// `{"exec": {...}}` with its `command`, `protocol`, `tty`,
+    /// `stdin_bytes`, `stdout_bytes`, `stderr_bytes`, `resizes` and
+    /// `exit_code` (see `RequestLog` in the script).
     pub fn requests(&self) -> Vec<serde_json::Value> {
         crate::json_lines(&self.log)
     }

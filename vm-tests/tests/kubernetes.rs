@@ -117,6 +117,46 @@ reason = "pods are not deleted from workstations"
     let read = records.iter().find(|r| r["detail"]["kubernetes"]["name"] == "db-credentials").unwrap();
     let masked = read["detail"]["masked"].as_array().unwrap();
     assert!(masked.iter().any(|m| m["reason"] == "json_path $..data" && m["count"] == 2), "{read}");
+
+    // exec over WebSocket: relayed, and recorded as asciicast.
+    let echo = kubectl(&["exec", "web-1", "--", "echo", "hello from the pod"]);
+    assert!(echo.success() && echo.stdout == "hello from the pod\n", "{echo:?}\n{}", lab.agent().log());
+    let kubectl_bin = kube::kubectl_bin();
+    let piped = format!(
+        "printf 'first line\\nsecond line\\n' | {} --kubeconfig {} --cache-dir {} exec -i web-1 -- cat",
+        kubectl_bin.display(),
+        kubeconfig.display(),
+        cache.display()
+    );
+    let cat = lab.run_as("alice", "/bin/sh", &["-c", &piped]);
+    assert!(cat.success() && cat.stdout == "first line\nsecond line\n", "{cat:?}");
+    let recordings = lab.agent().wait_for_records("kubernetes.recording", 2);
+    let cast = fs::read_to_string(recordings[1]["detail"]["path"].as_str().unwrap()).unwrap();
+    let events: Vec<serde_json::Value> = cast.lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let text = |kind: &str| events.iter().filter(|e| e[1] == kind).filter_map(|e| e[2].as_str()).collect::<String>();
+    assert_eq!(text("i"), "first line\nsecond line\n", "stdin without a terminal is recorded: {cast}");
+    assert_eq!(text("o"), "first line\nsecond line\n", "{cast}");
+    assert!(recordings[1]["detail"]["status"].as_str().unwrap().contains("Success"), "{}", recordings[1]);
+    let first = fs::read_to_string(recordings[0]["detail"]["path"].as_str().unwrap()).unwrap();
+    assert!(first.contains("hello from the pod"), "{first}");
+    // `airlock replay` plays it back.
+    let session = recordings[0]["session"].as_str().unwrap();
+    let replay = Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["replay", session, "--no-wait", "--dir", lab.agent().config.audit_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("hello from the pod"), "{replay:?}");
+
+    // SPDY (older kubectl or API servers) cannot be recorded: refused, saying so.
+    let spdy = format!(
+        "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false {} --kubeconfig {} --cache-dir {} exec web-1 -- echo hi",
+        kubectl_bin.display(),
+        kubeconfig.display(),
+        cache.display()
+    );
+    let refused = lab.run_as("alice", "/bin/sh", &["-c", &spdy]);
+    assert!(!refused.success() && refused.stderr.contains("WebSocket only"), "{refused:?}");
+
     let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     assert!(!log.contains(&api.token), "the injected token reached the audit log");
 }

@@ -82,7 +82,7 @@ pub fn replay(dir: &Path, id: &str, pace: Pace, out: &mut impl Write) -> Result<
                     }
                 }
             }
-            "ssh.recording" => {
+            "ssh.recording" | "kubernetes.recording" => {
                 if let Some(path) = detail["path"].as_str() {
                     play_cast(Path::new(path), pace, out)?;
                 }

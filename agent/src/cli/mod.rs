@@ -114,7 +114,7 @@ enum Command {
         config: PathBuf,
     },
     /// Play a recorded session back: PostgreSQL statements with their
-    /// results, or an SSH terminal.
+    /// results, an SSH terminal, or a Kubernetes exec session.
     Replay {
         /// Session id (as `airlock audit query` shows it).
         session: String,

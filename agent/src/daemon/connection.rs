@@ -247,6 +247,7 @@ async fn run_session(
                 ca: Arc::clone(&state.ca),
                 connect_timeout: timeout,
                 approvals: Arc::clone(&state.approvals),
+                recordings: state.config.audit_dir.join("recordings"),
             };
             let tls = protocol == Protocol::Https;
             let identity = &s.identity;

@@ -21,7 +21,7 @@ use crate::{
 };
 
 use super::{
-    Session,
+    Session, exec,
     kubernetes::{self, KubeRequest},
     mask::{self, Masked, Plan},
     record::{Counted, Direction, Exchange},
@@ -56,13 +56,14 @@ pub(super) async fn forward(
     let normalized = if needs_path { normalized_path(request.uri().path()) } else { String::new() };
     let kube = k8s.then(|| KubeRequest::read(request.method(), &normalized, request.uri().query()));
     let exchange = Exchange::new(std::sync::Arc::clone(&session), &request, &host, kube.clone());
+    let said = Said::to(&request, k8s);
     if session.records.failed() {
         let message = "airlock: the audit log cannot be written, so no request may go through";
-        return Ok(answer(&request, k8s, StatusCode::SERVICE_UNAVAILABLE, message, UNRECORDED_HINT));
+        return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, message, UNRECORDED_HINT));
     }
     if let Some(error) = &session.credential_error {
         exchange.failed(503, error.clone());
-        return Ok(answer(&request, k8s, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
+        return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
     }
     if !session.rules.is_empty() {
         let methods = methods_of(&request);
@@ -95,16 +96,26 @@ pub(super) async fn forward(
             if let Some(refusal) = refusal {
                 exchange.refused(refusal.clone());
                 let message = format!("airlock: {refusal}");
-                return Ok(answer(&request, k8s, StatusCode::FORBIDDEN, &message, RULE_HINT));
+                return Ok(answer(said, StatusCode::FORBIDDEN, &message, RULE_HINT));
             }
         }
     }
     let upgrade = upgrade_of(&request);
+    // A shell in a pod is recorded, over a protocol Airlock can read.
+    let recorded = kube.as_ref().is_some_and(KubeRequest::opens_a_shell);
+    let websocket = upgrade.as_ref().is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if recorded && upgrade.is_some() && !websocket {
+        let message = "airlock: exec and attach are recorded, which Airlock does over WebSocket only (kubectl 1.30 and \
+                       later use it with API servers 1.30 and later), not SPDY";
+        exchange.refused(message.into());
+        return Ok(answer(said, StatusCode::FORBIDDEN, message, ""));
+    }
+    let tty = request.uri().query().is_some_and(|q| q.split('&').any(|pair| pair == "tty=true" || pair == "tty=1"));
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let path = path_of(&request);
     let Ok(uri) = format!("{}://{host}{path}", session.scheme).parse::<Uri>() else {
         exchange.failed(400, format!("the request's host {host:?} is not a valid authority"));
-        return Ok(answer(&request, k8s, StatusCode::BAD_REQUEST, "airlock: the request names no valid host", ""));
+        return Ok(answer(said, StatusCode::BAD_REQUEST, "airlock: the request names no valid host", ""));
     };
     // Answers about Secrets are masked with their data, and must be read
     // whatever they are: what cannot be is refused, not passed.
@@ -117,17 +128,17 @@ pub(super) async fn forward(
     let mut upstream = Request::builder().method(parts.method.clone()).uri(uri).version(Version::HTTP_11);
     if let Some(headers) = upstream.headers_mut() {
         *headers = outgoing_headers(&parts.headers, &session, upgrade.as_ref(), (masker, strict_masking));
+        if recorded && websocket && !exec::offer_readable_protocols(headers) {
+            let message = "airlock: exec and attach are recorded, and the client offered no channel protocol Airlock \
+                           reads (v5.channel.k8s.io, v4.channel.k8s.io)";
+            exchange.refused(message.into());
+            return Ok(answer(said, StatusCode::FORBIDDEN, message, ""));
+        }
     }
     let body = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToUpstream);
     let Ok(upstream) = upstream.body(body) else {
         exchange.failed(400, "the request could not be rebuilt".into());
-        return Ok(answer(
-            &parts_request(&parts),
-            k8s,
-            StatusCode::BAD_REQUEST,
-            "airlock: the request could not be rebuilt",
-            "",
-        ));
+        return Ok(answer(said, StatusCode::BAD_REQUEST, "airlock: the request could not be rebuilt", ""));
     };
     // The target is spoken to in the client's version where it can be:
     // HTTP/2 when the client speaks it (and the target offers it), else
@@ -138,7 +149,7 @@ pub(super) async fn forward(
         Err(error) => {
             let message = format!("airlock: the target did not answer: {}", describe(&error));
             exchange.failed(502, message.clone());
-            return Ok(answer(&parts_request(&parts), k8s, StatusCode::BAD_GATEWAY, &message, ""));
+            return Ok(answer(said, StatusCode::BAD_GATEWAY, &message, ""));
         }
     };
     exchange.answered(response.status().as_u16());
@@ -147,16 +158,39 @@ pub(super) async fn forward(
     {
         exchange.upgraded();
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let live = std::sync::Arc::clone(&session.live);
-        tokio::spawn(async move {
-            let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else { return };
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                use std::sync::atomic::Ordering::Relaxed;
-                live.bytes.to_upstream.fetch_add(up, Relaxed);
-                live.bytes.to_client.fetch_add(down, Relaxed);
-            }
-        });
+        if recorded {
+            let recording = match session.start_recording() {
+                Ok(recording) => recording,
+                Err(error) => {
+                    let message = format!(
+                        "airlock: the session cannot be recorded, and exec sessions do not run \
+                                           unrecorded: {error}; tell this host's administrators"
+                    );
+                    exchange.failed(503, message.clone());
+                    return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, &message, ""));
+                }
+            };
+            let session = std::sync::Arc::clone(&session);
+            tokio::spawn(async move {
+                let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else { return };
+                let recording = std::sync::Arc::new(std::sync::Mutex::new(recording));
+                let ended =
+                    exec::relay(TokioIo::new(client), TokioIo::new(upstream), std::sync::Arc::clone(&recording), tty)
+                        .await;
+                session.finish_recording(recording, ended);
+            });
+        } else {
+            let live = std::sync::Arc::clone(&session.live);
+            tokio::spawn(async move {
+                let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else { return };
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    live.bytes.to_upstream.fetch_add(up, Relaxed);
+                    live.bytes.to_client.fetch_add(down, Relaxed);
+                }
+            });
+        }
         let mut switching = Response::new(empty());
         *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *switching.headers_mut() = response.headers().clone();
@@ -171,7 +205,7 @@ pub(super) async fn forward(
         Some((_, Plan::Refuse(why))) => {
             exchange.failed(502, why.clone());
             let message = format!("airlock: {why}");
-            return Ok(answer(&hyper::Request::new(()), k8s, StatusCode::BAD_GATEWAY, &message, ""));
+            return Ok(answer(said, StatusCode::BAD_GATEWAY, &message, ""));
         }
         Some((masker, Plan::Mask(kind))) => {
             mask::masked_headers(&mut parts.headers);
@@ -321,24 +355,39 @@ const RULE_HINT: &str =
 const UNRECORDED_HINT: &str = "Tell this host's administrators (disk full or audit directory broken).";
 const CREDENTIAL_HINT: &str = "Airlock sends this target's credential for you; tell this host's administrators.";
 
-/// Airlock's own answer: a `Status` object from a Kubernetes target
-/// (`kubernetes`), else JSON when the client accepts it, else text.
-pub(super) fn answer<B>(
-    request: &Request<B>,
-    kubernetes: bool,
-    status: StatusCode,
-    message: &str,
-    hint: &str,
-) -> Response<ClientBody> {
-    let accepts_json = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("json"));
-    let (body, kind) = if kubernetes {
+/// How Airlock's own answers to a client are written.
+#[derive(Clone, Copy)]
+pub(super) enum Said {
+    /// A Kubernetes `Status` object, which kubectl prints.
+    KubernetesStatus,
+    /// `{"error", "hint"}`: the client accepts JSON.
+    Json,
+    /// Plain text.
+    Text,
+}
+
+impl Said {
+    /// How a client sending `request` to a target (`kubernetes` or not) is answered.
+    pub fn to<B>(request: &Request<B>, kubernetes: bool) -> Self {
+        let accepts_json = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("json"));
+        match (kubernetes, accepts_json) {
+            (true, _) => Self::KubernetesStatus,
+            (false, true) => Self::Json,
+            (false, false) => Self::Text,
+        }
+    }
+}
+
+/// Airlock's own answer, written as `said`.
+pub(super) fn answer(said: Said, status: StatusCode, message: &str, hint: &str) -> Response<ClientBody> {
+    let (body, kind) = if let Said::KubernetesStatus = said {
         let text = if hint.is_empty() { message.to_owned() } else { format!("{message} {hint}") };
         (kubernetes::status(status, &text), "application/json")
-    } else if accepts_json {
+    } else if let Said::Json = said {
         (serde_json::json!({ "error": message, "hint": hint }).to_string(), "application/json")
     } else if hint.is_empty() {
         (format!("{message}\n"), "text/plain; charset=utf-8")
@@ -349,14 +398,6 @@ pub(super) fn answer<B>(
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     response
-}
-
-/// A request with `parts`' headers and no body, for [`answer`] once the
-/// request itself has been taken apart.
-fn parts_request(parts: &hyper::http::request::Parts) -> Request<()> {
-    let mut request = Request::new(());
-    *request.headers_mut() = parts.headers.clone();
-    request
 }
 
 fn empty() -> ClientBody {

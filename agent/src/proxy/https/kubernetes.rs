@@ -121,6 +121,15 @@ impl KubeRequest {
         name
     }
 
+    /// Whether this request opens a stream into a container (`pods/exec`,
+    /// `pods/attach`), which is recorded.
+    pub fn opens_a_shell(&self) -> bool {
+        self.resource_request
+            && self.api_group.is_empty()
+            && self.resource == "pods"
+            && matches!(self.subresource.as_str(), "exec" | "attach")
+    }
+
     /// Whether this request reads or watches core Secrets, whose data
     /// answers carry.
     pub fn reads_secrets(&self) -> bool {

@@ -11,6 +11,7 @@
 //! (what is injected), [`refuse`] (answers when no session may start).
 
 mod credential;
+mod exec;
 mod forward;
 pub mod kubernetes;
 mod mask;
@@ -18,6 +19,7 @@ mod record;
 pub mod refuse;
 mod scrub;
 mod upstream;
+pub mod websocket;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -59,6 +61,8 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// Where held requests wait for a decision.
     pub approvals: Arc<Approvals>,
+    /// Where exec recordings go (`audit_dir/recordings`).
+    pub recordings: std::path::PathBuf,
 }
 
 /// What the target's policy asks of a session.
@@ -116,6 +120,9 @@ pub(super) struct Session {
     kubernetes: bool,
     /// Masks answers about Secrets: the target's masking and their data.
     secrets_masker: Option<Arc<Masker>>,
+    /// Where exec recordings go, and how many the session made.
+    recordings: std::path::PathBuf,
+    recorded: std::sync::atomic::AtomicU32,
     clients: upstream::Clients,
 }
 
@@ -140,6 +147,40 @@ impl Session {
         });
         let waiter = filed.map_err(|e| format!("the approval request cannot be recorded: {e}"))?;
         approvals.refusal(waiter).await.map_or(Ok(()), Err)
+    }
+
+    /// Starts the recording of an exec or attach stream: named after the
+    /// session, like SSH's (`ID`, then `ID-1`…).
+    fn start_recording(&self) -> std::io::Result<crate::recording::Recording> {
+        let name = match self.recorded.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+            0 => self.live.id.clone(),
+            n => format!("{}-{n}", self.live.id),
+        };
+        crate::recording::Recording::create(&self.recordings, &name, 80, 24, "xterm")
+    }
+
+    /// Closes a recording and records where it is, its digest and how the
+    /// stream ended.
+    fn finish_recording(&self, recording: Arc<std::sync::Mutex<crate::recording::Recording>>, ended: exec::Ended) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.live.bytes.to_upstream.fetch_add(ended.bytes.0, Relaxed);
+        self.live.bytes.to_client.fetch_add(ended.bytes.1, Relaxed);
+        let recording = match Arc::try_unwrap(recording) {
+            Ok(recording) => recording.into_inner().unwrap_or_else(|p| p.into_inner()),
+            Err(_) => return,
+        };
+        let detail = match recording.finish() {
+            Ok((path, sha256)) => serde_json::json!({
+                "path": path,
+                "sha256": sha256,
+                "status": ended.status,
+                "error": ended.error,
+            }),
+            Err(error) => serde_json::json!({ "error": format!("the recording could not be closed: {error}") }),
+        };
+        if let Err(error) = self.records.record_event(&self.context, "kubernetes.recording", detail) {
+            tracing::error!(%error, session = %self.live.id, "recording record lost");
+        }
     }
 
     /// Hands a request's record to the agent's writer (off the data path).
@@ -218,6 +259,8 @@ pub async fn proxy(
             masker: masker.clone(),
             kubernetes: options.kubernetes,
             secrets_masker: secrets_masker.clone(),
+            recordings: shared.recordings.clone(),
+            recorded: std::sync::atomic::AtomicU32::new(0),
             clients: upstream::Clients::new(target, upstream),
         })
     };

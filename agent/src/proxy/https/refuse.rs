@@ -12,7 +12,7 @@ use hyper_util::{
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::forward::answer;
+use super::forward::{Said, answer};
 
 /// How long a refused client is answered before the connection is closed.
 const REFUSAL_TIME: Duration = Duration::from_secs(10);
@@ -36,7 +36,8 @@ pub async fn refuse(client: TcpStream, tls: Option<TlsAcceptor>, said: Refusal) 
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let said = Arc::clone(&said);
         async move {
-            Ok::<_, std::convert::Infallible>(answer(&request, said.kubernetes, status, &said.message, &said.hint))
+            let style = Said::to(&request, said.kubernetes);
+            Ok::<_, std::convert::Infallible>(answer(style, status, &said.message, &said.hint))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -187,13 +187,16 @@ mod tests {
         wire.extend(frame(true, 8, b"", key));
         for chunk in [1, 2, 3, 7, wire.len()] {
             let got = pieces(&mut Decoder::new(true), &wire, chunk).unwrap();
-            assert_eq!(got, [
-                Piece::Data { channel: 0, bytes: b"ls -l\n".to_vec() },
-                Piece::Data { channel: 0, bytes: b"ab".to_vec() },
-                Piece::Data { channel: 0, bytes: b"cd".to_vec() },
-                Piece::Data { channel: 255, bytes: vec![0] },
-                Piece::Close,
-            ]);
+            assert_eq!(
+                got,
+                [
+                    Piece::Data { channel: 0, bytes: b"ls -l\n".to_vec() },
+                    Piece::Data { channel: 0, bytes: b"ab".to_vec() },
+                    Piece::Data { channel: 0, bytes: b"cd".to_vec() },
+                    Piece::Data { channel: 255, bytes: vec![0] },
+                    Piece::Close,
+                ]
+            );
         }
         let big = [&[1u8][..], &vec![b'x'; 70_000]].concat();
         let got = pieces(&mut Decoder::new(false), &frame(true, 2, &big, None), 4096).unwrap();
