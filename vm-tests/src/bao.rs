@@ -67,6 +67,33 @@ impl Bao {
         copy
     }
 
+    /// Lets people of the OIDC provider at `issuer` log in with their ID
+    /// token (JWT auth, audience `airlock`, named by their e-mail) as
+    /// `role`, with an OpenBao policy `policy` of `rules` (HCL, written to
+    /// `dir`).
+    pub fn enable_jwt_auth(&self, issuer: &str, role: &str, (policy, rules): (&str, &str), dir: &std::path::Path) {
+        let file = dir.join(format!("{policy}.hcl"));
+        std::fs::write(&file, rules).expect("write the OpenBao policy");
+        let (discovery, bound_issuer) = (format!("oidc_discovery_url={issuer}"), format!("bound_issuer={issuer}"));
+        let (role_path, policies) = (format!("auth/jwt/role/{role}"), format!("token_policies={policy}"));
+        let configure: [&[&str]; 4] = [
+            &["policy", "write", policy, file.to_str().expect("utf-8 path")],
+            &["auth", "enable", "jwt"],
+            &["write", "auth/jwt/config", &discovery, &bound_issuer],
+            &[
+                "write",
+                &role_path,
+                "role_type=jwt",
+                "bound_audiences=airlock",
+                "user_claim=email",
+                "groups_claim=groups",
+                &policies,
+                "token_ttl=10m",
+            ],
+        ];
+        self.configure(&configure);
+    }
+
     /// Enables the database secrets engine for the PostgreSQL at `server`
     /// (logging in as `admin`, a CREATEROLE role) with role `readonly`:
     /// logins in `pg_read_all_data` that OpenBao drops on revocation.

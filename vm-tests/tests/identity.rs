@@ -314,26 +314,9 @@ fn openbao_gives_the_login_to_the_person_through_jwt_auth() {
     fs::create_dir_all(&bao_dir).unwrap();
     let bao = Bao::start(&bao_dir);
     bao.enable_database(v4.into(), "bao_admin", "bao-admin-secret");
-    let policy_file = lab.dir.path().join("readonly.hcl");
-    fs::write(&policy_file, "path \"database/creds/readonly\" { capabilities = [\"read\"] }\n").unwrap();
     let issuer = provider.issuer();
-    let (discovery, bound_issuer) = (format!("oidc_discovery_url={issuer}"), format!("bound_issuer={issuer}"));
-    let configure: [&[&str]; 4] = [
-        &["policy", "write", "airlock-readonly", policy_file.to_str().unwrap()],
-        &["auth", "enable", "jwt"],
-        &["write", "auth/jwt/config", &discovery, &bound_issuer],
-        &[
-            "write",
-            "auth/jwt/role/airlock",
-            "role_type=jwt",
-            "bound_audiences=airlock",
-            "user_claim=email",
-            "groups_claim=groups",
-            "token_policies=airlock-readonly",
-            "token_ttl=10m",
-        ],
-    ];
-    bao.configure(&configure);
+    let rules = "path \"database/creds/readonly\" { capabilities = [\"read\"] }\n";
+    bao.enable_jwt_auth(&issuer, "airlock", ("airlock-readonly", rules), lab.dir.path());
     let policy = format!(
         r#"
 [[target]]
@@ -439,25 +422,9 @@ fn the_bao_cli_reaches_openbao_with_the_persons_own_token_and_none_on_the_host()
     fs::create_dir_all(&bao_dir).unwrap();
     let bao = Bao::start(&bao_dir);
     bao.cli(&["kv", "put", "secret/app", "password=kv-secret-31337"]).unwrap();
-    let policy_file = lab.dir.path().join("app-reader.hcl");
-    fs::write(&policy_file, "path \"secret/data/app\" { capabilities = [\"read\"] }\n").unwrap();
     let issuer = provider.issuer();
-    let (discovery, bound_issuer) = (format!("oidc_discovery_url={issuer}"), format!("bound_issuer={issuer}"));
-    let configure: [&[&str]; 4] = [
-        &["policy", "write", "app-reader", policy_file.to_str().unwrap()],
-        &["auth", "enable", "jwt"],
-        &["write", "auth/jwt/config", &discovery, &bound_issuer],
-        &[
-            "write",
-            "auth/jwt/role/people",
-            "role_type=jwt",
-            "bound_audiences=airlock",
-            "user_claim=email",
-            "token_policies=app-reader",
-            "token_ttl=10m",
-        ],
-    ];
-    bao.configure(&configure);
+    let rules = "path \"secret/data/app\" { capabilities = [\"read\"] }\n";
+    bao.enable_jwt_auth(&issuer, "people", ("app-reader", rules), lab.dir.path());
     let port = bao.addr.rsplit(':').next().unwrap();
     let policy = format!(
         r#"
