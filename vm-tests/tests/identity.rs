@@ -316,7 +316,7 @@ fn openbao_gives_the_login_to_the_person_through_jwt_auth() {
     bao.enable_database(v4.into(), "bao_admin", "bao-admin-secret");
     let issuer = provider.issuer();
     let rules = "path \"database/creds/readonly\" { capabilities = [\"read\"] }\n";
-    bao.enable_jwt_auth(&issuer, "airlock", ("airlock-readonly", rules), lab.dir.path());
+    bao.enable_jwt_auth(issuer, "airlock", ("airlock-readonly", rules), lab.dir.path());
     let policy = format!(
         r#"
 [[target]]
@@ -424,7 +424,7 @@ fn the_bao_cli_reaches_openbao_with_the_persons_own_token_and_none_on_the_host()
     bao.cli(&["kv", "put", "secret/app", "password=kv-secret-31337"]).unwrap();
     let issuer = provider.issuer();
     let rules = "path \"secret/data/app\" { capabilities = [\"read\"] }\n";
-    bao.enable_jwt_auth(&issuer, "people", ("app-reader", rules), lab.dir.path());
+    bao.enable_jwt_auth(issuer, "people", ("app-reader", rules), lab.dir.path());
     let port = bao.addr.rsplit(':').next().unwrap();
     let policy = format!(
         r#"
