@@ -174,9 +174,13 @@ pub(super) async fn forward(
             tokio::spawn(async move {
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else { return };
                 let recording = std::sync::Arc::new(std::sync::Mutex::new(recording));
-                let ended =
-                    exec::relay(TokioIo::new(client), TokioIo::new(upstream), std::sync::Arc::clone(&recording), tty)
-                        .await;
+                let relay =
+                    exec::relay(TokioIo::new(client), TokioIo::new(upstream), std::sync::Arc::clone(&recording), tty);
+                // An access window closing ends the shell too.
+                let ended = tokio::select! {
+                    ended = relay => ended,
+                    reason = session.live.ending.wait() => exec::Ended { bytes: (0, 0), status: None, error: Some(reason) },
+                };
                 session.finish_recording(recording, ended);
             });
         } else {
