@@ -265,7 +265,7 @@ fn push(stack: &mut Vec<Container>, container: Container) -> Result<(), MaskErro
     Ok(())
 }
 
-fn skip_ws(json: &[u8], mut pos: usize) -> usize {
+pub(super) fn skip_ws(json: &[u8], mut pos: usize) -> usize {
     while matches!(json.get(pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         pos += 1;
     }
@@ -275,30 +275,18 @@ fn skip_ws(json: &[u8], mut pos: usize) -> usize {
 /// End (past the closing quote) of the string starting at `start`, and
 /// whether it has escapes.
 fn string_end(json: &[u8], start: usize) -> Result<(usize, bool), MaskError> {
-    let mut pos = start + 1;
-    let mut escaped = false;
-    loop {
-        let Some(at) = memchr::memchr2(b'"', b'\\', &json[pos..]) else {
-            return Err(malformed("JSON string is not terminated"));
-        };
-        pos += at;
-        if json[pos] == b'"' {
-            return Ok((pos + 1, escaped));
-        }
-        escaped = true;
-        match json.get(pos + 1) {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => pos += 2,
-            Some(b'u') if json.get(pos + 2..pos + 6).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => pos += 6,
-            _ => return Err(malformed("JSON string has an invalid escape")),
-        }
-    }
+    // The whole value is here: a cut string is an unterminated one.
+    super::json_stream::string_end(json, start, true)?.ok_or(malformed("JSON string is not terminated"))
+}
+
+/// Whether `b` may stand in a JSON number (its grammar is checked no further:
+/// a masker only needs where the number ends).
+pub(super) fn is_number_byte(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
 }
 
 fn number_end(json: &[u8], start: usize) -> Result<usize, MaskError> {
-    let len = json[start..]
-        .iter()
-        .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-        .unwrap_or(json.len() - start);
+    let len = json[start..].iter().position(|b| !is_number_byte(*b)).unwrap_or(json.len() - start);
     if !json[start..start + len].iter().any(u8::is_ascii_digit) {
         return Err(malformed("JSON number without digits"));
     }

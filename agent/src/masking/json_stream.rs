@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::{
     MaskError, MaskOutcome,
     engine::{Masker, TextResult},
-    json::{string_content, write_string},
+    json::{is_number_byte, skip_ws, string_content, write_string},
     json_path::{AT_ROOT, Progress, Segment},
     strategy::Replacement,
     swar,
@@ -396,17 +396,6 @@ impl JsonStream {
     }
 }
 
-fn skip_ws(json: &[u8], mut pos: usize) -> usize {
-    while matches!(json.get(pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        pos += 1;
-    }
-    pos
-}
-
-fn is_number_byte(b: u8) -> bool {
-    matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-}
-
 /// How many bytes of `next` complete the token `cut` begins (a string, a
 /// number or a literal); `None` if `next` does not complete it either.
 fn token_end(cut: &[u8], next: &[u8]) -> Option<usize> {
@@ -452,7 +441,7 @@ fn quote_or_backslash(text: &[u8]) -> Option<usize> {
 
 /// End (past the closing quote) of the string at `start` and whether it
 /// has escapes; `None` when the input ends first (and is not `last`).
-fn string_end(json: &[u8], start: usize, last: bool) -> Result<Option<(usize, bool)>, MaskError> {
+pub(super) fn string_end(json: &[u8], start: usize, last: bool) -> Result<Option<(usize, bool)>, MaskError> {
     let cut = || if last { Err(MaskError::Malformed("JSON string is not terminated")) } else { Ok(None) };
     let mut pos = start + 1;
     let mut escaped = false;
