@@ -66,6 +66,9 @@ addresses = ["{v4}"]
 [[target.access]]
 action = "allow"
 users = ["{alice}"]
+
+[target.https]
+record_bodies = {{ max_bytes = 4096 }}
 "#,
         ca = ca.display(),
         token = token_file.display(),
@@ -225,6 +228,65 @@ fn json_and_text_answers_are_masked_as_they_stream_even_when_the_client_asks_for
     // nginx was asked for an uncompressed answer.
     let seen = t.nginx.requests();
     assert!(seen.iter().all(|r| r["status"] == 200), "{seen:?}");
+}
+
+#[test]
+fn bodies_are_recorded_where_the_target_asks_cut_at_its_cap_and_redacted() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    let plain = |path: &str| t.url("http", path);
+    let login = r#"{"user":"alice","password":"hunter2-xyz","note":"card 4111 1111 1111 1111"}"#;
+    let json = ["-H", "Content-Type: application/json", "-d", login, &plain("/login")];
+    let out = t.curl("alice", &json);
+    assert!(out.success(), "{out:?}");
+    let form = t.curl("alice", &["-d", "user=alice&client_secret=zz-form-secret-zz", &plain("/token")]);
+    assert!(form.success(), "{form:?}");
+    let big: String = (0..2_000).map(|i| format!("{{\"id\":{i},\"owner\":\"ops\"}}\n")).collect();
+    fs::write(t.nginx.files.join("big.ndjson"), &big).unwrap();
+    let download = t.curl("alice", &["-o", "/dev/null", &plain("/files/big.ndjson")]);
+    assert!(download.success(), "{download:?}");
+    let upload = t.lab.dir.path().join("blob.bin");
+    fs::write(&upload, b"\x00\x01binary zz-binary-secret-zz").unwrap();
+    set_mode(&upload, 0o644);
+    let binary = format!("@{}", upload.display());
+    let out =
+        t.curl("alice", &["-H", "Content-Type: application/octet-stream", "--data-binary", &binary, &plain("/upload")]);
+    assert!(out.success(), "{out:?}");
+    // The HTTPS target does not record bodies.
+    let unrecorded = t.curl("alice", &["-d", "x=1", &t.url("https", "/hello")]);
+    assert!(unrecorded.success(), "{unrecorded:?}");
+
+    let records = t.lab.agent().wait_for_records("http.request", 5);
+    let detail = |i: usize| records[i]["detail"].clone();
+    let sent = detail(0)["request_body"].clone();
+    assert_eq!(sent["content_type"], "application/json");
+    assert_eq!(sent["bytes"], login.len());
+    assert_eq!(sent["cut"], false);
+    let text = sent["text"].as_str().unwrap();
+    assert!(text.contains(r#""user":"alice""#), "{text}");
+    assert!(text.contains(r#""password":"***""#), "{text}");
+    assert!(!text.contains("4111 1111"), "{text}");
+    assert_eq!(detail(0)["response_body"]["text"], "hello from nginx\n");
+
+    assert_eq!(detail(1)["request_body"]["text"], "user=alice&client_secret=***");
+
+    let answer = detail(2)["response_body"].clone();
+    assert_eq!(answer["bytes"], big.len());
+    assert_eq!(answer["cut"], true);
+    let kept = answer["text"].as_str().unwrap();
+    assert!(kept.len() <= 4096 && big.starts_with(kept), "the start as sent: {} bytes", kept.len());
+    assert!(kept.len() > 4000, "all but the record cut at the cap: {} bytes", kept.len());
+
+    assert_eq!(detail(3)["request_body"]["left_out"], "not text");
+    assert!(detail(3)["request_body"]["text"].is_null());
+    assert!(detail(4).get("request_body").is_none(), "{}", detail(4));
+
+    let log = fs::read_to_string(t.lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    for secret in ["hunter2-xyz", "zz-form-secret-zz", "zz-binary-secret-zz"] {
+        assert!(!log.contains(secret), "{secret} reached the audit log");
+    }
 }
 
 #[test]

@@ -217,6 +217,29 @@ impl MaskingPolicy {
         policy
     }
 
+    /// What bodies kept for audit records (`record_bodies`) go through
+    /// before they are written, for everyone: the default detectors, and
+    /// the values of JSON members whose names suggest a secret
+    /// ([`crate::redact::SECRET_NAME_PARTS`]), whatever the target masks
+    /// for its clients.
+    pub fn for_recorded_bodies() -> Self {
+        let location = SourceLocation { file: "built-in redaction of recorded bodies".into(), line: 0, column: 0 };
+        let rules = crate::redact::SECRET_NAME_PARTS.iter().map(|part| ColumnRule {
+            columns: ColumnMatcher::Pattern(format!("*{part}*")),
+            strategy: Strategy::Redact { marker: Some(crate::redact::REDACTED.into()) },
+            exempt: Exemption::default(),
+            location: location.clone(),
+        });
+        Self {
+            detectors: Builtin::DEFAULT.to_vec(),
+            strategy: Strategy::default(),
+            detector_rules: Vec::new(),
+            rules: rules.collect(),
+            exempt: Exemption::default(),
+            location,
+        }
+    }
+
     /// Whether any of the masking applies to the person `user`, member of
     /// `groups` (when not, the proxy can skip masking for the session).
     pub fn applies_to(&self, user: &str, groups: &[String]) -> bool {

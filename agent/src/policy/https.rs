@@ -5,6 +5,8 @@
 //! ca_file = "/etc/airlock/api-ca.pem"   # roots the target's certificate is checked against (default: system)
 //! server_name = "api.internal"          # name checked in it (default: the name the client asked for)
 //! strip_cookies = ["session"]           # client cookies never forwarded (Authorization and Impersonate-* never are)
+//! record_bodies = { max_bytes = 16384 } # bodies in request records, each cut at max_bytes (or `true`: 16 KiB);
+//!                                       # secrets redacted, binary bodies left out; default: not recorded
 //!
 //! [target.https.credential]             # what Airlock sends instead of the client's own credential:
 //! kind = "header_file"                  #   a header whose value is a root-only file's content
@@ -69,7 +71,15 @@ pub struct HttpsOptions {
     /// Kubernetes: Secrets' data masked in answers (unless the person is
     /// exempt from the target's masking).
     pub mask_secrets: bool,
+    /// Bodies are recorded with their requests, each up to this many bytes;
+    /// `None`: bodies are not recorded.
+    pub record_bodies: Option<usize>,
 }
+
+/// What `record_bodies = true` keeps of each body.
+pub const DEFAULT_BODY_BYTES: usize = 16 * 1024;
+/// The most `record_bodies` may keep of a body: records are read whole.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 impl HttpsOptions {
     /// The options of a target without a `[target.https]` section.
@@ -275,6 +285,27 @@ mod tests {
     }
 
     #[test]
+    fn record_bodies_takes_a_flag_or_a_cap_within_bounds() {
+        let read = |setting: &str| {
+            let text = format!(
+                "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.1\"]\n\
+                 [target.https]\nrecord_bodies = {setting}\n"
+            );
+            crate::policy::Policy::from_sources([(std::path::Path::new("b.toml"), text.as_str())])
+                .map(|policy| policy.targets[0].https.clone().unwrap().record_bodies)
+                .map_err(|e| e.errors.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        assert_eq!(read("true"), Ok(Some(DEFAULT_BODY_BYTES)));
+        assert_eq!(read("false"), Ok(None));
+        assert_eq!(read("{ max_bytes = 100 }"), Ok(Some(100)));
+        for bad in ["{ max_bytes = 0 }", "{ max_bytes = 2000000 }", "{ max_bytes = -1 }"] {
+            let errors = read(bad).unwrap_err();
+            assert!(errors[0].contains("max_bytes must be between 1 and 1048576"), "{bad}: {errors:?}");
+        }
+        assert!(read("{ bytes = 100 }").is_err());
+    }
+
+    #[test]
     fn kubernetes_rules_match_verbs_resources_and_namespaces() {
         let exec = RequestRule {
             methods: Vec::new(),
@@ -307,6 +338,7 @@ pub(super) struct RawHttps {
     #[serde(default)]
     strip_cookies: Vec<String>,
     mask_secrets: Option<Spanned<bool>>,
+    record_bodies: Option<Spanned<RawRecordBodies>>,
     credential: Option<Spanned<RawCredential>>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
@@ -327,6 +359,20 @@ struct RawRule {
     resources: Vec<String>,
     #[serde(default)]
     namespaces: Vec<String>,
+}
+
+/// `record_bodies = true` or `record_bodies = { max_bytes = N }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRecordBodies {
+    Flag(bool),
+    Limit(RawBodyLimit),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBodyLimit {
+    max_bytes: i64,
 }
 
 /// Verbs the API server authorises requests by.
@@ -505,6 +551,19 @@ pub(super) fn options(
         Some(flag) => flag.into_inner(),
         None => kubernetes,
     };
+    let record_bodies = raw.record_bodies.and_then(|raw| {
+        let at = raw.span().start;
+        match raw.into_inner() {
+            RawRecordBodies::Flag(recorded) => recorded.then_some(DEFAULT_BODY_BYTES),
+            RawRecordBodies::Limit(RawBodyLimit { max_bytes }) => match usize::try_from(max_bytes) {
+                Ok(bytes @ 1..=MAX_BODY_BYTES) => Some(bytes),
+                _ => {
+                    error(at, format!("record_bodies max_bytes must be between 1 and {MAX_BODY_BYTES}"));
+                    None
+                }
+            },
+        }
+    });
     HttpsOptions {
         ca_file,
         server_name: raw.server_name,
@@ -513,6 +572,7 @@ pub(super) fn options(
         rules,
         kubernetes,
         mask_secrets,
+        record_bodies,
     }
 }
 

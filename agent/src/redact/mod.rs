@@ -26,7 +26,7 @@ pub fn command_line(args: Vec<String>) -> Vec<String> {
             // (`password='a b' dbname=x`): the shell's reading keeps the rest.
             Some(words::Secret::After(_)) if arg.contains(char::is_whitespace) => shell(arg),
             Some(secret) => words::redacted(arg, secret),
-            None => shell(arg),
+            None => json_secrets(&shell(arg)),
         })
         .collect()
 }
@@ -35,12 +35,36 @@ pub fn command_line(args: Vec<String>) -> Vec<String> {
 /// argument, a server's error message): SQL first, read from the original
 /// text, then what lies outside its literals.
 pub fn text(text: &str) -> String {
-    keyword_password(&url_query_secrets(&uri_passwords(&sql(text))))
+    json_secrets(&keyword_password(&url_query_secrets(&uri_passwords(&sql(text)))))
 }
 
-/// Query parameters whose names suggest a secret.
-const SECRET_QUERY_KEYS: [&str; 12] =
-    ["token", "key", "secret", "password", "passwd", "pwd", "sig", "auth", "code", "session", "credential", "jwt"];
+/// `{"user": "a", "password": "x"}` → `{"user": "a", "password": "***"}`:
+/// JSON members (or JSON-like text: a `curl -d` argument, a log line)
+/// whose names suggest a secret, wherever they stand in the text.
+pub fn json_secrets(text: &str) -> String {
+    static MEMBER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#""((?:[^"\\]|\\.)*)"\s*:\s*("(?:[^"\\]|\\.)*"|[^\s,{}\[\]"]+)"#).expect("valid regex")
+    });
+    if !text.contains('"') {
+        return text.to_owned();
+    }
+    MEMBER
+        .replace_all(text, |found: &regex::Captures<'_>| {
+            let name = found[1].to_ascii_lowercase();
+            if SECRET_NAME_PARTS.iter().any(|part| name.contains(part)) {
+                let value_at = found.get(2).map_or(0, |v| v.start() - found.get(0).map_or(0, |m| m.start()));
+                format!("{}\"{REDACTED}\"", &found[0][..value_at])
+            } else {
+                found[0].to_owned()
+            }
+        })
+        .into_owned()
+}
+
+/// Parts of names (query parameters, form fields, JSON members) that
+/// suggest their value is a secret.
+pub const SECRET_NAME_PARTS: [&str; 11] =
+    ["token", "key", "secret", "pass", "pwd", "sig", "auth", "code", "session", "credential", "jwt"];
 
 /// `https://x/api?access_token=abc&page=2` → `…?access_token=***&page=2`,
 /// for every URL in the text (and a bare `/path?query`).
@@ -58,20 +82,27 @@ pub fn url_query_secrets(text: &str) -> String {
             continue;
         }
         let end = rest.find(|c: char| c.is_whitespace() || matches!(c, '#' | '\'' | '"')).unwrap_or(rest.len());
-        let masked: Vec<String> = rest[..end]
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if SECRET_QUERY_KEYS.iter().any(|k| name.to_ascii_lowercase().contains(k)) => {
-                    format!("{name}={REDACTED}")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out.push_str(&masked.join("&"));
+        out.push_str(&form_secrets(&rest[..end]));
         rest = &rest[end..];
     }
     out.push_str(rest);
     out
+}
+
+/// `user=alice&password=x` → `user=alice&password=***`: a query string or
+/// an `application/x-www-form-urlencoded` body, values of secret-named
+/// fields removed.
+pub fn form_secrets(form: &str) -> String {
+    let masked: Vec<String> = form
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if SECRET_NAME_PARTS.iter().any(|k| name.to_ascii_lowercase().contains(k)) => {
+                format!("{name}={REDACTED}")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    masked.join("&")
 }
 
 /// `postgresql://alice:s3cret@db/x` → `postgresql://alice:***@db/x`, for
@@ -166,6 +197,18 @@ mod tests {
 
     fn strings(args: &[&str]) -> Vec<String> {
         args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[test]
+    fn json_members_named_like_secrets_lose_their_values_wherever_they_stand() {
+        assert_eq!(
+            json_secrets(r#"POST {"user": "a", "Password" : "p\"w", "apiKey":12, "nested":{"token":null}}"#),
+            r#"POST {"user": "a", "Password" : "***", "apiKey":"***", "nested":{"token":"***"}}"#
+        );
+        assert_eq!(json_secrets(r#"{"a":"password"}"#), r#"{"a":"password"}"#, "a value named like a secret is kept");
+        assert_eq!(json_secrets("no json here"), "no json here");
+        let argv = command_line(strings(&["tool", r#"{"client_secret":"s3"}"#]));
+        assert_eq!(argv[1], r#"{"client_secret":"***"}"#);
     }
 
     #[test]

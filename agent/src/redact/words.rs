@@ -34,6 +34,9 @@ pub(super) enum Secret {
     After(usize),
     /// All after its first `n` bytes, spaces included: one value (a header's).
     Rest(usize),
+    /// The values of its secret-named fields, after its first `n` bytes (a
+    /// form or JSON request body).
+    Fields(usize),
 }
 
 /// Tools whose short flag (`-p`, `-a`) takes a password.
@@ -68,6 +71,22 @@ fn secret_variable(name: &str) -> bool {
 /// Flags whose value is an HTTP header (`-H 'Authorization: Bearer X'`).
 const HEADER_FLAGS: [&str; 2] = ["-H", "--header"];
 
+/// Flags whose value is a request body (`curl -d 'user=a&password=X'`,
+/// `wget --post-data …`): its secret-named fields are secrets.
+const DATA_FLAGS: [&str; 11] = [
+    "-d",
+    "--data",
+    "--data-raw",
+    "--data-binary",
+    "--data-urlencode",
+    "--json",
+    "-F",
+    "--form",
+    "--form-string",
+    "--post-data",
+    "--body-data",
+];
+
 /// Flags whose value is cookies (`curl -b 'session=X'`).
 const COOKIE_FLAGS: [&str; 2] = ["-b", "--cookie"];
 
@@ -90,6 +109,7 @@ enum Next {
     Secret,
     UserColonPassword,
     Header,
+    Data,
 }
 
 /// Each word of one command (no separators) with what of it is secret.
@@ -102,6 +122,7 @@ pub(super) fn secrets<'w>(words: impl IntoIterator<Item = &'w str>) -> Vec<Optio
             Next::Secret => Some(Secret::Whole),
             Next::UserColonPassword => word.find(':').map(|colon| Secret::After(colon + 1)),
             Next::Header => header_secret(word).map(Secret::Rest),
+            Next::Data => Some(Secret::Fields(0)),
             Next::Plain => word_secret(word, tool, &mut next),
         };
         // The tool is the first word that is no assignment and no option,
@@ -154,6 +175,17 @@ fn word_secret(word: &str, tool: &str, next: &mut Next) -> Option<Secret> {
     if user_colon_password(tool) && COOKIE_FLAGS.contains(&word) {
         *next = Next::Secret;
     }
+    if user_colon_password(tool) {
+        if DATA_FLAGS.contains(&word) {
+            *next = Next::Data;
+        } else if let Some(flag) = DATA_FLAGS.iter().find(|f| f.len() == 2 && word.len() > 2 && word.starts_with(*f)) {
+            return Some(Secret::Fields(flag.len()));
+        } else if let Some((name, _)) = word.split_once('=')
+            && DATA_FLAGS.contains(&name)
+        {
+            return Some(Secret::Fields(name.len() + 1));
+        }
+    }
     None
 }
 
@@ -162,6 +194,10 @@ pub(super) fn redacted(word: &str, secret: Secret) -> String {
     match secret {
         Secret::Whole => REDACTED.to_owned(),
         Secret::After(n) | Secret::Rest(n) => format!("{}{REDACTED}", word.get(..n).unwrap_or_default()),
+        Secret::Fields(n) => {
+            let (flag, body) = word.split_at_checked(n).unwrap_or(("", word));
+            format!("{flag}{}", super::json_secrets(&super::form_secrets(body)))
+        }
     }
 }
 
@@ -194,6 +230,11 @@ mod tests {
         );
         let argv = ["curl", "-H", "Authorization: Bearer t0k"].map(String::from).to_vec();
         assert_eq!(super::super::command_line(argv), ["curl", "-H", "Authorization:***"]);
+        assert_eq!(
+            apply(&["curl", "-d", "user=a&password=x", "-d{\"token\": \"t\", \"n\": 1}", "--json", "[1]"]),
+            ["curl", "-d", "user=a&password=***", "-d{\"token\": \"***\", \"n\": 1}", "--json", "[1]"]
+        );
+        assert_eq!(apply(&["wget", "--post-data=pass=x&u=1"]), ["wget", "--post-data=pass=***&u=1"]);
         // Other tools' -p is a port or a path.
         assert_eq!(apply(&["psql", "-p", "5433"]), ["psql", "-p", "5433"]);
         assert_eq!(apply(&["ssh", "-p2222", "host"]), ["ssh", "-p2222", "host"]);

@@ -135,7 +135,8 @@ pub(super) async fn forward(
             return Ok(answer(said, StatusCode::FORBIDDEN, message, ""));
         }
     }
-    let body = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToUpstream);
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    let body = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToUpstream, content_type);
     let Ok(upstream) = upstream.body(body) else {
         exchange.failed(400, "the request could not be rebuilt".into());
         return Ok(answer(said, StatusCode::BAD_REQUEST, "airlock: the request could not be rebuilt", ""));
@@ -217,10 +218,10 @@ pub(super) async fn forward(
         }
         Some((_, Plan::Pass)) | None => None,
     };
-    let counted = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToClient);
+    // Counted last: the record tells what the client was sent.
     let body = match masking {
-        Some((masker, kind)) => Masked::new(counted, masker, kind, exchange).boxed(),
-        None => counted.map_err(Into::into).boxed(),
+        Some((masker, kind)) => Masked::new(body, masker, kind, std::sync::Arc::clone(&exchange)).boxed(),
+        None => body.map_err(Into::into).boxed(),
     };
     let body = match &session.secret {
         Some(secret) => {
@@ -229,6 +230,8 @@ pub(super) async fn forward(
         }
         None => body,
     };
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    let body = Counted::new(body, exchange, Direction::ToClient, content_type).boxed();
     Ok(Response::from_parts(parts, body))
 }
 

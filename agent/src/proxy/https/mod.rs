@@ -8,8 +8,10 @@
 //! upgrades), [`mask`] (answers masked as they stream), [`scrub`] (the
 //! injected secret kept out of answers), [`record`] (its audit record and
 //! byte counts), [`upstream`] (connections to the target), [`credential`]
-//! (what is injected), [`refuse`] (answers when no session may start).
+//! (what is injected), [`bodies`] (bodies kept for records), [`refuse`]
+//! (answers when no session may start).
 
+mod bodies;
 mod credential;
 mod exec;
 mod forward;
@@ -63,6 +65,8 @@ pub struct Shared {
     pub approvals: Arc<Approvals>,
     /// Where exec recordings go (`audit_dir/recordings`).
     pub recordings: std::path::PathBuf,
+    /// The host's masking key (recorded bodies are redacted with masking's engine).
+    pub masking_key: Arc<crate::masking::TokenKey>,
 }
 
 /// What the target's policy asks of a session.
@@ -123,6 +127,8 @@ pub(super) struct Session {
     /// Where exec recordings go, and how many the session made.
     recordings: std::path::PathBuf,
     recorded: std::sync::atomic::AtomicU32,
+    /// Bodies kept for request records, when the target records them.
+    record_bodies: Option<bodies::BodyRecording>,
     clients: upstream::Clients,
 }
 
@@ -261,6 +267,15 @@ pub async fn proxy(
             secrets_masker: secrets_masker.clone(),
             recordings: shared.recordings.clone(),
             recorded: std::sync::atomic::AtomicU32::new(0),
+            record_bodies: options.record_bodies.map(|cap| bodies::BodyRecording {
+                cap,
+                redactor: Arc::new(Masker::new(
+                    &crate::masking::MaskingPolicy::for_recorded_bodies(),
+                    &live.identity.user,
+                    &live.identity.groups,
+                    Arc::clone(&shared.masking_key),
+                )),
+            }),
             clients: upstream::Clients::new(target, upstream),
         })
     };

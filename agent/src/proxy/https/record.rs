@@ -1,7 +1,8 @@
 //! One audit record per request: who (the session's person and process),
 //! what (method, host, path with secret query values masked), the answer's
-//! status, bytes each way, how long, and which credential Airlock sent —
-//! written when both bodies are done, whichever ends last.
+//! status, bytes each way, how long, which credential Airlock sent, and
+//! with `record_bodies` the start of each body — written when both bodies
+//! are done, whichever ends last.
 
 use std::{
     pin::Pin,
@@ -17,7 +18,7 @@ use bytes::Buf as _;
 use http_body::{Body, Frame, SizeHint};
 use serde_json::json;
 
-use super::{Session, kubernetes::KubeRequest};
+use super::{Session, bodies::KeptBody, kubernetes::KubeRequest};
 
 /// A request being recorded; the record is written when the last body
 /// holding it is done.
@@ -47,6 +48,9 @@ struct Outcome {
     masked: Vec<serde_json::Value>,
     /// Why masking cut the answer short.
     mask_failure: Option<String>,
+    /// The bodies' first bytes, with `record_bodies`.
+    request_body: Option<KeptBody>,
+    response_body: Option<KeptBody>,
 }
 
 impl Exchange {
@@ -132,6 +136,11 @@ impl Drop for Exchange {
             "masked": (!outcome.masked.is_empty()).then_some(outcome.masked),
             "mask_failure": outcome.mask_failure,
         });
+        let mut detail = detail;
+        if let Some(bodies) = &self.session.record_bodies {
+            detail["request_body"] = outcome.request_body.map(|body| body.recorded(&bodies.redactor)).into();
+            detail["response_body"] = outcome.response_body.map(|body| body.recorded(&bodies.redactor)).into();
+        }
         self.session.record_request(detail);
     }
 }
@@ -144,23 +153,48 @@ pub(super) enum Direction {
 }
 
 /// A body passed through, its bytes counted for the request's record and
-/// the session's totals.
+/// the session's totals, and its start kept for the record when the
+/// target records bodies.
 pub(super) struct Counted<B> {
     inner: B,
     exchange: Option<Arc<Exchange>>,
     direction: Direction,
+    kept: Option<KeptBody>,
 }
 
 impl<B> Counted<B> {
-    pub fn new(inner: B, exchange: Arc<Exchange>, direction: Direction) -> Self {
-        Self { inner, exchange: Some(exchange), direction }
+    /// Counts `inner`, a body of `content_type` going `direction`.
+    pub fn new(
+        inner: B,
+        exchange: Arc<Exchange>,
+        direction: Direction,
+        content_type: Option<&hyper::header::HeaderValue>,
+    ) -> Self {
+        let kept = exchange.session.record_bodies.as_ref().map(|bodies| KeptBody::new(content_type, bodies.cap));
+        Self { inner, exchange: Some(exchange), direction, kept }
+    }
+
+    /// The body is done (ended, failed or dropped): its start goes to the
+    /// record, and the record need not wait for this body any more.
+    fn done(&mut self) {
+        let Some(exchange) = self.exchange.take() else { return };
+        if let Some(kept) = self.kept.take() {
+            let mut outcome = exchange.outcome();
+            match self.direction {
+                Direction::ToUpstream => outcome.request_body = Some(kept),
+                Direction::ToClient => outcome.response_body = Some(kept),
+            }
+        }
     }
 }
 
-impl<B: Body + Unpin> Body for Counted<B>
-where
-    B::Data: bytes::Buf,
-{
+impl<B> Drop for Counted<B> {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl<B: Body<Data = bytes::Bytes> + Unpin> Body for Counted<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -168,10 +202,14 @@ where
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(exchange)) = (frame.data_ref(), &self.exchange) {
+                let this = &mut *self;
+                if let (Some(data), Some(exchange)) = (frame.data_ref(), &this.exchange) {
                     let n = data.remaining() as u64;
+                    if let Some(kept) = &mut this.kept {
+                        kept.add(data);
+                    }
                     let bytes = &exchange.session.live.bytes;
-                    match self.direction {
+                    match this.direction {
                         Direction::ToUpstream => {
                             exchange.to_upstream.fetch_add(n, Relaxed);
                             bytes.to_upstream.fetch_add(n, Relaxed);
@@ -183,8 +221,7 @@ where
                     }
                 }
             }
-            // Done: the record need not wait for this body being dropped.
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.exchange = None,
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.done(),
             Poll::Pending => {}
         }
         polled

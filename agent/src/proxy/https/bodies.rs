@@ -1,0 +1,207 @@
+//! Bodies kept for request records (`record_bodies`): the first bytes of
+//! each body, up to the target's cap, redacted before they are written.
+//!
+//! A recorded body is what the client sent, and what it got (after
+//! masking, with the injected credential overwritten). Before it reaches
+//! the audit log it goes through a redaction of its own, whoever the
+//! person is: JSON member and form field values whose names suggest a
+//! secret, and the default detectors' hits. Bodies that are not text
+//! (protobuf, images, compressed) are left out, with their size: nothing
+//! in them could be redacted.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::masking::{BodyKind, BodyMasker, Masker};
+
+/// A target's `record_bodies`, for one session.
+pub(super) struct BodyRecording {
+    /// The most kept of each body.
+    pub cap: usize,
+    /// Redacts kept bodies: built from [`crate::masking::MaskingPolicy::for_recorded_bodies`].
+    pub redactor: Arc<Masker>,
+}
+
+/// The start of one body, as it passed.
+pub(super) struct KeptBody {
+    /// The body's `Content-Type`, if it had one.
+    content_type: Option<String>,
+    /// Its first bytes, at most `cap`.
+    kept: Vec<u8>,
+    cap: usize,
+    /// All its bytes, kept or not.
+    total: u64,
+}
+
+impl KeptBody {
+    /// Keeps the first `cap` bytes of a body of `content_type`.
+    pub fn new(content_type: Option<&hyper::header::HeaderValue>, cap: usize) -> Self {
+        let content_type = content_type.and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Self { content_type, kept: Vec::new(), cap, total: 0 }
+    }
+
+    /// `chunk` passed.
+    pub fn add(&mut self, chunk: &[u8]) {
+        self.total += chunk.len() as u64;
+        let room = self.cap.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    }
+
+    /// The body for its request's record, redacted by `redactor`.
+    pub fn recorded(&self, redactor: &Arc<Masker>) -> Value {
+        let cut = self.total > self.kept.len() as u64;
+        let mut record = json!({ "content_type": self.content_type, "bytes": self.total, "cut": cut });
+        if self.total == 0 {
+            return record;
+        }
+        let (text, why_not) = match self.text() {
+            Ok(text) => redacted(text, self.kind(), redactor),
+            Err(why) => (None, Some(why)),
+        };
+        record["text"] = text.into();
+        if let Some(why) = why_not {
+            record["left_out"] = why.into();
+        }
+        record
+    }
+
+    /// The kept bytes as text: UTF-8, less a character the cap cut in two.
+    fn text(&self) -> Result<&str, String> {
+        if self.content_type.as_deref().is_some_and(is_binary) {
+            return Err("not text".into());
+        }
+        match std::str::from_utf8(&self.kept) {
+            Ok(text) => Ok(text),
+            // Cut inside a character by the cap: the rest is text.
+            Err(error) if error.error_len().is_none() && self.kept.len() == self.cap => {
+                Ok(std::str::from_utf8(&self.kept[..error.valid_up_to()]).unwrap_or_default())
+            }
+            Err(_) => Err("not UTF-8 text".into()),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        let essence = self.content_type.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim();
+        let essence = essence.to_ascii_lowercase();
+        if essence == "application/json" || essence.ends_with("+json") || essence.ends_with("/x-ndjson") {
+            Kind::Json
+        } else if essence == "application/x-www-form-urlencoded" {
+            Kind::Form
+        } else {
+            Kind::Text
+        }
+    }
+}
+
+/// How a body's text is redacted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// By JSON member names and the detectors.
+    Json,
+    /// By form field names, then as text.
+    Form,
+    /// By the detectors and the free-text redactor (connection strings,
+    /// SQL passwords).
+    Text,
+}
+
+/// `text` redacted, or why it is left out; text the JSON redaction could
+/// not read to its end is kept only as far as it read.
+fn redacted(text: &str, kind: Kind, redactor: &Arc<Masker>) -> (Option<String>, Option<String>) {
+    let (body_kind, text) = match kind {
+        Kind::Json => (BodyKind::Json, std::borrow::Cow::Borrowed(text)),
+        Kind::Form => (BodyKind::Text, std::borrow::Cow::Owned(crate::redact::form_secrets(text))),
+        Kind::Text => (BodyKind::Text, std::borrow::Cow::Borrowed(text)),
+    };
+    let mut masker = BodyMasker::new(Arc::clone(redactor), body_kind);
+    let mut out = Vec::with_capacity(text.len());
+    let fed = masker.feed(text.as_bytes(), &mut out).and_then(|()| masker.finish(&mut out));
+    let Ok(masked) = String::from_utf8(out) else {
+        return (None, Some("not UTF-8 text".into()));
+    };
+    let masked = if kind == Kind::Json { masked } else { crate::redact::text(&masked) };
+    // A body cut by the cap ends inside its JSON: what was read is kept.
+    (Some(masked), fed.err().map(|error| format!("redacted only as far as it could be read as JSON: {error}")))
+}
+
+/// Content types that are not text, whatever their bytes look like.
+fn is_binary(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let textual = essence.starts_with("text/")
+        || essence.contains("json")
+        || essence.contains("xml")
+        || essence.contains("yaml")
+        || essence.contains("javascript")
+        || essence == "application/x-www-form-urlencoded";
+    !textual
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::masking::{MaskingPolicy, TokenKey};
+
+    fn redactor() -> Arc<Masker> {
+        let key = Arc::new(TokenKey::from_bytes(&[7; 32]));
+        Arc::new(Masker::new(&MaskingPolicy::for_recorded_bodies(), "alice", &[], key))
+    }
+
+    fn kept(content_type: &str, cap: usize, chunks: &[&[u8]]) -> Value {
+        let value = hyper::header::HeaderValue::from_str(content_type).unwrap();
+        let mut body = KeptBody::new(Some(&value), cap);
+        for chunk in chunks {
+            body.add(chunk);
+        }
+        body.recorded(&redactor())
+    }
+
+    #[test]
+    fn json_members_named_like_secrets_and_detector_hits_are_redacted() {
+        let body =
+            br#"{"user":"alice","password":"hunter2","nested":{"api_token":"abc"},"card":"4111 1111 1111 1111","n":1}"#;
+        let record = kept("application/json; charset=utf-8", 4096, &[&body[..30], &body[30..]]);
+        let text = record["text"].as_str().unwrap();
+        assert!(!text.contains("hunter2") && !text.contains("abc") && !text.contains("4111 1111"), "{text}");
+        assert!(text.contains(r#""user":"alice""#) && text.contains(r#""n":1"#), "{text}");
+        assert_eq!(record["bytes"], body.len() as u64);
+        assert_eq!(record["cut"], false);
+        assert!(record.get("left_out").is_none());
+    }
+
+    #[test]
+    fn a_body_over_the_cap_is_cut_and_a_secret_cut_with_it_never_shows() {
+        let body = br#"{"items":[{"name":"a"},{"password":"correct horse battery staple"}]}"#;
+        let cap = body.windows(7).position(|w| w == b"correct").unwrap() + 7;
+        let record = kept("application/json", cap, &[body]);
+        let text = record["text"].as_str().unwrap();
+        assert!(!text.contains("correct"), "{text}");
+        assert!(text.contains(r#""name":"a""#), "{text}");
+        assert_eq!(record["cut"], true);
+        assert_eq!(record["bytes"], body.len() as u64);
+        assert!(record["left_out"].as_str().unwrap().contains("as far as it could be read"));
+    }
+
+    #[test]
+    fn forms_and_text_are_redacted_and_binary_bodies_left_out() {
+        let form = kept("application/x-www-form-urlencoded", 4096, &[b"user=alice&client_secret=s3cr3t&grant=x"]);
+        assert_eq!(form["text"], "user=alice&client_secret=***&grant=x");
+        let text = kept("text/plain", 4096, &[b"connect postgresql://bob:pw123@db/x as bob@example.com\n"]);
+        let text = text["text"].as_str().unwrap();
+        assert!(!text.contains("pw123") && !text.contains("bob@example.com"), "{text}");
+        let binary = kept("application/vnd.kubernetes.protobuf", 4096, &[b"k8s\0secret"]);
+        assert_eq!(binary["left_out"], "not text");
+        assert!(binary["text"].is_null());
+        let undeclared = kept("application/octet-stream", 4096, &[b"plain"]);
+        assert_eq!(undeclared["left_out"], "not text");
+    }
+
+    #[test]
+    fn a_character_cut_by_the_cap_is_left_out_not_the_body() {
+        let record = kept("text/plain", 4, &["abcé".as_bytes()]);
+        assert_eq!(record["text"], "abc");
+        assert_eq!(record["cut"], true);
+        let broken = kept("text/plain", 16, &[b"ab\xffcd"]);
+        assert_eq!(broken["left_out"], "not UTF-8 text");
+    }
+}
