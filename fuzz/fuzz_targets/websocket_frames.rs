@@ -3,7 +3,7 @@
 //! anywhere: no panic, and the chunking never changes what is found.
 #![no_main]
 
-use airlock::proxy::https::websocket::Decoder;
+use airlock::proxy::https::{channels::ChannelReader as _, websocket::Decoder};
 use libfuzzer_sys::fuzz_target;
 
 fn decode(from_client: bool, bytes: &[u8], chunk: usize) -> (Vec<String>, bool) {

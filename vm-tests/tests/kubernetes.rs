@@ -147,15 +147,38 @@ reason = "pods are not deleted from workstations"
         .unwrap();
     assert!(String::from_utf8_lossy(&replay.stdout).contains("hello from the pod"), "{replay:?}");
 
-    // SPDY (older kubectl or API servers) cannot be recorded: refused, saying so.
-    let spdy = format!(
-        "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false {} --kubeconfig {} --cache-dir {} exec web-1 -- echo hi",
-        kubectl_bin.display(),
-        kubeconfig.display(),
-        cache.display()
-    );
-    let refused = lab.run_as("alice", "/bin/sh", &["-c", &spdy]);
-    assert!(!refused.success() && refused.stderr.contains("WebSocket only"), "{refused:?}");
+    // SPDY (older kubectl or API servers; here kubectl told to use it) is recorded the same way.
+    let over_spdy = |input: &str| {
+        format!(
+            "{input} | KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false {} --kubeconfig {} --cache-dir {} exec -i web-1 -- ",
+            kubectl_bin.display(),
+            kubeconfig.display(),
+            cache.display()
+        )
+    };
+    let cat = lab.run_as("alice", "/bin/sh", &["-c", &format!("{}cat", over_spdy("printf 'spdy one\\nspdy two\\n'"))]);
+    assert!(cat.success() && cat.stdout == "spdy one\nspdy two\n", "{cat:?}\n{}", lab.agent().log());
+    let failing = format!("{}sh -c nope", over_spdy("true"));
+    let failing = lab.run_as("alice", "/bin/sh", &["-c", &failing]);
+    assert_eq!(failing.code, Some(127), "{failing:?}");
+    assert!(failing.stderr.contains("sh: nope: not found"), "{failing:?}");
+    let execs: Vec<_> = api.requests().into_iter().filter_map(|r| r.get("exec").cloned()).collect();
+    assert_eq!(execs.iter().filter(|e| e["framing"] == "spdy").count(), 2, "{execs:?}");
+    let recordings = lab.agent().wait_for_records("kubernetes.recording", 4);
+    let events_of = |i: usize| -> Vec<serde_json::Value> {
+        let cast = fs::read_to_string(recordings[i]["detail"]["path"].as_str().unwrap()).unwrap();
+        cast.lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let text = |events: &[serde_json::Value], kind: &str| {
+        events.iter().filter(|e| e[1] == kind).filter_map(|e| e[2].as_str()).collect::<String>()
+    };
+    let spdy_cat = events_of(2);
+    assert_eq!(text(&spdy_cat, "i"), "spdy one\nspdy two\n", "{spdy_cat:?}");
+    assert_eq!(text(&spdy_cat, "o"), "spdy one\nspdy two\n", "{spdy_cat:?}");
+    assert!(recordings[2]["detail"]["status"].as_str().unwrap().contains("Success"), "{}", recordings[2]);
+    let spdy_sh = text(&events_of(3), "o");
+    assert!(spdy_sh.contains("sh: nope: not found"), "{spdy_sh}");
+    assert!(recordings[3]["detail"]["status"].as_str().unwrap().contains("NonZeroExitCode"), "{}", recordings[3]);
 
     let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     assert!(!log.contains(&api.token), "the injected token reached the audit log");

@@ -1,6 +1,7 @@
 //! `kubectl exec` and `attach` sessions recorded as asciicast: once the API
-//! server agrees to a WebSocket channel protocol, both directions are
-//! relayed untouched while their frames are read ([`super::websocket`]):
+//! server agrees to a WebSocket channel protocol or to SPDY/3.1, both
+//! directions are relayed untouched while their frames are read
+//! ([`super::websocket`], [`super::spdy`]):
 //! stdout and stderr as output, stdin as input (a terminal's only as far as
 //! it was echoed, as for SSH), window sizes as resizes. A stream Airlock
 //! cannot read ends the session: it does not run unrecorded.
@@ -13,8 +14,36 @@ use std::sync::{
 use hyper::HeaderMap;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use super::websocket::{Decoder, Piece};
+use super::{
+    channels::{
+        ChannelReader, Piece,
+        channel::{ERROR, RESIZE, STDERR, STDIN, STDOUT},
+    },
+    spdy, websocket,
+};
 use crate::recording::Recording;
+
+/// How the upgraded connection frames its streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// RFC 6455 WebSocket, a Kubernetes channel protocol inside.
+    WebSocket,
+    /// SPDY/3.1, one stream per channel.
+    Spdy,
+}
+
+impl Framing {
+    /// The framing an `Upgrade` header asks for, if Airlock reads it.
+    pub fn of_upgrade(protocol: &[u8]) -> Option<Self> {
+        if protocol.eq_ignore_ascii_case(b"websocket") {
+            Some(Self::WebSocket)
+        } else if protocol.eq_ignore_ascii_case(b"SPDY/3.1") {
+            Some(Self::Spdy)
+        } else {
+            None
+        }
+    }
+}
 
 /// WebSocket subprotocols whose frames Airlock reads: Kubernetes' binary
 /// channel protocols. Others offered by the client are dropped, so the API
@@ -59,32 +88,61 @@ pub struct Ended {
     pub error: Option<String>,
 }
 
-/// Relays `client` ⇄ `target`, recording into `recording`; `tty`: stdin is
-/// a terminal's (recorded only as echoed).
-pub async fn relay<C, T>(client: C, target: T, recording: Arc<Mutex<Recording>>, tty: bool) -> Ended
+/// Relays `client` ⇄ `target`, framed as `framing`, recording into
+/// `recording`; `tty`: stdin is a terminal's (recorded only as echoed).
+pub async fn relay<C, T>(client: C, target: T, recording: Arc<Mutex<Recording>>, tty: bool, framing: Framing) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
+{
+    match framing {
+        Framing::WebSocket => {
+            let readers = (websocket::Decoder::new(true), websocket::Decoder::new(false));
+            relay_read_by(client, target, recording, tty, readers).await
+        }
+        Framing::Spdy => {
+            let streams = spdy::Streams::default();
+            let readers = (spdy::Decoder::new(streams.clone()), spdy::Decoder::new(streams));
+            relay_read_by(client, target, recording, tty, readers).await
+        }
+    }
+}
+
+/// [`relay`], reading what the client sends with `readers.0` and what the
+/// target sends with `readers.1`.
+async fn relay_read_by<C, T, R>(
+    client: C,
+    target: T,
+    recording: Arc<Mutex<Recording>>,
+    tty: bool,
+    readers: (R, R),
+) -> Ended
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+    R: ChannelReader,
 {
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut target_read, mut target_write) = tokio::io::split(target);
     let status = Mutex::new(None);
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
-    let up = pump(&mut client_read, &mut target_write, Decoder::new(true), &sent, |piece| {
+    let up = pump(&mut client_read, &mut target_write, readers.0, &sent, |piece| {
         let mut recording = recording.lock().unwrap_or_else(|p| p.into_inner());
         match piece {
-            Piece::Data { channel: 0, bytes } if tty => recording.input(&bytes),
-            Piece::Data { channel: 0, bytes } => recording.stdin(&bytes),
-            Piece::Data { channel: 4, bytes } => match terminal_size(&bytes) {
+            Piece::Data { channel: STDIN, bytes } if tty => recording.input(&bytes),
+            Piece::Data { channel: STDIN, bytes } => recording.stdin(&bytes),
+            Piece::Data { channel: RESIZE, bytes } => match terminal_size(&bytes) {
                 Some((width, height)) => recording.resize(width, height),
                 None => Ok(()),
             },
             _ => Ok(()),
         }
     });
-    let down = pump(&mut target_read, &mut client_write, Decoder::new(false), &received, |piece| match piece {
-        Piece::Data { channel: 1 | 2, bytes } => recording.lock().unwrap_or_else(|p| p.into_inner()).output(&bytes),
-        Piece::Data { channel: 3, bytes } => {
+    let down = pump(&mut target_read, &mut client_write, readers.1, &received, |piece| match piece {
+        Piece::Data { channel: STDOUT | STDERR, bytes } => {
+            recording.lock().unwrap_or_else(|p| p.into_inner()).output(&bytes)
+        }
+        Piece::Data { channel: ERROR, bytes } => {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_STATUS)]).into_owned();
             *status.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
             Ok(())
@@ -107,10 +165,10 @@ where
 
 /// Copies `from` to `to`, counting into `copied` and handing what the
 /// frames carry to `note`; why it stopped, if not at the end of the stream.
-async fn pump<R, W>(
+async fn pump<R, W, D: ChannelReader>(
     from: &mut R,
     to: &mut W,
-    mut decoder: Decoder,
+    mut decoder: D,
     copied: &AtomicU64,
     mut note: impl FnMut(Piece) -> std::io::Result<()>,
 ) -> Option<String>

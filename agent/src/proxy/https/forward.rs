@@ -103,10 +103,11 @@ pub(super) async fn forward(
     let upgrade = upgrade_of(&request);
     // A shell in a pod is recorded, over a protocol Airlock can read.
     let recorded = kube.as_ref().is_some_and(KubeRequest::opens_a_shell);
-    let websocket = upgrade.as_ref().is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    if recorded && upgrade.is_some() && !websocket {
-        let message = "airlock: exec and attach are recorded, which Airlock does over WebSocket only (kubectl 1.30 and \
-                       later use it with API servers 1.30 and later), not SPDY";
+    let framing = upgrade.as_ref().and_then(|u| exec::Framing::of_upgrade(u.as_bytes()));
+    let websocket = framing == Some(exec::Framing::WebSocket);
+    if recorded && upgrade.is_some() && framing.is_none() {
+        let message = "airlock: exec and attach are recorded, which Airlock does over WebSocket and SPDY/3.1, \
+                       not the protocol this client asked for";
         exchange.refused(message.into());
         return Ok(answer(said, StatusCode::FORBIDDEN, message, ""));
     }
@@ -160,6 +161,16 @@ pub(super) async fn forward(
         exchange.upgraded();
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         if recorded {
+            // The stream is read as the target said it switched to, which
+            // must be what the client asked for.
+            let switched =
+                response.headers().get(header::UPGRADE).and_then(|u| exec::Framing::of_upgrade(u.as_bytes()));
+            let Some(framing) = switched.filter(|switched| Some(*switched) == framing) else {
+                let message = "airlock: the API server switched to a protocol other than the one asked for; \
+                               exec sessions do not run unrecorded";
+                exchange.failed(502, message.into());
+                return Ok(answer(said, StatusCode::BAD_GATEWAY, message, ""));
+            };
             let recording = match session.start_recording() {
                 Ok(recording) => recording,
                 Err(error) => {
@@ -175,8 +186,8 @@ pub(super) async fn forward(
             tokio::spawn(async move {
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else { return };
                 let recording = std::sync::Arc::new(std::sync::Mutex::new(recording));
-                let relay =
-                    exec::relay(TokioIo::new(client), TokioIo::new(upstream), std::sync::Arc::clone(&recording), tty);
+                let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                let relay = exec::relay(client, upstream, std::sync::Arc::clone(&recording), tty, framing);
                 // An access window closing ends the shell too.
                 let ended = tokio::select! {
                     ended = relay => ended,

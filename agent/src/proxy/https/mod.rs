@@ -12,6 +12,7 @@
 //! (answers when no session may start).
 
 mod bodies;
+pub mod channels;
 mod credential;
 mod exec;
 mod forward;
@@ -20,6 +21,7 @@ mod mask;
 mod record;
 pub mod refuse;
 mod scrub;
+pub mod spdy;
 mod upstream;
 pub mod websocket;
 

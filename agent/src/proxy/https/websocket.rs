@@ -11,19 +11,8 @@
 /// read's worth (32 KiB) at a time.
 const MAX_FRAME: u64 = 16 << 20;
 
-/// What the decoder found in the bytes fed to it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Piece {
-    /// Bytes of a message on Kubernetes stream `channel`.
-    Data {
-        /// 0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize.
-        channel: u8,
-        /// The bytes (unmasked).
-        bytes: Vec<u8>,
-    },
-    /// The connection is closing (a close frame).
-    Close,
-}
+use super::channels::ChannelReader;
+pub use super::channels::Piece;
 
 /// Why frames could not be read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -53,9 +42,12 @@ impl Decoder {
     pub fn new(from_client: bool) -> Self {
         Self { from_client, buf: Vec::new(), channel: None, in_message: false }
     }
+}
 
-    /// Reads what `bytes` complete into `out`.
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) -> Result<(), FrameError> {
+impl ChannelReader for Decoder {
+    type Error = FrameError;
+
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) -> Result<(), FrameError> {
         self.buf.extend_from_slice(bytes);
         let mut at = 0;
         while let Some(used) = self.frame(at, out)? {
@@ -64,7 +56,9 @@ impl Decoder {
         self.buf.drain(..at);
         Ok(())
     }
+}
 
+impl Decoder {
     /// Reads the frame at `at`: how many bytes it took, `None` if it is
     /// not complete yet.
     fn frame(&mut self, at: usize, out: &mut Vec<Piece>) -> Result<Option<usize>, FrameError> {
