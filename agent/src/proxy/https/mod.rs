@@ -303,15 +303,23 @@ pub async fn proxy(
     served
 }
 
+/// How client connections are served: HTTP/1.1 or HTTP/2 (whichever the
+/// client speaks), heads bounded in size and time. Public so the
+/// `http_requests` fuzz target reads requests exactly as the agent does.
+pub fn server_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEAD);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD as u32);
+    builder
+}
+
 /// Serves the client's connection until it ends or the session is ended.
 async fn serve<S>(stream: S, session: Arc<Session>, live: &LiveSession) -> Result<(), HttpsError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request| forward::forward(Arc::clone(&session), request));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEAD);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD as u32);
+    let builder = server_builder();
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::select! {
         served = connection => served.map_err(|e| HttpsError::Serve(e.to_string())),
