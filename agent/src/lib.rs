@@ -12,6 +12,7 @@
 // allocator: daemon::release_free_memory calls its `mi_collect`.
 extern crate mimalloc as _;
 
+pub mod actors;
 pub mod approvals;
 pub mod audit;
 pub mod cli;

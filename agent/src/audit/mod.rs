@@ -680,6 +680,7 @@ mod tests {
             token: None,
             uid: 1000,
             groups: vec!["dev".into(), "dba".into()],
+            actor: None,
         };
         let target = TargetRef { name: "pg".into(), protocol: "postgres".into(), addr: "10.0.0.1".into(), port: 5432 };
         let detail = serde_json::json!({"sql": "SELECT 1", "n": [1, 2]});

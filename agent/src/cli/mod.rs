@@ -5,6 +5,7 @@ mod audit;
 mod kubeconfig;
 mod login;
 mod policy;
+mod run;
 mod status;
 mod trust;
 
@@ -99,6 +100,19 @@ enum Command {
     },
     /// End your login in this session (or this job).
     Logout {
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Run a command as an actor (an AI agent, a bot): it and everything it
+    /// starts are held to the rules policy gives that actor, whatever they
+    /// are called.
+    Run {
+        /// The `[[actor]]` name from policy.
+        #[arg(long)]
+        actor: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
         #[command(flatten)]
         agent: AgentSocket,
     },
@@ -274,6 +288,9 @@ impl Cli {
             }
             Command::Whoami { json, agent } => login::whoami(json, &status::socket_path(agent.socket, agent.config)?),
             Command::Logout { agent } => login::logout(&status::socket_path(agent.socket, agent.config)?),
+            Command::Run { actor, command, agent } => {
+                run::run_as_actor(&actor, &command, &status::socket_path(agent.socket, agent.config)?)
+            }
             Command::Audit { command, dir, config } => {
                 let dir = audit::audit_dir(dir, &config)?;
                 match command {

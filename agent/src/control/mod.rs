@@ -42,6 +42,12 @@ pub enum Request {
     Whoami,
     /// End the caller's login (`airlock logout`).
     Logout,
+    /// Move the caller into a new cgroup labelled as `actor`, before it
+    /// runs a command there (`airlock run --actor`).
+    RunAsActor {
+        /// The `[[actor]]` name.
+        actor: String,
+    },
 }
 
 /// What the agent answers.
@@ -59,6 +65,11 @@ pub enum Response {
     /// Answer to [`Request::Login`], [`Request::LoginJob`],
     /// [`Request::Whoami`] and [`Request::Logout`]: the login concerned.
     Login(Box<crate::identity::oidc::LoginInfo>),
+    /// Answer to [`Request::RunAsActor`]: the caller is now in this cgroup.
+    ActorCgroup {
+        /// The cgroup's path from the hierarchy root.
+        cgroup: String,
+    },
     /// The request failed or was not allowed.
     Error {
         /// Why, for the person at the terminal.

@@ -111,6 +111,10 @@ async fn handle(stream: UnixStream, state: &Arc<AgentState>) -> anyhow::Result<(
             Some(logins) => answer(logins.logout(&caller)),
             None => no_issuer(),
         },
+        (Ok(Request::RunAsActor { actor }), Ok(caller)) => match run_as_actor(state, &caller, &actor) {
+            Ok(cgroup) => Response::ActorCgroup { cgroup },
+            Err(message) => Response::Error { message },
+        },
     };
     send(&mut write, &response).await
 }
@@ -210,6 +214,57 @@ fn status(state: &AgentState, caller_uid: u32) -> Response {
 }
 
 /// Who is calling, as the kernel and the identity provider say.
+/// Moves the caller into a new cgroup of actor `name`, if policy lets the
+/// caller start it and the caller is no actor itself (what an actor runs
+/// stays its own, never relabelled); records it either way.
+fn run_as_actor(state: &AgentState, caller: &ProcessInfo, name: &str) -> Result<String, String> {
+    let policy = state.policy();
+    let identity = caller_identity(state, caller)?;
+    let outcome = (|| {
+        let definition = policy
+            .actors
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| format!("no actor {name:?} in this host's policy"))?;
+        if !crate::policy::matches_subject(&definition.run_by_users, &definition.run_by_groups, &identity.as_subject())
+        {
+            return Err(format!(
+                "policy does not let {} start commands as actor {name:?} (run_by_users, run_by_groups)",
+                identity.user
+            ));
+        }
+        if let Some(actor) = state.actors.recognise(&policy.actors, caller, std::path::Path::new("/proc")) {
+            return Err(format!(
+                "this command already runs as actor {:?} ({}): what an actor runs stays its own",
+                actor.name, actor.matched_by
+            ));
+        }
+        let cgroups = state
+            .actor_cgroups
+            .as_ref()
+            .ok_or("this agent has no cgroup for actors (see its log): `airlock run` is unavailable")?;
+        let dir = cgroups.launch(name, caller.uid, caller.pid).map_err(|e| format!("moving you into a cgroup: {e}"))?;
+        let relative = dir.strip_prefix(&state.cgroup_root).map(|p| format!("/{}", p.display()));
+        relative.map_err(|_| "the actor cgroup is outside the hierarchy".to_owned())
+    })();
+    let detail = match &outcome {
+        Ok(cgroup) => serde_json::json!({ "actor": name, "cgroup": cgroup }),
+        Err(error) => serde_json::json!({ "actor": name, "refused": error }),
+    };
+    let event = crate::audit::Event {
+        kind: "actor.run",
+        session: None,
+        identity: Some(&identity),
+        process: Some(caller),
+        target: None,
+        detail,
+    };
+    if let Err(error) = state.audit.append(event) {
+        return Err(format!("the audit log cannot be written: {error}"));
+    }
+    outcome
+}
+
 fn caller_identity(state: &AgentState, caller: &ProcessInfo) -> Result<crate::identity::Identity, String> {
     state.identity.identify(caller).map_err(|error| format!("who are you? {error}"))
 }

@@ -71,7 +71,10 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
     };
 
     let identity = match state.identity.identify(&process) {
-        Ok(identity) => identity,
+        Ok(mut identity) => {
+            identity.actor = state.actors.recognise(&policy.actors, &process, Path::new("/proc"));
+            identity
+        }
         Err(error) => {
             let reason = error.to_string();
             deny(&state, &session, None, &process, &target, &reason);
@@ -254,7 +257,7 @@ async fn run_session(
             let identity = &s.identity;
             let masker_for = |policy: &crate::masking::MaskingPolicy| {
                 let key = Arc::clone(&state.masking_key);
-                let masker = crate::masking::Masker::new(policy, &identity.user, &identity.groups, key);
+                let masker = crate::masking::Masker::for_subject(policy, &identity.as_subject(), key);
                 (!masker.is_noop()).then(|| Arc::new(masker))
             };
             let secrets = options

@@ -77,6 +77,11 @@ pub struct AgentState {
     pub approvals: Arc<crate::approvals::Approvals>,
     /// Signs SSH host certificates shown to clients and sessions' user certificates.
     pub ssh_ca: Arc<crate::proxy::ssh::ca::SshCa>,
+    /// Recognises the actors behind connections.
+    pub actors: crate::actors::Recogniser,
+    /// Where `airlock run --actor` puts commands; `None` if the agent could
+    /// not make its cgroup directory (then `airlock run` is refused).
+    pub actor_cgroups: Option<crate::actors::launch::ActorCgroups>,
     /// When the agent started.
     pub started: Instant,
 }
@@ -99,13 +104,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .create(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
     let cgroup_root = cgroup::cgroup2_root()?;
-    let agent_cgroup = place_agent(&config, &cgroup_root)?;
+    let (agent_cgroup, agent_dir) = place_agent(&config, &cgroup_root)?;
     let attach_cgroup = config.cgroup.clone().unwrap_or_else(|| cgroup_root.clone());
     let audit = Arc::new(AuditLog::open_with(&config.audit_dir, audit_settings(&config)?)?);
     let listeners = bind_listeners(&config)?;
     let control = control::server::bind(&config.control_socket)?;
     let targets = target_entries(&policy, config.listener.port);
     let interceptor = Interceptor::install(&config.bpffs_dir, &attach_cgroup, agent_cgroup, &targets)?;
+    // Under systemd, in the service's own (delegated) cgroup; else where
+    // the programs are attached.
+    let under_systemd = config.agent_cgroup.is_none() && std::env::var_os("INVOCATION_ID").is_some();
+    let actor_parent = if under_systemd { &agent_dir } else { &attach_cgroup };
+    let actor_cgroups = crate::actors::launch::ActorCgroups::open(&cgroup_root, actor_parent)
+        .inspect_err(|error| tracing::warn!(%error, "no cgroup for `airlock run --actor`; it will be refused"))
+        .ok();
+    let actor_base = actor_cgroups
+        .as_ref()
+        .map_or_else(|| format!("/{}", crate::actors::launch::BASE_DIR), |cgroups| cgroups.base().to_owned());
     let credentials = Arc::new(crate::credentials::Engine::open(&config.state_dir, Arc::clone(&audit))?);
     let ca = Arc::new(crate::proxy::ca::HostCa::load_or_create(&config.state_dir.join("tls"))?);
     let ssh_ca = Arc::new(crate::proxy::ssh::ca::SshCa::load_or_create(&config.state_dir.join("ssh"))?);
@@ -137,6 +152,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         classifier: Default::default(),
         approvals,
         ssh_ca,
+        actors: crate::actors::Recogniser::new(actor_base),
+        actor_cgroups,
         started: Instant::now(),
     });
     // One thread runs every session, as an event loop: beside a database
@@ -181,8 +198,8 @@ fn audit_settings(config: &Config) -> anyhow::Result<crate::audit::AuditSettings
 }
 
 /// Moves the agent into the cgroup whose connections are exempt from
-/// redirection, and returns that cgroup's id.
-fn place_agent(config: &Config, root: &std::path::Path) -> anyhow::Result<u64> {
+/// redirection, and returns that cgroup's id and directory.
+fn place_agent(config: &Config, root: &std::path::Path) -> anyhow::Result<(u64, PathBuf)> {
     let dir: PathBuf = match &config.agent_cgroup {
         Some(dir) => {
             cgroup::join(dir)?;
@@ -200,7 +217,7 @@ fn place_agent(config: &Config, root: &std::path::Path) -> anyhow::Result<u64> {
     };
     let id = cgroup::cgroup_id(&dir)?;
     tracing::info!(cgroup = %dir.display(), id, "agent cgroup (exempt from redirection)");
-    Ok(id)
+    Ok((id, dir))
 }
 
 async fn serve(
@@ -210,6 +227,17 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let control = tokio::net::UnixListener::from_std(control)?;
     tokio::spawn(control::server::serve(control, Arc::clone(&state)));
+    // Commands `airlock run` started leave their cgroups empty when done.
+    let sweeping = Arc::clone(&state);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            if let Some(cgroups) = &sweeping.actor_cgroups {
+                cgroups.sweep();
+            }
+        }
+    });
     let listeners = listeners.into_iter().map(TcpListener::from_std).collect::<Result<Vec<_>, _>>()?;
 
     let recovered = state.credentials.recover().await;

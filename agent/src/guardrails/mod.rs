@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use self::classify::{Classification, Classifier, Effect, StatementClass, WriteCommand};
 use crate::{
     glob,
-    policy::{Subject, matches_subject},
+    policy::{Subject, matches_actor, matches_subject},
     source::SourceLocation,
 };
 
@@ -45,6 +45,11 @@ pub struct GuardRule {
     pub users: Vec<String>,
     /// Who the rule is for: group names.
     pub groups: Vec<String>,
+    /// Which actors' statements the rule is for (`*`: any actor's). Empty:
+    /// a restricting rule is for everyone's, people's and their actors';
+    /// an allowing one for people's own only (what policy allows an actor
+    /// it says by name).
+    pub actors: Vec<String>,
     /// What happens.
     pub action: GuardAction,
     /// Told to the client and recorded.
@@ -253,7 +258,12 @@ impl GuardRule {
     fn matches(&self, class: StatementClass, classification: &Classification, subject: &Subject<'_>) -> bool {
         let for_subject =
             (self.users.is_empty() && self.groups.is_empty()) || matches_subject(&self.users, &self.groups, subject);
-        for_subject && self.classes.contains(&class) && self.matches_tables(classification)
+        let for_actor = match (self.actors.is_empty(), subject.actor) {
+            (true, None) => true,
+            (true, Some(_)) => self.action != GuardAction::Allow,
+            (false, actor) => matches_actor(&self.actors, actor),
+        };
+        for_subject && for_actor && self.classes.contains(&class) && self.matches_tables(classification)
     }
 
     /// With table patterns, the rule applies when a named table matches.
@@ -319,6 +329,7 @@ mod tests {
             tables: tables.iter().map(|t| (*t).to_owned()).collect(),
             users: Vec::new(),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            actors: Vec::new(),
             action,
             reason: None,
             limit: None,

@@ -34,6 +34,10 @@ pub struct Identity {
     /// auth). Never serialized: it stays out of records and answers.
     #[serde(skip)]
     pub token: Option<crate::secret::Secret>,
+    /// What made the connection on the person's behalf (an AI agent, a
+    /// bot), when policy recognised an actor; `None`: the person.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub actor: Option<crate::actors::Actor>,
 }
 
 impl Identity {
@@ -48,12 +52,19 @@ impl Identity {
             token: None,
             uid,
             groups,
+            actor: None,
         }
     }
 
     /// How policy sees this identity.
     pub fn as_subject(&self) -> Subject<'_> {
-        Subject { user: &self.user, email: self.email.as_deref(), subject: Some(&self.subject), groups: &self.groups }
+        Subject {
+            user: &self.user,
+            email: self.email.as_deref(),
+            subject: Some(&self.subject),
+            groups: &self.groups,
+            actor: self.actor.as_ref().map(|actor| actor.name.as_str()),
+        }
     }
 }
 

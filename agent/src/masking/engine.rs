@@ -189,13 +189,31 @@ impl Masker {
     /// The masker for the person `user`, member of `groups`, on a target
     /// with masking `policy`; `key` makes deterministic tokens.
     pub fn new(policy: &MaskingPolicy, user: &str, groups: &[String], key: Arc<TokenKey>) -> Self {
-        let exempt_all = policy.exempt.exempts(user, groups);
+        Self::exempting(policy, |exemption| exemption.exempts(user, groups), key)
+    }
+
+    /// The masker for the connection `subject` made: as [`Masker::new`]
+    /// for a person, and with no exemption at all for an actor (an AI
+    /// agent, a bot): exemptions are for people, not for what they run.
+    pub fn for_subject(policy: &MaskingPolicy, subject: &crate::policy::Subject<'_>, key: Arc<TokenKey>) -> Self {
+        match subject.actor {
+            Some(_) => Self::exempting(policy, |_| false, key),
+            None => Self::new(policy, subject.user, subject.groups, key),
+        }
+    }
+
+    fn exempting(
+        policy: &MaskingPolicy,
+        exempts: impl Fn(&super::policy::Exemption) -> bool,
+        key: Arc<TokenKey>,
+    ) -> Self {
+        let exempt_all = exempts(&policy.exempt);
         let mut builtins: Vec<Builtin> = if exempt_all { Vec::new() } else { policy.detectors.clone() };
         let mut builtin_strategies: [Strategy; Builtin::ALL.len()] = std::array::from_fn(|_| policy.strategy.clone());
         let mut custom = Vec::new();
         let mut custom_strategies = Vec::new();
         for rule in &policy.detector_rules {
-            let exempt = exempt_all || rule.exempt.exempts(user, groups);
+            let exempt = exempt_all || exempts(&rule.exempt);
             match &rule.detector {
                 DetectorSpec::Builtin(builtin) => {
                     builtin_strategies[*builtin as usize] = rule.strategy.clone();
@@ -220,7 +238,7 @@ impl Masker {
         let rules = policy
             .rules
             .iter()
-            .filter(|rule| !exempt_all && !rule.exempt.exempts(user, groups))
+            .filter(|rule| !exempt_all && !exempts(&rule.exempt))
             .map(|rule| ActiveRule {
                 columns: rule.columns.clone(),
                 strategy: rule.strategy.clone(),

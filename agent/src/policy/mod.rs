@@ -15,6 +15,7 @@
 //! action = "allow"              # allow | deny
 //! users = ["alice"]             # or "*" for anyone
 //! groups = ["dba"]              # matches if the user OR one of their groups is listed
+//! actors = ["coding-agent"]     # for connections an [[actor]] makes ("*": any); without: the person's own
 //! reason = "optional, told to the person denied"
 //!
 //! [target.credentials]          # optional, postgres only: just-in-time logins
@@ -30,21 +31,26 @@
 //! detectors = ["card", "email"]
 //! ```
 //!
+//! Actors (`[[actor]]`, see [`actors`]) name what may run behind a
+//! connection: a rule naming actors is for their connections, and a rule
+//! naming none for people's own.
+//!
 //! A connection belongs to the target on its port with the longest network
 //! prefix containing its address, as in the eBPF trie; two targets may not
 //! list the same (port, network).
 
+pub mod actors;
 pub mod https;
 mod load;
 mod model;
 pub mod ssh;
 
 pub use load::PolicyError;
-pub(crate) use model::matches_subject;
 pub use model::{
     AccessRule, Action, CredentialSource, Credentials, Decision, Network, OpenBaoAuth, Policy, Protocol, RoleGrant,
     Subject, Target, UpstreamTls,
 };
+pub(crate) use model::{matches_actor, matches_subject};
 
 #[cfg(test)]
 mod tests {

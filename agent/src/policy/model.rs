@@ -14,6 +14,8 @@ use crate::source::SourceLocation;
 pub struct Policy {
     /// Targets in load order; a target's `id` is its index here.
     pub targets: Vec<Target>,
+    /// What may run behind connections (`[[actor]]`), in load order.
+    pub actors: Vec<super::actors::ActorDefinition>,
 }
 
 /// A protected destination, and who may reach it.
@@ -238,6 +240,9 @@ pub struct AccessRule {
     pub users: Vec<String>,
     /// Group names this rule matches; `*` matches anyone.
     pub groups: Vec<String>,
+    /// Actors this rule is for (`*`: any); empty: a person's own
+    /// connections, made by no actor.
+    pub actors: Vec<String>,
     /// Told to the person refused by a deny rule.
     pub reason: Option<String>,
     /// Where the rule's `[[target.access]]` table starts.
@@ -248,7 +253,17 @@ impl AccessRule {
     /// Whether the rule applies to `subject`: its user or any of its groups
     /// is listed.
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
-        matches_subject(&self.users, &self.groups, subject)
+        matches_subject(&self.users, &self.groups, subject) && matches_actor(&self.actors, subject.actor)
+    }
+}
+
+/// Whether a rule granting to `actors` is for a connection made by
+/// `actor`: a rule naming no actor is for people's own connections only,
+/// so an actor has nothing policy does not give it by name.
+pub(crate) fn matches_actor(actors: &[String], actor: Option<&str>) -> bool {
+    match actor {
+        None => actors.is_empty(),
+        Some(actor) => actors.iter().any(|a| a == "*" || a == actor),
     }
 }
 
@@ -282,12 +297,14 @@ pub struct Subject<'a> {
     pub subject: Option<&'a str>,
     /// Names of every group the user is in.
     pub groups: &'a [String],
+    /// The actor the connection was made by, if policy recognised one.
+    pub actor: Option<&'a str>,
 }
 
 impl<'a> Subject<'a> {
     /// A subject known only by user name and groups.
     pub fn new(user: &'a str, groups: &'a [String]) -> Self {
-        Self { user, email: None, subject: None, groups }
+        Self { user, email: None, subject: None, groups, actor: None }
     }
 }
 
@@ -380,6 +397,7 @@ mod tests {
             action,
             users: users.iter().map(|s| s.to_string()).collect(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
+            actors: Vec::new(),
             reason: reason.map(Into::into),
             location: at(line),
         }
@@ -452,6 +470,7 @@ mod tests {
                     rule(Action::Allow, &["mallory", "bob"], &[], None, 22),
                 ],
             )],
+            actors: Vec::new(),
         };
         let decide = |user, gs: &[&str]| policy.decide(0, &Subject::new(user, &groups(gs)));
         assert_eq!(decide("alice", &["staff", "oncall"]), Decision::Allow { rule: 1 }, "any of the user's groups");
@@ -506,6 +525,7 @@ mod tests {
                 target(2, "host", 5432, vec![net("::ffff:10.1.2.3", 128), net("fd00::5", 128)], vec![]),
                 target(3, "ssh-host", 22, vec![net("::ffff:10.1.2.3", 128)], vec![]),
             ],
+            actors: Vec::new(),
         };
         let find = |addr: &str, port| policy.find_target(ip(addr), port).map(|t| t.name.as_str());
         assert_eq!(find("10.1.2.3", 5432), Some("host"));

@@ -14,8 +14,9 @@ use std::{
 use airlock_ebpf::ConnectRecord;
 use serde::Serialize;
 
-/// How many ancestors to record; enough to see `sshd → bash → make → psql`.
-const MAX_PARENTS: usize = 8;
+/// How many ancestors to record: enough to see `sshd → tmux → bash → node
+/// → bash → make → psql` with room to spare; actors are matched over them.
+const MAX_PARENTS: usize = 16;
 /// cmdline is truncated to this many bytes in records.
 const MAX_CMDLINE_BYTES: usize = 4096;
 /// `loginuid` and `sessionid` of a process that never logged in.
@@ -56,6 +57,19 @@ pub struct ProcessInfo {
     pub parents: Vec<ParentProcess>,
     /// False when procfs had nothing trustworthy (process gone, or pid reused).
     pub procfs: bool,
+    /// When it started (CLOCK_BOOTTIME ticks), which tells it apart from a
+    /// later process given the same pid.
+    #[serde(skip)]
+    pub start_ticks: u64,
+}
+
+/// A process as a pid alone cannot name it: pid and start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    /// Process id.
+    pub pid: u32,
+    /// Start time, CLOCK_BOOTTIME ticks.
+    pub start_ticks: u64,
 }
 
 /// An ancestor of the connecting process.
@@ -68,6 +82,16 @@ pub struct ParentProcess {
     /// Executable path, if readable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe: Option<PathBuf>,
+    /// When it started (CLOCK_BOOTTIME ticks).
+    #[serde(skip)]
+    pub start_ticks: u64,
+}
+
+impl ParentProcess {
+    /// Its pid and start time.
+    pub fn key(&self) -> ProcessKey {
+        ProcessKey { pid: self.pid, start_ticks: self.start_ticks }
+    }
 }
 
 /// Fields of `/proc/PID/stat` the agent uses.
@@ -97,8 +121,14 @@ impl ProcessInfo {
             tracing::warn!(pid = record.tgid, "pid reused since connect; procfs facts discarded");
             return info;
         }
+        info.start_ticks = stat.start_ticks;
         info.read_procfs(&dir, proc_root, stat.ppid);
         info
+    }
+
+    /// Its pid and start time.
+    pub fn key(&self) -> ProcessKey {
+        ProcessKey { pid: self.pid, start_ticks: self.start_ticks }
     }
 
     /// Describes a live process known by pid, such as the caller of the
@@ -111,6 +141,7 @@ impl ProcessInfo {
         let dir = proc_root.join(pid.to_string());
         let Some(stat) = read_stat(&dir) else { return info };
         info.comm = stat.comm;
+        info.start_ticks = stat.start_ticks;
         info.read_procfs(&dir, proc_root, stat.ppid);
         info.cgroup_id = info
             .cgroup
@@ -130,7 +161,7 @@ impl ProcessInfo {
         self.cgroup = fs::read_to_string(dir.join("cgroup"))
             .ok()
             .and_then(|text| text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned));
-        self.parents = parents(proc_root, ppid);
+        self.parents = parents(proc_root, ppid, self.start_ticks);
     }
 }
 
@@ -140,15 +171,37 @@ pub fn real_uid(pid: u32) -> Option<u32> {
     status.lines().find_map(|line| line.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
-fn parents(proc_root: &Path, mut ppid: u32) -> Vec<ParentProcess> {
+/// The ancestors from `ppid` up, of a process started at `child_start`.
+/// A parent that started after its child is a reused pid (the real parent
+/// died in between): the chain stops there rather than name a stranger.
+fn parents(proc_root: &Path, mut ppid: u32, mut child_start: u64) -> Vec<ParentProcess> {
     let mut parents = Vec::new();
     while ppid > 1 && parents.len() < MAX_PARENTS {
         let dir = proc_root.join(ppid.to_string());
         let Some(stat) = read_stat(&dir) else { break };
-        parents.push(ParentProcess { pid: ppid, comm: stat.comm, exe: fs::read_link(dir.join("exe")).ok() });
-        ppid = stat.ppid;
+        if stat.start_ticks > child_start {
+            break;
+        }
+        let exe = fs::read_link(dir.join("exe")).ok();
+        parents.push(ParentProcess { pid: ppid, comm: stat.comm, exe, start_ticks: stat.start_ticks });
+        (ppid, child_start) = (stat.ppid, stat.start_ticks);
     }
     parents
+}
+
+/// Whether the process in `dir` is still the one `key` names.
+pub fn still(dir: &Path, key: ProcessKey) -> bool {
+    read_stat(dir).is_some_and(|stat| stat.start_ticks == key.start_ticks)
+}
+
+/// A process's environment (`NAME=VALUE` entries), as it was at exec.
+pub fn read_environ(dir: &Path) -> Vec<String> {
+    let Ok(bytes) = fs::read(dir.join("environ")) else { return Vec::new() };
+    bytes
+        .split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect()
 }
 
 fn read_stat(dir: &Path) -> Option<Stat> {
@@ -166,7 +219,8 @@ fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat { comm, ppid: rest.get(1)?.parse().ok()?, start_ticks: rest.get(19)?.parse().ok()? })
 }
 
-fn read_cmdline(dir: &Path) -> Vec<String> {
+/// A process's arguments (bounded; not redacted: for matching, not records).
+pub fn read_cmdline(dir: &Path) -> Vec<String> {
     let Ok(mut bytes) = fs::read(dir.join("cmdline")) else { return Vec::new() };
     bytes.truncate(MAX_CMDLINE_BYTES);
     bytes

@@ -144,7 +144,7 @@ pub fn identity_from_claims(
     groups.sort();
     groups.dedup();
     let email = claims.get("email").and_then(Value::as_str).map(str::to_owned);
-    Some(Identity { source, subject: format!("{issuer}#{sub}"), user, email, uid, groups, token: None })
+    Some(Identity { source, subject: format!("{issuer}#{sub}"), user, email, uid, groups, token: None, actor: None })
 }
 
 /// Attributes processes to the OIDC logins in [`Bindings`]; a process with

@@ -23,6 +23,7 @@ pub(super) struct RawGuardRule {
     users: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
+    actors: Option<Spanned<Vec<String>>>,
     action: Spanned<String>,
     reason: Option<String>,
     max_rows: Option<Spanned<i64>>,
@@ -113,11 +114,13 @@ impl Loader {
                 (&rule.action, classes_at),
                 &classes,
             );
+            let actors = rule.actors.map(|actors| self.actor_names(source, actors)).unwrap_or_default();
             rules.push(GuardRule {
                 classes,
                 tables: rule.tables,
                 users: rule.users,
                 groups: rule.groups,
+                actors,
                 action,
                 reason: rule.reason,
                 limit,

@@ -73,6 +73,8 @@ struct RawRule {
     users: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
+    #[serde(default)]
+    actors: Option<Spanned<Vec<String>>>,
     reason: Option<String>,
 }
 
@@ -85,6 +87,8 @@ struct Loader {
     entries: HashMap<(u16, Network), (String, SourceLocation)>,
     target_count: usize,
     network_count: usize,
+    /// Actors named by rules, checked once every file has defined its own.
+    actor_references: Vec<(String, Diagnostic)>,
 }
 
 impl Policy {
@@ -144,6 +148,7 @@ impl Policy {
             loader.errors[first_error..]
                 .sort_by_key(|e| e.location.as_ref().map(|l| (l.line, l.column)).unwrap_or_default());
         }
+        loader.check_actor_references();
         if loader.errors.is_empty() { Ok(loader.policy) } else { Err(PolicyError { errors: loader.errors }) }
     }
 }
@@ -159,16 +164,23 @@ impl Loader {
             Err(e) => return self.errors.push(source.toml_error(&e)),
         };
         for (key, value) in root {
-            if key.get_ref() != "target" {
-                let message = format!("unknown key `{}`, expected `target`", key.get_ref());
+            let kind = key.get_ref().to_string();
+            if kind != "target" && kind != "actor" {
+                let message = format!("unknown key `{kind}`, expected `target` or `actor`");
                 self.error(source, key.span().start, message);
                 continue;
             }
             let span = value.span();
             let DeValue::Array(tables) = value.into_inner() else {
-                self.error(source, span.start, "`target` must be an array of tables: write [[target]]".into());
+                self.error(source, span.start, format!("`{kind}` must be an array of tables: write [[{kind}]]"));
                 continue;
             };
+            if kind == "actor" {
+                for table in tables {
+                    self.actor(source, table);
+                }
+                continue;
+            }
             for table in tables {
                 // Each target is deserialized on its own so one malformed
                 // target does not hide the problems of the others.
@@ -285,10 +297,12 @@ impl Loader {
                 self.error(source, start, "access rule matches nobody: give users, groups or both".into());
                 continue;
             }
+            let actors = rule.actors.map(|actors| self.actor_names(source, actors)).unwrap_or_default();
             access.push(AccessRule {
                 action,
                 users: rule.users,
                 groups: rule.groups,
+                actors,
                 reason: rule.reason,
                 location: source.location(start),
             });
@@ -348,6 +362,57 @@ impl Loader {
             https,
             location,
         });
+    }
+}
+
+impl Loader {
+    /// Reads one `[[actor]]` table.
+    fn actor(&mut self, source: &SourceFile<'_>, table: Spanned<DeValue<'_>>) {
+        let start = table.span().start;
+        if !table.get_ref().is_table() {
+            return self.error(source, start, "each actor must be a table: write [[actor]]".into());
+        }
+        let raw = match Spanned::<super::actors::RawActor>::deserialize(ValueDeserializer::from(table)) {
+            Ok(raw) => raw.into_inner(),
+            Err(e) => return self.errors.push(source.toml_error(&e)),
+        };
+        let mut errors = Vec::new();
+        let definition =
+            super::actors::actor(raw, source.location(start), &mut |at, message| errors.push((at, message)));
+        for (at, message) in errors {
+            self.error(source, at, message);
+        }
+        if self.policy.actors.len() == super::actors::MAX_ACTORS {
+            self.error(source, start, format!("too many actors: at most {} are supported", super::actors::MAX_ACTORS));
+        }
+        if let Some(first) = self.policy.actors.iter().find(|a| a.name == definition.name) {
+            let message = format!("duplicate actor name {:?} (first defined at {})", definition.name, first.location);
+            return self.error(source, start, message);
+        }
+        self.policy.actors.push(definition);
+    }
+
+    /// A rule's `actors`: kept, and checked against the definitions once
+    /// every file is read (`*`: any actor).
+    fn actor_names(&mut self, source: &SourceFile<'_>, actors: Spanned<Vec<String>>) -> Vec<String> {
+        let at = actors.span().start;
+        let actors = actors.into_inner();
+        if actors.is_empty() {
+            self.error(source, at, "actors = [] matches no connection: name actors, or \"*\" for any".into());
+        }
+        for name in actors.iter().filter(|name| *name != "*") {
+            let diagnostic = source.diagnostic(at, format!("no [[actor]] named {name:?} is defined"));
+            self.actor_references.push((name.clone(), diagnostic));
+        }
+        actors
+    }
+
+    fn check_actor_references(&mut self) {
+        for (name, diagnostic) in std::mem::take(&mut self.actor_references) {
+            if !self.policy.actors.iter().any(|a| a.name == name) {
+                self.errors.push(diagnostic);
+            }
+        }
     }
 }
 
@@ -462,6 +527,7 @@ addresses = ["any"]
                                 action: Action::Deny,
                                 users: vec!["intern".into()],
                                 groups: vec![],
+                                actors: vec![],
                                 reason: Some("use staging".into()),
                                 location: at(9, 1),
                             },
@@ -469,6 +535,7 @@ addresses = ["any"]
                                 action: Action::Allow,
                                 users: vec!["alice".into()],
                                 groups: vec!["dba".into(), "oncall".into()],
+                                actors: vec![],
                                 reason: None,
                                 location: at(14, 1),
                             },
@@ -496,7 +563,8 @@ addresses = ["any"]
                         https: None,
                         location: at(19, 1),
                     },
-                ]
+                ],
+                actors: Vec::new(),
             }
         );
         let printed: Vec<String> = policy.targets[0].networks.iter().map(ToString::to_string).collect();

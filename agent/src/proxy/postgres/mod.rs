@@ -218,13 +218,8 @@ pub async fn proxy(
         Ok(Handshake::Started { mut upstream, upstream_reader, lease, database }) => {
             let masking = match &shared.masking {
                 Some(masking) => {
-                    let identity = &session.identity;
-                    let masker = crate::masking::Masker::new(
-                        masking.policy,
-                        &identity.user,
-                        &identity.groups,
-                        Arc::clone(masking.key),
-                    );
+                    let subject = session.identity.as_subject();
+                    let masker = crate::masking::Masker::for_subject(masking.policy, &subject, Arc::clone(masking.key));
                     let catalog = match (&lease, &shared.jit) {
                         (Some(lease), Some(jit)) => Some(mask::CatalogAccess {
                             catalog: masking.catalog,
