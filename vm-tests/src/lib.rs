@@ -102,11 +102,24 @@ impl Drop for Cgroups {
     }
 }
 
-/// Kills every process in a cgroup tree and removes it.
+/// Kills every process in a cgroup tree (nested cgroups included, such as
+/// the agent's `airlock run` ones) and removes it, deepest first.
 pub fn remove_cgroup_tree(root: &Path) {
+    fn tree(dir: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    tree(&entry.path(), out);
+                }
+            }
+        }
+        out.push(dir.to_owned());
+    }
     for _ in 0..50 {
+        let mut dirs = Vec::new();
+        tree(root, &mut dirs);
         let mut busy = false;
-        for dir in [root.join("clients"), root.join("agent"), root.to_owned()] {
+        for dir in &dirs {
             if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
                 for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
                     busy = true;
@@ -120,7 +133,9 @@ pub fn remove_cgroup_tree(root: &Path) {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    for dir in [root.join("clients"), root.join("agent"), root.to_owned()] {
+    let mut dirs = Vec::new();
+    tree(root, &mut dirs);
+    for dir in dirs {
         let _ = fs::remove_dir(dir);
     }
 }

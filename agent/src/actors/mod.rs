@@ -19,8 +19,8 @@ pub mod launch;
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
-    sync::Mutex,
+    path::Path,
+    sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize};
@@ -54,14 +54,25 @@ pub struct Recogniser {
     /// cgroup path (from the hierarchy root) under which `airlock run`
     /// creates actor cgroups: only those are trusted as labels.
     run_base: String,
-    cache: Mutex<HashMap<ProcessKey, ProcessFacts>>,
+    cache: Mutex<HashMap<ProcessKey, Arc<ProcessFacts>>>,
 }
 
-/// What an ancestor is running, beyond its executable.
+/// What an ancestor is running, beyond its executable, as far as read.
 #[derive(Clone, Default)]
 struct ProcessFacts {
-    cmdline: Vec<String>,
-    cwd: Option<PathBuf>,
+    /// The interpreter's program; `None`: not read yet.
+    program: Option<Resolved>,
+    /// Hashes of its environment's entries; `None`: not read yet.
+    environ: Option<std::collections::HashSet<u64>>,
+}
+
+/// An interpreter's program, its script's path made absolute.
+#[derive(Clone)]
+enum Resolved {
+    Script(String),
+    Module(String),
+    /// Given inline (`-c`, `-e`), or none.
+    Inline,
 }
 
 /// One process of the chain being matched.
@@ -105,10 +116,19 @@ impl Recogniser {
                 let chain = vec![describe(&chain[0])];
                 return Some(Actor { name: definition.name.clone(), matched_by: format!("cgroup {cgroup}"), chain });
             }
-            for (depth, link) in chain.iter().enumerate() {
-                if let Some(matched_by) = self.matches(definition, link, process, proc_root) {
-                    let chain = chain[..=depth].iter().map(describe).collect();
-                    return Some(Actor { name: definition.name.clone(), matched_by, chain });
+            // What is known already first (executables, processes read for
+            // earlier connections: a long-lived agent), procfs only then,
+            // and only if something was not known.
+            let mut unread = false;
+            for read in [false, true] {
+                if read && !unread {
+                    break;
+                }
+                for (depth, link) in chain.iter().enumerate() {
+                    if let Some(matched_by) = self.matches(definition, link, process, proc_root, read, &mut unread) {
+                        let chain = chain[..=depth].iter().map(describe).collect();
+                        return Some(Actor { name: definition.name.clone(), matched_by, chain });
+                    }
                 }
             }
         }
@@ -125,13 +145,17 @@ impl Recogniser {
         leaf.split_once('+').map(|(name, _)| name)
     }
 
-    /// What in `link` matches `definition`, if anything does.
+    /// What in `link` matches `definition`, if anything does; `read`:
+    /// whether procfs may be read for it, else only what is cached (and
+    /// `unread` set when that was not enough).
     fn matches(
         &self,
         definition: &ActorDefinition,
         link: &Link<'_>,
         connecting: &ProcessInfo,
         proc_root: &Path,
+        read: bool,
+        unread: &mut bool,
     ) -> Option<String> {
         let exe = link.exe.map(|exe| exe.to_string_lossy());
         if let Some(exe) = &exe
@@ -142,34 +166,23 @@ impl Recogniser {
         let interpreted = exe.as_deref().is_some_and(is_interpreter);
         let wants_program = !definition.scripts.is_empty() || !definition.modules.is_empty();
         if interpreted && wants_program {
-            let facts = self.facts(link, connecting, proc_root)?;
-            match program_of(&facts.cmdline) {
-                Some(Program::Script(script)) if !definition.scripts.is_empty() => {
-                    let path = match (Path::new(script).is_absolute(), &facts.cwd) {
-                        (false, Some(cwd)) => cwd.join(script).to_string_lossy().into_owned(),
-                        _ => script.to_owned(),
-                    };
-                    if definition.scripts.iter().any(|pattern| glob::matches(pattern, &path)) {
-                        return Some(format!("script {path}"));
-                    }
+            let facts = self.facts(link, connecting, proc_root, Need::Program, read);
+            *unread |= facts.is_none();
+            match facts.as_deref().and_then(|f| f.program.as_ref()) {
+                Some(Resolved::Script(path)) if definition.scripts.iter().any(|p| glob::matches(p, path)) => {
+                    return Some(format!("script {path}"));
                 }
-                Some(Program::Module(module)) if definition.modules.iter().any(|m| glob::matches(m, module)) => {
+                Some(Resolved::Module(module)) if definition.modules.iter().any(|m| glob::matches(m, module)) => {
                     return Some(format!("module {module}"));
                 }
                 _ => {}
             }
         }
         if !definition.environment.is_empty() {
-            // Not cached: environments are large, and markers are few.
-            let dir = proc_root.join(link.key.pid.to_string());
-            let environ = crate::process::read_environ(&dir);
-            if !crate::process::still(&dir, link.key) {
-                return None;
-            }
-            let marked = definition
-                .environment
-                .iter()
-                .find(|(name, value)| environ.iter().any(|entry| entry.split_once('=') == Some((name, value))));
+            let facts = self.facts(link, connecting, proc_root, Need::Environ, read);
+            *unread |= facts.is_none();
+            let environ = facts.as_deref().and_then(|f| f.environ.as_ref())?;
+            let marked = definition.environment.iter().find(|(name, value)| environ.contains(&entry_hash(name, value)));
             if let Some((name, _)) = marked {
                 return Some(format!("environment {name}"));
             }
@@ -177,16 +190,56 @@ impl Recogniser {
         None
     }
 
-    /// The cmdline and cwd of `link`, cached; `None` if the process is
-    /// gone or its pid now names another.
-    fn facts(&self, link: &Link<'_>, connecting: &ProcessInfo, proc_root: &Path) -> Option<ProcessFacts> {
-        if let Some(facts) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&link.key) {
-            return Some(facts.clone());
+    /// What `link` runs, or its environment, as `need` says: cached per
+    /// process (neither changes after exec); `None` if the process is
+    /// gone, its pid now names another, or (without `read`) it was never read.
+    fn facts(
+        &self,
+        link: &Link<'_>,
+        connecting: &ProcessInfo,
+        proc_root: &Path,
+        need: Need,
+        read: bool,
+    ) -> Option<Arc<ProcessFacts>> {
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&link.key).cloned();
+        let missing = match need {
+            Need::Program => cached.as_ref().is_none_or(|f| f.program.is_none()),
+            Need::Environ => cached.as_ref().is_none_or(|f| f.environ.is_none()),
+        };
+        if missing && !read {
+            return None;
         }
+        if !missing {
+            return cached;
+        }
+        let mut facts = cached.as_deref().cloned().unwrap_or_default();
         let dir = proc_root.join(link.key.pid.to_string());
-        let cmdline =
-            if link.key == connecting.key() { connecting.cmdline.clone() } else { crate::process::read_cmdline(&dir) };
-        let facts = ProcessFacts { cmdline, cwd: std::fs::read_link(dir.join("cwd")).ok() };
+        match need {
+            Need::Program if facts.program.is_none() => {
+                let read;
+                let cmdline = if link.key == connecting.key() {
+                    &connecting.cmdline
+                } else {
+                    read = crate::process::read_cmdline(&dir);
+                    &read
+                };
+                facts.program = Some(match program_of(cmdline) {
+                    Some(Program::Script(script)) if Path::new(script).is_absolute() => Resolved::Script(script.into()),
+                    Some(Program::Script(script)) => match std::fs::read_link(dir.join("cwd")) {
+                        Ok(cwd) => Resolved::Script(cwd.join(script).to_string_lossy().into_owned()),
+                        Err(_) => Resolved::Script(script.into()),
+                    },
+                    Some(Program::Module(module)) => Resolved::Module(module.into()),
+                    None => Resolved::Inline,
+                });
+            }
+            Need::Environ if facts.environ.is_none() => {
+                let environ = crate::process::read_environ(&dir);
+                let hashes = environ.iter().filter_map(|e| e.split_once('=')).map(|(n, v)| entry_hash(n, v));
+                facts.environ = Some(hashes.collect());
+            }
+            _ => {}
+        }
         // Read after the facts: a pid reused meanwhile shows here.
         if !crate::process::still(&dir, link.key) {
             return None;
@@ -195,9 +248,26 @@ impl Recogniser {
         if cache.len() >= CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(link.key, facts.clone());
+        let facts = Arc::new(facts);
+        cache.insert(link.key, Arc::clone(&facts));
         Some(facts)
     }
+}
+
+/// Which fact of a process is wanted.
+#[derive(Clone, Copy)]
+enum Need {
+    Program,
+    Environ,
+}
+
+/// A hash of one environment entry: a process's environment is kept as
+/// these (a few hundred bytes), not as its text.
+fn entry_hash(name: &str, value: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (name, value).hash(&mut hasher);
+    hasher.finish()
 }
 
 impl<'p> Link<'p> {

@@ -52,6 +52,10 @@ pub struct ApprovalRequest {
     pub requester: String,
     /// Unix uid of the requesting process.
     pub requester_uid: u32,
+    /// The actor (an AI agent, a bot) that asks on the requester's behalf,
+    /// if one does: approvers see that it is not the person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Box<crate::actors::Actor>>,
     /// What waits: the statement, secrets redacted, truncated.
     pub statement: String,
     /// Why it is held.
@@ -264,6 +268,7 @@ impl Approvals {
             target: new.target.name.clone(),
             requester: new.identity.user.clone(),
             requester_uid: new.identity.uid,
+            actor: new.identity.actor.clone().map(Box::new),
             statement,
             reason: new.reason.to_owned(),
             approvers: new.policy.describe_approvers(),

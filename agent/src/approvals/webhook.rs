@@ -17,9 +17,13 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Notice of a filed request, sent on a task of its own.
 pub fn requested(url: &str, request: &ApprovalRequest) {
+    let who = match &request.actor {
+        Some(actor) => format!("{}'s {} (an actor: {})", request.requester, actor.name, actor.matched_by),
+        None => request.requester.clone(),
+    };
     let text = format!(
-        "Airlock: {} asks to run on {}: `{}` ({}). Approve: `airlock approve {}` — deny: `airlock deny {}`. Expires {}.",
-        request.requester, request.target, request.statement, request.reason, request.id, request.id, request.expires
+        "Airlock: {who} asks to run on {}: `{}` ({}). Approve: `airlock approve {}` — deny: `airlock deny {}`. Expires {}.",
+        request.target, request.statement, request.reason, request.id, request.id, request.expires
     );
     send(url, json!({ "text": text, "airlock": { "event": "approval.requested", "request": request } }));
 }

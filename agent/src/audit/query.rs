@@ -17,6 +17,8 @@ use super::segments::{self, SegmentIndex};
 pub struct Filter {
     /// Identity user name.
     pub user: Option<String>,
+    /// Actor name (`identity.actor.name`): what ran on the person's behalf.
+    pub actor: Option<String>,
     /// Target name.
     pub target: Option<String>,
     /// Kind, or a kind prefix ending in `.` (`postgres.`).
@@ -57,6 +59,9 @@ impl Filter {
         }
         if let Some(target) = &self.target {
             needles.push(format!("\"target\":{{\"name\":{}", quoted(target)).into_bytes());
+        }
+        if let Some(actor) = &self.actor {
+            needles.push(format!("\"actor\":{{\"name\":{}", quoted(actor)).into_bytes());
         }
         if let Some(session) = &self.session {
             needles.push(format!("\"session\":{}", quoted(session)).into_bytes());
@@ -138,6 +143,7 @@ fn matches(filter: &Filter, compiled: &Compiled, record: &serde_json::Value) -> 
     });
     let ts = text("/ts").unwrap_or("");
     equal(&filter.user, "/identity/user")
+        && equal(&filter.actor, "/identity/actor/name")
         && equal(&filter.target, "/target/name")
         && equal(&filter.session, "/session")
         && kind_ok

@@ -20,6 +20,9 @@ pub fn list(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> any
                     "{:<10} {:<12} {:<16} {:<22} {:<22} {}",
                     r.id, r.requester, r.target, r.created, r.expires, statement
                 );
+                if let Some(actor) = &r.actor {
+                    println!("{:<10} asked by actor {} ({}) for {}", "", actor.name, actor.matched_by, r.requester);
+                }
                 println!("{:<10} why: {} · approvers: {}", "", r.reason, r.approvers);
             }
         }

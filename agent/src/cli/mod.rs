@@ -225,6 +225,9 @@ enum AuditCommand {
         /// Person (identity user name).
         #[arg(long)]
         user: Option<String>,
+        /// Actor (an AI agent, a bot) that ran on a person's behalf.
+        #[arg(long)]
+        actor: Option<String>,
         /// Target name.
         #[arg(long)]
         target: Option<String>,
@@ -295,9 +298,10 @@ impl Cli {
                 let dir = audit::audit_dir(dir, &config)?;
                 match command {
                     AuditCommand::Verify { pubkey, json } => audit::verify(&dir, pubkey, json),
-                    AuditCommand::Query { user, target, kind, session, since, until, text, limit, json } => {
+                    AuditCommand::Query { user, actor, target, kind, session, since, until, text, limit, json } => {
                         let filter = crate::audit::query::Filter {
                             user,
+                            actor,
                             target,
                             kind,
                             session,

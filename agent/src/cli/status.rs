@@ -55,9 +55,14 @@ fn print_table(status: &Status) {
         );
     }
     for s in &status.sessions {
+        // An actor's session reads `alice/coding-agent`.
+        let who = match &s.actor {
+            Some(actor) => format!("{}/{actor}", s.user),
+            None => s.user.clone(),
+        };
         println!(
             "{:<18} {:<12} {:<8} {:<12} {:<16} {:<24} {:>5}s {:>12} {:>12}",
-            s.id, s.user, s.pid, s.comm, s.target, s.destination, s.age_s, s.bytes_to_upstream, s.bytes_to_client
+            s.id, who, s.pid, s.comm, s.target, s.destination, s.age_s, s.bytes_to_upstream, s.bytes_to_client
         );
     }
 }

@@ -70,6 +70,9 @@ pub struct SessionSummary {
     pub id: String,
     /// User name.
     pub user: String,
+    /// The actor that made the connection on their behalf, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     /// Unix uid.
     pub uid: u32,
     /// Process id.
@@ -130,6 +133,7 @@ impl Sessions {
             .map(|s| SessionSummary {
                 id: s.id.clone(),
                 user: s.identity.user.clone(),
+                actor: s.identity.actor.as_ref().map(|a| a.name.clone()),
                 uid: s.identity.uid,
                 pid: s.process.pid,
                 comm: s.process.comm.clone(),

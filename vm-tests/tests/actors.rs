@@ -1,0 +1,244 @@
+//! Actors end to end: the same person, through the eBPF path, with real
+//! psql against a just-in-time PostgreSQL target, once on their own and
+//! once through a stand-in "coding agent" (a Node.js script and a Python
+//! script that run the command they are given, as agents run tools), and
+//! through `airlock run --actor`. The person keeps their rights; the agent
+//! gets the narrower ones policy names it for: masked answers, writes held
+//! for approval, and no access for someone the actor rule is not for.
+
+use std::{fs, path::PathBuf};
+
+use airlock_vm_tests::{CommandOutput, Lab, TargetHost, privileged, set_mode};
+use serde_json::Value;
+
+const SEED: &str = "CREATE TABLE customers (id int PRIMARY KEY, name text, email text);
+INSERT INTO customers VALUES (1, 'Ann Lee', 'ann.lee@example.com'), (2, 'Bo Chan', 'bo@example.com');";
+
+const NODE_AGENT: &str = "// A stand-in coding agent: runs the tool it is given, as agents do.
+const { spawnSync } = require('child_process');
+const [tool, ...args] = process.argv.slice(2);
+const run = spawnSync(tool, args, { stdio: 'inherit' });
+process.exit(run.status === null ? 1 : run.status);
+";
+
+const PYTHON_AGENT: &str = "# A stand-in coding agent: runs the tool it is given, as agents do.
+import subprocess, sys
+sys.exit(subprocess.run(sys.argv[1:]).returncode)
+";
+
+struct ActorLab {
+    lab: Lab,
+    node_agent: PathBuf,
+    python_agent: PathBuf,
+    cli: PathBuf,
+}
+
+/// alice may use the database herself, unmasked (she is exempt), and
+/// through her coding agent, masked, its writes held for bob; bob may use
+/// it himself only.
+fn actor_lab() -> ActorLab {
+    let mut lab = Lab::new(&["alice", "bob"]);
+    let pg_dir = lab.dir.path().join("pg");
+    let data = lab.target.start_postgres_auth(&pg_dir, &[], "scram-sha-256");
+    let admin_file = TargetHost::jit_admin(&data, lab.dir.path(), "admin-secret-5813");
+    TargetHost::superuser_sql(&data, SEED);
+    let v4 = lab.target.v4;
+    let (alice, bob) = (lab.user("alice").name.clone(), lab.user("bob").name.clone());
+    lab.start_agent(&format!(
+        r#"
+[[actor]]
+name = "coding-agent"
+description = "AI coding agents, and what they run"
+scripts = ["*/coding-agent.js", "*/coding_agent.py"]
+run_by_users = ["*"]
+
+[[target]]
+name = "pg"
+protocol = "postgres"
+port = 5432
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["{alice}"]
+actors = ["coding-agent"]
+
+[[target.access]]
+action = "allow"
+users = ["{alice}", "{bob}"]
+
+[target.credentials]
+admin_file = "{admin}"
+
+[[target.credentials.role]]
+name = "app"
+grants = ["pg_read_all_data", "pg_write_all_data"]
+users = ["*"]
+
+[target.masking]
+detectors = ["email"]
+exempt_users = ["{alice}"]
+
+[[target.guardrail]]
+classes = ["write", "delete_without_where", "update_without_where"]
+actors = ["coding-agent"]
+action = "approve"
+reason = "writes by coding agents wait for a person"
+
+[target.approvals]
+users = ["{bob}"]
+timeout_seconds = 30
+"#,
+        admin = admin_file.display()
+    ));
+    let node_agent = lab.dir.path().join("coding-agent.js");
+    let python_agent = lab.dir.path().join("coding_agent.py");
+    fs::write(&node_agent, NODE_AGENT).unwrap();
+    fs::write(&python_agent, PYTHON_AGENT).unwrap();
+    for script in [&node_agent, &python_agent] {
+        set_mode(script, 0o644);
+    }
+    let cli = lab.cli();
+    ActorLab { lab, node_agent, python_agent, cli }
+}
+
+impl ActorLab {
+    fn psql_args(&self, sql: &str) -> Vec<String> {
+        let host = self.lab.target.v4.to_string();
+        ["psql", "-h", &host, "-U", "app", "-d", "postgres", "-X", "-At", "-w", "-c", sql].map(str::to_owned).to_vec()
+    }
+
+    /// psql run by `user` through `wrapper` (the program and arguments
+    /// before psql's own), or directly when `wrapper` is empty.
+    fn psql(&self, user: &str, wrapper: &[&str], sql: &str) -> CommandOutput {
+        let psql = self.psql_args(sql);
+        let mut args: Vec<&str> = wrapper.iter().skip(1).copied().collect();
+        args.extend(psql.iter().map(String::as_str));
+        match wrapper.first() {
+            Some(program) => self.lab.run_as(user, program, &args),
+            None => self.lab.run_as(user, "psql", &args[1..]),
+        }
+    }
+
+    /// The CLI as `user`: `args` start with the subcommand, and the lab's
+    /// control socket goes right after it (before any `--`).
+    fn airlock(&self, user: &str, args: &[&str]) -> CommandOutput {
+        self.lab.run_as(user, self.cli.to_str().unwrap(), &self.cli_args(args))
+    }
+
+    fn cli_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let socket = self.lab.agent().config.socket.to_str().unwrap();
+        let mut full = args.to_vec();
+        full.splice(1..1, ["--socket", socket]);
+        full
+    }
+
+    /// Waits (bounded) for a request bob may decide.
+    fn pending(&self) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let out = self.airlock("bob", &["approvals", "--json"]);
+            assert!(out.success(), "{out:?}");
+            let list: Vec<Value> = serde_json::from_str(&out.stdout).expect("JSON list");
+            if let Some(first) = list.into_iter().next() {
+                return first;
+            }
+            assert!(std::time::Instant::now() < deadline, "no request appeared\n{}", self.lab.agent().log());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn a_persons_coding_agent_gets_narrower_rights_than_the_person() {
+    if !privileged() {
+        return;
+    }
+    let t = actor_lab();
+    let node = ["node", t.node_agent.to_str().unwrap()];
+    let python = ["/usr/bin/python3", t.python_agent.to_str().unwrap()];
+    let select = "select email from customers order by id";
+
+    // alice herself: unmasked, and her writes run.
+    let own = t.psql("alice", &[], select);
+    assert!(own.success(), "{own:?}\n{}", t.lab.agent().log());
+    assert_eq!(own.stdout, "ann.lee@example.com\nbo@example.com\n");
+    let write = t.psql("alice", &[], "insert into customers values (3, 'Cy', 'cy@example.com')");
+    assert!(write.success(), "{write:?}");
+
+    // Her coding agent, by Node.js and by Python: masked.
+    for wrapper in [&node[..], &python[..]] {
+        let read = t.psql("alice", wrapper, select);
+        assert!(read.success(), "{wrapper:?}: {read:?}\n{}", t.lab.agent().log());
+        assert!(!read.stdout.contains("@example.com"), "{wrapper:?} saw the emails: {read:?}");
+        assert_eq!(read.stdout.lines().count(), 3, "{read:?}");
+    }
+    let opened = t.lab.agent().wait_for_records("connection.open", 4);
+    let actor = |record: &Value| record["identity"]["actor"].clone();
+    assert!(actor(&opened[0]).is_null() && actor(&opened[1]).is_null(), "alice's own sessions: {opened:?}");
+    let by_node = actor(&opened[2]);
+    assert_eq!(by_node["name"], "coding-agent", "{by_node}");
+    assert_eq!(by_node["matched_by"], format!("script {}", t.node_agent.display()));
+    let chain: Vec<&str> = by_node["chain"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(chain[0].starts_with("psql[") && chain.last().unwrap().starts_with("node["), "{chain:?}");
+    assert_eq!(actor(&opened[3])["matched_by"], format!("script {}", t.python_agent.display()));
+
+    // Its write waits for bob, who sees that an agent asks; denied, it does not run.
+    std::thread::scope(|s| {
+        let held = s.spawn(|| t.psql("alice", &node, "delete from customers where id = 3"));
+        let request = t.pending();
+        assert_eq!(request["actor"]["name"], "coding-agent", "{request}");
+        let id = request["id"].as_str().unwrap();
+        let denied = t.airlock("bob", &["deny", id, "--reason", "not from an agent"]);
+        assert!(denied.success(), "{denied:?}");
+        let held = held.join().unwrap();
+        assert!(!held.success() && held.stderr.contains("not from an agent"), "{held:?}");
+    });
+    let count = t.psql("alice", &[], "select count(*) from customers");
+    assert_eq!(count.stdout, "3\n", "the held delete never ran");
+
+    // The actor rule is alice's: bob's own psql works, his agent gets nothing.
+    assert!(t.psql("bob", &[], "select 1").success());
+    let bobs_agent = t.psql("bob", &node, "select 1");
+    assert!(!bobs_agent.success(), "{bobs_agent:?}");
+    let denied = t.lab.agent().wait_for_records("connection.denied", 1);
+    assert_eq!(actor(&denied[0])["name"], "coding-agent", "{denied:?}");
+
+    // `airlock run --actor`: the command and what it starts are the actor's,
+    // whatever they are called.
+    let mut run = vec!["run", "--actor", "coding-agent", "--"];
+    let psql = t.psql_args(select);
+    run.extend(psql.iter().map(String::as_str));
+    let labelled = t.airlock("alice", &run);
+    assert!(labelled.success(), "{labelled:?}\n{}", t.lab.agent().log());
+    assert!(!labelled.stdout.contains("@example.com"), "{labelled:?}");
+    let last = t.lab.agent().records_of("connection.open").pop().unwrap();
+    let matched = actor(&last)["matched_by"].as_str().unwrap().to_owned();
+    assert!(
+        matched.starts_with("airlock run (cgroup /") && matched.contains("/airlock-actors/coding-agent+"),
+        "{matched}"
+    );
+    let started = t.lab.agent().wait_for_records("actor.run", 1);
+    assert_eq!(started[0]["detail"]["actor"], "coding-agent");
+
+    // An actor cannot relabel what it runs (the agent asking for another label).
+    let mut relabel = vec!["node", t.node_agent.to_str().unwrap(), t.cli.to_str().unwrap()];
+    relabel.extend(t.cli_args(&run));
+    let refused = t.lab.run_as("alice", relabel[0], &relabel[1..]);
+    assert!(!refused.success() && refused.stderr.contains("already runs as actor \"coding-agent\""), "{refused:?}");
+
+    // Security teams find what agents did.
+    let audit_dir = t.lab.agent().config.audit_dir.display().to_string();
+    let query = std::process::Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["audit", "query", "--dir", &audit_dir, "--actor", "coding-agent", "--kind", "connection.open", "--json"])
+        .output()
+        .unwrap();
+    let found: Vec<Value> =
+        String::from_utf8_lossy(&query.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(found.len() >= 3, "node, python, airlock run, the held delete: {found:?}");
+    assert!(found.iter().all(|r| r["identity"]["actor"]["name"] == "coding-agent"), "{found:?}");
+
+    // Nobody gets to start an actor policy does not define.
+    let unknown = t.airlock("alice", &["run", "--actor", "ghost", "--", "true"]);
+    assert!(!unknown.success() && unknown.stderr.contains("no actor \"ghost\""), "{unknown:?}");
+}
