@@ -33,10 +33,27 @@ pub enum Piece {
 
 /// Reads one direction of an exec stream as it passes: the bytes are
 /// relayed untouched, the reader only tells the recorder what went by.
+/// Frames are read once whole, so how the bytes are cut never changes what
+/// is found.
 pub trait ChannelReader {
     /// Why the bytes could not be read.
     type Error: std::fmt::Display;
 
+    /// Bytes fed but not yet read (a frame not complete).
+    fn buffer(&mut self) -> &mut Vec<u8>;
+
+    /// Reads the frame at `at` in the buffer into `out`: how many bytes it
+    /// took, `None` if it is not complete yet.
+    fn frame(&mut self, at: usize, out: &mut Vec<Piece>) -> Result<Option<usize>, Self::Error>;
+
     /// Reads what `bytes` complete into `out`.
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) -> Result<(), Self::Error>;
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) -> Result<(), Self::Error> {
+        self.buffer().extend_from_slice(bytes);
+        let mut at = 0;
+        while let Some(used) = self.frame(at, out)? {
+            at += used;
+        }
+        self.buffer().drain(..at);
+        Ok(())
+    }
 }

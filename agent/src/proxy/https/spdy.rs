@@ -101,9 +101,15 @@ impl Decoder {
     pub fn new(streams: Streams) -> Self {
         Self { streams, inflate: Decompress::new(true), buf: Vec::new() }
     }
+}
 
-    /// Reads the frame at `at`: how many bytes it took, `None` if it is
-    /// not complete yet.
+impl ChannelReader for Decoder {
+    type Error = SpdyError;
+
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
     fn frame(&mut self, at: usize, out: &mut Vec<Piece>) -> Result<Option<usize>, SpdyError> {
         let Some(head) = self.buf.get(at..at + 8) else { return Ok(None) };
         let word = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
@@ -156,7 +162,9 @@ impl Decoder {
         }
         Ok(Some(8 + len))
     }
+}
 
+impl Decoder {
     /// Inflates one header block in this direction's zlib stream.
     fn inflate(&mut self, block: &[u8]) -> Result<Vec<u8>, SpdyError> {
         let mut out = Vec::with_capacity(block.len().saturating_mul(4).clamp(256, MAX_HEADERS));
@@ -191,20 +199,6 @@ impl Decoder {
                 return Err(SpdyError::Headers("the header block does not inflate any further".into()));
             }
         }
-    }
-}
-
-impl ChannelReader for Decoder {
-    type Error = SpdyError;
-
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) -> Result<(), SpdyError> {
-        self.buf.extend_from_slice(bytes);
-        let mut at = 0;
-        while let Some(used) = self.frame(at, out)? {
-            at += used;
-        }
-        self.buf.drain(..at);
-        Ok(())
     }
 }
 

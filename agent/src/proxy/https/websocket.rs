@@ -47,20 +47,10 @@ impl Decoder {
 impl ChannelReader for Decoder {
     type Error = FrameError;
 
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) -> Result<(), FrameError> {
-        self.buf.extend_from_slice(bytes);
-        let mut at = 0;
-        while let Some(used) = self.frame(at, out)? {
-            at += used;
-        }
-        self.buf.drain(..at);
-        Ok(())
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
     }
-}
 
-impl Decoder {
-    /// Reads the frame at `at`: how many bytes it took, `None` if it is
-    /// not complete yet.
     fn frame(&mut self, at: usize, out: &mut Vec<Piece>) -> Result<Option<usize>, FrameError> {
         let bytes = &self.buf[at..];
         let [first, second, ..] = *bytes else { return Ok(None) };
