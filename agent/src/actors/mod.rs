@@ -92,12 +92,14 @@ impl Recogniser {
     /// The actor behind `process`, if `actors` recognise one; `proc_root`
     /// is normally `/proc`.
     pub fn recognise(&self, actors: &[ActorDefinition], process: &ProcessInfo, proc_root: &Path) -> Option<Actor> {
-        if actors.is_empty() {
-            return None;
-        }
+        // Started as an actor stays one, even once a reload dropped its
+        // definition (then no rule grants it anything).
         if let Some(name) = process.cgroup.as_deref().and_then(|cgroup| self.launched(cgroup)) {
             let matched_by = format!("airlock run (cgroup {})", process.cgroup.as_deref().unwrap_or_default());
             return Some(Actor { name: name.to_owned(), matched_by, chain: vec![describe(&Link::of(process))] });
+        }
+        if actors.is_empty() {
+            return None;
         }
         if !process.procfs {
             return Some(Actor {

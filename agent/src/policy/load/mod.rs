@@ -692,7 +692,7 @@ groups = []
         assert_eq!(errs[1], "m.toml:11:8: port 0 is not a TCP port (1-65535)");
         assert_eq!(errs[2], "m.toml:14:1: missing field `protocol`");
         assert!(errs[3].starts_with("syntax.toml:1:"), "{}", errs[3]);
-        assert_eq!(errs[4], "top.toml:1:1: unknown key `targets`, expected `target`");
+        assert_eq!(errs[4], "top.toml:1:1: unknown key `targets`, expected `target` or `actor`");
         assert_eq!(
             errors(&[("i.toml", "target = [1]\n")]),
             ["i.toml:1:11: each target must be a table: write [[target]]"]
