@@ -72,15 +72,10 @@ impl ActorCgroups {
     pub fn sweep(&self) {
         let Ok(entries) = std::fs::read_dir(&self.base) else { return };
         for entry in entries.flatten() {
+            // rmdir of a cgroup that still holds a process fails: that is the check.
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_if_empty(&entry.path());
+                let _ = std::fs::remove_dir(entry.path());
             }
         }
     }
-}
-
-/// Removes cgroup `dir` if no process is left in it (`rmdir` of a
-/// populated cgroup fails, which is the check).
-fn remove_if_empty(dir: &Path) -> bool {
-    std::fs::remove_dir(dir).is_ok()
 }

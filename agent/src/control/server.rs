@@ -213,7 +213,6 @@ fn status(state: &AgentState, caller_uid: u32) -> Response {
     }))
 }
 
-/// Who is calling, as the kernel and the identity provider say.
 /// Moves the caller into a new cgroup of actor `name`, if policy lets the
 /// caller start it and the caller is no actor itself (what an actor runs
 /// stays its own, never relabelled); records it either way.
@@ -265,6 +264,7 @@ fn run_as_actor(state: &AgentState, caller: &ProcessInfo, name: &str) -> Result<
     outcome
 }
 
+/// Who is calling, as the kernel and the identity provider say.
 fn caller_identity(state: &AgentState, caller: &ProcessInfo) -> Result<crate::identity::Identity, String> {
     state.identity.identify(caller).map_err(|error| format!("who are you? {error}"))
 }
