@@ -8,7 +8,7 @@
 
 use std::{fs, path::PathBuf};
 
-use airlock_vm_tests::{CommandOutput, Lab, TargetHost, privileged, set_mode};
+use airlock_vm_tests::{CommandOutput, Lab, LoginSession, TargetHost, privileged, set_mode};
 use serde_json::Value;
 
 const SEED: &str = "CREATE TABLE customers (id int PRIMARY KEY, name text, email text);
@@ -51,6 +51,11 @@ name = "coding-agent"
 description = "AI coding agents, and what they run"
 scripts = ["*/coding-agent.js", "*/coding_agent.py"]
 run_by_users = ["*"]
+taint_session = true
+
+[[actor]]
+name = "ci-bot"
+run_by_users = ["*"]
 
 [[target]]
 name = "pg"
@@ -88,6 +93,7 @@ reason = "writes by coding agents wait for a person"
 [target.approvals]
 users = ["{bob}"]
 timeout_seconds = 30
+launcher_approves = true
 "#,
         admin = admin_file.display()
     ));
@@ -197,6 +203,22 @@ fn a_persons_coding_agent_gets_narrower_rights_than_the_person() {
     let count = t.psql("alice", &[], "select count(*) from customers");
     assert_eq!(count.stdout, "3\n", "the held delete never ran");
 
+    // launcher_approves: alice decides her agent's write herself, but not from inside the agent.
+    std::thread::scope(|s| {
+        let held = s.spawn(|| t.psql("alice", &node, "update customers set name = 'Cy Young' where id = 3"));
+        let id = t.pending()["id"].as_str().unwrap().to_owned();
+        let mut by_agent = vec!["node", t.node_agent.to_str().unwrap(), t.cli.to_str().unwrap()];
+        by_agent.extend(t.cli_args(&["approve", &id]));
+        let refused = t.lab.run_as("alice", by_agent[0], &by_agent[1..]);
+        assert!(!refused.success() && refused.stderr.contains("cannot be decided by an actor"), "{refused:?}");
+        let approved = t.airlock("alice", &["approve", &id]);
+        assert!(approved.success(), "{approved:?}");
+        let held = held.join().unwrap();
+        assert!(held.success(), "{held:?}");
+    });
+    let name = t.psql("alice", &[], "select name from customers where id = 3");
+    assert_eq!(name.stdout, "Cy Young\n");
+
     // The actor rule is alice's: bob's own psql works, his agent gets nothing.
     assert!(t.psql("bob", &[], "select 1").success());
     let bobs_agent = t.psql("bob", &node, "select 1");
@@ -223,7 +245,8 @@ fn a_persons_coding_agent_gets_narrower_rights_than_the_person() {
 
     // An actor cannot relabel what it runs (the agent asking for another label).
     let mut relabel = vec!["node", t.node_agent.to_str().unwrap(), t.cli.to_str().unwrap()];
-    relabel.extend(t.cli_args(&run));
+    let as_bot = ["run", "--actor", "ci-bot", "--", "true"];
+    relabel.extend(t.cli_args(&as_bot));
     let refused = t.lab.run_as("alice", relabel[0], &relabel[1..]);
     assert!(!refused.success() && refused.stderr.contains("already runs as actor \"coding-agent\""), "{refused:?}");
 
@@ -241,4 +264,58 @@ fn a_persons_coding_agent_gets_narrower_rights_than_the_person() {
     // Nobody gets to start an actor policy does not define.
     let unknown = t.airlock("alice", &["run", "--actor", "ghost", "--", "true"]);
     assert!(!unknown.success() && unknown.stderr.contains("no actor \"ghost\""), "{unknown:?}");
+}
+
+/// Waits (bounded) for a file a detached command writes, and reads it.
+fn written(path: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(text) = fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} was not written", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn what_an_agent_hands_to_a_tmux_server_in_its_login_session_stays_the_agents() {
+    if !privileged() {
+        return;
+    }
+    let t = actor_lab();
+    let dir = t.lab.dir.path().join("sessions/alice");
+    let mut session = LoginSession::open(t.lab.user("alice"), &t.lab.cgroups.clients, &dir);
+    let socket = dir.join("tmux.sock");
+    let tmux = format!("TERM=xterm tmux -S '{}'", socket.display());
+    // A tmux server alice started before any agent ran: outside every agent's process tree.
+    let started = session.run(&format!("{tmux} new-session -d -s work"));
+    assert!(started.success(), "{started:?}");
+    let psql =
+        t.psql_args("select email from customers order by id").iter().map(|a| format!("'{a}'")).collect::<Vec<_>>();
+    let in_tmux = |name: &str| format!("{tmux} new-window -d \"{} > {}/{name} 2>&1\"", psql.join(" "), dir.display());
+
+    // Before: what alice runs in tmux is hers, unmasked.
+    assert!(session.run(&in_tmux("before.txt")).success());
+    assert_eq!(written(&dir.join("before.txt")), "ann.lee@example.com\nbo@example.com\n");
+
+    // Her coding agent runs in the session (taint_session), then hands psql to the tmux server.
+    let node = format!("node '{}' {}", t.node_agent.display(), psql.join(" "));
+    let agent = session.run(&node);
+    assert!(agent.success() && !agent.stdout.contains("@example.com"), "{agent:?}\n{}", t.lab.agent().log());
+    assert!(session.run(&in_tmux("after.txt")).success());
+    let after = written(&dir.join("after.txt"));
+    assert!(!after.contains("@example.com") && after.lines().count() == 2, "the tmux escape is closed: {after}");
+    let last = t.lab.agent().records_of("connection.open").pop().unwrap();
+    let actor = &last["identity"]["actor"];
+    assert_eq!(actor["name"], "coding-agent", "{last}");
+    assert!(actor["matched_by"].as_str().unwrap().starts_with("login session "), "{actor}");
+    assert!(actor["chain"][0].as_str().unwrap().starts_with("psql["), "{actor}");
+
+    // Alice in another login session is still herself.
+    let elsewhere = t.psql("alice", &[], "select email from customers where id = 1");
+    assert_eq!(elsewhere.stdout, "ann.lee@example.com\n", "{elsewhere:?}");
+    let _ = session.run(&format!("{tmux} kill-server"));
 }

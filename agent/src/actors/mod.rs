@@ -55,7 +55,21 @@ pub struct Recogniser {
     /// creates actor cgroups: only those are trusted as labels.
     run_base: String,
     cache: Mutex<HashMap<ProcessKey, Arc<ProcessFacts>>>,
+    /// Login (audit) sessions an actor with `taint_session` ran in, by
+    /// session id: which actor, and since when.
+    tainted: Mutex<std::collections::BTreeMap<u32, Taint>>,
 }
+
+/// An actor ran in a login session.
+#[derive(Clone)]
+struct Taint {
+    actor: String,
+    since: String,
+}
+
+/// Tainted sessions remembered at most; the oldest (lowest ids: the
+/// kernel numbers sessions in order) are forgotten first.
+const TAINTED_SESSIONS: usize = 16_384;
 
 /// What an ancestor is running, beyond its executable, as far as read.
 #[derive(Clone, Default)]
@@ -86,12 +100,52 @@ impl Recogniser {
     /// A recogniser trusting actor cgroups under `run_base` (a cgroup path
     /// from the hierarchy root, see [`launch::ActorCgroups::base`]).
     pub fn new(run_base: String) -> Self {
-        Self { run_base, cache: Mutex::new(HashMap::new()) }
+        Self { run_base, cache: Mutex::new(HashMap::new()), tainted: Mutex::default() }
     }
 
-    /// The actor behind `process`, if `actors` recognise one; `proc_root`
-    /// is normally `/proc`.
+    /// The actor behind `process`, if `actors` recognise one (directly,
+    /// or by the login session it runs in); `proc_root` is normally `/proc`.
     pub fn recognise(&self, actors: &[ActorDefinition], process: &ProcessInfo, proc_root: &Path) -> Option<Actor> {
+        let found = self.recognise_directly(actors, process, proc_root);
+        let session = process.audit_session;
+        match (&found, session) {
+            (Some(actor), Some(session)) => {
+                if actors.iter().any(|d| d.name == actor.name && d.taint_session) {
+                    self.taint(session, &actor.name);
+                }
+                found
+            }
+            (None, Some(session)) => {
+                let taint = self.tainted.lock().unwrap_or_else(|p| p.into_inner()).get(&session).cloned()?;
+                Some(Actor {
+                    name: taint.actor.clone(),
+                    matched_by: format!(
+                        "login session {session}, where actor {} ran since {}",
+                        taint.actor, taint.since
+                    ),
+                    chain: vec![describe(&Link::of(process))],
+                })
+            }
+            (_, None) => found,
+        }
+    }
+
+    /// Marks login session `session` as one actor `name` ran in (the first
+    /// actor to run there keeps it).
+    pub fn taint(&self, session: u32, name: &str) {
+        let mut tainted = self.tainted.lock().unwrap_or_else(|p| p.into_inner());
+        if tainted.contains_key(&session) {
+            return;
+        }
+        if tainted.len() >= TAINTED_SESSIONS {
+            tainted.pop_first();
+        }
+        let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        tainted.insert(session, Taint { actor: name.to_owned(), since });
+        tracing::info!(session, actor = name, "login session tainted by an actor");
+    }
+
+    fn recognise_directly(&self, actors: &[ActorDefinition], process: &ProcessInfo, proc_root: &Path) -> Option<Actor> {
         // Started as an actor stays one, even once a reload dropped its
         // definition (then no rule grants it anything).
         if let Some(name) = process.cgroup.as_deref().and_then(|cgroup| self.launched(cgroup)) {
@@ -398,6 +452,7 @@ mod tests {
             environment: Vec::new(),
             run_by_users: Vec::new(),
             run_by_groups: Vec::new(),
+            taint_session: false,
             description: None,
             location,
         };
@@ -449,6 +504,36 @@ mod tests {
         let _ = shell.kill();
         let _ = std::process::Command::new("kill").arg(sleeper.to_string()).status();
         let _ = shell.wait();
+    }
+
+    #[test]
+    fn a_login_session_an_actor_ran_in_is_the_actors_when_policy_says_so() {
+        let recogniser = Recogniser::new("/airlock-actors".into());
+        let bot = definition("bot", |d| {
+            d.cgroups = vec!["/bots/*".into()];
+            d.taint_session = true;
+        });
+        let process = |cgroup: &str, session: u32| ProcessInfo {
+            pid: 4000 + session,
+            comm: "psql".into(),
+            cgroup: Some(cgroup.into()),
+            audit_session: Some(session),
+            procfs: true,
+            ..ProcessInfo::default()
+        };
+        let recognise = |p: &ProcessInfo| recogniser.recognise(std::slice::from_ref(&bot), p, Path::new("/proc"));
+        assert_eq!(recognise(&process("/user.slice/a", 7)), None, "nothing ran in session 7 yet");
+        assert_eq!(recognise(&process("/bots/one", 7)).map(|a| a.matched_by), Some("cgroup /bots/one".into()));
+        let later = recognise(&process("/user.slice/tmux", 7)).expect("session 7 is tainted");
+        assert_eq!(later.name, "bot");
+        assert!(later.matched_by.starts_with("login session 7, where actor bot ran since "), "{}", later.matched_by);
+        assert_eq!(recognise(&process("/user.slice/a", 8)), None, "another session is not");
+        let untainting = definition("bot", |d| d.cgroups = vec!["/bots/*".into()]);
+        let plain = Recogniser::new("/airlock-actors".into());
+        assert!(
+            plain.recognise(std::slice::from_ref(&untainting), &process("/bots/x", 9), Path::new("/proc")).is_some()
+        );
+        assert_eq!(plain.recognise(&[untainting], &process("/user.slice/a", 9), Path::new("/proc")), None);
     }
 
     #[test]

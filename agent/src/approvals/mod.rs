@@ -124,6 +124,11 @@ pub enum DecideError {
     /// People do not approve their own requests.
     #[error("you cannot decide your own request {0}")]
     OwnRequest(String),
+    /// Actors (AI agents, bots) decide nothing.
+    #[error(
+        "request {0} cannot be decided by an actor (an AI agent, a bot): a person must, from a process of their own"
+    )]
+    ByActor(String),
     /// The caller is not among the target's approvers.
     #[error("you are not an approver for request {id}: {approvers} may decide it")]
     NotApprover {
@@ -395,10 +400,16 @@ impl Approvals {
         self.expire_session_requests();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let entry = pending.get(id).ok_or_else(|| DecideError::NotFound(id.to_owned()))?;
-        if entry.request.requester_uid == approver.uid || entry.request.requester == approver.user {
+        if approver.actor.is_some() {
+            return Err(DecideError::ByActor(id.to_owned()));
+        }
+        let requester = entry.request.requester_uid == approver.uid || entry.request.requester == approver.user;
+        // What an actor asked for, the person it runs as may decide if policy says so.
+        let launcher = requester && entry.request.actor.is_some() && entry.policy.launcher_approves;
+        if requester && !launcher {
             return Err(DecideError::OwnRequest(id.to_owned()));
         }
-        if !entry.policy.is_approver(&approver.as_subject()) {
+        if !launcher && !entry.policy.is_approver(&approver.as_subject()) {
             return Err(DecideError::NotApprover { id: id.to_owned(), approvers: entry.request.approvers.clone() });
         }
         let kind = if approve { "approval.approved" } else { "approval.denied" };
@@ -478,7 +489,14 @@ mod tests {
     }
 
     fn policy(timeout: Duration) -> ApprovalPolicy {
-        ApprovalPolicy { users: vec![], groups: vec!["dba".into()], timeout, webhook: None, session_access: None }
+        ApprovalPolicy {
+            users: vec![],
+            groups: vec!["dba".into()],
+            timeout,
+            webhook: None,
+            session_access: None,
+            launcher_approves: false,
+        }
     }
 
     fn file(approvals: &Approvals, who: &Identity, policy: &ApprovalPolicy) -> Waiter {
@@ -537,6 +555,34 @@ mod tests {
             approvals.decide(&id, &person("bob", 1002, &["dba"]), true, None),
             Err(DecideError::NotFound(id.clone()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_person_decides_their_agents_requests_only_where_policy_says_and_agents_decide_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let approvals = Approvals::new(Arc::new(AuditLog::open(dir.path()).unwrap()));
+        let actor = crate::actors::Actor { name: "coding-agent".into(), matched_by: "test".into(), chain: vec![] };
+        let alice = person("alice", 1001, &["dev"]);
+        let agent = Identity { actor: Some(actor), ..alice.clone() };
+        let strict = policy(Duration::from_secs(60));
+        let waiter = file(&approvals, &agent, &strict);
+        let id = waiter.request.id.clone();
+        assert_eq!(waiter.request.actor.as_ref().map(|a| a.name.as_str()), Some("coding-agent"));
+        assert_eq!(approvals.decide(&id, &alice, true, None), Err(DecideError::OwnRequest(id.clone())), "by default");
+        approvals.decide(&id, &person("bob", 1002, &["dba"]), false, None).unwrap();
+        assert!(matches!(approvals.wait(waiter).await, Decision::Denied { .. }));
+
+        let lenient = ApprovalPolicy { launcher_approves: true, ..strict };
+        let waiter = file(&approvals, &agent, &lenient);
+        let id = waiter.request.id.clone();
+        let bobs_agent = Identity { actor: agent.actor.clone(), ..person("bob", 1002, &["dba"]) };
+        assert_eq!(approvals.decide(&id, &bobs_agent, true, None), Err(DecideError::ByActor(id.clone())));
+        assert_eq!(approvals.decide(&id, &agent, true, None), Err(DecideError::ByActor(id.clone())), "not itself");
+        approvals.decide(&id, &alice, true, None).unwrap();
+        assert_eq!(approvals.wait(waiter).await, Decision::Approved { by: "alice".into(), reason: None });
+        let own = file(&approvals, &alice, &lenient);
+        let own_id = own.request.id.clone();
+        assert_eq!(approvals.decide(&own_id, &alice, true, None), Err(DecideError::OwnRequest(own_id)), "hers: never");
     }
 
     #[tokio::test]

@@ -232,7 +232,8 @@ fn run_as_actor(state: &AgentState, caller: &ProcessInfo, name: &str) -> Result<
                 identity.user
             ));
         }
-        if let Some(actor) = state.actors.recognise(&policy.actors, caller, std::path::Path::new("/proc")) {
+        // Starting the same actor again is no relabelling.
+        if let Some(actor) = identity.actor.as_ref().filter(|actor| actor.name != name) {
             return Err(format!(
                 "this command already runs as actor {:?} ({}): what an actor runs stays its own",
                 actor.name, actor.matched_by
@@ -243,6 +244,9 @@ fn run_as_actor(state: &AgentState, caller: &ProcessInfo, name: &str) -> Result<
             .as_ref()
             .ok_or("this agent has no cgroup for actors (see its log): `airlock run` is unavailable")?;
         let dir = cgroups.launch(name, caller.uid, caller.pid).map_err(|e| format!("moving you into a cgroup: {e}"))?;
+        if let (true, Some(session)) = (definition.taint_session, caller.audit_session) {
+            state.actors.taint(session, name);
+        }
         let relative = dir.strip_prefix(&state.cgroup_root).map(|p| format!("/{}", p.display()));
         relative.map_err(|_| "the actor cgroup is outside the hierarchy".to_owned())
     })();
@@ -264,9 +268,13 @@ fn run_as_actor(state: &AgentState, caller: &ProcessInfo, name: &str) -> Result<
     outcome
 }
 
-/// Who is calling, as the kernel and the identity provider say.
+/// Who is calling, as the kernel and the identity provider say, and what:
+/// an actor (an AI agent, a bot) calling is marked as one, so it decides
+/// no approvals, not even as the person it runs as.
 fn caller_identity(state: &AgentState, caller: &ProcessInfo) -> Result<crate::identity::Identity, String> {
-    state.identity.identify(caller).map_err(|error| format!("who are you? {error}"))
+    let mut identity = state.identity.identify(caller).map_err(|error| format!("who are you? {error}"))?;
+    identity.actor = state.actors.recognise(&state.policy().actors, caller, std::path::Path::new("/proc"));
+    Ok(identity)
 }
 
 /// Root, or a member of the configured admin group.

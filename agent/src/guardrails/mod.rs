@@ -139,6 +139,9 @@ pub struct ApprovalPolicy {
     /// When set, opening a session needs approval too, and an approval
     /// opens the target to that person for this long.
     pub session_access: Option<Duration>,
+    /// The person an actor (an AI agent, a bot) runs as may decide that
+    /// actor's requests, approver or not (their own never).
+    pub launcher_approves: bool,
 }
 
 impl ApprovalPolicy {

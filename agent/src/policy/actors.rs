@@ -14,6 +14,8 @@
 //! environment = ["AIRLOCK_ACTOR=coding-agent"]  # set by a launching wrapper, in the process or an ancestor
 //! run_by_groups = ["*"]                 # who may start commands as this actor with
 //! run_by_users = []                     #   `airlock run --actor coding-agent -- COMMAND…`
+//! taint_session = true                  # once it ran in a login session, every later connection
+//!                                       # from that session is its (a tmux server started before…)
 //! ```
 //!
 //! Ancestry matching is the convenient form; `airlock run --actor` is the
@@ -47,6 +49,11 @@ pub struct ActorDefinition {
     pub run_by_users: Vec<String>,
     /// … and by group.
     pub run_by_groups: Vec<String>,
+    /// Once the actor ran in a login session (audit session), later
+    /// connections from that session are the actor's too, whatever made
+    /// them: what it handed to a process outside its tree (a tmux or
+    /// screen server, a background job) stays its own.
+    pub taint_session: bool,
     /// Free text from the policy file.
     pub description: Option<String>,
     /// Where its `[[actor]]` table starts.
@@ -83,6 +90,8 @@ pub(super) struct RawActor {
     run_by_users: Vec<String>,
     #[serde(default)]
     run_by_groups: Vec<String>,
+    #[serde(default)]
+    taint_session: bool,
     description: Option<String>,
 }
 
@@ -146,6 +155,7 @@ pub(super) fn actor(raw: RawActor, location: SourceLocation, error: &mut dyn FnM
         environment,
         run_by_users: raw.run_by_users,
         run_by_groups: raw.run_by_groups,
+        taint_session: raw.taint_session,
         description: raw.description,
         location,
     };

@@ -44,6 +44,8 @@ pub(super) struct RawApprovals {
     timeout_seconds: Option<Spanned<i64>>,
     webhook: Option<Spanned<String>>,
     session_access_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    launcher_approves: bool,
 }
 
 /// A held statement waits this long for a decision unless the policy says otherwise.
@@ -164,6 +166,7 @@ impl Loader {
                 timeout: Duration::from_secs(timeout),
                 webhook: raw.webhook.map(Spanned::into_inner),
                 session_access,
+                launcher_approves: raw.launcher_approves,
             }
         });
         if let (Some(at), None) = (holds, &approvals) {

@@ -515,6 +515,7 @@ mod tests {
                 timeout: Duration::from_secs(30),
                 webhook: None,
                 session_access: None,
+                launcher_approves: false,
             }),
         }
     }
