@@ -46,6 +46,8 @@ pub struct CommandRule {
     pub action: GuardAction,
     /// Told to the person refused or waiting.
     pub reason: Option<String>,
+    /// Actors the rule is for (see [`crate::policy::guard_binds`]).
+    pub actors: Vec<String>,
 }
 
 /// What a rule matches.
@@ -110,6 +112,13 @@ pub enum Verdict {
 }
 
 impl CommandGuard {
+    /// The guard for sessions made by `actor` (none: a person's own): the
+    /// rules that bind it, the allowlist as it is.
+    pub fn for_actor(&self, actor: Option<&str>) -> Self {
+        let binding = |rule: &&CommandRule| crate::policy::guard_binds(&rule.actors, rule.action, actor);
+        Self { rules: self.rules.iter().filter(binding).cloned().collect(), only: self.only.clone() }
+    }
+
     /// Whether the target has any command rule (else nothing is judged).
     pub fn is_active(&self) -> bool {
         !self.rules.is_empty() || self.only.is_some()

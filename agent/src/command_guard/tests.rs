@@ -1,7 +1,7 @@
 use super::*;
 
 fn rule(matcher: Matcher, action: GuardAction) -> CommandRule {
-    CommandRule { matcher, action, reason: None }
+    CommandRule { matcher, action, reason: None, actors: Vec::new() }
 }
 
 fn rm_rf() -> Matcher {

@@ -236,8 +236,11 @@ async fn run_session(
                 approvals: Arc::clone(&state.approvals),
                 recordings: state.config.audit_dir.join("recordings"),
             };
+            // The command rules that bind this session's actor, if any.
+            let actor = s.identity.actor.as_ref().map(|a| a.name.as_str());
+            let commands = options.commands.for_actor(actor);
             let policy = crate::proxy::ssh::TargetPolicy {
-                options: options.clone(),
+                options: crate::policy::ssh::SshOptions { commands, ..options.clone() },
                 approvals: matched.guardrails.as_ref().and_then(|g| g.approvals.clone()),
             };
             crate::proxy::ssh::proxy(client, upstream, &shared, policy, live.shared(), destination)

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use self::classify::{Classification, Classifier, Effect, StatementClass, WriteCommand};
 use crate::{
     glob,
-    policy::{Subject, matches_actor, matches_subject},
+    policy::{Subject, guard_binds, matches_subject},
     source::SourceLocation,
 };
 
@@ -261,11 +261,7 @@ impl GuardRule {
     fn matches(&self, class: StatementClass, classification: &Classification, subject: &Subject<'_>) -> bool {
         let for_subject =
             (self.users.is_empty() && self.groups.is_empty()) || matches_subject(&self.users, &self.groups, subject);
-        let for_actor = match (self.actors.is_empty(), subject.actor) {
-            (true, None) => true,
-            (true, Some(_)) => self.action != GuardAction::Allow,
-            (false, actor) => matches_actor(&self.actors, actor),
-        };
+        let for_actor = guard_binds(&self.actors, self.action, subject.actor);
         for_subject && for_actor && self.classes.contains(&class) && self.matches_tables(classification)
     }
 

@@ -230,6 +230,38 @@ mod tests {
     }
 
     #[test]
+    fn command_and_request_rules_bind_actors_as_guardrails_do() {
+        let policy = load(
+            "[[actor]]\nname = \"coding-agent\"\nmodules = [\"aider\"]\n\n\
+             [[target]]\nname = \"web\"\nprotocol = \"ssh\"\nport = 22\naddresses = [\"10.0.0.9\"]\n\
+             [target.ssh]\n[[target.ssh.principal]]\nname = \"deploy\"\nusers = [\"*\"]\n\
+             [[target.ssh.command]]\ncommand = \"rm\"\nactors = [\"coding-agent\"]\naction = \"deny\"\n\
+             [[target.ssh.command]]\npattern = \"deploy *\"\naction = \"allow\"\n\
+             [[target.ssh.command]]\npattern = \"deploy *\"\naction = \"deny\"\n\n\
+             [[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.8\"]\n\
+             [[target.https.rule]]\nmethods = [\"DELETE\"]\nactors = [\"*\"]\naction = \"deny\"\n",
+        )
+        .unwrap();
+        let commands = &policy.targets[0].ssh.as_ref().unwrap().commands;
+        let judge = |guard: &crate::command_guard::CommandGuard, line| {
+            matches!(guard.judge(line, crate::command_guard::Source::Exec), crate::command_guard::Verdict::Allow)
+        };
+        let person = commands.for_actor(None);
+        let agent = commands.for_actor(Some("coding-agent"));
+        assert!(judge(&person, "rm -rf /tmp/x") && judge(&person, "deploy web"), "people: rm free, deploy allowed");
+        assert!(!judge(&agent, "rm -rf /tmp/x"), "the agent's rm is denied");
+        assert!(!judge(&agent, "deploy web"), "the allow is for people: the deny behind it binds the agent");
+        let rule = &policy.targets[1].https.as_ref().unwrap().rules[0];
+        assert!(crate::policy::guard_binds(&rule.actors, rule.action, Some("coding-agent")));
+        assert!(!crate::policy::guard_binds(&rule.actors, rule.action, None));
+
+        let ghost = "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.8\"]\n\
+                     [[target.https.rule]]\nactors = [\"ghost\"]\naction = \"deny\"\n";
+        let errors = load(ghost).unwrap_err();
+        assert!(errors[0].contains("names actor \"ghost\", which no [[actor]] defines"), "{errors:?}");
+    }
+
+    #[test]
     fn restricting_guardrails_bind_actors_and_allowing_ones_must_name_them() {
         let policy = load(&format!(
             "[[actor]]\nname = \"coding-agent\"\nmodules = [\"aider\"]\n\n{TARGET}\

@@ -25,6 +25,8 @@
 //! path = "/v1/sys/*"                    # glob over the path (no query); `*` any text
 //! action = "approve"                    # allow | approve ([target.approvals]) | deny
 //! reason = "changes to OpenBao's configuration need a second person"
+//! # actors = ["coding-agent"]          # only for these actors' requests ("*": any); without: a
+//!                                       # restricting rule binds everyone, an allowing one people only
 //! ```
 //!
 //! `protocol = "kubernetes"` targets take the same section, and more:
@@ -105,6 +107,8 @@ pub struct RequestRule {
     pub resources: Vec<String>,
     /// Kubernetes namespaces matched (globs); empty: any, cluster-wide requests included.
     pub namespaces: Vec<String>,
+    /// Actors the rule is for (see [`crate::policy::guard_binds`]).
+    pub actors: Vec<String>,
 }
 
 impl RequestRule {
@@ -249,6 +253,7 @@ mod tests {
             verbs: Vec::new(),
             resources: Vec::new(),
             namespaces: Vec::new(),
+            actors: Vec::new(),
         };
         for path in ["/files/x", "//files/x", "/%66iles/x", "/x/../files/x", "/files%2Fx/../y"] {
             assert!(rule.matches(&["DELETE"], &[path, &normalized_path(path)]), "{path}");
@@ -315,6 +320,7 @@ mod tests {
             verbs: vec!["create".into()],
             resources: vec!["pods/exec".into(), "pods/attach".into()],
             namespaces: vec!["prod*".into()],
+            actors: Vec::new(),
         };
         assert!(exec.matches_kubernetes(&["create"], Some("pods/exec"), "prod-eu"));
         assert!(!exec.matches_kubernetes(&["create"], Some("pods/exec"), "dev"));
@@ -359,6 +365,8 @@ struct RawRule {
     resources: Vec<String>,
     #[serde(default)]
     namespaces: Vec<String>,
+    #[serde(default)]
+    actors: Vec<String>,
 }
 
 /// `record_bodies = true` or `record_bodies = { max_bytes = N }`.
@@ -541,6 +549,7 @@ pub(super) fn options(
             verbs: rule.verbs,
             resources: rule.resources,
             namespaces: rule.namespaces,
+            actors: rule.actors,
         });
     }
     let mask_secrets = match raw.mask_secrets {

@@ -50,7 +50,7 @@ pub use model::{
     AccessRule, Action, CredentialSource, Credentials, Decision, Network, OpenBaoAuth, Policy, Protocol, RoleGrant,
     Subject, Target, UpstreamTls,
 };
-pub(crate) use model::{matches_actor, matches_subject};
+pub(crate) use model::{guard_binds, matches_subject};
 
 #[cfg(test)]
 mod tests {

@@ -257,6 +257,19 @@ impl AccessRule {
     }
 }
 
+/// Whether a guard rule (a guardrail, a command or request rule) with
+/// `actors` and `action` binds a connection made by `actor`: naming actors,
+/// theirs only; naming none, a restricting rule binds everyone and an
+/// allowing one people's own connections only (what policy allows an actor
+/// it says by name).
+pub fn guard_binds(actors: &[String], action: crate::guardrails::GuardAction, actor: Option<&str>) -> bool {
+    match (actors.is_empty(), actor) {
+        (true, None) => true,
+        (true, Some(_)) => action != crate::guardrails::GuardAction::Allow,
+        (false, actor) => matches_actor(actors, actor),
+    }
+}
+
 /// Whether a rule granting to `actors` is for a connection made by
 /// `actor`: a rule naming no actor is for people's own connections only,
 /// so an actor has nothing policy does not give it by name.

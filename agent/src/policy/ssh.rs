@@ -21,6 +21,8 @@
 //! # or: pattern = "rm -rf *"           # a glob over each program and its arguments
 //! # or: pipes_into_interpreter = true  # `… | sh`, `bash <(curl …)` (refused unless a rule says otherwise)
 //! # or: indirect = true                # a program named only at run time: `$c`, `eval "$x"` (likewise)
+//! # actors = ["coding-agent"]          # only for these actors' sessions ("*": any); without: a
+//!                                      # restricting rule binds everyone, an allowing one people only
 //!
 //! only = ["ls", "git status"]          # (in [target.ssh]) an allowlist: other programs get `otherwise`
 //! otherwise = "approve"                # approve | deny (default)
@@ -178,6 +180,8 @@ struct RawCommand {
     pipes_into_interpreter: bool,
     #[serde(default)]
     indirect: bool,
+    #[serde(default)]
+    actors: Vec<String>,
     action: Spanned<String>,
     reason: Option<String>,
 }
@@ -334,7 +338,7 @@ fn command_guard(
         } else {
             Matcher::Indirect
         };
-        rules.push(CommandRule { matcher, action, reason: rule.reason });
+        rules.push(CommandRule { matcher, action, reason: rule.reason, actors: rule.actors });
     }
     let only = only.map(|listed| {
         let at = listed.span().start;

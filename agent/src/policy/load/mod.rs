@@ -343,6 +343,15 @@ impl Loader {
             None => is_http.then(|| super::https::HttpsOptions::defaults(kubernetes)),
         };
 
+        // Actors named by command and request rules must exist too.
+        let command_actors = ssh.iter().flat_map(|s| s.commands.rules.iter().flat_map(|r| r.actors.iter()));
+        let request_actors = https.iter().flat_map(|h| h.rules.iter().flat_map(|r| r.actors.iter()));
+        for name in command_actors.chain(request_actors).filter(|name| *name != "*") {
+            let message =
+                format!("a rule of target {:?} names actor {name:?}, which no [[actor]] defines", raw.name.get_ref());
+            self.actor_references.push((name.clone(), source.diagnostic(start, message)));
+        }
+
         // A target with errors may still be kept: any error discards the
         // whole policy.
         let (Some(protocol), Some(port)) = (protocol, port) else { return };

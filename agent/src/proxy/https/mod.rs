@@ -262,7 +262,16 @@ pub async fn proxy(
             inject,
             credential_source,
             credential_error,
-            rules: options.rules.clone(),
+            // The request rules that bind this session's actor, if any.
+            rules: options
+                .rules
+                .iter()
+                .filter(|r| {
+                    let actor = live.identity.actor.as_ref().map(|a| a.name.as_str());
+                    crate::policy::guard_binds(&r.actors, r.action, actor)
+                })
+                .cloned()
+                .collect(),
             approval: approval_policy.map(|policy| (Arc::clone(&shared.approvals), policy)),
             masker: masker.clone(),
             kubernetes: options.kubernetes,
