@@ -261,6 +261,15 @@ fn a_persons_coding_agent_gets_narrower_rights_than_the_person() {
     assert!(found.len() >= 3, "node, python, airlock run, the held delete: {found:?}");
     assert!(found.iter().all(|r| r["identity"]["actor"]["name"] == "coding-agent"), "{found:?}");
 
+    // Replay says whose agent it was.
+    let session = found[0]["session"].as_str().unwrap();
+    let replay = std::process::Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["replay", session, "--no-wait", "--dir", &audit_dir])
+        .output()
+        .unwrap();
+    let header = String::from_utf8_lossy(&replay.stdout).lines().next().unwrap_or_default().to_owned();
+    assert!(header.contains(&format!("{}'s coding-agent (script ", t.lab.user("alice").name)), "{header}");
+
     // Nobody gets to start an actor policy does not define.
     let unknown = t.airlock("alice", &["run", "--actor", "ghost", "--", "true"]);
     assert!(!unknown.success() && unknown.stderr.contains("no actor \"ghost\""), "{unknown:?}");

@@ -39,7 +39,15 @@ pub fn replay(dir: &Path, id: &str, pace: Pace, out: &mut impl Write) -> Result<
         true
     })?;
     let Some(first) = records.first() else { return Err(ReplayError::Unknown(id.to_owned())) };
-    let who = first.pointer("/identity/user").and_then(|v| v.as_str()).unwrap_or("?");
+    let user = first.pointer("/identity/user").and_then(|v| v.as_str()).unwrap_or("?");
+    // An actor's session says so: `alice's coding-agent (script /opt/…)`.
+    let who = match first.pointer("/identity/actor/name").and_then(|v| v.as_str()) {
+        Some(actor) => {
+            let matched = first.pointer("/identity/actor/matched_by").and_then(|v| v.as_str()).unwrap_or("?");
+            format!("{user}'s {actor} ({matched})")
+        }
+        None => user.to_owned(),
+    };
     let target = first.pointer("/target/name").and_then(|v| v.as_str()).unwrap_or("?");
     let started = first["ts"].as_str().unwrap_or("?");
     writeln!(out, "# session {id}: {who} on {target}, started {started}")?;
