@@ -323,6 +323,12 @@ fn what_an_agent_hands_to_a_tmux_server_in_its_login_session_stays_the_agents() 
     assert!(actor["matched_by"].as_str().unwrap().starts_with("login session "), "{actor}");
     assert!(actor["chain"][0].as_str().unwrap().starts_with("psql["), "{actor}");
 
+    // So is a detached job started from the session (setsid keeps the login session).
+    let detached = format!("setsid nohup {} > {}/detached.txt 2>&1 &", psql.join(" "), dir.display());
+    assert!(session.run(&detached).success());
+    let detached = written(&dir.join("detached.txt"));
+    assert!(!detached.contains("@example.com") && detached.lines().count() == 2, "{detached}");
+
     // Alice in another login session is still herself.
     let elsewhere = t.psql("alice", &[], "select email from customers where id = 1");
     assert_eq!(elsewhere.stdout, "ann.lee@example.com\n", "{elsewhere:?}");
