@@ -254,7 +254,7 @@ async fn run_session(
                 connect_timeout: timeout,
                 approvals: Arc::clone(&state.approvals),
                 recordings: state.config.audit_dir.join("recordings"),
-                masking_key: Arc::clone(&state.masking_key),
+                body_redactor: Arc::clone(&state.body_redactor),
             };
             let tls = protocol == Protocol::Https;
             let identity = &s.identity;

@@ -69,6 +69,8 @@ pub struct AgentState {
     pub ca: Arc<crate::proxy::ca::HostCa>,
     /// Key of deterministic masking tokens (root-only file in the state directory).
     pub masking_key: Arc<crate::masking::TokenKey>,
+    /// Redacts HTTP bodies kept for records (`record_bodies`), built once.
+    pub body_redactor: Arc<crate::masking::Masker>,
     /// Names of result columns, cached for all sessions.
     pub catalog: crate::proxy::postgres::catalog::Catalog,
     /// Statement classifications, cached by text for all sessions.
@@ -147,6 +149,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         cancel_keys: Default::default(),
         credentials,
         ca,
+        body_redactor: Arc::new(crate::masking::Masker::new(
+            &crate::masking::MaskingPolicy::for_recorded_bodies(),
+            "",
+            &[],
+            Arc::clone(&masking_key),
+        )),
         masking_key,
         catalog: Default::default(),
         classifier: Default::default(),

@@ -27,6 +27,8 @@ pub(super) struct BodyRecording {
 pub(super) struct KeptBody {
     /// The body's `Content-Type`, if it had one.
     content_type: Option<String>,
+    /// Its media type, for how it is read ([`super::mask::media_type`]).
+    media: String,
     /// Its first bytes, at most `cap`.
     kept: Vec<u8>,
     cap: usize,
@@ -37,8 +39,9 @@ pub(super) struct KeptBody {
 impl KeptBody {
     /// Keeps the first `cap` bytes of a body of `content_type`.
     pub fn new(content_type: Option<&hyper::header::HeaderValue>, cap: usize) -> Self {
+        let media = super::mask::media_type(content_type);
         let content_type = content_type.and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Self { content_type, kept: Vec::new(), cap, total: 0 }
+        Self { content_type, media, kept: Vec::new(), cap, total: 0 }
     }
 
     /// `chunk` passed.
@@ -55,9 +58,10 @@ impl KeptBody {
         if self.total == 0 {
             return record;
         }
-        let (text, why_not) = match self.text() {
-            Ok(text) => redacted(text, self.kind(), redactor),
-            Err(why) => (None, Some(why)),
+        let (text, why_not) = match (self.kind(), self.text()) {
+            (Some(kind), Ok(text)) => redacted(text, kind, redactor),
+            (None, _) => (None, Some("not text".to_owned())),
+            (_, Err(why)) => (None, Some(why)),
         };
         record["text"] = text.into();
         if let Some(why) = why_not {
@@ -68,9 +72,6 @@ impl KeptBody {
 
     /// The kept bytes as text: UTF-8, less a character the cap cut in two.
     fn text(&self) -> Result<&str, String> {
-        if self.content_type.as_deref().is_some_and(is_binary) {
-            return Err("not text".into());
-        }
         match std::str::from_utf8(&self.kept) {
             Ok(text) => Ok(text),
             // Cut inside a character by the cap: the rest is text.
@@ -81,16 +82,15 @@ impl KeptBody {
         }
     }
 
-    fn kind(&self) -> Kind {
-        let essence = self.content_type.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim();
-        let essence = essence.to_ascii_lowercase();
-        if essence == "application/json" || essence.ends_with("+json") || essence.ends_with("/x-ndjson") {
-            Kind::Json
-        } else if essence == "application/x-www-form-urlencoded" {
-            Kind::Form
-        } else {
-            Kind::Text
+    /// How the body is redacted; `None`: it is no text.
+    fn kind(&self) -> Option<Kind> {
+        if self.media == "application/x-www-form-urlencoded" {
+            return Some(Kind::Form);
         }
+        super::mask::readable_as(&self.media).map(|kind| match kind {
+            BodyKind::Json => Kind::Json,
+            BodyKind::Text => Kind::Text,
+        })
     }
 }
 
@@ -123,18 +123,6 @@ fn redacted(text: &str, kind: Kind, redactor: &Arc<Masker>) -> (Option<String>, 
     let masked = if kind == Kind::Json { masked } else { crate::redact::text(&masked) };
     // A body cut by the cap ends inside its JSON: what was read is kept.
     (Some(masked), fed.err().map(|error| format!("redacted only as far as it could be read as JSON: {error}")))
-}
-
-/// Content types that are not text, whatever their bytes look like.
-fn is_binary(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let textual = essence.starts_with("text/")
-        || essence.contains("json")
-        || essence.contains("xml")
-        || essence.contains("yaml")
-        || essence.contains("javascript")
-        || essence == "application/x-www-form-urlencoded";
-    !textual
 }
 
 #[cfg(test)]

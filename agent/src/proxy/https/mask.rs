@@ -36,27 +36,13 @@ pub(super) enum Plan {
 /// whatever its type (answers about Kubernetes Secrets), so what is neither
 /// JSON nor text is refused rather than passed.
 pub(super) fn plan(headers: &HeaderMap, strict: bool) -> Plan {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    let kind = if media == "application/json"
-        || media.ends_with("+json")
-        || media == "application/x-ndjson"
-        || media == "application/jsonl"
-    {
-        BodyKind::Json
-    } else if media.starts_with("text/")
-        || media.ends_with("+xml")
-        || matches!(media.as_str(), "application/xml" | "application/yaml" | "application/x-yaml" | "")
-    {
-        // No type at all: it may be anything, text included.
-        BodyKind::Text
-    } else if strict {
-        return Plan::Refuse(format!("the answer is {media}, which Airlock cannot mask; ask for application/json"));
-    } else {
-        return Plan::Pass;
+    let media = media_type(headers.get(header::CONTENT_TYPE));
+    let kind = match readable_as(&media) {
+        Some(kind) => kind,
+        None if strict => {
+            return Plan::Refuse(format!("the answer is {media}, which Airlock cannot mask; ask for application/json"));
+        }
+        None => return Plan::Pass,
     };
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     if !encoding.trim().eq_ignore_ascii_case("identity") {
@@ -65,6 +51,35 @@ pub(super) fn plan(headers: &HeaderMap, strict: bool) -> Plan {
         ));
     }
     Plan::Mask(kind)
+}
+
+/// A body's media type (`application/json`): lower case, parameters left
+/// out; empty when it has none.
+pub(super) fn media_type(content_type: Option<&HeaderValue>) -> String {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// How a body of `media` type is read: as JSON, as text, or (`None`) as
+/// neither (an image, an archive, protobuf).
+pub(super) fn readable_as(media: &str) -> Option<BodyKind> {
+    if media == "application/json"
+        || media.ends_with("+json")
+        || media == "application/x-ndjson"
+        || media == "application/jsonl"
+    {
+        Some(BodyKind::Json)
+    } else if media.starts_with("text/")
+        || media.ends_with("+xml")
+        || matches!(media, "application/xml" | "application/yaml" | "application/x-yaml" | "")
+    {
+        // No type at all: it may be anything, text included.
+        Some(BodyKind::Text)
+    } else {
+        None
+    }
 }
 
 /// The request's headers for a target whose answers are masked: answers

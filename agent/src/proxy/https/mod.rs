@@ -67,8 +67,9 @@ pub struct Shared {
     pub approvals: Arc<Approvals>,
     /// Where exec recordings go (`audit_dir/recordings`).
     pub recordings: std::path::PathBuf,
-    /// The host's masking key (recorded bodies are redacted with masking's engine).
-    pub masking_key: Arc<crate::masking::TokenKey>,
+    /// Redacts bodies kept for records (`record_bodies`): one for the
+    /// agent, the same for everyone.
+    pub body_redactor: Arc<Masker>,
 }
 
 /// What the target's policy asks of a session.
@@ -241,6 +242,7 @@ pub async fn proxy(
     let context = SessionContext::new(&live.id, &live.identity, &live.target)
         .map(Arc::new)
         .map_err(|e| HttpsError::Serve(format!("audit: {e}")))?;
+    let actor = live.identity.actor.as_ref().map(|a| a.name.as_str());
     let session = |asked: Option<&str>| {
         let target = upstream::Target {
             destination,
@@ -266,10 +268,7 @@ pub async fn proxy(
             rules: options
                 .rules
                 .iter()
-                .filter(|r| {
-                    let actor = live.identity.actor.as_ref().map(|a| a.name.as_str());
-                    crate::policy::guard_binds(&r.actors, r.action, actor)
-                })
+                .filter(|r| crate::policy::guard_binds(&r.actors, r.action, actor))
                 .cloned()
                 .collect(),
             approval: approval_policy.map(|policy| (Arc::clone(&shared.approvals), policy)),
@@ -278,15 +277,9 @@ pub async fn proxy(
             secrets_masker: secrets_masker.clone(),
             recordings: shared.recordings.clone(),
             recorded: std::sync::atomic::AtomicU32::new(0),
-            record_bodies: options.record_bodies.map(|cap| bodies::BodyRecording {
-                cap,
-                redactor: Arc::new(Masker::new(
-                    &crate::masking::MaskingPolicy::for_recorded_bodies(),
-                    &live.identity.user,
-                    &live.identity.groups,
-                    Arc::clone(&shared.masking_key),
-                )),
-            }),
+            record_bodies: options
+                .record_bodies
+                .map(|cap| bodies::BodyRecording { cap, redactor: Arc::clone(&shared.body_redactor) }),
             clients: upstream::Clients::new(target, upstream),
         })
     };

@@ -119,7 +119,7 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         let outcome = std::mem::take(&mut *self.outcome());
-        let detail = json!({
+        let mut detail = json!({
             "method": self.method,
             "host": self.host,
             "path": self.path,
@@ -136,7 +136,6 @@ impl Drop for Exchange {
             "masked": (!outcome.masked.is_empty()).then_some(outcome.masked),
             "mask_failure": outcome.mask_failure,
         });
-        let mut detail = detail;
         if let Some(bodies) = &self.session.record_bodies {
             detail["request_body"] = outcome.request_body.map(|body| body.recorded(&bodies.redactor)).into();
             detail["response_body"] = outcome.response_body.map(|body| body.recorded(&bodies.redactor)).into();
