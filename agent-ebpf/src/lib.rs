@@ -25,6 +25,10 @@ pub mod map_names {
     pub const STATS: &str = "STATS";
     /// Per-CPU array: target id → connections redirected to the agent.
     pub const TARGET_HITS: &str = "TARGET_HITS";
+    /// Hash: cgroup id of a confined `airlock run` → 1.
+    pub const CONFINED: &str = "CONFINED";
+    /// Hash: IPv6-form address → 1, the host's own addresses beside loopback.
+    pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
 }
 
 /// Names of the programs in the object file, as pinned under the agent's bpffs directory.
@@ -40,6 +44,11 @@ pub mod program_names {
     /// `cgroup/getpeername6`: same for IPv6 sockets.
     pub const GETPEERNAME6: &str = "getpeername6";
 }
+
+/// Confined `airlock run` cgroups at once.
+pub const MAX_CONFINED_RUNS: u32 = 4096;
+/// The host's own addresses the programs know of.
+pub const MAX_LOCAL_ADDRS: u32 = 256;
 
 /// Entries of the port-flags array: one per TCP port.
 pub const PORT_COUNT: u32 = 65536;
@@ -160,10 +169,12 @@ pub enum Stat {
     RecordFailed = 3,
     /// sock_ops found a redirected socket and indexed it by peer.
     Indexed = 4,
+    /// A confined run's connect to the host's own (unprotected) services, refused.
+    ConfinedRefused = 5,
 }
 
 /// Number of [`Stat`] counters.
-pub const STAT_COUNT: u32 = 5;
+pub const STAT_COUNT: u32 = 6;
 
 /// Maps an IPv4 address (network byte order bytes) to its IPv6 form.
 #[inline(always)]
@@ -186,6 +197,24 @@ pub fn is_v4_mapped(addr: &[u8; 16]) -> bool {
         && addr[9] == 0
         && addr[10] == 0xff
         && addr[11] == 0xff
+}
+
+/// True for destinations that reach this host whatever its interfaces
+/// are: loopback (127.0.0.0/8, ::1) and the unspecified address (0.0.0.0/8,
+/// ::), in IPv6 form.
+#[inline(always)]
+pub fn is_loopback_or_unspecified(addr: &[u8; 16]) -> bool {
+    if is_v4_mapped(addr) {
+        return addr[12] == 127 || addr[12] == 0;
+    }
+    let mut i = 0;
+    while i < 15 {
+        if addr[i] != 0 {
+            return false;
+        }
+        i += 1;
+    }
+    addr[15] <= 1
 }
 
 #[cfg(feature = "user")]

@@ -6,7 +6,9 @@
 //!
 //! 1. `connect4`/`connect6` look the destination up in `TARGETS`. On a match
 //!    they store a `ConnectRecord` under the socket's cookie and rewrite the
-//!    destination to the agent's listener.
+//!    destination to the agent's listener. A confined `airlock run`
+//!    (`CONFINED`) that connects to the host's own addresses anywhere else
+//!    is refused: local services would run its commands as the person.
 //! 2. `sock_ops` (TCP_CONNECT_CB, before the SYN leaves) copies that record to
 //!    `PEER_RECORDS`, keyed by the client's own address and port: that is
 //!    the peer address the agent sees in `accept()`, so it finds the record

@@ -1,9 +1,10 @@
 //! The programs and maps; see the crate docs for the data path.
 
 use airlock_ebpf::{
-    AF_INET, AF_INET6, ConnectRecord, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS, MAX_TARGET_ENTRIES, MAX_TARGET_IDS,
-    PORT_COUNT, PORT_LISTENER, PORT_PROTECTED, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue, is_v4_mapped,
-    target_key_data, target_prefix_len, v4_mapped,
+    AF_INET, AF_INET6, ConnectRecord, MAX_CONFINED_RUNS, MAX_EXEMPT_CGROUPS, MAX_LOCAL_ADDRS, MAX_PENDING_CONNECTIONS,
+    MAX_TARGET_ENTRIES, MAX_TARGET_IDS, PORT_COUNT, PORT_LISTENER, PORT_PROTECTED, PeerKey, STAT_COUNT, Stat,
+    TARGET_KEY_LEN, TargetValue, is_loopback_or_unspecified, is_v4_mapped, target_key_data, target_prefix_len,
+    v4_mapped,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -66,6 +67,17 @@ static STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
 #[map]
 static TARGET_HITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_TARGET_IDS, 0);
 
+/// Confined `airlock run` cgroups, filled by the agent when it starts a
+/// run of an actor with `confine = true`. What runs in one cannot leave
+/// it, so the cgroup id is the whole identity.
+#[map]
+static CONFINED: HashMap<u64, u8> = HashMap::pinned(MAX_CONFINED_RUNS, 0);
+
+/// The host's own addresses beside loopback, kept by the agent: a local
+/// service is as near at 10.0.0.5 as at 127.0.0.1.
+#[map]
+static LOCAL_ADDRS: HashMap<[u8; 16], u8> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
+
 #[inline(always)]
 fn count(array: &PerCpuArray<u64>, index: u32) {
     if let Some(counter) = array.get_ptr_mut(index) {
@@ -86,15 +98,24 @@ fn lookup_target(addr: &[u8; 16], port: u16) -> Option<TargetValue> {
 /// `Ok(None)` to let it through untouched.
 #[inline(always)]
 fn intercept(ctx: &SockAddrContext, orig_addr: [u8; 16], orig_port: u16, family: u16) -> Result<Option<u16>, ()> {
-    if !port_has(orig_port, PORT_PROTECTED) {
-        return Ok(None);
-    }
-    count(&STATS, Stat::ProtectedPortConnects as u32);
-    let Some(target) = lookup_target(&orig_addr, orig_port) else {
-        return Ok(None);
+    let target = if port_has(orig_port, PORT_PROTECTED) {
+        count(&STATS, Stat::ProtectedPortConnects as u32);
+        lookup_target(&orig_addr, orig_port)
+    } else {
+        None
     };
     // SAFETY: helper with no arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let Some(target) = target else {
+        // A confined run reaches the host's own services only through the
+        // gate: a local sshd, a container runtime's TCP socket, the
+        // person's dev servers would take its commands as the person.
+        if unsafe { CONFINED.get(&cgroup_id) }.is_some() && is_local(&orig_addr) {
+            count(&STATS, Stat::ConfinedRefused as u32);
+            return Err(());
+        }
+        return Ok(None);
+    };
     if unsafe { EXEMPT_CGROUPS.get(&cgroup_id) }.is_some() {
         count(&STATS, Stat::Exempt as u32);
         return Ok(None);
@@ -126,6 +147,11 @@ fn intercept(ctx: &SockAddrContext, orig_addr: [u8; 16], orig_port: u16, family:
     count(&STATS, Stat::Redirected as u32);
     count(&TARGET_HITS, target.target_id);
     Ok(Some(target.redirect_port))
+}
+
+#[inline(always)]
+fn is_local(addr: &[u8; 16]) -> bool {
+    is_loopback_or_unspecified(addr) || unsafe { LOCAL_ADDRS.get(addr) }.is_some()
 }
 
 #[cgroup_sock_addr(connect4)]

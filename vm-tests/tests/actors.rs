@@ -57,6 +57,11 @@ taint_session = true
 name = "ci-bot"
 run_by_users = ["*"]
 
+[[actor]]
+name = "sandboxed"
+run_by_users = ["*"]
+confine = true
+
 [[target]]
 name = "pg"
 protocol = "postgres"
@@ -66,7 +71,7 @@ addresses = ["{v4}"]
 [[target.access]]
 action = "allow"
 users = ["{alice}"]
-actors = ["coding-agent"]
+actors = ["coding-agent", "sandboxed"]
 
 [[target.access]]
 action = "allow"
@@ -333,4 +338,194 @@ fn what_an_agent_hands_to_a_tmux_server_in_its_login_session_stays_the_agents() 
     let elsewhere = t.psql("alice", &[], "select email from customers where id = 1");
     assert_eq!(elsewhere.stdout, "ann.lee@example.com\n", "{elsewhere:?}");
     let _ = session.run(&format!("{tmux} kill-server"));
+}
+
+/// Removes a directory the test made outside its lab when dropped.
+struct RemovedDir(PathBuf);
+
+impl Drop for RemovedDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+        // The shared parent goes with the last lab that used it.
+        let _ = self.0.parent().map(fs::remove_dir);
+    }
+}
+
+/// Kills a process the test started as root when dropped.
+struct RootProcess(std::process::Child);
+
+impl Drop for RootProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits (bounded) until `check` holds.
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Each route by which an agent could hand a command to something outside
+/// its own run that acts as the person, tried by alice herself (it works:
+/// the route is real) and then from a confined `airlock run` (refused,
+/// and nothing ran). What the run starts itself keeps working.
+#[test]
+fn a_confined_run_reaches_nothing_of_the_persons_outside_it() {
+    if !privileged() {
+        return;
+    }
+    let mut t = actor_lab();
+    let alice = t.lab.user("alice").name.clone();
+    // Outside /tmp, which a confined run gets a fresh copy of.
+    let home = RemovedDir(PathBuf::from(format!("/var/lib/airlock-vm-tests/{}", t.lab.tag)));
+    let home = &home.0;
+    fs::create_dir_all(home).unwrap();
+    set_mode(home.parent().unwrap(), 0o755);
+    airlock_vm_tests::netns::sh("chown", &[&alice, home.to_str().unwrap()]);
+    let at = |name: &str| home.join(name).display().to_string();
+    let confined =
+        |t: &ActorLab, script: &str| t.airlock("alice", &["run", "--actor", "sandboxed", "--", "sh", "-c", script]);
+
+    // The gate itself is reachable, as the actor.
+    let psql = t.psql_args("select count(*) from customers").iter().map(|a| format!("'{a}'")).collect::<Vec<_>>();
+    let through_gate = confined(&t, &psql.join(" "));
+    assert_eq!(through_gate.stdout, "2\n", "{through_gate:?}\n{}", t.lab.agent().log());
+    let run = t.lab.agent().records_of("actor.run").pop().unwrap();
+    assert_eq!((run["detail"]["actor"].as_str(), run["detail"]["confined"].as_bool()), (Some("sandboxed"), Some(true)));
+    let opened = t.lab.agent().records_of("connection.open").pop().unwrap();
+    assert_eq!(opened["identity"]["actor"]["name"], "sandboxed", "{opened}");
+
+    // A tmux server alice runs (and, the same way, screen): refused; one the run starts: its own.
+    let tmux = format!("TERM=xterm tmux -S {}", at("tmux.sock"));
+    assert!(t.lab.run_as("alice", "sh", &["-c", &format!("{tmux} new-session -d -s work")]).success());
+    let outside = t.lab.run_as("alice", "sh", &["-c", &format!("{tmux} new-window -d 'touch {}'", at("by-alice"))]);
+    assert!(outside.success(), "{outside:?}");
+    eventually("alice's tmux ran her command", || home.join("by-alice").exists());
+    let escape = confined(&t, &format!("{tmux} new-window -d 'touch {}'", at("by-agent")));
+    assert!(!escape.success(), "{escape:?}");
+    let own = format!("TERM=xterm tmux -S {}", at("own.sock"));
+    let inside = confined(&t, &format!("{own} new-session -d -s mine && {own} list-sessions; {own} kill-server"));
+    assert!(inside.stdout.starts_with("mine:"), "the run's own tmux works: {inside:?}");
+    let _ = t.lab.run_as("alice", "sh", &["-c", &format!("{tmux} kill-server")]);
+
+    // Her session bus (what `systemd-run --user` and `systemctl --user` talk to).
+    let bus = at("bus");
+    let _dbus =
+        t.lab.spawn_as("alice", "dbus-daemon", &["--session", "--nofork", &format!("--address=unix:path={bus}")]);
+    eventually("the session bus listens", || home.join("bus").exists());
+    let list = format!(
+        "dbus-send --bus=unix:path={bus} --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.ListNames"
+    );
+    assert!(t.lab.run_as("alice", "sh", &["-c", &list]).success());
+    let escape = confined(&t, &list);
+    assert!(!escape.success(), "{escape:?}");
+
+    // Her ssh-agent: the keys it holds open every host she can reach.
+    let agent_socket = at("ssh-agent.sock");
+    let _ssh_agent = t.lab.spawn_as("alice", "ssh-agent", &["-D", "-a", &agent_socket]);
+    eventually("ssh-agent listens", || home.join("ssh-agent.sock").exists());
+    let list_keys = format!("SSH_AUTH_SOCK={agent_socket} ssh-add -l");
+    assert_eq!(t.lab.run_as("alice", "sh", &["-c", &list_keys]).code, Some(1), "reachable, no keys yet");
+    let escape = confined(&t, &list_keys);
+    assert_eq!(escape.code, Some(2), "{escape:?}");
+
+    // `ssh localhost`: a real sshd on loopback that lets alice in with her key.
+    let key = at("id_ed25519");
+    assert!(t.lab.run_as("alice", "ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", &key]).success());
+    let sshd_dir = t.lab.dir.path().join("local-sshd");
+    fs::create_dir_all(&sshd_dir).unwrap();
+    fs::create_dir_all("/run/sshd").unwrap();
+    let host_key = sshd_dir.join("host_key");
+    airlock_vm_tests::netns::sh("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", host_key.to_str().unwrap()]);
+    fs::copy(format!("{key}.pub"), sshd_dir.join("authorized_keys")).unwrap();
+    airlock_vm_tests::netns::sh("usermod", &["-p", "*", &alice]);
+    let port = free_port();
+    let config = sshd_dir.join("sshd_config");
+    fs::write(
+        &config,
+        format!(
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nPidFile none\nStrictModes no\n",
+            host_key.display(),
+            sshd_dir.join("authorized_keys").display()
+        ),
+    )
+    .unwrap();
+    let _sshd = RootProcess(
+        std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-E", sshd_dir.join("log").to_str().unwrap(), "-f", config.to_str().unwrap()])
+            .spawn()
+            .expect("sshd"),
+    );
+    eventually("sshd listens", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let ssh = format!(
+        "ssh -i {key} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -p {port} {alice}@127.0.0.1"
+    );
+    let outside = t.lab.run_as("alice", "sh", &["-c", &format!("{ssh} echo ran-as-alice")]);
+    assert_eq!(outside.stdout, "ran-as-alice\n", "{outside:?}");
+    let escape = confined(&t, &format!("{ssh} touch {}", at("by-agent-over-ssh")));
+    assert!(!escape.success() && escape.stderr.contains("not permitted"), "{escape:?}");
+
+    // Any service on the host's own addresses: her dev server, on loopback and on the host's address.
+    let web_port = free_port().to_string();
+    let _web = t.lab.spawn_as(
+        "alice",
+        "python3",
+        &["-m", "http.server", &web_port, "--bind", "0.0.0.0", "--directory", &at("")],
+    );
+    let host = {
+        let [a, b, c, _] = t.lab.target.v4.octets();
+        std::net::Ipv4Addr::new(a, b, c, 1)
+    };
+    eventually("the dev server listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", web_port.parse().unwrap())).is_ok()
+    });
+    for addr in ["127.0.0.1".to_owned(), host.to_string()] {
+        let curl = format!("curl -sS -o /dev/null -w '%{{http_code}}' http://{addr}:{web_port}/");
+        assert_eq!(t.lab.run_as("alice", "sh", &["-c", &curl]).stdout, "200", "{addr}");
+        let escape = confined(&t, &curl);
+        assert_eq!(escape.code, Some(7), "{addr}: {escape:?}");
+    }
+
+    // `at` (and `crontab`, `sudo`: setuid or setgid helpers) gains no privilege in the run.
+    let at_job = format!("echo 'touch {}' | at now + 1 hour", at("by-at"));
+    assert!(t.lab.run_as("alice", "sh", &["-c", &at_job]).success(), "alice may queue at jobs");
+    let escape = confined(&t, &at_job);
+    assert!(!escape.success(), "{escape:?}");
+    let queued = t.lab.run_as("alice", "atq", &[]);
+    assert_eq!(queued.stdout.lines().count(), 1, "only alice's own job: {queued:?}");
+    let _ = t.lab.run_as("alice", "sh", &["-c", "atrm $(atq | cut -f1)"]);
+
+    // Her other processes: not traced, not read (their environment holds her tokens).
+    let shell = t.lab.spawn_as("alice", "sleep", &["60"]);
+    let environ = format!("cat /proc/{}/environ > /dev/null", shell.pid());
+    assert!(t.lab.run_as("alice", "sh", &["-c", &environ]).success());
+    let escape = confined(&t, &environ);
+    assert!(!escape.success() && escape.stderr.contains("Permission denied"), "{escape:?}");
+    let own = confined(&t, "sleep 5 & cat /proc/$!/environ > /dev/null && echo own-ok; kill $!");
+    assert_eq!(own.stdout, "own-ok\n", "the run's own processes: {own:?}");
+
+    // Nor can it lift the hiding from a namespace of its own.
+    let lift = confined(&t, &format!("unshare -Urm sh -c 'umount {agent_socket}; {list_keys}'"));
+    assert_eq!(lift.code, Some(2), "{lift:?}");
+
+    for marker in ["by-agent", "by-agent-over-ssh", "by-at"] {
+        assert!(!home.join(marker).exists(), "{marker}: something outside the run ran the agent's command");
+    }
+    let status = t.airlock("alice", &["status", "--json"]);
+    let refused =
+        serde_json::from_str::<Value>(&status.stdout).ok().and_then(|s| s["counters"]["confined_refused"].as_u64());
+    assert!(refused.is_some_and(|n| n >= 3), "ssh and the dev server twice: {status:?}");
+    drop(shell);
+    t.lab.agent.take();
 }

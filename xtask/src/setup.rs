@@ -32,6 +32,8 @@ const PACKAGES: &[&str] = &[
     "rsync",
     "git",
     "tmux",
+    "at",
+    "dbus-daemon",
     "procps",
     "util-linux",
     "systemd",

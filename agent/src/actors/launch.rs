@@ -11,9 +11,13 @@
 //! start and every minute.
 
 use std::{
+    collections::HashSet,
     io,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 /// The directory actor cgroups are made in, under the interception cgroup.
@@ -26,6 +30,9 @@ pub struct ActorCgroups {
     /// The same, as a cgroup path from the hierarchy root (`/…`).
     base_path: String,
     runs: AtomicU64,
+    /// Held while a run starts and while runs are swept, so a sweep never
+    /// takes a run that is being set up for one that ended.
+    changing: Mutex<()>,
 }
 
 impl ActorCgroups {
@@ -42,9 +49,7 @@ impl ActorCgroups {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not under {}", base.display(), root.display()))
         })?;
         let base_path = format!("/{}", relative.display());
-        let cgroups = Self { base, base_path, runs: AtomicU64::new(0) };
-        cgroups.sweep();
-        Ok(cgroups)
+        Ok(Self { base, base_path, runs: AtomicU64::new(0), changing: Mutex::new(()) })
     }
 
     /// The base as a cgroup path from the hierarchy root, for [`super::Recogniser`].
@@ -54,28 +59,56 @@ impl ActorCgroups {
 
     /// Puts process `pid` (of user `uid`, the CLI about to exec the
     /// command) into a new cgroup labelled as actor `name`; returns the
-    /// cgroup's directory.
-    pub fn launch(&self, name: &str, uid: u32, pid: u32) -> io::Result<PathBuf> {
-        self.sweep();
+    /// cgroup's directory. `prepare` gets the new cgroup's id before
+    /// anything is in it (to confine it).
+    pub fn launch(
+        &self,
+        name: &str,
+        uid: u32,
+        pid: u32,
+        prepare: impl FnOnce(u64) -> io::Result<()>,
+    ) -> io::Result<PathBuf> {
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
         let dir = self.base.join(format!("{name}+{uid}+{stamp}-{run}"));
         std::fs::create_dir(&dir)?;
-        if let Err(error) = std::fs::write(dir.join("cgroup.procs"), pid.to_string()) {
+        let entered = crate::intercept::cgroup::cgroup_id(&dir)
+            .map_err(io::Error::other)
+            .and_then(prepare)
+            .and_then(|()| std::fs::write(dir.join("cgroup.procs"), pid.to_string()));
+        if let Err(error) = entered {
             let _ = std::fs::remove_dir(&dir);
             return Err(error);
         }
         Ok(dir)
     }
 
-    /// Removes every run's cgroup that nothing is left in.
-    pub fn sweep(&self) {
+    /// Removes every run's cgroup that nothing is left in, then hands
+    /// `release` the ids of the runs still alive.
+    pub fn sweep(&self, release: impl FnOnce(&HashSet<u64>)) {
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let Ok(entries) = std::fs::read_dir(&self.base) else { return };
-        for entry in entries.flatten() {
+        let mut alive = HashSet::new();
+        let mut complete = true;
+        for entry in entries {
+            let Ok(entry) = entry else {
+                complete = false;
+                continue;
+            };
             // rmdir of a cgroup that still holds a process fails: that is the check.
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = std::fs::remove_dir(entry.path());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && std::fs::remove_dir(entry.path()).is_err() {
+                match crate::intercept::cgroup::cgroup_id(&entry.path()) {
+                    Ok(id) => {
+                        alive.insert(id);
+                    }
+                    Err(_) => complete = false,
+                }
             }
+        }
+        // A run that could not be read may be alive: release nothing then.
+        if complete {
+            release(&alive);
         }
     }
 }

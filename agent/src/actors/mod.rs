@@ -15,6 +15,7 @@
 //! facts are gone, the connection is made by the actor `unknown`, which no
 //! rule grants unless it names it (or `*`).
 
+pub mod confine;
 pub mod launch;
 
 use std::{
@@ -453,6 +454,8 @@ mod tests {
             run_by_users: Vec::new(),
             run_by_groups: Vec::new(),
             taint_session: false,
+            confine: false,
+            hide: Vec::new(),
             description: None,
             location,
         };

@@ -2,6 +2,7 @@
 
 mod approvals;
 mod audit;
+mod confine;
 mod kubeconfig;
 mod login;
 mod policy;

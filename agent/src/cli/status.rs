@@ -42,6 +42,7 @@ fn print_table(status: &Status) {
         "counters   {} connects to protected ports · {} redirected · {} exempt (agent) · {} refused (no record)",
         c.protected_port_connects, c.redirected, c.exempt, c.record_failed
     );
+    println!("confined   {} connects of confined runs to the host's own services refused", c.confined_refused);
     println!("\nTARGET               PROTOCOL  PORT   REDIRECTED  NETWORKS");
     for t in &status.targets {
         println!("{:<20} {:<9} {:<6} {:<11} {}", t.name, t.protocol, t.port, t.redirected, t.networks.join(", "));

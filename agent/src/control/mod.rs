@@ -69,6 +69,13 @@ pub enum Response {
     ActorCgroup {
         /// The cgroup's path from the hierarchy root.
         cgroup: String,
+        /// The actor is confined: the CLI confines itself (`cli::confine`)
+        /// before it becomes the command.
+        #[serde(default)]
+        confined: bool,
+        /// With `confined`, the actor's own paths to hide (`hide`).
+        #[serde(default)]
+        hide: Vec<String>,
     },
     /// The request failed or was not allowed.
     Error {

@@ -112,7 +112,9 @@ async fn handle(stream: UnixStream, state: &Arc<AgentState>) -> anyhow::Result<(
             None => no_issuer(),
         },
         (Ok(Request::RunAsActor { actor }), Ok(caller)) => match run_as_actor(state, &caller, &actor) {
-            Ok(cgroup) => Response::ActorCgroup { cgroup },
+            Ok((cgroup, hide)) => {
+                Response::ActorCgroup { cgroup, confined: hide.is_some(), hide: hide.unwrap_or_default() }
+            }
             Err(message) => Response::Error { message },
         },
     };
@@ -216,7 +218,7 @@ fn status(state: &AgentState, caller_uid: u32) -> Response {
 /// Moves the caller into a new cgroup of actor `name`, if policy lets the
 /// caller start it and the caller is no actor itself (what an actor runs
 /// stays its own, never relabelled); records it either way.
-fn run_as_actor(state: &AgentState, caller: &ProcessInfo, name: &str) -> Result<String, String> {
+fn run_as_actor(state: &AgentState, caller: &ProcessInfo, name: &str) -> Result<(String, Option<Vec<String>>), String> {
     let policy = state.policy();
     let identity = caller_identity(state, caller)?;
     let outcome = (|| {
@@ -243,15 +245,25 @@ fn run_as_actor(state: &AgentState, caller: &ProcessInfo, name: &str) -> Result<
             .actor_cgroups
             .as_ref()
             .ok_or("this agent has no cgroup for actors (see its log): `airlock run` is unavailable")?;
-        let dir = cgroups.launch(name, caller.uid, caller.pid).map_err(|e| format!("moving you into a cgroup: {e}"))?;
+        let confine = |cgroup_id| {
+            if !definition.confine {
+                return Ok(());
+            }
+            crate::actors::confine::refresh_host_addresses(&state.interceptor);
+            state.interceptor.confine(cgroup_id).map_err(std::io::Error::other)
+        };
+        let dir = cgroups
+            .launch(name, caller.uid, caller.pid, confine)
+            .map_err(|e| format!("moving you into a cgroup: {e}"))?;
         if let (true, Some(session)) = (definition.taint_session, caller.audit_session) {
             state.actors.taint(session, name);
         }
         let relative = dir.strip_prefix(&state.cgroup_root).map(|p| format!("/{}", p.display()));
-        relative.map_err(|_| "the actor cgroup is outside the hierarchy".to_owned())
+        let relative = relative.map_err(|_| "the actor cgroup is outside the hierarchy".to_owned())?;
+        Ok((relative, definition.confine.then(|| definition.hide.clone())))
     })();
     let detail = match &outcome {
-        Ok(cgroup) => serde_json::json!({ "actor": name, "cgroup": cgroup }),
+        Ok((cgroup, hide)) => serde_json::json!({ "actor": name, "cgroup": cgroup, "confined": hide.is_some() }),
         Err(error) => serde_json::json!({ "actor": name, "refused": error }),
     };
     let event = crate::audit::Event {

@@ -123,6 +123,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let actor_base = actor_cgroups
         .as_ref()
         .map_or_else(|| format!("/{}", crate::actors::launch::BASE_DIR), |cgroups| cgroups.base().to_owned());
+    crate::actors::confine::refresh_host_addresses(&interceptor);
     let credentials = Arc::new(crate::credentials::Engine::open(&config.state_dir, Arc::clone(&audit))?);
     let ca = Arc::new(crate::proxy::ca::HostCa::load_or_create(&config.state_dir.join("tls"))?);
     let ssh_ca = Arc::new(crate::proxy::ssh::ca::SshCa::load_or_create(&config.state_dir.join("ssh"))?);
@@ -241,9 +242,8 @@ async fn serve(
         let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             every.tick().await;
-            if let Some(cgroups) = &sweeping.actor_cgroups {
-                cgroups.sweep();
-            }
+            sweep_actor_runs(&sweeping);
+            crate::actors::confine::refresh_host_addresses(&sweeping.interceptor);
         }
     });
     let listeners = listeners.into_iter().map(TcpListener::from_std).collect::<Result<Vec<_>, _>>()?;
@@ -313,6 +313,18 @@ async fn handle_signals(state: &AgentState) -> anyhow::Result<()> {
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => reload(state),
         }
+    }
+}
+
+/// Removes the cgroups of `airlock run`s that ended, and forgets the
+/// confinement of those that are gone.
+fn sweep_actor_runs(state: &AgentState) {
+    if let Some(cgroups) = &state.actor_cgroups {
+        cgroups.sweep(|alive| {
+            if let Err(error) = state.interceptor.release_confined_except(alive) {
+                tracing::warn!(%error, "confinement of ended runs not released");
+            }
+        });
     }
 }
 

@@ -6,9 +6,9 @@ use std::{
 };
 
 use airlock_ebpf::{
-    ConnectRecord, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS, MAX_TARGET_ENTRIES, MAX_TARGET_IDS, PORT_COUNT,
-    PORT_LISTENER, PORT_PROTECTED, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue, map_names, target_key_data,
-    target_prefix_len,
+    ConnectRecord, MAX_CONFINED_RUNS, MAX_EXEMPT_CGROUPS, MAX_LOCAL_ADDRS, MAX_PENDING_CONNECTIONS, MAX_TARGET_ENTRIES,
+    MAX_TARGET_IDS, PORT_COUNT, PORT_LISTENER, PORT_PROTECTED, PeerKey, STAT_COUNT, Stat, TARGET_KEY_LEN, TargetValue,
+    map_names, target_key_data, target_prefix_len,
 };
 use aya::{
     Ebpf,
@@ -44,6 +44,8 @@ pub struct InterceptMaps {
     exempt_cgroups: HashMap<MapData, u64, u8>,
     stats: PerCpuArray<MapData, u64>,
     target_hits: PerCpuArray<MapData, u64>,
+    confined: HashMap<MapData, u64, u8>,
+    local_addrs: HashMap<MapData, [u8; 16], u8>,
 }
 
 /// Counters summed over CPUs.
@@ -59,6 +61,9 @@ pub struct Counters {
     pub record_failed: u64,
     /// Redirected connects indexed by client address.
     pub indexed: u64,
+    /// What confined runs tried outside their bounds and were refused.
+    #[serde(default)]
+    pub confined_refused: u64,
     /// Redirected connects per target id (ids with none are left out).
     pub per_target: BTreeMap<u32, u64>,
 }
@@ -86,7 +91,39 @@ impl InterceptMaps {
             exempt_cgroups: take(ebpf, map_names::EXEMPT_CGROUPS)?,
             stats: take(ebpf, map_names::STATS)?,
             target_hits: take(ebpf, map_names::TARGET_HITS)?,
+            confined: take(ebpf, map_names::CONFINED)?,
+            local_addrs: take(ebpf, map_names::LOCAL_ADDRS)?,
         })
+    }
+
+    /// Confines what runs in cgroup `cgroup_id`.
+    pub fn confine(&mut self, cgroup_id: u64) -> Result<(), InterceptError> {
+        self.confined.insert(cgroup_id, 1, 0).map_err(map_err(map_names::CONFINED))
+    }
+
+    /// Forgets cgroups that are gone: every confined one not in `live`.
+    pub fn release_confined_except(&mut self, live: &HashSet<u64>) -> Result<(), InterceptError> {
+        let err = map_err(map_names::CONFINED);
+        let gone: Vec<u64> = self.confined.keys().filter_map(Result::ok).filter(|id| !live.contains(id)).collect();
+        for id in gone {
+            self.confined.remove(&id).map_err(&err)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the host's known own addresses exactly `addrs`.
+    pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<(), InterceptError> {
+        let err = map_err(map_names::LOCAL_ADDRS);
+        let wanted: HashSet<[u8; 16]> = addrs.iter().take(MAX_LOCAL_ADDRS as usize).map(ipv6_form).collect();
+        for addr in &wanted {
+            self.local_addrs.insert(addr, 1, 0).map_err(&err)?;
+        }
+        let stale: Vec<[u8; 16]> =
+            self.local_addrs.keys().filter_map(Result::ok).filter(|addr| !wanted.contains(addr)).collect();
+        for addr in stale {
+            self.local_addrs.remove(&addr).map_err(&err)?;
+        }
+        Ok(())
     }
 
     /// Makes the trie and the port flags describe exactly `entries`. What
@@ -151,7 +188,7 @@ impl InterceptMaps {
             array.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(map_err(name))
         };
         let stat = |stat: Stat| sum(&self.stats, stat as u32, map_names::STATS);
-        debug_assert_eq!(STAT_COUNT, 5);
+        debug_assert_eq!(STAT_COUNT, 6);
         let mut per_target = BTreeMap::new();
         for (id, values) in self.target_hits.iter().enumerate().take(MAX_TARGET_IDS as usize) {
             let total: u64 = values.map_err(map_err(map_names::TARGET_HITS))?.iter().sum();
@@ -165,13 +202,14 @@ impl InterceptMaps {
             exempt: stat(Stat::Exempt)?,
             record_failed: stat(Stat::RecordFailed)?,
             indexed: stat(Stat::Indexed)?,
+            confined_refused: stat(Stat::ConfinedRefused)?,
             per_target,
         })
     }
 }
 
 /// (name, key size, value size, max entries) of every map this build uses.
-fn expected_layouts() -> [(&'static str, usize, usize, u32); 7] {
+fn expected_layouts() -> [(&'static str, usize, usize, u32); 9] {
     use std::mem::size_of;
     [
         (map_names::TARGETS, size_of::<Key<[u8; TARGET_KEY_LEN]>>(), size_of::<TargetValue>(), MAX_TARGET_ENTRIES),
@@ -181,6 +219,8 @@ fn expected_layouts() -> [(&'static str, usize, usize, u32); 7] {
         (map_names::PORT_FLAGS, size_of::<u32>(), size_of::<u8>(), PORT_COUNT),
         (map_names::STATS, size_of::<u32>(), size_of::<u64>(), STAT_COUNT),
         (map_names::TARGET_HITS, size_of::<u32>(), size_of::<u64>(), MAX_TARGET_IDS),
+        (map_names::CONFINED, size_of::<u64>(), size_of::<u8>(), MAX_CONFINED_RUNS),
+        (map_names::LOCAL_ADDRS, size_of::<[u8; 16]>(), size_of::<u8>(), MAX_LOCAL_ADDRS),
     ]
 }
 
@@ -221,11 +261,15 @@ fn key_tuple(key: &Key<[u8; TARGET_KEY_LEN]>) -> (u32, [u8; TARGET_KEY_LEN]) {
 /// The key the sock_ops program stores a connection under, built from the
 /// peer address the agent sees in `accept()`.
 pub fn peer_key(peer: SocketAddr) -> PeerKey {
-    let addr = match peer.ip() {
+    PeerKey { addr: ipv6_form(&peer.ip()), port: peer.port(), _pad: 0 }
+}
+
+/// An address as the maps hold it: IPv6, IPv4 as `::ffff:a.b.c.d`.
+fn ipv6_form(addr: &IpAddr) -> [u8; 16] {
+    match addr {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
-    };
-    PeerKey { addr, port: peer.port(), _pad: 0 }
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +292,17 @@ mod tests {
         let key = peer_key(SocketAddr::from((Ipv6Addr::LOCALHOST, 1)));
         assert_eq!(key.addr, Ipv6Addr::LOCALHOST.octets());
         assert_eq!((key.port, key._pad), (1, 0));
+    }
+
+    #[test]
+    fn local_addresses_in_both_families_count_as_the_host() {
+        use airlock_ebpf::is_loopback_or_unspecified as local;
+        for addr in ["127.0.0.1", "127.9.8.7", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1"] {
+            assert!(local(&ipv6_form(&addr.parse().unwrap())), "{addr}");
+        }
+        for addr in ["10.0.0.1", "128.0.0.1", "::2", "fe80::1", "::ffff:10.0.0.1"] {
+            assert!(!local(&ipv6_form(&addr.parse().unwrap())), "{addr}");
+        }
     }
 
     #[test]

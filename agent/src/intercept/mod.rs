@@ -178,6 +178,22 @@ impl Interceptor {
         self.lock_maps().sync_targets(targets)
     }
 
+    /// Confines what runs in cgroup `cgroup_id`: no connections to the
+    /// host's own services but protected targets.
+    pub fn confine(&self, cgroup_id: u64) -> Result<(), InterceptError> {
+        self.lock_maps().confine(cgroup_id)
+    }
+
+    /// Forgets confined cgroups not in `live`.
+    pub fn release_confined_except(&self, live: &std::collections::HashSet<u64>) -> Result<(), InterceptError> {
+        self.lock_maps().release_confined_except(live)
+    }
+
+    /// Publishes the host's own addresses.
+    pub fn set_local_addrs(&self, addrs: &[std::net::IpAddr]) -> Result<(), InterceptError> {
+        self.lock_maps().set_local_addrs(addrs)
+    }
+
     /// Global counters and per-target redirect counts.
     pub fn counters(&self) -> Result<Counters, InterceptError> {
         self.lock_maps().counters()

@@ -16,6 +16,8 @@
 //! run_by_users = []                     #   `airlock run --actor coding-agent -- COMMAND…`
 //! taint_session = true                  # once it ran in a login session, every later connection
 //!                                       # from that session is its (a tmux server started before…)
+//! confine = true                        # its `airlock run`s cannot hand commands to the person's services
+//! hide = ["~/.config/my-daemon/socket"] # with confine: more paths its runs do not see
 //! ```
 //!
 //! Ancestry matching is the convenient form; `airlock run --actor` is the
@@ -54,6 +56,15 @@ pub struct ActorDefinition {
     /// them: what it handed to a process outside its tree (a tmux or
     /// screen server, a background job) stays its own.
     pub taint_session: bool,
+    /// Its `airlock run`s are confined: they do not see the person's Unix
+    /// sockets (tmux, user manager, D-Bus, ssh-agent, container runtime),
+    /// reach no service on the host but protected targets (sshd), cannot
+    /// trace or signal the person's other processes, and gain no privilege
+    /// by exec (setuid `at`, `crontab`, `sudo`). See `actors::confine`.
+    pub confine: bool,
+    /// More paths a confined run does not see (absolute, or `~/…` in the
+    /// person's home): sockets or directories of the person's own daemons.
+    pub hide: Vec<String>,
     /// Free text from the policy file.
     pub description: Option<String>,
     /// Where its `[[actor]]` table starts.
@@ -92,6 +103,10 @@ pub(super) struct RawActor {
     run_by_groups: Vec<String>,
     #[serde(default)]
     taint_session: bool,
+    #[serde(default)]
+    confine: bool,
+    #[serde(default)]
+    hide: Vec<Spanned<String>>,
     description: Option<String>,
 }
 
@@ -146,6 +161,19 @@ pub(super) fn actor(raw: RawActor, location: SourceLocation, error: &mut dyn FnM
             );
         }
     }
+    for hidden in &raw.hide {
+        let path = hidden.get_ref();
+        let relative_parts = path.split('/').any(|part| part == ".." || part == ".");
+        if !(path.starts_with('/') || path.starts_with("~/")) || relative_parts || path.contains('\0') {
+            error(
+                hidden.span().start,
+                format!("hide {path:?} must be an absolute path or start with ~/, without . or .."),
+            );
+        }
+    }
+    if !raw.hide.is_empty() && !raw.confine {
+        error(name_at, "hide only says what a confined actor's runs do not see: set confine = true".into());
+    }
     let definition = ActorDefinition {
         name,
         executables: raw.executables,
@@ -156,6 +184,8 @@ pub(super) fn actor(raw: RawActor, location: SourceLocation, error: &mut dyn FnM
         run_by_users: raw.run_by_users,
         run_by_groups: raw.run_by_groups,
         taint_session: raw.taint_session,
+        confine: raw.confine,
+        hide: raw.hide.into_iter().map(Spanned::into_inner).collect(),
         description: raw.description,
         location,
     };
@@ -205,6 +235,22 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("a.toml:4:16: environment entry \"NOVALUE\"")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("a.toml:7:8: actor is never recognised")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("no [[actor]] named \"ghost\" is defined")), "{errors:?}");
+        let confined = load(&format!(
+            "[[actor]]\nname = \"a\"\nrun_by_users = [\"*\"]\nconfine = true\nhide = [\"~/.ssh/cm\", \"/srv/x.sock\"]\n{TARGET}"
+        ))
+        .unwrap();
+        assert!(confined.actors[0].confine);
+        assert_eq!(confined.actors[0].hide, ["~/.ssh/cm", "/srv/x.sock"]);
+        let errors = load(&format!(
+            "[[actor]]\nname = \"a\"\nrun_by_users = [\"*\"]\nhide = [\"relative.sock\", \"/a/../b\"]\n{TARGET}"
+        ))
+        .unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains("a.toml:4:9: hide \"relative.sock\" must be an absolute")),
+            "{errors:?}"
+        );
+        assert!(errors.iter().any(|e| e.contains("hide \"/a/../b\"")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("set confine = true")), "{errors:?}");
         let twice = "[[actor]]\nname = \"a\"\nmodules = [\"x\"]\n[[actor]]\nname = \"a\"\nmodules = [\"y\"]\n";
         assert!(load(&format!("{twice}{TARGET}")).unwrap_err()[0].contains("duplicate actor name \"a\""));
     }
