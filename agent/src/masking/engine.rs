@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{
     MaskError, MaskOutcome,
     detect::{Builtin, CustomDetector, DetectorId, Detectors, Match},
-    policy::{ColumnMatcher, DetectorSpec, MaskingPolicy},
+    policy::{ColumnMatcher, DetectorSpec, MaskingPolicy, rule_applies},
     strategy::{Replacement, Strategy, TokenKey},
 };
 
@@ -189,15 +189,16 @@ impl Masker {
     /// The masker for the person `user`, member of `groups`, on a target
     /// with masking `policy`; `key` makes deterministic tokens.
     pub fn new(policy: &MaskingPolicy, user: &str, groups: &[String], key: Arc<TokenKey>) -> Self {
-        Self::exempting(policy, |exemption| exemption.exempts(user, groups), key)
+        Self::exempting(policy, |exemption| exemption.exempts(user, groups), None, key)
     }
 
     /// The masker for the connection `subject` made: as [`Masker::new`]
     /// for a person, and with no exemption at all for an actor (an AI
     /// agent, a bot): exemptions are for people, not for what they run.
+    /// Rules naming actors apply to those actors' connections only.
     pub fn for_subject(policy: &MaskingPolicy, subject: &crate::policy::Subject<'_>, key: Arc<TokenKey>) -> Self {
         match subject.actor {
-            Some(_) => Self::exempting(policy, |_| false, key),
+            Some(actor) => Self::exempting(policy, |_| false, Some(actor), key),
             None => Self::new(policy, subject.user, subject.groups, key),
         }
     }
@@ -205,6 +206,7 @@ impl Masker {
     fn exempting(
         policy: &MaskingPolicy,
         exempts: impl Fn(&super::policy::Exemption) -> bool,
+        actor: Option<&str>,
         key: Arc<TokenKey>,
     ) -> Self {
         let exempt_all = exempts(&policy.exempt);
@@ -212,7 +214,7 @@ impl Masker {
         let mut builtin_strategies: [Strategy; Builtin::ALL.len()] = std::array::from_fn(|_| policy.strategy.clone());
         let mut custom = Vec::new();
         let mut custom_strategies = Vec::new();
-        for rule in &policy.detector_rules {
+        for rule in policy.detector_rules.iter().filter(|rule| rule_applies(&rule.actors, actor)) {
             let exempt = exempt_all || exempts(&rule.exempt);
             match &rule.detector {
                 DetectorSpec::Builtin(builtin) => {
@@ -238,7 +240,7 @@ impl Masker {
         let rules = policy
             .rules
             .iter()
-            .filter(|rule| !exempt_all && !exempts(&rule.exempt))
+            .filter(|rule| !exempt_all && !exempts(&rule.exempt) && rule_applies(&rule.actors, actor))
             .map(|rule| ActiveRule {
                 columns: rule.columns.clone(),
                 strategy: rule.strategy.clone(),

@@ -16,6 +16,7 @@
 //!
 //! [[target.masking.rules]]                # whole columns, whatever their content
 //! column = "public.customers.email"       # schema.table.column, or:
+//! # actors = ["coding-agent"]             # only for these actors' connections ("*": any actor)
 //! # column_pattern = "*ssn*"              # glob on the column name (schema.table.column if it has dots)
 //! # json_path = "$.items[*].token"        # HTTP targets: values in JSON answers (and all under them)
 //! strategy = "partial"
@@ -77,12 +78,23 @@ pub struct DetectorRule {
     pub strategy: Strategy,
     /// Who sees its hits unmasked.
     pub exempt: Exemption,
+    /// The actors it is for (`*`: any); empty: every connection.
+    pub actors: Vec<String>,
 }
 
 impl PartialEq for DetectorRule {
     fn eq(&self, other: &Self) -> bool {
-        self.detector == other.detector && self.strategy == other.strategy && self.exempt == other.exempt
+        self.detector == other.detector
+            && self.strategy == other.strategy
+            && self.exempt == other.exempt
+            && self.actors == other.actors
     }
+}
+
+/// Whether a rule for `actors` (empty: for everyone) applies to a
+/// connection by `actor` (`None`: the person's own).
+pub fn rule_applies(actors: &[String], actor: Option<&str>) -> bool {
+    actors.is_empty() || actor.is_some_and(|actor| actors.iter().any(|a| a == "*" || a == actor))
 }
 
 impl Eq for DetectorRule {}
@@ -122,6 +134,8 @@ pub struct ColumnRule {
     pub strategy: Strategy,
     /// Who sees them unmasked.
     pub exempt: Exemption,
+    /// The actors it is for (`*`: any); empty: every connection.
+    pub actors: Vec<String>,
     /// Where the rule starts.
     pub location: SourceLocation,
 }
@@ -211,6 +225,7 @@ impl MaskingPolicy {
             columns: ColumnMatcher::JsonPath(path.clone()),
             strategy: marker.clone(),
             exempt: Exemption::default(),
+            actors: Vec::new(),
             location: location.clone(),
         });
         policy.rules.splice(0..0, added);
@@ -228,6 +243,7 @@ impl MaskingPolicy {
             columns: ColumnMatcher::Pattern(format!("*{part}*")),
             strategy: Strategy::Redact { marker: Some(crate::redact::REDACTED.into()) },
             exempt: Exemption::default(),
+            actors: Vec::new(),
             location: location.clone(),
         });
         Self {
@@ -280,6 +296,7 @@ struct RawDetector {
     exempt_users: Vec<String>,
     #[serde(default)]
     exempt_groups: Vec<String>,
+    actors: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -295,6 +312,16 @@ struct RawRule {
     exempt_users: Vec<String>,
     #[serde(default)]
     exempt_groups: Vec<String>,
+    actors: Option<Spanned<Vec<String>>>,
+}
+
+/// A rule's `actors`; an empty list is a mistake (it would match nothing).
+fn rule_actors(actors: Option<Spanned<Vec<String>>>, error: &mut impl FnMut(usize, String)) -> Vec<String> {
+    let Some(actors) = actors else { return Vec::new() };
+    if actors.get_ref().is_empty() {
+        error(actors.span().start, "actors = [] matches no connection: name actors, or \"*\" for any".into());
+    }
+    actors.into_inner()
 }
 
 /// Longest custom regex accepted, compiled size: a policy must not be able
@@ -388,8 +415,9 @@ pub(crate) fn load(
             &strategy,
         );
         let exempt = Exemption { users: detector.exempt_users, groups: detector.exempt_groups };
+        let actors = rule_actors(detector.actors, &mut error);
         if let Some(detector) = spec {
-            detector_rules.push(DetectorRule { detector, strategy, exempt });
+            detector_rules.push(DetectorRule { detector, strategy, exempt, actors });
         }
     }
 
@@ -449,7 +477,8 @@ pub(crate) fn load(
         let strategy =
             strategy_or(&mut error, start, rule.strategy.as_ref(), rule.keep.as_ref(), rule.marker.as_ref(), &default);
         let exempt = Exemption { users: rule.exempt_users, groups: rule.exempt_groups };
-        rules.push(ColumnRule { columns, strategy, exempt, location: source.location(start) });
+        let actors = rule_actors(rule.actors, &mut error);
+        rules.push(ColumnRule { columns, strategy, exempt, actors, location: source.location(start) });
     }
 
     MaskingPolicy {

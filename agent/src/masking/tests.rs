@@ -545,3 +545,45 @@ fn json_keys_are_masked_without_detectors() {
     assert_eq!(text(&row[0]), Some(r#"{"work_email": "[masked]", "n": 1}"#));
     assert_eq!(text(&row[1]), Some("a@b.io"), "no detectors: free text passes");
 }
+
+#[test]
+fn rules_naming_actors_mask_only_for_those_actors() {
+    let text_policy = format!(
+        "[[actor]]\nname = \"coding-agent\"\nmodules = [\"aider\"]\n[[actor]]\nname = \"bot\"\nmodules = [\"bot\"]\n{}\n\
+         [[target.masking.rules]]\ncolumn = \"public.customers.name\"\nactors = [\"coding-agent\"]\n\n\
+         [[target.masking.detector]]\nname = \"extension\"\nregex = \"555-[0-9]{{4}}\"\nactors = [\"*\"]\n",
+        POLICY
+    );
+    let policy =
+        Policy::from_sources([(Path::new("prod.toml"), text_policy.as_str())]).unwrap_or_else(|e| panic!("{e}"));
+    let masking = policy.targets[0].masking.clone().unwrap();
+    let groups = vec!["dba".to_owned()];
+    let row = |actor: Option<&str>| {
+        let subject = crate::policy::Subject { actor, ..crate::policy::Subject::new("ann", &groups) };
+        let masker = Masker::for_subject(&masking, &subject, Arc::new(TokenKey::from_bytes(b"test key")));
+        let mut plan = masker.plan(&[col("name", Some("public.customers.name"), 25, 0), col("note", None, 25, 0)]);
+        let body = data_row(&[Some(b"Ann Lee"), Some(b"call 555-0101")]);
+        let mut out = Vec::new();
+        if plan.is_active() {
+            masker.mask_data_row(&body, &mut plan, &mut out).unwrap();
+        } else {
+            out = body;
+        }
+        parse_row(&out).iter().map(|v| text(v).map(str::to_owned)).collect::<Vec<_>>()
+    };
+    let person = row(None);
+    assert_eq!(person, [Some("Ann Lee".to_owned()), Some("call 555-0101".to_owned())], "a DBA herself: exempt");
+    let agent = row(Some("coding-agent"));
+    assert_eq!(agent[0].as_deref(), Some("[masked]"), "the rule is for the agent");
+    assert!(!agent[1].as_deref().unwrap().contains("555-0101"), "the detector is for any actor: {agent:?}");
+    let bot = row(Some("bot"));
+    assert_eq!(bot[0].as_deref(), Some("Ann Lee"), "the column rule names another actor");
+    assert!(!bot[1].as_deref().unwrap().contains("555-0101"), "{bot:?}");
+
+    let ghost = POLICY.to_owned() + "\n[[target.masking.rules]]\ncolumn_pattern = \"x\"\nactors = [\"ghost\"]\n";
+    let errors = Policy::from_sources([(Path::new("prod.toml"), ghost.as_str())]).unwrap_err().to_string();
+    assert!(errors.contains("names actor \"ghost\", which no [[actor]] defines"), "{errors}");
+    let empty = POLICY.to_owned() + "\n[[target.masking.rules]]\ncolumn_pattern = \"x\"\nactors = []\n";
+    let errors = Policy::from_sources([(Path::new("prod.toml"), empty.as_str())]).unwrap_err().to_string();
+    assert!(errors.contains("actors = [] matches no connection"), "{errors}");
+}

@@ -346,7 +346,10 @@ impl Loader {
         // Actors named by command and request rules must exist too.
         let command_actors = ssh.iter().flat_map(|s| s.commands.rules.iter().flat_map(|r| r.actors.iter()));
         let request_actors = https.iter().flat_map(|h| h.rules.iter().flat_map(|r| r.actors.iter()));
-        for name in command_actors.chain(request_actors).filter(|name| *name != "*") {
+        let masking_actors = masking.iter().flat_map(|m| {
+            m.rules.iter().flat_map(|r| r.actors.iter()).chain(m.detector_rules.iter().flat_map(|r| r.actors.iter()))
+        });
+        for name in command_actors.chain(request_actors).chain(masking_actors).filter(|name| *name != "*") {
             let message =
                 format!("a rule of target {:?} names actor {name:?}, which no [[actor]] defines", raw.name.get_ref());
             self.actor_references.push((name.clone(), source.diagnostic(start, message)));
