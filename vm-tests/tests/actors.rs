@@ -299,7 +299,7 @@ fn what_an_agent_hands_to_a_tmux_server_in_its_login_session_stays_the_agents() 
     if !privileged() {
         return;
     }
-    let t = actor_lab();
+    let mut t = actor_lab();
     let dir = t.lab.dir.path().join("sessions/alice");
     let mut session = LoginSession::open(t.lab.user("alice"), &t.lab.cgroups.clients, &dir);
     let socket = dir.join("tmux.sock");
@@ -327,6 +327,12 @@ fn what_an_agent_hands_to_a_tmux_server_in_its_login_session_stays_the_agents() 
     assert_eq!(actor["name"], "coding-agent", "{last}");
     assert!(actor["matched_by"].as_str().unwrap().starts_with("login session "), "{actor}");
     assert!(actor["chain"][0].as_str().unwrap().starts_with("psql["), "{actor}");
+
+    // Restarting the agent is no way out: the taint was saved.
+    t.lab.agent.as_mut().unwrap().restart();
+    assert!(session.run(&in_tmux("restarted.txt")).success());
+    let restarted = written(&dir.join("restarted.txt"));
+    assert!(!restarted.contains("@example.com") && restarted.lines().count() == 2, "{restarted}");
 
     // So is a detached job started from the session (setsid keeps the login session).
     let detached = format!("setsid nohup {} > {}/detached.txt 2>&1 &", psql.join(" "), dir.display());

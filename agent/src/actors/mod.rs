@@ -17,6 +17,7 @@
 
 pub mod confine;
 pub mod launch;
+pub mod taints;
 
 use std::{
     collections::HashMap,
@@ -56,21 +57,9 @@ pub struct Recogniser {
     /// creates actor cgroups: only those are trusted as labels.
     run_base: String,
     cache: Mutex<HashMap<ProcessKey, Arc<ProcessFacts>>>,
-    /// Login (audit) sessions an actor with `taint_session` ran in, by
-    /// session id: which actor, and since when.
-    tainted: Mutex<std::collections::BTreeMap<u32, Taint>>,
+    /// Login (audit) sessions an actor with `taint_session` ran in.
+    tainted: Mutex<taints::Taints>,
 }
-
-/// An actor ran in a login session.
-#[derive(Clone)]
-struct Taint {
-    actor: String,
-    since: String,
-}
-
-/// Tainted sessions remembered at most; the oldest (lowest ids: the
-/// kernel numbers sessions in order) are forgotten first.
-const TAINTED_SESSIONS: usize = 16_384;
 
 /// What an ancestor is running, beyond its executable, as far as read.
 #[derive(Clone, Default)]
@@ -101,7 +90,12 @@ impl Recogniser {
     /// A recogniser trusting actor cgroups under `run_base` (a cgroup path
     /// from the hierarchy root, see [`launch::ActorCgroups::base`]).
     pub fn new(run_base: String) -> Self {
-        Self { run_base, cache: Mutex::new(HashMap::new()), tainted: Mutex::default() }
+        Self::with_taints(run_base, taints::Taints::default())
+    }
+
+    /// As [`Recogniser::new`], with the tainted sessions an earlier run saved.
+    pub fn with_taints(run_base: String, tainted: taints::Taints) -> Self {
+        Self { run_base, cache: Mutex::new(HashMap::new()), tainted: Mutex::new(tainted) }
     }
 
     /// The actor behind `process`, if `actors` recognise one (directly,
@@ -117,7 +111,7 @@ impl Recogniser {
                 found
             }
             (None, Some(session)) => {
-                let taint = self.tainted.lock().unwrap_or_else(|p| p.into_inner()).get(&session).cloned()?;
+                let taint = self.tainted.lock().unwrap_or_else(|p| p.into_inner()).get(session).cloned()?;
                 Some(Actor {
                     name: taint.actor.clone(),
                     matched_by: format!(
@@ -134,16 +128,9 @@ impl Recogniser {
     /// Marks login session `session` as one actor `name` ran in (the first
     /// actor to run there keeps it).
     pub fn taint(&self, session: u32, name: &str) {
-        let mut tainted = self.tainted.lock().unwrap_or_else(|p| p.into_inner());
-        if tainted.contains_key(&session) {
-            return;
+        if self.tainted.lock().unwrap_or_else(|p| p.into_inner()).insert(session, name) {
+            tracing::info!(session, actor = name, "login session tainted by an actor");
         }
-        if tainted.len() >= TAINTED_SESSIONS {
-            tainted.pop_first();
-        }
-        let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        tainted.insert(session, Taint { actor: name.to_owned(), since });
-        tracing::info!(session, actor = name, "login session tainted by an actor");
     }
 
     fn recognise_directly(&self, actors: &[ActorDefinition], process: &ProcessInfo, proc_root: &Path) -> Option<Actor> {

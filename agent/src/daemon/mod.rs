@@ -129,6 +129,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let ssh_ca = Arc::new(crate::proxy::ssh::ca::SshCa::load_or_create(&config.state_dir.join("ssh"))?);
     privileges::drop_all_but_runtime_needs()?;
 
+    let tainted = crate::actors::taints::Taints::load(config.state_dir.join("actor-taints.json"), |session| {
+        crate::actors::taints::session_alive(std::path::Path::new("/proc"), session)
+    });
     let masking_key = Arc::new(crate::masking::TokenKey::load_or_create(&config.state_dir.join("masking.key"))?);
     let approvals = Arc::new(crate::approvals::Approvals::new(Arc::clone(&audit)));
     let (statements, statement_writer) = crate::proxy::postgres::recorder::StatementLog::new(Arc::clone(&audit));
@@ -161,7 +164,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         classifier: Default::default(),
         approvals,
         ssh_ca,
-        actors: crate::actors::Recogniser::new(actor_base),
+        actors: crate::actors::Recogniser::with_taints(actor_base, tainted),
         actor_cgroups,
         started: Instant::now(),
     });
