@@ -112,3 +112,23 @@ impl ActorCgroups {
         }
     }
 }
+
+/// Removes the base directory under `attach` and the cgroups of runs that
+/// ended (`airlock uninstall`); returns the base if it was there and is
+/// gone. A run still alive keeps it, and that is an error naming it.
+pub fn remove_base(attach: &Path) -> io::Result<Option<PathBuf>> {
+    let base = attach.join(BASE_DIR);
+    let entries = match std::fs::read_dir(&base) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) && std::fs::remove_dir(entry.path()).is_err() {
+            let message = format!("{} still runs commands (`airlock run`); stop them first", entry.path().display());
+            return Err(io::Error::other(message));
+        }
+    }
+    std::fs::remove_dir(&base)?;
+    Ok(Some(base))
+}

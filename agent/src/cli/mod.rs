@@ -375,6 +375,15 @@ impl Cli {
                 for path in crate::intercept::uninstall(&config.bpffs_dir)? {
                     println!("removed {}", path.display());
                 }
+                // Under systemd the actors' cgroups live in the service's
+                // own, which systemd removes; else under the attach cgroup.
+                let attach = match config.cgroup {
+                    Some(cgroup) => cgroup,
+                    None => crate::intercept::cgroup::cgroup2_root()?,
+                };
+                if let Some(base) = crate::actors::launch::remove_base(&attach)? {
+                    println!("removed {}", base.display());
+                }
                 Ok(std::process::ExitCode::SUCCESS)
             }
         }
