@@ -51,6 +51,9 @@ pub struct Config {
     /// OIDC identities; `None`: local Unix users and groups (for trying
     /// Airlock out).
     pub oidc: Option<crate::identity::oidc::OidcConfig>,
+    /// Where approvals are decided: this host only, or across hosts
+    /// through OpenBao.
+    pub approvals: crate::approvals::exchange::ApprovalsConfig,
 }
 
 /// `[audit]`: segments, checkpoints, durability, retention and who may read.
@@ -121,6 +124,7 @@ impl Default for Config {
             log: "info".into(),
             audit: AuditConfig::default(),
             oidc: None,
+            approvals: Default::default(),
         }
     }
 }
@@ -199,6 +203,7 @@ impl Config {
     pub fn from_str_at(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let source = SourceFile::new(path, text);
         let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Invalid(source.toml_error(&e)))?;
+        config.approvals.validate().map_err(|message| ConfigError::Invalid(Diagnostic::without_location(message)))?;
         let base = path.parent().unwrap_or(Path::new(""));
         for dir in [
             &mut config.policies_dir,
@@ -209,6 +214,11 @@ impl Config {
         ] {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
+            }
+        }
+        for file in [&mut config.approvals.token_file, &mut config.approvals.ca_file].into_iter().flatten() {
+            if file.is_relative() {
+                *file = base.join(&*file);
             }
         }
         Ok(config)
@@ -225,6 +235,16 @@ mod tests {
 
     fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_openbao_approvals_backend_must_say_where_and_with_what_token() {
+        let message = error("[approvals]\nbackend = \"openbao\"\naddress = \"https://bao:8200\"\n");
+        assert!(message.contains("needs address and token_file"), "{message}");
+        let message =
+            error("[approvals]\nbackend = \"openbao\"\naddress = \"https://b\"\ntoken_file = \"t\"\nhost = \"a/b\"\n");
+        assert!(message.contains("host \"a/b\""), "{message}");
+        assert!(error("[approvals]\nbackend = \"vault\"\n").contains("unknown variant"));
     }
 
     #[test]
@@ -264,6 +284,12 @@ ipv6 = false
 group = "security"
 retain_days = 90
 fsync = "always"
+
+[approvals]
+backend = "openbao"
+address = "https://bao.internal:8200"
+token_file = "credentials/approvals-token"
+host = "runner-7"
 "#,
         )
         .unwrap();
@@ -288,6 +314,13 @@ fsync = "always"
                     ..AuditConfig::default()
                 },
                 oidc: None,
+                approvals: crate::approvals::exchange::ApprovalsConfig {
+                    backend: crate::approvals::exchange::Backend::Openbao,
+                    address: Some("https://bao.internal:8200".into()),
+                    token_file: Some("/etc/airlock/credentials/approvals-token".into()),
+                    host: Some("runner-7".into()),
+                    ..Default::default()
+                },
             }
         );
     }

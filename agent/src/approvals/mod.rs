@@ -56,6 +56,10 @@ pub struct ApprovalRequest {
     /// if one does: approvers see that it is not the person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Box<crate::actors::Actor>>,
+    /// The host it waits on, for requests of other hosts (approvals
+    /// across hosts); `None`: this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// What waits: the statement, secrets redacted, truncated.
     pub statement: String,
     /// Why it is held.
@@ -216,14 +220,65 @@ pub struct Approvals {
     pending: Mutex<HashMap<String, Pending>>,
     /// (subject, target name) → grant.
     access: Mutex<HashMap<(String, String), AccessGrant>>,
+    /// With approvals across hosts: where filed and ended requests are
+    /// told, and this host's name.
+    exchange: std::sync::OnceLock<(tokio::sync::mpsc::UnboundedSender<ExchangeEvent>, String)>,
 }
 
+pub mod exchange;
 pub mod webhook;
+
+use exchange::{ExchangeEvent, signed::RequestDocument};
 
 impl Approvals {
     /// An empty set of requests recording to `audit`.
     pub fn new(audit: Arc<AuditLog>) -> Self {
-        Self { audit, pending: Mutex::new(HashMap::new()), access: Mutex::new(HashMap::new()) }
+        Self {
+            audit,
+            pending: Mutex::new(HashMap::new()),
+            access: Mutex::new(HashMap::new()),
+            exchange: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Tells filed and ended requests to the exchange of approvals across
+    /// hosts, where this host is `host`.
+    pub fn connect_exchange(&self, events: tokio::sync::mpsc::UnboundedSender<ExchangeEvent>, host: String) {
+        let _ = self.exchange.set((events, host));
+    }
+
+    fn tell_exchange(&self, event: impl FnOnce(&str) -> ExchangeEvent) {
+        if let Some((events, host)) = self.exchange.get() {
+            let _ = events.send(event(host));
+        }
+    }
+
+    /// Whether request `id` waits here.
+    pub fn is_pending(&self, id: &str) -> bool {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
+    }
+
+    /// The requests waiting here.
+    pub fn pending_requests(&self) -> Vec<ApprovalRequest> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).values().map(|p| p.request.clone()).collect()
+    }
+
+    /// Records that a decision from another host was not taken, and why
+    /// (a forged or mistaken one): the request keeps waiting.
+    pub fn refuse_remote(&self, request: &ApprovalRequest, claimed_approver: &str, why: &str) {
+        tracing::warn!(request = %request.id, claimed_approver, why, "a decision from OpenBao was refused");
+        let target = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(&request.id).map(|p| p.target.clone());
+        let recorded = self.audit.append(Event {
+            kind: "approval.decision_refused",
+            session: Some(&request.session),
+            identity: None,
+            process: None,
+            target: target.as_ref(),
+            detail: json!({ "request": request.id, "claimed_approver": claimed_approver, "why": why }),
+        });
+        if let Err(error) = recorded {
+            tracing::error!(%error, "a refused decision was not recorded");
+        }
     }
 
     /// Files a request for a held statement; the caller then
@@ -274,6 +329,7 @@ impl Approvals {
             requester: new.identity.user.clone(),
             requester_uid: new.identity.uid,
             actor: new.identity.actor.clone().map(Box::new),
+            host: None,
             statement,
             reason: new.reason.to_owned(),
             approvers: new.policy.describe_approvers(),
@@ -307,6 +363,16 @@ impl Approvals {
         if let Some(url) = &new.policy.webhook {
             webhook::requested(url, &request);
         }
+        self.tell_exchange(|host| {
+            ExchangeEvent::Filed(Box::new(RequestDocument {
+                version: 1,
+                host: host.to_owned(),
+                request_sha256: exchange::signed::request_digest(&request),
+                request: request.clone(),
+                approver_users: new.policy.users.clone(),
+                approver_groups: new.policy.groups.clone(),
+            }))
+        });
         Ok(request)
     }
 
@@ -324,6 +390,7 @@ impl Approvals {
             ids.iter().filter_map(|id| pending.remove(id)).collect()
         };
         for pending in expired {
+            self.tell_exchange(|_| ExchangeEvent::Ended(pending.request.id.clone()));
             if let Err(error) = self.record_decision(&pending, "approval.expired", None, None) {
                 tracing::error!(%error, request = %pending.request.id, "expiry not recorded");
             }
@@ -359,6 +426,7 @@ impl Approvals {
                     // Decided at the very last moment: take that decision.
                     return decision.await.unwrap_or(Decision::Expired);
                 };
+                self.tell_exchange(|_| ExchangeEvent::Ended(request.id.clone()));
                 let recorded = self.record_decision(&pending, "approval.expired", None, None);
                 if let Some(url) = &pending.policy.webhook {
                     webhook::decided(url, &pending.request, "expired", None, None);
@@ -371,6 +439,7 @@ impl Approvals {
     /// Withdraws a request whose session went away before a decision.
     pub fn withdraw(&self, id: &str) {
         if let Some(pending) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+            self.tell_exchange(|_| ExchangeEvent::Ended(id.to_owned()));
             let _ = self.record_decision(&pending, "approval.withdrawn", None, None);
         }
     }
@@ -397,6 +466,19 @@ impl Approvals {
         approve: bool,
         reason: Option<String>,
     ) -> Result<Decided, DecideError> {
+        self.decide_as(id, approver, approve, reason, false)
+    }
+
+    /// As [`Approvals::decide`]; `remote` when the decision came from
+    /// another host through the exchange (verified there), as its record says.
+    pub fn decide_as(
+        &self,
+        id: &str,
+        approver: &Identity,
+        approve: bool,
+        reason: Option<String>,
+        remote: bool,
+    ) -> Result<Decided, DecideError> {
         self.expire_session_requests();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let entry = pending.get(id).ok_or_else(|| DecideError::NotFound(id.to_owned()))?;
@@ -413,10 +495,12 @@ impl Approvals {
             return Err(DecideError::NotApprover { id: id.to_owned(), approvers: entry.request.approvers.clone() });
         }
         let kind = if approve { "approval.approved" } else { "approval.denied" };
-        self.record_decision(entry, kind, Some(approver), reason.as_deref())
+        let via = if remote { "openbao" } else { "control socket" };
+        self.record_decision_via(entry, kind, Some(approver), reason.as_deref(), via)
             .map_err(|e| DecideError::Audit(e.to_string()))?;
         let Some(entry) = pending.remove(id) else { return Err(DecideError::NotFound(id.to_owned())) };
         drop(pending);
+        self.tell_exchange(|_| ExchangeEvent::Ended(id.to_owned()));
         let by = approver.user.clone();
         if let Some(url) = &entry.policy.webhook {
             let verdict = if approve { "approved" } else { "denied" };
@@ -450,17 +534,33 @@ impl Approvals {
         approver: Option<&Identity>,
         reason: Option<&str>,
     ) -> Result<u64, AuditError> {
+        self.record_decision_via(pending, kind, approver, reason, "")
+    }
+
+    /// Records a decision; `via` (when not empty) says how it arrived.
+    fn record_decision_via(
+        &self,
+        pending: &Pending,
+        kind: &str,
+        approver: Option<&Identity>,
+        reason: Option<&str>,
+        via: &str,
+    ) -> Result<u64, AuditError> {
+        let mut detail = json!({
+            "request": pending.request.id,
+            "requester": pending.request.requester,
+            "reason": reason,
+        });
+        if !via.is_empty() {
+            detail["via"] = json!(via);
+        }
         self.audit.append(Event {
             kind,
             session: Some(&pending.request.session),
             identity: approver,
             process: None,
             target: Some(&pending.target),
-            detail: json!({
-                "request": pending.request.id,
-                "requester": pending.request.requester,
-                "reason": reason,
-            }),
+            detail,
         })
     }
 }

@@ -5,6 +5,7 @@
 
 mod caller;
 pub mod client;
+mod remote;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -85,10 +85,13 @@ async fn handle(stream: UnixStream, state: &Arc<AgentState>) -> anyhow::Result<(
         (Ok(_), Err(error)) => Response::Error { message: format!("who are you? {error}") },
         (Ok(Request::Status), Ok(caller)) => status(state, caller.uid),
         (Ok(Request::Approvals), Ok(caller)) => match caller_identity(state, &caller) {
-            Ok(identity) => Response::Approvals(state.approvals.visible_to(&identity)),
+            Ok(identity) => super::remote::approvals(state, &identity).await,
             Err(message) => Response::Error { message },
         },
         (Ok(Request::Decide { id, approve, reason }), Ok(caller)) => match caller_identity(state, &caller) {
+            Ok(identity) if state.exchange.is_some() && !state.approvals.is_pending(&id) => {
+                super::remote::decide(state, &identity, &id, approve, reason).await
+            }
             Ok(identity) => match state.approvals.decide(&id, &identity, approve, reason) {
                 Ok(decided) => {
                     crate::daemon::access::end_when_window_closes(state, &decided);

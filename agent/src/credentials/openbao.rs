@@ -62,12 +62,29 @@ impl OpenBao {
     /// Logs in at the JWT auth method mounted at `auth_mount` as `role` with
     /// the person's `jwt`; returns this client acting as the person.
     pub async fn as_person(self, auth_mount: &str, role: &str, jwt: &Secret) -> Result<Self, CredentialError> {
+        self.login_jwt(auth_mount, role, jwt).await.map(|(person, _)| person)
+    }
+
+    /// As [`OpenBao::as_person`], also returning the person's OpenBao entity id.
+    pub async fn login_jwt(
+        self,
+        auth_mount: &str,
+        role: &str,
+        jwt: &Secret,
+    ) -> Result<(Self, String), CredentialError> {
         let body = serde_json::json!({ "role": role, "jwt": jwt.expose() });
         let answer = self.call("POST", &format!("/v1/auth/{auth_mount}/login"), Some(&body)).await?;
         let token = answer["auth"]["client_token"]
             .as_str()
             .ok_or_else(|| self.error(format!("no client_token from JWT auth role {role:?}")))?;
-        Ok(Self { token: BaoToken::Person(Secret::new(token.to_owned())), ..self })
+        let entity = answer["auth"]["entity_id"].as_str().unwrap_or_default().to_owned();
+        Ok((Self { token: BaoToken::Person(Secret::new(token.to_owned())), ..self }, entity))
+    }
+
+    /// Calls `METHOD /v1/PATH` (PATH may carry a query) with this client's
+    /// token; the JSON answer (`null` when empty).
+    pub async fn call_json(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CredentialError> {
+        self.call(method, &format!("/v1/{path}"), body).await
     }
 
     /// Reads a login for `role`.

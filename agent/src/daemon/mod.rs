@@ -84,6 +84,8 @@ pub struct AgentState {
     /// Where `airlock run --actor` puts commands; `None` if the agent could
     /// not make its cgroup directory (then `airlock run` is refused).
     pub actor_cgroups: Option<crate::actors::launch::ActorCgroups>,
+    /// Approvals across hosts through OpenBao, when configured.
+    pub exchange: Option<Arc<crate::approvals::exchange::Exchange>>,
     /// When the agent started.
     pub started: Instant,
 }
@@ -134,6 +136,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     });
     let masking_key = Arc::new(crate::masking::TokenKey::load_or_create(&config.state_dir.join("masking.key"))?);
     let approvals = Arc::new(crate::approvals::Approvals::new(Arc::clone(&audit)));
+    let exchange = match config.approvals.backend {
+        crate::approvals::exchange::Backend::Local => None,
+        crate::approvals::exchange::Backend::Openbao => Some(Arc::new(
+            crate::approvals::exchange::Exchange::new(&config.approvals)
+                .map_err(|e| anyhow::anyhow!("[approvals]: {e}"))?,
+        )),
+    };
     let (statements, statement_writer) = crate::proxy::postgres::recorder::StatementLog::new(Arc::clone(&audit));
     let logins = config.oidc.clone().map(|oidc| Arc::new(Logins::new(oidc, cgroup_root.clone(), Arc::clone(&audit))));
     let identity: Box<dyn IdentityProvider> = match &logins {
@@ -166,6 +175,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ssh_ca,
         actors: crate::actors::Recogniser::with_taints(actor_base, tainted),
         actor_cgroups,
+        exchange: exchange.clone(),
         started: Instant::now(),
     });
     // One thread runs every session, as an event loop: beside a database
@@ -175,6 +185,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
         statement_writer.spawn().context("starting the statement record writer")?;
+        if let Some(exchange) = exchange {
+            let (events, received) = tokio::sync::mpsc::unbounded_channel();
+            state.approvals.connect_exchange(events, exchange.host().to_owned());
+            tokio::spawn(exchange.run(Arc::clone(&state.approvals), received));
+        }
         if let Some(logins) = logins {
             tokio::spawn(logins.maintain());
         }
