@@ -6,8 +6,11 @@ pub struct Bao {
     child: std::process::Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
-    /// The CA of its certificate.
+    /// The CA of its certificate (the dev server's; none for [`Bao::start_persistent`]).
     pub ca_file: std::path::PathBuf,
+    root_token: String,
+    /// For a server that keeps its data: its config and unseal key.
+    persistent: Option<(std::path::PathBuf, String)>,
 }
 
 impl Bao {
@@ -21,7 +24,8 @@ impl Bao {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("bao (installed by cargo xtask setup)");
-        let bao = Self { child, addr, ca_file: cert_dir.join("vault-ca.pem") };
+        let bao =
+            Self { child, addr, ca_file: cert_dir.join("vault-ca.pem"), root_token: "root".into(), persistent: None };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !(std::net::TcpStream::connect(&bao.addr).is_ok() && bao.cli(&["status"]).is_ok()) {
             assert!(std::time::Instant::now() < deadline, "OpenBao did not start within 30 s");
@@ -30,15 +34,109 @@ impl Bao {
         bao
     }
 
+    /// A `bao server` keeping its data in files under `dir`, on loopback
+    /// over plain HTTP (Airlock speaks plain HTTP to loopback only),
+    /// initialised with one unseal key and unsealed: unlike the dev server
+    /// it comes back with everything after [`Bao::restart`].
+    pub fn start_persistent(dir: &std::path::Path) -> Self {
+        let (addr, cluster) = (free_loopback_port(), free_loopback_port());
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("mkdir OpenBao data");
+        let config = dir.join("bao.hcl");
+        std::fs::write(
+            &config,
+            format!(
+                "storage \"raft\" {{\n  path = \"{data}\"\n  node_id = \"node1\"\n}}\n\
+                 listener \"tcp\" {{\n  address = \"{addr}\"\n  cluster_address = \"{cluster}\"\n  tls_disable = true\n}}\n\
+                 api_addr = \"http://{addr}\"\ncluster_addr = \"http://{cluster}\"\n",
+                data = data.display()
+            ),
+        )
+        .expect("write the OpenBao config");
+        let child = Self::spawn_server(&config);
+        let mut bao = Self {
+            child,
+            addr,
+            ca_file: std::path::PathBuf::new(),
+            root_token: String::new(),
+            persistent: Some((config, String::new())),
+        };
+        bao.wait_for_port();
+        let init = bao.cli(&["operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json"]).expect("init");
+        let init: serde_json::Value = serde_json::from_str(&init).expect("init answers JSON");
+        bao.root_token = init["root_token"].as_str().expect("a root token").to_owned();
+        let key = init["unseal_keys_b64"][0].as_str().expect("an unseal key").to_owned();
+        if let Some((_, unseal)) = &mut bao.persistent {
+            *unseal = key;
+        }
+        bao.unseal();
+        bao
+    }
+
+    fn spawn_server(config: &std::path::Path) -> std::process::Child {
+        std::process::Command::new("bao")
+            .arg("server")
+            .arg(format!("-config={}", config.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("bao (installed by cargo xtask setup)")
+    }
+
+    fn wait_for_port(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(&self.addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "OpenBao did not listen within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn unseal(&self) {
+        let (_, key) = self.persistent.as_ref().expect("a persistent server");
+        self.cli(&["operator", "unseal", key]).expect("unseal");
+        // Unsealed, a single raft node still has to elect itself leader.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let leads = || {
+            self.cli(&["read", "-format=json", "sys/leader"])
+                .ok()
+                .and_then(|out| serde_json::from_str::<serde_json::Value>(&out).ok())
+                .is_some_and(|leader| leader["data"]["is_self"] == true)
+        };
+        while !leads() {
+            assert!(std::time::Instant::now() < deadline, "OpenBao did not become active within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (a persistent one: see [`Bao::restart`]).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped persistent server again and unseals it.
+    pub fn restart(&mut self) {
+        let (config, _) = self.persistent.clone().expect("only a persistent server restarts with its data");
+        self.stop();
+        self.child = Self::spawn_server(&config);
+        self.wait_for_port();
+        self.unseal();
+    }
+
+    /// Its address as a URL.
+    pub fn url(&self) -> String {
+        let scheme = if self.persistent.is_some() { "http" } else { "https" };
+        format!("{scheme}://{}", self.addr)
+    }
+
     /// Runs the `bao` CLI against it with the root token; stdout, or stderr on failure.
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = std::process::Command::new("bao")
-            .args(args)
-            .env("BAO_ADDR", format!("https://{}", self.addr))
-            .env("BAO_CACERT", &self.ca_file)
-            .env("BAO_TOKEN", "root")
-            .output()
-            .map_err(|e| e.to_string())?;
+        let mut command = std::process::Command::new("bao");
+        command.args(args).env("BAO_ADDR", self.url()).env("BAO_TOKEN", &self.root_token);
+        if self.persistent.is_none() {
+            command.env("BAO_CACERT", &self.ca_file);
+        }
+        let out = command.output().map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {

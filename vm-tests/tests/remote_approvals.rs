@@ -48,10 +48,8 @@ fn approvals_config(bao: &Bao, lab: &Lab, host: &str) -> String {
     fs::write(&token_file, token.trim()).unwrap();
     set_mode(&token_file, 0o600);
     format!(
-        "[approvals]\nbackend = \"openbao\"\naddress = \"https://{addr}\"\nca_file = \"{ca}\"\ntoken_file = \"{token}\"\n\
-         host = \"{host}\"\npoll_ms = 100\n",
-        addr = bao.addr,
-        ca = bao.ca_file.display(),
+        "[approvals]\nbackend = \"openbao\"\naddress = \"{url}\"\ntoken_file = \"{token}\"\nhost = \"{host}\"\npoll_ms = 100\n",
+        url = bao.url(),
         token = token_file.display(),
     )
 }
@@ -66,9 +64,10 @@ fn hosts() -> Hosts {
     let provider = OidcProvider::start("RS256", 300);
     let mut a = Lab::new(&["alice"]);
     let b = Lab::new(&["bob", "carol", "alice"]);
-    let bao_dir = a.dir.path().join("bao-tls");
+    // One that keeps its data: the test stops and restarts it mid-request.
+    let bao_dir = a.dir.path().join("bao");
     fs::create_dir_all(&bao_dir).unwrap();
-    let bao = Bao::start(&bao_dir);
+    let bao = Bao::start_persistent(&bao_dir);
     for command in [&["secrets", "enable", "-path=airlock", "kv-v2"][..], &["secrets", "enable", "transit"]] {
         bao.cli(command).unwrap_or_else(|e| panic!("{command:?}: {e}"));
     }
@@ -110,7 +109,7 @@ reason = "dropping tables waits for an engineer"
 
 [target.approvals]
 groups = ["eng"]
-timeout_seconds = 60
+timeout_seconds = 20
 "#
     );
     let config_a = oidc_config(&provider) + &approvals_config(&bao, &a, "host-a");
@@ -191,11 +190,11 @@ fn a_statement_held_on_one_host_is_decided_from_another_and_only_by_whom_policy_
     if !privileged() {
         return;
     }
-    let hosts = hosts();
+    let mut hosts = hosts();
     let mut alice = session(&hosts.a, "alice");
     login(&hosts, &hosts.a, &mut alice, "alice");
     let setup = alice.run(&format!(
-        "psql -h {} -U postgres -d postgres -X -At -c 'create table t1 (id int); create table t2 (id int)'",
+        "psql -h {} -U postgres -d postgres -X -At -c 'create table t1 (id int); create table t2 (id int); create table t3 (id int); create table t4 (id int)'",
         hosts.a.target.v4
     ));
     assert!(setup.success(), "{setup:?}\n{}", hosts.a.agent().log());
@@ -282,4 +281,37 @@ fn a_statement_held_on_one_host_is_decided_from_another_and_only_by_whom_policy_
     assert!(!out.success() && out.stderr.contains("not during the freeze"), "{out:?}");
     let gone = decide(&hosts, &mut bob, &format!("approve {id}"));
     assert!(!gone.success(), "a decided request is gone from OpenBao: {gone:?}");
+
+    // OpenBao goes away: a request filed meanwhile waits (host A says why
+    // in `airlock status`, host B's approvers are told they cannot see
+    // other hosts' requests) and is published, then decided, once it is back.
+    hosts.bao.stop();
+    let drop_t3 = held(&hosts, &mut alice, "drop table t3");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let status = hosts.a.agent().status();
+        if status["approvals_exchange"]["unreachable"].is_array() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "status never said OpenBao is away: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["approvals_exchange"]["unpublished"], 1, "{status}");
+    let blind = decide(&hosts, &mut bob, "approvals");
+    assert!(!blind.success() && blind.stderr.contains("cannot be read from OpenBao"), "{blind:?}");
+    hosts.bao.restart();
+    let request = request_seen_on_b(&hosts, &mut bob, "drop table t3");
+    let approved = decide(&hosts, &mut bob, &format!("approve {}", request["id"].as_str().unwrap()));
+    assert!(approved.success(), "{approved:?}\n{}", hosts.b.agent().log());
+    let out = drop_t3.wait(Duration::from_secs(20));
+    assert!(out.success(), "{out:?}\n{}", hosts.a.agent().log());
+    assert!(hosts.a.agent().status()["approvals_exchange"]["unreachable"].is_null());
+
+    // Nobody decides: it expires on host A and is taken down from OpenBao.
+    let drop_t4 = held(&hosts, &mut alice, "drop table t4");
+    let request = request_seen_on_b(&hosts, &mut bob, "drop table t4");
+    let out = drop_t4.wait(Duration::from_secs(40));
+    assert!(!out.success() && out.stderr.contains("was not decided before"), "{out:?}");
+    let late = decide(&hosts, &mut bob, &format!("approve {}", request["id"].as_str().unwrap()));
+    assert!(!late.success() && late.stderr.contains("no pending request"), "{late:?}");
 }

@@ -222,7 +222,14 @@ pub struct Approvals {
     access: Mutex<HashMap<(String, String), AccessGrant>>,
     /// With approvals across hosts: where filed and ended requests are
     /// told, and this host's name.
-    exchange: std::sync::OnceLock<(tokio::sync::mpsc::UnboundedSender<ExchangeEvent>, String)>,
+    exchange: std::sync::OnceLock<ExchangeLink>,
+}
+
+/// How [`Approvals`] reaches the exchange of approvals across hosts.
+struct ExchangeLink {
+    events: tokio::sync::mpsc::UnboundedSender<ExchangeEvent>,
+    host: String,
+    health: Arc<Mutex<exchange::ExchangeHealth>>,
 }
 
 pub mod exchange;
@@ -243,13 +250,48 @@ impl Approvals {
 
     /// Tells filed and ended requests to the exchange of approvals across
     /// hosts, where this host is `host`.
-    pub fn connect_exchange(&self, events: tokio::sync::mpsc::UnboundedSender<ExchangeEvent>, host: String) {
-        let _ = self.exchange.set((events, host));
+    pub fn connect_exchange(
+        &self,
+        events: tokio::sync::mpsc::UnboundedSender<ExchangeEvent>,
+        host: String,
+        health: Arc<Mutex<exchange::ExchangeHealth>>,
+    ) {
+        let _ = self.exchange.set(ExchangeLink { events, host, health });
     }
 
     fn tell_exchange(&self, event: impl FnOnce(&str) -> ExchangeEvent) {
-        if let Some((events, host)) = self.exchange.get() {
-            let _ = events.send(event(host));
+        if let Some(link) = self.exchange.get() {
+            let _ = link.events.send(event(&link.host));
+        }
+    }
+
+    /// How commands name `request`: `ID`, or with approvals across hosts
+    /// `HOST/ID`, which works from any of them.
+    pub fn command_id(&self, request: &ApprovalRequest) -> String {
+        match self.exchange.get() {
+            Some(link) => format!("{}/{}", link.host, request.id),
+            None => request.id.clone(),
+        }
+    }
+
+    /// The command that approves `request`, for notices; said with why
+    /// other hosts' approvers cannot see it yet, if OpenBao is away.
+    pub fn decide_command(&self, request: &ApprovalRequest) -> String {
+        let Some(link) = self.exchange.get() else { return format!("airlock approve {}", request.id) };
+        let mut command = format!("airlock approve {} (from any host)", self.command_id(request));
+        if let Some((error, since)) = &link.health.lock().unwrap_or_else(|p| p.into_inner()).unreachable {
+            command.push_str(&format!(
+                "; OpenBao is unreachable since {since} ({error}): approvers on other hosts see the request once it answers"
+            ));
+        }
+        command
+    }
+
+    /// `HOST/ID` of this host's own request `id`, as `ID`; else `id` as is.
+    pub fn local_id<'a>(&self, id: &'a str) -> &'a str {
+        match (self.exchange.get(), id.split_once('/')) {
+            (Some(link), Some((host, bare))) if host == link.host => bare,
+            _ => id,
         }
     }
 
@@ -361,7 +403,7 @@ impl Approvals {
         };
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(request.id.clone(), pending);
         if let Some(url) = &new.policy.webhook {
-            webhook::requested(url, &request);
+            webhook::requested(url, &request, &self.command_id(&request));
         }
         self.tell_exchange(|host| {
             ExchangeEvent::Filed(Box::new(RequestDocument {

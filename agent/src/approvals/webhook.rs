@@ -15,15 +15,16 @@ use crate::http::{self, Url};
 /// How long one delivery may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Notice of a filed request, sent on a task of its own.
-pub fn requested(url: &str, request: &ApprovalRequest) {
+/// Notice of a filed request, sent on a task of its own; commands name it
+/// `command_id` (`ID`, or `HOST/ID` with approvals across hosts).
+pub fn requested(url: &str, request: &ApprovalRequest, command_id: &str) {
     let who = match &request.actor {
         Some(actor) => format!("{}'s {} (an actor: {})", request.requester, actor.name, actor.matched_by),
         None => request.requester.clone(),
     };
     let text = format!(
-        "Airlock: {who} asks to run on {}: `{}` ({}). Approve: `airlock approve {}` — deny: `airlock deny {}`. Expires {}.",
-        request.target, request.statement, request.reason, request.id, request.id, request.expires
+        "Airlock: {who} asks to run on {}: `{}` ({}). Approve: `airlock approve {command_id}` — deny: `airlock deny {command_id}`. Expires {}.",
+        request.target, request.statement, request.reason, request.expires
     );
     send(url, json!({ "text": text, "airlock": { "event": "approval.requested", "request": request } }));
 }

@@ -43,6 +43,16 @@ fn print_table(status: &Status) {
         c.protected_port_connects, c.redirected, c.exempt, c.record_failed
     );
     println!("confined   {} connects of confined runs to the host's own services refused", c.confined_refused);
+    if let Some(exchange) = &status.approvals_exchange {
+        let state = match &exchange.unreachable {
+            None => "reachable".to_owned(),
+            Some((error, since)) => format!("UNREACHABLE since {since}: {error}"),
+        };
+        println!(
+            "approvals  across hosts as {} through OpenBao at {}: {state} · {} request(s) not yet published",
+            exchange.host, exchange.address, exchange.unpublished
+        );
+    }
     println!("\nTARGET               PROTOCOL  PORT   REDIRECTED  NETWORKS");
     for t in &status.targets {
         println!("{:<20} {:<9} {:<6} {:<11} {}", t.name, t.protocol, t.port, t.redirected, t.networks.join(", "));

@@ -106,6 +106,9 @@ pub struct Status {
     pub all_sessions: bool,
     /// eBPF counters.
     pub counters: Counters,
+    /// Approvals across hosts: whether OpenBao answers.
+    #[serde(default)]
+    pub approvals_exchange: Option<crate::approvals::exchange::ExchangeHealth>,
 }
 
 /// One protected target.

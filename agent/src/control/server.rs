@@ -89,10 +89,10 @@ async fn handle(stream: UnixStream, state: &Arc<AgentState>) -> anyhow::Result<(
             Err(message) => Response::Error { message },
         },
         (Ok(Request::Decide { id, approve, reason }), Ok(caller)) => match caller_identity(state, &caller) {
-            Ok(identity) if state.exchange.is_some() && !state.approvals.is_pending(&id) => {
+            Ok(identity) if state.exchange.is_some() && !state.approvals.is_pending(state.approvals.local_id(&id)) => {
                 super::remote::decide(state, &identity, &id, approve, reason).await
             }
-            Ok(identity) => match state.approvals.decide(&id, &identity, approve, reason) {
+            Ok(identity) => match state.approvals.decide(state.approvals.local_id(&id), &identity, approve, reason) {
                 Ok(decided) => {
                     crate::daemon::access::end_when_window_closes(state, &decided);
                     Response::Decided(decided.request)
@@ -215,6 +215,7 @@ fn status(state: &AgentState, caller_uid: u32) -> Response {
         sessions: state.sessions.summaries((!all_sessions).then_some(caller_uid)),
         all_sessions,
         counters,
+        approvals_exchange: state.exchange.as_ref().map(|exchange| exchange.health()),
     }))
 }
 

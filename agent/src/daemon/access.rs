@@ -50,8 +50,9 @@ pub fn check(
                 target.name, request.id, request.approvers
             ),
             hint: format!(
-                "An approver can run: airlock approve {}. Connect again once it is approved (the request expires {}).",
-                request.id, request.expires
+                "An approver can run: {}. Connect again once it is approved (the request expires {}).",
+                state.approvals.decide_command(&request),
+                request.expires
             ),
         }),
     })

@@ -187,7 +187,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         statement_writer.spawn().context("starting the statement record writer")?;
         if let Some(exchange) = exchange {
             let (events, received) = tokio::sync::mpsc::unbounded_channel();
-            state.approvals.connect_exchange(events, exchange.host().to_owned());
+            state.approvals.connect_exchange(events, exchange.host().to_owned(), exchange.health_handle());
             tokio::spawn(exchange.run(Arc::clone(&state.approvals), received));
         }
         if let Some(logins) = logins {

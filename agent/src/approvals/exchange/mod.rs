@@ -148,7 +148,7 @@ pub struct Exchange {
     jwt_mount: String,
     jwt_role: String,
     poll: Duration,
-    health: Mutex<ExchangeHealth>,
+    health: Arc<Mutex<ExchangeHealth>>,
     /// Decision versions already looked at, by request id.
     checked: Mutex<HashMap<String, u64>>,
 }
@@ -177,7 +177,11 @@ impl Exchange {
             ca_file: config.ca_file.clone(),
         };
         Ok(Self {
-            health: Mutex::new(ExchangeHealth { host: host.clone(), address: address.clone(), ..Default::default() }),
+            health: Arc::new(Mutex::new(ExchangeHealth {
+                host: host.clone(),
+                address: address.clone(),
+                ..Default::default()
+            })),
             host,
             bao,
             mount,
@@ -197,6 +201,11 @@ impl Exchange {
     /// Whether OpenBao answered lately.
     pub fn health(&self) -> ExchangeHealth {
         self.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The same, shared: what [`Approvals`] tells waiting clients.
+    pub fn health_handle(&self) -> Arc<Mutex<ExchangeHealth>> {
+        Arc::clone(&self.health)
     }
 
     fn noted<T>(&self, result: Result<T, String>) -> Result<T, String> {

@@ -356,7 +356,8 @@ impl<'a> Guard<'a> {
                 };
                 let id = &waiter.request.id;
                 let message = format!("airlock: waiting for approval of request {id}: {}", verdict.reason);
-                let hint = format!("{} can approve it with: airlock approve {id}", waiter.request.approvers);
+                let command = self.context.approvals.decide_command(&waiter.request);
+                let hint = format!("{} can approve it with: {command}", waiter.request.approvers);
                 let notice = ErrorFields::new("NOTICE", "01000", &message, Some(&hint)).to_notice_frame();
                 Decision::Held(Box::new(Hold { notice, waiter, frame: frame.clone() }))
             }

@@ -548,9 +548,10 @@ async fn screen(
             });
             let waiter = filed.map_err(|e| format!("the approval request cannot be recorded: {e}"))?;
             let notice = format!(
-                "airlock: waiting for approval of request {id} ({reason}); {approvers} can approve it with: airlock approve {id}\r\n",
+                "airlock: waiting for approval of request {id} ({reason}); {approvers} can approve it with: {command}\r\n",
                 id = waiter.request.id,
                 approvers = waiter.request.approvers,
+                command = context.shared.approvals.decide_command(&waiter.request),
             );
             let _ = client.extended_data_bytes(1, notice.into_bytes()).await;
             context.shared.approvals.refusal(waiter).await.map_or(Ok(true), Err)
