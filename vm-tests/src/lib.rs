@@ -14,6 +14,7 @@ pub mod netns;
 pub mod nginx;
 pub mod oidc;
 pub mod process;
+pub mod remote_approvals;
 pub mod session;
 pub mod sshd;
 pub mod users;

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
 //! throughput, each measured against the direct path (and a peer) in one run.
-//! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh] [https] [actors]` picks sections; default: all.
+//! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh] [https] [actors] [approvals]` picks sections; default: all.
 //! `airlock-bench soak` runs the load-and-footprint soak alone (`cargo xtask bench --soak`).
 //!
 //! The same binary plays several roles: the driver (default), an echo server
@@ -22,6 +22,7 @@ use airlock_vm_tests::{Lab, privileged};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod actors;
+mod approvals;
 mod audit;
 mod guardrails;
 mod https;
@@ -99,6 +100,10 @@ fn main() {
             if all || args.iter().any(|a| a == "actors") {
                 println!();
                 actors::run();
+            }
+            if all || args.iter().any(|a| a == "approvals") {
+                println!();
+                approvals::run();
             }
         }
     }
