@@ -151,12 +151,7 @@ fn airlock_script(lab: &Lab, args: &str) -> String {
 
 /// `airlock login` in `session` on `lab`, approved at the provider as `account`.
 pub fn login(hosts: &Hosts, lab: &Lab, session: &mut LoginSession, account: &str) {
-    let job = session.start(&airlock_script(lab, "login"));
-    let stderr = job.wait_for_stderr("Waiting for you", Duration::from_secs(20));
-    let uri = stderr.split("open ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a URL");
-    let code = stderr.split("shows the code ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a code");
-    hosts.provider.approve_device(uri.split('?').next().unwrap_or(uri), code, account);
-    let out = job.wait(Duration::from_secs(40));
+    let out = hosts.provider.device_login(session, &airlock_script(lab, "login"), account);
     assert!(out.success(), "{account} logs in: {out:?}\n{}", lab.agent().log());
 }
 

@@ -6,8 +6,7 @@
 use std::{fs, path::Path, time::Duration};
 
 use airlock_vm_tests::{
-    CommandOutput, Lab, LoginSession, SessionJob, TargetHost, bao::Bao, oidc::OidcProvider, privileged, run_as,
-    set_mode,
+    CommandOutput, Lab, LoginSession, TargetHost, bao::Bao, oidc::OidcProvider, privileged, run_as, set_mode,
 };
 use serde_json::{Value, json};
 
@@ -62,21 +61,10 @@ fn airlock_script(lab: &Lab, args: &str) -> String {
     format!("{} {args} --socket {}", lab.cli().display(), lab.agent().config.socket.display())
 }
 
-/// Runs `airlock login` in `session`, approves (or denies) it at the
-/// provider as `account`, and returns the CLI's outcome.
+/// Runs `airlock login` in `session`, approves it at the provider as
+/// `account`, and returns the CLI's outcome.
 fn device_login(lab: &Lab, provider: &OidcProvider, session: &mut LoginSession, account: &str) -> CommandOutput {
-    let job = session.start(&airlock_script(lab, "login"));
-    let (uri, code) = prompt(&job);
-    provider.approve_device(&uri, &code, account);
-    job.wait(Duration::from_secs(40))
-}
-
-/// The verification URI and user code `airlock login` printed.
-fn prompt(job: &SessionJob) -> (String, String) {
-    let stderr = job.wait_for_stderr("Waiting for you", Duration::from_secs(20));
-    let uri = stderr.split("open ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a URL");
-    let code = stderr.split("shows the code ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a code");
-    (uri.split('?').next().unwrap_or(uri).to_owned(), code.to_owned())
+    provider.device_login(session, &airlock_script(lab, "login"), account)
 }
 
 fn opened_by(lab: &Lab, uid: u32) -> Vec<Value> {
@@ -153,7 +141,7 @@ fn a_denied_device_login_and_a_refreshed_one() {
         LoginSession::open(lab.user("alice"), &lab.cgroups.clients, &lab.dir.path().join("sessions/alice"));
 
     let job = session.start(&airlock_script(&lab, "login"));
-    let (uri, code) = prompt(&job);
+    let (uri, code) = airlock_vm_tests::oidc::device_prompt(&job);
     provider.deny_device(&uri, &code, "alice");
     let denied = job.wait(Duration::from_secs(40));
     assert!(!denied.success() && denied.stderr.contains("access_denied"), "{denied:?}");
