@@ -188,7 +188,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         if let Some(exchange) = exchange {
             let (events, received) = tokio::sync::mpsc::unbounded_channel();
             state.approvals.connect_exchange(events, exchange.host().to_owned(), exchange.health_handle());
-            tokio::spawn(exchange.run(Arc::clone(&state.approvals), received));
+            let ending = Arc::clone(&state);
+            let on_decided = Box::new(move |decided: &crate::approvals::Decided| {
+                crate::daemon::access::end_when_window_closes(&ending, decided)
+            });
+            tokio::spawn(exchange.run(Arc::clone(&state.approvals), received, on_decided));
         }
         if let Some(logins) = logins {
             tokio::spawn(logins.maintain());

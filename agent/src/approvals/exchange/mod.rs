@@ -253,33 +253,40 @@ impl Exchange {
     }
 
     /// Names under a KV directory; none when it does not exist.
-    async fn list(&self, bao: &OpenBao, directory: &str) -> Result<Vec<String>, String> {
+    async fn list(&self, directory: &str) -> Result<Vec<String>, String> {
         let path = format!("{}?list=true", self.metadata_path(directory));
-        match bao.call_json("GET", &path, None).await {
-            Ok(answer) => Ok(answer["data"]["keys"]
+        Ok(self.read_or_missing(&path).await?.map_or_else(Vec::new, |answer| {
+            answer["data"]["keys"]
                 .as_array()
                 .map(|keys| keys.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default()),
-            Err(error) if error.to_string().contains("HTTP 404") => Ok(Vec::new()),
-            Err(error) => Err(error.to_string()),
+                .unwrap_or_default()
+        }))
+    }
+
+    /// GET `path` with this host's token; `None` when it is not there
+    /// (taken down, or a version someone deleted), which is no outage.
+    async fn read_or_missing(&self, path: &str) -> Result<Option<Value>, String> {
+        match self.bao.call_json("GET", path, None).await {
+            Ok(answer) => self.noted(Ok(Some(answer))),
+            Err(error) if error.to_string().contains("HTTP 404") => self.noted(Ok(None)),
+            Err(error) => self.noted(Err(error.to_string())),
         }
     }
 
     /// Decisions written for `pending` requests of this host since last
     /// looked, every version of each (oldest first).
     pub async fn new_decisions(&self, pending: &[String]) -> Result<Vec<DecisionDocument>, String> {
-        let listed = self.noted(self.list(&self.bao, &format!("decisions/{}/", self.host)).await)?;
+        let listed = self.list(&format!("decisions/{}/", self.host)).await?;
         let mut found = Vec::new();
         for id in pending.iter().filter(|id| listed.contains(id)) {
             let path = format!("decisions/{}/{id}", self.host);
-            let metadata = self.bao.call_json("GET", &self.metadata_path(&path), None).await;
-            let current =
-                self.noted(metadata.map_err(|e| e.to_string()))?["data"]["current_version"].as_u64().unwrap_or(0);
+            let Some(metadata) = self.read_or_missing(&self.metadata_path(&path)).await? else { continue };
+            let current = metadata["data"]["current_version"].as_u64().unwrap_or(0);
             let seen = self.checked.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied().unwrap_or(0);
             for version in seen + 1..=current {
-                let read =
-                    self.bao.call_json("GET", &format!("{}?version={version}", self.data_path(&path)), None).await;
-                let answer = self.noted(read.map_err(|e| e.to_string()))?;
+                let read = self.read_or_missing(&format!("{}?version={version}", self.data_path(&path))).await?;
+                // A version someone deleted hides nothing: the others are read.
+                let Some(answer) = read else { continue };
                 match serde_json::from_value::<DecisionDocument>(answer["data"]["data"].clone()) {
                     Ok(decision) => found.push(decision),
                     Err(error) => {
@@ -357,12 +364,14 @@ impl Exchange {
     /// Open requests of every host (this one's too), as published.
     pub async fn open_requests(&self) -> Result<Vec<RemoteRequest>, String> {
         let mut found = Vec::new();
-        let hosts = self.noted(self.list(&self.bao, "requests/").await)?;
+        let hosts = self.list("requests/").await?;
         for host in hosts.iter().filter_map(|h| h.strip_suffix('/')) {
-            for id in self.noted(self.list(&self.bao, &format!("requests/{host}/")).await)? {
-                let read = self.bao.call_json("GET", &self.data_path(&format!("requests/{host}/{id}")), None).await;
+            for id in self.list(&format!("requests/{host}/")).await? {
                 // Taken down between the list and the read: gone, not an outage.
-                let Ok(answer) = read else { continue };
+                let Some(answer) = self.read_or_missing(&self.data_path(&format!("requests/{host}/{id}"))).await?
+                else {
+                    continue;
+                };
                 if let Ok(document) = serde_json::from_value::<RequestDocument>(answer["data"]["data"].clone()) {
                     found.push(RemoteRequest { document });
                 }
@@ -431,7 +440,14 @@ impl Exchange {
     /// Runs this host's side: publishes what is filed, takes down what
     /// ended, and hands verified decisions to `approvals`. Requests that
     /// could not be published are tried again at each round.
-    pub async fn run(self: Arc<Self>, approvals: Arc<Approvals>, mut events: mpsc::UnboundedReceiver<ExchangeEvent>) {
+    /// `on_decided` sees each decision taken (to end sessions when an
+    /// access window it opened closes).
+    pub async fn run(
+        self: Arc<Self>,
+        approvals: Arc<Approvals>,
+        mut events: mpsc::UnboundedReceiver<ExchangeEvent>,
+        on_decided: Box<dyn Fn(&super::Decided) + Send>,
+    ) {
         let mut unpublished: Vec<RequestDocument> = Vec::new();
         let mut unretired: Vec<String> = Vec::new();
         let mut tick = tokio::time::interval(self.poll);
@@ -480,8 +496,9 @@ impl Exchange {
                             decision.reason.clone(),
                             true,
                         ) {
-                            Ok(_) => {
-                                tracing::info!(request = %request.id, approver = %approver.user, "decision from another host taken")
+                            Ok(decided) => {
+                                tracing::info!(request = %request.id, approver = %approver.user, "decision from another host taken");
+                                on_decided(&decided);
                             }
                             Err(error) => {
                                 approvals.refuse_remote(request, &decision.approver, &error.to_string());
