@@ -294,6 +294,27 @@ fn curl(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running curl: {e}"))
 }
 
+/// The verification URI (without its query) and user code `airlock login`
+/// printed on `job`'s stderr, waiting (bounded) for them.
+pub fn device_prompt(job: &crate::SessionJob) -> (String, String) {
+    let stderr = job.wait_for_stderr("Waiting for you", std::time::Duration::from_secs(20));
+    let uri = stderr.split("open ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a URL");
+    let code = stderr.split("shows the code ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a code");
+    (uri.split('?').next().unwrap_or(uri).to_owned(), code.to_owned())
+}
+
+impl OidcProvider {
+    /// Runs `login` (an `airlock login` command line) in `session`,
+    /// approves the device authorization it prints as `account`, and
+    /// returns the CLI's outcome.
+    pub fn device_login(&self, session: &mut crate::LoginSession, login: &str, account: &str) -> crate::CommandOutput {
+        let job = session.start(login);
+        let (uri, code) = device_prompt(&job);
+        self.approve_device(&uri, &code, account);
+        job.wait(std::time::Duration::from_secs(40))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,26 +452,5 @@ mod tests {
         let unsigned = provider.mint_ci_token(serde_json::json!({ "claims": { "aud": "x" }, "alg": "none" }));
         assert_eq!(jwt_header(&unsigned)["alg"], "none");
         assert!(unsigned.ends_with('.'), "{unsigned}");
-    }
-}
-
-/// The verification URI (without its query) and user code `airlock login`
-/// printed on `job`'s stderr, waiting (bounded) for them.
-pub fn device_prompt(job: &crate::SessionJob) -> (String, String) {
-    let stderr = job.wait_for_stderr("Waiting for you", std::time::Duration::from_secs(20));
-    let uri = stderr.split("open ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a URL");
-    let code = stderr.split("shows the code ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a code");
-    (uri.split('?').next().unwrap_or(uri).to_owned(), code.to_owned())
-}
-
-impl OidcProvider {
-    /// Runs `login` (an `airlock login` command line) in `session`,
-    /// approves the device authorization it prints as `account`, and
-    /// returns the CLI's outcome.
-    pub fn device_login(&self, session: &mut crate::LoginSession, login: &str, account: &str) -> crate::CommandOutput {
-        let job = session.start(login);
-        let (uri, code) = device_prompt(&job);
-        self.approve_device(&uri, &code, account);
-        job.wait(std::time::Duration::from_secs(40))
     }
 }
