@@ -70,6 +70,12 @@ impl Hosts {
     /// Host B protects nothing its people use here; they decide from there.
     /// Both look for decisions every `poll_ms`.
     pub fn start(poll_ms: u64) -> Hosts {
+        Self::start_with(poll_ms, "")
+    }
+
+    /// As [`Hosts::start`], with `approvals` (TOML lines) added to host
+    /// A's `[target.approvals]`.
+    pub fn start_with(poll_ms: u64, approvals: &str) -> Hosts {
         let provider = OidcProvider::start("RS256", 300);
         let mut a = Lab::new(&["alice", "bob"]);
         let b = Lab::new(&["bob", "carol", "alice"]);
@@ -119,7 +125,7 @@ reason = "dropping tables waits for an engineer"
 [target.approvals]
 groups = ["eng"]
 timeout_seconds = 20
-"#
+{approvals}"#
         );
         let config_a = oidc_config(&provider) + &approvals_config(&bao, &a, "host-a", poll_ms);
         a.start_agent_with(&policy_a, &config_a);

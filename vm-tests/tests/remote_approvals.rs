@@ -143,3 +143,41 @@ fn a_statement_held_on_one_host_is_decided_from_another_and_only_by_whom_policy_
     let late = decide(&hosts, &mut bob, &format!("approve {}", request["id"].as_str().unwrap()));
     assert!(!late.success() && late.stderr.contains("no pending request"), "{late:?}");
 }
+
+/// A target that opens only for a window someone approves: the window is
+/// approved from the other host, and the person gets in.
+#[test]
+fn an_access_window_is_opened_from_another_host() {
+    if !privileged() {
+        return;
+    }
+    let hosts = Hosts::start_with(100, "session_access_seconds = 60\n");
+    let mut alice = session(&hosts.a, "alice");
+    login(&hosts, &hosts.a, &mut alice, "alice");
+    let mut bob = session(&hosts.b, "bob");
+    login(&hosts, &hosts.b, &mut bob, "bob");
+    let psql = format!("psql -h {} -U postgres -d postgres -X -At -c 'select 42'", hosts.a.target.v4);
+    let first = alice.run(&psql);
+    assert!(!first.success() && first.stderr.contains("needs approval"), "{first:?}");
+    assert!(first.stderr.contains("airlock approve host-a/"), "the hint names the host: {first:?}");
+    let id = first.stderr.split("request ").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap().to_owned();
+
+    request_seen_on_b(&hosts, &mut bob, "");
+    let approved = decide(&hosts, &mut bob, &format!("approve host-a/{id}"));
+    assert!(approved.success(), "{approved:?}\n{}", hosts.b.agent().log());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = alice.run(&psql);
+        if again.success() {
+            assert_eq!(again.stdout, "42\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the window never opened: {again:?}\n{}", hosts.a.agent().log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let taken = records(&hosts.a, "approval.approved").pop().expect("A recorded the decision");
+    assert_eq!(
+        (taken["identity"]["user"].as_str(), taken["detail"]["via"].as_str()),
+        (Some("bob@example.com"), Some("openbao"))
+    );
+}
