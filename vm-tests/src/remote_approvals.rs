@@ -69,12 +69,13 @@ impl Hosts {
     /// Host A protects PostgreSQL: drops wait for someone in group `eng`.
     /// Host B protects nothing its people use here; they decide from there.
     /// Both look for decisions every `poll_ms`.
+    /// Requests expire after 45 s (room for a loaded machine).
     pub fn start(poll_ms: u64) -> Hosts {
-        Self::start_with(poll_ms, "")
+        Self::start_with(poll_ms, "timeout_seconds = 45\n")
     }
 
-    /// As [`Hosts::start`], with `approvals` (TOML lines) added to host
-    /// A's `[target.approvals]`.
+    /// As [`Hosts::start`], with `approvals` (TOML lines, `timeout_seconds`
+    /// among them) as the rest of host A's `[target.approvals]`.
     pub fn start_with(poll_ms: u64, approvals: &str) -> Hosts {
         let provider = OidcProvider::start("RS256", 300);
         let mut a = Lab::new(&["alice", "bob"]);
@@ -124,7 +125,6 @@ reason = "dropping tables waits for an engineer"
 
 [target.approvals]
 groups = ["eng"]
-timeout_seconds = 20
 {approvals}"#
         );
         let config_a = oidc_config(&provider) + &approvals_config(&bao, &a, "host-a", poll_ms);

@@ -138,7 +138,7 @@ fn a_statement_held_on_one_host_is_decided_from_another_and_only_by_whom_policy_
     // Nobody decides: it expires on host A and is taken down from OpenBao.
     let drop_t4 = held(&hosts, &mut alice, "drop table t4");
     let request = request_seen_on_b(&hosts, &mut bob, "drop table t4");
-    let out = drop_t4.wait(Duration::from_secs(40));
+    let out = drop_t4.wait(Duration::from_secs(70));
     assert!(!out.success() && out.stderr.contains("was not decided before"), "{out:?}");
     let late = decide(&hosts, &mut bob, &format!("approve {}", request["id"].as_str().unwrap()));
     assert!(!late.success() && late.stderr.contains("no pending request"), "{late:?}");
@@ -151,7 +151,7 @@ fn an_access_window_is_opened_from_another_host() {
     if !privileged() {
         return;
     }
-    let hosts = Hosts::start_with(100, "session_access_seconds = 60\n");
+    let hosts = Hosts::start_with(100, "timeout_seconds = 45\nsession_access_seconds = 60\n");
     let mut alice = session(&hosts.a, "alice");
     login(&hosts, &hosts.a, &mut alice, "alice");
     let mut bob = session(&hosts.b, "bob");

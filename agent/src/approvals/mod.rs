@@ -300,8 +300,10 @@ impl Approvals {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
     }
 
-    /// The requests waiting here.
+    /// The requests waiting here (session requests past their time
+    /// expire first, so the exchange takes them down promptly).
     pub fn pending_requests(&self) -> Vec<ApprovalRequest> {
+        self.expire_session_requests();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).values().map(|p| p.request.clone()).collect()
     }
 

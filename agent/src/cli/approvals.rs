@@ -16,9 +16,14 @@ pub fn list(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> any
             println!("{:<10} {:<12} {:<16} {:<22} {:<22} STATEMENT", "ID", "REQUESTER", "TARGET", "CREATED", "EXPIRES");
             for r in &requests {
                 let statement: String = r.statement.split_whitespace().collect::<Vec<_>>().join(" ");
+                // Another host's request is decided by HOST/ID.
+                let id = match &r.host {
+                    Some(host) => format!("{host}/{}", r.id),
+                    None => r.id.clone(),
+                };
                 println!(
                     "{:<10} {:<12} {:<16} {:<22} {:<22} {}",
-                    r.id, r.requester, r.target, r.created, r.expires, statement
+                    id, r.requester, r.target, r.created, r.expires, statement
                 );
                 if let Some(actor) = &r.actor {
                     println!("{:<10} asked by actor {} ({}) for {}", "", actor.name, actor.matched_by, r.requester);
@@ -43,8 +48,13 @@ pub fn decide(
     match client::call(&socket_path(socket, config)?, &Request::Decide { id, approve, reason })? {
         Response::Decided(request) => {
             let verdict = if approve { "approved" } else { "denied" };
+            let on = request
+                .host
+                .as_ref()
+                .map(|host| format!(", on host {host}, where it takes effect within a poll"))
+                .unwrap_or_default();
             println!(
-                "{verdict} request {} ({} on {}): {}",
+                "{verdict} request {} ({} on {}{on}): {}",
                 request.id, request.requester, request.target, request.statement
             );
             Ok(ExitCode::SUCCESS)
