@@ -525,6 +525,17 @@ fn a_confined_run_reaches_nothing_of_the_persons_outside_it() {
     let lift = confined(&t, &format!("unshare -Urm sh -c 'umount {agent_socket}; {list_keys}'"));
     assert_eq!(lift.code, Some(2), "{lift:?}");
 
+    // Started from inside a hidden directory, the run does not keep a way in.
+    let from_tmp = format!(
+        "cd {} && {} run --socket {} --actor sandboxed -- sh -c 'pwd; ls'",
+        t.lab.dir.path().display(),
+        t.cli.display(),
+        t.lab.agent().config.socket.display()
+    );
+    let inside = t.lab.run_as("alice", "sh", &["-c", &from_tmp]);
+    assert!(inside.stderr.contains("is hidden from this confined run"), "{inside:?}");
+    assert!(!inside.stdout.contains("policies"), "the lab directory under /tmp is not reachable: {inside:?}");
+
     for marker in ["by-agent", "by-agent-over-ssh", "by-at"] {
         assert!(!home.join(marker).exists(), "{marker}: something outside the run ran the agent's command");
     }

@@ -17,7 +17,9 @@
 //! 3. A Landlock domain: the command cannot trace, read (`/proc/PID/mem`,
 //!    `environ`) or signal the person's other processes, connect to their
 //!    abstract Unix sockets, or mount anything.
-//! 4. Descriptors beyond stdin, stdout and stderr close on exec.
+//! 4. Descriptors beyond stdin, stdout and stderr close on exec, and the
+//!    working directory is entered again by name (one below a hidden
+//!    directory would otherwise still reach what is under the cover).
 
 use std::{
     ffi::CString,
@@ -74,6 +76,7 @@ pub fn confine(hide: &[String]) -> Result<(), String> {
     let (uid, gid) = (Uid::current(), Gid::current());
     let home = User::from_uid(uid).ok().flatten().map(|user| user.dir);
     let hidden = what_to_hide(uid.as_raw(), home.as_deref(), hide, &listening_sockets());
+    let cwd = std::env::current_dir().map_err(|e| format!("reading the working directory: {e}"))?;
 
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("setting no_new_privs: {e}"))?;
     unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(|e| {
@@ -86,6 +89,24 @@ pub fn confine(hide: &[String]) -> Result<(), String> {
         .map_err(|e| format!("making / a slave mount: {e}"))?;
     for entry in &hidden {
         hide_one(entry, uid)?;
+    }
+    // The working directory still points below what was just covered: go
+    // there again by name, through the new mounts (or, if it is hidden now,
+    // to the home directory), so nothing is reached by a relative path.
+    if std::env::set_current_dir(&cwd).is_err() {
+        let fallback = home.clone().filter(|home| std::env::set_current_dir(home).is_ok());
+        let fallback = match fallback {
+            Some(home) => home,
+            None => {
+                std::env::set_current_dir("/").map_err(|e| format!("changing to /: {e}"))?;
+                PathBuf::from("/")
+            }
+        };
+        eprintln!(
+            "airlock run: {} is hidden from this confined run; starting in {}",
+            cwd.display(),
+            fallback.display()
+        );
     }
     restrict_with_landlock()?;
     caps::clear(None, caps::CapSet::Ambient).map_err(|e| format!("dropping capabilities: {e}"))?;
