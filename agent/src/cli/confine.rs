@@ -10,8 +10,9 @@
 //!    sockets are not there: fresh `/tmp` and `/var/tmp`, an empty
 //!    `/run/user/UID` (user manager, session D-Bus, gpg-agent, rootless
 //!    containers), `/run/screen`, the container runtimes' sockets, every
-//!    socket the person listens on elsewhere (a `tmux -S ~/sock`, an
-//!    ssh-agent, an ssh ControlMaster), and what the actor's `hide` lists.
+//!    listening socket the person owns (a `tmux -S ~/sock`, an ssh-agent,
+//!    an ssh ControlMaster) or may write through a group of theirs (docker,
+//!    libvirt, lxd), and what the actor's `hide` lists.
 //!    The mounts belong to a namespace the command has no capability in,
 //!    and are locked in any namespace it makes, so it cannot lift them.
 //! 3. A Landlock domain: the command cannot trace, read (`/proc/PID/mem`,
@@ -75,7 +76,10 @@ enum Hidden {
 pub fn confine(hide: &[String]) -> Result<(), String> {
     let (uid, gid) = (Uid::current(), Gid::current());
     let home = User::from_uid(uid).ok().flatten().map(|user| user.dir);
-    let hidden = what_to_hide(uid.as_raw(), home.as_deref(), hide, &listening_sockets());
+    let mut groups: Vec<u32> = nix::unistd::getgroups().unwrap_or_default().into_iter().map(Gid::as_raw).collect();
+    groups.push(gid.as_raw());
+    let person = Person { uid: uid.as_raw(), groups: &groups, home: home.as_deref() };
+    let hidden = what_to_hide(&person, hide, &listening_sockets());
     let cwd = std::env::current_dir().map_err(|e| format!("reading the working directory: {e}"))?;
 
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("setting no_new_privs: {e}"))?;
@@ -159,14 +163,31 @@ fn parse_listening(table: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whose sockets are hidden.
+struct Person<'a> {
+    uid: u32,
+    /// Every group of theirs (supplementary and primary).
+    groups: &'a [u32],
+    home: Option<&'a Path>,
+}
+
+impl Person<'_> {
+    /// Whether they own the socket, or may write it through a group of
+    /// theirs (docker, libvirt, lxd…: a runtime that runs what it is sent).
+    /// Sockets anyone may write are system services, left alone.
+    fn reaches(&self, meta: &fs::Metadata) -> bool {
+        meta.uid() == self.uid || (meta.mode() & 0o020 != 0 && self.groups.contains(&meta.gid()))
+    }
+}
+
 /// Everything to hide, directories first: the fixed places, the actor's
-/// list, and each socket of the person's (owned by `uid`) that listens
+/// list, and each listening socket the person reaches ([`Person::reaches`])
 /// outside the directories already hidden.
-fn what_to_hide(uid: u32, home: Option<&Path>, extra: &[String], listening: &[PathBuf]) -> Vec<Hidden> {
+fn what_to_hide(person: &Person<'_>, extra: &[String], listening: &[PathBuf]) -> Vec<Hidden> {
     let expand = |path: &str| -> Option<PathBuf> {
-        let path = path.replace("{uid}", &uid.to_string());
+        let path = path.replace("{uid}", &person.uid.to_string());
         match path.strip_prefix("~/") {
-            Some(rest) => home.map(|home| home.join(rest)),
+            Some(rest) => person.home.map(|home| home.join(rest)),
             None => Some(PathBuf::from(path)),
         }
     };
@@ -182,7 +203,7 @@ fn what_to_hide(uid: u32, home: Option<&Path>, extra: &[String], listening: &[Pa
     }
     for socket in listening {
         let Ok(meta) = fs::symlink_metadata(socket) else { continue };
-        if meta.file_type().is_socket() && meta.uid() == uid {
+        if meta.file_type().is_socket() && person.reaches(&meta) {
             files.push(socket.clone());
         }
     }
@@ -266,23 +287,39 @@ mod tests {
 
     #[test]
     fn what_to_hide_covers_fixed_places_the_persons_sockets_and_the_actors_list() {
-        let dir = tempfile::tempdir().unwrap();
-        let uid = nix::unistd::getuid().as_raw();
+        use std::os::unix::fs::PermissionsExt as _;
+        // Not under /tmp, which is hidden as a whole: the build tree.
+        let dir = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+        let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
         let mine = dir.path().join("mine.sock");
-        let _listener = std::os::unix::net::UnixListener::bind(&mine).unwrap();
+        let _mine = std::os::unix::net::UnixListener::bind(&mine).unwrap();
+        let runtime = dir.path().join("runtime.sock");
+        let _runtime = std::os::unix::net::UnixListener::bind(&runtime).unwrap();
+        fs::set_permissions(&runtime, fs::Permissions::from_mode(0o660)).unwrap();
         let plain = dir.path().join("plain-file");
         fs::write(&plain, "").unwrap();
         let extra_dir = dir.path().join("daemon");
         fs::create_dir(&extra_dir).unwrap();
-        let listening = vec![mine.clone(), plain.clone(), PathBuf::from("/nonexistent/x.sock")];
-        let hidden = what_to_hide(uid, Some(dir.path()), &["~/daemon".to_owned()], &listening);
+        let listening = vec![mine.clone(), runtime.clone(), plain.clone(), PathBuf::from("/nonexistent/x.sock")];
+        let sockets = |hidden: &[Hidden]| -> Vec<PathBuf> {
+            hidden.iter().filter_map(|h| if let Hidden::File(p) = h { Some(p.clone()) } else { None }).collect()
+        };
+        // Under /tmp (a checkout there) a socket needs no mount of its own.
+        let shown = |path: &PathBuf| !path.starts_with("/tmp");
+
+        let owner = Person { uid, groups: &[], home: Some(dir.path()) };
+        let hidden = what_to_hide(&owner, &["~/daemon".to_owned()], &listening);
         assert_eq!(hidden.first(), Some(&Hidden::Directory(PathBuf::from("/tmp"))));
         assert!(hidden.contains(&Hidden::Directory(extra_dir)), "{hidden:?}");
-        // Under /tmp (hidden as a whole) the socket needs no mount of its own.
-        let expected = if mine.starts_with("/tmp") { None } else { Some(Hidden::File(mine)) };
-        assert_eq!(hidden.iter().find(|h| matches!(h, Hidden::File(p) if p.ends_with("mine.sock"))), expected.as_ref());
-        assert!(!hidden.contains(&Hidden::File(plain)), "not a socket: {hidden:?}");
-        let someone_else = what_to_hide(uid + 1, None, &[], &[dir.path().join("mine.sock")]);
-        assert!(someone_else.iter().all(|h| matches!(h, Hidden::Directory(_)) || !matches!(h, Hidden::File(p) if p.ends_with("mine.sock"))));
+        assert_eq!(sockets(&hidden).contains(&mine), shown(&mine), "{hidden:?}");
+        assert!(!sockets(&hidden).contains(&plain), "not a socket: {hidden:?}");
+
+        // Someone else's socket: hidden when a group of theirs may write it.
+        let member = Person { uid: uid.wrapping_add(4242), groups: &[gid], home: None };
+        let hidden = sockets(&what_to_hide(&member, &[], &listening));
+        assert_eq!(hidden.contains(&runtime), shown(&runtime), "{hidden:?}");
+        assert!(!hidden.contains(&mine), "owner-only (0755 minus umask): not theirs to reach: {hidden:?}");
+        let outsider = Person { uid: uid.wrapping_add(4242), groups: &[gid.wrapping_add(4242)], home: None };
+        assert!(!sockets(&what_to_hide(&outsider, &[], &listening)).contains(&runtime));
     }
 }
