@@ -6,7 +6,7 @@
 
 use super::Response;
 use crate::{
-    approvals::{ApprovalRequest, DecideError, exchange::RemoteRequest},
+    approvals::{ApprovalRequest, DecideError, exchange::signed::RequestDocument},
     audit::Event,
     daemon::AgentState,
     identity::Identity,
@@ -32,9 +32,8 @@ pub async fn approvals(state: &AgentState, identity: &Identity) -> Response {
     visible.extend(
         remote
             .into_iter()
-            .filter(|r| r.document.host != exchange.host())
-            .filter(|r| {
-                let d = &r.document;
+            .filter(|d| d.host != exchange.host())
+            .filter(|d| {
                 crate::policy::matches_subject(&d.approver_users, &d.approver_groups, &subject)
                     || d.request.requester == identity.user
             })
@@ -44,8 +43,8 @@ pub async fn approvals(state: &AgentState, identity: &Identity) -> Response {
     Response::Approvals(visible)
 }
 
-fn shown(remote: RemoteRequest) -> ApprovalRequest {
-    ApprovalRequest { host: Some(remote.document.host), ..remote.document.request }
+fn shown(document: RequestDocument) -> ApprovalRequest {
+    ApprovalRequest { host: Some(document.host), ..document.request }
 }
 
 /// Decides request `id` (`ID` or `HOST/ID`) of another host as `approver`.
@@ -70,25 +69,22 @@ async fn decide_remote(
     reason: Option<String>,
 ) -> Result<ApprovalRequest, String> {
     let Some(exchange) = &state.exchange else { return Err(DecideError::NotFound(id.to_owned()).to_string()) };
-    let (host, bare) = match id.split_once('/') {
-        Some((host, bare)) => (Some(host), bare),
-        None => (None, id),
+    // HOST/ID is read directly; a bare ID is looked for on every host.
+    let found: Result<Vec<RequestDocument>, String> = match id.split_once('/') {
+        Some((host, bare)) => exchange.open_request(host, bare).await.map(|d| d.into_iter().collect()),
+        None => exchange.open_requests().await.map(|all| all.into_iter().filter(|d| d.request.id == id).collect()),
     };
-    let remote = exchange.open_requests().await.map_err(|e| format!("reading requests from OpenBao: {e}"))?;
-    let mut matching: Vec<RemoteRequest> = remote
-        .into_iter()
-        .filter(|r| r.document.request.id == bare && host.is_none_or(|h| h == r.document.host))
-        .filter(|r| r.document.host != exchange.host())
-        .collect();
+    let mut matching = found.map_err(|e| format!("reading requests from OpenBao: {e}"))?;
+    matching.retain(|d| d.host != exchange.host());
     let remote = match matching.len() {
         0 => return Err(DecideError::NotFound(id.to_owned()).to_string()),
         1 => matching.remove(0),
         _ => {
-            let hosts: Vec<&str> = matching.iter().map(|r| r.document.host.as_str()).collect();
-            return Err(format!("several hosts have a request {bare} ({}): name it HOST/{bare}", hosts.join(", ")));
+            let hosts: Vec<&str> = matching.iter().map(|d| d.host.as_str()).collect();
+            return Err(format!("several hosts have a request {id} ({}): name it HOST/{id}", hosts.join(", ")));
         }
     };
-    let request = &remote.document.request;
+    let request = &remote.request;
     if approver.actor.is_some() {
         return Err(DecideError::ByActor(id.to_owned()).to_string());
     }
@@ -99,7 +95,7 @@ async fn decide_remote(
         "deciding requests of other hosts needs your OIDC login on this host (`airlock login`): \
          OpenBao checks who you are with it",
     )?;
-    exchange.decide(&remote.document, approver, token, approve, reason.clone()).await?;
+    exchange.decide(&remote, approver, token, approve, reason.clone()).await?;
     let recorded = state.audit.append(Event {
         kind: "approval.decided_for_host",
         session: None,
@@ -107,7 +103,7 @@ async fn decide_remote(
         process: None,
         target: None,
         detail: serde_json::json!({
-            "host": remote.document.host,
+            "host": remote.host,
             "request": request.id,
             "requester": request.requester,
             "target": request.target,

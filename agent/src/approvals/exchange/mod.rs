@@ -132,13 +132,6 @@ pub struct ExchangeHealth {
     pub unpublished: usize,
 }
 
-/// A request of another host as an approver sees it.
-#[derive(Clone, Debug)]
-pub struct RemoteRequest {
-    /// The document as read.
-    pub document: RequestDocument,
-}
-
 /// The exchange: this host's side of it.
 pub struct Exchange {
     host: String,
@@ -362,22 +355,25 @@ impl Exchange {
     }
 
     /// Open requests of every host (this one's too), as published.
-    pub async fn open_requests(&self) -> Result<Vec<RemoteRequest>, String> {
+    pub async fn open_requests(&self) -> Result<Vec<RequestDocument>, String> {
         let mut found = Vec::new();
         let hosts = self.list("requests/").await?;
         for host in hosts.iter().filter_map(|h| h.strip_suffix('/')) {
             for id in self.list(&format!("requests/{host}/")).await? {
-                // Taken down between the list and the read: gone, not an outage.
-                let Some(answer) = self.read_or_missing(&self.data_path(&format!("requests/{host}/{id}"))).await?
-                else {
-                    continue;
-                };
-                if let Ok(document) = serde_json::from_value::<RequestDocument>(answer["data"]["data"].clone()) {
-                    found.push(RemoteRequest { document });
-                }
+                found.extend(self.open_request(host, &id).await?);
             }
         }
         Ok(found)
+    }
+
+    /// Request `id` of `host`, if it is still open (taken down, or never
+    /// published: `None`, not an outage).
+    pub async fn open_request(&self, host: &str, id: &str) -> Result<Option<RequestDocument>, String> {
+        if !valid_segment(host) || !valid_segment(id) {
+            return Ok(None);
+        }
+        let answer = self.read_or_missing(&self.data_path(&format!("requests/{host}/{id}"))).await?;
+        Ok(answer.and_then(|answer| serde_json::from_value(answer["data"]["data"].clone()).ok()))
     }
 
     /// Writes `approver`'s decision on `request` (of another host), signed
