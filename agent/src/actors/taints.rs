@@ -93,15 +93,18 @@ fn boot_id() -> Option<String> {
     std::fs::read_to_string(BOOT_ID).ok().map(|id| id.trim().to_owned())
 }
 
-/// Whether a process of audit session `session` is still running,
-/// reading `proc_root` (normally `/proc`).
-pub fn session_alive(proc_root: &Path, session: u32) -> bool {
-    let Ok(entries) = std::fs::read_dir(proc_root) else { return true };
-    entries.flatten().any(|entry| {
-        entry.file_name().to_str().is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()))
-            && std::fs::read_to_string(entry.path().join("sessionid"))
-                .is_ok_and(|id| id.trim().parse::<u32>() == Ok(session))
-    })
+/// The audit sessions some process runs in now, reading `proc_root`
+/// (normally `/proc`) once; `None` when it cannot be read.
+pub fn live_sessions(proc_root: &Path) -> Option<std::collections::HashSet<u32>> {
+    let entries = std::fs::read_dir(proc_root).ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter(|entry| entry.file_name().to_str().is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit())))
+            .filter_map(|entry| std::fs::read_to_string(entry.path().join("sessionid")).ok())
+            .filter_map(|id| id.trim().parse().ok())
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -135,7 +138,9 @@ mod tests {
         std::fs::write(proc.path().join("42/sessionid"), "7").unwrap();
         std::fs::create_dir(proc.path().join("self")).unwrap();
         std::fs::write(proc.path().join("self/sessionid"), "9").unwrap();
-        assert!(session_alive(proc.path(), 7));
-        assert!(!session_alive(proc.path(), 9), "only numbered entries are processes");
+        let live = live_sessions(proc.path()).unwrap();
+        assert!(live.contains(&7));
+        assert!(!live.contains(&9), "only numbered entries are processes");
+        assert_eq!(live_sessions(&proc.path().join("missing")), None);
     }
 }

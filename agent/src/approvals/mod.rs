@@ -540,7 +540,7 @@ impl Approvals {
         }
         let kind = if approve { "approval.approved" } else { "approval.denied" };
         let via = if remote { "openbao" } else { "control socket" };
-        self.record_decision_via(entry, kind, Some(approver), reason.as_deref(), via)
+        self.record_decision_via(entry, kind, Some(approver), reason.as_deref(), Some(via))
             .map_err(|e| DecideError::Audit(e.to_string()))?;
         let Some(entry) = pending.remove(id) else { return Err(DecideError::NotFound(id.to_owned())) };
         drop(pending);
@@ -578,24 +578,24 @@ impl Approvals {
         approver: Option<&Identity>,
         reason: Option<&str>,
     ) -> Result<u64, AuditError> {
-        self.record_decision_via(pending, kind, approver, reason, "")
+        self.record_decision_via(pending, kind, approver, reason, None)
     }
 
-    /// Records a decision; `via` (when not empty) says how it arrived.
+    /// Records a decision; `via` says how a person's decision arrived.
     fn record_decision_via(
         &self,
         pending: &Pending,
         kind: &str,
         approver: Option<&Identity>,
         reason: Option<&str>,
-        via: &str,
+        via: Option<&str>,
     ) -> Result<u64, AuditError> {
         let mut detail = json!({
             "request": pending.request.id,
             "requester": pending.request.requester,
             "reason": reason,
         });
-        if !via.is_empty() {
+        if let Some(via) = via {
             detail["via"] = json!(via);
         }
         self.audit.append(Event {

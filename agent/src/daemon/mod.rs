@@ -131,8 +131,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let ssh_ca = Arc::new(crate::proxy::ssh::ca::SshCa::load_or_create(&config.state_dir.join("ssh"))?);
     privileges::drop_all_but_runtime_needs()?;
 
+    // /proc read once, whatever the number of saved sessions; unreadable,
+    // every saved taint is kept (fail closed).
+    let live = crate::actors::taints::live_sessions(std::path::Path::new("/proc"));
     let tainted = crate::actors::taints::Taints::load(config.state_dir.join("actor-taints.json"), |session| {
-        crate::actors::taints::session_alive(std::path::Path::new("/proc"), session)
+        live.as_ref().is_none_or(|live| live.contains(&session))
     });
     let masking_key = Arc::new(crate::masking::TokenKey::load_or_create(&config.state_dir.join("masking.key"))?);
     let approvals = Arc::new(crate::approvals::Approvals::new(Arc::clone(&audit)));
