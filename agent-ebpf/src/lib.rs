@@ -27,6 +27,8 @@ pub mod map_names {
     pub const TARGET_HITS: &str = "TARGET_HITS";
     /// Hash: cgroup id of a confined `airlock run` → 1.
     pub const CONFINED: &str = "CONFINED";
+    /// Array of one: 1 while `CONFINED` holds any cgroup.
+    pub const CONFINING: &str = "CONFINING";
     /// Hash: IPv6-form address → 1, the host's own addresses beside loopback.
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
 }

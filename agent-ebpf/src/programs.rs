@@ -73,6 +73,17 @@ static TARGET_HITS: PerCpuArray<u64> = PerCpuArray::pinned(MAX_TARGET_IDS, 0);
 #[map]
 static CONFINED: HashMap<u64, u8> = HashMap::pinned(MAX_CONFINED_RUNS, 0);
 
+/// 1 while any confined run exists (set by the agent before the first one
+/// enters `CONFINED`, cleared when the last is gone): without one, a
+/// connect to an unprotected port still leaves on inlined array loads.
+#[map]
+static CONFINING: Array<u8> = Array::pinned(1, 0);
+
+#[inline(always)]
+fn confining() -> bool {
+    CONFINING.get(0).is_some_and(|flag| *flag != 0)
+}
+
 /// The host's own addresses beside loopback, kept by the agent: a local
 /// service is as near at 10.0.0.5 as at 127.0.0.1.
 #[map]
@@ -104,18 +115,22 @@ fn intercept(ctx: &SockAddrContext, orig_addr: [u8; 16], orig_port: u16, family:
     } else {
         None
     };
-    // SAFETY: helper with no arguments.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let Some(target) = target else {
         // A confined run reaches the host's own services only through the
         // gate: a local sshd, a container runtime's TCP socket, the
         // person's dev servers would take its commands as the person.
-        if unsafe { CONFINED.get(&cgroup_id) }.is_some() && is_local(&orig_addr) {
-            count(&STATS, Stat::ConfinedRefused as u32);
-            return Err(());
+        if confining() && is_local(&orig_addr) {
+            // SAFETY: helper with no arguments.
+            let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+            if unsafe { CONFINED.get(&cgroup_id) }.is_some() {
+                count(&STATS, Stat::ConfinedRefused as u32);
+                return Err(());
+            }
         }
         return Ok(None);
     };
+    // SAFETY: helper with no arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     if unsafe { EXEMPT_CGROUPS.get(&cgroup_id) }.is_some() {
         count(&STATS, Stat::Exempt as u32);
         return Ok(None);

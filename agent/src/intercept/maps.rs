@@ -45,6 +45,7 @@ pub struct InterceptMaps {
     stats: PerCpuArray<MapData, u64>,
     target_hits: PerCpuArray<MapData, u64>,
     confined: HashMap<MapData, u64, u8>,
+    confining: Array<MapData, u8>,
     local_addrs: HashMap<MapData, [u8; 16], u8>,
 }
 
@@ -92,12 +93,15 @@ impl InterceptMaps {
             stats: take(ebpf, map_names::STATS)?,
             target_hits: take(ebpf, map_names::TARGET_HITS)?,
             confined: take(ebpf, map_names::CONFINED)?,
+            confining: take(ebpf, map_names::CONFINING)?,
             local_addrs: take(ebpf, map_names::LOCAL_ADDRS)?,
         })
     }
 
-    /// Confines what runs in cgroup `cgroup_id`.
+    /// Confines what runs in cgroup `cgroup_id` (the programs look it up
+    /// once `CONFINING` says there is something to look up).
     pub fn confine(&mut self, cgroup_id: u64) -> Result<(), InterceptError> {
+        self.confining.set(0, 1, 0).map_err(map_err(map_names::CONFINING))?;
         self.confined.insert(cgroup_id, 1, 0).map_err(map_err(map_names::CONFINED))
     }
 
@@ -107,6 +111,9 @@ impl InterceptMaps {
         let gone: Vec<u64> = self.confined.keys().filter_map(Result::ok).filter(|id| !live.contains(id)).collect();
         for id in gone {
             self.confined.remove(&id).map_err(&err)?;
+        }
+        if self.confined.keys().next().is_none() {
+            self.confining.set(0, 0, 0).map_err(map_err(map_names::CONFINING))?;
         }
         Ok(())
     }
@@ -209,7 +216,7 @@ impl InterceptMaps {
 }
 
 /// (name, key size, value size, max entries) of every map this build uses.
-fn expected_layouts() -> [(&'static str, usize, usize, u32); 9] {
+fn expected_layouts() -> [(&'static str, usize, usize, u32); 10] {
     use std::mem::size_of;
     [
         (map_names::TARGETS, size_of::<Key<[u8; TARGET_KEY_LEN]>>(), size_of::<TargetValue>(), MAX_TARGET_ENTRIES),
@@ -220,6 +227,7 @@ fn expected_layouts() -> [(&'static str, usize, usize, u32); 9] {
         (map_names::STATS, size_of::<u32>(), size_of::<u64>(), STAT_COUNT),
         (map_names::TARGET_HITS, size_of::<u32>(), size_of::<u64>(), MAX_TARGET_IDS),
         (map_names::CONFINED, size_of::<u64>(), size_of::<u8>(), MAX_CONFINED_RUNS),
+        (map_names::CONFINING, size_of::<u32>(), size_of::<u8>(), 1),
         (map_names::LOCAL_ADDRS, size_of::<[u8; 16]>(), size_of::<u8>(), MAX_LOCAL_ADDRS),
     ]
 }
