@@ -82,12 +82,14 @@ pub enum Backend {
     Openbao,
 }
 
+const NEEDS_ADDRESS_AND_TOKEN: &str = "[approvals] backend = \"openbao\" needs address and token_file";
+
 impl ApprovalsConfig {
     /// Checks that an OpenBao backend says where and with what token.
     pub fn validate(&self) -> Result<(), String> {
         if self.backend == Backend::Openbao {
             if self.address.is_none() || self.token_file.is_none() {
-                return Err("[approvals] backend = \"openbao\" needs address and token_file".into());
+                return Err(NEEDS_ADDRESS_AND_TOKEN.into());
             }
             if self.poll_ms == Some(0) {
                 return Err("[approvals] poll_ms must be > 0".into());
@@ -151,7 +153,7 @@ impl Exchange {
     pub fn new(config: &ApprovalsConfig) -> Result<Self, String> {
         config.validate()?;
         let (Some(address), Some(token_file)) = (&config.address, &config.token_file) else {
-            return Err("[approvals] backend = \"openbao\" needs address and token_file".into());
+            return Err(NEEDS_ADDRESS_AND_TOKEN.into());
         };
         let host = match &config.host {
             Some(host) => host.clone(),
