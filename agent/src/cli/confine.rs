@@ -23,7 +23,6 @@
 //!    directory would otherwise still reach what is under the cover).
 
 use std::{
-    ffi::CString,
     fs,
     os::unix::fs::{FileTypeExt as _, MetadataExt as _},
     path::{Path, PathBuf},
@@ -249,9 +248,8 @@ fn restrict_with_landlock() -> Result<(), String> {
 }
 
 fn allow_execute_everywhere(ruleset: libc::c_int) -> Result<(), String> {
-    let root = CString::new("/").expect("no NUL");
     // SAFETY: a path with O_PATH, closed below.
-    let fd = unsafe { libc::open(root.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(format!("opening /: {}", std::io::Error::last_os_error()));
     }
