@@ -298,16 +298,14 @@ async fn serve(
             "targets": target_names(&state.policy()),
         }),
     })?;
-    notify::ready(&ready_status(&state.policy()));
-    tracing::info!(
-        listeners = ?listeners.iter().map(|l| l.local_addr().ok()).collect::<Vec<_>>(),
-        audit = %state.audit.path().display(),
-        "agent ready"
-    );
-
+    let addresses: Vec<_> = listeners.iter().map(|l| l.local_addr().ok()).collect();
+    // Each loop takes its reserve descriptor before readiness is announced:
+    // a ready agent can always refuse a connection in words.
     for listener in listeners {
-        tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+        tokio::spawn(accept_loop(listener, spare_descriptor(), Arc::clone(&state)));
     }
+    notify::ready(&ready_status(&state.policy()));
+    tracing::info!(listeners = ?addresses, audit = %state.audit.path().display(), "agent ready");
     tokio::spawn(release_memory_when_idle(Arc::clone(&state)));
     handle_signals(&state).await?;
     // Statement records still queued go in before the last checkpoint.
@@ -392,13 +390,12 @@ fn reload(state: &AgentState) {
     notify::ready(&ready_status(&state.policy()));
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<AgentState>) {
+async fn accept_loop(listener: TcpListener, mut spare: Option<std::fs::File>, state: Arc<AgentState>) {
     // A descriptor held in reserve. Out of descriptors (RLIMIT_NOFILE),
     // accept fails and the connection would wait in the backlog, its client
     // hanging without a word until some session ends; instead the reserve
     // is given up to take the connection, tell its client why in its own
     // protocol, record the refusal and close it, and is then taken again.
-    let mut spare = spare_descriptor();
     let mut exhausted = false;
     loop {
         match listener.accept().await {
