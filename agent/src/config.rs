@@ -54,6 +54,35 @@ pub struct Config {
     /// Where approvals are decided: this host only, or across hosts
     /// through OpenBao.
     pub approvals: crate::approvals::exchange::ApprovalsConfig,
+    /// Rotation of the SSH user CA.
+    #[serde(deserialize_with = "ssh_ca_rotation")]
+    pub ssh_ca: SshCaConfig,
+}
+
+/// `[ssh_ca]`: when the SSH user CA rotates. Its next key is published
+/// (`airlock ssh-ca --user` prints both) for `rotation_grace` before it
+/// signs: the time IT has to add it to targets' `TrustedUserCAKeys`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshCaConfig {
+    /// Rotate on a schedule (`airlock rotate` works either way).
+    pub rotate: bool,
+    /// Time between rotations, e.g. `"365d"`.
+    #[serde(deserialize_with = "duration")]
+    pub rotate_every: std::time::Duration,
+    /// How long the next key is published before it signs, e.g. `"30d"`.
+    #[serde(deserialize_with = "duration")]
+    pub rotation_grace: std::time::Duration,
+}
+
+impl Default for SshCaConfig {
+    fn default() -> Self {
+        Self {
+            rotate: true,
+            rotate_every: std::time::Duration::from_secs(365 * 86_400),
+            rotation_grace: std::time::Duration::from_secs(30 * 86_400),
+        }
+    }
 }
 
 /// `[audit]`: segments, checkpoints, durability, retention and who may read.
@@ -125,6 +154,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             oidc: None,
             approvals: Default::default(),
+            ssh_ca: SshCaConfig::default(),
         }
     }
 }
@@ -176,6 +206,24 @@ fn absolute<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf
         return Err(D::Error::custom("must be an absolute path (like /sys/fs/cgroup/...)"));
     }
     Ok(Some(path))
+}
+
+/// A duration as people write it: `"30d"`, `"15m"`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|e| D::Error::custom(format!("{text:?}: {e} (e.g. \"30d\", \"12h\")")))
+}
+
+/// The grace must end before the next rotation starts.
+fn ssh_ca_rotation<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SshCaConfig, D::Error> {
+    let config = SshCaConfig::deserialize(deserializer)?;
+    if config.rotate_every < std::time::Duration::from_secs(3600) {
+        return Err(D::Error::custom("ssh_ca.rotate_every must be at least 1h"));
+    }
+    if config.rotation_grace >= config.rotate_every {
+        return Err(D::Error::custom("ssh_ca.rotation_grace must be shorter than ssh_ca.rotate_every"));
+    }
+    Ok(config)
 }
 
 /// Both families off would leave the programs redirecting to a port nobody
@@ -290,6 +338,10 @@ backend = "openbao"
 address = "https://bao.internal:8200"
 token_file = "credentials/approvals-token"
 host = "runner-7"
+
+[ssh_ca]
+rotate_every = "90d"
+rotation_grace = "14d"
 "#,
         )
         .unwrap();
@@ -321,8 +373,22 @@ host = "runner-7"
                     host: Some("runner-7".into()),
                     ..Default::default()
                 },
+                ssh_ca: SshCaConfig {
+                    rotate: true,
+                    rotate_every: std::time::Duration::from_secs(90 * 86_400),
+                    rotation_grace: std::time::Duration::from_secs(14 * 86_400),
+                },
             }
         );
+    }
+
+    #[test]
+    fn ssh_ca_rotation_is_checked() {
+        assert_eq!(parse("").unwrap().ssh_ca, SshCaConfig::default());
+        assert!(error("[ssh_ca]\nrotate_every = \"yearly\"\n").contains("\"yearly\": "));
+        assert!(error("[ssh_ca]\nrotate_every = \"30m\"\n").contains("at least 1h"));
+        assert!(error("[ssh_ca]\nrotate_every = \"7d\"\n").contains("rotation_grace must be shorter"));
+        assert!(!parse("[ssh_ca]\nrotate = false\n").unwrap().ssh_ca.rotate);
     }
 
     #[test]

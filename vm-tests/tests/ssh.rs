@@ -844,3 +844,64 @@ fn recorded_input_leaves_out_what_the_terminal_did_not_echo() {
     assert!(inputs.iter().any(|i| i.contains("echo visible-line")), "{inputs:?}");
     assert!(inputs.iter().any(|i| i.contains("stty -echo; read pw")), "{inputs:?}");
 }
+
+#[test]
+fn the_user_ca_rotates_with_its_next_key_published_before_it_signs() {
+    if !privileged() {
+        return;
+    }
+    let (lab, known) = lab_with_sshd("");
+    let deploy = lab.user("deploy").name.clone();
+    let airlock = |args: &[&str]| {
+        let out = std::process::Command::new(airlock_vm_tests::agent::airlock_bin())
+            .args(args)
+            .args(["--config", &lab.agent().config.path.display().to_string()])
+            .output()
+            .expect("airlock");
+        assert!(out.status.success(), "airlock {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let trusted = lab.dir.path().join("sshd/user-ca.pub");
+    let old = airlock(&["ssh-ca", "--user"]);
+    assert_eq!(old.lines().count(), 1, "{old}");
+
+    let rotated = airlock(&["rotate", "web"]);
+    assert!(rotated.contains("rotated the SSH user CA (shared by every SSH target) of web"), "{rotated}");
+    assert!(rotated.contains("keeps working until"), "{rotated}");
+    // The next key is published beside the old one, which still signs; IT
+    // installs both on the targets.
+    let both = airlock(&["ssh-ca", "--user"]);
+    assert_eq!(both.lines().count(), 2, "{both}");
+    assert_eq!(both.lines().next(), old.lines().next());
+    std::fs::write(&trusted, &both).unwrap();
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo during"]);
+    assert_eq!(out.stdout, "during\n", "{out:?}");
+    let status = lab.agent().status();
+    let row = status["rotations"].as_array().unwrap().iter().find(|r| r["target"] == "web").unwrap().clone();
+    assert_eq!(row["step"], "set", "{row:#}");
+    assert!(row["retire_at"].is_null() || row["retire_at"].is_string());
+
+    // At once: the next key signs, the old one is no longer published.
+    airlock(&["rotate", "web", "--now"]);
+    let new = airlock(&["ssh-ca", "--user"]);
+    assert_eq!(new.lines().collect::<Vec<_>>(), [both.lines().nth(1).unwrap()]);
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo after"]);
+    assert_eq!(out.stdout, "after\n", "a target trusting both takes the new key's certificates: {out:?}");
+    // A target that trusts only the old key refuses: the old key signs no more.
+    std::fs::write(&trusted, &old).unwrap();
+    let out = ssh(&lab, &known, "alice", &deploy, &["echo stale"]);
+    assert!(!out.success() && out.stdout.is_empty(), "{out:?}");
+    let kinds: Vec<String> = lab
+        .agent()
+        .audit_records()
+        .into_iter()
+        .filter_map(|r| r["kind"].as_str().filter(|k| k.starts_with("credential.rotation.")).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["credential.rotation.published", "credential.rotation.published", "credential.rotation.switched"]
+    );
+    // No private key material anywhere in the record.
+    let audit = std::fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
+    assert!(!audit.contains("PRIVATE KEY"));
+}

@@ -44,7 +44,9 @@ pub fn decided(url: &str, request: &ApprovalRequest, verdict: &str, by: Option<&
     );
 }
 
-fn send(url: &str, body: serde_json::Value) {
+/// POSTs `body` to `url` on a task of its own (best effort, logged when it
+/// fails): approvals' notices, and other alerts for the same people.
+pub fn send(url: &str, body: serde_json::Value) {
     let url = match Url::parse(url) {
         Ok(url) => url,
         Err(error) => return tracing::warn!(%error, "approval webhook not sent"),

@@ -6,6 +6,7 @@ mod confine;
 mod kubeconfig;
 mod login;
 mod policy;
+mod rotate;
 mod run;
 mod status;
 mod trust;
@@ -179,7 +180,8 @@ enum Command {
     },
     /// Print the `@cert-authority` line for /etc/ssh/ssh_known_hosts that makes
     /// SSH clients trust the host certificates Airlock shows; with --user, the
-    /// user CA public key for targets' TrustedUserCAKeys.
+    /// user CA public keys for targets' TrustedUserCAKeys (two while a
+    /// rotation publishes the next key: install both).
     SshCa {
         /// Print the user CA (for targets) instead of the known_hosts line (for clients).
         #[arg(long)]
@@ -187,6 +189,22 @@ enum Command {
         /// Agent configuration file (for the state directory).
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Rotate a target's long-lived secret now (the embedded engine's admin
+    /// login, or OpenBao's root credential for the database): after a leak,
+    /// or when someone who knew it leaves. Root or the admin group only.
+    Rotate {
+        /// Target name from policy.
+        target: String,
+        /// No grace period: the old login stops working at once and its
+        /// sessions end.
+        #[arg(long)]
+        now: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        agent: AgentSocket,
     },
     /// Detach the programs and remove every pinned object. Interception stops
     /// until the agent starts again.
@@ -287,6 +305,9 @@ impl Cli {
             Command::Approvals { json, agent } => approvals::list(json, agent.socket, agent.config),
             Command::Approve { id, reason, agent } => approvals::decide(id, true, reason, agent.socket, agent.config),
             Command::Deny { id, reason, agent } => approvals::decide(id, false, reason, agent.socket, agent.config),
+            Command::Rotate { target, now, json, agent } => {
+                rotate::rotate(target, now, json, agent.socket, agent.config)
+            }
             Command::Login { token_file, json, agent } => {
                 login::login(token_file, json, &status::socket_path(agent.socket, agent.config)?)
             }

@@ -57,6 +57,26 @@ fn print_table(status: &Status) {
     for t in &status.targets {
         println!("{:<20} {:<9} {:<6} {:<11} {}", t.name, t.protocol, t.port, t.redirected, t.networks.join(", "));
     }
+    if !status.rotations.is_empty() {
+        println!("\nROTATION             SCHEDULE                   STEP      LAST ROTATED          NEXT DUE");
+        for r in &status.rotations {
+            let at = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".into());
+            println!(
+                "{:<20} {:<26} {:<9} {:<21} {}",
+                r.target,
+                r.schedule,
+                r.step,
+                at(&r.last_rotated),
+                at(&r.next_due)
+            );
+            if let Some(at) = &r.retire_at {
+                println!("{:<20} the old login works until {at}", "");
+            }
+            if let Some(error) = &r.last_error {
+                println!("{:<20} FAILED: {error}", "");
+            }
+        }
+    }
     let scope = if status.all_sessions { "all users" } else { "yours" };
     println!("\nSESSIONS ({}, {scope})", status.sessions.len());
     if !status.sessions.is_empty() {

@@ -43,6 +43,14 @@ pub enum Request {
     Whoami,
     /// End the caller's login (`airlock logout`).
     Logout,
+    /// Rotate a target's long-lived secret now (`airlock rotate`); root or
+    /// the admin group only.
+    Rotate {
+        /// Target name.
+        target: String,
+        /// No grace period: the old secret stops working at once.
+        now: bool,
+    },
     /// Move the caller into a new cgroup labelled as `actor`, before it
     /// runs a command there (`airlock run --actor`).
     RunAsActor {
@@ -78,6 +86,8 @@ pub enum Response {
         #[serde(default)]
         hide: Vec<String>,
     },
+    /// Answer to [`Request::Rotate`].
+    Rotated(crate::credentials::rotation::RotationReport),
     /// The request failed or was not allowed.
     Error {
         /// Why, for the person at the terminal.
@@ -109,6 +119,9 @@ pub struct Status {
     /// Approvals across hosts: whether OpenBao answers.
     #[serde(default)]
     pub approvals_exchange: Option<crate::approvals::exchange::ExchangeHealth>,
+    /// Rotation of each target's long-lived secret.
+    #[serde(default)]
+    pub rotations: Vec<crate::credentials::rotation::RotationStatus>,
 }
 
 /// One protected target.

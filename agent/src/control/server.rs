@@ -114,6 +114,17 @@ async fn handle(stream: UnixStream, state: &Arc<AgentState>) -> anyhow::Result<(
             Some(logins) => answer(logins.logout(&caller)),
             None => no_issuer(),
         },
+        (Ok(Request::Rotate { target, now }), Ok(caller)) => {
+            if is_admin(caller.uid, state.config.admin_group.as_deref()) {
+                let trigger = crate::credentials::rotation::Trigger::Manual { uid: caller.uid, now };
+                match state.rotations.rotate(&state.policy(), &target, trigger).await {
+                    Ok(report) => Response::Rotated(report),
+                    Err(error) => Response::Error { message: error.to_string() },
+                }
+            } else {
+                Response::Error { message: "only root or the agent's admin group may rotate secrets".into() }
+            }
+        }
         (Ok(Request::RunAsActor { actor }), Ok(caller)) => match run_as_actor(state, &caller, &actor) {
             Ok((cgroup, hide)) => {
                 Response::ActorCgroup { cgroup, confined: hide.is_some(), hide: hide.unwrap_or_default() }
@@ -216,6 +227,7 @@ fn status(state: &AgentState, caller_uid: u32) -> Response {
         all_sessions,
         counters,
         approvals_exchange: state.exchange.as_ref().map(|exchange| exchange.health()),
+        rotations: if all_sessions { state.rotations.status(&state.policy()) } else { Vec::new() },
     }))
 }
 

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio_postgres::{NoTls, config::SslMode};
 
@@ -15,9 +15,9 @@ use super::{CredentialError, Secret};
 use crate::{policy::UpstreamTls, proxy::postgres::tls};
 
 /// How long an admin operation may take.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct AdminFile {
     user: String,
@@ -40,6 +40,60 @@ pub struct AdminLogin {
 }
 
 impl AdminLogin {
+    /// A login not read from a file (yet): a rotation's new one.
+    pub(super) fn new(user: String, password: Secret, database: String, source: std::path::PathBuf) -> Self {
+        Self { user, password, database, source }
+    }
+
+    /// The role it logs in as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The password, for its SCRAM verifier.
+    pub(super) fn password_bytes(&self) -> &[u8] {
+        self.password.expose().as_bytes()
+    }
+
+    /// The database it logs in to.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Writes it to `path` as an admin file (root-only, mode 0600): to a
+    /// new file beside it, synced, renamed over it, and the directory
+    /// synced, so a crash leaves the old file or the new one, never half.
+    pub(super) fn write_atomically(&self, path: &Path) -> Result<(), CredentialError> {
+        use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+        let fail = |e: std::io::Error| CredentialError::AdminFile { path: path.to_owned(), message: e.to_string() };
+        let file = AdminFile {
+            user: self.user.clone(),
+            password: self.password.expose().to_owned(),
+            database: self.database.clone(),
+        };
+        let text = toml::to_string(&file).map_err(|e| CredentialError::AdminFile {
+            path: path.to_owned(),
+            message: format!("not writable as TOML ({})", first_line(&e.to_string())),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("admin");
+        let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(fail)?;
+        let written = out.write_all(text.as_bytes()).and_then(|()| out.sync_all());
+        drop(out);
+        if let Err(error) = written.and_then(|()| std::fs::rename(&temporary, path)) {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(fail(error));
+        }
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)
+    }
+
     /// Reads `path`, which must be a regular file owned by root and readable
     /// by nobody else: it holds the one long-lived secret of the scheme.
     pub fn load(path: &Path) -> Result<Self, CredentialError> {
@@ -98,8 +152,8 @@ impl AdminLogin {
 
 /// A logged-in admin connection to one server.
 pub struct AdminSession {
-    client: tokio_postgres::Client,
-    server: SocketAddr,
+    pub(super) client: tokio_postgres::Client,
+    pub(super) server: SocketAddr,
 }
 
 impl AdminSession {
@@ -166,12 +220,12 @@ impl AdminSession {
 /// 192 random bits, which no amount of guessing finds, so rounds would buy
 /// nothing. With one, each login as the role (every session's, and the
 /// catalog's) skips a millisecond of key derivation in the agent.
-const VERIFIER_ITERATIONS: u32 = 1;
+pub(super) const VERIFIER_ITERATIONS: u32 = 1;
 
 /// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802,
 /// 7677): `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
 /// The password must need no SASLprep (Airlock's are hex).
-fn scram_verifier(password: &[u8], salt: &[u8], iterations: u32) -> String {
+pub(super) fn scram_verifier(password: &[u8], salt: &[u8], iterations: u32) -> String {
     use base64::{Engine as _, engine::general_purpose::STANDARD};
     use ring::{digest, hmac, pbkdf2};
     let mut salted = [0u8; 32];
@@ -189,7 +243,8 @@ fn scram_verifier(password: &[u8], salt: &[u8], iterations: u32) -> String {
     )
 }
 
-fn db_message(error: &tokio_postgres::Error) -> String {
+/// The server's message and SQLSTATE, or the driver's error.
+pub(super) fn db_message(error: &tokio_postgres::Error) -> String {
     error.as_db_error().map_or_else(|| error.to_string(), |db| format!("{} ({})", db.message(), db.code().code()))
 }
 

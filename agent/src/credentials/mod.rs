@@ -10,8 +10,10 @@
 //! when the agent starts again.
 
 mod admin;
+mod admin_store;
 mod ledger;
 pub mod openbao;
+pub mod rotation;
 
 /// How SQL names an identifier: quoted, its quotes doubled.
 pub use self::admin::quote_ident;
@@ -26,6 +28,7 @@ use std::{
 
 pub use crate::secret::Secret;
 pub use admin::{AdminLogin, AdminSession};
+pub use admin_store::AdminStore;
 use ledger::{Ledger, LedgerEntry};
 use openbao::{BaoToken, OpenBao};
 
@@ -144,13 +147,34 @@ struct Entry {
 pub struct Engine {
     ledger: Mutex<Ledger>,
     leases: Mutex<HashMap<LeaseKey, Entry>>,
+    admins: AdminStore,
+    /// Per admin file: held (shared) while a role is made, and (alone)
+    /// while a rotation hands the admin login over.
+    changeovers: Mutex<HashMap<PathBuf, Arc<tokio::sync::RwLock<()>>>>,
     audit: Arc<AuditLog>,
 }
 
 impl Engine {
     /// Opens the ledger in `state_dir`; role lifecycle events go to `audit`.
     pub fn open(state_dir: &Path, audit: Arc<AuditLog>) -> Result<Self, CredentialError> {
-        Ok(Self { ledger: Mutex::new(Ledger::open(state_dir)?), leases: Mutex::new(HashMap::new()), audit })
+        Ok(Self {
+            ledger: Mutex::new(Ledger::open(state_dir)?),
+            leases: Mutex::new(HashMap::new()),
+            admins: AdminStore::new(state_dir),
+            changeovers: Mutex::new(HashMap::new()),
+            audit,
+        })
+    }
+
+    /// The lock an admin file's rotation holds while the login changes hands.
+    fn admin_changeover(&self, admin_file: &Path) -> Arc<tokio::sync::RwLock<()>> {
+        let mut changeovers = self.changeovers.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(changeovers.entry(admin_file.to_owned()).or_default())
+    }
+
+    /// Where the live admin logins are.
+    pub fn admins(&self) -> &AdminStore {
+        &self.admins
     }
 
     /// Drops every role the ledger lists as created and not dropped: what a
@@ -159,7 +183,7 @@ impl Engine {
         let outstanding = self.lock_ledger().outstanding();
         let mut dropped = Vec::new();
         for entry in outstanding {
-            match drop_role(&entry.admin_file, entry.server, &entry.tls, &entry.role).await {
+            match self.drop_role(&entry.admin_file, entry.server, &entry.tls, &entry.role).await {
                 Ok(_) => {
                     self.note_dropped(&entry.role);
                     dropped.push(entry.role);
@@ -241,9 +265,11 @@ impl Engine {
             entry.sessions += 1;
             return Ok(Arc::clone(&entry.lease));
         }
+        // Not while a rotation hands the admin login over.
+        let _changeover = self.admin_changeover(admin_file).read_owned().await;
         // Logged in before the ledger line: a login that fails leaves
         // nothing to clean up.
-        let admin = AdminLogin::load(admin_file)?.connect(server, tls).await?;
+        let admin = self.admins.load(admin_file)?.connect(server, tls).await?;
         let role = role_name(&identity.user);
         let password = Secret::new(random_hex(24));
         let expires = SystemTime::now() + ttl;
@@ -346,7 +372,7 @@ impl Engine {
             }
         }
         let detail = |outcome: serde_json::Value| json!({ "role": lease.role, "server": lease.server.to_string(), "reason": why, "outcome": outcome });
-        match drop_role(admin_file, lease.server, tls, &lease.role).await {
+        match self.drop_role(admin_file, lease.server, tls, &lease.role).await {
             Ok(terminated) => {
                 self.note_dropped(&lease.role);
                 tracing::info!(role = %lease.role, why, terminated, "just-in-time role dropped");
@@ -358,6 +384,18 @@ impl Engine {
                 self.record("credential.drop_failed", None, detail(json!({ "error": error.to_string() })));
             }
         }
+    }
+
+    /// Drops a role with the live admin login; returns how many of its
+    /// sessions were terminated.
+    async fn drop_role(
+        &self,
+        admin_file: &Path,
+        server: SocketAddr,
+        tls: &UpstreamTls,
+        role: &str,
+    ) -> Result<u64, CredentialError> {
+        self.admins.load(admin_file)?.connect(server, tls).await?.drop_role(role).await
     }
 
     fn record(&self, kind: &str, identity: Option<&Identity>, detail: serde_json::Value) {
@@ -397,16 +435,6 @@ static NO_KEY: std::sync::LazyLock<LeaseKey> = std::sync::LazyLock::new(|| Lease
     role_name: String::new(),
 });
 
-/// Drops a role; returns how many of its sessions were terminated.
-async fn drop_role(
-    admin_file: &Path,
-    server: SocketAddr,
-    tls: &UpstreamTls,
-    role: &str,
-) -> Result<u64, CredentialError> {
-    AdminLogin::load(admin_file)?.connect(server, tls).await?.drop_role(role).await
-}
-
 /// `airlock_<user>_<random>`: recognisable in pg_stat_activity, unique, and
 /// within PostgreSQL's 63-byte identifier limit.
 fn role_name(user: &str) -> String {
@@ -419,7 +447,7 @@ fn role_name(user: &str) -> String {
     format!("airlock_{user}_{}", random_hex(4))
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).expect("the OS random source failed");
     crate::hex::encode(&buf)

@@ -65,6 +65,8 @@ pub struct AgentState {
     pub cancel_keys: crate::proxy::postgres::cancel::CancelKeys,
     /// Just-in-time database logins.
     pub credentials: Arc<crate::credentials::Engine>,
+    /// Rotation of the long-lived secrets behind them.
+    pub rotations: Arc<crate::credentials::rotation::Rotations>,
     /// Signs the certificates Airlock shows clients when it terminates TLS.
     pub ca: Arc<crate::proxy::ca::HostCa>,
     /// Key of deterministic masking tokens (root-only file in the state directory).
@@ -152,6 +154,22 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(logins) => Box::new(OidcIdentityProvider::new(logins.bindings())),
         None => Box::new(UnixIdentityProvider::default()),
     };
+    let ssh_ca_rotation = crate::credentials::rotation::SshCaRotation {
+        ca: Arc::clone(&ssh_ca),
+        rotation: crate::policy::Rotation {
+            every: config.ssh_ca.rotate_every,
+            grace: config.ssh_ca.rotation_grace,
+            server: None,
+            openbao_connection: None,
+        },
+        scheduled: config.ssh_ca.rotate,
+    };
+    let rotations = Arc::new(crate::credentials::rotation::Rotations::new(
+        Arc::clone(&credentials),
+        ssh_ca_rotation,
+        Arc::clone(&audit),
+        &config.state_dir,
+    ));
     let state = Arc::new(AgentState {
         config,
         policy: RwLock::new(Arc::new(policy)),
@@ -163,6 +181,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         cgroup_root,
         sessions: Arc::new(Sessions::default()),
         cancel_keys: Default::default(),
+        rotations,
         credentials,
         ca,
         body_redactor: Arc::new(crate::masking::Masker::new(
@@ -285,6 +304,9 @@ async fn serve(
             detail: json!({ "dropped_roles": recovered }),
         })?;
     }
+    // After recovery: a rotation cut short resumes with the ledger clean.
+    let policy_of = Arc::clone(&state);
+    tokio::spawn(Arc::clone(&state.rotations).run(move || policy_of.policy()));
     state.audit.append(Event {
         kind: "agent.start",
         session: None,

@@ -48,7 +48,7 @@ pub mod ssh;
 pub use load::PolicyError;
 pub use model::{
     AccessRule, Action, CredentialSource, Credentials, Decision, Network, OpenBaoAuth, Policy, Protocol, RoleGrant,
-    Subject, Target, UpstreamTls,
+    Rotation, RotationPlan, Subject, Target, UpstreamTls,
 };
 pub(crate) use model::{guard_binds, matches_subject};
 

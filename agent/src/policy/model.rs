@@ -61,6 +61,33 @@ pub struct Credentials {
     pub roles: Vec<RoleGrant>,
     /// TLS from Airlock to the target.
     pub tls: UpstreamTls,
+    /// How the long-lived secret behind these logins is rotated.
+    pub rotation: RotationPlan,
+}
+
+/// Whether and how the long-lived secret behind a target's logins rotates
+/// (`[target.credentials.rotation]`): the embedded engine's admin login,
+/// or the root credential of OpenBao's database connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotationPlan {
+    /// Rotated on this schedule.
+    Scheduled(Rotation),
+    /// Not rotated, and why (for `airlock status` and `airlock rotate`).
+    Off(String),
+}
+
+/// A rotation schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// Time between rotations.
+    pub every: Duration,
+    /// How long the old secret keeps working after the new one is in use,
+    /// so sessions and admin operations under way finish.
+    pub grace: Duration,
+    /// The server the admin login lives on (embedded engine).
+    pub server: Option<std::net::SocketAddr>,
+    /// OpenBao's database connection whose root credential rotates.
+    pub openbao_connection: Option<String>,
 }
 
 /// Where just-in-time logins come from.
@@ -570,6 +597,7 @@ mod tests {
             ttl: Duration::from_secs(900),
             roles: vec![role("readonly", &["*"], &[]), role("admin", &[], &["dba"])],
             tls: UpstreamTls::Prefer,
+            rotation: RotationPlan::Off(String::new()),
         };
         let dba = groups(&["dba"]);
         let alice = Subject::new("alice", &dba);

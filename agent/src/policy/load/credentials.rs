@@ -8,7 +8,9 @@ use toml::Spanned;
 
 use super::Loader;
 use crate::{
-    policy::model::{CredentialSource, Credentials, OpenBaoAuth, Protocol, RoleGrant, UpstreamTls},
+    policy::model::{
+        CredentialSource, Credentials, Network, OpenBaoAuth, Protocol, RoleGrant, Rotation, RotationPlan, UpstreamTls,
+    },
     source::SourceFile,
 };
 
@@ -23,6 +25,17 @@ pub(super) struct RawCredentials {
     tls_server_name: Option<String>,
     #[serde(default)]
     role: Vec<Spanned<RawRole>>,
+    rotation: Option<Spanned<RawRotation>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRotation {
+    enabled: Option<bool>,
+    every: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
+    server: Option<Spanned<String>>,
+    openbao_connection: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +80,16 @@ pub(super) struct RawRole {
 
 /// A created role lives this long unless the policy says otherwise.
 const DEFAULT_TTL_SECONDS: u64 = 900;
+/// Admin logins rotate this often unless the policy says otherwise.
+const DEFAULT_ROTATE_EVERY: Duration = Duration::from_secs(30 * 86_400);
+/// The old admin login keeps working this long after the switch.
+const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(15 * 60);
+/// Bounds of `every`: below a minute rotation is churn; above a year it
+/// is no rotation.
+const ROTATE_EVERY_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(366 * 86_400);
+/// Longest grace: a week.
+const MAX_ROTATION_GRACE: Duration = Duration::from_secs(7 * 86_400);
 
 impl Loader {
     pub(super) fn credentials(
@@ -74,6 +97,8 @@ impl Loader {
         source: &SourceFile<'_>,
         raw: Spanned<RawCredentials>,
         protocol: Option<Protocol>,
+        networks: &[Network],
+        port: Option<u16>,
     ) -> Credentials {
         if protocol.is_some_and(|p| p != Protocol::Postgres) {
             let message = "just-in-time credentials are supported for postgres targets only".into();
@@ -170,7 +195,125 @@ impl Loader {
                 openbao_role: role.openbao_role,
             });
         }
-        Credentials { source: credential_source, ttl: Duration::from_secs(ttl), roles, tls }
+        let rotation = self.rotation(source, raw.rotation, &credential_source, networks, port);
+        Credentials { source: credential_source, ttl: Duration::from_secs(ttl), roles, tls, rotation }
+    }
+
+    /// `[target.credentials.rotation]`. The embedded engine's admin login
+    /// rotates by default, on the target's one server; OpenBao's root
+    /// credential only when the connection to rotate is named.
+    fn rotation(
+        &mut self,
+        source: &SourceFile<'_>,
+        raw: Option<Spanned<RawRotation>>,
+        credential_source: &CredentialSource,
+        networks: &[Network],
+        port: Option<u16>,
+    ) -> RotationPlan {
+        let explicit = raw.as_ref().map(|raw| raw.span().start);
+        let raw = raw.map(Spanned::into_inner);
+        if raw.as_ref().and_then(|r| r.enabled) == Some(false) {
+            return RotationPlan::Off("enabled = false in [target.credentials.rotation]".into());
+        }
+        let duration = |this: &mut Self, value: Option<&Spanned<String>>, what: &str, default: Duration| {
+            let Some(value) = value else { return default };
+            match humantime::parse_duration(value.get_ref()) {
+                Ok(duration) => duration,
+                Err(error) => {
+                    let message = format!("rotation {what} {:?}: {error} (e.g. \"30d\", \"15m\")", value.get_ref());
+                    this.error(source, value.span().start, message);
+                    default
+                }
+            }
+        };
+        let every = duration(self, raw.as_ref().and_then(|r| r.every.as_ref()), "every", DEFAULT_ROTATE_EVERY);
+        let grace = duration(self, raw.as_ref().and_then(|r| r.grace.as_ref()), "grace", DEFAULT_ROTATION_GRACE);
+        if let Some(at) = raw.as_ref().and_then(|r| r.every.as_ref()).map(|e| e.span().start)
+            && !ROTATE_EVERY_RANGE.contains(&every)
+        {
+            self.error(source, at, "rotation every must be between 1m and 366d".into());
+        }
+        if let Some(at) = raw.as_ref().and_then(|r| r.grace.as_ref()).map(|g| g.span().start)
+            && (grace > MAX_ROTATION_GRACE || grace >= every)
+        {
+            self.error(source, at, "rotation grace must be at most 7d and shorter than every".into());
+        }
+        let named_server = raw.as_ref().and_then(|r| r.server.as_ref()).and_then(|server| {
+            let text = server.get_ref();
+            let parsed = text
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .or_else(|| Some(std::net::SocketAddr::new(text.parse().ok()?, port?)));
+            if parsed.is_none() {
+                self.error(
+                    source,
+                    server.span().start,
+                    format!("rotation server {text:?} is not an IP address (or address:port)"),
+                );
+            }
+            parsed
+        });
+        let connection = raw.as_ref().and_then(|r| r.openbao_connection.clone());
+        match credential_source {
+            CredentialSource::Embedded { .. } => {
+                if let Some(connection) = &connection {
+                    let message = "openbao_connection is for an [target.credentials.openbao] source".into();
+                    self.error(source, connection.span().start, message);
+                }
+                let server = named_server.or_else(|| Some(std::net::SocketAddr::new(single_host(networks)?, port?)));
+                match (server, explicit) {
+                    (Some(server), _) => RotationPlan::Scheduled(Rotation {
+                        every,
+                        grace,
+                        server: Some(server),
+                        openbao_connection: None,
+                    }),
+                    (None, Some(at)) => {
+                        let message = "rotation needs the server the admin login lives on: the target's addresses \
+                                       are networks, so give server = \"ADDRESS\""
+                            .into();
+                        self.error(source, at, message);
+                        RotationPlan::Off(String::new())
+                    }
+                    (None, None) => RotationPlan::Off(
+                        "the target's addresses are networks: name the admin login's server in \
+                         [target.credentials.rotation] server"
+                            .into(),
+                    ),
+                }
+            }
+            CredentialSource::OpenBao { auth, .. } => match connection {
+                Some(connection) => {
+                    if matches!(auth, OpenBaoAuth::Jwt { .. }) {
+                        let message = "rotating OpenBao's root credential needs Airlock's own token (token_file), \
+                                       not the person's (jwt_auth)"
+                            .into();
+                        self.error(source, connection.span().start, message);
+                    }
+                    RotationPlan::Scheduled(Rotation {
+                        every,
+                        grace: Duration::ZERO,
+                        server: None,
+                        openbao_connection: Some(connection.into_inner()),
+                    })
+                }
+                None => RotationPlan::Off(
+                    "OpenBao holds this database's root credential: name its connection in \
+                     [target.credentials.rotation] openbao_connection for Airlock to rotate it"
+                        .into(),
+                ),
+            },
+        }
+    }
+}
+
+/// The one host the networks name (a /32 or /128), if that is all they name.
+fn single_host(networks: &[Network]) -> Option<std::net::IpAddr> {
+    match networks {
+        [network] if network.prefix_len == 128 => {
+            Some(network.addr.to_ipv4_mapped().map_or(std::net::IpAddr::V6(network.addr), std::net::IpAddr::V4))
+        }
+        _ => None,
     }
 }
 
@@ -180,7 +323,7 @@ mod tests {
         super::tests::{errors, load, target},
         *,
     };
-    use crate::policy::model::{CredentialSource, OpenBaoAuth, UpstreamTls};
+    use crate::policy::model::{CredentialSource, OpenBaoAuth, Rotation, RotationPlan, UpstreamTls};
 
     #[test]
     fn openbao_source_and_its_checks() {
@@ -222,6 +365,63 @@ mod tests {
         let off_host = good.replace("http://127.0.0.1:8200", "http://bao.internal:8200");
         let errors = load(&[("h.toml", &off_host)]).unwrap_err().to_string();
         assert!(errors.contains("plain http:// is spoken only to this host"), "{errors}");
+    }
+
+    #[test]
+    fn rotation_schedules_and_their_checks() {
+        let base = target("db", 5432, "[\"10.0.0.5\"]").replace("\"tcp\"", "\"postgres\"");
+        let role = "\n[[target.credentials.role]]\nname = \"r\"\nusers = [\"*\"]\n";
+        let embedded =
+            |rotation: &str| format!("{base}[target.credentials]\nadmin_file = \"/etc/a.toml\"\n{rotation}{role}");
+        let plan = |text: &str| load(&[("r.toml", text)]).map(|p| p.targets[0].credentials.clone().unwrap().rotation);
+        let table = "[target.credentials.rotation]\n";
+        assert_eq!(
+            plan(&embedded(&format!("{table}every = \"7d\"\ngrace = \"5m\"\n"))).unwrap(),
+            RotationPlan::Scheduled(Rotation {
+                every: Duration::from_secs(7 * 86_400),
+                grace: Duration::from_secs(300),
+                server: Some("10.0.0.5:5432".parse().unwrap()),
+                openbao_connection: None,
+            })
+        );
+        let off = plan(&embedded(&format!("{table}enabled = false\n"))).unwrap();
+        assert!(matches!(off, RotationPlan::Off(why) if why.contains("enabled = false")));
+        // A network has no one server: off by default, an error when asked for.
+        let network = |rotation: &str| embedded(rotation).replace("10.0.0.5\"", "10.0.0.0/24\"");
+        assert!(matches!(plan(&network("")).unwrap(), RotationPlan::Off(why) if why.contains("server")));
+        let errors = plan(&network(table)).unwrap_err().to_string();
+        assert!(errors.contains("rotation needs the server the admin login lives on"), "{errors}");
+        let named = plan(&network(&format!("{table}server = \"10.0.0.7\"\n"))).unwrap();
+        assert!(
+            matches!(named, RotationPlan::Scheduled(Rotation { server: Some(s), .. }) if s.to_string() == "10.0.0.7:5432")
+        );
+        let bad = plan(&embedded(&format!(
+            "{table}every = \"sometimes\"\ngrace = \"8d\"\nserver = \"db.internal\"\nopenbao_connection = \"pg\"\n"
+        )))
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "rotation every \"sometimes\": ",
+            "rotation grace must be at most 7d and shorter than every",
+            "rotation server \"db.internal\" is not an IP address",
+            "openbao_connection is for an [target.credentials.openbao] source",
+        ] {
+            assert!(bad.contains(expected), "{expected} in {bad}");
+        }
+        let short = plan(&embedded(&format!("{table}every = \"30s\"\n"))).unwrap_err().to_string();
+        assert!(short.contains("between 1m and 366d"), "{short}");
+        // OpenBao: off unless the connection is named, and only with Airlock's own token.
+        let bao = |rotation: &str| {
+            format!(
+                "{base}[target.credentials]\n{rotation}\n[target.credentials.openbao]\naddr = \"http://127.0.0.1:8200\"\ntoken_file = \"/etc/t\"\n{role}"
+            )
+        };
+        assert!(matches!(plan(&bao("")).unwrap(), RotationPlan::Off(why) if why.contains("openbao_connection")));
+        let named = plan(&bao(&format!("{table}openbao_connection = \"pg\"\n"))).unwrap();
+        assert!(matches!(named, RotationPlan::Scheduled(Rotation { openbao_connection: Some(c), .. }) if c == "pg"));
+        let jwt = bao(&format!("{table}openbao_connection = \"pg\"\n"))
+            .replace("token_file = \"/etc/t\"", "jwt_auth = { role = \"a\" }");
+        assert!(plan(&jwt).unwrap_err().to_string().contains("needs Airlock's own token"));
     }
 
     #[test]
@@ -268,6 +468,12 @@ mod tests {
                     openbao_role: None,
                 }],
                 tls: UpstreamTls::Prefer,
+                rotation: RotationPlan::Scheduled(Rotation {
+                    every: DEFAULT_ROTATE_EVERY,
+                    grace: DEFAULT_ROTATION_GRACE,
+                    server: Some("10.0.0.5:5432".parse().unwrap()),
+                    openbao_connection: None,
+                }),
             })
         );
         let ttl = good.replace("db.toml\"\n", "db.toml\"\nttl_seconds = 60\n");

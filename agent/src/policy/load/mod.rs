@@ -308,7 +308,7 @@ impl Loader {
             });
         }
 
-        let credentials = raw.credentials.map(|raw| self.credentials(source, raw, protocol));
+        let credentials = raw.credentials.map(|raw| self.credentials(source, raw, protocol, &networks, port));
         let guardrails = self.guardrails(source, start, raw.guardrail, raw.approvals, protocol);
         let masking_at = raw.masking.as_ref().map(|m| m.span().start);
         let masking = raw.masking.map(|raw| crate::masking::policy::load(source, raw, protocol, &mut self.errors));
