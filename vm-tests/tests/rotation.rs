@@ -249,10 +249,31 @@ fn the_bootstrap_superuser_is_never_rotated_and_the_failure_is_reported() {
     fs::write(&seed, "user = \"postgres\"\npassword = \"bootstrap-secret-99\"\n").unwrap();
     airlock_vm_tests::set_mode(&seed, 0o600);
     let (v4, alice) = (lab.target.v4, lab.user("alice").name.clone());
+    // The approvers' webhook hears of the failure: a loopback listener
+    // that keeps the first request it gets.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hook.local_addr().unwrap().port();
+    let heard = thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        hook.set_nonblocking(false).unwrap();
+        let (mut stream, _) = hook.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            request.extend_from_slice(&buf[..n]);
+            if request.windows(4).any(|w| w == b"\r\n\r\n") && request.ends_with(b"}") {
+                break;
+            }
+        }
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        String::from_utf8_lossy(&request).into_owned()
+    });
     lab.start_agent(&format!(
         "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{v4}\"]\n\n\
          [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.credentials]\nadmin_file = \"{}\"\ntls = \"disable\"\n\n\
-         [[target.credentials.role]]\nname = \"readonly\"\ngrants = [\"pg_read_all_data\"]\nusers = [\"{alice}\"]\n",
+         [[target.credentials.role]]\nname = \"readonly\"\ngrants = [\"pg_read_all_data\"]\nusers = [\"{alice}\"]\n\n\
+         [target.approvals]\ngroups = [\"dba\"]\nwebhook = \"http://127.0.0.1:{port}/hooks/rotation\"\n",
         seed.display()
     ));
     let out = rotate(&lab, &["pg"]);
@@ -270,6 +291,10 @@ fn the_bootstrap_superuser_is_never_rotated_and_the_failure_is_reported() {
     assert!(out.success(), "{out:?}");
     let audit = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     assert!(!audit.contains("bootstrap-secret-99"));
+    let request = heard.join().unwrap();
+    assert!(request.starts_with("POST /hooks/rotation "), "{request}");
+    assert!(request.contains("\"event\":\"credential.rotation.failed\"") && request.contains("bootstrap superuser"));
+    assert!(!request.contains("bootstrap-secret-99"));
 }
 
 #[test]
