@@ -57,6 +57,18 @@ pub struct Config {
     /// Rotation of the SSH user CA.
     #[serde(deserialize_with = "ssh_ca_rotation")]
     pub ssh_ca: SshCaConfig,
+    /// Metrics and health for monitoring.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where Prometheus scrapes the agent (`/metrics`) and
+/// supervisors ask `/healthz` and `/readyz`. Off unless `listen` is set.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A loopback address and port, e.g. `"127.0.0.1:9874"`.
+    #[serde(deserialize_with = "loopback")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[ssh_ca]`: when the SSH user CA rotates. Its next key is published
@@ -155,6 +167,7 @@ impl Default for Config {
             oidc: None,
             approvals: Default::default(),
             ssh_ca: SshCaConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -206,6 +219,21 @@ fn absolute<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf
         return Err(D::Error::custom("must be an absolute path (like /sys/fs/cgroup/...)"));
     }
     Ok(Some(path))
+}
+
+/// Metrics name targets and count sessions: for this host's eyes (and a
+/// local Prometheus or node agent) only.
+fn loopback<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|e| D::Error::custom(format!("metrics.listen {text:?}: {e} (e.g. \"127.0.0.1:9874\")")))?;
+    if !addr.ip().is_loopback() {
+        return Err(D::Error::custom(format!(
+            "metrics.listen {addr} is not a loopback address: metrics stay on this host (127.0.0.1 or ::1)"
+        )));
+    }
+    Ok(Some(addr))
 }
 
 /// A duration as people write it: `"30d"`, `"15m"`.
@@ -373,6 +401,7 @@ rotation_grace = "14d"
                     host: Some("runner-7".into()),
                     ..Default::default()
                 },
+                metrics: MetricsConfig::default(),
                 ssh_ca: SshCaConfig {
                     rotate: true,
                     rotate_every: std::time::Duration::from_secs(90 * 86_400),
@@ -380,6 +409,15 @@ rotation_grace = "14d"
                 },
             }
         );
+    }
+
+    #[test]
+    fn metrics_listen_only_on_loopback() {
+        assert_eq!(parse("").unwrap().metrics.listen, None);
+        let on = parse("[metrics]\nlisten = \"127.0.0.1:9874\"\n").unwrap();
+        assert_eq!(on.metrics.listen, Some("127.0.0.1:9874".parse().unwrap()));
+        assert!(error("[metrics]\nlisten = \"0.0.0.0:9874\"\n").contains("not a loopback address"));
+        assert!(error("[metrics]\nlisten = \"localhost\"\n").contains("metrics.listen \"localhost\""));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod identity;
 pub mod intercept;
 pub mod logging;
 pub mod masking;
+pub mod metrics;
 pub mod policy;
 pub mod process;
 pub mod proxy;

@@ -37,6 +37,8 @@ const PACKAGES: &[&str] = &[
     "procps",
     "util-linux",
     "systemd",
+    // Scrapes the agent's metrics in a vm-test.
+    "prometheus",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -300,6 +300,11 @@ impl Approvals {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
     }
 
+    /// How many requests wait here.
+    pub fn pending_count(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// The requests waiting here (session requests past their time
     /// expire first, so the exchange takes them down promptly).
     pub fn pending_requests(&self) -> Vec<ApprovalRequest> {
@@ -590,6 +595,7 @@ impl Approvals {
         reason: Option<&str>,
         via: Option<&str>,
     ) -> Result<u64, AuditError> {
+        crate::metrics::global().approval_decided(kind.trim_start_matches("approval."));
         let mut detail = json!({
             "request": pending.request.id,
             "requester": pending.request.requester,

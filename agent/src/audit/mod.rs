@@ -229,6 +229,8 @@ pub struct AuditLog {
     path: PathBuf,
     settings: AuditSettings,
     chain: Mutex<Chain>,
+    /// Whether the last append reached the file.
+    last_append_failed: std::sync::atomic::AtomicBool,
 }
 
 impl AuditLog {
@@ -288,7 +290,13 @@ impl AuditLog {
             last_checkpoint: Instant::now(),
             index: (segment_bytes == 0).then(segments::SegmentIndex::default),
         };
-        let log = Self { dir: dir.to_owned(), path, settings, chain: Mutex::new(chain) };
+        let log = Self {
+            dir: dir.to_owned(),
+            path,
+            settings,
+            chain: Mutex::new(chain),
+            last_append_failed: std::sync::atomic::AtomicBool::new(false),
+        };
         if torn {
             tracing::warn!(log = %log.path.display(), "audit log ended in a partial record (crash mid-write)");
             log.append(Event {
@@ -306,6 +314,16 @@ impl AuditLog {
     /// Path of the active segment.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether records can be written now: the last append succeeded and
+    /// the active segment still opens for appending (a read-only or full
+    /// file system, an immutable file, a removed directory say no).
+    pub fn writable(&self) -> Result<(), AuditError> {
+        if self.last_append_failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(AuditError::Io { path: self.path.clone(), source: io::Error::other("the last append failed") });
+        }
+        OpenOptions::new().append(true).open(&self.path).map(drop).map_err(|source| self.io(source))
     }
 
     /// Appends one record; returns its sequence number.
@@ -378,7 +396,11 @@ impl AuditLog {
         }
         let last = seq - 1;
         let records = seq - chain.next_seq;
-        self.write(&mut chain, &lines, seq, prev)?;
+        let started = Instant::now();
+        let written = self.write(&mut chain, &lines, seq, prev);
+        self.last_append_failed.store(written.is_err(), std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::global().audit_appended(records, lines.len() as u64, started.elapsed(), written.is_ok());
+        written?;
         chain.since_checkpoint += records;
         if self.settings.fsync == Fsync::Always {
             chain.file.sync_data().map_err(|source| self.io(source))?;

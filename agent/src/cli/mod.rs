@@ -43,6 +43,10 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// The agent's metrics in OpenMetrics text (what Prometheus scrapes);
+        /// exits 1 when the agent is unhealthy.
+        #[arg(long, conflicts_with = "json")]
+        metrics: bool,
         /// Control socket (default: the one named in --config, or /run/airlock/airlock.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
@@ -301,7 +305,7 @@ impl Cli {
                 crate::daemon::run(config)?;
                 Ok(std::process::ExitCode::SUCCESS)
             }
-            Command::Status { json, socket, config } => status::run(json, socket, config),
+            Command::Status { json, metrics, socket, config } => status::run(json, metrics, socket, config),
             Command::Approvals { json, agent } => approvals::list(json, agent.socket, agent.config),
             Command::Approve { id, reason, agent } => approvals::decide(id, true, reason, agent.socket, agent.config),
             Command::Deny { id, reason, agent } => approvals::decide(id, false, reason, agent.socket, agent.config),

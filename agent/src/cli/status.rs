@@ -18,8 +18,11 @@ pub(super) fn socket_path(socket: Option<PathBuf>, config: Option<PathBuf>) -> a
     })
 }
 
-pub fn run(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub fn run(json: bool, metrics: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let socket = socket_path(socket, config)?;
+    if metrics {
+        return print_metrics(&socket);
+    }
     match client::call(&socket, &Request::Status)? {
         Response::Status(status) if json => println!("{}", serde_json::to_string_pretty(&status)?),
         Response::Status(status) => print_table(&status),
@@ -30,6 +33,25 @@ pub fn run(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> anyh
         other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The OpenMetrics text; fails (exit 1) when the agent is unhealthy,
+/// saying why on stderr, so a script can use it as a health check.
+fn print_metrics(socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match client::call(socket, &Request::Metrics)? {
+        Response::Metrics { text, health } => {
+            print!("{text}");
+            for problem in &health.problems {
+                eprintln!("airlock: unhealthy: {problem}");
+            }
+            Ok(if health.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Response::Error { message } => {
+            eprintln!("airlock: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+        other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
+    }
 }
 
 fn print_table(status: &Status) {

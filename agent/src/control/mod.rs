@@ -43,6 +43,9 @@ pub enum Request {
     Whoami,
     /// End the caller's login (`airlock logout`).
     Logout,
+    /// The agent's metrics (OpenMetrics text) and health
+    /// (`airlock status --metrics`).
+    Metrics,
     /// Rotate a target's long-lived secret now (`airlock rotate`); root or
     /// the admin group only.
     Rotate {
@@ -85,6 +88,13 @@ pub enum Response {
         /// With `confined`, the actor's own paths to hide (`hide`).
         #[serde(default)]
         hide: Vec<String>,
+    },
+    /// Answer to [`Request::Metrics`].
+    Metrics {
+        /// OpenMetrics text.
+        text: String,
+        /// Whether the agent is healthy and ready, and what is wrong.
+        health: crate::daemon::observe::Health,
     },
     /// Answer to [`Request::Rotate`].
     Rotated(crate::credentials::rotation::RotationReport),

@@ -114,6 +114,10 @@ async fn handle(stream: UnixStream, state: &Arc<AgentState>) -> anyhow::Result<(
             Some(logins) => answer(logins.logout(&caller)),
             None => no_issuer(),
         },
+        (Ok(Request::Metrics), Ok(_)) => Response::Metrics {
+            text: crate::daemon::observe::render(state),
+            health: crate::daemon::observe::health(state),
+        },
         (Ok(Request::Rotate { target, now }), Ok(caller)) => {
             if is_admin(caller.uid, state.config.admin_group.as_deref()) {
                 let trigger = crate::credentials::rotation::Trigger::Manual { uid: caller.uid, now };

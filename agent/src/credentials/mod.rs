@@ -399,6 +399,12 @@ impl Engine {
     }
 
     fn record(&self, kind: &str, identity: Option<&Identity>, detail: serde_json::Value) {
+        let source = if detail["source"] == "openbao" { "openbao" } else { "embedded" };
+        let event_name = match (kind, detail["reason"].as_str()) {
+            ("credential.dropped", Some("expired")) => "expired",
+            (kind, _) => kind.trim_start_matches("credential."),
+        };
+        crate::metrics::global().credential(event_name, source);
         let event = Event { kind, session: None, identity, process: None, target: None, detail };
         if let Err(error) = self.audit.append(event) {
             tracing::error!(%error, kind, "audit record lost");

@@ -16,6 +16,7 @@ use super::{AgentState, sessions::LiveSession};
 use crate::{
     audit::{Event, TargetRef},
     identity::Identity,
+    metrics,
     policy::{Decision, Protocol, Target},
     process::ProcessInfo,
     proxy::{
@@ -30,6 +31,7 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
         // Not redirected by our programs (someone dialled the listener
         // directly) or its record was evicted: nobody to attribute it to.
         tracing::warn!(%peer, "refused: no interception record for this connection");
+        metrics::global().session_refused("-", "-", metrics::Refusal::NoRecord);
         audit_or_log(
             &state,
             Event {
@@ -59,7 +61,7 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
             port: destination.port(),
         };
         let reason = format!("{destination} is no longer a protected target (policy reloaded)");
-        deny(&state, &session, None, &process, &target, &reason);
+        deny(&state, &session, None, &process, &target, &reason, metrics::Refusal::NotProtected);
         return reset(client);
     };
     let protocol = matched.protocol;
@@ -77,7 +79,7 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
         }
         Err(error) => {
             let reason = error.to_string();
-            deny(&state, &session, None, &process, &target, &reason);
+            deny(&state, &session, None, &process, &target, &reason, metrics::Refusal::NoIdentity);
             return refuse(
                 client,
                 speaks(&state, matched, destination),
@@ -95,12 +97,14 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
                 match super::access::check(&state, &session, &identity, &target, approvals) {
                     Ok(None) => {}
                     Ok(Some(waiting)) => {
-                        deny(&state, &session, Some(&identity), &process, &target, &waiting.message);
+                        let why = metrics::Refusal::AwaitingApproval;
+                        deny(&state, &session, Some(&identity), &process, &target, &waiting.message, why);
                         let refusal = Refusal::AwaitingApproval { message: &waiting.message, hint: &waiting.hint };
                         return refuse(client, speaks(&state, matched, destination), refusal).await;
                     }
                     Err(error) => {
                         tracing::error!(%error, %session, "refused: audit log unavailable");
+                        metrics::global().session_refused(&target.name, &target.protocol, metrics::Refusal::Unrecorded);
                         return refuse(client, speaks(&state, matched, destination), Refusal::Unrecorded).await;
                     }
                 }
@@ -116,8 +120,10 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
             if let Err(error) = opened {
                 // Never run unrecorded.
                 tracing::error!(%error, %session, "refused: audit log unavailable");
+                metrics::global().session_refused(&target.name, &target.protocol, metrics::Refusal::Unrecorded);
                 return refuse(client, speaks(&state, matched, destination), Refusal::Unrecorded).await;
             }
+            metrics::global().session_opened(&target.name, &target.protocol);
             let live = LiveSession {
                 id: session,
                 identity,
@@ -130,7 +136,7 @@ pub async fn handle(state: Arc<AgentState>, client: TcpStream, peer: SocketAddr)
             run_session(&state, client, matched, live, destination).await;
         }
         Decision::Deny { reason } => {
-            deny(&state, &session, Some(&identity), &process, &target, &reason);
+            deny(&state, &session, Some(&identity), &process, &target, &reason, metrics::Refusal::Denied);
             refuse(
                 client,
                 speaks(&state, matched, destination),
@@ -158,6 +164,7 @@ pub async fn refuse_out_of_descriptors(state: &Arc<AgentState>, client: TcpStrea
         port: destination.port(),
     };
     tracing::warn!(pid = process.pid, uid = process.uid, target = %target.name, "refused: out of file descriptors");
+    metrics::global().session_refused(&target.name, &target.protocol, metrics::Refusal::OutOfDescriptors);
     audit_or_log(
         state,
         Event {
@@ -414,6 +421,7 @@ fn speaks(state: &AgentState, target: &Target, destination: SocketAddr) -> Speak
 /// Writes the `connection.close` record of a session.
 pub fn close_record(state: &AgentState, s: &LiveSession, duration: Duration, error: Option<&str>) {
     use std::sync::atomic::Ordering::Relaxed;
+    metrics::global().session_closed(&s.target.name, &s.target.protocol, error.is_some());
     audit_or_log(
         state,
         Event {
@@ -440,8 +448,10 @@ fn deny(
     process: &ProcessInfo,
     target: &TargetRef,
     reason: &str,
+    why: metrics::Refusal,
 ) {
     tracing::warn!(session, pid = process.pid, uid = process.uid, target = %target.name, reason, "connection denied");
+    metrics::global().session_refused(&target.name, &target.protocol, why);
     audit_or_log(
         state,
         Event {

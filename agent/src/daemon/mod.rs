@@ -11,6 +11,7 @@
 pub mod access;
 mod connection;
 mod notify;
+pub mod observe;
 mod privileges;
 pub mod sessions;
 
@@ -90,6 +91,8 @@ pub struct AgentState {
     pub exchange: Option<Arc<crate::approvals::exchange::Exchange>>,
     /// When the agent started.
     pub started: Instant,
+    /// Set once the agent serves (what `/readyz` reports).
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 impl AgentState {
@@ -115,6 +118,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let audit = Arc::new(AuditLog::open_with(&config.audit_dir, audit_settings(&config)?)?);
     let listeners = bind_listeners(&config)?;
     let control = control::server::bind(&config.control_socket)?;
+    let metrics_listener = config.metrics.listen.map(observe::bind).transpose()?;
     let targets = target_entries(&policy, config.listener.port);
     let interceptor = Interceptor::install(&config.bpffs_dir, &attach_cgroup, agent_cgroup, &targets)?;
     // Under systemd, in the service's own (delegated) cgroup; else where
@@ -199,6 +203,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         actor_cgroups,
         exchange: exchange.clone(),
         started: Instant::now(),
+        ready: std::sync::atomic::AtomicBool::new(false),
     });
     // One thread runs every session, as an event loop: beside a database
     // and its clients on a small host, a second worker only adds wake-ups
@@ -219,7 +224,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         if let Some(logins) = logins {
             tokio::spawn(logins.maintain());
         }
-        serve(state, listeners, control).await
+        serve(state, listeners, control, metrics_listener).await
     })
 }
 
@@ -277,9 +282,13 @@ async fn serve(
     state: Arc<AgentState>,
     listeners: Vec<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
+    metrics: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
     let control = tokio::net::UnixListener::from_std(control)?;
     tokio::spawn(control::server::serve(control, Arc::clone(&state)));
+    if let Some(metrics) = metrics {
+        tokio::spawn(observe::serve(TcpListener::from_std(metrics)?, Arc::clone(&state)));
+    }
     // Commands `airlock run` started leave their cgroups empty when done.
     let sweeping = Arc::clone(&state);
     tokio::spawn(async move {
@@ -326,6 +335,7 @@ async fn serve(
     for listener in listeners {
         tokio::spawn(accept_loop(listener, spare_descriptor(), Arc::clone(&state)));
     }
+    state.ready.store(true, std::sync::atomic::Ordering::Release);
     notify::ready(&ready_status(&state.policy()));
     tracing::info!(listeners = ?addresses, audit = %state.audit.path().display(), "agent ready");
     tokio::spawn(release_memory_when_idle(Arc::clone(&state)));

@@ -146,6 +146,15 @@ impl Sessions {
             .collect()
     }
 
+    /// How many sessions are live per (target, protocol).
+    pub fn live_by_target(&self) -> Vec<(String, String, u64)> {
+        let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for session in self.lock().values() {
+            *counts.entry((session.target.name.clone(), session.target.protocol.clone())).or_default() += 1;
+        }
+        counts.into_iter().map(|((target, protocol), n)| (target, protocol, n)).collect()
+    }
+
     /// Asks every live session `select` picks to end; returns how many.
     pub fn end_where(&self, select: impl Fn(&LiveSession) -> bool, reason: &str) -> usize {
         let chosen: Vec<Arc<LiveSession>> = self.lock().values().filter(|s| select(s)).cloned().collect();

@@ -113,6 +113,15 @@ pub enum GuardAction {
 }
 
 impl GuardAction {
+    /// The name policies use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+        }
+    }
+
     /// The action a policy file names (`allow`, `approve`, `deny`), or the
     /// message for one it does not know; `what` says whose action it is.
     pub fn from_policy(text: &str, what: &str) -> Result<Self, String> {

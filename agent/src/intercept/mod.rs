@@ -204,6 +204,13 @@ impl Interceptor {
         &self.attached
     }
 
+    /// How many of the attached programs are still pinned: an unpinned
+    /// link (`airlock uninstall`, someone clearing bpffs) is detached, or
+    /// will be when this agent exits, and cannot be adopted by the next.
+    pub fn attached_now(&self) -> usize {
+        self.attached.iter().filter(|program| program.pin.exists()).count()
+    }
+
     /// The cgroup the programs are attached at.
     pub fn cgroup(&self) -> &Path {
         &self.cgroup

@@ -576,6 +576,19 @@ impl Rotations {
     }
 
     fn record(&self, kind: &str, unit: &Unit<'_>, state: &RotationState, trigger: Trigger, extra: serde_json::Value) {
+        let source = match unit.secret {
+            Secret::AdminLogin { .. } => "embedded",
+            Secret::OpenBaoRoot { .. } => "openbao",
+            Secret::SshUserCa { .. } => "ssh_ca",
+        };
+        let event = match kind {
+            "credential.rotation.failed" => Some("rotation_failed"),
+            "credential.rotation.switched" | "credential.rotation.completed" => Some("rotated"),
+            _ => None,
+        };
+        if let Some(event) = event {
+            crate::metrics::global().credential(event, source);
+        }
         let mut detail = json!({
             "target": unit.target.name,
             "secret": unit.describe(),

@@ -318,6 +318,7 @@ impl<'a> Guard<'a> {
     /// Carries out a verdict on a frame.
     fn act(&self, frame: &Frame, sql: &str, statement: Option<&[u8]>, verdict: Verdict) -> Decision {
         let identity = &self.session.identity;
+        crate::metrics::global().statement(&self.session.target.name, verdict.class.as_str(), verdict.action.as_str());
         match verdict.action {
             GuardAction::Allow => Decision::Done(Screened::Forward),
             GuardAction::Deny => Decision::Done(Screened::Replace(self.refuse(

@@ -116,6 +116,10 @@ impl StatementLog {
         if batch.is_empty() {
             return Ok(());
         }
+        let metrics = crate::metrics::global();
+        for masked in batch.iter().flat_map(|record| &record.masked) {
+            metrics.masked(&masked.by, masked.count);
+        }
         self.queue.send(Item::Records(Arc::clone(session), batch)).map_err(|_| ProxyError::AuditLost)
     }
 
