@@ -182,6 +182,23 @@ fn the_admin_login_rotates_between_two_roles_with_a_grace_period() {
     assert_eq!(switched[1]["detail"]["grace_seconds"], 0);
     assert_eq!(switched[1]["detail"]["trigger"]["now"], true);
     assert_eq!(switched[1]["detail"]["trigger"]["requested_by_uid"], 0);
+    // Just-in-time roles made by either admin role (before, between and
+    // after the rotations) are dropped by whichever is live when their
+    // sessions end.
+    let jit_roles = || {
+        TargetHost::superuser_sql(
+            &data,
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'airlock\\_%' AND rolname NOT LIKE 'airlock\\_admin%'",
+        )
+    };
+    for _ in 0..100 {
+        if jit_roles().trim() == "0" {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(jit_roles().trim(), "0", "{}", lab.agent().log());
+    assert!(lab.agent().records_of("credential.drop_failed").is_empty());
     // No probe role is left behind.
     let probes =
         TargetHost::superuser_sql(&data, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'airlock\\_probe\\_%'");
