@@ -98,6 +98,26 @@ pub struct RotationReport {
     pub sessions_ended: u64,
 }
 
+impl RotationReport {
+    /// What `state` says of `unit`'s rotation; the old secret's end is
+    /// still ahead while the rotation is at `grace_step`.
+    fn of(unit: &Unit<'_>, state: &RotationState, grace_step: Step, sessions_ended: u64) -> Self {
+        Self {
+            target: unit.target.name.clone(),
+            secret: unit.describe(),
+            from: state.from.clone(),
+            to: state.to.clone(),
+            retire_at: state.retire_at.filter(|_| state.step == grace_step).map(rfc3339),
+            sessions_ended,
+        }
+    }
+}
+
+/// A time as records and reports show it.
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 /// One target's rotation, for `airlock status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RotationStatus {
@@ -246,7 +266,7 @@ impl Rotations {
 
     /// Each rotating target's state, for `airlock status`.
     pub fn status(&self, policy: &Policy) -> Vec<RotationStatus> {
-        let when = |t: Option<SystemTime>| t.map(|t| humantime::format_rfc3339_seconds(t).to_string());
+        let when = |t: Option<SystemTime>| t.map(rfc3339);
         let mut statuses: Vec<RotationStatus> = self
             .units(policy, false)
             .into_iter()
@@ -397,17 +417,7 @@ impl Rotations {
         if state.step == Step::Switched && state.retire_at.is_none_or(|at| at <= SystemTime::now()) {
             sessions_ended = self.retire(unit, pair, state, trigger).await?;
         }
-        Ok(RotationReport {
-            target: unit.target.name.clone(),
-            secret: unit.describe(),
-            from: state.from.clone(),
-            to: state.to.clone(),
-            retire_at: state
-                .retire_at
-                .filter(|_| state.step == Step::Switched)
-                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-            sessions_ended,
-        })
+        Ok(RotationReport::of(unit, state, Step::Switched, sessions_ended))
     }
 
     async fn retire(
@@ -418,10 +428,7 @@ impl Rotations {
         trigger: Trigger,
     ) -> Result<u64, RotationError> {
         let ended = pair.retire(state).await?;
-        state.step = Step::Idle;
-        state.last_rotated = Some(SystemTime::now());
-        state.last_error = None;
-        state.failed_at = None;
+        state.complete();
         self.save(&unit.key, state)?;
         self.record("credential.rotation.retired", unit, state, trigger, json!({ "sessions_ended": ended }));
         Ok(ended)
@@ -439,20 +446,10 @@ impl Rotations {
         state.unit = unit.describe();
         self.record("credential.rotation.started", unit, state, trigger, json!({}));
         client.call_json("POST", &format!("{}/rotate-root/{connection}", client.mount), None).await?;
-        state.step = Step::Idle;
-        state.last_rotated = Some(SystemTime::now());
-        state.last_error = None;
-        state.failed_at = None;
+        state.complete();
         self.save(&unit.key, state)?;
         self.record("credential.rotation.completed", unit, state, trigger, json!({ "openbao_connection": connection }));
-        Ok(RotationReport {
-            target: unit.target.name.clone(),
-            secret: unit.describe(),
-            from: None,
-            to: None,
-            retire_at: None,
-            sessions_ended: 0,
-        })
+        Ok(RotationReport::of(unit, state, Step::Switched, 0))
     }
 
     /// The SSH user CA: its next key published (state `set`, the switch due
@@ -485,29 +482,16 @@ impl Rotations {
                 unit,
                 state,
                 trigger,
-                json!({ "signs_from": state.retire_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()) }),
+                json!({ "signs_from": state.retire_at.map(rfc3339) }),
             );
         }
         if state.step == Step::Set && state.retire_at.is_none_or(|at| at <= SystemTime::now()) {
             ca.promote_next_user_key().map_err(refused)?;
-            state.step = Step::Idle;
-            state.last_rotated = Some(SystemTime::now());
-            state.last_error = None;
-            state.failed_at = None;
+            state.complete();
             self.save(&unit.key, state)?;
             self.record("credential.rotation.switched", unit, state, trigger, json!({}));
         }
-        Ok(RotationReport {
-            target: unit.target.name.clone(),
-            secret: unit.describe(),
-            from: state.from.clone(),
-            to: state.to.clone(),
-            retire_at: state
-                .retire_at
-                .filter(|_| state.step == Step::Set)
-                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-            sessions_ended: 0,
-        })
+        Ok(RotationReport::of(unit, state, Step::Set, 0))
     }
 
     /// The rotating secrets of `policy`'s targets, each once.

@@ -66,6 +66,16 @@ pub struct RotationState {
     pub failed_at: Option<SystemTime>,
 }
 
+impl RotationState {
+    /// A rotation completed now: nothing under way, no failure outstanding.
+    pub fn complete(&mut self) {
+        self.step = Step::Idle;
+        self.last_rotated = Some(SystemTime::now());
+        self.last_error = None;
+        self.failed_at = None;
+    }
+}
+
 /// The state files, in `state_dir/rotation`.
 #[derive(Clone, Debug)]
 pub struct StateDir {
