@@ -16,7 +16,7 @@
 //! What the guard is not: it reads text, not what runs. A script on the
 //! target, a program copied under another name, code in another language
 //! (`python -c`), or data turned into commands at run time in ways the text
-//! does not show are outside what it claims; README's threat model says so.
+//! does not show are outside what it claims; docs/threat-model.md says so.
 
 mod invocation;
 mod options;
