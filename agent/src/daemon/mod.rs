@@ -161,12 +161,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let ssh_ca_rotation = crate::credentials::rotation::SshCaRotation {
         ca: Arc::clone(&ssh_ca),
         rotation: crate::policy::Rotation {
+            scheduled: config.ssh_ca.rotate,
             every: config.ssh_ca.rotate_every,
             grace: config.ssh_ca.rotation_grace,
             server: None,
             openbao_connection: None,
         },
-        scheduled: config.ssh_ca.rotate,
     };
     let rotations = Arc::new(crate::credentials::rotation::Rotations::new(
         Arc::clone(&credentials),

@@ -70,15 +70,17 @@ pub struct Credentials {
 /// or the root credential of OpenBao's database connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotationPlan {
-    /// Rotated on this schedule.
-    Scheduled(Rotation),
+    /// Rotated as this says (on its schedule, or only on demand).
+    Rotates(Rotation),
     /// Not rotated, and why (for `airlock status` and `airlock rotate`).
     Off(String),
 }
 
-/// A rotation schedule.
+/// How a secret rotates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rotation {
+    /// On the schedule; false: only by `airlock rotate`.
+    pub scheduled: bool,
     /// Time between rotations.
     pub every: Duration,
     /// How long the old secret keeps working after the new one is in use,

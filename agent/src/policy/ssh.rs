@@ -141,7 +141,15 @@ pub(super) struct RawSsh {
 #[serde(untagged)]
 enum RawCa {
     Name(String),
-    Table { openbao: RawOpenBao },
+    Table(RawCaTable),
+}
+
+/// `ca = { openbao = { … } }`: nothing else may be in it (a misspelt key
+/// would otherwise be dropped without a word).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaTable {
+    openbao: RawOpenBao,
 }
 
 #[derive(Deserialize)]
@@ -214,7 +222,7 @@ pub(super) fn options(raw: RawSsh, has_approvers: bool, error: &mut dyn FnMut(us
                     error(at, format!("unknown ssh ca {name:?}, expected \"embedded\" or an openbao table"));
                     UserCa::Embedded
                 }
-                RawCa::Table { openbao } => {
+                RawCa::Table(RawCaTable { openbao }) => {
                     if !(openbao.addr.starts_with("http://") || openbao.addr.starts_with("https://")) {
                         error(at, format!("openbao addr {:?} must start with http:// or https://", openbao.addr));
                     }
@@ -404,5 +412,21 @@ mod tests {
         assert_eq!(refused, "login \"root\" is not one you may use; you may use: deploy");
         let nobody = Subject::new("eve", &[]);
         assert_eq!(options.principal_for("deploy", &nobody).unwrap_err(), "no login on this target is open to eve");
+    }
+
+    #[test]
+    fn an_openbao_ca_table_takes_nothing_else() {
+        let policy = |ca: &str| {
+            format!(
+                "[[target]]\nname = \"web\"\nprotocol = \"ssh\"\nport = 22\naddresses = [\"10.0.0.5\"]\n\n\
+                 [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.ssh]\n{ca}\n\n\
+                 [[target.ssh.principal]]\nname = \"deploy\"\nusers = [\"*\"]\n"
+            )
+        };
+        let load = |text: &str| crate::policy::Policy::from_sources([(std::path::Path::new("s.toml"), text)]);
+        let openbao = "openbao = { addr = \"https://bao:8200\", token_file = \"/etc/t\", role = \"deploy\" }";
+        let good = load(&policy(&format!("ca = {{ {openbao} }}"))).unwrap();
+        assert!(matches!(good.targets[0].ssh.as_ref().unwrap().ca, UserCa::OpenBao { .. }));
+        assert!(load(&policy(&format!("ca = {{ {openbao}, extra = 1 }}"))).is_err());
     }
 }

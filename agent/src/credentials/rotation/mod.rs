@@ -176,8 +176,6 @@ pub struct SshCaRotation {
     pub ca: Arc<SshCa>,
     /// Its schedule (`[ssh_ca]` in the agent's configuration).
     pub rotation: Rotation,
-    /// Whether it rotates on the schedule, or only by `airlock rotate`.
-    pub scheduled: bool,
 }
 
 /// The rotations of every target's secrets.
@@ -273,13 +271,13 @@ impl Rotations {
             .map(|unit| {
                 let state = self.states.load(&unit.key).unwrap_or_default();
                 let schedule = match unit.secret {
+                    _ if !unit.rotation.scheduled => "by airlock rotate only".into(),
                     Secret::AdminLogin { .. } => format!(
                         "every {}, grace {}",
                         humantime::format_duration(unit.rotation.every),
                         humantime::format_duration(unit.rotation.grace)
                     ),
                     Secret::OpenBaoRoot { .. } => format!("every {}", humantime::format_duration(unit.rotation.every)),
-                    Secret::SshUserCa { .. } if !self.ssh.scheduled => "by airlock rotate only".into(),
                     Secret::SshUserCa { .. } => format!(
                         "every {}, next key published {} before it signs",
                         humantime::format_duration(unit.rotation.every),
@@ -295,7 +293,7 @@ impl Rotations {
                         .and_then(|s| s.as_str().map(str::to_owned))
                         .unwrap_or_default(),
                     last_rotated: when(state.last_rotated),
-                    next_due: when(Some(self.next_due(&unit, &state))),
+                    next_due: when(unit.rotation.scheduled.then(|| self.next_due(&unit, &state))),
                     retire_at: when(state.retire_at.filter(|_| state.step == Step::Switched)),
                     last_error: state.last_error,
                 }
@@ -501,7 +499,10 @@ impl Rotations {
         let mut units = Vec::new();
         for target in &policy.targets {
             let Some(credentials) = &target.credentials else { continue };
-            let RotationPlan::Scheduled(rotation) = &credentials.rotation else { continue };
+            let RotationPlan::Rotates(rotation) = &credentials.rotation else { continue };
+            if scheduled_only && !rotation.scheduled {
+                continue;
+            }
             let (key, secret) = match (&credentials.source, rotation) {
                 (CredentialSource::Embedded { admin_file }, Rotation { server: Some(server), .. }) => {
                     let grants = credentials.roles.iter().flat_map(|r| r.grants.iter().cloned()).collect();
@@ -533,7 +534,7 @@ impl Rotations {
             }
         }
         // The SSH user CA, for the first target whose sessions it signs.
-        if (self.ssh.scheduled || !scheduled_only)
+        if (self.ssh.rotation.scheduled || !scheduled_only)
             && let Some(target) = policy.targets.iter().find(|t| uses_ssh_ca(t))
         {
             units.push(Unit {

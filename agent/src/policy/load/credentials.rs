@@ -212,9 +212,7 @@ impl Loader {
     ) -> RotationPlan {
         let explicit = raw.as_ref().map(|raw| raw.span().start);
         let raw = raw.map(Spanned::into_inner);
-        if raw.as_ref().and_then(|r| r.enabled) == Some(false) {
-            return RotationPlan::Off("enabled = false in [target.credentials.rotation]".into());
-        }
+        let scheduled = raw.as_ref().and_then(|r| r.enabled) != Some(false);
         let duration = |this: &mut Self, value: Option<&Spanned<String>>, what: &str, default: Duration| {
             let Some(value) = value else { return default };
             match humantime::parse_duration(value.get_ref()) {
@@ -262,7 +260,8 @@ impl Loader {
                 }
                 let server = named_server.or_else(|| Some(std::net::SocketAddr::new(single_host(networks)?, port?)));
                 match (server, explicit) {
-                    (Some(server), _) => RotationPlan::Scheduled(Rotation {
+                    (Some(server), _) => RotationPlan::Rotates(Rotation {
+                        scheduled,
                         every,
                         grace,
                         server: Some(server),
@@ -290,7 +289,8 @@ impl Loader {
                             .into();
                         self.error(source, connection.span().start, message);
                     }
-                    RotationPlan::Scheduled(Rotation {
+                    RotationPlan::Rotates(Rotation {
+                        scheduled,
                         every,
                         grace: Duration::ZERO,
                         server: None,
@@ -377,15 +377,16 @@ mod tests {
         let table = "[target.credentials.rotation]\n";
         assert_eq!(
             plan(&embedded(&format!("{table}every = \"7d\"\ngrace = \"5m\"\n"))).unwrap(),
-            RotationPlan::Scheduled(Rotation {
+            RotationPlan::Rotates(Rotation {
+                scheduled: true,
                 every: Duration::from_secs(7 * 86_400),
                 grace: Duration::from_secs(300),
                 server: Some("10.0.0.5:5432".parse().unwrap()),
                 openbao_connection: None,
             })
         );
-        let off = plan(&embedded(&format!("{table}enabled = false\n"))).unwrap();
-        assert!(matches!(off, RotationPlan::Off(why) if why.contains("enabled = false")));
+        let on_demand = plan(&embedded(&format!("{table}enabled = false\n"))).unwrap();
+        assert!(matches!(on_demand, RotationPlan::Rotates(Rotation { scheduled: false, .. })));
         // A network has no one server: off by default, an error when asked for.
         let network = |rotation: &str| embedded(rotation).replace("10.0.0.5\"", "10.0.0.0/24\"");
         assert!(matches!(plan(&network("")).unwrap(), RotationPlan::Off(why) if why.contains("server")));
@@ -393,7 +394,7 @@ mod tests {
         assert!(errors.contains("rotation needs the server the admin login lives on"), "{errors}");
         let named = plan(&network(&format!("{table}server = \"10.0.0.7\"\n"))).unwrap();
         assert!(
-            matches!(named, RotationPlan::Scheduled(Rotation { server: Some(s), .. }) if s.to_string() == "10.0.0.7:5432")
+            matches!(named, RotationPlan::Rotates(Rotation { server: Some(s), .. }) if s.to_string() == "10.0.0.7:5432")
         );
         let bad = plan(&embedded(&format!(
             "{table}every = \"sometimes\"\ngrace = \"8d\"\nserver = \"db.internal\"\nopenbao_connection = \"pg\"\n"
@@ -418,7 +419,7 @@ mod tests {
         };
         assert!(matches!(plan(&bao("")).unwrap(), RotationPlan::Off(why) if why.contains("openbao_connection")));
         let named = plan(&bao(&format!("{table}openbao_connection = \"pg\"\n"))).unwrap();
-        assert!(matches!(named, RotationPlan::Scheduled(Rotation { openbao_connection: Some(c), .. }) if c == "pg"));
+        assert!(matches!(named, RotationPlan::Rotates(Rotation { openbao_connection: Some(c), .. }) if c == "pg"));
         let jwt = bao(&format!("{table}openbao_connection = \"pg\"\n"))
             .replace("token_file = \"/etc/t\"", "jwt_auth = { role = \"a\" }");
         assert!(plan(&jwt).unwrap_err().to_string().contains("needs Airlock's own token"));
@@ -468,7 +469,8 @@ mod tests {
                     openbao_role: None,
                 }],
                 tls: UpstreamTls::Prefer,
-                rotation: RotationPlan::Scheduled(Rotation {
+                rotation: RotationPlan::Rotates(Rotation {
+                    scheduled: true,
                     every: DEFAULT_ROTATE_EVERY,
                     grace: DEFAULT_ROTATION_GRACE,
                     server: Some("10.0.0.5:5432".parse().unwrap()),
