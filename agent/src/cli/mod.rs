@@ -1,6 +1,7 @@
 //! The `airlock` command line.
 
 mod approvals;
+pub mod assets;
 mod audit;
 mod confine;
 mod kubeconfig;
@@ -217,6 +218,13 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Write man pages and shell completions for this command line into a
+    /// directory (for packagers: `cargo xtask package` runs it).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory: man pages go to DIR/man, completions to DIR/completions.
+        dir: PathBuf,
+    },
 }
 
 /// Where the agent's control socket is.
@@ -392,6 +400,12 @@ impl Cli {
                     println!("{key}")
                 } else {
                     println!("@cert-authority * {key}")
+                }
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Command::GenerateAssets { dir } => {
+                for path in assets::generate(&dir)? {
+                    println!("{}", path.display());
                 }
                 Ok(std::process::ExitCode::SUCCESS)
             }
