@@ -25,7 +25,7 @@ use std::{
 };
 
 pub use crate::secret::Secret;
-pub use admin::{AdminLogin, AdminSession};
+pub use admin::{AdminLogin, AdminSession, ReadOnlyAdminSession};
 use ledger::{Ledger, LedgerEntry};
 use openbao::{BaoToken, OpenBao};
 

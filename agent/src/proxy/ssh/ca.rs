@@ -25,9 +25,9 @@ use russh::keys::ssh_key::{
 };
 
 /// Host CA private key, inside the CA directory.
-const HOST_CA_KEY_FILE: &str = "host-ca";
+pub const HOST_CA_KEY_FILE: &str = "host-ca";
 /// User CA private key, inside the CA directory.
-const USER_CA_KEY_FILE: &str = "user-ca";
+pub const USER_CA_KEY_FILE: &str = "user-ca";
 /// Public halves, for IT to install.
 pub const HOST_CA_PUB_FILE: &str = "host-ca.pub";
 /// The user CA's public key, the target's `TrustedUserCAKeys`.
