@@ -180,7 +180,7 @@ fn postgres_entries(target: &Target, entries: &mut Vec<Entry>, tokens: &mut BTre
             entries.push(Entry {
                 target: Some(target.name.clone()),
                 kind: SecretKind::AdminLogin,
-                secret: format!("admin login in {}", admin_file.display()),
+                secret: admin_file.display().to_string(),
                 grants_access_to: at.clone(),
                 ttl_rotation: ADMIN_TTL.into(),
                 who_may_obtain: format!("the agent only (root-only file {})", admin_file.display()),
@@ -195,7 +195,7 @@ fn postgres_entries(target: &Target, entries: &mut Vec<Entry>, tokens: &mut BTre
                 entries.push(Entry {
                     target: Some(target.name.clone()),
                     kind: SecretKind::JitRole,
-                    secret: format!("JIT login {:?} (IN ROLE {})", grant.name, or_none(&grant.grants)),
+                    secret: format!("{:?} (IN ROLE {})", grant.name, or_none(&grant.grants)),
                     grants_access_to: at.clone(),
                     ttl_rotation: ttl.clone(),
                     who_may_obtain: who(target, &grant.users, &grant.groups),
@@ -220,7 +220,7 @@ fn postgres_entries(target: &Target, entries: &mut Vec<Entry>, tokens: &mut BTre
                 entries.push(Entry {
                     target: Some(target.name.clone()),
                     kind: SecretKind::JitRole,
-                    secret: format!("JIT login {:?} from OpenBao {mount}/creds/{role}", grant.name),
+                    secret: format!("{:?} from OpenBao {mount}/creds/{role}", grant.name),
                     grants_access_to: at.clone(),
                     ttl_rotation: "OpenBao's lease, revoked when the session ends".into(),
                     who_may_obtain: who(target, &grant.users, &grant.groups),

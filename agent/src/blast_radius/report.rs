@@ -125,8 +125,11 @@ impl PostgresDetail {
     /// `read 12 tables in 2 schemas (3 with personal data), write 4`.
     pub fn privileges_line(&self) -> String {
         let total = self.totals();
+        if total.read == 0 && total.write == 0 {
+            return "no table privileges".into();
+        }
         let schemas = |pick: fn(&SchemaSummary) -> usize| self.schemas.iter().filter(|s| pick(s) > 0).count();
-        let mut text = format!("read {} tables in {} schemas", total.read, schemas(|s| s.read));
+        let mut text = format!("read {} in {}", counted(total.read, "table"), counted(schemas(|s| s.read), "schema"));
         if total.read_sensitive > 0 {
             text.push_str(&format!(" ({} with personal data", total.read_sensitive));
             if total.read_sensitive_masked > 0 {
@@ -236,6 +239,11 @@ impl Report {
             .collect();
         render_table(&headers, &caps, &rows)
     }
+}
+
+/// `1 table`, `2 tables`.
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 /// A row for `assessment` (the fields the inventory fills are passed in).
