@@ -86,7 +86,7 @@ async fn probe(entry: Entry, masking: Option<&crate::masking::MaskingPolicy>, se
     match probe {
         Probe::Known { scope, assessment } => report::assessed(Row { scope, ..row }, assessment),
         Probe::OpenBaoToken { addr, token_file, ca_file, issues_secrets } => {
-            match token::lookup(&addr, &token_file, ca_file.as_ref()).await {
+            match token::lookup(&addr, &token_file, ca_file.as_deref()).await {
                 Ok(facts) => {
                     let row = Row {
                         scope: format!("policies {}", facts.policies.join(", ")),

@@ -1,6 +1,6 @@
 //! What an OpenBao token Airlock holds may do: `auth/token/lookup-self`.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -58,12 +58,12 @@ impl TokenFacts {
 }
 
 /// Looks the token in `token_file` up at `addr`.
-pub async fn lookup(addr: &str, token_file: &PathBuf, ca_file: Option<&PathBuf>) -> Result<TokenFacts, String> {
+pub async fn lookup(addr: &str, token_file: &Path, ca_file: Option<&Path>) -> Result<TokenFacts, String> {
     let client = OpenBao {
         addr: addr.to_owned(),
-        token: BaoToken::File(token_file.clone()),
+        token: BaoToken::File(token_file.to_owned()),
         mount: String::new(),
-        ca_file: ca_file.cloned(),
+        ca_file: ca_file.map(Path::to_owned),
     };
     let answer = client.call_json("GET", "auth/token/lookup-self", None).await.map_err(|e| e.to_string())?;
     Ok(TokenFacts::from_lookup(&answer["data"]))
