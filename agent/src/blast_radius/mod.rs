@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod postgres;
 pub mod report;
 pub mod sensitivity;
+pub mod summary;
 pub mod token;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
