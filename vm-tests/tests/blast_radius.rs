@@ -388,3 +388,90 @@ fn only_root_may_read_the_secrets_it_reports_on() {
     assert!(out.stderr.contains("run it as root"), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
 }
+
+/// A held statement on a just-in-time target: approvers see what the
+/// requester's login can do before they let it run.
+#[test]
+fn approvers_see_the_blast_radius_of_the_requesters_login() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice", "bob"]);
+    let data = lab.target.start_postgres_auth(&lab.dir.path().join("pg"), &[], "scram-sha-256");
+    let admin = TargetHost::jit_admin(&data, lab.dir.path(), ADMIN_PASSWORD);
+    TargetHost::superuser_sql(&data, ROLE_TREE);
+    let (v4, alice, bob) = (lab.target.v4, lab.user("alice").name.clone(), lab.user("bob").name.clone());
+    lab.start_agent(&format!(
+        r#"
+[[target]]
+name = "pg"
+protocol = "postgres"
+port = 5432
+addresses = ["{v4}"]
+
+[[target.access]]
+action = "allow"
+users = ["*"]
+
+[target.credentials]
+admin_file = "{admin}"
+
+[[target.credentials.role]]
+name = "biller"
+grants = ["billing"]
+users = ["{alice}"]
+
+[[target.guardrail]]
+classes = ["update_without_where"]
+action = "approve"
+reason = "whole-table changes need a second pair of eyes"
+
+[target.approvals]
+users = ["{bob}"]
+timeout_seconds = 60
+"#,
+        admin = admin.display()
+    ));
+    let cli = lab.cli().display().to_string();
+    let socket = lab.agent().config.socket.display().to_string();
+    let host = v4.to_string();
+    std::thread::scope(|scope| {
+        let held = scope.spawn(|| {
+            let sql = "update crm.payment_cards set pan = null";
+            lab.run_as("alice", "psql", &["-h", &host, "-U", "biller", "-d", "postgres", "-X", "-At", "-w", "-c", sql])
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let request = loop {
+            let out = lab.run_as("bob", &cli, &["approvals", "--json", "--socket", &socket]);
+            assert!(out.success(), "{out:?}");
+            let list: Vec<Value> = serde_json::from_str(&out.stdout).expect("JSON list");
+            let ready =
+                list.first().filter(|r| !r["blast_radius"].as_str().unwrap_or("").ends_with("still being read"));
+            if let Some(request) = ready {
+                break request.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no request with its blast radius: {list:?}\n{}",
+                lab.agent().log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert_eq!(
+            request["blast_radius"],
+            "grants: read 1 table in 1 schema (1 with personal data), write 1 (1 with personal data); impact high \
+             (writes-sensitive: writes personal data or secrets in crm.payment_cards)"
+        );
+        let text = lab.run_as("bob", &cli, &["approvals", "--socket", &socket]);
+        assert!(text.stdout.contains("login grants: read 1 table in 1 schema"), "{text:?}");
+        let id = request["id"].as_str().unwrap();
+        let denied = lab.run_as("bob", &cli, &["deny", id, "--socket", &socket]);
+        assert!(denied.success(), "{denied:?}");
+        let out = held.join().unwrap();
+        assert!(!out.success() && out.stderr.contains("was denied"), "{out:?}");
+    });
+    // The request as filed (and audited) carries no summary; only listings do.
+    let requested = lab.agent().records_of("approval.requested");
+    assert!(requested[0]["detail"].get("blast_radius").is_none(), "{requested:?}");
+    assert!(!lab.agent().log().contains(ADMIN_PASSWORD));
+}
