@@ -290,7 +290,10 @@ fn http_entry(
         secret: credential.describe(),
         grants_access_to: access,
         ttl_rotation: ttl,
-        who_may_obtain: who(target, &["*".to_owned()], &[]),
+        who_may_obtain: {
+            let (users, groups) = allowed_subjects(target);
+            who(target, &users, &groups)
+        },
         probe: Probe::Known { scope, assessment },
     }
 }
@@ -416,6 +419,13 @@ fn who(target: &Target, users: &[String], groups: &[String]) -> String {
         _ => parts.push("no approval needed".into()),
     }
     parts.join("; ")
+}
+
+/// Everyone the target's allow rules name: who an injected credential
+/// serves (the first matching rule decides, so an earlier deny may narrow it).
+fn allowed_subjects(target: &Target) -> (Vec<String>, Vec<String>) {
+    let allows = || target.access.iter().filter(|r| r.action == Action::Allow);
+    (allows().flat_map(|r| r.users.clone()).collect(), allows().flat_map(|r| r.groups.clone()).collect())
 }
 
 /// `users a, b; groups c`, or `anyone`.
