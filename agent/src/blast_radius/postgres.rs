@@ -169,23 +169,29 @@ FROM reach JOIN pg_roles r ON r.oid = reach.oid
 GROUP BY r.oid, r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, r.rolreplication, r.rolcanlogin
 ORDER BY 3, 2";
 
+/// Privileges per table, unioned over the roles; columns read only for
+/// tables with some privilege.
 const TABLES_SQL: &str = "
-SELECT n.nspname::text, c.relname::text,
-       bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_any_column_privilege(r.oid, c.oid, 'SELECT')),
-       bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_any_column_privilege(r.oid, c.oid, 'INSERT')),
-       bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_any_column_privilege(r.oid, c.oid, 'UPDATE')),
-       bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_table_privilege(r.oid, c.oid, 'DELETE')),
-       bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_table_privilege(r.oid, c.oid, 'TRUNCATE')),
+SELECT p.nspname, p.relname, p.s, p.i, p.u, p.d, p.t,
        (SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
-          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+          FROM pg_attribute a WHERE a.attrelid = p.oid AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT coalesce(array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum), '{}')
-          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-CROSS JOIN unnest($1::oid[]) AS r(oid)
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
-GROUP BY n.nspname, c.relname, c.oid
+          FROM pg_attribute a WHERE a.attrelid = p.oid AND a.attnum > 0 AND NOT a.attisdropped)
+FROM (
+    SELECT n.nspname::text AS nspname, c.relname::text AS relname, c.oid,
+           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_any_column_privilege(r.oid, c.oid, 'SELECT')) AS s,
+           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_any_column_privilege(r.oid, c.oid, 'INSERT')) AS i,
+           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_any_column_privilege(r.oid, c.oid, 'UPDATE')) AS u,
+           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_table_privilege(r.oid, c.oid, 'DELETE')) AS d,
+           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_table_privilege(r.oid, c.oid, 'TRUNCATE')) AS t
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    CROSS JOIN unnest($1::oid[]) AS r(oid)
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+    GROUP BY n.nspname, c.relname, c.oid
+) p
+WHERE p.s OR p.i OR p.u OR p.d OR p.t
 ORDER BY 1, 2";
 
 const DATABASES_SQL: &str = "
