@@ -20,6 +20,8 @@ CREATE TABLE shop.orders (id int, total numeric);
 CREATE TABLE shop.products (id int, title text);
 CREATE TABLE crm.customers (id int, email text, card_number text, notes text);
 CREATE TABLE crm.payment_cards (id int, customer_id int, pan text);
+CREATE TABLE public.notices (id int, body text);
+GRANT SELECT ON public.notices TO PUBLIC;
 CREATE ROLE app_read NOLOGIN;
 GRANT USAGE ON SCHEMA shop TO app_read;
 GRANT SELECT ON ALL TABLES IN SCHEMA shop TO app_read;
@@ -258,7 +260,7 @@ fn each_secret_gets_its_scope_from_the_live_server_and_an_impact_by_rule() {
     assert_eq!(impact(reader), ("low", "reads"), "{reader:#}");
     let tables: Vec<&str> =
         reader["postgres"]["tables"].as_array().unwrap().iter().map(|t| t["table"].as_str().unwrap()).collect();
-    assert_eq!(tables, ["orders", "products"]);
+    assert_eq!(tables, ["notices", "orders", "products"], "PUBLIC's privileges are every login's");
     assert_eq!(reader["ttl_rotation"], "600 s per login (VALID UNTIL), dropped when its last session ends");
     assert_eq!(reader["who_may_obtain"], "groups readers; no approval needed");
 
@@ -459,11 +461,11 @@ timeout_seconds = 60
         };
         assert_eq!(
             request["blast_radius"],
-            "grants: read 1 table in 1 schema (1 with personal data), write 1 (1 with personal data); impact high \
+            "grants: read 2 tables in 2 schemas (1 with personal data), write 1 (1 with personal data); impact high \
              (writes-sensitive: writes personal data or secrets in crm.payment_cards)"
         );
         let text = lab.run_as("bob", &cli, &["approvals", "--socket", &socket]);
-        assert!(text.stdout.contains("login grants: read 1 table in 1 schema"), "{text:?}");
+        assert!(text.stdout.contains("login grants: read 2 tables in 2 schemas"), "{text:?}");
         let id = request["id"].as_str().unwrap();
         let denied = lab.run_as("bob", &cli, &["deny", id, "--socket", &socket]);
         assert!(denied.success(), "{denied:?}");

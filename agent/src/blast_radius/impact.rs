@@ -182,6 +182,13 @@ pub fn assess_postgres(scope: &PgScope, tables: &[JudgedTable]) -> Assessment {
     let attribute = |has: fn(&super::postgres::RoleAttributes) -> bool, rule: Rule, what: &str| {
         scope.role_with(has).map(|role| Assessment::new(rule, format!("{what} through role {}", role.name)))
     };
+    if !scope.missing_roles.is_empty() {
+        // CREATE ROLE … IN ROLE fails on any missing role: no login exists.
+        return Assessment::new(
+            Rule::Nothing,
+            format!("no login can be made: role(s) {} do not exist", scope.missing_roles.join(", ")),
+        );
+    }
     if let Some(found) = attribute(|a| a.superuser, Rule::Superuser, "SUPERUSER")
         .or_else(|| attribute(|a| a.createrole, Rule::Createrole, "CREATEROLE"))
         .or_else(|| attribute(|a| a.bypassrls, Rule::Bypassrls, "BYPASSRLS"))
@@ -196,12 +203,6 @@ pub fn assess_postgres(scope: &PgScope, tables: &[JudgedTable]) -> Assessment {
     };
     if let Some(written) = names(&|t| t.privileges.writes() && !t.sensitive.is_empty()) {
         return Assessment::new(Rule::WritesSensitive, format!("writes personal data or secrets in {written}"));
-    }
-    if !scope.missing_roles.is_empty() && scope.roles.is_empty() {
-        return Assessment::new(
-            Rule::Nothing,
-            format!("no login can be made: role(s) {} do not exist", scope.missing_roles.join(", ")),
-        );
     }
     if let Some(read) = names(&|t| t.privileges.select && !t.sensitive.is_empty()) {
         return Assessment::new(Rule::ReadsSensitive, format!("reads personal data or secrets in {read}"));

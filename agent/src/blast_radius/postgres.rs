@@ -179,14 +179,14 @@ SELECT p.nspname, p.relname, p.s, p.i, p.u, p.d, p.t,
           FROM pg_attribute a WHERE a.attrelid = p.oid AND a.attnum > 0 AND NOT a.attisdropped)
 FROM (
     SELECT n.nspname::text AS nspname, c.relname::text AS relname, c.oid,
-           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_any_column_privilege(r.oid, c.oid, 'SELECT')) AS s,
-           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_any_column_privilege(r.oid, c.oid, 'INSERT')) AS i,
-           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_any_column_privilege(r.oid, c.oid, 'UPDATE')) AS u,
-           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_table_privilege(r.oid, c.oid, 'DELETE')) AS d,
-           bool_or(has_schema_privilege(r.oid, n.oid, 'USAGE') AND has_table_privilege(r.oid, c.oid, 'TRUNCATE')) AS t
+           bool_or(has_schema_privilege(r.name, n.oid, 'USAGE') AND has_any_column_privilege(r.name, c.oid, 'SELECT')) AS s,
+           bool_or(has_schema_privilege(r.name, n.oid, 'USAGE') AND has_any_column_privilege(r.name, c.oid, 'INSERT')) AS i,
+           bool_or(has_schema_privilege(r.name, n.oid, 'USAGE') AND has_any_column_privilege(r.name, c.oid, 'UPDATE')) AS u,
+           bool_or(has_schema_privilege(r.name, n.oid, 'USAGE') AND has_table_privilege(r.name, c.oid, 'DELETE')) AS d,
+           bool_or(has_schema_privilege(r.name, n.oid, 'USAGE') AND has_table_privilege(r.name, c.oid, 'TRUNCATE')) AS t
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    CROSS JOIN unnest($1::oid[]) AS r(oid)
+    CROSS JOIN unnest($1::text[]) AS r(name)
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
       AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
     GROUP BY n.nspname, c.relname, c.oid
@@ -197,16 +197,14 @@ ORDER BY 1, 2";
 const DATABASES_SQL: &str = "
 SELECT d.datname::text FROM pg_database d
 WHERE d.datallowconn AND NOT d.datistemplate AND d.datname <> current_database()
-  AND EXISTS (SELECT 1 FROM unnest($1::oid[]) AS r(oid) WHERE has_database_privilege(r.oid, d.oid, 'CONNECT'))
+  AND EXISTS (SELECT 1 FROM unnest($1::text[]) AS r(name) WHERE has_database_privilege(r.name, d.oid, 'CONNECT'))
 ORDER BY 1";
 
 async fn read_scope(session: &ReadOnlyAdminSession, starting: &[String]) -> Result<PgScope, CredentialError> {
     let database: String =
         session.query("SELECT current_database()::text", &[]).await?.first().map(|row| row.get(0)).unwrap_or_default();
-    let mut oids = Vec::new();
     let mut roles = Vec::new();
     for row in session.query(ROLES_SQL, &[&starting, &MAX_DEPTH]).await? {
-        oids.push(row.get::<_, tokio_postgres::types::Oid>(0));
         roles.push(ReachedRole {
             name: row.get(1),
             depth: row.get(2),
@@ -223,8 +221,10 @@ async fn read_scope(session: &ReadOnlyAdminSession, starting: &[String]) -> Resu
     }
     let present: BTreeSet<&str> = roles.iter().filter(|r| r.depth == 0).map(|r| r.name.as_str()).collect();
     let missing_roles = starting.iter().filter(|name| !present.contains(name.as_str())).cloned().collect();
+    // PUBLIC's privileges are every login's, even one granted no role.
+    let holders: Vec<&str> = roles.iter().map(|r| r.name.as_str()).chain(["public"]).collect();
     let mut tables = Vec::new();
-    for row in session.query(TABLES_SQL, &[&oids]).await? {
+    for row in session.query(TABLES_SQL, &[&holders]).await? {
         let privileges = TablePrivileges {
             select: row.get(2),
             insert: row.get(3),
@@ -244,6 +244,6 @@ async fn read_scope(session: &ReadOnlyAdminSession, starting: &[String]) -> Resu
             columns: names.into_iter().zip(types).collect(),
         });
     }
-    let other_databases = session.query(DATABASES_SQL, &[&oids]).await?.iter().map(|row| row.get(0)).collect();
+    let other_databases = session.query(DATABASES_SQL, &[&holders]).await?.iter().map(|row| row.get(0)).collect();
     Ok(PgScope { database, missing_roles, roles, tables, other_databases })
 }
