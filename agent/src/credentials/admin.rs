@@ -159,9 +159,7 @@ impl AdminSession {
             .map_err(|_| target("timed out dropping the role".into()))?
             .map_err(|e| target(format!("dropping role {role}: {}", db_message(&e))))
     }
-}
 
-impl AdminSession {
     /// This connection, made unable to change anything: every transaction
     /// on it is READ ONLY, for reports that inspect the catalog.
     pub async fn read_only(self) -> Result<ReadOnlyAdminSession, CredentialError> {
