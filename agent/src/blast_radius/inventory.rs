@@ -473,3 +473,82 @@ fn describe_networks(target: &Target) -> String {
     let networks: Vec<String> = target.networks.iter().map(ToString::to_string).collect();
     format!("{} port {}", networks.join(", "), target.port)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.toml"), text).unwrap();
+        Policy::load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const DB: &str = r#"
+[[target]]
+name = "db"
+protocol = "postgres"
+port = 5432
+addresses = ["10.20.0.0/24", "10.20.1.5"]
+
+[[target.access]]
+action = "allow"
+groups = ["dev"]
+
+[[target.access]]
+action = "allow"
+users = ["*"]
+actors = ["coding-agent"]
+
+[target.credentials]
+admin_file = "/etc/airlock/credentials/db.toml"
+
+[[target.credentials.role]]
+name = "readonly"
+grants = ["app_read"]
+users = ["alice"]
+groups = ["dev"]
+
+[[target.guardrail]]
+classes = ["drop"]
+action = "approve"
+
+[target.approvals]
+groups = ["dba"]
+session_access_seconds = 3600
+
+[[actor]]
+name = "coding-agent"
+executables = ["/usr/bin/agent"]
+"#;
+
+    #[test]
+    fn entries_say_who_may_obtain_each_secret_and_where_it_is_read() {
+        let policy = policy(DB);
+        let entries = collect(&Config::default(), &policy, None);
+        let kinds: Vec<SecretKind> = entries.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [SecretKind::AdminLogin, SecretKind::JitRole, SecretKind::TlsHostCa]);
+        let template = &entries[1];
+        assert_eq!(template.secret, "\"readonly\" (IN ROLE app_read)");
+        assert_eq!(
+            template.who_may_obtain,
+            "users alice, groups dev; actors coding-agent; each session approved first by group dba (access window 3600 s)"
+        );
+        assert_eq!(template.grants_access_to, "PostgreSQL at 10.20.1.5:5432", "the single address, not the range");
+        let Probe::Postgres { member_of, server, .. } = &template.probe else { panic!("{:?}", template.probe) };
+        assert_eq!(member_of.as_deref(), Some(&["app_read".to_owned()][..]));
+        assert_eq!(server, &Ok("10.20.1.5:5432".parse().unwrap()));
+        assert!(
+            entries[0].who_may_obtain.starts_with("the agent only (root-only file /etc/airlock/credentials/db.toml")
+        );
+        assert!(collect(&Config::default(), &policy, Some("other")).is_empty());
+    }
+
+    #[test]
+    fn a_target_guarding_only_ranges_names_no_server() {
+        let policy = policy(&DB.replace(", \"10.20.1.5\"", ""));
+        let entries = collect(&Config::default(), &policy, None);
+        let Probe::Postgres { server, .. } = &entries[0].probe else { panic!() };
+        assert_eq!(server, &Err("the policy names no single server address (networks 10.20.0.0/24 port 5432)".into()));
+    }
+}
