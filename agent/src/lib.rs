@@ -15,6 +15,7 @@ extern crate mimalloc as _;
 pub mod actors;
 pub mod approvals;
 pub mod audit;
+pub mod blast_radius;
 pub mod cli;
 pub mod command_guard;
 pub mod config;

@@ -70,6 +70,11 @@ pub struct ApprovalRequest {
     pub created: String,
     /// When it is denied if nobody decides (RFC 3339).
     pub expires: String,
+    /// For a statement on a PostgreSQL target with just-in-time logins:
+    /// what the requester's login can do, one line (added when approvers
+    /// list requests; not part of the request as filed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<String>,
 }
 
 /// How a request ended.
@@ -156,6 +161,8 @@ struct Pending {
     decide: Option<oneshot::Sender<Decision>>,
     /// When an undecided request expires.
     deadline: SystemTime,
+    /// Which blast-radius summary its listing shows.
+    blast_key: Option<crate::blast_radius::summary::Key>,
 }
 
 /// Access to a target granted for a while.
@@ -175,7 +182,7 @@ pub enum SessionAccess {
     /// Yes, within this grant.
     Granted(AccessGrant),
     /// Not yet: this request waits for an approver.
-    Waiting(ApprovalRequest),
+    Waiting(Box<ApprovalRequest>),
 }
 
 /// A decision as taken, for the approver and for whoever ends sessions at
@@ -204,6 +211,8 @@ pub struct NewRequest<'a> {
     pub reason: &'a str,
     /// The target's approval rules.
     pub policy: &'a ApprovalPolicy,
+    /// The requester's just-in-time login, whose blast radius approvers see.
+    pub blast_radius: Option<&'a crate::blast_radius::summary::Query>,
 }
 
 /// A filed request the session waits on.
@@ -223,6 +232,8 @@ pub struct Approvals {
     /// With approvals across hosts: where filed and ended requests are
     /// told, and this host's name.
     exchange: std::sync::OnceLock<ExchangeLink>,
+    /// Blast-radius lines of requesters' logins, read in the background.
+    summaries: crate::blast_radius::summary::Summaries,
 }
 
 /// How [`Approvals`] reaches the exchange of approvals across hosts.
@@ -245,6 +256,7 @@ impl Approvals {
             pending: Mutex::new(HashMap::new()),
             access: Mutex::new(HashMap::new()),
             exchange: std::sync::OnceLock::new(),
+            summaries: crate::blast_radius::summary::Summaries::default(),
         }
     }
 
@@ -354,8 +366,8 @@ impl Approvals {
                 .then(|| p.request.clone())
         });
         match waiting {
-            Some(request) => Ok(SessionAccess::Waiting(request)),
-            None => Ok(SessionAccess::Waiting(self.file(&new, RequestKind::Session, None)?)),
+            Some(request) => Ok(SessionAccess::Waiting(Box::new(request))),
+            None => Ok(SessionAccess::Waiting(Box::new(self.file(&new, RequestKind::Session, None)?))),
         }
     }
 
@@ -384,7 +396,11 @@ impl Approvals {
             approvers: new.policy.describe_approvers(),
             created: humantime::format_rfc3339_seconds(created).to_string(),
             expires: humantime::format_rfc3339_seconds(created + new.policy.timeout).to_string(),
+            blast_radius: None,
         };
+        if let Some(query) = new.blast_radius {
+            self.summaries.ensure(query);
+        }
         self.audit.append(Event {
             kind: "approval.requested",
             session: Some(new.session),
@@ -407,6 +423,7 @@ impl Approvals {
             subject: new.identity.subject.clone(),
             decide,
             deadline: created + new.policy.timeout,
+            blast_key: new.blast_radius.map(crate::blast_radius::summary::Query::key),
         };
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(request.id.clone(), pending);
         if let Some(url) = &new.policy.webhook {
@@ -501,7 +518,10 @@ impl Approvals {
         let mut visible: Vec<ApprovalRequest> = pending
             .values()
             .filter(|p| p.policy.is_approver(&subject) || p.request.requester_uid == caller.uid)
-            .map(|p| p.request.clone())
+            .map(|p| {
+                let blast_radius = p.blast_key.as_ref().map(|key| self.summaries.line(key));
+                ApprovalRequest { blast_radius, ..p.request.clone() }
+            })
             .collect();
         visible.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
         visible
@@ -658,6 +678,7 @@ mod tests {
                 statement: "DROP TABLE customers",
                 reason: "drop statements are held for approval",
                 policy,
+                blast_radius: None,
             })
             .unwrap()
     }
@@ -751,6 +772,7 @@ mod tests {
                     statement: "(a session)",
                     reason: "needs approval",
                     policy: &policy,
+                    blast_radius: None,
                 })
                 .unwrap()
         };

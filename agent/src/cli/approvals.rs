@@ -29,6 +29,9 @@ pub fn list(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> any
                     println!("{:<10} asked by actor {} ({}) for {}", "", actor.name, actor.matched_by, r.requester);
                 }
                 println!("{:<10} why: {} · approvers: {}", "", r.reason, r.approvers);
+                if let Some(blast_radius) = &r.blast_radius {
+                    println!("{:<10} login {blast_radius}", "");
+                }
             }
         }
         Response::Error { message } => return failed(&message),

@@ -3,6 +3,7 @@
 mod approvals;
 pub mod assets;
 mod audit;
+mod blast_radius;
 mod confine;
 mod kubeconfig;
 mod login;
@@ -149,6 +150,22 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Agent configuration file (for the audit directory).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// What an attacker would gain with each secret Airlock holds or issues:
+    /// admin logins, just-in-time role templates, OpenBao tokens, injected
+    /// credentials and CA keys, with scope read from the live targets and a
+    /// leak impact (high, medium, low) by documented rules. Needs root.
+    /// Exit status 3: some scope could not be read (those rows say why).
+    BlastRadius {
+        /// Only this target's secrets.
+        #[arg(long)]
+        target: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Agent configuration file (for the policy and state directories).
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -359,6 +376,7 @@ impl Cli {
                 audit::replay(&audit::audit_dir(dir, &config)?, &session, speed, no_wait)
             }
             Command::Policy { command: PolicyCommand::Check { dir } } => policy::check(dir),
+            Command::BlastRadius { target, json, config } => blast_radius::run(&config, target.as_deref(), json),
             Command::Ca { uninstall: true, .. } => trust::uninstall().map(|()| std::process::ExitCode::SUCCESS),
             Command::Ca { config, install, .. } => {
                 let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;

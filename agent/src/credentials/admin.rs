@@ -213,6 +213,47 @@ impl AdminSession {
             .map_err(|_| target("timed out dropping the role".into()))?
             .map_err(|e| target(format!("dropping role {role}: {}", db_message(&e))))
     }
+
+    /// This connection, made unable to change anything: every transaction
+    /// on it is READ ONLY, for reports that inspect the catalog.
+    pub async fn read_only(self) -> Result<ReadOnlyAdminSession, CredentialError> {
+        let server = self.server;
+        tokio::time::timeout(
+            ADMIN_TIMEOUT,
+            self.client.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
+        )
+        .await
+        .map_err(|_| CredentialError::Target { server, message: "timed out".into() })?
+        .map_err(|e| CredentialError::Target {
+            server,
+            message: format!("making the session read-only: {}", db_message(&e)),
+        })?;
+        Ok(ReadOnlyAdminSession { client: self.client, server })
+    }
+}
+
+/// An admin connection that only reads (see [`AdminSession::read_only`]).
+pub struct ReadOnlyAdminSession {
+    client: tokio_postgres::Client,
+    server: SocketAddr,
+}
+
+impl ReadOnlyAdminSession {
+    /// Runs one query; the server's message on failure.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, CredentialError> {
+        let server = self.server;
+        tokio::time::timeout(ADMIN_TIMEOUT, self.client.query(sql, params))
+            .await
+            .map_err(|_| CredentialError::Target { server, message: "timed out reading the catalog".into() })?
+            .map_err(|e| CredentialError::Target {
+                server,
+                message: format!("reading the catalog: {}", db_message(&e)),
+            })
+    }
 }
 
 /// PBKDF2 rounds in a just-in-time role's SCRAM verifier. Rounds slow

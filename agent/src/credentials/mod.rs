@@ -27,7 +27,7 @@ use std::{
 };
 
 pub use crate::secret::Secret;
-pub use admin::{AdminLogin, AdminSession};
+pub use admin::{AdminLogin, AdminSession, ReadOnlyAdminSession};
 pub use admin_store::AdminStore;
 use ledger::{Ledger, LedgerEntry};
 use openbao::{BaoToken, OpenBao};

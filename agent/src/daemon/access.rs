@@ -41,6 +41,7 @@ pub fn check(
         statement: &format!("(a session on {})", target.name),
         reason: "this target opens only with an approval",
         policy,
+        blast_radius: None,
     };
     Ok(match state.approvals.session_access(new)? {
         SessionAccess::Granted(_) => None,

@@ -219,7 +219,12 @@ async fn run_session(
                 .as_ref()
                 .map(|credentials| postgres::Jit { engine: &state.credentials, credentials });
             let guard = matched.guardrails.as_ref().filter(|g| !g.rules.is_empty()).map(|guardrails| {
-                postgres::guard::GuardContext { guardrails, classifier: &state.classifier, approvals: &state.approvals }
+                postgres::guard::GuardContext {
+                    guardrails,
+                    classifier: &state.classifier,
+                    approvals: &state.approvals,
+                    blast_radius: Default::default(),
+                }
             });
             let shared = postgres::Shared {
                 audit: &state.audit,

@@ -30,7 +30,8 @@ use tokio_rustls::TlsAcceptor;
 const CA_NAME: &str = "Airlock host CA";
 /// File of the CA certificate inside the CA directory.
 pub const CA_CERT_FILE: &str = "host-ca.crt";
-const CA_KEY_FILE: &str = "host-ca.key";
+/// File of the CA private key inside the CA directory.
+pub const CA_KEY_FILE: &str = "host-ca.key";
 /// Leaves kept made; past it the cache starts over.
 const MAX_LEAVES: usize = 4096;
 

@@ -204,6 +204,7 @@ mod tests {
             approvers: "group dba".into(),
             created: "2026-12-06T18:00:00Z".into(),
             expires: "2026-12-06T18:05:00Z".into(),
+            blast_radius: None,
         };
         let mut changed = request.clone();
         changed.statement.push(' ');

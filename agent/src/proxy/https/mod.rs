@@ -153,6 +153,7 @@ impl Session {
             statement,
             reason,
             policy,
+            blast_radius: None,
         });
         let waiter = filed.map_err(|e| format!("the approval request cannot be recorded: {e}"))?;
         approvals.refusal(waiter).await.map_or(Ok(()), Err)

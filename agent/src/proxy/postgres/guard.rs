@@ -104,6 +104,9 @@ pub struct GuardContext<'a> {
     pub classifier: &'a Classifier,
     /// Agent-wide pending approval requests.
     pub approvals: &'a Approvals,
+    /// The session's just-in-time login, once made: approval requests
+    /// show what it can do.
+    pub blast_radius: std::sync::OnceLock<crate::blast_radius::summary::Query>,
 }
 
 /// One session's guardrail layer.
@@ -342,6 +345,7 @@ impl<'a> Guard<'a> {
                     statement: &shown,
                     reason: &verdict.reason,
                     policy,
+                    blast_radius: self.context.blast_radius.get(),
                 });
                 let waiter = match filed {
                     Ok(waiter) => waiter,
@@ -549,7 +553,12 @@ mod tests {
         }
 
         fn context(&self) -> GuardContext<'_> {
-            GuardContext { guardrails: &self.rules, classifier: &self.classifier, approvals: &self.approvals }
+            GuardContext {
+                guardrails: &self.rules,
+                classifier: &self.classifier,
+                approvals: &self.approvals,
+                blast_radius: Default::default(),
+            }
         }
     }
 

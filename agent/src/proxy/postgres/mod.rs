@@ -216,6 +216,18 @@ pub async fn proxy(
             return Ok(crate::proxy::relay::relay(client, &upstream, &session.bytes).await?);
         }
         Ok(Handshake::Started { mut upstream, upstream_reader, lease, database }) => {
+            if let (Some(guard), Some(lease), Some(jit)) = (&shared.guard, &lease, &shared.jit)
+                && let crate::policy::CredentialSource::Embedded { admin_file } = &jit.credentials.source
+            {
+                let _ = guard.blast_radius.set(crate::blast_radius::summary::Query {
+                    target: session.target.name.clone(),
+                    admin_file: admin_file.clone(),
+                    server,
+                    tls: jit.credentials.tls.clone(),
+                    grants: lease.grants.clone(),
+                    masking: shared.masking.as_ref().map(|m| m.policy.clone()),
+                });
+            }
             let masking = match &shared.masking {
                 Some(masking) => {
                     let subject = session.identity.as_subject();

@@ -30,9 +30,9 @@ use russh::keys::ssh_key::{
 };
 
 /// Host CA private key, inside the CA directory.
-const HOST_CA_KEY_FILE: &str = "host-ca";
+pub const HOST_CA_KEY_FILE: &str = "host-ca";
 /// User CA private key, inside the CA directory.
-const USER_CA_KEY_FILE: &str = "user-ca";
+pub const USER_CA_KEY_FILE: &str = "user-ca";
 /// The user CA's next key, while a rotation publishes it.
 const USER_CA_NEXT_KEY_FILE: &str = "user-ca.next";
 /// Public halves, for IT to install.

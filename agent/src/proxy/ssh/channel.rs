@@ -545,6 +545,7 @@ async fn screen(
                 statement: &statement,
                 reason: &reason,
                 policy,
+                blast_radius: None,
             });
             let waiter = filed.map_err(|e| format!("the approval request cannot be recorded: {e}"))?;
             let notice = format!(
