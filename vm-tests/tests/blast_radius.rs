@@ -252,8 +252,7 @@ fn each_secret_gets_its_scope_from_the_live_server_and_an_impact_by_rule() {
     let admin = row(&rows, "pg", "admin_login");
     assert_eq!(impact(admin), ("high", "createrole"), "{admin:#}");
     assert_eq!(admin["kind"], "admin_login");
-    assert_eq!(admin["ttl_rotation"], "long-lived; no rotation configured");
-    assert_eq!(admin["rotation"], Value::Null);
+    assert_eq!(admin["ttl_rotation"], "long-lived; rotates every 30days, the old login valid 15m after");
     assert!(admin["who_may_obtain"].as_str().unwrap().starts_with("the agent only"), "{admin:#}");
 
     let reader = row(&rows, "pg", "\"reader\"");

@@ -14,8 +14,9 @@ use serde::Serialize;
 use super::impact::{Assessment, Rule};
 use crate::{
     config::Config,
+    credentials::AdminStore,
     policy::{
-        Action, CredentialSource, OpenBaoAuth, Policy, Protocol, Target, UpstreamTls,
+        Action, CredentialSource, OpenBaoAuth, Policy, Protocol, RotationPlan, Target, UpstreamTls,
         https::{HttpCredential, OpenBaoSource},
         ssh::UserCa,
     },
@@ -114,8 +115,9 @@ pub fn collect(config: &Config, policy: &Policy, only: Option<&str>) -> Vec<Entr
     let targets: Vec<&Target> = policy.targets.iter().filter(|t| only.is_none_or(|name| t.name == name)).collect();
     let mut entries = Vec::new();
     let mut tokens: BTreeMap<(String, PathBuf), TokenUse> = BTreeMap::new();
+    let admins = AdminStore::new(&config.state_dir);
     for target in &targets {
-        postgres_entries(target, &mut entries, &mut tokens);
+        postgres_entries(target, &admins, &mut entries, &mut tokens);
         if let Some(credential) = target.https.as_ref().and_then(|h| h.credential.as_ref()) {
             entries.push(http_entry(target, credential, &mut tokens));
         }
@@ -170,7 +172,12 @@ impl TokenUse {
     }
 }
 
-fn postgres_entries(target: &Target, entries: &mut Vec<Entry>, tokens: &mut BTreeMap<(String, PathBuf), TokenUse>) {
+fn postgres_entries(
+    target: &Target,
+    admins: &AdminStore,
+    entries: &mut Vec<Entry>,
+    tokens: &mut BTreeMap<(String, PathBuf), TokenUse>,
+) {
     let Some(credentials) = &target.credentials else { return };
     let server = server_of(target);
     let at = describe_server(target, &server);
@@ -182,10 +189,10 @@ fn postgres_entries(target: &Target, entries: &mut Vec<Entry>, tokens: &mut BTre
                 kind: SecretKind::AdminLogin,
                 secret: admin_file.display().to_string(),
                 grants_access_to: at.clone(),
-                ttl_rotation: ADMIN_TTL.into(),
+                ttl_rotation: admin_rotation(&credentials.rotation),
                 who_may_obtain: format!("the agent only (root-only file {})", admin_file.display()),
                 probe: Probe::Postgres {
-                    admin_file: admin_file.clone(),
+                    admin_file: admins.current(admin_file),
                     server: server.clone(),
                     tls: credentials.tls.clone(),
                     member_of: None,
@@ -237,9 +244,19 @@ fn postgres_entries(target: &Target, entries: &mut Vec<Entry>, tokens: &mut BTre
     }
 }
 
-/// What the admin login's TTL column says. Rotation (`[target.credentials.rotation]`)
-/// is not read yet: `Row::rotation` is where it goes.
-pub const ADMIN_TTL: &str = "long-lived; no rotation configured";
+/// What the admin login's TTL column says: how it rotates
+/// (`[target.credentials.rotation]`, docs/rotation.md).
+fn admin_rotation(plan: &RotationPlan) -> String {
+    match plan {
+        RotationPlan::Rotates(r) if r.scheduled => format!(
+            "long-lived; rotates every {}, the old login valid {} after",
+            humantime::format_duration(r.every),
+            humantime::format_duration(r.grace)
+        ),
+        RotationPlan::Rotates(_) => "long-lived; rotated only by `airlock rotate`".into(),
+        RotationPlan::Off(why) => format!("long-lived; not rotated ({why})"),
+    }
+}
 
 fn http_entry(
     target: &Target,
@@ -330,7 +347,15 @@ fn certificate_authorities(config: &Config, targets: &[&Target]) -> Vec<Entry> {
                 kind: SecretKind::SshUserCa,
                 secret: format!("{}{}", key.display(), presence(&key)),
                 grants_access_to: "every SSH server that trusts it (TrustedUserCAKeys)".into(),
-                ttl_rotation: format!("long-lived key; certificates it signs: {}", principals.join("; ")),
+                ttl_rotation: format!(
+                    "long-lived key; {}; certificates it signs: {}",
+                    if config.ssh_ca.rotate {
+                        format!("rotates every {}", humantime::format_duration(config.ssh_ca.rotate_every))
+                    } else {
+                        "rotated only by `airlock rotate`".to_owned()
+                    },
+                    principals.join("; ")
+                ),
                 who_may_obtain: format!("the agent only; certificates for {}", who_list.join("; ")),
                 probe: Probe::Known {
                     scope: format!(

@@ -71,7 +71,6 @@ async fn probe(entry: Entry, masking: Option<&crate::masking::MaskingPolicy>, se
         grants_access_to,
         scope: String::new(),
         ttl_rotation,
-        rotation: None,
         who_may_obtain,
         leak_impact: Impact::High,
         impact_rule: Rule::ScopeUnknown,

@@ -26,10 +26,6 @@ pub struct Row {
     pub scope: String,
     /// How long it (or what it issues) lives.
     pub ttl_rotation: String,
-    /// The rotation schedule, for secrets that have one configured. Not
-    /// read yet: admin logins say "no rotation configured" until
-    /// `[target.credentials.rotation]` fills this in.
-    pub rotation: Option<String>,
     /// Who may obtain it (or what it issues).
     pub who_may_obtain: String,
     /// How bad a leak would be.
@@ -224,10 +220,7 @@ impl Report {
                     Some(why) => format!("UNKNOWN: {why}"),
                     None => row.scope.clone(),
                 };
-                let ttl = match &row.rotation {
-                    Some(rotation) => format!("{}; rotation {rotation}", row.ttl_rotation),
-                    None => row.ttl_rotation.clone(),
-                };
+                let ttl = row.ttl_rotation.clone();
                 let impact = format!(
                     "{} [{}] {}",
                     row.leak_impact.name().to_uppercase(),

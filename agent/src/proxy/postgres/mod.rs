@@ -221,7 +221,8 @@ pub async fn proxy(
             {
                 let _ = guard.blast_radius.set(crate::blast_radius::summary::Query {
                     target: session.target.name.clone(),
-                    admin_file: admin_file.clone(),
+                    // The live admin login: the seed's once a rotation replaced it.
+                    admin_file: jit.engine.admins().current(admin_file),
                     server,
                     tls: jit.credentials.tls.clone(),
                     grants: lease.grants.clone(),
