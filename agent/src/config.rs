@@ -54,6 +54,8 @@ pub struct Config {
     /// Where approvals are decided: this host only, or across hosts
     /// through OpenBao.
     pub approvals: crate::approvals::exchange::ApprovalsConfig,
+    /// The sweep for secrets left on the host (`[scan]`).
+    pub scan: crate::scan::settings::ScanSettings,
 }
 
 /// `[audit]`: segments, checkpoints, durability, retention and who may read.
@@ -125,6 +127,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             oidc: None,
             approvals: Default::default(),
+            scan: Default::default(),
         }
     }
 }
@@ -216,7 +219,16 @@ impl Config {
                 *dir = base.join(&*dir);
             }
         }
-        for file in [&mut config.approvals.token_file, &mut config.approvals.ca_file].into_iter().flatten() {
+        if let Some(relative) = config.scan.paths.iter().find(|p| p.is_relative()) {
+            return Err(ConfigError::Invalid(Diagnostic::without_location(format!(
+                "scan.paths: {} is not an absolute path",
+                relative.display()
+            ))));
+        }
+        for file in [&mut config.approvals.token_file, &mut config.approvals.ca_file, &mut config.scan.rules]
+            .into_iter()
+            .flatten()
+        {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
@@ -321,6 +333,7 @@ host = "runner-7"
                     host: Some("runner-7".into()),
                     ..Default::default()
                 },
+                scan: Default::default(),
             }
         );
     }
@@ -393,6 +406,18 @@ user_claim = "repository"
             error("\n\nagent_cgroup = \"airlock\"\n"),
             "/etc/airlock/airlock.toml:3:16: must be an absolute path (like /sys/fs/cgroup/...)"
         );
+    }
+
+    #[test]
+    fn scan_section_is_read_and_checked() {
+        let config =
+            parse("[scan]\npaths = [\"/srv/ci\"]\ninterval = \"off\"\nrules = \"rules/gitleaks.toml\"\n").unwrap();
+        assert_eq!(config.scan.paths, vec![Path::new("/srv/ci")]);
+        assert_eq!(config.scan.interval, None);
+        assert_eq!(config.scan.rules.as_deref(), Some(Path::new("/etc/airlock/rules/gitleaks.toml")));
+        assert_eq!(error("[scan]\npaths = [\"home\"]\n"), "scan.paths: home is not an absolute path");
+        let err = error("[scan]\ninterval = \"often\"\n");
+        assert!(err.starts_with("/etc/airlock/airlock.toml:2:12: scan.interval"), "{err}");
     }
 
     #[test]

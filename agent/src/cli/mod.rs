@@ -7,6 +7,7 @@ mod kubeconfig;
 mod login;
 mod policy;
 mod run;
+mod scan;
 mod status;
 mod trust;
 
@@ -187,6 +188,31 @@ enum Command {
         /// Agent configuration file (for the state directory).
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Find secrets left on this host: private keys, cloud keys, API tokens,
+    /// JWTs, .pgpass, PGPASSWORD in shell rc files, kubeconfig credentials,
+    /// .env secrets, passwords in shell histories. Prints fingerprints, never
+    /// secrets. Exit status: 0 nothing found, 1 findings, 2 error.
+    Scan {
+        /// Files or directories (default: [scan] paths of the configuration, or
+        /// home directories, /tmp, /var/tmp and CI workspaces).
+        paths: Vec<PathBuf>,
+        /// One JSON finding per line.
+        #[arg(long)]
+        json: bool,
+        /// Agent configuration ([scan] settings, policy, state directory;
+        /// default: /etc/airlock/airlock.toml if readable).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A gitleaks-format rule file instead of the shipped gitleaks rules.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Leave out paths matching this glob (`*` matches any run, `/` too); repeatable.
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Do not read files larger than this.
+        #[arg(long)]
+        max_file_bytes: Option<u64>,
     },
     /// Detach the programs and remove every pinned object. Interception stops
     /// until the agent starts again.
@@ -369,6 +395,9 @@ impl Cli {
                     println!("@cert-authority * {key}")
                 }
                 Ok(std::process::ExitCode::SUCCESS)
+            }
+            Command::Scan { paths, json, config, rules, exclude, max_file_bytes } => {
+                Ok(scan::run(scan::ScanRequest { paths, json, config, rules, exclude, max_file_bytes }))
             }
             Command::Uninstall { config } => {
                 let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
