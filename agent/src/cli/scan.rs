@@ -67,7 +67,7 @@ fn scan(request: ScanRequest) -> anyhow::Result<bool> {
         settings.max_file_bytes = bytes;
     }
     settings.exclude.extend(request.exclude);
-    let rules: RuleSet = settings.rule_set()?;
+    let rules: RuleSet = settings.rule_set().map_err(|e| anyhow::anyhow!("{e}"))?;
     for skipped in rules.skipped() {
         eprintln!("airlock: rule {} not used: {}", skipped.id, skipped.reason);
     }
@@ -119,7 +119,7 @@ fn scan(request: ScanRequest) -> anyhow::Result<bool> {
 /// run only — their fingerprints compare within one run's output.
 fn fingerprint_key(config: &Config) -> anyhow::Result<FingerprintKey> {
     if nix::unistd::geteuid().is_root() {
-        return Ok(FingerprintKey::load_or_create(&config.state_dir.join("scan"))?);
+        return FingerprintKey::load_or_create(&config.state_dir.join("scan")).map_err(|e| anyhow::anyhow!("{e}"));
     }
     eprintln!("airlock: not root: fingerprints are keyed for this run only");
     Ok(FingerprintKey::ephemeral())

@@ -11,7 +11,7 @@ use std::{
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, mpsc::Receiver},
     time::Instant,
 };
 
@@ -44,6 +44,9 @@ pub enum SweepError {
         /// Why.
         source: std::io::Error,
     },
+    /// The rule file (`[scan] rules`) does not load.
+    #[error("[scan] rules: {0}")]
+    Rules(#[from] super::rules::RulesError),
     /// A record could not be written: the sweep stops (the state is not
     /// advanced, so the next sweep reports it again).
     #[error("audit: {0}")]
@@ -74,7 +77,9 @@ pub struct SweepSummary {
 /// One sweeper: its settings, where state and policy are, where records go.
 pub struct Sweeper {
     settings: ScanSettings,
-    scanner: Scanner,
+    /// Compiled on the sweep's thread (the shipped rules take a moment),
+    /// or at start when `[scan] rules` names a file, so a bad one stops the agent.
+    scanner: Option<Scanner>,
     state_dir: PathBuf,
     policies_dir: PathBuf,
     audit: Arc<AuditLog>,
@@ -84,7 +89,7 @@ impl Sweeper {
     /// A sweeper for `config`; fails if its rule file does not load.
     pub fn new(config: &crate::config::Config, audit: Arc<AuditLog>) -> Result<Self, super::rules::RulesError> {
         Ok(Self {
-            scanner: Scanner::new(config.scan.rule_set()?),
+            scanner: config.scan.rules.as_ref().map(|_| config.scan.rule_set().map(Scanner::new)).transpose()?,
             settings: config.scan.clone(),
             state_dir: config.state_dir.join("scan"),
             policies_dir: config.policies_dir.clone(),
@@ -95,8 +100,10 @@ impl Sweeper {
     /// Starts sweeping every `interval` on a thread of its own, or returns
     /// `None` when sweeps are off. Call it before the agent drops its
     /// capabilities: the thread keeps CAP_DAC_READ_SEARCH alone (to read
-    /// every user's files) and drops the rest itself.
-    pub fn spawn(self) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+    /// every user's files) and drops the rest itself. The first sweep
+    /// waits for a message on `start` (the agent sends it once `agent.start`
+    /// is recorded); if the sender goes away first, the thread ends.
+    pub fn spawn(mut self, start: Receiver<()>) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
         let Some(interval) = self.settings.interval else { return Ok(None) };
         std::thread::Builder::new()
             .name("airlock-scan".into())
@@ -107,6 +114,9 @@ impl Sweeper {
                 }
                 if let Err(e) = lower_this_thread() {
                     tracing::warn!("secret sweep runs at normal priority: {e}");
+                }
+                if start.recv().is_err() {
+                    return;
                 }
                 loop {
                     match self.sweep_once() {
@@ -120,8 +130,12 @@ impl Sweeper {
     }
 
     /// One sweep: scan, compare, record, save.
-    pub fn sweep_once(&self) -> Result<SweepSummary, SweepError> {
+    pub fn sweep_once(&mut self) -> Result<SweepSummary, SweepError> {
         let started = Instant::now();
+        if self.scanner.is_none() {
+            self.scanner = Some(Scanner::new(self.settings.rule_set()?));
+        }
+        let Some(scanner) = &self.scanner else { unreachable!("set above") };
         let key = FingerprintKey::load_or_create(&self.state_dir)?;
         let targets = match crate::policy::Policy::load_dir(&self.policies_dir) {
             Ok(policy) => ProtectedTargets::new(policy),
@@ -135,13 +149,8 @@ impl Sweeper {
         let roots = self.settings.roots();
         let limits = self.settings.limits();
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let context = ScanContext {
-            scanner: &self.scanner,
-            limits: &limits,
-            key: &key,
-            targets: &targets,
-            after_file: &mut after_file,
-        };
+        let context =
+            ScanContext { scanner, limits: &limits, key: &key, targets: &targets, after_file: &mut after_file };
         let report = super::scan(&roots, context, &now);
         let previous = self.load_state();
         let (state, summary) = self.compare(previous, report)?;
@@ -282,7 +291,7 @@ mod tests {
             ..crate::config::Config::default()
         };
         let audit = Arc::new(AuditLog::open(&audit_dir).unwrap());
-        let sweeper = Sweeper::new(&config, Arc::clone(&audit)).unwrap();
+        let mut sweeper = Sweeper::new(&config, Arc::clone(&audit)).unwrap();
         let first = sweeper.sweep_once().unwrap();
         assert_eq!((first.present, first.found, first.gone), (1, 1, 0));
         let again = sweeper.sweep_once().unwrap();
