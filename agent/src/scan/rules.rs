@@ -526,7 +526,12 @@ impl RuleSet {
         let keywords = if keyword_list.is_empty() {
             None
         } else {
-            Some(AhoCorasick::builder().ascii_case_insensitive(true).build(&keyword_list)?)
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                    .build(&keyword_list)?,
+            )
         };
         Ok(Self { rules, global, keywords, keyword_rules, unfiltered, skipped })
     }
