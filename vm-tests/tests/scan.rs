@@ -72,6 +72,20 @@ fn found(findings: &[Value], root: &Path) -> Vec<(String, String)> {
     pairs
 }
 
+/// Waits (bounded) for `count` records of `kind`: the sweep runs at nice 19
+/// in the idle I/O class, so on a busy machine it takes longer than the
+/// agent's other work that `Agent::wait_for_records` waits for.
+fn sweep_records(agent: &Agent, kind: &str, count: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let records = agent.records_of(kind);
+        if records.len() >= count || std::time::Instant::now() > deadline {
+            return records;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 fn assert_no_secret(what: &str, text: &str) {
     for secret in
         [AWS_KEY, OUTSIDE_KEY, GITHUB_PAT, PGPASS_PASSWORD, RC_PASSWORD, HISTORY_PASSWORD, ENV_TOKEN, KUBE_TOKEN]
@@ -159,7 +173,7 @@ fn sweep_and_scan_find_planted_secrets_in_real_homes_and_touch_nothing() {
     .into_iter()
     .map(|(p, r)| (p.to_owned(), r.to_owned()))
     .collect();
-    let records = lab.agent().wait_for_records("secret.found", expected.len());
+    let records = sweep_records(lab.agent(), "secret.found", expected.len());
     assert_eq!(found(&records, &root), expected, "{records:#?}");
     let by_path = |records: &[Value], suffix: &str| -> Value {
         records.iter().find(|r| r["detail"]["path"].as_str().unwrap().ends_with(suffix)).unwrap()["detail"].clone()
@@ -189,6 +203,8 @@ fn sweep_and_scan_find_planted_secrets_in_real_homes_and_touch_nothing() {
     assert_no_secret("root's scan output", &(stdout.clone() + &stderr));
     let cli_findings: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(found(&cli_findings, &root), expected);
+    let cli_pgpass = cli_findings.iter().find(|f| f["path"].as_str().unwrap().ends_with("/.pgpass")).unwrap();
+    assert_eq!(cli_pgpass["protected_target"], serde_json::json!(["pg"]), "{cli_pgpass}");
     let mut audit_prints: Vec<&str> = records.iter().map(|r| r["detail"]["fingerprint"].as_str().unwrap()).collect();
     let mut cli_prints: Vec<&str> = cli_findings.iter().map(|f| f["fingerprint"].as_str().unwrap()).collect();
     audit_prints.sort();
@@ -218,7 +234,7 @@ fn sweep_and_scan_find_planted_secrets_in_real_homes_and_touch_nothing() {
 
     // A secret removed is gone at the next sweep.
     fs::write(alice_home.join("project/.env"), "APP_NAME=demo\n").unwrap();
-    let gone = lab.agent().wait_for_records("secret.gone", 1);
+    let gone = sweep_records(lab.agent(), "secret.gone", 1);
     assert_eq!(found(&gone, &root), vec![("/alice/project/.env".to_owned(), "airlock-env-secret".to_owned())]);
     assert_eq!(gone[0]["detail"]["fingerprint"], by_path(&records, "/.env")["fingerprint"]);
     assert_eq!(lab.agent().records_of("secret.found").len(), expected.len(), "nothing announced twice");

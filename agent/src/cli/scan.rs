@@ -52,7 +52,12 @@ pub fn run(request: ScanRequest) -> ExitCode {
 fn scan(request: ScanRequest) -> anyhow::Result<bool> {
     let config = match &request.config {
         Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => Config::load(Path::new(super::DEFAULT_CONFIG)).unwrap_or_default(),
+        // No configuration installed (or not readable by this user): the defaults.
+        None => match Config::load(Path::new(super::DEFAULT_CONFIG)) {
+            Ok(config) => config,
+            Err(crate::config::ConfigError::Read { .. }) => Config::default(),
+            Err(invalid) => anyhow::bail!("{invalid}"),
+        },
     };
     let mut settings = config.scan.clone();
     if let Some(rules) = request.rules {

@@ -152,7 +152,7 @@ pub struct Finding {
     pub encrypted: Option<bool>,
     /// Protected targets this secret reaches directly, bypassing
     /// just-in-time access; it should be removed.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    #[serde(rename = "protected_target", skip_serializing_if = "Vec::is_empty", default)]
     pub protected_targets: Vec<String>,
     /// When a sweep first found it (RFC 3339; a one-off scan: now).
     pub first_seen: String,
