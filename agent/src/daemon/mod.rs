@@ -135,6 +135,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let credentials = Arc::new(crate::credentials::Engine::open(&config.state_dir, Arc::clone(&audit))?);
     let ca = Arc::new(crate::proxy::ca::HostCa::load_or_create(&config.state_dir.join("tls"))?);
     let ssh_ca = Arc::new(crate::proxy::ssh::ca::SshCa::load_or_create(&config.state_dir.join("ssh"))?);
+    let sweep_start = start_secret_sweep(&config, &audit)?;
     privileges::drop_all_but_runtime_needs()?;
 
     // /proc read once, whatever the number of saved sessions; unreadable,
@@ -224,8 +225,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         if let Some(logins) = logins {
             tokio::spawn(logins.maintain());
         }
-        serve(state, listeners, control, metrics_listener).await
+        serve(state, listeners, control, metrics_listener, sweep_start).await
     })
+}
+
+/// Starts the secret sweep's thread (`[scan]`), before capabilities are
+/// dropped: it keeps CAP_DAC_READ_SEARCH for itself. It begins once the
+/// returned sender is told the agent has started; `None`: sweeps are off.
+fn start_secret_sweep(config: &Config, audit: &Arc<AuditLog>) -> anyhow::Result<Option<std::sync::mpsc::Sender<()>>> {
+    let sweeper =
+        crate::scan::sweep::Sweeper::new(config, Arc::clone(audit)).map_err(|e| anyhow::anyhow!("[scan] {e}"))?;
+    let (start, started) = std::sync::mpsc::channel();
+    let thread = sweeper.spawn(started).context("starting the secret sweep")?;
+    Ok(thread.map(|_| start))
 }
 
 /// The audit log's settings from `[audit]`, with the host signing key.
@@ -283,6 +295,7 @@ async fn serve(
     listeners: Vec<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
     metrics: Option<std::net::TcpListener>,
+    sweep_start: Option<std::sync::mpsc::Sender<()>>,
 ) -> anyhow::Result<()> {
     let control = tokio::net::UnixListener::from_std(control)?;
     tokio::spawn(control::server::serve(control, Arc::clone(&state)));
@@ -329,6 +342,10 @@ async fn serve(
             "targets": target_names(&state.policy()),
         }),
     })?;
+    if let Some(start) = sweep_start {
+        // The sweep's thread may have ended (it logged why): nothing to start then.
+        let _ = start.send(());
+    }
     let addresses: Vec<_> = listeners.iter().map(|l| l.local_addr().ok()).collect();
     // Each loop takes its reserve descriptor before readiness is announced:
     // a ready agent can always refuse a connection in words.

@@ -13,6 +13,13 @@ pub use self::{
 
 /// What replaces a secret.
 pub const REDACTED: &str = "***";
+
+/// Whether an environment variable of this name holds a secret
+/// (`PGPASSWORD`, `MYSQL_PWD`, `GITHUB_TOKEN`, `AWS_SECRET_ACCESS_KEY`…), as
+/// command lines are judged; also how `.env` files are read.
+pub fn is_secret_variable(name: &str) -> bool {
+    words::secret_variable(name)
+}
 /// Removes secrets people put on command lines: the values of secret
 /// flags and assignments and of known tools' password flags (see
 /// [`words`]), and in each argument what [`shell`] removes (an argument

@@ -56,7 +56,7 @@ fn user_colon_password(tool: &str) -> bool {
 
 /// Whether `NAME=value` names a secret: `PGPASSWORD`, `MYSQL_PWD`,
 /// `GITHUB_TOKEN`, `AWS_SECRET_ACCESS_KEY`, `api_key`….
-fn secret_variable(name: &str) -> bool {
+pub(super) fn secret_variable(name: &str) -> bool {
     let valid = !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit();

@@ -1,12 +1,13 @@
 //! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
 //! throughput, each measured against the direct path (and a peer) in one run.
-//! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh] [https] [actors] [approvals]` picks sections; default: all.
+//! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh] [https] [actors] [approvals] [scan]` picks sections; default: all.
 //! `airlock-bench soak` runs the load-and-footprint soak alone (`cargo xtask bench --soak`).
 //!
 //! The same binary plays several roles: the driver (default), an echo server
 //! started inside the lab's target namespace (`echo PORT…`), and clients
 //! run as a test user inside the lab's client cgroup, so the eBPF programs
 //! see them (`client MODE ADDR COUNT`, `ssh-rtt …`, `pg-connect …`, `tcp-hold ADDR COUNT`).
+//! `airlock-bench scan-tree DIR MB` writes the secret scan's tree alone (to profile a scanner on it).
 
 use std::{
     io::{Read as _, Write as _},
@@ -27,6 +28,8 @@ mod audit;
 mod guardrails;
 mod https;
 mod postgres;
+mod scan;
+mod scan_tree;
 mod soak;
 mod ssh;
 
@@ -48,6 +51,7 @@ fn main() {
         Some("ssh-rtt") => ssh::rtt_client(&args[1..]),
         Some("pg-connect") => postgres::timed_logins(&args[1..]),
         Some("tcp-hold") => airlock_vm_tests::load::tcp_hold(&args[1..]),
+        Some("scan-tree") => scan::write_tree(&args[1..]),
         Some("soak") => {
             if !privileged() {
                 std::process::exit(1);
@@ -104,6 +108,10 @@ fn main() {
             if all || args.iter().any(|a| a == "approvals") {
                 println!();
                 approvals::run();
+            }
+            if all || args.iter().any(|a| a == "scan") {
+                println!();
+                scan::run();
             }
         }
     }
