@@ -204,6 +204,14 @@ fn the_admin_login_rotates_between_two_roles_with_a_grace_period() {
         TargetHost::superuser_sql(&data, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'airlock\\_probe\\_%'");
     assert_eq!(probes.trim(), "0");
     assert_no_secret(&lab, &[&stdout, &stdout2]);
+    // The blast radius is read with the live admin login, not the seed's.
+    let report = Command::new(airlock_bin())
+        .args(["blast-radius", "--json", "--config", &lab.agent().config.path.display().to_string()])
+        .output()
+        .expect("airlock blast-radius");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert_eq!(report.status.code(), Some(0), "every row read: {text}{}", String::from_utf8_lossy(&report.stderr));
+    assert!(text.contains("rotates every 30days, the old login valid 15m after"), "{text}");
 
     // Not for everyone: alice may not rotate.
     let socket = lab.agent().config.socket.display().to_string();

@@ -207,7 +207,7 @@ fn postgres_entries(
                     ttl_rotation: ttl.clone(),
                     who_may_obtain: who(target, &grant.users, &grant.groups),
                     probe: Probe::Postgres {
-                        admin_file: admin_file.clone(),
+                        admin_file: admins.current(admin_file),
                         server: server.clone(),
                         tls: credentials.tls.clone(),
                         member_of: Some(grant.grants.clone()),
