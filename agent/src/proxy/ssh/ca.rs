@@ -145,14 +145,7 @@ impl SshCa {
                 return Ok(PrivateKey::from_openssh(fs::read_to_string(&key_path).map_err(io(&key_path))?)?);
             }
             let key = new_key(comment)?;
-            let pem = key.to_openssh(LineEnding::LF)?;
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&key_path)
-                .map_err(io(&key_path))?;
-            file.write_all(pem.as_bytes()).map_err(io(&key_path))?;
+            write_private(&key_path, &key)?;
             Ok(key)
         };
         let host = load(HOST_CA_KEY_FILE, "airlock-host-ca")?;
