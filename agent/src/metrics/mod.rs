@@ -45,7 +45,7 @@ struct TargetLabels {
 struct RefusedLabels {
     target: String,
     protocol: String,
-    reason: String,
+    reason: &'static str,
 }
 
 /// A closed session and whether it ended in an error.
@@ -53,15 +53,15 @@ struct RefusedLabels {
 struct ClosedLabels {
     target: String,
     protocol: String,
-    outcome: String,
+    outcome: &'static str,
 }
 
 /// A screened statement: class and the action taken.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatementLabels {
     target: String,
-    class: String,
-    action: String,
+    class: &'static str,
+    action: &'static str,
 }
 
 /// The detector or masking rule.
@@ -86,7 +86,7 @@ struct CredentialLabels {
 /// One of the eBPF programs' counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KernelLabels {
-    counter: String,
+    counter: &'static str,
 }
 
 /// Why a connection was refused, as the `reason` label says it.
@@ -244,21 +244,22 @@ impl Metrics {
 
     /// A connection was refused.
     pub fn session_refused(&self, target: &str, protocol: &str, why: Refusal) {
-        let labels =
-            RefusedLabels { target: target.to_owned(), protocol: protocol.to_owned(), reason: why.label().to_owned() };
+        let labels = RefusedLabels { target: target.to_owned(), protocol: protocol.to_owned(), reason: why.label() };
         self.sessions_refused.get_or_create(&labels).inc();
     }
 
     /// A session ended, in an error or not.
     pub fn session_closed(&self, target: &str, protocol: &str, failed: bool) {
         let outcome = if failed { "error" } else { "ok" };
-        let labels = ClosedLabels { target: target.to_owned(), protocol: protocol.to_owned(), outcome: outcome.into() };
+        let labels = ClosedLabels { target: target.to_owned(), protocol: protocol.to_owned(), outcome };
         self.sessions_closed.get_or_create(&labels).inc();
     }
 
-    /// Guardrails screened a statement of `class` and took `action`.
-    pub fn statement(&self, target: &str, class: &str, action: &str) {
-        let labels = StatementLabels { target: target.to_owned(), class: class.to_owned(), action: action.to_owned() };
+    /// Guardrails screened a statement of `class` and took `action`: on
+    /// the statement path, so only the target's name is copied to look the
+    /// series up.
+    pub fn statement(&self, target: &str, class: &'static str, action: &'static str) {
+        let labels = StatementLabels { target: target.to_owned(), class, action };
         self.statements.get_or_create(&labels).inc();
     }
 
@@ -303,7 +304,7 @@ impl Metrics {
             for (name, value) in &snapshot.kernel {
                 let before = last.kernel.insert(name, *value).unwrap_or(0);
                 // The maps outlive the agent: a first read counts all of it.
-                let counter = self.kernel.get_or_create(&KernelLabels { counter: (*name).to_owned() });
+                let counter = self.kernel.get_or_create(&KernelLabels { counter: name });
                 counter.inc_by(value.saturating_sub(before));
             }
             self.programs_attached.set(gauge(snapshot.programs_attached));
