@@ -162,6 +162,20 @@ impl TargetHost {
         (settings, ca)
     }
 
+    /// A policy's PostgreSQL target `pg` on this host, open to everyone,
+    /// with just-in-time logins made with `admin_file`; `credentials` is
+    /// more of `[target.credentials]` (keys, then sub-tables). Roles,
+    /// guardrails and the rest follow in the caller's text.
+    pub fn jit_policy(&self, admin_file: &Path, credentials: &str) -> String {
+        format!(
+            "[[target]]\nname = \"pg\"\nprotocol = \"postgres\"\nport = 5432\naddresses = [\"{}\"]\n\n\
+             [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n\
+             [target.credentials]\nadmin_file = \"{}\"\n{credentials}\n",
+            self.v4,
+            admin_file.display()
+        )
+    }
+
     /// The admin role Airlock's embedded engine creates roles with
     /// (CREATEROLE, and pg_signal_backend to end expired sessions), and its
     /// root-only admin file in `dir`; returns the file's path.

@@ -402,21 +402,9 @@ fn approvers_see_the_blast_radius_of_the_requesters_login() {
     let admin = TargetHost::jit_admin(&data, lab.dir.path(), ADMIN_PASSWORD);
     TargetHost::superuser_sql(&data, ROLE_TREE);
     let (v4, alice, bob) = (lab.target.v4, lab.user("alice").name.clone(), lab.user("bob").name.clone());
+    let policy = lab.target.jit_policy(&admin, "");
     lab.start_agent(&format!(
-        r#"
-[[target]]
-name = "pg"
-protocol = "postgres"
-port = 5432
-addresses = ["{v4}"]
-
-[[target.access]]
-action = "allow"
-users = ["*"]
-
-[target.credentials]
-admin_file = "{admin}"
-
+        r#"{policy}
 [[target.credentials.role]]
 name = "biller"
 grants = ["billing"]
@@ -430,8 +418,7 @@ reason = "whole-table changes need a second pair of eyes"
 [target.approvals]
 users = ["{bob}"]
 timeout_seconds = 60
-"#,
-        admin = admin.display()
+"#
     ));
     let cli = lab.cli().display().to_string();
     let socket = lab.agent().config.socket.display().to_string();

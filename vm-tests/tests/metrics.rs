@@ -109,23 +109,10 @@ fn prometheus_scrapes_real_series_and_health_fails_when_interception_or_the_audi
     );
     let (v4, alice) = (lab.target.v4, lab.user("alice").name.clone());
     let port = free_port();
+    let policy = lab.target.jit_policy(&seed, "tls = \"disable\"");
     lab.start_agent_with(
         &format!(
-            r#"
-[[target]]
-name = "pg"
-protocol = "postgres"
-port = 5432
-addresses = ["{v4}"]
-
-[[target.access]]
-action = "allow"
-users = ["*"]
-
-[target.credentials]
-admin_file = "{seed}"
-tls = "disable"
-
+            r#"{policy}
 [[target.credentials.role]]
 name = "readonly"
 grants = ["pg_read_all_data"]
@@ -138,8 +125,7 @@ reason = "no drops here"
 
 [target.masking]
 detectors = ["email"]
-"#,
-            seed = seed.display()
+"#
         ),
         &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
     );

@@ -18,32 +18,11 @@ fn rotation_lab(rotation: &str) -> (Lab, std::path::PathBuf) {
     let data = lab.target.start_postgres_auth(&lab.dir.path().join("pg"), &[], "scram-sha-256");
     let seed = TargetHost::jit_admin(&data, lab.dir.path(), SEED_PASSWORD);
     TargetHost::superuser_sql(&data, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2), (3)");
-    let (v4, alice) = (lab.target.v4, lab.user("alice").name.clone());
+    let alice = lab.user("alice").name.clone();
+    let policy =
+        lab.target.jit_policy(&seed, &format!("tls = \"disable\"\n\n[target.credentials.rotation]\n{rotation}"));
     lab.start_agent(&format!(
-        r#"
-[[target]]
-name = "pg"
-protocol = "postgres"
-port = 5432
-addresses = ["{v4}"]
-
-[[target.access]]
-action = "allow"
-users = ["*"]
-
-[target.credentials]
-admin_file = "{seed}"
-tls = "disable"
-
-[target.credentials.rotation]
-{rotation}
-
-[[target.credentials.role]]
-name = "readonly"
-grants = ["pg_read_all_data"]
-users = ["{alice}"]
-"#,
-        seed = seed.display()
+        "{policy}\n[[target.credentials.role]]\nname = \"readonly\"\ngrants = [\"pg_read_all_data\"]\nusers = [\"{alice}\"]\n"
     ));
     (lab, data)
 }
