@@ -17,6 +17,8 @@ pub struct TargetHost {
     pub ns: String,
     /// Host-side veth name.
     pub host_if: String,
+    /// Target-side veth name (inside the namespace).
+    peer_if: String,
     /// The target's IPv4 address.
     pub v4: Ipv4Addr,
     /// The target's IPv6 address.
@@ -46,6 +48,7 @@ impl TargetHost {
         let host = Self {
             ns: ns.clone(),
             host_if: host_if.clone(),
+            peer_if: peer_if.clone(),
             v4: Ipv4Addr::new(10, 231, n as u8, 2),
             v6: format!("fd31:0:{n}::2").parse().expect("valid v6"),
             servers: Vec::new(),
@@ -65,6 +68,26 @@ impl TargetHost {
         in_ns(&["link", "set", &peer_if, "up"]);
         in_ns(&["link", "set", "lo", "up"]);
         host
+    }
+
+    /// Sends what the target sends at `rate` (tc's notation, e.g. `1gbit`),
+    /// as a target across a real network would; `None` lifts the limit.
+    pub fn limit_egress(&self, rate: Option<&str>) {
+        let qdisc = |args: &[&str]| {
+            let mut full = vec!["netns", "exec", &self.ns, "tc", "qdisc"];
+            full.extend_from_slice(args);
+            Command::new("ip").args(&full).output()
+        };
+        // Lifting a limit that was never set fails: nothing to lift.
+        let _ = qdisc(&["del", "dev", &self.peer_if, "root"]);
+        if let Some(rate) = rate {
+            // A token bucket the size of two segments (veth hands over up to
+            // 64 KiB at once), a queue long enough that the rate, not drops,
+            // paces a response.
+            let added =
+                qdisc(&["add", "dev", &self.peer_if, "root", "tbf", "rate", rate, "burst", "128kb", "latency", "50ms"]);
+            assert!(added.is_ok_and(|out| out.status.success()), "tc could not limit the target's link to {rate}");
+        }
     }
 
     /// Starts a command inside the namespace; it is killed when the host drops.

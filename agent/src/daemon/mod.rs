@@ -477,7 +477,9 @@ async fn accept_loop(
                 session_loops.spawn(move || async move {
                     match tokio::net::TcpStream::from_std(stream) {
                         Ok(stream) => connection::handle(state, stream, peer).await,
-                        Err(error) => tracing::warn!(%error, %peer, "accepted connection lost before its session started"),
+                        Err(error) => {
+                            tracing::warn!(%error, %peer, "accepted connection lost before its session started")
+                        }
                     }
                 });
             }

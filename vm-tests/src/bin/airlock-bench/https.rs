@@ -4,9 +4,9 @@
 //! connections. Airlock's path is the real one: eBPF-redirected, the
 //! client's TLS terminated, a credential injected, every request recorded.
 
-use std::{fs, path::Path};
+use std::{fs, path::Path, time::Duration};
 
-use airlock_vm_tests::{Lab, nginx, run_as, set_mode};
+use airlock_vm_tests::{Lab, nginx, process::cpu_time, run_as, set_mode};
 
 /// Requests per run with one connection, and with sixteen.
 const REQUESTS_1: usize = 10_000;
@@ -36,7 +36,10 @@ pub fn run() {
     fs::create_dir_all(&work).expect("mkdir");
     airlock_vm_tests::netns::sh("chown", &[&lab.user("bench").name, &work.display().to_string()]);
 
-    let run = |cgroup: &Path, url: &str, h1: bool, clients: usize| -> Figures {
+    let agent_pid = lab.agent().pid();
+    let peer_pids = || peer_processes(&lab.dir.path().join("nginx-peer/nginx.pid"));
+    // CPU the proxy in the path (`proxy`, none direct) spent per request.
+    let run = |cgroup: &Path, url: &str, h1: bool, clients: usize, proxy: &[u32]| -> Figures {
         let requests = if clients == 1 { REQUESTS_1 } else { REQUESTS_16 };
         let log = work.join(format!("log-{}", rand_suffix()));
         let (n, c) = (requests.to_string(), clients.to_string());
@@ -46,13 +49,16 @@ pub fn run() {
             args.push("--h1");
         }
         args.push(url);
+        let cpu_before: Duration = proxy.iter().map(|&pid| cpu_time(pid)).sum();
         let out = run_as(lab.user("bench"), cgroup, "h2load", &args);
         assert!(
             out.success() && out.stdout.contains(&format!("{requests} succeeded")),
             "h2load: {out:?}\n{}",
             lab.agent().log()
         );
-        let figures = Figures::read(&out.stdout, &log);
+        let cpu: Duration = proxy.iter().map(|&pid| cpu_time(pid)).sum();
+        let mut figures = Figures::read(&out.stdout, &log);
+        figures.proxy_cpu = cpu.saturating_sub(cpu_before).as_secs_f64() * 1e6 / requests as f64;
         let _ = fs::remove_file(&log);
         figures
     };
@@ -60,12 +66,17 @@ pub fn run() {
     let peer_url = format!("https://{v4}:{PEER_PORT}/");
     for (h1, name) in [(true, "HTTP/1.1 keep-alive"), (false, "HTTP/2")] {
         for clients in [1, 16] {
-            let direct = run(&outside, &direct_url, h1, clients);
-            let airlock = run(&lab.cgroups.clients, &direct_url, h1, clients);
-            let nginx = run(&outside, &peer_url, h1, clients);
+            let direct = run(&outside, &direct_url, h1, clients, &[]);
+            let airlock = run(&lab.cgroups.clients, &direct_url, h1, clients, &[agent_pid]);
+            let nginx = run(&outside, &peer_url, h1, clients, &peer_pids());
             println!("https: {name}, {clients} connection(s), GET of 17 bytes");
             for (who, f) in [("direct", &direct), ("airlock", &airlock), ("nginx", &nginx)] {
-                println!("  {who:<8} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs", f.rate, f.p50, f.p99);
+                print!("  {who:<8} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs", f.rate, f.p50, f.p99);
+                if who == "direct" {
+                    println!();
+                } else {
+                    println!("  proxy CPU {:>5.1} µs/request", f.proxy_cpu);
+                }
             }
             if clients == 1 {
                 println!("  airlock added p50 {:.1} µs (goal <= 100 µs)", airlock.p50 - direct.p50);
@@ -89,7 +100,9 @@ pub fn run() {
 }
 
 /// Transfers of a 1 MB JSON answer through Airlock, without masking and
-/// with it (default detectors and a JSON path rule), same run.
+/// with it (default detectors and a JSON path rule), same run: over the
+/// lab's link as it is (loopback speed), and with the target sending at
+/// 10 and at 1 Gbit/s, as across a real network.
 fn masking(lab: &Lab, target: &nginx::Nginx, policy: &str, fetch: &dyn Fn(&str, usize) -> Figures) {
     const REQUESTS: usize = 300;
     let items: Vec<_> = (0..2_600)
@@ -109,19 +122,33 @@ fn masking(lab: &Lab, target: &nginx::Nginx, policy: &str, fetch: &dyn Fn(&str, 
     let body = serde_json::to_vec(&serde_json::json!({ "kind": "CustomerList", "items": items })).expect("json");
     fs::write(target.files.join("customers.json"), &body).expect("write json");
     let url = format!("https://{}/files/customers.json", lab.target.v4);
-    let plain = fetch(&url, REQUESTS);
     let agent = lab.agent();
-    agent.reload(&format!(
-        "{policy}\n[target.masking]\n[[target.masking.rules]]\njson_path = \"$.items[*].api_token\"\n"
-    ));
-    agent.wait_for_records("policy.reload", 1);
-    let masked = fetch(&url, REQUESTS);
-    println!("https: a {} kB JSON answer, HTTP/1.1, 1 connection, through airlock", body.len() / 1000);
-    for (who, f) in [("unmasked", &plain), ("masked", &masked)] {
-        println!("  {who:<8} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs", f.rate, f.p50, f.p99);
+    let masked_policy =
+        format!("{policy}\n[target.masking]\n[[target.masking.rules]]\njson_path = \"$.items[*].api_token\"\n");
+    let mut reloads = 0;
+    let mut load = |text: &str| {
+        agent.reload(text);
+        reloads += 1;
+        agent.wait_for_records("policy.reload", reloads);
+    };
+    for (link, rate) in [
+        ("the lab link, unlimited", None),
+        ("the target sending at 10 Gbit/s", Some("10gbit")),
+        ("the target sending at 1 Gbit/s", Some("1gbit")),
+    ] {
+        lab.target.limit_egress(rate);
+        load(policy);
+        let plain = fetch(&url, REQUESTS);
+        load(&masked_policy);
+        let masked = fetch(&url, REQUESTS);
+        println!("https: a {} kB JSON answer, HTTP/1.1, 1 connection, through airlock, {link}", body.len() / 1000);
+        for (who, f) in [("unmasked", &plain), ("masked", &masked)] {
+            println!("  {who:<8} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs", f.rate, f.p50, f.p99);
+        }
+        let added = 100.0 * (masked.p50 - plain.p50) / plain.p50;
+        println!("  masking added {added:.1}% to the transfer time (p50; goal <= 10%)");
     }
-    let added = 100.0 * (masked.p50 - plain.p50) / plain.p50;
-    println!("  masking added {added:.1}% to the transfer time (p50; goal <= 10%)");
+    lab.target.limit_egress(None);
 }
 
 /// What one h2load run measured.
@@ -129,6 +156,8 @@ struct Figures {
     rate: f64,
     p50: f64,
     p99: f64,
+    /// CPU (user + system) the proxy in the path spent per request, in µs.
+    proxy_cpu: f64,
 }
 
 impl Figures {
@@ -148,7 +177,7 @@ impl Figures {
             .collect();
         times.sort_by(f64::total_cmp);
         let at = |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
-        Self { rate, p50: at(0.5), p99: at(0.99) }
+        Self { rate, p50: at(0.5), p99: at(0.99), proxy_cpu: f64::NAN }
     }
 }
 
@@ -175,4 +204,18 @@ fn start_peer(lab: &mut Lab, target_ca: &Path) {
         ca = target_ca.display(),
     );
     nginx::run(lab, &dir, &http, &[PEER_PORT]);
+}
+
+/// The peer nginx's master (from its pid file) and its workers.
+fn peer_processes(pid_file: &Path) -> Vec<u32> {
+    let Some(master) = fs::read_to_string(pid_file).ok().and_then(|p| p.trim().parse::<u32>().ok()) else {
+        return Vec::new();
+    };
+    let children = fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+        let parent: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        (parent == master).then_some(pid)
+    });
+    std::iter::once(master).chain(children).collect()
 }
