@@ -19,6 +19,8 @@ mod forward;
 pub mod kubernetes;
 mod mask;
 mod record;
+
+pub(crate) use record::RequestRecord;
 pub mod refuse;
 mod scrub;
 pub mod spdy;
@@ -114,7 +116,8 @@ pub(super) struct Session {
     inject: Vec<(HeaderName, HeaderValue)>,
     /// Its secret part, overwritten wherever an answer echoes it.
     secret: Option<bytes::Bytes>,
-    credential_source: Option<String>,
+    /// Which credential was sent, for the records (never the credential).
+    credential_source: Option<Arc<str>>,
     /// Why the credential could not be obtained: every request is answered with it.
     credential_error: Option<String>,
     /// Request rules, and who approves held requests.
@@ -136,10 +139,6 @@ pub(super) struct Session {
 }
 
 impl Session {
-    fn credential_source(&self) -> Option<&str> {
-        self.credential_source.as_deref()
-    }
-
     /// Holds a request until an approver decides; `Err` with why it may not go.
     async fn hold(&self, statement: &str, reason: &str) -> Result<(), String> {
         let Some((approvals, policy)) = &self.approval else {
@@ -194,8 +193,8 @@ impl Session {
     }
 
     /// Hands a request's record to the agent's writer (off the data path).
-    fn record_request(&self, detail: serde_json::Value) {
-        if let Err(error) = self.records.record_event(&self.context, "http.request", detail) {
+    fn record_request(&self, record: RequestRecord) {
+        if let Err(error) = self.records.record_request(&self.context, record) {
             tracing::error!(%error, session = %self.live.id, "request record lost");
         }
     }
@@ -229,10 +228,10 @@ pub async fn proxy(
         Some(Ok(injected)) => {
             let mut headers = vec![(injected.header.clone(), injected.value.clone())];
             headers.extend(injected.acting_for.iter().cloned());
-            (headers, Some(injected.source.clone()), None)
+            (headers, Some(Arc::from(injected.source.as_str())), None)
         }
         Some(Err(error)) => {
-            let source = options.credential.as_ref().map(|c| c.describe());
+            let source = options.credential.as_ref().map(|c| Arc::from(c.describe()));
             (Vec::new(), source, Some(format!("the credential for this target could not be obtained: {error}")))
         }
         None => (Vec::new(), None, None),

@@ -16,15 +16,55 @@ use std::{
 
 use bytes::Buf as _;
 use http_body::{Body, Frame, SizeHint};
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Session, bodies::KeptBody, kubernetes::KubeRequest};
+
+/// The detail of one `http.request` record, handed to the record writer
+/// as it is and serialized straight into the log line there: no
+/// `serde_json::Value` built and dropped per request. Members are declared
+/// in name order, the order these records always had.
+#[derive(Serialize)]
+pub(crate) struct RequestRecord {
+    credential: Option<Arc<str>>,
+    duration_ms: u64,
+    error: Option<String>,
+    host: String,
+    kubernetes: Option<KubeRequest>,
+    mask_failure: Option<String>,
+    masked: Option<Vec<MaskedCount>>,
+    #[serde(serialize_with = "method_name")]
+    method: hyper::Method,
+    path: String,
+    refused: Option<String>,
+    /// Present with `record_bodies` (null: the request had no body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_body: Option<Option<serde_json::Value>>,
+    request_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_body: Option<Option<serde_json::Value>>,
+    response_bytes: u64,
+    status: Option<u16>,
+    upgraded: bool,
+    version: &'static str,
+}
+
+/// Values masked in an answer by one detector or rule.
+#[derive(Serialize)]
+struct MaskedCount {
+    count: u64,
+    reason: Arc<str>,
+}
+
+fn method_name<S: serde::Serializer>(method: &hyper::Method, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(method.as_str())
+}
 
 /// A request being recorded; the record is written when the last body
 /// holding it is done.
 pub(super) struct Exchange {
     session: Arc<Session>,
-    method: String,
+    method: hyper::Method,
     host: String,
     path: String,
     version: &'static str,
@@ -45,7 +85,7 @@ struct Outcome {
     refused: Option<String>,
     upgraded: bool,
     /// Values masked in the answer, per detector or rule.
-    masked: Vec<serde_json::Value>,
+    masked: Vec<MaskedCount>,
     /// Why masking cut the answer short.
     mask_failure: Option<String>,
     /// The bodies' first bytes, with `record_bodies`.
@@ -68,7 +108,7 @@ impl Exchange {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         Arc::new(Self {
             session,
-            method: request.method().to_string(),
+            method: request.method().clone(),
             host: host.to_owned(),
             path: crate::redact::url_query_secrets(path),
             version,
@@ -106,7 +146,8 @@ impl Exchange {
     /// The answer's body was masked: what was, and why it stopped if it failed.
     pub fn masked(&self, masked: &crate::masking::MaskOutcome, failure: Option<String>) {
         let mut outcome = self.outcome();
-        outcome.masked = masked.hits.iter().map(|hit| json!({ "reason": &*hit.reason, "count": hit.count })).collect();
+        outcome.masked =
+            masked.hits.iter().map(|hit| MaskedCount { count: hit.count, reason: Arc::clone(&hit.reason) }).collect();
         outcome.mask_failure = failure;
     }
 
@@ -119,28 +160,30 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         let outcome = std::mem::take(&mut *self.outcome());
-        let mut detail = json!({
-            "method": self.method,
-            "host": self.host,
-            "path": self.path,
-            "version": self.version,
-            "kubernetes": self.kubernetes,
-            "status": outcome.status,
-            "request_bytes": self.to_upstream.load(Relaxed),
-            "response_bytes": self.to_client.load(Relaxed),
-            "duration_ms": self.started.elapsed().as_millis() as u64,
-            "credential": self.session.credential_source(),
-            "upgraded": outcome.upgraded,
-            "refused": outcome.refused,
-            "error": outcome.error,
-            "masked": (!outcome.masked.is_empty()).then_some(outcome.masked),
-            "mask_failure": outcome.mask_failure,
+        let bodies = self.session.record_bodies.as_ref().map(|bodies| {
+            let recorded = |body: Option<KeptBody>| body.map(|body| body.recorded(&bodies.redactor));
+            (recorded(outcome.request_body), recorded(outcome.response_body))
         });
-        if let Some(bodies) = &self.session.record_bodies {
-            detail["request_body"] = outcome.request_body.map(|body| body.recorded(&bodies.redactor)).into();
-            detail["response_body"] = outcome.response_body.map(|body| body.recorded(&bodies.redactor)).into();
-        }
-        self.session.record_request(detail);
+        let (request_body, response_body) = bodies.unzip();
+        self.session.record_request(RequestRecord {
+            credential: self.session.credential_source.clone(),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            error: outcome.error,
+            host: std::mem::take(&mut self.host),
+            kubernetes: self.kubernetes.take(),
+            mask_failure: outcome.mask_failure,
+            masked: (!outcome.masked.is_empty()).then_some(outcome.masked),
+            method: self.method.clone(),
+            path: std::mem::take(&mut self.path),
+            refused: outcome.refused,
+            request_body,
+            request_bytes: self.to_upstream.load(Relaxed),
+            response_body,
+            response_bytes: self.to_client.load(Relaxed),
+            status: outcome.status,
+            upgraded: outcome.upgraded,
+            version: self.version,
+        });
     }
 }
 

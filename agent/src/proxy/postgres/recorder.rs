@@ -27,7 +27,10 @@ use super::{
     ProxyError,
     statements::{QueryProtocol, StatementRecord},
 };
-use crate::audit::{AuditLog, SessionContext};
+use crate::{
+    audit::{AuditLog, SessionContext},
+    proxy::https::RequestRecord,
+};
 
 /// The writer's thread name (what `ps -L` and `/proc/PID/task/*/comm` show).
 pub const THREAD_NAME: &str = "airlock-records";
@@ -53,7 +56,9 @@ pub struct SentStatement {
 
 enum Item {
     Records(Arc<SessionContext>, Vec<StatementRecord>),
-    /// One record of another kind (an HTTP request), written like finished statements.
+    /// An HTTP request's record, written like finished statements.
+    Request(Arc<SessionContext>, Box<RequestRecord>),
+    /// One record of another kind (an exec recording), written like finished statements.
     Event(Arc<SessionContext>, &'static str, serde_json::Value),
     /// Written at once; answered once written.
     Sent(Arc<SessionContext>, Vec<SentStatement>, oneshot::Sender<()>),
@@ -123,7 +128,16 @@ impl StatementLog {
         self.queue.send(Item::Records(Arc::clone(session), batch)).map_err(|_| ProxyError::AuditLost)
     }
 
-    /// Hands one record of `kind` over for writing (an HTTP request's).
+    /// Hands an HTTP request's record over for writing.
+    pub(crate) fn record_request(&self, session: &Arc<SessionContext>, record: RequestRecord) -> Result<(), ProxyError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(ProxyError::AuditLost);
+        }
+        let item = Item::Request(Arc::clone(session), Box::new(record));
+        self.queue.send(item).map_err(|_| ProxyError::AuditLost)
+    }
+
+    /// Hands one record of `kind` over for writing (an exec recording's).
     pub fn record_event(
         &self,
         session: &Arc<SessionContext>,
@@ -185,7 +199,7 @@ impl StatementWriter {
                     (wrote, collected) = (false, std::time::Instant::now());
                 }
                 let Some(first) = self.items.blocking_recv() else { return };
-                if matches!(first, Item::Records(..) | Item::Event(..)) {
+                if matches!(first, Item::Records(..) | Item::Request(..) | Item::Event(..)) {
                     std::thread::park_timeout(LINGER);
                 }
                 items.push(first);
@@ -202,6 +216,7 @@ impl StatementWriter {
             for item in items.drain(..) {
                 match item {
                     Item::Records(session, batch) => records.push((session, Batch::Finished(batch))),
+                    Item::Request(session, record) => records.push((session, Batch::Request(record))),
                     Item::Event(session, kind, detail) => records.push((session, Batch::Event(kind, detail))),
                     Item::Sent(session, batch, done) => {
                         records.push((session, Batch::Sent(batch)));
@@ -229,6 +244,7 @@ impl StatementWriter {
             let (finished, sent, event) = match batch {
                 Batch::Finished(finished) => (&finished[..], &[][..], None),
                 Batch::Sent(sent) => (&[][..], &sent[..], None),
+                Batch::Request(record) => (&[][..], &[][..], Some(("http.request", Detail::Request(record)))),
                 Batch::Event(kind, detail) => (&[][..], &[][..], Some((*kind, Detail::Event(detail)))),
             };
             let sent = sent.iter().map(|statement| ("postgres.statement_sent", Detail::Sent(statement)));
@@ -250,6 +266,7 @@ impl StatementWriter {
 enum Batch {
     Finished(Vec<StatementRecord>),
     Sent(Vec<SentStatement>),
+    Request(Box<RequestRecord>),
     Event(&'static str, serde_json::Value),
 }
 
@@ -261,6 +278,7 @@ enum Detail<'a> {
     Statement(&'a StatementRecord),
     Sent(&'a SentStatement),
     Secret { kinds: &'a crate::redact::Secrets, sql: &'a str, r#where: &'static str },
+    Request(&'a RequestRecord),
     Event(&'a serde_json::Value),
 }
 
