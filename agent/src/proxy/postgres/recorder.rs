@@ -129,7 +129,11 @@ impl StatementLog {
     }
 
     /// Hands an HTTP request's record over for writing.
-    pub(crate) fn record_request(&self, session: &Arc<SessionContext>, record: RequestRecord) -> Result<(), ProxyError> {
+    pub(crate) fn record_request(
+        &self,
+        session: &Arc<SessionContext>,
+        record: RequestRecord,
+    ) -> Result<(), ProxyError> {
         if self.failed.load(Ordering::SeqCst) {
             return Err(ProxyError::AuditLost);
         }

@@ -3,16 +3,28 @@
 //! same run: h2load over HTTP/1.1 keep-alive and HTTP/2, with 1 and 16
 //! connections. Airlock's path is the real one: eBPF-redirected, the
 //! client's TLS terminated, a credential injected, every request recorded.
+//! Beside them, the floor: a bare proxy on the crates Airlock's is built on
+//! (`bare_proxy`), and each proxy's CPU per request.
 
-use std::{fs, path::Path, time::Duration};
+use std::{
+    fs,
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use airlock_vm_tests::{Lab, nginx, process::cpu_time, run_as, set_mode};
+use airlock_vm_tests::{
+    Lab, nginx,
+    process::{Background, cpu_time, spawn_as},
+    run_as, set_mode,
+};
 
 /// Requests per run with one connection, and with sixteen.
 const REQUESTS_1: usize = 10_000;
 const REQUESTS_16: usize = 100_000;
 /// Port of the peer: nginx proxying to the target.
 const PEER_PORT: u16 = 18443;
+/// Port of the floor: a bare hyper proxy to the target, on loopback.
+const BARE_PORT: u16 = 18444;
 
 pub fn run() {
     let mut lab = Lab::new(&["bench"]);
@@ -36,6 +48,7 @@ pub fn run() {
     fs::create_dir_all(&work).expect("mkdir");
     airlock_vm_tests::netns::sh("chown", &[&lab.user("bench").name, &work.display().to_string()]);
 
+    let bare = start_bare_proxy(&lab, &outside, &target.ca);
     let agent_pid = lab.agent().pid();
     let peer_pids = || peer_processes(&lab.dir.path().join("nginx-peer/nginx.pid"));
     // CPU the proxy in the path (`proxy`, none direct) spent per request.
@@ -64,13 +77,15 @@ pub fn run() {
     };
     let direct_url = format!("https://{v4}/");
     let peer_url = format!("https://{v4}:{PEER_PORT}/");
+    let bare_url = format!("https://127.0.0.1:{BARE_PORT}/");
     for (h1, name) in [(true, "HTTP/1.1 keep-alive"), (false, "HTTP/2")] {
         for clients in [1, 16] {
             let direct = run(&outside, &direct_url, h1, clients, &[]);
             let airlock = run(&lab.cgroups.clients, &direct_url, h1, clients, &[agent_pid]);
             let nginx = run(&outside, &peer_url, h1, clients, &peer_pids());
+            let floor = run(&outside, &bare_url, h1, clients, &[bare.pid()]);
             println!("https: {name}, {clients} connection(s), GET of 17 bytes");
-            for (who, f) in [("direct", &direct), ("airlock", &airlock), ("nginx", &nginx)] {
+            for (who, f) in [("direct", &direct), ("airlock", &airlock), ("nginx", &nginx), ("hyper", &floor)] {
                 print!("  {who:<8} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs", f.rate, f.p50, f.p99);
                 if who == "direct" {
                     println!();
@@ -96,6 +111,7 @@ pub fn run() {
         let _ = fs::remove_file(&log);
         figures
     });
+    drop(bare);
     airlock_vm_tests::remove_cgroup_tree(&outside);
 }
 
@@ -204,6 +220,30 @@ fn start_peer(lab: &mut Lab, target_ca: &Path) {
         ca = target_ca.display(),
     );
     nginx::run(lab, &dir, &http, &[PEER_PORT]);
+}
+
+/// The floor (`airlock-bench bare-proxy`): Airlock's HTTP crates with
+/// nothing of Airlock, on loopback, as the bench user in `cgroup` (outside
+/// the programs' reach, so its connections to the target go direct).
+fn start_bare_proxy(lab: &Lab, cgroup: &Path, target_ca: &Path) -> Background {
+    let dir = lab.dir.path().join("bare-proxy");
+    airlock_vm_tests::netns::test_certificate(&dir, "IP:127.0.0.1");
+    let user = lab.user("bench");
+    for file in ["", "server.crt", "server.key"] {
+        airlock_vm_tests::netns::sh("chown", &[&user.name, &dir.join(file).display().to_string()]);
+    }
+    let me = std::env::current_exe().expect("airlock-bench path").display().to_string();
+    let (listen, target) = (format!("127.0.0.1:{BARE_PORT}"), format!("{}:443", lab.target.v4));
+    let path = |name: &str| dir.join(name).display().to_string();
+    let args =
+        ["bare-proxy", &listen, &path("server.crt"), &path("server.key"), &target, &target_ca.display().to_string()];
+    let bare = spawn_as(user, cgroup, &me, &args);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", BARE_PORT)).is_err() {
+        assert!(Instant::now() < deadline, "the bare hyper proxy did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bare
 }
 
 /// The peer nginx's master (from its pid file) and its workers.

@@ -6,7 +6,8 @@
 //! The same binary plays several roles: the driver (default), an echo server
 //! started inside the lab's target namespace (`echo PORT…`), and clients
 //! run as a test user inside the lab's client cgroup, so the eBPF programs
-//! see them (`client MODE ADDR COUNT`, `ssh-rtt …`, `pg-connect …`, `tcp-hold ADDR COUNT`).
+//! see them (`client MODE ADDR COUNT`, `ssh-rtt …`, `pg-connect …`, `tcp-hold ADDR COUNT`), and the
+//! HTTPS bench's floor, a bare hyper proxy (`bare-proxy …`).
 //! `airlock-bench scan-tree DIR MB` writes the secret scan's tree alone (to profile a scanner on it).
 
 use std::{
@@ -25,6 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod actors;
 mod approvals;
 mod audit;
+mod bare_proxy;
 mod guardrails;
 mod https;
 mod postgres;
@@ -52,6 +54,7 @@ fn main() {
         Some("pg-connect") => postgres::timed_logins(&args[1..]),
         Some("tcp-hold") => airlock_vm_tests::load::tcp_hold(&args[1..]),
         Some("scan-tree") => scan::write_tree(&args[1..]),
+        Some("bare-proxy") => bare_proxy::serve(&args[1..]),
         Some("soak") => {
             if !privileged() {
                 std::process::exit(1);
