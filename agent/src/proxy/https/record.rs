@@ -277,3 +277,51 @@ impl<B: Body<Data = bytes::Bytes> + Unpin> Body for Counted<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(bodies: Option<(Option<serde_json::Value>, Option<serde_json::Value>)>) -> RequestRecord {
+        let (request_body, response_body) = bodies.unzip();
+        RequestRecord {
+            credential: Some(Arc::from("header_file /etc/airlock/api-token")),
+            duration_ms: 3,
+            error: None,
+            host: "api.lab".into(),
+            kubernetes: None,
+            mask_failure: None,
+            masked: Some(vec![MaskedCount { count: 2, reason: Arc::from("email") }]),
+            method: hyper::Method::PATCH,
+            path: "/v1/items?token=***".into(),
+            refused: None,
+            request_body,
+            request_bytes: 12,
+            response_body,
+            response_bytes: 340,
+            status: Some(200),
+            upgraded: false,
+            version: "HTTP/2",
+        }
+    }
+
+    #[test]
+    fn a_request_record_reads_as_it_always_did_members_by_name() {
+        let text = serde_json::to_string(&record(None)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // What a serde_json::Value of it (members sorted) prints: the same bytes.
+        assert_eq!(text, value.to_string());
+        assert_eq!(value["method"], "PATCH");
+        assert_eq!(value["masked"], serde_json::json!([{ "count": 2, "reason": "email" }]));
+        assert!(value.get("request_body").is_none() && value.get("response_body").is_none());
+        assert!(value["error"].is_null() && value["refused"].is_null());
+    }
+
+    #[test]
+    fn with_recorded_bodies_a_missing_body_is_null() {
+        let kept = serde_json::json!({ "bytes": 2, "content_type": "text/plain", "cut": false, "text": "hi" });
+        let value = serde_json::to_value(record(Some((None, Some(kept.clone()))))).unwrap();
+        assert!(value["request_body"].is_null() && value.as_object().unwrap().contains_key("request_body"));
+        assert_eq!(value["response_body"], kept);
+    }
+}
