@@ -11,7 +11,7 @@ use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{
     HeaderMap, Request, Response, StatusCode, Uri, Version,
     body::Incoming,
-    header::{self, HeaderValue},
+    header::{self, HeaderName, HeaderValue},
 };
 use hyper_util::rt::TokioIo;
 
@@ -31,16 +31,17 @@ use super::{
 /// Bodies sent to the client.
 pub(super) type ClientBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Headers that describe one hop, not the request (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one hop, not the request (RFC 9110 §7.6.1);
+/// names, not text, so removing them parses nothing.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Relays `request` to the target; every answer is a response (errors too).
@@ -125,10 +126,12 @@ pub(super) async fn forward(
         (Some(masker), true) => (Some(masker), true),
         _ => (session.masker.as_ref(), false),
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let mut upstream = Request::builder().method(parts.method.clone()).uri(uri).version(Version::HTTP_11);
     if let Some(headers) = upstream.headers_mut() {
-        *headers = outgoing_headers(&parts.headers, &session, upgrade.as_ref(), (masker, strict_masking));
+        // The client's headers move to the target's request: nothing reads them after.
+        let incoming = std::mem::take(&mut parts.headers);
+        *headers = outgoing_headers(incoming, &session, upgrade.as_ref(), (masker, strict_masking));
         if recorded && websocket && !exec::offer_readable_protocols(headers) {
             let message = "airlock: exec and attach are recorded, and the client offered no channel protocol Airlock \
                            reads (v5.channel.k8s.io, v4.channel.k8s.io)";
@@ -136,7 +139,7 @@ pub(super) async fn forward(
             return Ok(answer(said, StatusCode::FORBIDDEN, message, ""));
         }
     }
-    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    let content_type = upstream.headers_ref().and_then(|headers| headers.get(header::CONTENT_TYPE));
     let body = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToUpstream, content_type);
     let Ok(upstream) = upstream.body(body) else {
         exchange.failed(400, "the request could not be rebuilt".into());
@@ -294,12 +297,12 @@ fn upgrade_of(request: &Request<Incoming>) -> Option<HeaderValue> {
 /// The headers sent to the target: `masker` masks the answer, and
 /// `strict_masking` when it must be able to read it whatever it is.
 fn outgoing_headers(
-    incoming: &HeaderMap,
+    incoming: HeaderMap,
     session: &Session,
     upgrade: Option<&HeaderValue>,
     (masker, strict_masking): (Option<&std::sync::Arc<crate::masking::Masker>>, bool),
 ) -> HeaderMap {
-    let mut headers = incoming.clone();
+    let mut headers = incoming;
     strip_hop_by_hop(&mut headers);
     // The client's credentials never reach the target.
     headers.remove(header::AUTHORIZATION);
@@ -338,8 +341,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .map(|token| token.trim().to_ascii_lowercase())
         .filter(|token| !token.is_empty())
         .collect();
-    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
+    }
+    for name in &named {
+        headers.remove(name.as_str());
     }
 }
 
