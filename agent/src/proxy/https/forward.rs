@@ -51,12 +51,14 @@ pub(super) async fn forward(
     session: std::sync::Arc<Session>,
     mut request: Request<Incoming>,
 ) -> Result<Response<ClientBody>, Infallible> {
-    let host = host_of(&request).unwrap_or_else(|| session.default_host.clone());
     let k8s = session.kubernetes;
     let needs_path = k8s || !session.rules.is_empty();
     let normalized = if needs_path { normalized_path(request.uri().path()) } else { String::new() };
     let kube = k8s.then(|| KubeRequest::read(request.method(), &normalized, request.uri().query()));
-    let exchange = Exchange::new(std::sync::Arc::clone(&session), &request, &host, kube.clone());
+    let host = host_of(&request).unwrap_or(&session.default_host);
+    let exchange = Exchange::new(std::sync::Arc::clone(&session), &request, host, kube.clone());
+    // The request is changed below; its host is read from the exchange's copy.
+    let host = exchange.host();
     let said = Said::to(&request, k8s);
     if session.records.failed() {
         let message = "airlock: the audit log cannot be written, so no request may go through";
@@ -232,20 +234,25 @@ pub(super) async fn forward(
         }
         Some((_, Plan::Pass)) | None => None,
     };
-    // Counted last: the record tells what the client was sent.
-    let body = match masking {
-        Some((masker, kind)) => Masked::new(body, masker, kind, std::sync::Arc::clone(&exchange)).boxed(),
-        None => body.map_err(Into::into).boxed(),
-    };
-    let body = match &session.secret {
-        Some(secret) => {
-            scrub::headers(&mut parts.headers, secret);
-            Scrubbed::new(body, secret.clone()).boxed()
-        }
-        None => body,
-    };
+    if let Some(secret) = &session.secret {
+        scrub::headers(&mut parts.headers, secret);
+    }
     let content_type = parts.headers.get(header::CONTENT_TYPE);
-    let body = Counted::new(body, exchange, Direction::ToClient, content_type).boxed();
+    // Counted last: the record tells what the client was sent.
+    let body = match (masking, &session.secret) {
+        (None, None) => Counted::new(body.map_err(Into::into), exchange, Direction::ToClient, content_type).boxed(),
+        (masking, secret) => {
+            let body = match masking {
+                Some((masker, kind)) => Masked::new(body, masker, kind, std::sync::Arc::clone(&exchange)).boxed(),
+                None => body.map_err(Into::into).boxed(),
+            };
+            let body = match secret {
+                Some(secret) => Scrubbed::new(body, secret.clone()).boxed(),
+                None => body,
+            };
+            Counted::new(body, exchange, Direction::ToClient, content_type).boxed()
+        }
+    };
     Ok(Response::from_parts(parts, body))
 }
 
@@ -272,11 +279,11 @@ fn describe_rule(rule: &crate::policy::https::RequestRule) -> String {
 }
 
 /// The host a request is for: HTTP/2's `:authority`, else `Host`.
-fn host_of(request: &Request<Incoming>) -> Option<String> {
+fn host_of(request: &Request<Incoming>) -> Option<&str> {
     if let Some(authority) = request.uri().authority() {
-        return Some(authority.as_str().to_owned());
+        return Some(authority.as_str());
     }
-    request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
+    request.headers().get(header::HOST).and_then(|h| h.to_str().ok())
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to, if it does.

@@ -120,6 +120,11 @@ impl Exchange {
         })
     }
 
+    /// The host the request is for.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     fn outcome(&self) -> std::sync::MutexGuard<'_, Outcome> {
         self.outcome.lock().unwrap_or_else(|p| p.into_inner())
     }
