@@ -19,13 +19,13 @@ mod forward;
 pub mod kubernetes;
 mod mask;
 mod record;
-
-pub(crate) use record::RequestRecord;
 pub mod refuse;
 mod scrub;
 pub mod spdy;
 mod upstream;
 pub mod websocket;
+
+pub(crate) use record::RequestRecord;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
