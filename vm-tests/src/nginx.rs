@@ -86,3 +86,20 @@ pub fn run(lab: &mut Lab, dir: &Path, http: &str, ports: &[u16]) {
         lab.target.wait_for_port(IpAddr::V4(lab.target.v4), port);
     }
 }
+
+/// The master (from its pid file) and workers of the nginx [`run`] started
+/// in `dir`: whose CPU time a benchmark charges to it.
+pub fn processes(dir: &Path) -> Vec<u32> {
+    let pid_file = dir.join("nginx.pid");
+    let Some(master) = fs::read_to_string(pid_file).ok().and_then(|p| p.trim().parse::<u32>().ok()) else {
+        return Vec::new();
+    };
+    let workers = fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+        // The parent's pid is the second field after the parenthesised command name.
+        let parent: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        (parent == master).then_some(pid)
+    });
+    std::iter::once(master).chain(workers).collect()
+}

@@ -234,25 +234,20 @@ pub(super) async fn forward(
         }
         Some((_, Plan::Pass)) | None => None,
     };
-    if let Some(secret) = &session.secret {
-        scrub::headers(&mut parts.headers, secret);
-    }
-    let content_type = parts.headers.get(header::CONTENT_TYPE);
     // Counted last: the record tells what the client was sent.
-    let body = match (masking, &session.secret) {
-        (None, None) => Counted::new(body.map_err(Into::into), exchange, Direction::ToClient, content_type).boxed(),
-        (masking, secret) => {
-            let body = match masking {
-                Some((masker, kind)) => Masked::new(body, masker, kind, std::sync::Arc::clone(&exchange)).boxed(),
-                None => body.map_err(Into::into).boxed(),
-            };
-            let body = match secret {
-                Some(secret) => Scrubbed::new(body, secret.clone()).boxed(),
-                None => body,
-            };
-            Counted::new(body, exchange, Direction::ToClient, content_type).boxed()
-        }
+    let body = match masking {
+        Some((masker, kind)) => Masked::new(body, masker, kind, std::sync::Arc::clone(&exchange)).boxed(),
+        None => body.map_err(Into::into).boxed(),
     };
+    let body = match &session.secret {
+        Some(secret) => {
+            scrub::headers(&mut parts.headers, secret);
+            Scrubbed::new(body, secret.clone()).boxed()
+        }
+        None => body,
+    };
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    let body = Counted::new(body, exchange, Direction::ToClient, content_type).boxed();
     Ok(Response::from_parts(parts, body))
 }
 

@@ -50,7 +50,7 @@ pub fn run() {
 
     let bare = start_bare_proxy(&lab, &outside, &target.ca);
     let agent_pid = lab.agent().pid();
-    let peer_pids = || peer_processes(&lab.dir.path().join("nginx-peer/nginx.pid"));
+    let peer_pids = || nginx::processes(&lab.dir.path().join("nginx-peer"));
     // CPU the proxy in the path (`proxy`, none direct) spent per request.
     let run = |cgroup: &Path, url: &str, h1: bool, clients: usize, proxy: &[u32]| -> Figures {
         let requests = if clients == 1 { REQUESTS_1 } else { REQUESTS_16 };
@@ -244,18 +244,4 @@ fn start_bare_proxy(lab: &Lab, cgroup: &Path, target_ca: &Path) -> Background {
         std::thread::sleep(Duration::from_millis(20));
     }
     bare
-}
-
-/// The peer nginx's master (from its pid file) and its workers.
-fn peer_processes(pid_file: &Path) -> Vec<u32> {
-    let Some(master) = fs::read_to_string(pid_file).ok().and_then(|p| p.trim().parse::<u32>().ok()) else {
-        return Vec::new();
-    };
-    let children = fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
-        let parent: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-        (parent == master).then_some(pid)
-    });
-    std::iter::once(master).chain(children).collect()
 }
