@@ -15,7 +15,7 @@ use super::{
     MaskError, MaskOutcome,
     engine::{Masker, TextResult},
     json::{is_number_byte, skip_ws, string_content, write_string},
-    json_path::{AT_ROOT, Progress, Segment},
+    json_places::Places,
     strategy::Replacement,
     swar,
 };
@@ -35,20 +35,10 @@ enum Container {
 /// One open object or array.
 struct Level {
     container: Container,
-    /// The member whose value comes next (objects), as decoded.
-    member: Vec<u8>,
     /// The index of the element that comes next (arrays).
     next_element: usize,
-}
-
-impl Level {
-    /// Where the value that comes next sits.
-    fn segment(&self) -> Segment<'_> {
-        match self.container {
-            Container::Object => Segment::Member(&self.member),
-            Container::Array => Segment::Element(self.next_element),
-        }
-    }
+    /// Whether some JSON path rule may still match under this level.
+    live: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -82,13 +72,8 @@ impl From<MaskError> for Stop {
 /// Masks one JSON body, chunk by chunk.
 pub struct JsonStream {
     masker: Arc<Masker>,
-    /// Rules with a JSON path, by index into the masker's rules.
-    path_rules: Vec<usize>,
-    /// Whether any rule matches member names.
-    member_rules: bool,
+    places: Places,
     levels: Vec<Level>,
-    /// Each path rule's progress per open level, `path_rules.len()` per level.
-    progress: Vec<Progress>,
     /// The rule masking the subtree being read, and the depth it began at.
     masking_subtree: Option<(usize, usize)>,
     expect: Expect,
@@ -102,16 +87,10 @@ pub struct JsonStream {
 impl JsonStream {
     /// A masker for one body, for the person `masker` was built for.
     pub fn new(masker: Arc<Masker>) -> Self {
-        let path_rules =
-            masker.rules.iter().enumerate().filter(|(_, r)| r.columns.json_path().is_some()).map(|(i, _)| i);
-        let path_rules = path_rules.collect();
-        let member_rules = masker.rules.iter().any(|r| r.columns.matches_key_possible());
         Self {
+            places: Places::new(&masker.rules),
             masker,
-            path_rules,
-            member_rules,
             levels: Vec::new(),
-            progress: Vec::new(),
             masking_subtree: None,
             expect: Expect::Value { array_start: false },
             carry: Vec::new(),
@@ -201,13 +180,12 @@ impl JsonStream {
                         return Err(MaskError::Malformed("JSON object member name is not a string"));
                     }
                     let Some((end, escaped)) = string_end(input, pos, last)? else { break };
-                    if self.member_rules || !self.path_rules.is_empty() {
-                        let name = string_content(input, pos, end, escaped, &mut self.scratch);
-                        if let Some(level) = self.levels.last_mut() {
-                            level.member.clear();
-                            level.member.extend_from_slice(name);
-                        }
-                    }
+                    let live = self.levels.last().is_some_and(|level| level.live);
+                    let name = match self.places.wants_member_name(live) {
+                        true => string_content(input, pos, end, escaped, &mut self.scratch),
+                        false => &[],
+                    };
+                    self.places.at_member(&self.masker.rules, live, name);
                     pos = end;
                     self.expect = Expect::Colon;
                     Ok(())
@@ -256,9 +234,17 @@ impl JsonStream {
         copied: &mut usize,
         out: &mut Vec<u8>,
     ) -> Result<usize, Stop> {
+        match self.levels.last() {
+            None => self.places.at_root(),
+            Some(level) if level.container == Container::Array => {
+                self.places.at_element(&self.masker.rules, level.live, level.next_element);
+            }
+            // An object's member was placed when its name was read.
+            Some(_) => {}
+        }
         let rule = match self.masking_subtree {
             Some((rule, _)) => Some(rule),
-            None => self.rule_here(),
+            None => self.places.rule(),
         };
         match input[pos] {
             open @ (b'{' | b'[') => {
@@ -326,24 +312,6 @@ impl JsonStream {
         *copied = end;
     }
 
-    /// The rule naming the value about to be read, if one does.
-    fn rule_here(&self) -> Option<usize> {
-        let level = self.levels.last()?;
-        let segment = level.segment();
-        let rules = &self.masker.rules;
-        if self.member_rules
-            && level.container == Container::Object
-            && let Some(rule) = rules.iter().position(|r| r.columns.matches_key(&level.member))
-        {
-            return Some(rule);
-        }
-        let parent = self.progress.len() - self.path_rules.len();
-        self.path_rules.iter().enumerate().find_map(|(i, &rule)| {
-            let path = rules[rule].columns.json_path()?;
-            path.matched(path.step(self.progress[parent + i], segment)).then_some(rule)
-        })
-    }
-
     fn open(&mut self, container: Container, rule: Option<usize>) -> Result<(), MaskError> {
         if self.levels.len() >= MAX_DEPTH {
             return Err(MaskError::Malformed("JSON nests too deep"));
@@ -353,18 +321,8 @@ impl JsonStream {
         {
             self.masking_subtree = Some((rule, self.levels.len()));
         }
-        // Each path rule's progress at the new level.
-        let count = self.path_rules.len();
-        let parent = self.progress.len().checked_sub(count);
-        for i in 0..count {
-            let path = self.masker.rules[self.path_rules[i]].columns.json_path();
-            let progress = match (parent, self.levels.last(), path) {
-                (Some(parent), Some(level), Some(path)) => path.step(self.progress[parent + i], level.segment()),
-                _ => AT_ROOT,
-            };
-            self.progress.push(progress);
-        }
-        self.levels.push(Level { container, member: Vec::new(), next_element: 0 });
+        let live = self.places.open();
+        self.levels.push(Level { container, next_element: 0, live });
         self.expect = match container {
             Container::Object => Expect::Member { first: true },
             Container::Array => Expect::Value { array_start: true },
@@ -377,7 +335,7 @@ impl JsonStream {
             Some(level) if level.container == container => {}
             _ => return Err(MaskError::Malformed("JSON container is not closed properly")),
         }
-        self.progress.truncate(self.progress.len().saturating_sub(self.path_rules.len()));
+        self.places.close();
         if self.masking_subtree.is_some_and(|(_, depth)| depth == self.levels.len()) {
             self.masking_subtree = None;
         }
@@ -552,6 +510,22 @@ mod tests {
         let reasons: Vec<_> = whole.1.hits.iter().map(|h| (h.reason.to_string(), h.count)).collect();
         assert!(reasons.contains(&("json_path $..data".into(), 4)), "{reasons:?}");
         assert!(reasons.contains(&("column_pattern *token*".into(), 1)), "{reasons:?}");
+    }
+
+    #[test]
+    fn paths_follow_indexes_and_stop_where_they_can_no_longer_match() {
+        let masker = masker(
+            "detectors = []\n[[target.masking.rules]]\njson_path = \"$.items[1].secret\"\n\
+             [[target.masking.rules]]\njson_path = \"$.meta.*\"\n",
+        );
+        let document = r#"{"meta": {"a": "x", "b": {"c": "y"}}, "items": [{"secret": "s0"}, {"secret": "s1", "deep": {"secret": "s2"}}], "other": {"items": [0, {"secret": "s3"}]}}"#;
+        let masked_document = r#"{"meta": {"a": "[masked]", "b": {"c": "[masked]"}}, "items": [{"secret": "s0"}, {"secret": "[masked]", "deep": {"secret": "s2"}}], "other": {"items": [0, {"secret": "s3"}]}}"#;
+        // The second document of a sequence is matched from its own root.
+        let body = format!("{document}\n{document}\n");
+        for size in [1, 7, body.len()] {
+            let (out, _) = masked_in_chunks(&masker, body.as_bytes(), size).unwrap();
+            assert_eq!(out, format!("{masked_document}\n{masked_document}\n"), "chunks of {size}");
+        }
     }
 
     #[test]

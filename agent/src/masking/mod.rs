@@ -25,6 +25,7 @@ pub mod detect;
 mod engine;
 mod json;
 pub mod json_path;
+mod json_places;
 mod json_stream;
 pub mod policy;
 pub mod strategy;
