@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{
     HeaderMap, Request, Response, StatusCode, Uri, Version,
+    http::uri::{PathAndQuery, Scheme},
     body::Incoming,
     header::{self, HeaderName, HeaderValue},
 };
@@ -116,8 +117,7 @@ pub(super) async fn forward(
     }
     let tty = request.uri().query().is_some_and(|q| q.split('&').any(|pair| pair == "tty=true" || pair == "tty=1"));
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-    let path = path_of(&request);
-    let Ok(uri) = format!("{}://{host}{path}", session.scheme).parse::<Uri>() else {
+    let Ok(uri) = upstream_uri(&session.scheme, host, request.uri()) else {
         exchange.failed(400, format!("the request's host {host:?} is not a valid authority"));
         return Ok(answer(said, StatusCode::BAD_REQUEST, "airlock: the request names no valid host", ""));
     };
@@ -263,6 +263,14 @@ fn methods_of<B>(request: &Request<B>) -> Vec<&str> {
     methods
 }
 
+/// The target's URI for a request to `host` for `asked`: its path and
+/// query as the client wrote them, reused rather than written out and
+/// parsed again.
+fn upstream_uri(scheme: &Scheme, host: &str, asked: &Uri) -> Result<Uri, hyper::http::Error> {
+    let path = asked.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Ok(Uri::builder().scheme(scheme.clone()).authority(host).path_and_query(path).build()?)
+}
+
 fn path_of<B>(request: &Request<B>) -> &str {
     request.uri().path_and_query().map_or("/", |p| p.as_str())
 }
@@ -305,18 +313,8 @@ fn outgoing_headers(
     (masker, strict_masking): (Option<&std::sync::Arc<crate::masking::Masker>>, bool),
 ) -> HeaderMap {
     let mut headers = incoming;
-    strip_hop_by_hop(&mut headers);
-    // The client's credentials never reach the target.
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(header::PROXY_AUTHORIZATION);
-    let impersonating: Vec<_> =
-        headers.keys().filter(|name| name.as_str().starts_with("impersonate-")).cloned().collect();
-    for name in impersonating {
-        headers.remove(name);
-    }
+    strip(&mut headers, never_forwarded);
     strip_cookies(&mut headers, &session.strip_cookies);
-    // hyper sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI.
-    headers.remove(header::HOST);
     for (name, value) in &session.inject {
         headers.append(name.clone(), value.clone());
     }
@@ -333,21 +331,36 @@ fn outgoing_headers(
     headers
 }
 
+/// The client's credentials, which never reach the target, and Host,
+/// which hyper sets (HTTP/1.1) or makes :authority (HTTP/2) from the URI.
+fn never_forwarded(name: &HeaderName) -> bool {
+    name == header::AUTHORIZATION
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::HOST
+        || name.as_str().starts_with("impersonate-")
+}
+
 /// Removes hop-by-hop headers, and those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|token| token.trim().to_ascii_lowercase())
-        .filter(|token| !token.is_empty())
-        .collect();
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    strip(headers, |_| false);
+}
+
+/// Removes hop-by-hop headers, those the `Connection` header names, and
+/// those `also` picks. The names are looked at once and only the headers
+/// present are removed: most messages have none or one of them, and
+/// asking the map for each of a dozen names costs a hash each.
+fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let tokens = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
+    // `from_bytes` lowercases; a token that is no header name names none.
+    doomed.extend(tokens.filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok()));
+    for name in headers.keys() {
+        if (HOP_BY_HOP.contains(name) || also(name)) && !doomed.contains(name) {
+            doomed.push(name.clone());
+        }
     }
-    for name in &named {
-        headers.remove(name.as_str());
+    for name in doomed {
+        headers.remove(name);
     }
 }
 
@@ -455,6 +468,26 @@ mod tests {
         headers.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn client_credentials_and_host_never_go_to_the_target() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer client-token"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("impersonate-user", "admin"),
+            ("impersonate-group", "system:masters"),
+            ("impersonate-extra-scopes", "all"),
+            ("host", "api.example"),
+            ("connection", "close"),
+            ("accept", "application/json"),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Basic second"));
+        strip(&mut headers, never_forwarded);
+        assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
     }
 
     #[test]

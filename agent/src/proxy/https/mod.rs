@@ -29,7 +29,10 @@ pub(crate) use record::RequestRecord;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::{
+    header::{HeaderName, HeaderValue},
+    http::uri::Scheme,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -107,7 +110,7 @@ pub(super) struct Session {
     context: Arc<SessionContext>,
     live: Arc<LiveSession>,
     /// `https` or `http`, for the URIs sent upstream.
-    scheme: &'static str,
+    scheme: Scheme,
     /// The host requests name when they name none: what the client asked for.
     default_host: String,
     strip_cookies: Vec<String>,
@@ -258,7 +261,7 @@ pub async fn proxy(
             records: shared.records.clone(),
             context,
             live: Arc::clone(&live),
-            scheme: if tls { "https" } else { "http" },
+            scheme: if tls { Scheme::HTTPS } else { Scheme::HTTP },
             default_host: asked.map_or_else(|| destination.to_string(), str::to_owned),
             strip_cookies: options.strip_cookies.clone(),
             inject,
