@@ -160,6 +160,9 @@ where
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(mut data) => {
+                        // Room for the masked text as it usually comes out (about as
+                        // long), so it is not copied again while it grows.
+                        out.reserve(data.remaining() + data.remaining() / 8);
                         let mut fed = Ok(());
                         while data.has_remaining() && fed.is_ok() {
                             let chunk = data.chunk();

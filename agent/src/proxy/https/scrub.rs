@@ -50,8 +50,26 @@ fn overwrite(bytes: &mut [u8], secret: &[u8]) {
     }
 }
 
+/// How many of the last bytes of `text` could be the start of `secret`
+/// (a proper prefix of it): those must wait for the next frame.
+fn possible_start(text: &[u8], secret: &[u8]) -> usize {
+    let from = text.len().saturating_sub(secret.len() - 1);
+    // The first such suffix is the longest: it covers every later one.
+    let mut at = from;
+    while let Some(found) = memchr::memchr(secret[0], &text[at..]) {
+        let start = at + found;
+        if secret.starts_with(&text[start..]) {
+            return text.len() - start;
+        }
+        at = start + 1;
+    }
+    0
+}
+
 /// A body with every occurrence of a secret overwritten, across frame
-/// boundaries: the last `len - 1` bytes of a frame wait for the next.
+/// boundaries: a frame's last bytes wait for the next only when they could
+/// begin the secret. A frame holding none of it passes as it came, not
+/// copied: that is nearly every frame.
 pub(super) struct Scrubbed<B> {
     inner: B,
     secret: Bytes,
@@ -87,14 +105,20 @@ where
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(mut data) => {
-                        while data.has_remaining() {
-                            let chunk = data.chunk();
-                            this.held.extend_from_slice(chunk);
-                            let n = chunk.len();
-                            data.advance(n);
+                        // Not copied when the body's data are `Bytes` already.
+                        let data = data.copy_to_bytes(data.remaining());
+                        if this.held.is_empty() && memchr::memmem::find(&data, &this.secret).is_none() {
+                            let keep = possible_start(&data, &this.secret);
+                            this.held.extend_from_slice(&data[data.len() - keep..]);
+                            let ready = data.slice(..data.len() - keep);
+                            if !ready.is_empty() {
+                                return Poll::Ready(Some(Ok(Frame::data(ready))));
+                            }
+                            continue;
                         }
+                        this.held.extend_from_slice(&data);
                         overwrite(&mut this.held, &this.secret);
-                        let keep = (this.secret.len() - 1).min(this.held.len());
+                        let keep = possible_start(&this.held, &this.secret);
                         let ready = this.held.split_to(this.held.len() - keep).freeze();
                         if !ready.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(ready))));
@@ -173,6 +197,33 @@ mod tests {
         let out = body.collect().await.unwrap().to_bytes();
         assert_eq!(out.len(), chunks.concat().len());
         assert_eq!(out, "{\"auth\":\"Bearer ***************\",\"x\":\"***************\"}".as_bytes());
+    }
+
+    #[tokio::test]
+    async fn any_cut_of_a_body_gives_the_same_answer() {
+        let secret = b"token-123456789";
+        let body = b"tok token-12 token-123456789token-123456789 xtoken-1234567 token-123456789";
+        let want = b"tok token-12 ****************************** xtoken-1234567 ***************";
+        for size in 1..body.len() {
+            let chunks = body.chunks(size).map(Bytes::copy_from_slice).collect();
+            let scrubbed = Scrubbed::new(Chunks(chunks), Bytes::from_static(secret));
+            let out = scrubbed.collect().await.unwrap().to_bytes();
+            assert_eq!(out, &want[..], "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn only_a_possible_start_of_the_secret_waits() {
+        let secret = b"token-123456789";
+        assert_eq!(possible_start(b"plain words", secret), 0);
+        assert_eq!(possible_start(b"plain text", secret), 1);
+        assert_eq!(possible_start(b"a tok", secret), 3);
+        assert_eq!(possible_start(b"a token-1234567", secret), 13);
+        // Not a start: `to` followed by something else.
+        assert_eq!(possible_start(b"a tox", secret), 0);
+        // The longest possible start, not the last one.
+        assert_eq!(possible_start(b"xt", b"tt-secret"), 1);
+        assert_eq!(possible_start(b"xtt", b"ttt-secret"), 2);
     }
 
     #[test]
