@@ -10,9 +10,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{
     HeaderMap, Request, Response, StatusCode, Uri, Version,
-    http::uri::{PathAndQuery, Scheme},
     body::Incoming,
     header::{self, HeaderName, HeaderValue},
+    http::uri::{PathAndQuery, Scheme},
 };
 use hyper_util::rt::TokioIo;
 
