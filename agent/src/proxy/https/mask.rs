@@ -210,7 +210,60 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use http_body_util::BodyExt as _;
+
     use super::*;
+    use crate::{masking::TokenKey, policy::Policy, proxy::https::test_body::Chunks};
+
+    fn json_masker() -> Arc<Masker> {
+        let text = "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.1\"]\n\
+                    [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n[target.masking]\ndetectors = [\"email\"]\n\
+                    [[target.masking.rules]]\njson_path = \"$.items[*].token\"\n";
+        let policy = Policy::from_sources([(Path::new("api.toml"), text)]).unwrap_or_else(|e| panic!("{e}"));
+        let masking = policy.targets[0].masking.clone().unwrap();
+        Arc::new(Masker::new(&masking, "alice", &[], Arc::new(TokenKey::from_bytes(&[7; 32]))))
+    }
+
+    /// `body` in chunks of `size` through [`Masked`], as a JSON answer.
+    async fn masked(masker: &Arc<Masker>, body: &[u8], size: usize) -> Result<Bytes, String> {
+        let masked = Masked {
+            inner: Chunks::of(body, size),
+            masker: BodyMasker::new(Arc::clone(masker), BodyKind::Json),
+            exchange: None,
+            trailers: None,
+            done: false,
+        };
+        masked.collect().await.map(|collected| collected.to_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_anywhere_is_masked_as_a_whole() {
+        let masker = json_masker();
+        let items: Vec<_> = (0..4_000)
+            .map(|i| serde_json::json!({ "id": i, "mail": format!("user{i}@example.com"), "token": format!("t-{i}") }))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "items": items })).unwrap();
+        let mut expected = Vec::new();
+        let mut whole = BodyMasker::new(Arc::clone(&masker), BodyKind::Json);
+        whole.feed(&body, &mut expected).unwrap();
+        whole.finish(&mut expected).unwrap();
+        let expected = String::from_utf8(expected).unwrap();
+        assert!(!expected.contains("@example.com") && !expected.contains("\"t-1\""), "{expected:.200}");
+        for size in [1, 1_000, 32 * 1024, 100_000 - 7] {
+            let out = masked(&masker, &body, size).await.unwrap();
+            assert_eq!(String::from_utf8_lossy(&out), expected, "chunks of {size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn json_that_breaks_ends_the_answer_with_an_error() {
+        let masker = json_masker();
+        let broken = format!("{{\"items\": [{}}}", "{\"a\": 1},".repeat(20_000));
+        let error = masked(&masker, broken.as_bytes(), 128 * 1024).await.unwrap_err();
+        assert!(error.contains("cannot be masked") && error.contains("unexpected character"), "{error}");
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (header::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()

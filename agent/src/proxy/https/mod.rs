@@ -22,6 +22,8 @@ mod record;
 pub mod refuse;
 mod scrub;
 pub mod spdy;
+#[cfg(test)]
+mod test_body;
 mod upstream;
 pub mod websocket;
 

@@ -165,6 +165,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::https::test_body::Chunks;
     use http_body_util::BodyExt as _;
 
     #[test]
@@ -172,21 +173,6 @@ mod tests {
         assert_eq!(secret_of(&HeaderValue::from_static("Bearer abcdefgh12")).unwrap(), "abcdefgh12");
         assert_eq!(secret_of(&HeaderValue::from_static("key-0123456789")).unwrap(), "key-0123456789");
         assert!(secret_of(&HeaderValue::from_static("Bearer short")).is_none());
-    }
-
-    /// A body of the given chunks.
-    struct Chunks(std::collections::VecDeque<Bytes>);
-
-    impl Body for Chunks {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
-        }
     }
 
     #[tokio::test]
@@ -205,8 +191,7 @@ mod tests {
         let body = b"tok token-12 token-123456789token-123456789 xtoken-1234567 token-123456789";
         let want = b"tok token-12 ****************************** xtoken-1234567 ***************";
         for size in 1..body.len() {
-            let chunks = body.chunks(size).map(Bytes::copy_from_slice).collect();
-            let scrubbed = Scrubbed::new(Chunks(chunks), Bytes::from_static(secret));
+            let scrubbed = Scrubbed::new(Chunks::of(body, size), Bytes::from_static(secret));
             let out = scrubbed.collect().await.unwrap().to_bytes();
             assert_eq!(out, &want[..], "chunks of {size}");
         }
