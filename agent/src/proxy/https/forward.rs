@@ -268,7 +268,7 @@ fn methods_of<B>(request: &Request<B>) -> Vec<&str> {
 /// parsed again.
 fn upstream_uri(scheme: &Scheme, host: &str, asked: &Uri) -> Result<Uri, hyper::http::Error> {
     let path = asked.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Ok(Uri::builder().scheme(scheme.clone()).authority(host).path_and_query(path).build()?)
+    Uri::builder().scheme(scheme.clone()).authority(host).path_and_query(path).build()
 }
 
 fn path_of<B>(request: &Request<B>) -> &str {
