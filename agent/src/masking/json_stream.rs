@@ -73,6 +73,9 @@ impl From<MaskError> for Stop {
 pub struct JsonStream {
     masker: Arc<Masker>,
     places: Places,
+    /// Whether any rule names values (else only detectors mask, and the
+    /// walk need not know where it is).
+    placing: bool,
     levels: Vec<Level>,
     /// The rule masking the subtree being read, and the depth it began at.
     masking_subtree: Option<(usize, usize)>,
@@ -89,6 +92,7 @@ impl JsonStream {
     pub fn new(masker: Arc<Masker>) -> Self {
         Self {
             places: Places::new(&masker.rules),
+            placing: masker.rules.iter().any(|r| r.columns.json_path().is_some() || r.columns.matches_key_possible()),
             masker,
             levels: Vec::new(),
             masking_subtree: None,
@@ -180,12 +184,14 @@ impl JsonStream {
                         return Err(MaskError::Malformed("JSON object member name is not a string"));
                     }
                     let Some((end, escaped)) = string_end(input, pos, last)? else { break };
-                    let live = self.levels.last().is_some_and(|level| level.live);
-                    let name = match self.places.wants_member_name(live) {
-                        true => string_content(input, pos, end, escaped, &mut self.scratch),
-                        false => &[],
-                    };
-                    self.places.at_member(&self.masker.rules, live, name);
+                    if self.placing {
+                        let live = self.levels.last().is_some_and(|level| level.live);
+                        let name = match self.places.wants_member_name(live) {
+                            true => string_content(input, pos, end, escaped, &mut self.scratch),
+                            false => &[],
+                        };
+                        self.places.at_member(&self.masker.rules, live, name);
+                    }
                     pos = end;
                     self.expect = Expect::Colon;
                     Ok(())
@@ -234,17 +240,20 @@ impl JsonStream {
         copied: &mut usize,
         out: &mut Vec<u8>,
     ) -> Result<usize, Stop> {
-        match self.levels.last() {
-            None => self.places.at_root(),
-            Some(level) if level.container == Container::Array => {
-                self.places.at_element(&self.masker.rules, level.live, level.next_element);
-            }
-            // An object's member was placed when its name was read.
-            Some(_) => {}
-        }
         let rule = match self.masking_subtree {
             Some((rule, _)) => Some(rule),
-            None => self.places.rule(),
+            None if !self.placing => None,
+            None => {
+                match self.levels.last() {
+                    None => self.places.at_root(),
+                    Some(level) if level.container == Container::Array => {
+                        self.places.at_element(&self.masker.rules, level.live, level.next_element);
+                    }
+                    // An object's member was placed when its name was read.
+                    Some(_) => {}
+                }
+                self.places.rule()
+            }
         };
         match input[pos] {
             open @ (b'{' | b'[') => {
@@ -321,7 +330,7 @@ impl JsonStream {
         {
             self.masking_subtree = Some((rule, self.levels.len()));
         }
-        let live = self.places.open();
+        let live = self.placing && self.places.open();
         self.levels.push(Level { container, next_element: 0, live });
         self.expect = match container {
             Container::Object => Expect::Member { first: true },
@@ -335,7 +344,9 @@ impl JsonStream {
             Some(level) if level.container == container => {}
             _ => return Err(MaskError::Malformed("JSON container is not closed properly")),
         }
-        self.places.close();
+        if self.placing {
+            self.places.close();
+        }
         if self.masking_subtree.is_some_and(|(_, depth)| depth == self.levels.len()) {
             self.masking_subtree = None;
         }
