@@ -458,20 +458,8 @@ fn mask_leaf(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::{masking::TokenKey, policy::Policy};
-
-    fn masker(masking: &str) -> Arc<Masker> {
-        let text = format!(
-            "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.1\"]\n\n\
-             [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.masking]\n{masking}"
-        );
-        let policy = Policy::from_sources([(Path::new("api.toml"), text.as_str())]).unwrap_or_else(|e| panic!("{e}"));
-        let masking = policy.targets[0].masking.clone().unwrap();
-        Arc::new(Masker::new(&masking, "alice", &[], Arc::new(TokenKey::from_bytes(&[7; 32]))))
-    }
+    use crate::masking::https_masker as masker;
 
     /// `body` masked in chunks of `size` bytes.
     fn masked_in_chunks(masker: &Arc<Masker>, body: &[u8], size: usize) -> Result<(String, MaskOutcome), MaskError> {

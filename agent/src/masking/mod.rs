@@ -122,3 +122,17 @@ impl MaskOutcome {
 
 #[cfg(test)]
 mod tests;
+
+/// For tests: the masker of an HTTPS target whose `[target.masking]`
+/// section is `masking`, for `alice`.
+#[cfg(test)]
+pub(crate) fn https_masker(masking: &str) -> Arc<Masker> {
+    let text = format!(
+        "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.1\"]\n\n\
+         [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.masking]\n{masking}"
+    );
+    let sources = [(std::path::Path::new("api.toml"), text.as_str())];
+    let policy = crate::policy::Policy::from_sources(sources).unwrap_or_else(|e| panic!("{e}"));
+    let masking = policy.targets[0].masking.clone().expect("a masking section");
+    Arc::new(Masker::new(&masking, "alice", &[], Arc::new(TokenKey::from_bytes(&[7; 32]))))
+}

@@ -210,20 +210,13 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use http_body_util::BodyExt as _;
 
     use super::*;
-    use crate::{masking::TokenKey, policy::Policy, proxy::https::test_body::Chunks};
+    use crate::{masking::https_masker, proxy::https::test_body::Chunks};
 
     fn json_masker() -> Arc<Masker> {
-        let text = "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.1\"]\n\
-                    [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n[target.masking]\ndetectors = [\"email\"]\n\
-                    [[target.masking.rules]]\njson_path = \"$.items[*].token\"\n";
-        let policy = Policy::from_sources([(Path::new("api.toml"), text)]).unwrap_or_else(|e| panic!("{e}"));
-        let masking = policy.targets[0].masking.clone().unwrap();
-        Arc::new(Masker::new(&masking, "alice", &[], Arc::new(TokenKey::from_bytes(&[7; 32]))))
+        https_masker("detectors = [\"email\"]\n[[target.masking.rules]]\njson_path = \"$.items[*].token\"\n")
     }
 
     /// `body` in chunks of `size` through [`Masked`], as a JSON answer.
