@@ -73,8 +73,7 @@ impl From<MaskError> for Stop {
 pub struct JsonStream {
     masker: Arc<Masker>,
     places: Places,
-    /// Whether any rule names values (else only detectors mask, and the
-    /// walk need not know where it is).
+    /// [`Places::any_rules`], asked once.
     placing: bool,
     levels: Vec<Level>,
     /// The rule masking the subtree being read, and the depth it began at.
@@ -90,9 +89,10 @@ pub struct JsonStream {
 impl JsonStream {
     /// A masker for one body, for the person `masker` was built for.
     pub fn new(masker: Arc<Masker>) -> Self {
+        let places = Places::new(&masker.rules);
         Self {
-            places: Places::new(&masker.rules),
-            placing: masker.rules.iter().any(|r| r.columns.json_path().is_some() || r.columns.matches_key_possible()),
+            placing: places.any_rules(),
+            places,
             masker,
             levels: Vec::new(),
             masking_subtree: None,
