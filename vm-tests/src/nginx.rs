@@ -96,10 +96,7 @@ pub fn processes(dir: &Path) -> Vec<u32> {
     };
     let workers = fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
         let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
-        // The parent's pid is the second field after the parenthesised command name.
-        let parent: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-        (parent == master).then_some(pid)
+        (crate::process::parent_of(pid) == Some(master)).then_some(pid)
     });
     std::iter::once(master).chain(workers).collect()
 }

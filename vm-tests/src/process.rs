@@ -58,12 +58,23 @@ impl Background {
     }
 }
 
+/// The fields of `/proc/PID/stat` after the parenthesised command name
+/// (which may hold spaces): the state first, then the parent's pid…;
+/// empty if the process is gone.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// The parent of process `pid`, if it still runs.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid).get(1)?.parse().ok()
+}
+
 /// CPU time (user + system, all threads) a process has used so far.
 pub fn cpu_time(pid: u32) -> std::time::Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // utime and stime are the 12th and 13th fields after the command name.
+    let fields = stat_fields(pid);
     let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
     // SAFETY: sysconf has no preconditions.
     let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
@@ -193,4 +204,21 @@ fn write_file(path: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_process_parent_and_cpu_time_are_read_from_proc() {
+        let me = std::process::id();
+        // SAFETY: getppid has no preconditions.
+        let parent = u32::try_from(unsafe { libc::getppid() }).unwrap();
+        assert_eq!(super::parent_of(me), Some(parent));
+        assert_eq!(super::parent_of(u32::MAX), None, "no such process");
+        let busy = std::time::Instant::now();
+        while busy.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(busy.elapsed());
+        }
+        assert!(super::cpu_time(me) > std::time::Duration::ZERO);
+    }
 }

@@ -213,9 +213,7 @@ impl Figures {
         let at = |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
         Self { rate, p50: at(0.5), p99: at(0.99), proxy_cpu: f64::NAN }
     }
-}
 
-impl Figures {
     /// Each figure's median over `runs` (an odd number of them).
     fn median(runs: Vec<Self>) -> Self {
         let of = |figure: fn(&Self) -> f64| {
