@@ -53,6 +53,7 @@ pub fn start(lab: &mut Lab) -> Nginx {
         gzip_min_length 64;
         location /files/ {{ alias {files}/; types {{ text/plain txt; }} default_type application/json; }}
         location /echo {{ default_type text/plain; add_header X-Seen "$http_authorization"; return 200 "you sent: $http_authorization\n"; }}
+        location /trailers {{ default_type text/plain; add_header Trailer X-Checksum; add_trailer X-Checksum sum-of-body; return 200 "with a trailer\n"; }}
         location / {{ default_type text/plain; return 200 "hello from nginx\n"; }}
     }}
 "#,
