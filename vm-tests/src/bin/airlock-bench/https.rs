@@ -25,12 +25,16 @@ const REQUESTS_16: usize = 100_000;
 /// on a small host their throughput swings by a tenth from run to run, so
 /// one run each would compare luck. Each figure is the median of its rounds.
 const ROUNDS_16: usize = 3;
-/// Port of the peer: nginx proxying to the target.
+/// Ports of the peer, nginx proxying to the target: with its access log
+/// (as nginx ships), and with none.
 const PEER_PORT: u16 = 18443;
+const QUIET_PEER_PORT: u16 = 18445;
 /// Port of the floor: a bare hyper proxy to the target, on loopback.
 const BARE_PORT: u16 = 18444;
 
-pub fn run() {
+/// Runs the parts named (`h1`, `h2`, `masking`); all when none is.
+pub fn run(parts: &[&str]) {
+    let wanted = |part: &str| parts.is_empty() || parts.contains(&part);
     let mut lab = Lab::new(&["bench"]);
     let v4 = lab.target.v4;
     let target = nginx::start(&mut lab);
@@ -81,53 +85,67 @@ pub fn run() {
     };
     let direct_url = format!("https://{v4}/");
     let peer_url = format!("https://{v4}:{PEER_PORT}/");
+    let quiet_peer_url = format!("https://{v4}:{QUIET_PEER_PORT}/");
     let bare_url = format!("https://127.0.0.1:{BARE_PORT}/");
     for (h1, name) in [(true, "HTTP/1.1 keep-alive"), (false, "HTTP/2")] {
+        if !wanted(if h1 { "h1" } else { "h2" }) {
+            continue;
+        }
         for clients in [1, 16] {
             let direct = run(&outside, &direct_url, h1, clients, &[]);
             let rounds = if clients == 1 { 1 } else { ROUNDS_16 };
-            let (mut airlocks, mut nginxes, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+            let mut runs: [Vec<Figures>; 4] = Default::default();
             for _ in 0..rounds {
-                airlocks.push(run(&lab.cgroups.clients, &direct_url, h1, clients, &[agent_pid]));
-                nginxes.push(run(&outside, &peer_url, h1, clients, &peer_pids()));
-                floors.push(run(&outside, &bare_url, h1, clients, &[bare.pid()]));
+                runs[0].push(run(&lab.cgroups.clients, &direct_url, h1, clients, &[agent_pid]));
+                runs[1].push(run(&outside, &peer_url, h1, clients, &peer_pids()));
+                runs[2].push(run(&outside, &quiet_peer_url, h1, clients, &peer_pids()));
+                runs[3].push(run(&outside, &bare_url, h1, clients, &[bare.pid()]));
             }
-            let ratios: Vec<f64> = airlocks.iter().zip(&nginxes).map(|(a, n)| 100.0 * a.rate / n.rate).collect();
-            let (airlock, nginx, floor) =
-                (Figures::median(airlocks), Figures::median(nginxes), Figures::median(floors));
+            let ratios = |peer: &[Figures]| -> Vec<String> {
+                runs[0].iter().zip(peer).map(|(a, n)| format!("{:.0}%", 100.0 * a.rate / n.rate)).collect()
+            };
+            let (logging, quiet) = (ratios(&runs[1]), ratios(&runs[2]));
+            let [airlock, nginx, quiet_nginx, floor] = runs.map(Figures::median);
             let rounds_said = if rounds == 1 { String::new() } else { format!(", median of {rounds} rounds") };
             println!("https: {name}, {clients} connection(s), GET of 17 bytes{rounds_said}");
-            for (who, f) in [("direct", &direct), ("airlock", &airlock), ("nginx", &nginx), ("hyper", &floor)] {
-                print!("  {who:<8} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs", f.rate, f.p50, f.p99);
-                if who == "direct" {
-                    println!();
-                } else {
-                    println!("  proxy CPU {:>5.1} µs/request", f.proxy_cpu);
-                }
+            let proxies = [("airlock", &airlock), ("nginx", &nginx), ("nginx-nolog", &quiet_nginx), ("hyper", &floor)];
+            println!(
+                "  {:<11} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs",
+                "direct", direct.rate, direct.p50, direct.p99
+            );
+            for (who, f) in proxies {
+                print!("  {who:<11} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs", f.rate, f.p50, f.p99);
+                println!("  proxy CPU {:>5.1} µs/request", f.proxy_cpu);
             }
             if clients == 1 {
                 println!("  airlock added p50 {:.1} µs (goal <= 100 µs)", airlock.p50 - direct.p50);
             } else {
-                let each: Vec<String> = ratios.iter().map(|r| format!("{r:.0}%")).collect();
                 println!(
                     "  airlock/nginx throughput: {:.0}% (goal > 100%); round by round {}",
                     100.0 * airlock.rate / nginx.rate,
-                    each.join(", ")
+                    logging.join(", ")
+                );
+                println!(
+                    "  airlock/nginx-nolog throughput: {:.0}%; round by round {}",
+                    100.0 * airlock.rate / quiet_nginx.rate,
+                    quiet.join(", ")
                 );
             }
         }
     }
-    masking(&lab, &target, &policy, &|url, requests| {
-        let log = work.join(format!("log-{}", rand_suffix()));
-        let n = requests.to_string();
-        let log_arg = format!("--log-file={}", log.display());
-        let args = ["-n", &n, "-c", "1", "-m", "1", "--h1", &log_arg, url];
-        let out = run_as(lab.user("bench"), &lab.cgroups.clients, "h2load", &args);
-        assert!(out.success() && out.stdout.contains(&format!("{requests} succeeded")), "h2load: {out:?}");
-        let figures = Figures::read(&out.stdout, &log);
-        let _ = fs::remove_file(&log);
-        figures
-    });
+    if wanted("masking") {
+        masking(&lab, &target, &policy, &|url, requests| {
+            let log = work.join(format!("log-{}", rand_suffix()));
+            let n = requests.to_string();
+            let log_arg = format!("--log-file={}", log.display());
+            let args = ["-n", &n, "-c", "1", "-m", "1", "--h1", &log_arg, url];
+            let out = run_as(lab.user("bench"), &lab.cgroups.clients, "h2load", &args);
+            assert!(out.success() && out.stdout.contains(&format!("{requests} succeeded")), "h2load: {out:?}");
+            let figures = Figures::read(&out.stdout, &log);
+            let _ = fs::remove_file(&log);
+            figures
+        });
+    }
     drop(bare);
     airlock_vm_tests::remove_cgroup_tree(&outside);
 }
@@ -231,23 +249,32 @@ fn rand_suffix() -> String {
 
 /// nginx terminating TLS and proxying to the target over TLS with upstream
 /// keep-alive, next to it in the target's namespace (killed with it): the
-/// peer a team would put in front of an API instead.
+/// peer a team would put in front of an API instead. On PEER_PORT as
+/// nginx ships (each request written to its access log, as Airlock records
+/// each one); on QUIET_PEER_PORT with no log at all.
 fn start_peer(lab: &mut Lab, target_ca: &Path) {
     let dir = lab.dir.path().join("nginx-peer");
     let v4 = lab.target.v4;
     airlock_vm_tests::netns::test_certificate(&dir, &format!("IP:{v4}"));
     let path = |name: &str| dir.join(name).display().to_string();
+    let server = |port: u16, log: &str| {
+        format!(
+            "    server {{\n  listen {v4}:{port} ssl http2;\n  ssl_certificate {crt};\n  ssl_certificate_key {key};\n  \
+             access_log {log};\n  \
+             location / {{\n   proxy_pass https://target;\n   proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n   \
+             proxy_set_header Authorization \"Bearer bench-token\";\n   proxy_ssl_trusted_certificate {ca};\n   \
+             proxy_ssl_verify on;\n   proxy_ssl_name api.lab;\n   proxy_ssl_server_name on;\n   proxy_ssl_session_reuse on;\n  }}\n }}\n",
+            crt = path("server.crt"),
+            key = path("server.key"),
+            ca = target_ca.display(),
+        )
+    };
     let http = format!(
-        "    upstream target {{ server {v4}:443; keepalive 64; }}\n    \
-         server {{\n  listen {v4}:{PEER_PORT} ssl http2;\n  ssl_certificate {crt};\n  ssl_certificate_key {key};\n  \
-         location / {{\n   proxy_pass https://target;\n   proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n   \
-         proxy_set_header Authorization \"Bearer bench-token\";\n   proxy_ssl_trusted_certificate {ca};\n   proxy_ssl_verify on;\n   \
-         proxy_ssl_name api.lab;\n   proxy_ssl_server_name on;\n   proxy_ssl_session_reuse on;\n  }}\n }}\n",
-        crt = path("server.crt"),
-        key = path("server.key"),
-        ca = target_ca.display(),
+        "    upstream target {{ server {v4}:443; keepalive 64; }}\n{}{}",
+        server(PEER_PORT, &path("access.log")),
+        server(QUIET_PEER_PORT, "off")
     );
-    nginx::run(lab, &dir, &http, &[PEER_PORT]);
+    nginx::run(lab, &dir, &http, &[PEER_PORT, QUIET_PEER_PORT]);
 }
 
 /// The floor (`airlock-bench bare-proxy`): Airlock's HTTP crates with

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: interception overhead, relay latency and PostgreSQL
 //! throughput, each measured against the direct path (and a peer) in one run.
-//! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh] [https] [actors] [approvals] [scan]` picks sections; default: all.
+//! `airlock-bench [intercept] [postgres | postgres-large | postgres-small | postgres-pgbench | postgres-jit] [guardrails] [audit] [ssh] [https | https-h1 | https-h2 | https-masking] [actors] [approvals] [scan]` picks sections; default: all.
 //! `airlock-bench soak` runs the load-and-footprint soak alone (`cargo xtask bench --soak`).
 //!
 //! The same binary plays several roles: the driver (default), an echo server
@@ -100,9 +100,10 @@ fn main() {
                 println!();
                 ssh::run();
             }
-            if all || args.iter().any(|a| a == "https") {
+            let https_parts: Vec<&str> = args.iter().filter_map(|a| a.strip_prefix("https-")).collect();
+            if all || args.iter().any(|a| a == "https") || !https_parts.is_empty() {
                 println!();
-                https::run();
+                https::run(&https_parts);
             }
             if all || args.iter().any(|a| a == "actors") {
                 println!();
