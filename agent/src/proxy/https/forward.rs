@@ -154,7 +154,8 @@ pub(super) async fn forward(
     // (3–4 µs of the agent's CPU), and upgrades need it. HTTP/2 (where the
     // target offers it) only for an HTTP/2 client that takes trailers:
     // gRPC, whose status travels in them.
-    let client = if parts.version == Version::HTTP_2 && trailers { &session.clients.any } else { &session.clients.http1 };
+    let client =
+        if parts.version == Version::HTTP_2 && trailers { &session.clients.any } else { &session.clients.http1 };
     let mut response = match client.request(upstream).await {
         Ok(response) => response,
         Err(error) => {
