@@ -368,8 +368,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
     let mut doomed: Vec<HeaderName> = Vec::new();
     let tokens = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
+    // Most messages list only `keep-alive` (hop-by-hop anyway) or `close`
+    // (a name no field may have, RFC 9110 §18.4): no name is made of them.
+    let names =
+        tokens.map(str::trim).filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"));
     // `from_bytes` lowercases; a token that is no header name names none.
-    doomed.extend(tokens.filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok()));
+    doomed.extend(names.filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok()));
     // A name listed twice is removed once and then found absent: cheaper
     // than keeping the list free of repeats, which a client writing many
     // tokens could make quadratic.
