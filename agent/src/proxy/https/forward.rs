@@ -7,7 +7,11 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use http_body::Frame;
+use http_body_util::{
+    BodyExt as _, Full,
+    combinators::{BoxBody, MapFrame},
+};
 use hyper::{
     HeaderMap, Request, Response, StatusCode, Uri, Version,
     body::Incoming,
@@ -31,6 +35,10 @@ use super::{
 
 /// Bodies sent to the client.
 pub(super) type ClientBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The client's request bodies as the target gets them: counted, their
+/// trailer fields cleaned ([`clean_trailers`]).
+pub(super) type TargetBody = Counted<MapFrame<Incoming, fn(Frame<Bytes>) -> Frame<Bytes>>>;
 
 /// Headers that describe one hop, not the request (RFC 9110 §7.6.1);
 /// names, not text, so removing them parses nothing. `Trailer` is not one:
@@ -144,6 +152,7 @@ pub(super) async fn forward(
         }
     }
     let content_type = upstream.headers_ref().and_then(|headers| headers.get(header::CONTENT_TYPE));
+    let body = body.map_frame(clean_trailers as fn(_) -> _);
     let body = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToUpstream, content_type);
     let Ok(upstream) = upstream.body(body) else {
         exchange.failed(400, "the request could not be rebuilt".into());
@@ -349,6 +358,19 @@ fn outgoing_headers(
     headers
 }
 
+/// A request's trailer fields, cleaned as its headers are: no credential
+/// (nor cookie) reaches the target in them either, where a server that
+/// merged them into the headers would take them.
+fn clean_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            strip(&mut trailers, |name| never_forwarded(name) || name == header::COOKIE);
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    }
+}
+
 /// The client's credentials, which never reach the target, and Host,
 /// which hyper sets (HTTP/1.1) or makes :authority (HTTP/2) from the URI.
 fn never_forwarded(name: &HeaderName) -> bool {
@@ -489,6 +511,25 @@ mod tests {
         headers.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn request_trailers_carry_no_credential_to_the_target() {
+        let mut trailers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer client-token"),
+            ("impersonate-user", "admin"),
+            ("cookie", "session=1"),
+            ("connection", "x-checksum"),
+            ("x-checksum", "1"),
+            ("grpc-status", "0"),
+        ] {
+            trailers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let cleaned = clean_trailers(Frame::trailers(trailers)).into_trailers().unwrap();
+        assert_eq!(cleaned.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["grpc-status"]);
+        let data = clean_trailers(Frame::data(Bytes::from_static(b"authorization: x")));
+        assert_eq!(data.into_data().unwrap(), "authorization: x");
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::{
     time::Duration,
 };
 
-use hyper::{Uri, body::Incoming};
+use hyper::Uri;
 
-use super::record::Counted;
+use super::forward::TargetBody;
 use hyper_util::{
     client::legacy::{
         Client,
@@ -42,9 +42,9 @@ pub(super) struct Target {
 /// (upgrades — WebSocket, SPDY — exist in HTTP/1.1 alone).
 pub(super) struct Clients {
     /// Whatever the target prefers.
-    pub any: Client<Connector, Counted<Incoming>>,
+    pub any: Client<Connector, TargetBody>,
     /// HTTP/1.1.
-    pub http1: Client<Connector, Counted<Incoming>>,
+    pub http1: Client<Connector, TargetBody>,
 }
 
 impl Clients {
