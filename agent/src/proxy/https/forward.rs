@@ -502,6 +502,14 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
 mod tests {
     use super::*;
 
+    fn fields(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut fields = HeaderMap::new();
+        for &(name, value) in pairs {
+            fields.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        fields
+    }
+
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_go() {
         let mut headers = HeaderMap::new();
@@ -515,17 +523,14 @@ mod tests {
 
     #[test]
     fn request_trailers_carry_no_credential_to_the_target() {
-        let mut trailers = HeaderMap::new();
-        for (name, value) in [
+        let trailers = fields(&[
             ("authorization", "Bearer client-token"),
             ("impersonate-user", "admin"),
             ("cookie", "session=1"),
             ("connection", "x-checksum"),
             ("x-checksum", "1"),
             ("grpc-status", "0"),
-        ] {
-            trailers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
-        }
+        ]);
         let cleaned = clean_trailers(Frame::trailers(trailers)).into_trailers().unwrap();
         assert_eq!(cleaned.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["grpc-status"]);
         let data = clean_trailers(Frame::data(Bytes::from_static(b"authorization: x")));
@@ -550,8 +555,7 @@ mod tests {
 
     #[test]
     fn client_credentials_and_host_never_go_to_the_target() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
+        let mut headers = fields(&[
             ("authorization", "Bearer client-token"),
             ("proxy-authorization", "Basic eDp5"),
             ("impersonate-user", "admin"),
@@ -560,9 +564,7 @@ mod tests {
             ("host", "api.example"),
             ("connection", "close"),
             ("accept", "application/json"),
-        ] {
-            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
-        }
+        ]);
         headers.append(header::AUTHORIZATION, HeaderValue::from_static("Basic second"));
         strip(&mut headers, never_forwarded);
         assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
