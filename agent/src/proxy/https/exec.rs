@@ -59,13 +59,9 @@ const MAX_STATUS: usize = 4096;
 /// Keeps only the readable channel protocols in the client's offer, and no
 /// extension (compression would hide the frames); `false` if none is left.
 pub fn offer_readable_protocols(headers: &mut HeaderMap) -> bool {
-    let offered: Vec<String> = headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_owned())
-        .filter(|p| READABLE_PROTOCOLS.contains(&p.as_str()))
+    let offered: Vec<String> = super::forward::list_items(headers, "sec-websocket-protocol")
+        .filter(|p| READABLE_PROTOCOLS.contains(p))
+        .map(str::to_owned)
         .collect();
     headers.remove("sec-websocket-protocol");
     headers.remove("sec-websocket-extensions");

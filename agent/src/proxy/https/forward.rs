@@ -310,20 +310,21 @@ fn upgrade_of(request: &Request<Incoming>) -> Option<HeaderValue> {
     if request.version() != Version::HTTP_11 {
         return None;
     }
-    let asks = request
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let asks = list_items(request.headers(), header::CONNECTION).any(|token| token.eq_ignore_ascii_case("upgrade"));
     asks.then(|| request.headers().get(header::UPGRADE).cloned()).flatten()
 }
 
 /// Whether the client takes trailer fields in the answer (`TE: trailers`).
 fn takes_trailers(headers: &HeaderMap) -> bool {
-    let tokens = headers.get_all(header::TE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
-    tokens.map(|token| token.split(';').next().unwrap_or_default().trim()).any(|t| t.eq_ignore_ascii_case("trailers"))
+    let mut codings = list_items(headers, header::TE).map(|item| item.split(';').next().unwrap_or_default().trim_end());
+    codings.any(|coding| coding.eq_ignore_ascii_case("trailers"))
+}
+
+/// The items of a comma-separated list header (`Connection`, `TE`,
+/// `Sec-WebSocket-Protocol`…), over all its fields, trimmed; fields that
+/// are not text give none.
+pub(super) fn list_items(headers: &HeaderMap, name: impl hyper::header::AsHeaderName) -> impl Iterator<Item = &str> {
+    headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 /// The headers sent to the target: `upgrade` asked for, `trailers` taken
@@ -391,11 +392,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// asking the map for each of a dozen names costs a hash each.
 fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
     let mut doomed: Vec<HeaderName> = Vec::new();
-    let tokens = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
     // Most messages list only `keep-alive` (hop-by-hop anyway) or `close`
     // (a name no field may have, RFC 9110 §18.4): no name is made of them.
-    let names =
-        tokens.map(str::trim).filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"));
+    let names = list_items(headers, header::CONNECTION)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"));
     // `from_bytes` lowercases; a token that is no header name names none.
     doomed.extend(names.filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok()));
     // A name listed twice is removed once and then found absent: cheaper
