@@ -40,12 +40,6 @@ impl Places {
         }
     }
 
-    /// Whether any rule names values at all: else only detectors mask,
-    /// and the walk need not know where it is.
-    pub(super) fn any_rules(&self) -> bool {
-        self.member_rules || !self.path_rules.is_empty()
-    }
-
     /// Whether a member name of a level (`live` or not) is needed.
     pub(super) fn wants_member_name(&self, live: bool) -> bool {
         self.member_rules || live

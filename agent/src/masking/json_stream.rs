@@ -73,8 +73,6 @@ impl From<MaskError> for Stop {
 pub struct JsonStream {
     masker: Arc<Masker>,
     places: Places,
-    /// [`Places::any_rules`], asked once.
-    placing: bool,
     levels: Vec<Level>,
     /// The rule masking the subtree being read, and the depth it began at.
     masking_subtree: Option<(usize, usize)>,
@@ -89,10 +87,8 @@ pub struct JsonStream {
 impl JsonStream {
     /// A masker for one body, for the person `masker` was built for.
     pub fn new(masker: Arc<Masker>) -> Self {
-        let places = Places::new(&masker.rules);
         Self {
-            placing: places.any_rules(),
-            places,
+            places: Places::new(&masker.rules),
             masker,
             levels: Vec::new(),
             masking_subtree: None,
@@ -184,14 +180,12 @@ impl JsonStream {
                         return Err(MaskError::Malformed("JSON object member name is not a string"));
                     }
                     let Some((end, escaped)) = string_end(input, pos, last)? else { break };
-                    if self.placing {
-                        let live = self.levels.last().is_some_and(|level| level.live);
-                        let name = match self.places.wants_member_name(live) {
-                            true => string_content(input, pos, end, escaped, &mut self.scratch),
-                            false => &[],
-                        };
-                        self.places.at_member(&self.masker.rules, live, name);
-                    }
+                    let live = self.levels.last().is_some_and(|level| level.live);
+                    let name = match self.places.wants_member_name(live) {
+                        true => string_content(input, pos, end, escaped, &mut self.scratch),
+                        false => &[],
+                    };
+                    self.places.at_member(&self.masker.rules, live, name);
                     pos = end;
                     self.expect = Expect::Colon;
                     Ok(())
@@ -242,7 +236,6 @@ impl JsonStream {
     ) -> Result<usize, Stop> {
         let rule = match self.masking_subtree {
             Some((rule, _)) => Some(rule),
-            None if !self.placing => None,
             None => {
                 match self.levels.last() {
                     None => self.places.at_root(),
@@ -330,7 +323,7 @@ impl JsonStream {
         {
             self.masking_subtree = Some((rule, self.levels.len()));
         }
-        let live = self.placing && self.places.open();
+        let live = self.places.open();
         self.levels.push(Level { container, next_element: 0, live });
         self.expect = match container {
             Container::Object => Expect::Member { first: true },
@@ -344,9 +337,7 @@ impl JsonStream {
             Some(level) if level.container == container => {}
             _ => return Err(MaskError::Malformed("JSON container is not closed properly")),
         }
-        if self.placing {
-            self.places.close();
-        }
+        self.places.close();
         if self.masking_subtree.is_some_and(|(_, depth)| depth == self.levels.len()) {
             self.masking_subtree = None;
         }
