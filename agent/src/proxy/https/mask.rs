@@ -114,13 +114,16 @@ pub(super) struct Masked<B> {
     /// Told what was masked (and whether masking failed) when the body ends.
     exchange: Option<Arc<Exchange>>,
     trailers: Option<HeaderMap>,
+    /// Whether a frame was asked for: from then on the masker may hold
+    /// the start of a value, and only `done` says the body is over.
+    started: bool,
     done: bool,
 }
 
 impl<B> Masked<B> {
     pub fn new(inner: B, masker: Arc<Masker>, kind: BodyKind, exchange: Arc<Exchange>) -> Self {
         let masker = BodyMasker::new(masker, kind);
-        Self { inner, masker, exchange: Some(exchange), trailers: None, done: false }
+        Self { inner, masker, exchange: Some(exchange), trailers: None, started: false, done: false }
     }
 
     /// The body is over: its record learns what was masked.
@@ -152,6 +155,7 @@ where
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
             let mut out = Vec::new();
+            this.started = true;
             let fed = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(error))) => {
@@ -199,8 +203,13 @@ where
         }
     }
 
+    /// Also before the first frame, when the answer had none (see
+    /// `Scrubbed::is_end_stream`).
     fn is_end_stream(&self) -> bool {
-        self.done && self.trailers.is_none()
+        match self.done {
+            true => self.trailers.is_none(),
+            false => !self.started && self.inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -219,16 +228,35 @@ mod tests {
         https_masker("detectors = [\"email\"]\n[[target.masking.rules]]\njson_path = \"$.items[*].token\"\n")
     }
 
-    /// `body` in chunks of `size` through [`Masked`], as a JSON answer.
-    async fn masked(masker: &Arc<Masker>, body: &[u8], size: usize) -> Result<Bytes, String> {
-        let masked = Masked {
+    /// A JSON answer of `body` in chunks of `size`, to be masked.
+    fn masking(masker: &Arc<Masker>, body: &[u8], size: usize) -> Masked<Chunks> {
+        Masked {
             inner: Chunks::of(body, size),
             masker: BodyMasker::new(Arc::clone(masker), BodyKind::Json),
             exchange: None,
             trailers: None,
+            started: false,
             done: false,
-        };
+        }
+    }
+
+    /// `body` in chunks of `size` through [`Masked`], as a JSON answer.
+    async fn masked(masker: &Arc<Masker>, body: &[u8], size: usize) -> Result<Bytes, String> {
+        let masked = masking(masker, body, size);
         masked.collect().await.map(|collected| collected.to_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_with_its_head_is_over_before_any_frame() {
+        let masker = json_masker();
+        assert!(masking(&masker, b"", 1).is_end_stream());
+        let mut answer = masking(&masker, b"[1]", 1);
+        assert!(!answer.is_end_stream());
+        // Once a frame was asked for, only the masker's end says it is over.
+        let first = answer.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "[");
+        assert!(!answer.is_end_stream());
+        assert_eq!(answer.collect().await.unwrap().to_bytes(), "1]");
     }
 
     #[tokio::test]

@@ -146,8 +146,14 @@ where
         }
     }
 
+    /// Also before the first frame, when the answer had none: an answer
+    /// that ends with its head must leave in one HEADERS frame (a gRPC
+    /// error, "trailers-only", carries its status there and nowhere else).
     fn is_end_stream(&self) -> bool {
-        self.done && self.trailers.is_none()
+        match self.done {
+            true => self.trailers.is_none(),
+            false => self.held.is_empty() && self.inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -195,6 +201,13 @@ mod tests {
             let out = scrubbed.collect().await.unwrap().to_bytes();
             assert_eq!(out, &want[..], "chunks of {size}");
         }
+    }
+
+    #[test]
+    fn an_answer_over_with_its_head_is_over_before_any_frame() {
+        let secret = Bytes::from_static(b"token-123456789");
+        assert!(Scrubbed::new(Chunks::of(b"", 1), secret.clone()).is_end_stream());
+        assert!(!Scrubbed::new(Chunks::of(b"{}", 1), secret).is_end_stream());
     }
 
     #[test]

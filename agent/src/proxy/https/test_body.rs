@@ -27,4 +27,8 @@ impl Body for Chunks {
     fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
 }
