@@ -175,7 +175,7 @@ pub(super) async fn forward(
             return Ok(answer(said, StatusCode::BAD_GATEWAY, &message, ""));
         }
     };
-    exchange.answered(response.status().as_u16());
+    exchange.answered(response.status().as_u16(), response.headers());
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {

@@ -29,6 +29,11 @@ pub(crate) struct RequestRecord {
     credential: Option<Arc<str>>,
     duration_ms: u64,
     error: Option<String>,
+    /// A gRPC call's status (`grpc-status`: 0 is OK), from the answer's
+    /// trailers or, for an answer with no body, its head. The HTTP status
+    /// of a gRPC call is 200 whether it failed or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_status: Option<u32>,
     host: String,
     kubernetes: Option<KubeRequest>,
     mask_failure: Option<String>,
@@ -81,6 +86,7 @@ pub(super) struct Exchange {
 struct Outcome {
     status: Option<u16>,
     error: Option<String>,
+    grpc_status: Option<u32>,
     /// Why policy refused it.
     refused: Option<String>,
     upgraded: bool,
@@ -129,9 +135,11 @@ impl Exchange {
         self.outcome.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The target answered with `status`.
-    pub fn answered(&self, status: u16) {
-        self.outcome().status = Some(status);
+    /// The target answered with `status` and `headers`.
+    pub fn answered(&self, status: u16, headers: &hyper::HeaderMap) {
+        let mut outcome = self.outcome();
+        outcome.status = Some(status);
+        outcome.grpc_status = grpc_status(headers);
     }
 
     /// Airlock answered itself (the target could not be asked).
@@ -174,6 +182,7 @@ impl Drop for Exchange {
             credential: self.session.credential_source.clone(),
             duration_ms: self.started.elapsed().as_millis() as u64,
             error: outcome.error,
+            grpc_status: outcome.grpc_status,
             host: std::mem::take(&mut self.host),
             kubernetes: self.kubernetes.take(),
             mask_failure: outcome.mask_failure,
@@ -190,6 +199,11 @@ impl Drop for Exchange {
             version: self.version,
         });
     }
+}
+
+/// The gRPC status in `fields` (an answer's head or trailers), if any.
+fn grpc_status(fields: &hyper::HeaderMap) -> Option<u32> {
+    fields.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Which way a body goes.
@@ -266,6 +280,11 @@ impl<B: Body<Data = bytes::Bytes> + Unpin> Body for Counted<B> {
                             bytes.to_client.fetch_add(n, Relaxed);
                         }
                     }
+                } else if let (Some(trailers), Some(exchange), Direction::ToClient) =
+                    (frame.trailers_ref(), &this.exchange, this.direction)
+                    && let Some(status) = grpc_status(trailers)
+                {
+                    exchange.outcome().grpc_status = Some(status);
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.done(),
@@ -293,6 +312,7 @@ mod tests {
             credential: Some(Arc::from("header_file /etc/airlock/api-token")),
             duration_ms: 3,
             error: None,
+            grpc_status: None,
             host: "api.lab".into(),
             kubernetes: None,
             mask_failure: None,
@@ -320,6 +340,23 @@ mod tests {
         assert_eq!(value["masked"], serde_json::json!([{ "count": 2, "reason": "email" }]));
         assert!(value.get("request_body").is_none() && value.get("response_body").is_none());
         assert!(value["error"].is_null() && value["refused"].is_null());
+    }
+
+    #[test]
+    fn a_grpc_status_is_read_from_head_or_trailers_and_recorded_in_name_order() {
+        let fields = |value: &'static str| {
+            let mut fields = hyper::HeaderMap::new();
+            fields.insert("grpc-status", hyper::header::HeaderValue::from_static(value));
+            fields
+        };
+        assert_eq!(grpc_status(&fields("5")), Some(5));
+        assert_eq!(grpc_status(&fields(" 0 ")), Some(0));
+        assert_eq!(grpc_status(&fields("NOT_FOUND")), None);
+        assert_eq!(grpc_status(&hyper::HeaderMap::new()), None);
+        let text = serde_json::to_string(&RequestRecord { grpc_status: Some(5), ..record(None) }).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(text, value.to_string());
+        assert_eq!(value["grpc_status"], 5);
     }
 
     #[test]
