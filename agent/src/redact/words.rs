@@ -5,13 +5,15 @@
 //! `--password=X`), a secret environment assignment (`PGPASSWORD=X`,
 //! `env MYSQL_PWD=X …`), and the short flags of tools known to take a
 //! password on the command line (`mysql -pX`, `sshpass -p X`, `redis-cli -a
-//! X`, `curl -u user:X`). Over-redaction (a database name after `mysql -p`)
+//! X`, `curl -u user:X`), and a word that is an HTTP credential by itself
+//! (`Bearer X`, as a client's `--authorization` value). Over-redaction (a database name after `mysql -p`)
 //! is the accepted cost: the shape of the command stays readable.
 
 use super::REDACTED;
 
 /// Flags whose value is a secret, as `--flag value` or `--flag=value`.
-const SECRET_FLAGS: [&str; 11] = [
+const SECRET_FLAGS: [&str; 12] = [
+    "--authorization",
     "--password",
     "--pass",
     "--passwd",
@@ -102,6 +104,15 @@ fn header_secret(header: &str) -> Option<usize> {
     secret.then_some(name.len() + 1)
 }
 
+/// Where the secret of a word that is an HTTP credential by itself
+/// (`Bearer X`, `Basic X`: an Authorization value handed to a program as
+/// one argument, whatever its flag) starts.
+fn credential_value(word: &str) -> Option<usize> {
+    let (scheme, value) = word.split_once(' ')?;
+    let known = ["bearer", "basic"].iter().any(|s| scheme.eq_ignore_ascii_case(s));
+    (known && !value.trim().is_empty() && !value.contains(' ')).then_some(scheme.len() + 1)
+}
+
 /// What the next word is, after a flag that takes a value.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -172,6 +183,9 @@ fn word_secret(word: &str, tool: &str, next: &mut Next) -> Option<Secret> {
     } else if let Some(header) = word.strip_prefix("-H") {
         return header_secret(header).map(|at| Secret::Rest(2 + at));
     }
+    if let Some(at) = credential_value(word) {
+        return Some(Secret::After(at));
+    }
     if user_colon_password(tool) && COOKIE_FLAGS.contains(&word) {
         *next = Next::Secret;
     }
@@ -235,6 +249,10 @@ mod tests {
             ["curl", "-d", "user=a&password=***", "-d{\"token\": \"***\", \"n\": 1}", "--json", "[1]"]
         );
         assert_eq!(apply(&["wget", "--post-data=pass=x&u=1"]), ["wget", "--post-data=pass=***&u=1"]);
+        assert_eq!(
+            apply(&["client", "--authorization", "Bearer t0k", "--auth", "Basic YTpi", "Bearer of news"]),
+            ["client", "--authorization", "***", "--auth", "Basic ***", "Bearer of news"]
+        );
         // Other tools' -p is a port or a path.
         assert_eq!(apply(&["psql", "-p", "5433"]), ["psql", "-p", "5433"]);
         assert_eq!(apply(&["ssh", "-p2222", "host"]), ["ssh", "-p2222", "host"]);
