@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "pgbouncer",
     "nginx-light",
     "nghttp2-client",
+    // grpcio for Debian's python3: both ends of the gRPC vm-test.
+    "python3-grpcio",
     "asciinema",
     "rsync",
     "git",

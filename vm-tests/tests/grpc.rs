@@ -1,0 +1,136 @@
+//! gRPC through Airlock end to end: a real grpcio client, run as a test
+//! user and intercepted by the eBPF programs, calls a real grpcio server
+//! on the lab target (`fixtures/grpc/echo.py`). gRPC is HTTP/2 with its
+//! status in trailers: what it needs of a proxy is what a plain HTTPS
+//! client does not check (HTTP/2 to the target, `te: trailers`, trailers
+//! and trailers-only answers relayed, flow control over large messages,
+//! streams both ways).
+
+use std::{fs, path::Path, process::Command};
+
+use airlock_vm_tests::{Lab, privileged, set_mode};
+
+/// The token Airlock sends; the client never holds it.
+const INJECTED: &str = "Bearer airlock-grpc-5e1d";
+/// What the client sends as its own credential; it must not arrive.
+const CLIENTS_OWN: &str = "Bearer clients-own-credential";
+const PORT: u16 = 50051;
+/// The size of the `Big` answer: several HTTP/2 windows (64 KiB each at
+/// the start), so flow control must move on both of Airlock's connections.
+const BIG: usize = 3 << 20;
+
+#[test]
+fn grpc_calls_of_every_kind_pass_with_airlocks_credential_and_their_status() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    let dir = lab.dir.path().join("grpc");
+    let ip = lab.target.v4;
+    let server_ca = airlock_vm_tests::netns::test_certificate(&dir, &format!("IP:{ip}"));
+    // The test users run the script from the lab's directory, not from the
+    // source tree, which they may not be able to reach.
+    let script = lab.dir.path().join("echo.py");
+    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/grpc/echo.py"), &script).unwrap();
+    set_mode(&script, 0o644);
+    let log = dir.join("calls.jsonl");
+    let path = |name: &str| dir.join(name).display().to_string();
+    lab.target.spawn(
+        "/usr/bin/python3",
+        &[
+            &script.display().to_string(),
+            "serve",
+            "--listen",
+            &format!("{ip}:{PORT}"),
+            "--cert",
+            &path("server.crt"),
+            "--key",
+            &path("server.key"),
+            "--log",
+            &log.display().to_string(),
+        ],
+    );
+    lab.target.wait_for_port(ip.into(), PORT);
+
+    let token = lab.dir.path().join("grpc-token");
+    fs::write(&token, format!("{INJECTED}\n")).unwrap();
+    set_mode(&token, 0o600);
+    let alice = lab.user("alice").name.clone();
+    lab.start_agent(&format!(
+        "[[target]]\nname = \"echo\"\nprotocol = \"https\"\nport = {PORT}\naddresses = [\"{ip}\"]\n\n\
+         [[target.access]]\naction = \"allow\"\nusers = [\"{alice}\"]\n\n\
+         [target.https]\nca_file = \"{ca}\"\n\n\
+         [target.https.credential]\nkind = \"header_file\"\nheader = \"Authorization\"\nfile = \"{token}\"\n",
+        ca = server_ca.display(),
+        token = token.display(),
+    ));
+    let host_ca = lab.dir.path().join("airlock-host-ca.crt");
+    let printed = Command::new(airlock_vm_tests::agent::airlock_bin())
+        .args(["ca", "--config", lab.agent().config.path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    fs::write(&host_ca, &printed.stdout).unwrap();
+    set_mode(&host_ca, 0o644);
+
+    let out = lab.run_as(
+        "alice",
+        "/usr/bin/python3",
+        &[
+            &script.display().to_string(),
+            "call",
+            "--target",
+            &format!("{ip}:{PORT}"),
+            "--ca",
+            &host_ca.display().to_string(),
+            "--authorization",
+            CLIENTS_OWN,
+            "--big",
+            &BIG.to_string(),
+        ],
+    );
+    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+    let results: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("the client's results as JSON");
+
+    // A unary call, and the trailing metadata the server sent with its
+    // status. The server echoes the credential it got: Airlock's, which
+    // Airlock overwrites in the answer (its length kept, so the gRPC
+    // message's length prefix still holds).
+    assert_eq!(results["say"]["echo"], "hello", "{results}");
+    let scrubbed = format!("Bearer {}", "*".repeat(INJECTED.len() - "Bearer ".len()));
+    assert_eq!(results["say"]["authorization"], scrubbed, "{results}");
+    assert_eq!(results["say_trailers"]["x-echo-checksum"], "5", "{results}");
+    // An error: its status and message travel in a trailers-only answer.
+    assert_eq!(results["fail"], serde_json::json!({ "code": "NOT_FOUND", "details": "no such thing" }));
+    assert_eq!(results["count"], serde_json::json!(["0", "1", "2", "3", "4"]));
+    assert_eq!(results["big"], BIG, "{results}");
+    assert_eq!(results["sum"], 5050, "{results}");
+
+    // The server saw Airlock's credential on every call, never the client's.
+    let calls = airlock_vm_tests::json_lines(&log);
+    let methods: Vec<&str> = calls.iter().filter_map(|c| c["method"].as_str()).collect();
+    assert_eq!(methods, ["Say", "Fail", "Count", "Big", "Sum"]);
+    assert!(calls.iter().all(|c| c["authorization"] == INJECTED), "{calls:?}");
+
+    // One record a call, with the gRPC status beside the HTTP one.
+    let records = lab.agent().wait_for_records("http.request", 5);
+    let seen: Vec<(&str, &serde_json::Value, &serde_json::Value)> = records
+        .iter()
+        .map(|r| (r["detail"]["path"].as_str().unwrap_or(""), &r["detail"]["status"], &r["detail"]["grpc_status"]))
+        .collect();
+    let expected = [("Say", 0), ("Fail", 5), ("Count", 0), ("Big", 0), ("Sum", 0)];
+    assert_eq!(seen.len(), expected.len(), "{records:?}");
+    for ((path, status, grpc_status), (method, code)) in seen.iter().zip(expected) {
+        assert_eq!(*path, format!("/airlock.test.Echo/{method}"), "{records:?}");
+        assert_eq!(**status, 200, "{records:?}");
+        assert_eq!(**grpc_status, code, "{method}: {records:?}");
+    }
+    assert!(records.iter().all(|r| r["detail"]["version"] == "HTTP/2"), "{records:?}");
+    let big = records.iter().find(|r| r["detail"]["path"] == "/airlock.test.Echo/Big").unwrap();
+    assert!(big["detail"]["response_bytes"].as_u64().unwrap() > BIG as u64, "{big}");
+    let audit = serde_json::to_string(&lab.agent().audit_records()).unwrap();
+    for secret in ["airlock-grpc-5e1d", "clients-own-credential"] {
+        let at = audit.find(secret);
+        assert!(at.is_none(), "{secret} in the audit log: {}", &audit[at.unwrap().saturating_sub(300)..]);
+    }
+}
