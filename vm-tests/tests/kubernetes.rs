@@ -5,9 +5,50 @@
 //! kubeconfig` writes; Airlock sends its own token with the person as
 //! Impersonate-User, masks Secrets, and refuses by verb and resource.
 
-use std::{fs, process::Command};
+use std::{fs, path::PathBuf, process::Command};
 
-use airlock_vm_tests::{Lab, kube, privileged, set_mode};
+use airlock_vm_tests::{CommandOutput, Lab, kube, nginx, privileged, set_mode};
+
+/// kubectl run by alice with the kubeconfig `airlock kubeconfig` wrote for
+/// the agent's targets, and a cache directory of its own.
+struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+impl Kubectl {
+    fn new(lab: &Lab) -> Self {
+        let kubeconfig = lab.dir.path().join("kubeconfig");
+        let config = lab.agent().config.path.display().to_string();
+        let written = Command::new(airlock_vm_tests::agent::airlock_bin())
+            .args(["kubeconfig", "--config", &config, "--output", kubeconfig.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+        set_mode(&kubeconfig, 0o644);
+        let cache = lab.dir.path().join("kube-cache");
+        fs::create_dir_all(&cache).unwrap();
+        set_mode(&cache, 0o777);
+        Self { kubeconfig, cache }
+    }
+
+    fn run(&self, lab: &Lab, args: &[&str]) -> CommandOutput {
+        let mut full =
+            vec!["--kubeconfig", self.kubeconfig.to_str().unwrap(), "--cache-dir", self.cache.to_str().unwrap()];
+        full.extend_from_slice(args);
+        lab.run_as("alice", kube::kubectl_bin().to_str().unwrap(), &full)
+    }
+
+    /// The words that start it in a shell command line (for pipes).
+    fn command(&self) -> String {
+        format!(
+            "{} --kubeconfig {} --cache-dir {}",
+            kube::kubectl_bin().display(),
+            self.kubeconfig.display(),
+            self.cache.display()
+        )
+    }
+}
 
 #[test]
 fn kubectl_works_with_no_token_on_the_host_while_secrets_are_masked_and_deletes_refused() {
@@ -56,25 +97,11 @@ reason = "pods are not deleted from workstations"
     ));
 
     // The kubeconfig Airlock writes: the real server, the host CA, no credential.
-    let kubeconfig = lab.dir.path().join("kubeconfig");
-    let config = lab.agent().config.path.display().to_string();
-    let written = Command::new(airlock_vm_tests::agent::airlock_bin())
-        .args(["kubeconfig", "--config", &config, "--output", kubeconfig.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
-    let text = fs::read_to_string(&kubeconfig).unwrap();
+    let client = Kubectl::new(&lab);
+    let text = fs::read_to_string(&client.kubeconfig).unwrap();
     assert!(text.contains(&format!("server: https://{v4}:{}", kube::PORT)), "{text}");
     assert!(!text.contains(&api.token), "{text}");
-    set_mode(&kubeconfig, 0o644);
-    let cache = lab.dir.path().join("kube-cache");
-    fs::create_dir_all(&cache).unwrap();
-    set_mode(&cache, 0o777);
-    let kubectl = |args: &[&str]| {
-        let mut full = vec!["--kubeconfig", kubeconfig.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()];
-        full.extend_from_slice(args);
-        lab.run_as("alice", kube::kubectl_bin().to_str().unwrap(), &full)
-    };
+    let kubectl = |args: &[&str]| client.run(&lab, args);
 
     let pods = kubectl(&["get", "pods"]);
     assert!(pods.success(), "{pods:?}\n{}", lab.agent().log());
@@ -121,13 +148,7 @@ reason = "pods are not deleted from workstations"
     // exec over WebSocket: relayed, and recorded as asciicast.
     let echo = kubectl(&["exec", "web-1", "--", "echo", "hello from the pod"]);
     assert!(echo.success() && echo.stdout == "hello from the pod\n", "{echo:?}\n{}", lab.agent().log());
-    let kubectl_bin = kube::kubectl_bin();
-    let piped = format!(
-        "printf 'first line\\nsecond line\\n' | {} --kubeconfig {} --cache-dir {} exec -i web-1 -- cat",
-        kubectl_bin.display(),
-        kubeconfig.display(),
-        cache.display()
-    );
+    let piped = format!("printf 'first line\\nsecond line\\n' | {} exec -i web-1 -- cat", client.command());
     let cat = lab.run_as("alice", "/bin/sh", &["-c", &piped]);
     assert!(cat.success() && cat.stdout == "first line\nsecond line\n", "{cat:?}");
     let recordings = lab.agent().wait_for_records("kubernetes.recording", 2);
@@ -149,12 +170,7 @@ reason = "pods are not deleted from workstations"
 
     // SPDY (older kubectl or API servers; here kubectl told to use it) is recorded the same way.
     let over_spdy = |input: &str| {
-        format!(
-            "{input} | KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false {} --kubeconfig {} --cache-dir {} exec -i web-1 -- ",
-            kubectl_bin.display(),
-            kubeconfig.display(),
-            cache.display()
-        )
+        format!("{input} | KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false {} exec -i web-1 -- ", client.command())
     };
     let cat = lab.run_as("alice", "/bin/sh", &["-c", &format!("{}cat", over_spdy("printf 'spdy one\\nspdy two\\n'"))]);
     assert!(cat.success() && cat.stdout == "spdy one\nspdy two\n", "{cat:?}\n{}", lab.agent().log());
@@ -182,4 +198,45 @@ reason = "pods are not deleted from workstations"
 
     let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     assert!(!log.contains(&api.token), "the injected token reached the audit log");
+}
+
+/// The stand-in API server speaks HTTP/1.1 only; nginx offers HTTP/2, as
+/// real API servers do. kubectl speaks HTTP/2, and so does Airlock to a
+/// Kubernetes target that offers it: a client's many watches then share
+/// one connection to the API server instead of holding one each.
+#[test]
+fn kubectl_reaches_a_kubernetes_target_in_http2_where_it_offers_it() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    let target = nginx::start(&mut lab);
+    let list = r#"{"kind": "PodList", "apiVersion": "v1", "items": [{"metadata": {"name": "web-1"}}]}"#;
+    fs::write(target.files.join("pods.json"), list).unwrap();
+    let token = lab.dir.path().join("kube-token");
+    fs::write(&token, "nginx-kube-token\n").unwrap();
+    set_mode(&token, 0o600);
+    let v4 = lab.target.v4;
+    let alice = lab.user("alice").name.clone();
+    lab.start_agent(&format!(
+        "[[target]]\nname = \"cluster\"\nprotocol = \"kubernetes\"\nport = 443\naddresses = [\"{v4}\"]\n\n\
+         [[target.access]]\naction = \"allow\"\nusers = [\"{alice}\"]\n\n[target.https]\nca_file = \"{ca}\"\n\n\
+         [target.https.credential]\nkind = \"kubernetes_impersonation\"\nfile = \"{token}\"\n",
+        ca = target.ca.display(),
+        token = token.display(),
+    ));
+    let client = Kubectl::new(&lab);
+    for _ in 0..2 {
+        let out = client.run(&lab, &["get", "--raw", "/files/pods.json"]);
+        assert!(out.success() && out.stdout.contains("web-1"), "{out:?}\n{}", lab.agent().log());
+    }
+    let seen = target.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for request in &seen {
+        assert_eq!(request["protocol"], "HTTP/2.0", "{seen:?}");
+        assert_eq!(request["authorization"], "Bearer nginx-kube-token", "{seen:?}");
+        assert_eq!(request["impersonate_user"], alice.as_str(), "{seen:?}");
+    }
+    let records = lab.agent().wait_for_records("http.request", 2);
+    assert!(records.iter().all(|r| r["detail"]["version"] == "HTTP/2" && r["detail"]["status"] == 200), "{records:?}");
 }
