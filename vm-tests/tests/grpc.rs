@@ -4,7 +4,8 @@
 //! status in trailers: what it needs of a proxy is what a plain HTTPS
 //! client does not check (HTTP/2 to the target, `te: trailers`, trailers
 //! and trailers-only answers relayed, flow control over large messages,
-//! streams both ways).
+//! streams both ways). Airlock's own refusals reach a gRPC client as gRPC
+//! errors with their reason.
 
 use std::{fs, path::Path, process::Command};
 
@@ -24,7 +25,7 @@ fn grpc_calls_of_every_kind_pass_with_airlocks_credential_and_their_status() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new(&["alice"]);
+    let mut lab = Lab::new(&["alice", "bob"]);
     let dir = lab.dir.path().join("grpc");
     let ip = lab.target.v4;
     let server_ca = airlock_vm_tests::netns::test_certificate(&dir, &format!("IP:{ip}"));
@@ -60,7 +61,9 @@ fn grpc_calls_of_every_kind_pass_with_airlocks_credential_and_their_status() {
         "[[target]]\nname = \"echo\"\nprotocol = \"https\"\nport = {PORT}\naddresses = [\"{ip}\"]\n\n\
          [[target.access]]\naction = \"allow\"\nusers = [\"{alice}\"]\n\n\
          [target.https]\nca_file = \"{ca}\"\n\n\
-         [target.https.credential]\nkind = \"header_file\"\nheader = \"Authorization\"\nfile = \"{token}\"\n",
+         [target.https.credential]\nkind = \"header_file\"\nheader = \"Authorization\"\nfile = \"{token}\"\n\n\
+         [[target.https.rule]]\npath = \"/airlock.test.Echo/Drop*\"\naction = \"deny\"\n\
+         reason = \"drops are not made from workstations\"\n",
         ca = server_ca.display(),
         token = token.display(),
     ));
@@ -73,53 +76,55 @@ fn grpc_calls_of_every_kind_pass_with_airlocks_credential_and_their_status() {
     fs::write(&host_ca, &printed.stdout).unwrap();
     set_mode(&host_ca, 0o644);
 
-    let out = lab.run_as(
-        "alice",
-        "/usr/bin/python3",
-        &[
-            &script.display().to_string(),
-            "call",
-            "--target",
-            &format!("{ip}:{PORT}"),
-            "--ca",
-            &host_ca.display().to_string(),
-            "--authorization",
-            CLIENTS_OWN,
-            "--big",
-            &BIG.to_string(),
-        ],
-    );
-    assert!(out.success(), "{out:?}\n{}", lab.agent().log());
-    let results: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("the client's results as JSON");
+    let call = |user: &str, only_say: bool| {
+        let target = format!("{ip}:{PORT}");
+        let (ca, big) = (host_ca.display().to_string(), BIG.to_string());
+        let mut args = vec![script.to_str().unwrap(), "call", "--target", &target, "--ca", &ca];
+        args.extend(["--authorization", CLIENTS_OWN, "--big", &big]);
+        if only_say {
+            args.push("--only-say");
+        }
+        let out = lab.run_as(user, "/usr/bin/python3", &args);
+        assert!(out.success(), "{out:?}\n{}", lab.agent().log());
+        serde_json::from_str::<serde_json::Value>(out.stdout.trim()).expect("the client's results as JSON")
+    };
+    let results = call("alice", false);
 
     // A unary call, and the trailing metadata the server sent with its
     // status. The server echoes the credential it got: Airlock's, which
     // Airlock overwrites in the answer (its length kept, so the gRPC
     // message's length prefix still holds).
-    assert_eq!(results["say"]["echo"], "hello", "{results}");
+    assert_eq!(results["Say"]["answer"]["echo"], "hello", "{results}");
     let scrubbed = format!("Bearer {}", "*".repeat(INJECTED.len() - "Bearer ".len()));
-    assert_eq!(results["say"]["authorization"], scrubbed, "{results}");
-    assert_eq!(results["say_trailers"]["x-echo-checksum"], "5", "{results}");
+    assert_eq!(results["Say"]["answer"]["authorization"], scrubbed, "{results}");
+    assert_eq!(results["Say"]["trailers"]["x-echo-checksum"], "5", "{results}");
     // An error: its status and message travel in a trailers-only answer.
-    assert_eq!(results["fail"], serde_json::json!({ "code": "NOT_FOUND", "details": "no such thing" }));
-    assert_eq!(results["count"], serde_json::json!(["0", "1", "2", "3", "4"]));
-    assert_eq!(results["big"], BIG, "{results}");
-    assert_eq!(results["sum"], 5050, "{results}");
+    assert_eq!(results["Fail"], serde_json::json!({ "code": "NOT_FOUND", "details": "no such thing" }));
+    assert_eq!(results["Count"], serde_json::json!(["0", "1", "2", "3", "4"]));
+    assert_eq!(results["Big"], BIG, "{results}");
+    assert_eq!(results["Sum"], 5050, "{results}");
+    // Refused by a rule: a gRPC error with the rule's reason, not an HTTP 403.
+    assert_eq!(results["DropAll"]["code"], "PERMISSION_DENIED", "{results}");
+    let reason = results["DropAll"]["details"].as_str().unwrap_or_default();
+    assert!(reason.contains("drops are not made from workstations"), "{results}");
 
     // The server saw Airlock's credential on every call, never the client's.
     let calls = airlock_vm_tests::json_lines(&log);
     let methods: Vec<&str> = calls.iter().filter_map(|c| c["method"].as_str()).collect();
-    assert_eq!(methods, ["Say", "Fail", "Count", "Big", "Sum"]);
+    assert_eq!(methods, ["Say", "Fail", "Count", "Big", "Sum"], "DropAll never reached the server");
     assert!(calls.iter().all(|c| c["authorization"] == INJECTED), "{calls:?}");
 
     // One record a call, with the gRPC status beside the HTTP one.
-    let records = lab.agent().wait_for_records("http.request", 5);
+    let records = lab.agent().wait_for_records("http.request", 6);
+    let refused = records.iter().find(|r| r["detail"]["path"] == "/airlock.test.Echo/DropAll").unwrap();
+    assert_eq!(refused["detail"]["status"], 403, "{refused}");
+    assert!(refused["detail"]["refused"].as_str().unwrap().contains("drops are not made"), "{refused}");
     let seen: Vec<(&str, &serde_json::Value, &serde_json::Value)> = records
         .iter()
         .map(|r| (r["detail"]["path"].as_str().unwrap_or(""), &r["detail"]["status"], &r["detail"]["grpc_status"]))
         .collect();
     let expected = [("Say", 0), ("Fail", 5), ("Count", 0), ("Big", 0), ("Sum", 0)];
-    assert_eq!(seen.len(), expected.len(), "{records:?}");
+    assert_eq!(seen.len(), expected.len() + 1, "and DropAll's: {records:?}");
     for ((path, status, grpc_status), (method, code)) in seen.iter().zip(expected) {
         assert_eq!(*path, format!("/airlock.test.Echo/{method}"), "{records:?}");
         assert_eq!(**status, 200, "{records:?}");
@@ -128,6 +133,12 @@ fn grpc_calls_of_every_kind_pass_with_airlocks_credential_and_their_status() {
     assert!(records.iter().all(|r| r["detail"]["version"] == "HTTP/2"), "{records:?}");
     let big = records.iter().find(|r| r["detail"]["path"] == "/airlock.test.Echo/Big").unwrap();
     assert!(big["detail"]["response_bytes"].as_u64().unwrap() > BIG as u64, "{big}");
+    // A person policy does not let in is told why, as a gRPC error too.
+    let refused = call("bob", true);
+    assert_eq!(refused["Say"]["code"], "PERMISSION_DENIED", "{refused}");
+    assert!(refused["Say"]["details"].as_str().unwrap_or_default().contains("denied"), "{refused}");
+    assert_eq!(airlock_vm_tests::json_lines(&log).len(), 5, "nothing of bob's reached the server");
+
     let audit = serde_json::to_string(&lab.agent().audit_records()).unwrap();
     for secret in ["airlock-grpc-5e1d", "clients-own-credential"] {
         let at = audit.find(secret);

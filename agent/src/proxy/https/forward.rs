@@ -26,7 +26,7 @@ use crate::{
 };
 
 use super::{
-    Session, exec,
+    Session, exec, grpc,
     kubernetes::{self, KubeRequest},
     mask::{self, Masked, Plan},
     record::{Counted, Direction, Exchange},
@@ -440,6 +440,8 @@ const CREDENTIAL_HINT: &str = "Airlock sends this target's credential for you; t
 /// How Airlock's own answers to a client are written.
 #[derive(Clone, Copy)]
 pub(super) enum Said {
+    /// A gRPC error: the client made a gRPC call.
+    Grpc,
     /// A Kubernetes `Status` object, which kubectl prints.
     KubernetesStatus,
     /// `{"error", "hint"}`: the client accepts JSON.
@@ -451,6 +453,9 @@ pub(super) enum Said {
 impl Said {
     /// How a client sending `request` to a target (`kubernetes` or not) is answered.
     pub fn to<B>(request: &Request<B>, kubernetes: bool) -> Self {
+        if grpc::is_call(request.headers()) {
+            return Self::Grpc;
+        }
         let accepts_json = request
             .headers()
             .get(header::ACCEPT)
@@ -466,15 +471,13 @@ impl Said {
 
 /// Airlock's own answer, written as `said`.
 pub(super) fn answer(said: Said, status: StatusCode, message: &str, hint: &str) -> Response<ClientBody> {
-    let (body, kind) = if let Said::KubernetesStatus = said {
-        let text = if hint.is_empty() { message.to_owned() } else { format!("{message} {hint}") };
-        (kubernetes::status(status, &text), "application/json")
-    } else if let Said::Json = said {
-        (serde_json::json!({ "error": message, "hint": hint }).to_string(), "application/json")
-    } else if hint.is_empty() {
-        (format!("{message}\n"), "text/plain; charset=utf-8")
-    } else {
-        (format!("{message}\n{hint}\n"), "text/plain; charset=utf-8")
+    let one_line = || if hint.is_empty() { message.to_owned() } else { format!("{message} {hint}") };
+    let (body, kind) = match said {
+        Said::Grpc => return grpc::refusal(status, &one_line()),
+        Said::KubernetesStatus => (kubernetes::status(status, &one_line()), "application/json"),
+        Said::Json => (serde_json::json!({ "error": message, "hint": hint }).to_string(), "application/json"),
+        Said::Text if hint.is_empty() => (format!("{message}\n"), "text/plain; charset=utf-8"),
+        Said::Text => (format!("{message}\n{hint}\n"), "text/plain; charset=utf-8"),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *response.status_mut() = status;
@@ -482,7 +485,8 @@ pub(super) fn answer(said: Said, status: StatusCode, message: &str, hint: &str) 
     response
 }
 
-fn empty() -> ClientBody {
+/// A body with nothing in it.
+pub(super) fn empty() -> ClientBody {
     Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
 }
 

@@ -8,14 +8,16 @@
 //! upgrades), [`mask`] (answers masked as they stream), [`scrub`] (the
 //! injected secret kept out of answers), [`record`] (its audit record and
 //! byte counts), [`upstream`] (connections to the target), [`credential`]
-//! (what is injected), [`bodies`] (bodies kept for records), [`refuse`]
-//! (answers when no session may start).
+//! (what is injected), [`bodies`] (bodies kept for records), [`grpc`]
+//! (gRPC's status, and refusals said as gRPC errors), [`refuse`] (answers
+//! when no session may start).
 
 mod bodies;
 pub mod channels;
 mod credential;
 mod exec;
 mod forward;
+mod grpc;
 pub mod kubernetes;
 mod mask;
 mod record;

@@ -18,7 +18,7 @@ use bytes::Buf as _;
 use http_body::{Body, Frame, SizeHint};
 use serde::Serialize;
 
-use super::{Session, bodies::KeptBody, kubernetes::KubeRequest};
+use super::{Session, bodies::KeptBody, grpc, kubernetes::KubeRequest};
 
 /// The detail of one `http.request` record, handed to the record writer
 /// as it is and serialized straight into the log line there: no
@@ -139,7 +139,7 @@ impl Exchange {
     pub fn answered(&self, status: u16, headers: &hyper::HeaderMap) {
         let mut outcome = self.outcome();
         outcome.status = Some(status);
-        outcome.grpc_status = grpc_status(headers);
+        outcome.grpc_status = grpc::status(headers);
     }
 
     /// Airlock answered itself (the target could not be asked).
@@ -199,11 +199,6 @@ impl Drop for Exchange {
             version: self.version,
         });
     }
-}
-
-/// The gRPC status in `fields` (an answer's head or trailers), if any.
-fn grpc_status(fields: &hyper::HeaderMap) -> Option<u32> {
-    fields.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Which way a body goes.
@@ -282,7 +277,7 @@ impl<B: Body<Data = bytes::Bytes> + Unpin> Body for Counted<B> {
                     }
                 } else if let (Some(trailers), Some(exchange), Direction::ToClient) =
                     (frame.trailers_ref(), &this.exchange, this.direction)
-                    && let Some(status) = grpc_status(trailers)
+                    && let Some(status) = grpc::status(trailers)
                 {
                     exchange.outcome().grpc_status = Some(status);
                 }
@@ -343,16 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn a_grpc_status_is_read_from_head_or_trailers_and_recorded_in_name_order() {
-        let fields = |value: &'static str| {
-            let mut fields = hyper::HeaderMap::new();
-            fields.insert("grpc-status", hyper::header::HeaderValue::from_static(value));
-            fields
-        };
-        assert_eq!(grpc_status(&fields("5")), Some(5));
-        assert_eq!(grpc_status(&fields(" 0 ")), Some(0));
-        assert_eq!(grpc_status(&fields("NOT_FOUND")), None);
-        assert_eq!(grpc_status(&hyper::HeaderMap::new()), None);
+    fn a_grpc_status_is_recorded_in_name_order() {
         let text = serde_json::to_string(&RequestRecord { grpc_status: Some(5), ..record(None) }).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(text, value.to_string());
