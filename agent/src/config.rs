@@ -46,6 +46,11 @@ pub struct Config {
     pub upstream_connect_timeout_ms: u64,
     /// Log filter (`RUST_LOG` syntax), used when `RUST_LOG` is unset.
     pub log: String,
+    /// The agent's nice value (-20 to 19): below users' processes (0) by
+    /// default, so that their load does not stall every protected
+    /// connection (see `daemon::priority`).
+    #[serde(deserialize_with = "nice_value")]
+    pub nice: i32,
     /// How the audit log is kept.
     pub audit: AuditConfig,
     /// OIDC identities; `None`: local Unix users and groups (for trying
@@ -165,6 +170,7 @@ impl Default for Config {
             admin_group: None,
             upstream_connect_timeout_ms: 5000,
             log: "info".into(),
+            nice: crate::daemon::priority::DEFAULT_NICE,
             audit: AuditConfig::default(),
             oidc: None,
             approvals: Default::default(),
@@ -204,6 +210,13 @@ fn nonzero_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Er
     match u16::deserialize(deserializer)? {
         0 => Err(D::Error::custom("listener.port must not be 0")),
         port => Ok(port),
+    }
+}
+
+fn nice_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i32, D::Error> {
+    match i32::deserialize(deserializer)? {
+        nice @ -20..=19 => Ok(nice),
+        _ => Err(D::Error::custom("nice must be from -20 to 19")),
     }
 }
 
@@ -363,6 +376,7 @@ agent_cgroup = "/sys/fs/cgroup/airlock.slice"
 admin_group = "airlock-admins"
 upstream_connect_timeout_ms = 250
 log = "debug"
+nice = 0
 
 [listener]
 port = 875
@@ -399,6 +413,7 @@ rotation_grace = "14d"
                 admin_group: Some("airlock-admins".into()),
                 upstream_connect_timeout_ms: 250,
                 log: "debug".into(),
+                nice: 0,
                 audit: AuditConfig {
                     group: Some("security".into()),
                     retain_days: Some(90),
@@ -490,6 +505,7 @@ user_claim = "repository"
             error("log = \"info\"\n[listener]\nport = 0\n"),
             "/etc/airlock/airlock.toml:3:8: listener.port must not be 0"
         );
+        assert_eq!(error("nice = -21\n"), "/etc/airlock/airlock.toml:1:8: nice must be from -20 to 19");
         assert_eq!(
             error("\nupstream_connect_timeout_ms = 0\n"),
             "/etc/airlock/airlock.toml:2:31: upstream_connect_timeout_ms must be greater than 0"

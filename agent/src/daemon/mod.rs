@@ -12,6 +12,7 @@ pub mod access;
 mod connection;
 mod notify;
 pub mod observe;
+pub mod priority;
 mod privileges;
 pub mod sessions;
 
@@ -104,6 +105,8 @@ impl AgentState {
 
 /// Runs the agent until SIGTERM or SIGINT; SIGHUP reloads the policy.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // First: every thread the agent starts inherits it.
+    priority::set(config.nice);
     let policy = Policy::load_dir(&config.policies_dir)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading policies from {}", config.policies_dir.display()))?;
