@@ -290,6 +290,20 @@ impl Lab {
         self.agent.as_ref().expect("agent started")
     }
 
+    /// The agent's host CA, as `airlock ca` prints it (what IT installs
+    /// where clients look for roots), in a file test users can read.
+    pub fn host_ca_file(&self) -> PathBuf {
+        let printed = std::process::Command::new(airlock_bin())
+            .args(["ca", "--config", self.agent().config.path.to_str().expect("a UTF-8 path")])
+            .output()
+            .expect("run airlock ca");
+        assert!(printed.status.success(), "airlock ca: {}", String::from_utf8_lossy(&printed.stderr));
+        let host_ca = self.dir.path().join("airlock-host-ca.crt");
+        fs::write(&host_ca, &printed.stdout).expect("write the host CA");
+        set_mode(&host_ca, 0o644);
+        host_ca
+    }
+
     /// A copy of the `airlock` CLI that test users can run (they may not be
     /// able to reach the build tree).
     pub fn cli(&self) -> PathBuf {

@@ -4,7 +4,7 @@
 
 use std::{fs, path::PathBuf, thread, time::Duration};
 
-use airlock_vm_tests::{Lab, TargetHost, privileged, set_mode};
+use airlock_vm_tests::{Lab, TargetHost, privileged};
 use serde_json::Value;
 
 struct JitLab {
@@ -147,14 +147,7 @@ fn airlock_terminates_the_clients_tls_with_its_host_ca_and_never_passes_it_throu
     let JitLab { lab, .. } = jit_lab_with(600, Tls::ServerOnly);
     let host = lab.target.v4.to_string();
     // What IT does: install the host CA where clients look for roots.
-    let ca = lab.dir.path().join("airlock-ca.crt");
-    let printed = std::process::Command::new(airlock_vm_tests::agent::airlock_bin())
-        .args(["ca", "--config", lab.agent().config.path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
-    fs::write(&ca, &printed.stdout).unwrap();
-    set_mode(&ca, 0o644);
+    let ca = lab.host_ca_file();
     let query = "select current_user, ssl from pg_stat_ssl where pid = pg_backend_pid()";
     for mode in ["require", format!("verify-full sslrootcert={}", ca.display()).as_str()] {
         let conninfo = format!("host={host} user=readonly dbname=postgres sslmode={mode}");

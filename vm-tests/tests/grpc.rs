@@ -7,7 +7,7 @@
 //! streams both ways). Airlock's own refusals reach a gRPC client as gRPC
 //! errors with their reason.
 
-use std::{fs, path::Path, process::Command};
+use std::{fs, path::Path};
 
 use airlock_vm_tests::{Lab, privileged, set_mode};
 
@@ -67,14 +67,7 @@ fn grpc_calls_of_every_kind_pass_with_airlocks_credential_and_their_status() {
         ca = server_ca.display(),
         token = token.display(),
     ));
-    let host_ca = lab.dir.path().join("airlock-host-ca.crt");
-    let printed = Command::new(airlock_vm_tests::agent::airlock_bin())
-        .args(["ca", "--config", lab.agent().config.path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
-    fs::write(&host_ca, &printed.stdout).unwrap();
-    set_mode(&host_ca, 0o644);
+    let host_ca = lab.host_ca_file();
 
     let call = |user: &str, only_say: bool| {
         let target = format!("{ip}:{PORT}");

@@ -90,21 +90,8 @@ fn https_lab() -> HttpsLab {
     set_mode(&token, 0o600);
     let policy = policy(&lab, &nginx.ca, &token);
     lab.start_agent(&policy);
-    let host_ca = host_ca_file(&lab);
+    let host_ca = lab.host_ca_file();
     HttpsLab { lab, nginx, host_ca }
-}
-
-/// What `airlock ca` prints, in a file curl is pointed at.
-fn host_ca_file(lab: &Lab) -> PathBuf {
-    let printed = Command::new(airlock_vm_tests::agent::airlock_bin())
-        .args(["ca", "--config", lab.agent().config.path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
-    let host_ca = lab.dir.path().join("airlock-host-ca.crt");
-    fs::write(&host_ca, &printed.stdout).unwrap();
-    set_mode(&host_ca, 0o644);
-    host_ca
 }
 
 impl HttpsLab {
@@ -490,7 +477,7 @@ fn a_bearer_token_read_from_openbao_is_injected() {
         &bearer,
     );
     lab.start_agent(&policy);
-    let host_ca = host_ca_file(&lab);
+    let host_ca = lab.host_ca_file();
     let t = HttpsLab { lab, nginx, host_ca };
     let out = t.curl("alice", &[&t.url("https", "/hello")]);
     assert!(out.success() && out.stdout == "hello from nginx\n", "{out:?}\n{}", t.lab.agent().log());

@@ -438,13 +438,7 @@ openbao = {{ addr = "https://{addr}", ca_file = "{ca}", jwt_auth = {{ role = "pe
         bob = lab.user("bob").name,
     );
     lab.start_agent_with(&policy, &format!("[oidc]\nissuer = \"{issuer}\"\nclient_id = \"airlock\"\n"));
-    let printed = std::process::Command::new(airlock_vm_tests::agent::airlock_bin())
-        .args(["ca", "--config", lab.agent().config.path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let host_ca = lab.dir.path().join("host-ca.pem");
-    fs::write(&host_ca, &printed.stdout).unwrap();
-    set_mode(&host_ca, 0o644);
+    let host_ca = lab.host_ca_file();
     let cli = Bao::cli_for_test_users(lab.dir.path());
     let get = format!(
         "BAO_ADDR=https://{addr} BAO_CACERT={ca} HOME=$PWD {cli} kv get -field=password secret/app",
