@@ -160,11 +160,11 @@ pub(super) async fn forward(
     };
     // HTTP/1.1 to the target, as nginx and most proxies speak to theirs:
     // per request it costs less than HTTP/2's streams and flow control
-    // (3–4 µs of the agent's CPU), and upgrades need it. HTTP/2 (where the
-    // target offers it) for an HTTP/2 client that takes trailers (gRPC,
-    // whose status travels in them), or that talks to Kubernetes: its
-    // clients keep many watches open at once, each of which would hold a
-    // connection of its own to the API server.
+    // (3–4 µs of the agent's CPU), and upgrades need it. HTTP/2 (where a
+    // TLS target offers it; h2c to a plain one) for an HTTP/2 client that
+    // takes trailers (gRPC, whose status travels in them), or that talks
+    // to Kubernetes: its clients keep many watches open at once, each of
+    // which would hold a connection of its own to the API server.
     let http2 = parts.version == Version::HTTP_2 && (trailers || session.kubernetes);
     let client = if http2 { &session.clients.any } else { &session.clients.http1 };
     let mut response = match client.request(upstream).await {

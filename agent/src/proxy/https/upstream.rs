@@ -38,10 +38,13 @@ pub(super) struct Target {
     pub connect_timeout: Duration,
 }
 
-/// hyper clients for a session: one offering HTTP/2, one HTTP/1.1 only
+/// hyper clients for a session: one for HTTP/2, one HTTP/1.1 only
 /// (upgrades — WebSocket, SPDY — exist in HTTP/1.1 alone).
 pub(super) struct Clients {
-    /// Whatever the target prefers.
+    /// Over TLS, whatever the target prefers (ALPN). Over plain HTTP,
+    /// HTTP/2 with prior knowledge (h2c): where no handshake can say what
+    /// the target speaks, an HTTP/2 client of a plain target has already
+    /// spoken h2c to it (a plaintext gRPC service inside a network).
     pub any: Client<Connector, TargetBody>,
     /// HTTP/1.1.
     pub http1: Client<Connector, TargetBody>,
@@ -55,13 +58,13 @@ impl Clients {
         // The HTTP/1.1-only client offers only http/1.1 in its handshakes.
         let http1_target =
             Target { tls: target.tls.clone().map(|(config, name)| (http1_only(&config), name)), ..target.clone() };
-        // Plain HTTP is HTTP/1.1 either way: HTTP/2 is only taken when TLS offers it.
-        let build = |target: Target| {
+        let build = |target: Target, h2c: bool| {
             let mut builder = Client::builder(TokioExecutor::new());
-            builder.pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(32);
+            builder.pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(32).http2_only(h2c);
             builder.build(Connector { target, spare: Arc::clone(&spare) })
         };
-        Self { http1: build(http1_target), any: build(target) }
+        let plain = target.tls.is_none();
+        Self { http1: build(http1_target, false), any: build(target, plain) }
     }
 }
 
