@@ -1,7 +1,8 @@
 //! A real nginx on the lab target: HTTPS with HTTP/2 and HTTP/1.1 on port
 //! 443 (a certificate from a test CA for the target's address and
 //! `api.lab`), plain HTTP on port 80, an access log of what arrived —
-//! including the headers a proxy must rewrite — and files to serve.
+//! including the headers a proxy must rewrite — files to serve, and a
+//! directory that takes uploads (PUT).
 
 use std::{
     fs,
@@ -19,6 +20,8 @@ pub struct Nginx {
     pub log: PathBuf,
     /// Files it serves at `/files/…`.
     pub files: PathBuf,
+    /// Where files PUT at `/uploads/…` land (WebDAV's PUT).
+    pub uploads: PathBuf,
 }
 
 impl Nginx {
@@ -33,6 +36,8 @@ pub fn start(lab: &mut Lab) -> Nginx {
     let dir = lab.dir.path().join("nginx");
     let files = dir.join("files");
     fs::create_dir_all(&files).expect("mkdir nginx");
+    let uploads = dir.join("uploads");
+    fs::create_dir_all(&uploads).expect("mkdir nginx uploads");
     let ip = IpAddr::V4(lab.target.v4);
     let ca = crate::netns::test_certificate(&dir, &format!("IP:{ip},DNS:api.lab"));
     let log = dir.join("access.log");
@@ -48,10 +53,12 @@ pub fn start(lab: &mut Lab) -> Nginx {
         ssl_certificate {cert};
         ssl_certificate_key {key};
         access_log {log} seen;
+        client_max_body_size 16m;
         gzip on;
         gzip_types application/json text/plain;
         gzip_min_length 64;
         location /files/ {{ alias {files}/; types {{ text/plain txt; }} default_type application/json; }}
+        location /uploads/ {{ alias {uploads}/; dav_methods PUT; }}
         location /echo {{ default_type text/plain; add_header X-Seen "$http_authorization"; return 200 "you sent: $http_authorization\n"; }}
         location /trailers {{ default_type text/plain; add_header Trailer X-Checksum; add_trailer X-Checksum sum-of-body; return 200 "with a trailer\n"; }}
         location / {{ default_type text/plain; return 200 "hello from nginx\n"; }}
@@ -61,9 +68,10 @@ pub fn start(lab: &mut Lab) -> Nginx {
         key = path("server.key"),
         log = log.display(),
         files = files.display(),
+        uploads = uploads.display(),
     );
     run(lab, &dir, &http, &[443, 80]);
-    Nginx { ca, log, files }
+    Nginx { ca, log, files, uploads }
 }
 
 /// Runs an nginx on the lab target (killed with it) whose pid, error log

@@ -332,6 +332,32 @@ fn http2_and_http1_keep_alive_both_work_and_requests_are_recorded_one_by_one() {
 }
 
 #[test]
+fn large_uploads_stream_to_the_target_whole_also_when_the_client_waits_for_100_continue() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    // Past 1 MiB, curl asks `Expect: 100-continue` over HTTP/1.1 and waits
+    // for the go-ahead before sending the body.
+    const SIZE: usize = 3 << 20;
+    let upload = t.lab.dir.path().join("upload.bin");
+    let content: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    fs::write(&upload, &content).unwrap();
+    set_mode(&upload, 0o644);
+    let file = upload.display().to_string();
+    for (flag, name) in [("--http1.1", "one"), ("--http2", "two")] {
+        let url = t.url("https", &format!("/uploads/{name}.bin"));
+        let out = t.curl("alice", &[flag, "-T", &file, "-w", "%{http_code} %{size_upload}", &url]);
+        assert!(out.success() && out.stdout.ends_with(&format!("201 {SIZE}")), "{flag}: {out:?}");
+        let stored = fs::read(t.nginx.uploads.join(format!("{name}.bin"))).unwrap();
+        assert!(stored == content, "{flag}: {} bytes arrived, not the file sent", stored.len());
+    }
+    let records = t.lab.agent().wait_for_records("http.request", 2);
+    assert!(records.iter().all(|r| r["detail"]["request_bytes"] == SIZE), "{records:?}");
+    assert!(records.iter().all(|r| r["detail"]["method"] == "PUT" && r["detail"]["status"] == 201), "{records:?}");
+}
+
+#[test]
 fn people_refused_get_an_http_answer_saying_why() {
     if !privileged() {
         return;
