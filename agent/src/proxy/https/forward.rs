@@ -66,10 +66,11 @@ pub(super) async fn forward(
     let normalized = if needs_path { normalized_path(request.uri().path()) } else { String::new() };
     let kube = k8s.then(|| KubeRequest::read(request.method(), &normalized, request.uri().query()));
     let host = host_of(&request).unwrap_or(&session.default_host);
-    let exchange = Exchange::new(std::sync::Arc::clone(&session), &request, host, kube.clone());
+    let said = Said::to(&request, k8s);
+    let grpc = matches!(said, Said::Grpc);
+    let exchange = Exchange::new(std::sync::Arc::clone(&session), &request, host, kube.clone(), grpc);
     // The request is changed below; its host is read from the exchange's copy.
     let host = exchange.host();
-    let said = Said::to(&request, k8s);
     if session.records.failed() {
         let message = "airlock: the audit log cannot be written, so no request may go through";
         return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, message, UNRECORDED_HINT));

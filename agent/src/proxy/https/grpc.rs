@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use hyper::{
     HeaderMap, Response, StatusCode,
-    header::{self, HeaderValue},
+    header::{self, HeaderName, HeaderValue},
 };
 
 use super::forward::{ClientBody, empty};
@@ -24,9 +24,13 @@ pub(super) fn is_call(headers: &HeaderMap) -> bool {
         && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
+/// Where a gRPC answer's status stands: a name, not text, so looking it
+/// up parses nothing.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// The gRPC status in `fields` (an answer's head or trailers), if any.
 pub(super) fn status(fields: &HeaderMap) -> Option<u32> {
-    fields.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+    fields.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Airlock's own answer to a gRPC call: a "trailers-only" answer (HTTP
@@ -36,7 +40,7 @@ pub(super) fn refusal(status: StatusCode, text: &str) -> Response<ClientBody> {
     let mut response = Response::new(empty());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", HeaderValue::from(code_for(status)));
+    headers.insert(GRPC_STATUS, HeaderValue::from(code_for(status)));
     if let Ok(message) = HeaderValue::from_str(&percent_encoded(text)) {
         headers.insert("grpc-message", message);
     }

@@ -75,6 +75,9 @@ pub(super) struct Exchange {
     version: &'static str,
     /// What the request is to Kubernetes, on Kubernetes targets.
     kubernetes: Option<KubeRequest>,
+    /// Whether it is a gRPC call: only then is its answer asked for a
+    /// gRPC status (no lookup on every other request's answer).
+    grpc: bool,
     started: Instant,
     to_upstream: AtomicU64,
     to_client: AtomicU64,
@@ -105,6 +108,7 @@ impl Exchange {
         request: &hyper::Request<hyper::body::Incoming>,
         host: &str,
         kubernetes: Option<KubeRequest>,
+        grpc: bool,
     ) -> Arc<Self> {
         let version = match request.version() {
             hyper::Version::HTTP_2 => "HTTP/2",
@@ -119,6 +123,7 @@ impl Exchange {
             path: crate::redact::url_query_secrets(path),
             version,
             kubernetes,
+            grpc,
             started: Instant::now(),
             to_upstream: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
@@ -139,7 +144,9 @@ impl Exchange {
     pub fn answered(&self, status: u16, headers: &hyper::HeaderMap) {
         let mut outcome = self.outcome();
         outcome.status = Some(status);
-        outcome.grpc_status = grpc::status(headers);
+        if self.grpc {
+            outcome.grpc_status = grpc::status(headers);
+        }
     }
 
     /// Airlock answered itself (the target could not be asked).
@@ -277,6 +284,7 @@ impl<B: Body<Data = bytes::Bytes> + Unpin> Body for Counted<B> {
                     }
                 } else if let (Some(trailers), Some(exchange), Direction::ToClient) =
                     (frame.trailers_ref(), &this.exchange, this.direction)
+                    && exchange.grpc
                     && let Some(status) = grpc::status(trailers)
                 {
                     exchange.outcome().grpc_status = Some(status);
