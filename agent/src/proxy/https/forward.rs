@@ -545,11 +545,8 @@ mod tests {
     #[test]
     fn trailers_are_taken_when_te_names_them() {
         let te = |values: &[&'static str]| {
-            let mut headers = HeaderMap::new();
-            for value in values {
-                headers.append(header::TE, HeaderValue::from_static(value));
-            }
-            takes_trailers(&headers)
+            let pairs: Vec<_> = values.iter().map(|&value| ("te", value)).collect();
+            takes_trailers(&fields(&pairs))
         };
         assert!(te(&["trailers"]));
         assert!(te(&["gzip;q=0.5, Trailers"]));
