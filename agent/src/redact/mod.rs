@@ -81,7 +81,13 @@ pub fn url_query_secrets(text: &str) -> String {
     while let Some(question) = rest.find('?') {
         // Only a query of a URL or a path: `?` right after a word of one.
         let before = &rest[..question];
-        let word_start = before.rfind(|c: char| c.is_whitespace() || matches!(c, '\'' | '"')).map_or(0, |i| i + 1);
+        // Past the separator, whose width may be more than a byte (U+0085
+        // is whitespace).
+        let word_start = before
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| c.is_whitespace() || matches!(c, '\'' | '"'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let word = &before[word_start..];
         out.push_str(&rest[..=question]);
         rest = &rest[question + 1..];
@@ -195,6 +201,10 @@ mod query_tests {
         );
         assert_eq!(url_query_secrets("/watch?v=1&&flag#frag"), "/watch?v=1&&flag#frag");
         assert_eq!(url_query_secrets("is it? key=1"), "is it? key=1");
+        // A separator wider than a byte before the URL (found by the
+        // secret_scan fuzz target: it panicked slicing inside U+0085).
+        assert_eq!(url_query_secrets("a\u{85}https://x/y?token=t \u{85}=s?"), "a\u{85}https://x/y?token=*** \u{85}=s?");
+        assert_eq!(text("!$J=:\n_://=s!$J=:\u{85}_://=s?"), "!$J=:\n_://=s!$J=:\u{85}_://=s?");
     }
 }
 
