@@ -407,3 +407,35 @@ fn attached_program_count(lab: &Lab) -> usize {
     let attached: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
     attached.len()
 }
+
+/// A command line is the connecting user's to write, and the agent reads
+/// and redacts it as root for every connection: none may break that. This
+/// one once made the redactor slice inside U+0085 (whitespace, two bytes)
+/// and panic.
+#[test]
+fn a_hostile_command_line_is_recorded_redacted_and_breaks_nothing() {
+    if !privileged() {
+        return;
+    }
+    let lab = web_lab(&["alice"], ALLOW_ALL);
+    let v4 = lab.target.v4;
+    let url = format!("http://{v4}:{WEB}/hello.txt");
+    let secret = "tok3n-never-in-the-log";
+    let name = format!("curl\u{85}https://a.invalid/x?token={secret}");
+    // `exec -a` makes the program's argv[0] whatever the user wants.
+    let script = r#"exec -a "$0" curl -sS --max-time 10 "$1""#;
+    let hostile = lab.run_as("alice", "bash", &["-c", script, &name, &url]);
+    assert!(hostile.success(), "{hostile:?}\n{}", lab.agent().log());
+    assert_eq!(hostile.stdout, "hello from the target\n");
+    let opens = lab.agent().wait_for_records("connection.open", 1);
+    let open = record_of_pid(&opens, hostile.pid);
+    assert_eq!(open["process"]["cmdline"][0], format!("curl\u{85}https://a.invalid/x?token=***"), "{open}");
+
+    // The agent serves the next connection as before.
+    let next = curl(&lab, "alice", &url);
+    assert!(next.success(), "{next:?}\n{}", lab.agent().log());
+    lab.agent().wait_for_records("connection.open", 2);
+    assert!(!lab.agent().log().contains(secret), "the secret reached the agent's log");
+    let audit = serde_json::to_string(&lab.agent().audit_records()).unwrap();
+    assert!(!audit.contains(secret), "the secret reached the audit log");
+}
