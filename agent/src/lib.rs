@@ -31,6 +31,7 @@ pub mod intercept;
 pub mod logging;
 pub mod masking;
 pub mod metrics;
+pub mod panics;
 pub mod policy;
 pub mod process;
 pub mod proxy;

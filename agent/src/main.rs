@@ -15,6 +15,8 @@ fn main() -> std::process::ExitCode {
     // 12 MB without; nothing it does gains from huge pages.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    // Before anything runs: a panic's default report may quote a secret.
+    airlock::panics::install();
     match airlock::cli::Cli::parse().run() {
         Ok(code) => code,
         Err(error) => {
