@@ -125,7 +125,7 @@ pub(super) async fn forward(
         exchange.refused(message.into());
         return Ok(answer(said, StatusCode::FORBIDDEN, message, ""));
     }
-    let tty = request.uri().query().is_some_and(|q| q.split('&').any(|pair| pair == "tty=true" || pair == "tty=1"));
+    let tty = kubernetes::query_flag(request.uri().query(), "tty").unwrap_or(false);
     let trailers = takes_trailers(request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let Ok(uri) = upstream_uri(&session.scheme, host, request.uri()) else {

@@ -26,6 +26,53 @@ pub fn secrets_masking(target: Option<&MaskingPolicy>) -> MaskingPolicy {
     MaskingPolicy::with_paths(target, &paths, location)
 }
 
+/// What may follow `namespaces/NAME` and still be about the namespace.
+const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
+
+/// A boolean query parameter as the API server (and the kubelet) reads it:
+/// the first `name` of the query as Go's `url.ParseQuery` splits and
+/// decodes it, true unless it is `0` or `false` in any case (`watch`,
+/// `watch=yes` and `wat%63h=T` are all true); `None` if absent.
+pub fn query_flag(query: Option<&str>, name: &str) -> Option<bool> {
+    let value = query?.split('&').find_map(|pair| {
+        // Go skips pairs holding `;` and pairs it cannot unescape.
+        if pair.is_empty() || pair.contains(';') {
+            return None;
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (key, value) = (go_query_unescape(key)?, go_query_unescape(value)?);
+        (key == name.as_bytes()).then_some(value)
+    })?;
+    Some(!(value == b"0" || value.eq_ignore_ascii_case(b"false")))
+}
+
+/// Go's `url.QueryUnescape`: `+` is a space, `%XX` a byte; `None` for a
+/// `%` not followed by two hex digits.
+fn go_query_unescape(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'%' => {
+                let hex = |i: usize| bytes.get(i).and_then(|b| (*b as char).to_digit(16));
+                let (high, low) = (hex(at + 1)?, hex(at + 2)?);
+                out.push(u8::try_from(high * 16 + low).ok()?);
+                at += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                at += 1;
+            }
+            byte => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// A request as Kubernetes authorises it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KubeRequest {
@@ -53,10 +100,17 @@ pub struct KubeRequest {
     /// Object name; empty for collections.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
+    /// Where a `nodes/proxy` request goes on the node's kubelet: the first
+    /// segment of the proxied path (`exec`, `attach`, `run`, `pods`…).
+    #[serde(skip)]
+    pub kubelet_endpoint: String,
 }
 
 impl KubeRequest {
-    /// Reads `method` on `path` (already normalised, no query) with `query`.
+    /// Reads `method` on `path` (already normalised, no query) with `query`,
+    /// step by step as the API server's `RequestInfoFactory` does: a rule
+    /// or a masking decision that read a request otherwise than the server
+    /// acts on it could be walked around.
     pub fn read(method: &Method, path: &str, query: Option<&str>) -> Self {
         let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
         let lower_method = method.as_str().to_ascii_lowercase();
@@ -69,30 +123,46 @@ impl KubeRequest {
         if rest.is_empty() {
             return Self { verb: lower_method, api_group, api_version, ..Self::default() };
         }
+        // `/api/v1/watch/…` and `/api/v1/proxy/…`: the verb is in the path
+        // (deprecated, still served), whatever the method.
+        let (special_verb, rest) = match rest {
+            [verb @ ("watch" | "proxy"), rest @ ..] if !rest.is_empty() => (Some(*verb), rest),
+            rest => (None, rest),
+        };
         let (namespace, rest) = match rest {
-            // `namespaces/NS/RESOURCE…`; `namespaces` and `namespaces/NAME` are the resource itself.
-            ["namespaces", namespace, rest @ ..] if !rest.is_empty() => ((*namespace).to_owned(), rest),
+            // `namespaces/NS/RESOURCE…`; `namespaces/NS` and its own
+            // subresources (`status`, `finalize`) are the namespace itself.
+            ["namespaces", namespace, next, ..] if !NAMESPACE_SUBRESOURCES.contains(next) => {
+                ((*namespace).to_owned(), &rest[2..])
+            }
+            ["namespaces", namespace, ..] => ((*namespace).to_owned(), rest),
             rest => (String::new(), rest),
         };
+        let kubelet_endpoint = match rest {
+            ["nodes", _, "proxy", endpoint, ..] if special_verb.is_none() => (*endpoint).to_owned(),
+            _ => String::new(),
+        };
         let (resource, name, subresource) = match rest {
+            // `proxy` takes no subresource: what follows the name is the proxied path.
+            [resource, name, ..] if special_verb == Some("proxy") => (*resource, *name, ""),
             [resource] => (*resource, "", ""),
             [resource, name] => (*resource, *name, ""),
             [resource, name, subresource, ..] => (*resource, *name, *subresource),
             [] => ("", "", ""),
         };
-        let watching = query.is_some_and(|q| {
-            q.split('&').any(|pair| matches!(pair.split_once('='), Some(("watch", "true" | "1"))) || pair == "watch")
-        });
-        let verb = match *method {
-            Method::GET | Method::HEAD if watching => "watch",
-            Method::GET | Method::HEAD if name.is_empty() => "list",
-            Method::GET | Method::HEAD => "get",
-            Method::POST => "create",
-            Method::PUT => "update",
-            Method::PATCH => "patch",
-            Method::DELETE if name.is_empty() => "deletecollection",
-            Method::DELETE => "delete",
-            _ => lower_method.as_str(),
+        let verb = match (special_verb, method) {
+            (Some(verb), _) => verb,
+            (None, &Method::GET | &Method::HEAD) if name.is_empty() => match query_flag(query, "watch") {
+                Some(true) => "watch",
+                _ => "list",
+            },
+            (None, &Method::GET | &Method::HEAD) => "get",
+            (None, &Method::POST) => "create",
+            (None, &Method::PUT) => "update",
+            (None, &Method::PATCH) => "patch",
+            (None, &Method::DELETE) if name.is_empty() => "deletecollection",
+            (None, &Method::DELETE) => "delete",
+            (None, _) => lower_method.as_str(),
         };
         Self {
             verb: verb.to_owned(),
@@ -103,6 +173,7 @@ impl KubeRequest {
             resource: resource.to_owned(),
             subresource: subresource.to_owned(),
             name: name.to_owned(),
+            kubelet_endpoint,
         }
     }
 
@@ -122,12 +193,16 @@ impl KubeRequest {
     }
 
     /// Whether this request opens a stream into a container (`pods/exec`,
-    /// `pods/attach`), which is recorded.
+    /// `pods/attach`), which is recorded. Through `nodes/proxy` a client
+    /// reaches the kubelet's own `exec` and `attach`, which speak the same
+    /// stream protocols: recorded the same way, not a way around it.
     pub fn opens_a_shell(&self) -> bool {
-        self.resource_request
-            && self.api_group.is_empty()
-            && self.resource == "pods"
-            && matches!(self.subresource.as_str(), "exec" | "attach")
+        let core = self.resource_request && self.api_group.is_empty();
+        let pod_stream = self.resource == "pods" && matches!(self.subresource.as_str(), "exec" | "attach");
+        let kubelet_stream = self.resource == "nodes"
+            && self.subresource == "proxy"
+            && matches!(self.kubelet_endpoint.as_str(), "exec" | "attach");
+        core && (pod_stream || kubelet_stream)
     }
 
     /// Whether this request reads or watches core Secrets, whose data
@@ -193,6 +268,61 @@ mod tests {
             ("namespaces", "prod", "delete")
         );
         assert_eq!(read(Method::PATCH, "/api/v1/nodes/n1/status", None).resource_name(), "nodes/status");
+    }
+
+    #[test]
+    fn the_verb_in_a_path_and_namespaces_read_as_the_api_server_reads_them() {
+        // The deprecated watch paths, still served: a watch of Secrets.
+        for path in ["/api/v1/watch/secrets", "/api/v1/watch/namespaces/default/secrets"] {
+            let watch = read(Method::GET, path, None);
+            assert_eq!((watch.verb.as_str(), watch.resource.as_str()), ("watch", "secrets"), "{path}");
+            assert!(watch.reads_secrets(), "{path}");
+        }
+        let one = read(Method::GET, "/api/v1/watch/namespaces/default/secrets/db", None);
+        assert_eq!((one.verb.as_str(), one.namespace.as_str(), one.name.as_str()), ("watch", "default", "db"));
+        let proxy = read(Method::GET, "/api/v1/proxy/namespaces/ns/pods/web-1/exec/x", None);
+        assert_eq!(
+            (proxy.verb.as_str(), proxy.resource_name().as_str(), proxy.name.as_str()),
+            ("proxy", "pods", "web-1")
+        );
+        assert!(!proxy.opens_a_shell(), "what follows a proxied name is a path, not a subresource");
+
+        // The kubelet's exec through the node proxy is a shell like pods/exec.
+        let kubelet = read(Method::GET, "/api/v1/nodes/node-1:10250/proxy/exec/default/web-1/app", Some("command=sh"));
+        assert_eq!((kubelet.resource_name().as_str(), kubelet.kubelet_endpoint.as_str()), ("nodes/proxy", "exec"));
+        assert!(kubelet.opens_a_shell());
+        assert!(read(Method::POST, "/api/v1/nodes/n/proxy/attach/ns/p/c", None).opens_a_shell());
+        assert!(!read(Method::GET, "/api/v1/nodes/n/proxy/pods", None).opens_a_shell());
+        assert!(
+            !read(Method::GET, "/api/v1/namespaces/ns/pods/p/proxy/exec", None).opens_a_shell(),
+            "the pod's own port"
+        );
+
+        // A namespace's own subresources, and its name as its namespace.
+        let finalize = read(Method::PUT, "/api/v1/namespaces/prod/finalize", None);
+        assert_eq!(
+            (finalize.resource_name().as_str(), finalize.name.as_str(), finalize.namespace.as_str()),
+            ("namespaces/finalize", "prod", "prod")
+        );
+        assert_eq!(read(Method::DELETE, "/api/v1/namespaces/prod", None).namespace, "prod");
+        assert_eq!(read(Method::GET, "/api/v1/namespaces", None).namespace, "");
+    }
+
+    #[test]
+    fn watch_is_read_from_the_query_as_go_reads_it() {
+        let verb = |query: &str| read(Method::GET, "/api/v1/namespaces/default/secrets", Some(query)).verb;
+        for watching in ["watch", "watch=", "watch=yes", "watch=T", "wat%63h=1", "watch=%74rue", "a=1&watch=TRUE"] {
+            assert_eq!(verb(watching), "watch", "{watching}");
+        }
+        for listing in ["watch=0", "watch=False", "watch=false&watch=true", "x;watch=1", "watch%=1", "watchx=1", ""] {
+            assert_eq!(verb(listing), "list", "{listing}");
+        }
+        // With a name, the server gets the object, watch or not.
+        assert_eq!(read(Method::GET, "/api/v1/namespaces/default/secrets/db", Some("watch=1")).verb, "get");
+        assert_eq!(query_flag(Some("tty=1&stdin=true"), "tty"), Some(true));
+        assert_eq!(query_flag(Some("tty=false"), "tty"), Some(false));
+        assert_eq!(query_flag(Some("stdin=true"), "tty"), None);
+        assert_eq!(query_flag(Some("tty=%zz&tty=1"), "tty"), Some(true), "an unreadable pair is skipped");
     }
 
     #[test]
