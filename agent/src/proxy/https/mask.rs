@@ -134,6 +134,14 @@ impl<B> Masked<B> {
     }
 }
 
+/// A body dropped before its end (the client left a watch, or hung up
+/// mid-answer) still tells its record what it masked.
+impl<B> Drop for Masked<B> {
+    fn drop(&mut self) {
+        self.report(None);
+    }
+}
+
 /// Why a masked body stopped.
 #[derive(Debug, thiserror::Error)]
 #[error("airlock: the answer cannot be masked: {0}")]
