@@ -50,11 +50,10 @@ impl Kubectl {
     }
 }
 
-#[test]
-fn kubectl_works_with_no_token_on_the_host_while_secrets_are_masked_and_deletes_refused() {
-    if !privileged() {
-        return;
-    }
+/// A lab with the stand-in API server, and the agent protecting it: alice
+/// allowed, impersonated with her own group (not `not-hers`), pods'
+/// deletion in `default` refused.
+fn cluster_lab() -> (Lab, kube::KubeApi) {
     let mut lab = Lab::new(&["alice"]);
     let api = kube::start(&mut lab);
     let token = lab.dir.path().join("kube-token");
@@ -63,7 +62,6 @@ fn kubectl_works_with_no_token_on_the_host_while_secrets_are_masked_and_deletes_
     let v4 = lab.target.v4;
     let alice = lab.user("alice").name.clone();
     // Test users have a group of their own name (useradd's default).
-    let group = alice.clone();
     lab.start_agent(&format!(
         r#"
 [[target]]
@@ -82,7 +80,7 @@ ca_file = "{ca}"
 [target.https.credential]
 kind = "kubernetes_impersonation"
 file = "{token}"
-groups = ["{group}", "not-hers"]
+groups = ["{alice}", "not-hers"]
 
 [[target.https.rule]]
 verbs = ["delete", "deletecollection"]
@@ -95,6 +93,18 @@ reason = "pods are not deleted from workstations"
         ca = api.ca.display(),
         token = token.display(),
     ));
+    (lab, api)
+}
+
+#[test]
+fn kubectl_works_with_no_token_on_the_host_while_secrets_are_masked_and_deletes_refused() {
+    if !privileged() {
+        return;
+    }
+    let (lab, api) = cluster_lab();
+    let v4 = lab.target.v4;
+    let alice = lab.user("alice").name.clone();
+    let group = alice.clone();
 
     // The kubeconfig Airlock writes: the real server, the host CA, no credential.
     let client = Kubectl::new(&lab);
@@ -198,6 +208,82 @@ reason = "pods are not deleted from workstations"
 
     let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     assert!(!log.contains(&api.token), "the injected token reached the audit log");
+}
+
+/// `kubectl get -w`: a watch streams each change as it happens, and a
+/// Secret's data is masked in every event, as in a get or a list.
+#[test]
+fn a_watch_on_secrets_streams_each_change_with_its_data_masked() {
+    if !privileged() {
+        return;
+    }
+    let (lab, api) = cluster_lab();
+    let client = Kubectl::new(&lab);
+    // Watches as the API server also serves them: the verb in the path
+    // (deprecated, still served), or `watch` with any value but 0 or false.
+    for raw in [
+        "/api/v1/watch/namespaces/default/secrets?timeoutSeconds=1",
+        "/api/v1/namespaces/default/secrets?watch=yes&timeoutSeconds=1",
+    ] {
+        let out = client.run(&lab, &["get", "--raw", raw]);
+        assert!(out.success() && out.stdout.contains(r#""ADDED""#), "{raw}: {out:?}\n{}", lab.agent().log());
+        assert!(out.stdout.contains("[masked]") && !out.stdout.contains("aHVudGVyMi1wcm9k"), "{raw}: {out:?}");
+    }
+
+    let dir = lab.dir.path().join("watch");
+    fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o777);
+    let events = dir.join("events.json");
+    let watch =
+        format!("exec {} get secrets -w --output-watch-events -o json > {} 2>&1", client.command(), events.display());
+    let watching = lab.spawn_as("alice", "/bin/sh", &["-c", &watch]);
+    let watch_opened = || api.requests().iter().any(|r| r["query"].as_str().is_some_and(|q| q.contains("watch=true")));
+    assert!(wait_until(watch_opened), "no watch reached the server: {:?}\n{}", api.requests(), lab.agent().log());
+
+    let delete = client.run(&lab, &["delete", "secret", "db-credentials"]);
+    assert!(delete.success(), "{delete:?}\n{}", lab.agent().log());
+    let printed = || {
+        let text = fs::read_to_string(&events).unwrap_or_default();
+        let objects: Vec<serde_json::Value> =
+            serde_json::Deserializer::from_str(&text).into_iter().map_while(Result::ok).collect();
+        (text, objects)
+    };
+    assert!(wait_until(|| printed().1.iter().any(|e| e["type"] == "DELETED")), "{:?}", printed().0);
+    drop(watching);
+
+    let (text, printed) = printed();
+    let types: Vec<&str> = printed.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["ADDED", "DELETED"], "the list's secret, then its deletion: {text}");
+    for event in &printed {
+        let secret = &event["object"];
+        assert_eq!(secret["metadata"]["name"], "db-credentials", "{text}");
+        assert_eq!(secret["data"]["password"], "[masked]", "{text}");
+        let applied = &secret["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"];
+        assert_eq!(applied, "[masked]", "{text}");
+    }
+    assert!(!text.contains("aHVudGVyMi1wcm9k"), "{text}");
+    // The watch's record is written when it ends: kubectl is gone.
+    let watch_record = || {
+        let records = lab.agent().records_of("http.request");
+        records.into_iter().find(|r| r["detail"]["kubernetes"]["verb"] == "watch")
+    };
+    assert!(wait_until(|| watch_record().is_some()), "no record of the watch: {}", lab.agent().log());
+    let watched = watch_record().unwrap();
+    assert_eq!(watched["detail"]["kubernetes"]["resource"], "secrets", "{watched}");
+    let masked = watched["detail"]["masked"].as_array();
+    assert!(masked.is_some_and(|m| m.iter().any(|m| m["reason"] == "json_path $..data")), "{watched}");
+}
+
+/// Polls `done` every 50 ms for up to 10 s.
+fn wait_until(done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
 }
 
 /// The stand-in API server speaks HTTP/1.1 only; nginx offers HTTP/2, as
