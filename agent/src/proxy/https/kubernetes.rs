@@ -101,7 +101,8 @@ pub struct KubeRequest {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Where a `nodes/proxy` request goes on the node's kubelet: the first
-    /// segment of the proxied path (`exec`, `attach`, `run`, `pods`…).
+    /// segment of the proxied path (`exec`, `attach`, `run`, `pods`…; after
+    /// `cri/`, the container runtime's stream it names).
     #[serde(skip)]
     pub kubelet_endpoint: String,
 }
@@ -139,6 +140,8 @@ impl KubeRequest {
             rest => (String::new(), rest),
         };
         let kubelet_endpoint = match rest {
+            // The container runtime's streams, which the kubelet serves too.
+            ["nodes", _, "proxy", "cri", endpoint, ..] if special_verb.is_none() => (*endpoint).to_owned(),
             ["nodes", _, "proxy", endpoint, ..] if special_verb.is_none() => (*endpoint).to_owned(),
             _ => String::new(),
         };
@@ -292,6 +295,7 @@ mod tests {
         assert_eq!((kubelet.resource_name().as_str(), kubelet.kubelet_endpoint.as_str()), ("nodes/proxy", "exec"));
         assert!(kubelet.opens_a_shell());
         assert!(read(Method::POST, "/api/v1/nodes/n/proxy/attach/ns/p/c", None).opens_a_shell());
+        assert!(read(Method::GET, "/api/v1/nodes/n/proxy/cri/exec/Zq3x", None).opens_a_shell());
         assert!(!read(Method::GET, "/api/v1/nodes/n/proxy/pods", None).opens_a_shell());
         assert!(
             !read(Method::GET, "/api/v1/namespaces/ns/pods/p/proxy/exec", None).opens_a_shell(),
