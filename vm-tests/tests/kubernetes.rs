@@ -50,15 +50,23 @@ impl Kubectl {
     }
 }
 
-/// A lab with the stand-in API server, and the agent protecting it: alice
-/// allowed, impersonated with her own group (not `not-hers`), pods'
-/// deletion in `default` refused.
+/// A lab with the stand-in API server, and the agent protecting it (see
+/// [`protect_cluster`]).
 fn cluster_lab() -> (Lab, kube::KubeApi) {
     let mut lab = Lab::new(&["alice"]);
     let api = kube::start(&mut lab);
-    let token = lab.dir.path().join("kube-token");
-    fs::write(&token, format!("{}\n", api.token)).unwrap();
-    set_mode(&token, 0o600);
+    protect_cluster(&mut lab, api.port, &api.ca, &api.token);
+    (lab, api)
+}
+
+/// Starts the agent protecting the API server at `port` of the target
+/// (its certificate signed by `ca`, its token `token`): alice allowed,
+/// impersonated with her own group (not `not-hers`), pods' deletion in
+/// `default` refused.
+fn protect_cluster(lab: &mut Lab, port: u16, ca: &std::path::Path, token: &str) {
+    let token_file = lab.dir.path().join("kube-token");
+    fs::write(&token_file, format!("{token}\n")).unwrap();
+    set_mode(&token_file, 0o600);
     let v4 = lab.target.v4;
     let alice = lab.user("alice").name.clone();
     // Test users have a group of their own name (useradd's default).
@@ -89,11 +97,9 @@ namespaces = ["default"]
 action = "deny"
 reason = "pods are not deleted from workstations"
 "#,
-        port = kube::PORT,
-        ca = api.ca.display(),
-        token = token.display(),
+        ca = ca.display(),
+        token = token_file.display(),
     ));
-    (lab, api)
 }
 
 #[test]
@@ -230,6 +236,13 @@ fn a_watch_on_secrets_streams_each_change_with_its_data_masked() {
         assert!(out.stdout.contains("[masked]") && !out.stdout.contains("aHVudGVyMi1wcm9k"), "{raw}: {out:?}");
     }
 
+    watch_a_deletion(&lab, &api, &client);
+}
+
+/// `kubectl get secrets -w` as alice while she deletes the secret: the
+/// watch prints the list's secret and its deletion, both masked, and its
+/// record (returned) says what was masked.
+fn watch_a_deletion(lab: &Lab, api: &kube::KubeApi, client: &Kubectl) -> serde_json::Value {
     let dir = lab.dir.path().join("watch");
     fs::create_dir_all(&dir).unwrap();
     set_mode(&dir, 0o777);
@@ -240,7 +253,7 @@ fn a_watch_on_secrets_streams_each_change_with_its_data_masked() {
     let watch_opened = || api.requests().iter().any(|r| r["query"].as_str().is_some_and(|q| q.contains("watch=true")));
     assert!(wait_until(watch_opened), "no watch reached the server: {:?}\n{}", api.requests(), lab.agent().log());
 
-    let delete = client.run(&lab, &["delete", "secret", "db-credentials"]);
+    let delete = client.run(lab, &["delete", "secret", "db-credentials"]);
     assert!(delete.success(), "{delete:?}\n{}", lab.agent().log());
     let printed = || {
         let text = fs::read_to_string(&events).unwrap_or_default();
@@ -272,6 +285,7 @@ fn a_watch_on_secrets_streams_each_change_with_its_data_masked() {
     assert_eq!(watched["detail"]["kubernetes"]["resource"], "secrets", "{watched}");
     let masked = watched["detail"]["masked"].as_array();
     assert!(masked.is_some_and(|m| m.iter().any(|m| m["reason"] == "json_path $..data")), "{watched}");
+    watched
 }
 
 /// Polls `done` every 50 ms for up to 10 s.
@@ -284,6 +298,56 @@ fn wait_until(done: impl Fn() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     true
+}
+
+/// A watch over HTTP/2: nginx, offering HTTP/2 as API servers do, fronts
+/// the stand-in (which speaks HTTP/1.1 only) and streams its answers
+/// unbuffered. kubectl's watch and Airlock's request to the target are
+/// both HTTP/2 streams; each event is masked as it passes.
+#[test]
+fn a_watch_over_http2_streams_each_change_with_its_data_masked() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new(&["alice"]);
+    let api = kube::start(&mut lab);
+    let dir = lab.dir.path().join("front");
+    fs::create_dir_all(&dir).unwrap();
+    let v4 = lab.target.v4;
+    let ca = airlock_vm_tests::netns::test_certificate(&dir, &format!("IP:{v4}"));
+    let log = dir.join("access.log");
+    let front = format!(
+        r#"
+    log_format seen escape=json '{{"request":"$request","protocol":"$server_protocol","status":$status}}';
+    server {{
+        listen {v4}:443 ssl http2;
+        ssl_certificate {dir}/server.crt;
+        ssl_certificate_key {dir}/server.key;
+        access_log {log} seen;
+        location / {{
+            proxy_pass https://{v4}:{port};
+            proxy_http_version 1.1;
+            proxy_buffering off;
+            proxy_read_timeout 60s;
+        }}
+    }}
+"#,
+        dir = dir.display(),
+        log = log.display(),
+        port = api.port,
+    );
+    nginx::run(&mut lab, &dir, &front, &[443]);
+    protect_cluster(&mut lab, 443, &ca, &api.token);
+    let client = Kubectl::new(&lab);
+
+    let watched = watch_a_deletion(&lab, &api, &client);
+    assert_eq!(watched["detail"]["version"], "HTTP/2", "kubectl's watch: {watched}");
+    let front_saw = || {
+        let seen = airlock_vm_tests::json_lines(&log);
+        seen.into_iter().find(|r| r["request"].as_str().is_some_and(|q| q.contains("watch=true")))
+    };
+    assert!(wait_until(|| front_saw().is_some()), "{:?}", airlock_vm_tests::json_lines(&log));
+    assert_eq!(front_saw().unwrap()["protocol"], "HTTP/2.0", "Airlock's watch to the target");
 }
 
 /// The stand-in API server speaks HTTP/1.1 only; nginx offers HTTP/2, as
