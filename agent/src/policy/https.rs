@@ -130,15 +130,75 @@ impl RequestRule {
     /// `verbs` (its own, and those method overrides would make of it) on
     /// `resource` (`resource[.group][/subresource]`) in `namespace` (empty:
     /// cluster-wide). A rule with such parts never matches a request that
-    /// names no resource.
+    /// names no resource. A list, watch or deletecollection across all
+    /// namespaces spans the ones a rule names: a rule that holds or refuses
+    /// requests in them holds or refuses it too, while one that allows keeps
+    /// to its own namespaces.
     pub fn matches_kubernetes(&self, verbs: &[&str], resource: Option<&str>, namespace: &str) -> bool {
         let Some(resource) = resource else { return !self.is_kubernetes() };
         let verb = self.verbs.is_empty() || verbs.iter().any(|v| self.verbs.iter().any(|r| r == v));
         let resource = self.resources.is_empty() || self.resources.iter().any(|r| crate::glob::matches(r, resource));
+        let spans_namespaces = namespace.is_empty()
+            && self.action != GuardAction::Allow
+            && verbs.iter().any(|v| matches!(*v, "list" | "watch" | "deletecollection"));
         let namespace = self.namespaces.is_empty()
+            || spans_namespaces
             || (!namespace.is_empty() && self.namespaces.iter().any(|n| crate::glob::matches(n, namespace)));
         verb && resource && namespace
     }
+
+    /// Whether the rule is about `reading`.
+    pub fn matches_reading(&self, reading: &Reading<'_>) -> bool {
+        let kubernetes = match &reading.kubernetes {
+            Some(k) => self.matches_kubernetes(&[k.verb], k.resource, k.namespace),
+            None => !self.is_kubernetes(),
+        };
+        kubernetes && self.matches(&[reading.method], &[reading.path])
+    }
+}
+
+/// One way a request may be read by the server it goes to: a method it may
+/// act on (its own, or one an override asks for), its path as written or
+/// as resolved ([`normalized_path`]), and on Kubernetes targets one verb
+/// the API server may authorise it as.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading<'a> {
+    /// Upper-case method.
+    pub method: &'a str,
+    /// Path, query left out.
+    pub path: &'a str,
+    /// What it is to Kubernetes, on Kubernetes targets.
+    pub kubernetes: Option<KubeReading<'a>>,
+}
+
+/// What a request is to Kubernetes, in one [`Reading`].
+#[derive(Clone, Copy, Debug)]
+pub struct KubeReading<'a> {
+    /// `get`, `list`, `create`…
+    pub verb: &'a str,
+    /// `resource[.group][/subresource]`; `None`: no resource (discovery).
+    pub resource: Option<&'a str>,
+    /// Empty: cluster-wide.
+    pub namespace: &'a str,
+}
+
+/// The rule that decides a request that may be read in several ways: the
+/// first rule matching each reading, and of those the strictest (deny,
+/// then approve, then allow; the earlier reading's on a tie). A request
+/// goes through only if each way a server may read it would: an allow
+/// rule for `GET` does not let a `DELETE` that says it overrides to `GET`
+/// past an approval, nor `/public/../admin` past a rule for `/admin/*`.
+pub fn deciding_rule<'r>(rules: &'r [RequestRule], readings: &[Reading<'_>]) -> Option<&'r RequestRule> {
+    let strictness = |rule: &RequestRule| match rule.action {
+        GuardAction::Allow => 0,
+        GuardAction::Approve => 1,
+        GuardAction::Deny => 2,
+    };
+    let firsts = readings.iter().filter_map(|reading| rules.iter().find(|rule| rule.matches_reading(reading)));
+    firsts.fold(None, |strictest: Option<&RequestRule>, rule| match strictest {
+        Some(kept) if strictness(kept) >= strictness(rule) => Some(kept),
+        _ => Some(rule),
+    })
 }
 
 /// A request path as servers resolve it: percent-escapes decoded, `//`
@@ -325,13 +385,77 @@ mod tests {
         assert!(exec.matches_kubernetes(&["create"], Some("pods/exec"), "prod-eu"));
         assert!(!exec.matches_kubernetes(&["create"], Some("pods/exec"), "dev"));
         assert!(!exec.matches_kubernetes(&["create"], Some("pods/exec"), ""), "cluster-wide is no namespace of theirs");
+        let secrets = RequestRule {
+            verbs: Vec::new(),
+            resources: vec!["secrets".into()],
+            action: GuardAction::Deny,
+            ..exec.clone()
+        };
+        for spanning in ["list", "watch", "deletecollection"] {
+            assert!(secrets.matches_kubernetes(&[spanning], Some("secrets"), ""), "{spanning} across namespaces");
+        }
+        assert!(!secrets.matches_kubernetes(&["list"], Some("secrets"), "dev"));
+        let allow = RequestRule { action: GuardAction::Allow, ..secrets.clone() };
+        assert!(!allow.matches_kubernetes(&["list"], Some("secrets"), ""), "an allow keeps to its namespaces");
         assert!(!exec.matches_kubernetes(&["get"], Some("pods/exec"), "prod"));
         assert!(!exec.matches_kubernetes(&["create"], Some("pods"), "prod"));
         assert!(!exec.matches_kubernetes(&["create"], None, "prod"), "discovery is no resource");
-        let plain = RequestRule { verbs: Vec::new(), resources: Vec::new(), namespaces: Vec::new(), ..exec };
+        let plain = RequestRule { verbs: Vec::new(), resources: Vec::new(), namespaces: Vec::new(), ..exec.clone() };
         assert!(
             plain.matches_kubernetes(&[], None, ""),
             "a rule without Kubernetes parts leaves them to path and method"
+        );
+    }
+}
+
+#[cfg(test)]
+mod deciding_tests {
+    use super::*;
+
+    fn rule(action: GuardAction, methods: &[&str], path: &str) -> RequestRule {
+        RequestRule {
+            methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+            path: path.into(),
+            action,
+            reason: None,
+            verbs: Vec::new(),
+            resources: Vec::new(),
+            namespaces: Vec::new(),
+            actors: Vec::new(),
+        }
+    }
+
+    fn reading<'a>(method: &'a str, path: &'a str) -> Reading<'a> {
+        Reading { method, path, kubernetes: None }
+    }
+
+    #[test]
+    fn the_strictest_reading_decides() {
+        let rules = [rule(GuardAction::Allow, &["GET"], "*"), rule(GuardAction::Approve, &[], "*")];
+        // A DELETE that says it overrides to GET: the server deletes.
+        let overridden = [reading("DELETE", "/x"), reading("GET", "/x")];
+        assert_eq!(deciding_rule(&rules, &overridden).map(|r| r.action), Some(GuardAction::Approve));
+        assert_eq!(deciding_rule(&rules, &[reading("GET", "/x")]).map(|r| r.action), Some(GuardAction::Allow));
+
+        let paths = [rule(GuardAction::Allow, &[], "/public/*"), rule(GuardAction::Deny, &[], "*")];
+        let dotted = [reading("GET", "/public/../admin/users"), reading("GET", "/admin/users")];
+        assert_eq!(deciding_rule(&paths, &dotted).map(|r| r.action), Some(GuardAction::Deny));
+        assert!(deciding_rule(&[rule(GuardAction::Deny, &["DELETE"], "*")], &[reading("GET", "/")]).is_none());
+    }
+
+    #[test]
+    fn each_verb_a_request_may_be_authorised_as_is_a_reading() {
+        let create = RequestRule { verbs: vec!["create".into()], ..rule(GuardAction::Deny, &[], "*") };
+        let apply = |verb| Reading {
+            method: "PATCH",
+            path: "/api/v1/namespaces/prod/pods/new",
+            kubernetes: Some(KubeReading { verb, resource: Some("pods"), namespace: "prod" }),
+        };
+        let rules = [RequestRule { verbs: vec!["patch".into()], ..rule(GuardAction::Allow, &[], "*") }, create];
+        assert_eq!(
+            deciding_rule(&rules, &[apply("patch"), apply("create")]).map(|r| r.action),
+            Some(GuardAction::Deny),
+            "server-side apply may create"
         );
     }
 }

@@ -22,13 +22,14 @@ use hyper_util::rt::TokioIo;
 
 use crate::{
     guardrails::GuardAction,
-    policy::https::{RequestRule, normalized_path},
+    policy::https::{KubeReading, Reading, RequestRule, deciding_rule, normalized_path},
 };
 
 use super::{
     Session, exec, grpc,
     kubernetes::{self, KubeRequest},
     mask::{self, Masked, Plan},
+    query,
     record::{Counted, Direction, Exchange},
     scrub::{self, Scrubbed},
 };
@@ -82,22 +83,34 @@ pub(super) async fn forward(
     if !session.rules.is_empty() {
         let methods = methods_of(&request);
         let paths = [request.uri().path(), normalized.as_str()];
+        let resource = kube.as_ref().filter(|k| k.resource_request).map(KubeRequest::resource_name);
+        let namespace = kube.as_ref().map_or("", |k| k.namespace.as_str());
         // What Kubernetes would make of the request under each method it may pass for.
-        let verbs: Vec<String> = match &kube {
+        let verbs: Vec<(&str, String)> = match &kube {
             Some(kube) if kube.resource_request => methods
                 .iter()
-                .filter_map(|m| hyper::Method::from_bytes(m.as_bytes()).ok())
-                .map(|m| KubeRequest::read(&m, &normalized, request.uri().query()).verb)
+                .filter_map(|m| Some((m.as_str(), hyper::Method::from_bytes(m.as_bytes()).ok()?)))
+                .flat_map(|(name, method)| {
+                    let read = KubeRequest::read(&method, &normalized, request.uri().query());
+                    kubernetes::verbs_of(&read, &method, request.headers()).into_iter().map(move |v| (name, v))
+                })
                 .collect(),
             _ => Vec::new(),
         };
-        let verbs: Vec<&str> = verbs.iter().map(String::as_str).collect();
-        let resource = kube.as_ref().filter(|k| k.resource_request).map(KubeRequest::resource_name);
-        let namespace = kube.as_ref().map_or("", |k| k.namespace.as_str());
-        let matching = |r: &&RequestRule| {
-            r.matches(&methods, &paths) && r.matches_kubernetes(&verbs, resource.as_deref(), namespace)
+        let readings: Vec<Reading<'_>> = match kube.as_ref().filter(|k| k.resource_request) {
+            Some(_) => verbs
+                .iter()
+                .flat_map(|(method, verb)| {
+                    let kubernetes = Some(KubeReading { verb, resource: resource.as_deref(), namespace });
+                    paths.iter().map(move |path| Reading { method, path, kubernetes })
+                })
+                .collect(),
+            None => methods
+                .iter()
+                .flat_map(|method| paths.iter().map(move |path| Reading { method, path, kubernetes: None }))
+                .collect(),
         };
-        if let Some(rule) = session.rules.iter().find(matching) {
+        if let Some(rule) = deciding_rule(&session.rules, &readings) {
             let reason = rule.reason.clone().unwrap_or_else(|| describe_rule(rule));
             let refusal = match rule.action {
                 GuardAction::Allow => None,
@@ -125,7 +138,7 @@ pub(super) async fn forward(
         exchange.refused(message.into());
         return Ok(answer(said, StatusCode::FORBIDDEN, message, ""));
     }
-    let tty = kubernetes::query_flag(request.uri().query(), "tty").unwrap_or(false);
+    let tty = query::flag(request.uri().query(), "tty").unwrap_or(false);
     let trailers = takes_trailers(request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let Ok(uri) = upstream_uri(&session.scheme, host, request.uri()) else {
@@ -271,11 +284,22 @@ pub(super) async fn forward(
 /// Headers with which frameworks let a request pass for another method.
 const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
-/// The request's method, and those its override headers ask for.
-fn methods_of<B>(request: &Request<B>) -> Vec<&str> {
-    let mut methods = vec![request.method().as_str()];
+/// The query parameter with which frameworks (Rails, Laravel) let a
+/// request pass for another method. (A form body may carry it too, which
+/// Airlock does not read before forwarding.)
+const METHOD_PARAMETER: &str = "_method";
+
+/// The request's method, and those its override headers and query ask
+/// for, in upper case, as frameworks compare them.
+fn methods_of<B>(request: &Request<B>) -> Vec<String> {
+    let mut methods = vec![request.method().as_str().to_owned()];
     for name in METHOD_OVERRIDES {
-        methods.extend(request.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()));
+        methods.extend(request.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned));
+    }
+    let asked = query::values(request.uri().query(), METHOD_PARAMETER);
+    methods.extend(asked.map(|method| String::from_utf8_lossy(&method).into_owned()));
+    for method in &mut methods {
+        method.make_ascii_uppercase();
     }
     methods
 }
@@ -293,7 +317,7 @@ fn path_of<B>(request: &Request<B>) -> &str {
 }
 
 /// A rule's own description, when it gives no reason.
-fn describe_rule(rule: &crate::policy::https::RequestRule) -> String {
+fn describe_rule(rule: &RequestRule) -> String {
     let methods = if rule.methods.is_empty() { "any method".to_owned() } else { rule.methods.join("|") };
     format!("requests matching {methods} {}", rule.path)
 }

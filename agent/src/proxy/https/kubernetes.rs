@@ -29,50 +29,6 @@ pub fn secrets_masking(target: Option<&MaskingPolicy>) -> MaskingPolicy {
 /// What may follow `namespaces/NAME` and still be about the namespace.
 const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 
-/// A boolean query parameter as the API server (and the kubelet) reads it:
-/// the first `name` of the query as Go's `url.ParseQuery` splits and
-/// decodes it, true unless it is `0` or `false` in any case (`watch`,
-/// `watch=yes` and `wat%63h=T` are all true); `None` if absent.
-pub fn query_flag(query: Option<&str>, name: &str) -> Option<bool> {
-    let value = query?.split('&').find_map(|pair| {
-        // Go skips pairs holding `;` and pairs it cannot unescape.
-        if pair.is_empty() || pair.contains(';') {
-            return None;
-        }
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let (key, value) = (go_query_unescape(key)?, go_query_unescape(value)?);
-        (key == name.as_bytes()).then_some(value)
-    })?;
-    Some(!(value == b"0" || value.eq_ignore_ascii_case(b"false")))
-}
-
-/// Go's `url.QueryUnescape`: `+` is a space, `%XX` a byte; `None` for a
-/// `%` not followed by two hex digits.
-fn go_query_unescape(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while let Some(&byte) = bytes.get(at) {
-        match byte {
-            b'%' => {
-                let hex = |i: usize| bytes.get(i).and_then(|b| (*b as char).to_digit(16));
-                let (high, low) = (hex(at + 1)?, hex(at + 2)?);
-                out.push(u8::try_from(high * 16 + low).ok()?);
-                at += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                at += 1;
-            }
-            byte => {
-                out.push(byte);
-                at += 1;
-            }
-        }
-    }
-    Some(out)
-}
-
 /// A request as Kubernetes authorises it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KubeRequest {
@@ -155,7 +111,7 @@ impl KubeRequest {
         };
         let verb = match (special_verb, method) {
             (Some(verb), _) => verb,
-            (None, &Method::GET | &Method::HEAD) if name.is_empty() => match query_flag(query, "watch") {
+            (None, &Method::GET | &Method::HEAD) if name.is_empty() => match super::query::flag(query, "watch") {
                 Some(true) => "watch",
                 _ => "list",
             },
@@ -214,6 +170,26 @@ impl KubeRequest {
         self.resource_request && self.api_group.is_empty() && self.resource == "secrets"
     }
 }
+
+/// The verbs the API server may authorise `read` (a request with `method`
+/// and `headers`) as: its own, and `create` where it may create the object
+/// — a server-side apply (a PATCH of `application/apply-patch+…`,
+/// `kubectl apply --server-side`) and a PUT to a resource that allows
+/// create on update, which the API server checks as a create as well.
+pub fn verbs_of(read: &KubeRequest, method: &Method, headers: &hyper::HeaderMap) -> Vec<String> {
+    let content_type = headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let applies = *method == Method::PATCH && content_type.trim_start().to_ascii_lowercase().starts_with(APPLY_PATCH);
+    let may_create = read.resource_request && !read.name.is_empty() && (applies || *method == Method::PUT);
+    let mut verbs = vec![read.verb.clone()];
+    if may_create {
+        verbs.push("create".to_owned());
+    }
+    verbs
+}
+
+/// The media type of a server-side apply's body, before `+yaml`, `+json`
+/// or `+cbor`.
+const APPLY_PATCH: &str = "application/apply-patch";
 
 /// A Kubernetes `Status` failure, as the API server itself answers: kubectl
 /// prints `Error from server (REASON): MESSAGE`.
@@ -323,10 +299,22 @@ mod tests {
         }
         // With a name, the server gets the object, watch or not.
         assert_eq!(read(Method::GET, "/api/v1/namespaces/default/secrets/db", Some("watch=1")).verb, "get");
-        assert_eq!(query_flag(Some("tty=1&stdin=true"), "tty"), Some(true));
-        assert_eq!(query_flag(Some("tty=false"), "tty"), Some(false));
-        assert_eq!(query_flag(Some("stdin=true"), "tty"), None);
-        assert_eq!(query_flag(Some("tty=%zz&tty=1"), "tty"), Some(true), "an unreadable pair is skipped");
+    }
+
+    #[test]
+    fn an_apply_or_a_put_may_create() {
+        let headers = |content_type: &'static str| {
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+            headers
+        };
+        let path = "/api/v1/namespaces/prod/pods/new";
+        let verbs =
+            |method: Method, content_type| verbs_of(&read(method.clone(), path, None), &method, &headers(content_type));
+        assert_eq!(verbs(Method::PATCH, "application/apply-patch+yaml"), ["patch", "create"]);
+        assert_eq!(verbs(Method::PATCH, "application/merge-patch+json"), ["patch"]);
+        assert_eq!(verbs(Method::PUT, "application/json"), ["update", "create"]);
+        assert_eq!(verbs(Method::GET, "application/json"), ["get"]);
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod forward;
 mod grpc;
 pub mod kubernetes;
 mod mask;
+mod query;
 mod record;
 pub mod refuse;
 mod scrub;
