@@ -76,6 +76,12 @@ pub(super) async fn forward(
         let message = "airlock: the audit log cannot be written, so no request may go through";
         return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, message, UNRECORDED_HINT));
     }
+    if k8s && kubernetes::ambiguous_path(request.uri().path()) {
+        let message = "airlock: the path has an empty, `.` or `..` segment or a backslash, which the API server \
+                       and Airlock could read as different requests";
+        exchange.failed(400, message.into());
+        return Ok(answer(said, StatusCode::BAD_REQUEST, message, ""));
+    }
     if let Some(error) = &session.credential_error {
         exchange.failed(503, error.clone());
         return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));

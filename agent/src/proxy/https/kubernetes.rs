@@ -26,6 +26,18 @@ pub fn secrets_masking(target: Option<&MaskingPolicy>) -> MaskingPolicy {
     MaskingPolicy::with_paths(target, &paths, location)
 }
 
+/// Whether `path` (as the client wrote it) could be read two ways: decoded,
+/// it has an empty segment between others, a `.` or `..` segment, or a
+/// backslash. The API server keeps such segments as they are (`namespaces//secrets`
+/// lists every namespace's Secrets; the kubelet's routes take `\..` in a
+/// name), where a reading that resolves them would see another request.
+/// kubectl never sends such paths; Airlock refuses them.
+pub fn ambiguous_path(path: &str) -> bool {
+    let decoded = crate::policy::https::percent_decoded(path);
+    let inner = decoded.trim_matches('/');
+    decoded.contains('\\') || (!inner.is_empty() && inner.split('/').any(|s| matches!(s, "" | "." | "..")))
+}
+
 /// What may follow `namespaces/NAME` and still be about the namespace.
 const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 
@@ -299,6 +311,23 @@ mod tests {
         }
         // With a name, the server gets the object, watch or not.
         assert_eq!(read(Method::GET, "/api/v1/namespaces/default/secrets/db", Some("watch=1")).verb, "get");
+    }
+
+    #[test]
+    fn paths_a_server_could_read_otherwise_are_ambiguous() {
+        for ambiguous in [
+            "/api/v1/namespaces//secrets",
+            "/api/v1/namespaces/%2F/secrets",
+            "/api/v1/namespaces/a/pods/../secrets",
+            "/api/v1/nodes/n/proxy/exec/ns/p/u%5C..%5C..%5Cx/c",
+            "/api/v1/./pods",
+            "/api/v1/namespaces/a/pods/%2E%2E",
+        ] {
+            assert!(ambiguous_path(ambiguous), "{ambiguous}");
+        }
+        for plain in ["/", "/api/v1/namespaces/default/pods/", "/version", "//api/v1/pods", "/api/v1/pods/a.b..c"] {
+            assert!(!ambiguous_path(plain), "{plain}");
+        }
     }
 
     #[test]
