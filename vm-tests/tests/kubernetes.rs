@@ -216,6 +216,45 @@ fn kubectl_works_with_no_token_on_the_host_while_secrets_are_masked_and_deletes_
     assert!(!log.contains(&api.token), "the injected token reached the audit log");
 }
 
+/// Requests a hostile client writes by hand (curl): a path the API server
+/// would read otherwise than Airlock is refused; a Secret asked for as
+/// YAML (which Airlock does not mask by path) is asked for as JSON.
+#[test]
+fn requests_the_api_server_could_read_otherwise_are_refused_and_secrets_come_as_json() {
+    if !privileged() {
+        return;
+    }
+    let (lab, api) = cluster_lab();
+    let ca = lab.host_ca_file().display().to_string();
+    let base = format!("https://{}:{}", lab.target.v4, api.port);
+    let curl = |args: &[&str]| {
+        let mut full = vec!["-sS", "--max-time", "10", "--cacert", &ca, "--path-as-is", "-w", "\n%{http_code}"];
+        full.extend_from_slice(args);
+        lab.run_as("alice", "curl", &full)
+    };
+    let before = api.requests().len();
+    for path in [
+        "/api/v1/namespaces//secrets",
+        "/api/v1/namespaces/default/pods/../secrets",
+        "/api/v1/namespaces/x%5C..%5Cdefault/secrets",
+    ] {
+        let out = curl(&[&format!("{base}{path}")]);
+        assert!(out.success() && out.stdout.ends_with("\n400"), "{path}: {out:?}");
+        assert!(out.stdout.contains("could read as different requests"), "{path}: {out:?}");
+    }
+    assert_eq!(api.requests().len(), before, "none reached the API server");
+
+    let secret = format!("{base}/api/v1/namespaces/default/secrets/db-credentials");
+    let out = curl(&["-H", "Accept: application/yaml", &secret]);
+    assert!(out.success() && out.stdout.ends_with("\n200"), "{out:?}\n{}", lab.agent().log());
+    assert!(
+        out.stdout.contains(r#""password": "[masked]""#) || out.stdout.contains(r#""password":"[masked]""#),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("aHVudGVyMi1wcm9k"), "{out:?}");
+    assert_eq!(api.requests().last().unwrap()["accept"], "application/json");
+}
+
 /// `kubectl get -w`: a watch streams each change as it happens, and a
 /// Secret's data is masked in every event, as in a get or a list.
 #[test]

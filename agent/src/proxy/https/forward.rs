@@ -258,6 +258,10 @@ pub(super) async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(why) = unreadable(&parts, &body, masker.is_some(), session.secret.is_some()) {
+        exchange.failed(502, why.clone());
+        return Ok(answer(said, StatusCode::BAD_GATEWAY, &format!("airlock: {why}"), ""));
+    }
     let masking = match masker.map(|masker| (masker, mask::plan(&parts.headers, strict_masking))) {
         Some((_, Plan::Refuse(why))) => {
             exchange.failed(502, why.clone());
@@ -285,6 +289,24 @@ pub(super) async fn forward(
     let content_type = parts.headers.get(header::CONTENT_TYPE);
     let body = Counted::new(body, exchange, Direction::ToClient, content_type).boxed();
     Ok(Response::from_parts(parts, body))
+}
+
+/// Why an answer Airlock must read (to mask it, or to find its own
+/// credential echoed in it) cannot be, if it cannot: a range of a body
+/// (asked for whole) or a compressed one (asked for uncompressed) that has
+/// a body. Masking's own reasons are [`mask::plan`]'s.
+fn unreadable(parts: &hyper::http::response::Parts, body: &Incoming, masked: bool, scrubbed: bool) -> Option<String> {
+    use http_body::Body as _;
+    if !(masked || scrubbed) || body.is_end_stream() {
+        return None;
+    }
+    if parts.status == StatusCode::PARTIAL_CONTENT {
+        return Some("the target answered a range of the body although Airlock asked for all of it".into());
+    }
+    let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    (scrubbed && !encoding.trim().eq_ignore_ascii_case("identity")).then(|| {
+        format!("the answer is compressed ({encoding}) although Airlock asked for none, so it cannot be checked for Airlock's credential")
+    })
 }
 
 /// Headers with which frameworks let a request pass for another method.
@@ -374,14 +396,22 @@ fn outgoing_headers(
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     strip_cookies(&mut headers, &session.strip_cookies);
+    // The client's own fields of the names Airlock injects go first: a
+    // server reading the first of two `X-Vault-Token`s would take the
+    // client's, while the record credits Airlock's.
+    for (name, _) in &session.inject {
+        headers.remove(name);
+    }
     for (name, value) in &session.inject {
         headers.append(name.clone(), value.clone());
     }
-    if masker.is_some() {
-        mask::ask_uncompressed(&mut headers);
+    if masker.is_some() || session.secret.is_some() {
+        mask::ask_whole_and_uncompressed(&mut headers);
     }
     if strict_masking {
         mask::ask_for_json(&mut headers);
+    } else if masker.is_some() && session.kubernetes {
+        mask::ask_for_readable(&mut headers);
     }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -33,14 +33,20 @@ pub(super) enum Plan {
 }
 
 /// How an answer with these headers is masked; `strict`: it must be read
-/// whatever its type (answers about Kubernetes Secrets), so what is neither
-/// JSON nor text is refused rather than passed.
+/// as JSON whatever it is (answers about Kubernetes Secrets, whose masking
+/// is by JSON paths), so what is not JSON is refused rather than passed. A
+/// multipart answer is refused too: its parts may be JSON or text, which
+/// Airlock does not mask part by part.
 pub(super) fn plan(headers: &HeaderMap, strict: bool) -> Plan {
     let media = media_type(headers.get(header::CONTENT_TYPE));
     let kind = match readable_as(&media) {
-        Some(kind) => kind,
-        None if strict => {
+        Some(BodyKind::Json) => BodyKind::Json,
+        Some(_) | None if strict => {
             return Plan::Refuse(format!("the answer is {media}, which Airlock cannot mask; ask for application/json"));
+        }
+        Some(kind) => kind,
+        None if media.starts_with("multipart/") => {
+            return Plan::Refuse(format!("the answer is {media}, whose parts Airlock cannot mask"));
         }
         None => return Plan::Pass,
     };
@@ -66,6 +72,7 @@ pub(super) fn media_type(content_type: Option<&HeaderValue>) -> String {
 /// neither (an image, an archive, protobuf).
 pub(super) fn readable_as(media: &str) -> Option<BodyKind> {
     if media == "application/json"
+        || media == "text/json"
         || media.ends_with("+json")
         || media == "application/x-ndjson"
         || media == "application/jsonl"
@@ -82,20 +89,45 @@ pub(super) fn readable_as(media: &str) -> Option<BodyKind> {
     }
 }
 
-/// The request's headers for a target whose answers are masked: answers
-/// come uncompressed, so they can be read.
-pub(super) fn ask_uncompressed(headers: &mut HeaderMap) {
+/// The request's headers for a target whose answers are read (masked, or
+/// searched for Airlock's credential): answers come uncompressed and
+/// whole, not as ranges of a body (a range cuts a JSON document where its
+/// paths no longer say what they did, a secret where it no longer matches).
+pub(super) fn ask_whole_and_uncompressed(headers: &mut HeaderMap) {
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
 }
 
-/// The request's headers for an answer that must be masked whatever it is:
-/// JSON rather than protobuf (Kubernetes clients ask for either).
+/// The request's `Accept` for an answer read as JSON (Kubernetes answers
+/// about Secrets, whose masking is by JSON paths): only its JSON media
+/// ranges, parameters kept (`application/json;as=Table;v=v1;g=meta.k8s.io`),
+/// or `application/json` if it had none. The API server also speaks YAML,
+/// protobuf and CBOR, which Airlock does not mask by path.
 pub(super) fn ask_for_json(headers: &mut HeaderMap) {
-    let asks_protobuf =
-        headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().map_or(true, |v| v.contains("protobuf")));
-    if asks_protobuf {
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    keep_accepted(headers, |media| media == "application/json");
+}
+
+/// The request's `Accept` for a masked Kubernetes answer: what it asks for
+/// but protobuf, CBOR and YAML, which Airlock cannot mask by path. (With
+/// no `Accept`, the API server answers JSON.)
+pub(super) fn ask_for_readable(headers: &mut HeaderMap) {
+    if headers.contains_key(header::ACCEPT) {
+        keep_accepted(headers, |media| !["protobuf", "cbor", "yaml"].iter().any(|format| media.contains(format)));
     }
+}
+
+/// Keeps the media ranges of `Accept` whose type (lower case) `keep`
+/// takes; `application/json` if none is left.
+fn keep_accepted(headers: &mut HeaderMap, keep: impl Fn(&str) -> bool) {
+    let ranges: Vec<&str> = super::forward::list_items(headers, header::ACCEPT)
+        .filter(|range| keep(&range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()))
+        .collect();
+    let accept = match HeaderValue::from_str(&ranges.join(", ")) {
+        Ok(accept) if !ranges.is_empty() => accept,
+        _ => HeaderValue::from_static("application/json"),
+    };
+    headers.insert(header::ACCEPT, accept);
 }
 
 /// The answer's headers once its body is masked: its length may change.
@@ -299,6 +331,26 @@ mod tests {
     }
 
     #[test]
+    fn json_is_asked_for_where_answers_are_masked_by_path() {
+        let accepted = |accept: &'static str, ask: fn(&mut HeaderMap)| {
+            let mut headers = headers(&[("accept", accept)]);
+            ask(&mut headers);
+            headers.get(header::ACCEPT).unwrap().to_str().unwrap().to_owned()
+        };
+        let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        assert_eq!(accepted(table, ask_for_json), "application/json;as=Table;v=v1;g=meta.k8s.io, application/json");
+        for other in ["application/yaml", "application/vnd.kubernetes.protobuf", "application/cbor", "*/*"] {
+            assert_eq!(accepted(other, ask_for_json), "application/json", "{other}");
+        }
+        assert_eq!(accepted("application/vnd.kubernetes.protobuf, */*", ask_for_readable), "*/*");
+        assert_eq!(accepted("application/yaml", ask_for_readable), "application/json");
+        let mut ranged = headers(&[("range", "bytes=0-0,1-"), ("if-range", "\"x\""), ("accept-encoding", "gzip")]);
+        ask_whole_and_uncompressed(&mut ranged);
+        assert!(ranged.get(header::RANGE).is_none() && ranged.get(header::IF_RANGE).is_none());
+        assert_eq!(ranged.get(header::ACCEPT_ENCODING).unwrap(), "identity");
+    }
+
+    #[test]
     fn answers_are_planned_by_their_type_and_encoding() {
         let kind = |pairs: &[(&'static str, &'static str)]| match plan(&headers(pairs), false) {
             Plan::Mask(kind) => format!("{kind:?}"),
@@ -317,5 +369,10 @@ mod tests {
         let protobuf = headers(&[("content-type", "application/vnd.kubernetes.protobuf")]);
         assert!(matches!(plan(&protobuf, false), Plan::Pass));
         assert!(matches!(plan(&protobuf, true), Plan::Refuse(why) if why.contains("cannot mask")));
+        let yaml = headers(&[("content-type", "application/yaml")]);
+        assert!(matches!(plan(&yaml, false), Plan::Mask(BodyKind::Text)));
+        assert!(matches!(plan(&yaml, true), Plan::Refuse(_)), "Secrets are masked by JSON paths");
+        assert!(kind(&[("content-type", "multipart/byteranges; boundary=x")]).contains("parts"));
+        assert_eq!(kind(&[("content-type", "text/json")]), "Json");
     }
 }
