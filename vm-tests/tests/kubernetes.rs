@@ -212,8 +212,17 @@ fn kubectl_works_with_no_token_on_the_host_while_secrets_are_masked_and_deletes_
     assert!(spdy_sh.contains("sh: nope: not found"), "{spdy_sh}");
     assert!(recordings[3]["detail"]["status"].as_str().unwrap().contains("NonZeroExitCode"), "{}", recordings[3]);
 
+    // A command's secret, in the query that carries its arguments, is
+    // redacted in the request's record as on a command line.
+    let flagged = kubectl(&["exec", "web-1", "--", "echo", "--password=exec-secret-9"]);
+    assert!(flagged.success(), "{flagged:?}");
+    let records = lab.agent().records_of("http.request");
+    let paths: Vec<&str> = records.iter().filter_map(|r| r["detail"]["path"].as_str()).collect();
+    assert!(paths.iter().any(|p| p.contains("command=echo&command=--password%3D***")), "{paths:?}");
+
     let log = fs::read_to_string(lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
     assert!(!log.contains(&api.token), "the injected token reached the audit log");
+    assert!(!log.contains("exec-secret-9"), "a command's secret reached the audit log");
 }
 
 /// Requests a hostile client writes by hand (curl): a path the API server

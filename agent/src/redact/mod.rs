@@ -2,11 +2,13 @@
 //! connection strings. What is removed is replaced by `***`; the shape of
 //! the text stays, so a reader still sees what was done.
 
+mod request;
 mod shell;
 mod sql;
 mod words;
 
 pub use self::{
+    request::request_target,
     shell::shell,
     sql::{sql, sql_with_findings},
 };

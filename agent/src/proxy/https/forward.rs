@@ -122,7 +122,7 @@ pub(super) async fn forward(
                 GuardAction::Allow => None,
                 GuardAction::Deny => Some(format!("request refused: {reason}")),
                 GuardAction::Approve => {
-                    let shown = crate::redact::url_query_secrets(path_of(&request));
+                    let shown = crate::redact::request_target(path_of(&request));
                     session.hold(&format!("{} {host}{shown}", request.method()), &reason).await.err()
                 }
             };

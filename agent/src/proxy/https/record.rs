@@ -120,7 +120,7 @@ impl Exchange {
             session,
             method: request.method().clone(),
             host: host.to_owned(),
-            path: crate::redact::url_query_secrets(path),
+            path: crate::redact::request_target(path),
             version,
             kubernetes,
             grpc,
