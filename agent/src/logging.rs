@@ -3,9 +3,19 @@
 
 use std::io::IsTerminal as _;
 
-/// Libraries that log what they parse at debug level: command lines,
-/// passwords in them included. Kept off whatever the filter says.
-const SILENCED: [&str; 5] = ["brush_parser=off", "expansion=off", "parse=off", "tokenize=off", "arithmetic=off"];
+/// Libraries that log what they handle at debug level, secrets included,
+/// kept off whatever the filter says: brush's parser (command lines,
+/// passwords in them), tokio-postgres (each statement it runs: the
+/// just-in-time roles' `CREATE ROLE … PASSWORD 'SCRAM-SHA-256$…'`).
+const SILENCED: [&str; 7] = [
+    "brush_parser=off",
+    "expansion=off",
+    "parse=off",
+    "tokenize=off",
+    "arithmetic=off",
+    "tokio_postgres=info",
+    "postgres_protocol=info",
+];
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured filter.
 pub fn init(default_filter: &str) {

@@ -99,9 +99,8 @@ impl AdminLogin {
     pub fn load(path: &Path) -> Result<Self, CredentialError> {
         let fail = |message: String| CredentialError::AdminFile { path: path.to_owned(), message };
         let text = super::read_private_file(path)?;
-        // toml's message may quote the line; never let a password into an error.
         let file: AdminFile =
-            toml::from_str(&text).map_err(|e| fail(format!("not valid ({})", first_line(e.message()))))?;
+            toml::from_str(&text).map_err(|e| fail(format!("not valid ({})", described(&e, &text))))?;
         Ok(Self {
             user: file.user,
             password: Secret::new(file.password),
@@ -303,6 +302,25 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// What is wrong with an admin file, without its values: toml's messages
+/// quote them (`invalid type: integer \`12345678\``), and the value may be
+/// the password. Only messages that name fields are kept; the place is
+/// given by line and column.
+fn described(error: &toml::de::Error, text: &str) -> String {
+    let message = first_line(error.message());
+    let named = ["missing field", "unknown field", "duplicate key"].iter().any(|m| message.starts_with(m));
+    let what = if named { message } else { "a value is not of the type expected there" };
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{what}, at line {line}, column {column}")
+        }
+        None => what.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
@@ -323,6 +341,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_broken_admin_file_is_described_without_its_values() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct File {
+            user: String,
+            password: String,
+        }
+        let text = "user = \"admin\"\npassword = 12345678\n";
+        let error = toml::from_str::<File>(text).unwrap_err();
+        let described = described(&error, text);
+        assert!(!described.contains("12345678"), "{described}");
+        assert!(described.contains("line 2"), "{described}");
+        let missing = toml::from_str::<File>("user = \"admin\"\n").unwrap_err();
+        assert!(super::described(&missing, "").starts_with("missing field `password`"));
+    }
 
     #[test]
     fn quoting() {
