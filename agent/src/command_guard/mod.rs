@@ -170,7 +170,7 @@ impl CommandGuard {
                     if maybe {
                         described.push_str(&format!(
                             " (\"{}\" has arguments known only when it runs, which may be those options)",
-                            invocation.text
+                            quoted(&invocation.text)
                         ));
                     }
                     (matched, described)
@@ -195,11 +195,14 @@ impl CommandGuard {
         let (wanted, reason) = match finding {
             Finding::Indirect(text) => (
                 Matcher::Indirect,
-                format!("\"{text}\" runs a program named only when it runs, which the command guard cannot judge"),
+                format!(
+                    "\"{}\" runs a program named only when it runs, which the command guard cannot judge",
+                    quoted(text)
+                ),
             ),
             Finding::InterpreterReadsPipe(text) => (
                 Matcher::PipesIntoInterpreter,
-                format!("\"{text}\" runs a program read from a pipe, which the command guard cannot judge"),
+                format!("\"{}\" runs a program read from a pipe, which the command guard cannot judge", quoted(text)),
             ),
         };
         match self.rules.iter().find(|rule| rule.matcher == wanted) {
@@ -207,6 +210,13 @@ impl CommandGuard {
             None => (GuardAction::Deny, reason),
         }
     }
+}
+
+/// Part of a command line quoted in a reason, which is recorded and shown
+/// to approvers: its secrets removed first (inside quotes, the redactor
+/// would read the part as one word and find no flag in it).
+fn quoted(text: &str) -> String {
+    crate::redact::shell(text)
 }
 
 impl Allowlist {

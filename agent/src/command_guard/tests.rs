@@ -232,6 +232,12 @@ fn reasons_name_the_rule_and_what_is_unknown() {
     assert_eq!(reason, "commands matching \"rm --recursive --force\"");
     let Verdict::Refuse { reason, .. } = guard.judge("rm \"$o\" /x", Source::Exec) else { panic!() };
     assert!(reason.contains("known only when it runs"), "{reason}");
+    // What reasons quote of the line loses its secrets, as the line does.
+    for line in ["$TOOL --password hunter2 x", "\"$KUBECTL\" --token=hunter2 get pods", "rm \"$o\" --password=hunter2"]
+    {
+        let Verdict::Refuse { reason, .. } = guard.judge(line, Source::Exec) else { panic!("{line}") };
+        assert!(!reason.contains("hunter2") && reason.contains("***"), "{reason}");
+    }
     let Verdict::Refuse { reason, .. } = guard.judge("echo )", Source::Exec) else { panic!() };
     assert_eq!(
         reason,
