@@ -461,8 +461,11 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let sleeper = loop {
             let listed = std::fs::read_to_string(&children).unwrap_or_default();
-            if let Some(pid) = listed.split_whitespace().next() {
-                break pid.parse::<u32>().unwrap();
+            // Once it is sleep: a child just forked is the shell still.
+            let pid = listed.split_whitespace().next().and_then(|pid| pid.parse::<u32>().ok());
+            let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if let Some(pid) = pid.filter(|&pid| comm(pid).trim() == "sleep") {
+                break pid;
             }
             assert!(std::time::Instant::now() < deadline, "the script's sleep did not start");
             std::thread::sleep(std::time::Duration::from_millis(10));
