@@ -249,7 +249,10 @@ impl Guardrails {
                     class,
                     format!(
                         "Airlock could not parse this statement ({}), and statements it cannot read are refused",
-                        classification.parse_error.as_deref().unwrap_or("no detail")
+                        classification
+                            .parse_error
+                            .as_deref()
+                            .map_or_else(|| "no detail".into(), crate::redact::sql_error)
                     ),
                 ),
                 None => continue,

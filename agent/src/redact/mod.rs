@@ -47,6 +47,77 @@ pub fn text(text: &str) -> String {
     json_secrets(&keyword_password(&url_query_secrets(&uri_passwords(&sql(text)))))
 }
 
+/// A PostgreSQL error message (the server's, or the parser's Airlock runs)
+/// as records keep it: [`text`], and the token a syntax error quotes (`…
+/// at or near "TOKEN"`) replaced unless it is a keyword or punctuation: it
+/// is what the person typed, and may be a password (`PASSWORD hunter2`, an
+/// unterminated `'hunter2`).
+pub fn sql_error(message: &str) -> String {
+    const NEAR: &str = " at or near \"";
+    let message = text(message);
+    let Some(token_start) = message.find(NEAR).map(|at| at + NEAR.len()) else { return message };
+    // The token ends at the message's last `"`: a quoted token holds `"`s.
+    let Some(end) = message.rfind('"').filter(|&end| end >= token_start) else { return message };
+    let token = &message[token_start..end];
+    let punctuation = token.len() <= 2 && token.bytes().all(|b| b.is_ascii_punctuation());
+    if punctuation || SQL_KEYWORDS.iter().any(|keyword| keyword.eq_ignore_ascii_case(token)) {
+        return message;
+    }
+    format!("{}{REDACTED}{}", &message[..token_start], &message[end..])
+}
+
+/// Words a syntax error may quote that are no one's secret.
+const SQL_KEYWORDS: [&str; 48] = [
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "INSERT",
+    "INTO",
+    "UPDATE",
+    "DELETE",
+    "SET",
+    "VALUES",
+    "CREATE",
+    "ALTER",
+    "DROP",
+    "TABLE",
+    "ROLE",
+    "USER",
+    "WITH",
+    "AND",
+    "OR",
+    "NOT",
+    "NULL",
+    "AS",
+    "ON",
+    "JOIN",
+    "GROUP",
+    "BY",
+    "ORDER",
+    "LIMIT",
+    "OFFSET",
+    "HAVING",
+    "UNION",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "GRANT",
+    "REVOKE",
+    "TO",
+    "IS",
+    "IN",
+    "LIKE",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "RETURNING",
+    "PASSWORD",
+    "TRUNCATE",
+    "COPY",
+];
+
 /// `{"user": "a", "password": "x"}` → `{"user": "a", "password": "***"}`:
 /// JSON members (or JSON-like text: a `curl -d` argument, a log line)
 /// whose names suggest a secret, wherever they stand in the text.
@@ -187,6 +258,28 @@ impl Secrets {
 impl serde::Serialize for Secrets {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.names())
+    }
+}
+
+#[cfg(test)]
+mod sql_error_tests {
+    use super::*;
+
+    #[test]
+    fn the_token_a_syntax_error_quotes_is_kept_only_if_no_secret() {
+        assert_eq!(
+            sql_error("unterminated quoted string at or near \"'hunter2\""),
+            "unterminated quoted string at or near \"***\""
+        );
+        assert_eq!(sql_error("syntax error at or near \"\"hunter2\"\""), "syntax error at or near \"***\"");
+        assert_eq!(
+            sql_error("syntax error at or near \"hunter2\" (at character 27)"),
+            "syntax error at or near \"***\" (at character 27)"
+        );
+        assert_eq!(sql_error("syntax error at or near \"FROM\""), "syntax error at or near \"FROM\"");
+        assert_eq!(sql_error("syntax error at or near \")\""), "syntax error at or near \")\"");
+        assert_eq!(sql_error("syntax error at end of input"), "syntax error at end of input");
+        assert_eq!(sql_error("relation \"t\" does not exist"), "relation \"t\" does not exist");
     }
 }
 

@@ -380,7 +380,7 @@ fn fatal(frame: &Frame) -> Option<String> {
     let Ok(codec::Backend::Error(fields)) = codec::Backend::parse(frame) else { return None };
     let severity = fields.get(b'V').or(fields.get(b'S'))?;
     matches!(severity, "FATAL" | "PANIC").then(|| {
-        let message = crate::redact::text(fields.get(b'M').unwrap_or_default());
+        let message = crate::redact::sql_error(fields.get(b'M').unwrap_or_default());
         format!("{severity} {} {message}", fields.get(b'C').unwrap_or("?????"))
     })
 }

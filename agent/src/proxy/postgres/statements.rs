@@ -79,7 +79,7 @@ impl From<&ErrorFields> for StatementError {
             sqlstate: fields.get(b'C').unwrap_or("").to_owned(),
             severity: fields.get(b'V').or_else(|| fields.get(b'S')).unwrap_or("").to_owned(),
             // A server may quote what it was sent (a connection string, a literal).
-            message: redact::text(fields.get(b'M').unwrap_or("")),
+            message: redact::sql_error(fields.get(b'M').unwrap_or("")),
         }
     }
 }
