@@ -74,7 +74,7 @@ pub struct AgentState {
     /// Key of deterministic masking tokens (root-only file in the state directory).
     pub masking_key: Arc<crate::masking::TokenKey>,
     /// Redacts HTTP bodies kept for records (`record_bodies`), built once.
-    pub body_redactor: Arc<crate::masking::Masker>,
+    pub body_redactor: Arc<crate::proxy::https::BodyRedactors>,
     /// Names of result columns, cached for all sessions.
     pub catalog: crate::proxy::postgres::catalog::Catalog,
     /// Statement classifications, cached by text for all sessions.
@@ -192,12 +192,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         rotations,
         credentials,
         ca,
-        body_redactor: Arc::new(crate::masking::Masker::new(
-            &crate::masking::MaskingPolicy::for_recorded_bodies(),
-            "",
-            &[],
-            Arc::clone(&masking_key),
-        )),
+        body_redactor: Arc::new(crate::proxy::https::BodyRedactors::new(&masking_key)),
         masking_key,
         catalog: Default::default(),
         classifier: Default::default(),

@@ -5,7 +5,8 @@
 //! masking, with the injected credential overwritten). Before it reaches
 //! the audit log it goes through a redaction of its own, whoever the
 //! person is: JSON member and form field values whose names suggest a
-//! secret, and the default detectors' hits. Bodies that are not text
+//! secret, the default detectors' hits, connection strings and
+//! `password=` in any text, and on Kubernetes targets Secrets' values. Bodies that are not text
 //! (protobuf, images, compressed) are left out, with their size: nothing
 //! in them could be redacted.
 
@@ -97,7 +98,7 @@ impl KeptBody {
 /// How a body's text is redacted.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// By JSON member names and the detectors.
+    /// By JSON member names, the detectors and the free-text redactor.
     Json,
     /// By form field names, then as text.
     Form,
@@ -120,7 +121,8 @@ fn redacted(text: &str, kind: Kind, redactor: &Arc<Masker>) -> (Option<String>, 
     let Ok(masked) = String::from_utf8(out) else {
         return (None, Some("not UTF-8 text".into()));
     };
-    let masked = if kind == Kind::Json { masked } else { crate::redact::text(&masked) };
+    // Connection strings and `password=` in JSON strings too.
+    let masked = crate::redact::text(&masked);
     // A body cut by the cap ends inside its JSON: what was read is kept.
     (Some(masked), fed.err().map(|error| format!("redacted only as far as it could be read as JSON: {error}")))
 }
@@ -128,6 +130,21 @@ fn redacted(text: &str, kind: Kind, redactor: &Arc<Masker>) -> (Option<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_bodies_lose_secrets_values_and_any_body_its_connection_strings() {
+        let redactors = super::super::BodyRedactors::new(&Arc::new(crate::masking::TokenKey::from_bytes(b"k")));
+        let secret = r#"{"kind":"Secret","data":{"db":"aHVudGVyMg=="},"stringData":{"root":"hunter2"}}"#;
+        let (text, _) = redacted(secret, Kind::Json, &redactors.kubernetes);
+        let text = text.unwrap();
+        assert!(!text.contains("aHVudGVyMg==") && !text.contains("hunter2"), "{text}");
+        let dsn = r#"{"dsn":"host=db password=hunter5","url":"https://u:hunter6@h/x"}"#;
+        let (text, _) = redacted(dsn, Kind::Json, &redactors.any);
+        let text = text.unwrap();
+        assert!(!text.contains("hunter5") && !text.contains("hunter6"), "{text}");
+        let (text, _) = redacted(secret, Kind::Json, &redactors.any);
+        assert!(text.unwrap().contains("aHVudGVyMg=="), "other targets' `data` is theirs to name");
+    }
     use crate::masking::{MaskingPolicy, TokenKey};
 
     fn redactor() -> Arc<Masker> {

@@ -77,9 +77,29 @@ pub struct Shared {
     pub approvals: Arc<Approvals>,
     /// Where exec recordings go (`audit_dir/recordings`).
     pub recordings: std::path::PathBuf,
-    /// Redacts bodies kept for records (`record_bodies`): one for the
-    /// agent, the same for everyone.
-    pub body_redactor: Arc<Masker>,
+    /// Redact bodies kept for records (`record_bodies`): the same for everyone.
+    pub body_redactor: Arc<BodyRedactors>,
+}
+
+/// What redacts bodies kept for records, made once for the agent.
+pub struct BodyRedactors {
+    /// For any target: [`crate::masking::MaskingPolicy::for_recorded_bodies`].
+    any: Arc<Masker>,
+    /// For Kubernetes targets: that, and Secrets' values wherever they
+    /// stand ([`kubernetes::secrets_masking`]), whoever the person is: a
+    /// Secret created, applied or read by someone its masking exempts is
+    /// still kept out of the log.
+    kubernetes: Arc<Masker>,
+}
+
+impl BodyRedactors {
+    /// Redactors whose tokens (if any strategy makes them) are keyed by `key`.
+    pub fn new(key: &Arc<crate::masking::TokenKey>) -> Self {
+        let any = crate::masking::MaskingPolicy::for_recorded_bodies();
+        let kubernetes = kubernetes::secrets_masking(Some(&any));
+        let masker = |policy| Arc::new(Masker::new(policy, "", &[], Arc::clone(key)));
+        Self { any: masker(&any), kubernetes: masker(&kubernetes) }
+    }
 }
 
 /// What the target's policy asks of a session.
@@ -285,9 +305,13 @@ pub async fn proxy(
             secrets_masker: secrets_masker.clone(),
             recordings: shared.recordings.clone(),
             recorded: std::sync::atomic::AtomicU32::new(0),
-            record_bodies: options
-                .record_bodies
-                .map(|cap| bodies::BodyRecording { cap, redactor: Arc::clone(&shared.body_redactor) }),
+            record_bodies: options.record_bodies.map(|cap| bodies::BodyRecording {
+                cap,
+                redactor: Arc::clone(match options.kubernetes {
+                    true => &shared.body_redactor.kubernetes,
+                    false => &shared.body_redactor.any,
+                }),
+            }),
             clients: upstream::Clients::new(target, upstream),
         })
     };
