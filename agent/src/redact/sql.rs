@@ -36,8 +36,7 @@ pub fn sql_with_findings(text: &str) -> (Cow<'_, str>, Secrets) {
     let mut i = 0;
     while i < tokens.len() {
         let token = &tokens[i];
-        if token.kind == Kind::Word
-            && text[token.range.clone()].eq_ignore_ascii_case("password")
+        if is_password_word(text, token)
             && let Some((first, last)) = password_literal(text, &tokens, i + 1)
         {
             out.push_str(&text[copied..tokens[first].range.start]);
@@ -86,7 +85,9 @@ fn password_literal(text: &str, tokens: &[Token], from: usize) -> Option<(usize,
         at = skip(at + 1);
     }
     let first = at;
-    if !matches!(tokens.get(first)?.kind, Kind::Literal { .. }) {
+    // A quoted name is no password to PostgreSQL (a syntax error), but one
+    // typed by mistake is one still.
+    if !matches!(tokens.get(first)?.kind, Kind::Literal { .. } | Kind::Quoted { .. }) {
         return None;
     }
     let mut last = first;
@@ -107,6 +108,17 @@ fn password_literal(text: &str, tokens: &[Token], from: usize) -> Option<(usize,
             _ => return Some((first, last)),
         }
     }
+}
+
+/// Whether `token` is the word `password`, bare or quoted (`OPTIONS (ADD
+/// "password" '…')`).
+fn is_password_word(text: &str, token: &Token) -> bool {
+    let word = match &token.kind {
+        Kind::Word => &text[token.range.clone()],
+        Kind::Quoted { content } => &text[content.clone()],
+        _ => return false,
+    };
+    word.eq_ignore_ascii_case("password")
 }
 
 /// `password=…` in a libpq connection string held in a literal
@@ -180,7 +192,9 @@ enum Kind {
     Word,
     /// A string literal of any form; `content` is between its delimiters.
     Literal { content: Range<usize> },
-    /// Anything else: a quoted name, a number, an operator character.
+    /// A quoted name (`"x"`); `content` is between its quotes.
+    Quoted { content: Range<usize> },
+    /// Anything else: a number, an operator character.
     Other,
 }
 
@@ -216,7 +230,10 @@ impl Iterator for Lexer<'_> {
             }
             b'/' if after(1) == Some(b'*') => {
                 let end = block_comment_end(bytes, start);
-                (Kind::Comment { content: start + 2..end.saturating_sub(2).max(start + 2) }, end)
+                // An unterminated comment's content runs to the end.
+                let closed = end >= start + 4 && bytes[..end].ends_with(b"*/");
+                let content_end = if closed { end - 2 } else { end };
+                (Kind::Comment { content: start + 2..content_end }, end)
             }
             b'\'' => string(bytes, start + 1, Escapes::Either),
             b'$' if start == 0 || !identifier_part(bytes[start - 1]) => match dollar_quote(self.text, start) {
@@ -227,9 +244,9 @@ impl Iterator for Lexer<'_> {
                 let mut at = start + 1;
                 loop {
                     match bytes.get(at) {
-                        None => break (Kind::Other, bytes.len()),
+                        None => break (Kind::Quoted { content: start + 1..bytes.len() }, bytes.len()),
                         Some(b'"') if bytes.get(at + 1) == Some(&b'"') => at += 2,
-                        Some(b'"') => break (Kind::Other, at + 1),
+                        Some(b'"') => break (Kind::Quoted { content: start + 1..at }, at + 1),
                         Some(_) => at += 1,
                     }
                 }
@@ -260,6 +277,7 @@ impl Iterator for Lexer<'_> {
         let kind = match kind {
             Kind::Literal { content } => Kind::Literal { content: clamp(self.text, content, self.at) },
             Kind::Comment { content } => Kind::Comment { content: clamp(self.text, content, self.at) },
+            Kind::Quoted { content } => Kind::Quoted { content: clamp(self.text, content, self.at) },
             other => other,
         };
         Some(Token { kind, range: start..self.at })
@@ -402,6 +420,13 @@ mod tests {
             ("ALTER ROLE a PASSWORD 'hun'\n'ter2' LOGIN", "ALTER ROLE a PASSWORD '***' LOGIN"),
             ("ALTER ROLE a PASSWORD /* c */ N'hunter2'", "ALTER ROLE a PASSWORD /* c */ '***'"),
             ("select 1 from u where password = 'x'", "select 1 from u where password = '***'"),
+            ("ALTER ROLE a PASSWORD \"hunter2\"", "ALTER ROLE a PASSWORD '***'"),
+            (
+                "CREATE SERVER s OPTIONS (ADD \"password\" 'hunter2')",
+                "CREATE SERVER s OPTIONS (ADD \"password\" '***')",
+            ),
+            ("select 1 /* password=hunter2", "select 1 /* password=***"),
+            ("select 1 /* postgres://u:hunter2@h", "select 1 /* postgres://u:***@h"),
             ("CREATE ROLE a PASSWORD 'unterminated", "CREATE ROLE a PASSWORD '***'"),
             ("copy t from 'postgres://u:pw@h/db'", "copy t from 'postgres://u:***@h/db'"),
             (
