@@ -3,8 +3,9 @@
 //! `PASSWORD` option it finds in the redacted text holds `***`, and none of
 //! the original passwords is left in it. The first byte picks raw text or
 //! a password written in one of PostgreSQL's literal forms; the command
-//! line, shell, URI and URL query redactors must not panic on anything, and
-//! a secret flag's or query parameter's plain value never survives them.
+//! line, shell, URI, URL query, request target and error message redactors
+//! must not panic on anything, and a secret flag's or query parameter's
+//! plain value never survives them.
 #![no_main]
 
 use airlock::{
@@ -23,6 +24,14 @@ fuzz_target!(|data: &[u8]| {
     if !input.contains(['&', '#', '\'', '"', '?', '=']) && !input.contains(char::is_whitespace) && input.len() >= 4 {
         let url = format!("https://api/x?page=1&access_token={input}&b=2");
         assert_eq!(redact::url_query_secrets(&url), "https://api/x?page=1&access_token=***&b=2", "{input:?}");
+    }
+    let _ = redact::sql_error(input);
+    let _ = redact::request_target(input);
+    // A request's secret query value never survives, however the rest of
+    // the query is written.
+    if !input.contains(['&', ';', '#', '%', '+', '=']) && input.len() >= 4 {
+        let target = format!("/x?{input}&api_key={input}z;b=2");
+        assert!(!redact::request_target(&target).contains(&format!("{input}z")), "{input:?}");
     }
     let _ = redact::keyword_password(input);
     // A secret flag's value never survives a shell command line.
