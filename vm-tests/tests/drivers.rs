@@ -53,6 +53,24 @@ fn passed(run: &SuiteRun) -> u32 {
     run.summary.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
+/// The suite through Airlock (as the agent's policy stands) against the
+/// direct run: the tests that fail only through Airlock. Some of psycopg's
+/// tests race with themselves (`test_wait_remote_closed` sends a query and
+/// stops its own proxy, expecting the answer not to have come yet), which
+/// a loaded 2-core host shows now and then: a run with such failures is
+/// run once more, and a test counts only if it fails both times.
+fn fails_only_through(lab: &Lab, name: &str, dsn: &str, direct: &SuiteRun) -> (SuiteRun, Vec<String>) {
+    let run = run_suite(lab, dsn);
+    println!("{name}: {} {:?}", run.summary, run.failed);
+    let mut only_through: Vec<String> = run.failed.difference(&direct.failed).cloned().collect();
+    if !only_through.is_empty() {
+        let again = run_suite(lab, dsn);
+        println!("{name}, again: {} {:?}", again.summary, again.failed);
+        only_through.retain(|id| again.failed.contains(id));
+    }
+    (run, only_through)
+}
+
 #[test]
 fn psycopg_suite_fails_nothing_through_airlock_that_it_does_not_fail_direct() {
     if !privileged() {
@@ -88,25 +106,23 @@ fn psycopg_suite_fails_nothing_through_airlock_that_it_does_not_fail_direct() {
     let login =
         lab.run_as("alice", "psql", &["-h", &host, "-U", "suite", "-d", "jit", "-X", "-At", "-w", "-c", "select 1"]);
     assert!(login.success(), "no just-in-time login: {login:?}\n{}", lab.agent().log());
-    let jit = run_suite(&lab, &format!("host={v4} port=5432 dbname=jit user=suite"));
+    let jit = fails_only_through(&lab, "jit", &format!("host={v4} port=5432 dbname=jit user=suite"), &direct);
 
     // Observed: the client logs in itself; every statement is recorded.
     lab.agent().reload(&access);
     lab.agent().wait_for_records("policy.reload", 1);
-    let observed = run_suite(&lab, &password_dsn);
+    let observed = fails_only_through(&lab, "observed", &password_dsn, &direct);
 
     // Guarded: every statement read by the guard and recorded before it is
     // sent; what does not parse is let through, so the suite's own syntax
     // errors come from the server as they do direct.
     lab.agent().reload(&format!("{access}\n[[target.guardrail]]\nclasses = [\"unparsed\"]\naction = \"allow\"\n"));
     lab.agent().wait_for_records("policy.reload", 2);
-    let guarded = run_suite(&lab, &password_dsn);
+    let guarded = fails_only_through(&lab, "guarded", &password_dsn, &direct);
     let sent = lab.agent().records_of("postgres.statement_sent").len();
 
     println!("direct:   {} {:?}", direct.summary, direct.failed);
-    for (name, run) in [("jit", &jit), ("observed", &observed), ("guarded", &guarded)] {
-        println!("{name}: {} {:?}", run.summary, run.failed);
-        let only_through: Vec<_> = run.failed.difference(&direct.failed).collect();
+    for (name, (run, only_through)) in [("jit", &jit), ("observed", &observed), ("guarded", &guarded)] {
         assert!(only_through.is_empty(), "fail only through the {name} target: {only_through:?}\n{}", run.report);
         // The suite ran (as a role that is no superuser, the JIT run skips a few tests).
         assert!(passed(run) > 4000, "{name}: {}", run.summary);
