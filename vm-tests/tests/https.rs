@@ -564,3 +564,39 @@ fn malformed_and_ambiguous_requests_get_a_4xx_and_never_reach_the_target() {
     assert_eq!(paths, ["POST /files/x HTTP/1.1", "POST /files/x HTTP/1.1", "GET /ws HTTP/1.1"], "{seen:?}");
     assert_eq!(statuses.get("bad_upgrade").copied(), Some("200"));
 }
+
+#[test]
+fn a_request_naming_another_site_at_the_targets_address_is_refused_as_misdirected() {
+    if !privileged() {
+        return;
+    }
+    let t = https_lab();
+    let v4 = t.lab.target.v4.to_string();
+    let url = t.url("https", "/hello");
+    // The connection is for the address alice dialled; a Host, an HTTP/2
+    // :authority or an absolute request target naming another site there
+    // would take Airlock's credential to that site.
+    for (case, args) in [
+        ("Host", vec!["-H", "Host: admin.internal", url.as_str()]),
+        ("HTTP/2 :authority", vec!["--http2", "-H", "Host: admin.internal:443", url.as_str()]),
+        ("absolute target", vec!["--http1.1", "--request-target", "https://admin.internal/hello", url.as_str()]),
+    ] {
+        let mut full = vec!["-w", "\n%{http_code}"];
+        full.extend(args);
+        let out = t.curl("alice", &full);
+        assert!(out.stdout.ends_with("\n421"), "{case}: {out:?}");
+        assert!(out.stdout.contains(&format!("this connection is for {v4}")), "{case}: {out:?}");
+    }
+    assert!(t.nginx.requests().is_empty(), "a misdirected request reached the target: {:?}", t.nginx.requests());
+    let refused = t.lab.agent().wait_for_records("http.request", 3);
+    assert!(refused.iter().all(|r| r["detail"]["status"] == 421), "{refused:?}");
+
+    // The address itself, with or without the port, is the target.
+    let host = format!("Host: {v4}:443");
+    let out = t.curl("alice", &["-H", &host, &url]);
+    assert_eq!(out.stdout, "hello from nginx\n", "{out:?}");
+    assert_eq!(t.nginx.requests().last().expect("nginx saw it")["host"], v4);
+    // A plain-HTTP target that names no site takes any Host (docs/https.md).
+    let out = t.curl("alice", &["-H", "Host: admin.internal", &t.url("http", "/hello")]);
+    assert_eq!(out.stdout, "hello from nginx\n", "{out:?}");
+}

@@ -76,6 +76,16 @@ pub(super) async fn forward(
         let message = "airlock: the audit log cannot be written, so no request may go through";
         return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, message, UNRECORDED_HINT));
     }
+    if !session.hosts.allow(host) {
+        let message = format!(
+            "airlock: this connection is for {}; the request names {}, another site, which this target's \
+             credential and policy are not for",
+            session.hosts.describe(),
+            crate::redact::text(host).chars().take(200).collect::<String>()
+        );
+        exchange.failed(421, message.clone());
+        return Ok(answer(said, StatusCode::MISDIRECTED_REQUEST, &message, MISDIRECTED_HINT));
+    }
     if k8s && kubernetes::ambiguous_path(request.uri().path()) {
         let message = "airlock: the path has an empty, `.` or `..` segment or a backslash, which the API server \
                        and Airlock could read as different requests";
@@ -496,6 +506,8 @@ fn strip_cookies(headers: &mut HeaderMap, names: &[String]) {
 const RULE_HINT: &str =
     "This host's Airlock policy decides which requests may reach this target; ask its administrators.";
 const UNRECORDED_HINT: &str = "Tell this host's administrators (disk full or audit directory broken).";
+const MISDIRECTED_HINT: &str = "Connect to that site by its own name: the Host header (HTTP/2's :authority) must name \
+                                 the site the connection is for.";
 const CREDENTIAL_HINT: &str = "Airlock sends this target's credential for you; tell this host's administrators.";
 
 /// How Airlock's own answers to a client are written.

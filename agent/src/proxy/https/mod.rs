@@ -18,6 +18,7 @@ mod credential;
 mod exec;
 mod forward;
 mod grpc;
+mod host;
 pub mod kubernetes;
 mod mask;
 mod query;
@@ -138,6 +139,9 @@ pub(super) struct Session {
     scheme: Scheme,
     /// The host requests name when they name none: what the client asked for.
     default_host: String,
+    /// The hosts requests may name: the site the target's certificate was
+    /// checked for, or its address.
+    hosts: host::AllowedHosts,
     strip_cookies: Vec<String>,
     /// The headers injected into every request: the credential, and for
     /// Kubernetes impersonation whom it acts for.
@@ -272,14 +276,16 @@ pub async fn proxy(
         .map_err(|e| HttpsError::Serve(format!("audit: {e}")))?;
     let actor = live.identity.actor.as_ref().map(|a| a.name.as_str());
     let session = |asked: Option<&str>| {
-        let target = upstream::Target {
-            destination,
-            tls: target_tls.map(|config| {
-                let name = upstream::server_name(options.server_name.as_deref(), asked, destination.ip());
-                (config, name.unwrap_or_else(|| destination.ip().into()))
-            }),
-            connect_timeout: shared.connect_timeout,
+        let target_tls = target_tls.map(|config| {
+            let name = upstream::server_name(options.server_name.as_deref(), asked, destination.ip());
+            (config, name.unwrap_or_else(|| destination.ip().into()))
+        });
+        let hosts = match (&target_tls, options.server_name.as_deref()) {
+            (Some((_, name)), _) => host::AllowedHosts::site(Some(&name.to_str()), destination.ip()),
+            (None, Some(name)) => host::AllowedHosts::site(Some(name), destination.ip()),
+            (None, None) => host::AllowedHosts::any(destination.ip()),
         };
+        let target = upstream::Target { destination, tls: target_tls, connect_timeout: shared.connect_timeout };
         let secret = inject.first().and_then(|(_, value)| scrub::secret_of(value));
         Arc::new(Session {
             secret,
@@ -288,6 +294,7 @@ pub async fn proxy(
             live: Arc::clone(&live),
             scheme: if tls { Scheme::HTTPS } else { Scheme::HTTP },
             default_host: asked.map_or_else(|| destination.to_string(), str::to_owned),
+            hosts,
             strip_cookies: options.strip_cookies.clone(),
             inject,
             credential_source,

@@ -1,0 +1,121 @@
+//! Which hosts a session's requests may name.
+//!
+//! One address can serve many sites, told apart by the request's `Host`
+//! (HTTP/2's `:authority`), not by the TLS name: a client that asks for
+//! `api.internal` in its handshake and then writes `Host: admin.internal`
+//! reaches the admin site, with the credential Airlock injects for the
+//! target. So a request must name the site the connection to the target
+//! is for — the name its certificate was checked against — or the target's
+//! address itself. Anything else is misdirected (RFC 9110 §15.5.20).
+
+use std::net::IpAddr;
+
+/// The hosts a session's requests may name.
+#[derive(Debug, Clone)]
+pub(super) struct AllowedHosts {
+    /// The site's name, lowercase, with no trailing dot; `None` where only
+    /// the address may be named (a client that dialled an IP address with
+    /// no name configured), or where any name may be (see `any_name`).
+    name: Option<String>,
+    /// The target's address, which a client that dialled it may name.
+    address: IpAddr,
+    /// A plain-HTTP target with no `server_name`: nothing names the site
+    /// but the request, so every host is let through.
+    any_name: bool,
+}
+
+impl AllowedHosts {
+    /// For a connection to `address` whose site is `name` (policy's
+    /// `server_name`, else the name the client asked for in its handshake).
+    pub(super) fn site(name: Option<&str>, address: IpAddr) -> Self {
+        Self { name: name.map(canonical), address, any_name: false }
+    }
+
+    /// For a plain-HTTP target that names no site: every host.
+    pub(super) fn any(address: IpAddr) -> Self {
+        Self { name: None, address, any_name: true }
+    }
+
+    /// Whether a request naming `authority` (`host[:port]`) may go on.
+    /// The port is not compared: servers choose a site by name, and the
+    /// connection's port is the one the client dialled whatever it wrote.
+    pub(super) fn allow(&self, authority: &str) -> bool {
+        if self.any_name {
+            return true;
+        }
+        let Some(host) = host_part(authority) else { return false };
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return ip == self.address || self.name.as_deref().and_then(|n| n.parse::<IpAddr>().ok()) == Some(ip);
+        }
+        self.name.as_deref().is_some_and(|name| canonical(host) == name)
+    }
+
+    /// What requests may name, for the refusal's text.
+    pub(super) fn describe(&self) -> String {
+        match &self.name {
+            Some(name) if name.parse::<IpAddr>().is_err() => format!("{name} (or {})", self.address),
+            _ => self.address.to_string(),
+        }
+    }
+}
+
+fn canonical(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// The host of `host[:port]`, `[v6]:port` or a bare v6 address; `None`
+/// when there is none.
+fn host_part(authority: &str) -> Option<&str> {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split_once(']')?.0,
+        None if authority.matches(':').count() > 1 => authority,
+        None => authority.rsplit_once(':').map_or(authority, |(host, _port)| host),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4() -> IpAddr {
+        "10.1.2.3".parse().unwrap()
+    }
+
+    #[test]
+    fn the_site_and_the_address_may_be_named_any_other_site_may_not() {
+        let hosts = AllowedHosts::site(Some("API.internal."), v4());
+        for named in
+            ["api.internal", "API.INTERNAL:443", "api.internal.", "api.internal:8443", "10.1.2.3", "10.1.2.3:443"]
+        {
+            assert!(hosts.allow(named), "{named}");
+        }
+        for named in ["admin.internal", "api.internal.evil", "10.1.2.4", "", ":443", "[::1]:443", "api.internal@x"] {
+            assert!(!hosts.allow(named), "{named}");
+        }
+        assert_eq!(hosts.describe(), "api.internal (or 10.1.2.3)");
+    }
+
+    #[test]
+    fn a_client_that_dialled_an_address_may_name_only_it() {
+        let hosts = AllowedHosts::site(None, v4());
+        assert!(hosts.allow("10.1.2.3:6443"));
+        assert!(!hosts.allow("kubernetes.default.svc"));
+        assert_eq!(hosts.describe(), "10.1.2.3");
+        let v6 = AllowedHosts::site(None, "fd00::1".parse().unwrap());
+        assert!(v6.allow("[fd00::1]:443") && v6.allow("[FD00:0::1]") && v6.allow("fd00::1"));
+        assert!(!v6.allow("[fd00::2]:443") && !v6.allow("[fd00::1"));
+    }
+
+    #[test]
+    fn a_site_named_by_address_is_matched_as_an_address() {
+        let hosts = AllowedHosts::site(Some("10.9.9.9"), v4());
+        assert!(hosts.allow("10.9.9.9:443") && hosts.allow("10.1.2.3"));
+        assert!(!hosts.allow("example.internal"));
+    }
+
+    #[test]
+    fn a_plain_http_target_with_no_site_lets_every_host_through() {
+        assert!(AllowedHosts::any(v4()).allow("whatever.internal:80"));
+    }
+}
