@@ -147,7 +147,7 @@ pub(super) struct Session {
     /// Kubernetes impersonation whom it acts for.
     inject: Vec<(HeaderName, HeaderValue)>,
     /// Its secret part, overwritten wherever an answer echoes it.
-    secret: Option<bytes::Bytes>,
+    secret: Option<scrub::Echoes>,
     /// Which credential was sent, for the records (never the credential).
     credential_source: Option<Arc<str>>,
     /// Why the credential could not be obtained: every request is answered with it.
@@ -286,7 +286,7 @@ pub async fn proxy(
             (None, None) => host::AllowedHosts::any(destination.ip()),
         };
         let target = upstream::Target { destination, tls: target_tls, connect_timeout: shared.connect_timeout };
-        let secret = inject.first().and_then(|(_, value)| scrub::secret_of(value));
+        let secret = inject.first().and_then(|(_, value)| scrub::Echoes::of(value));
         Arc::new(Session {
             secret,
             records: shared.records.clone(),
