@@ -3,9 +3,9 @@
 //! `PASSWORD` option it finds in the redacted text holds `***`, and none of
 //! the original passwords is left in it. The first byte picks raw text or
 //! a password written in one of PostgreSQL's literal forms; the command
-//! line, shell, URI, URL query, request target and error message redactors
-//! must not panic on anything, and a secret flag's or query parameter's
-//! plain value never survives them.
+//! line, shell, URI, URL query, request target, error message and
+//! `key: value` redactors must not panic on anything, and a secret flag's,
+//! query parameter's or YAML key's plain value never survives them.
 #![no_main]
 
 use airlock::{
@@ -34,6 +34,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!redact::request_target(&target).contains(&format!("{input}z")), "{input:?}");
     }
     let _ = redact::keyword_password(input);
+    let _ = redact::assignments(input);
+    // A secret key's value never survives a YAML document, whatever lines surround it.
+    if !input.contains(['\n', '\r', '#']) && input.trim().len() >= 4 {
+        let yaml = format!("{input}\ndata:\n  api_token: {input}z\n{input}\n");
+        assert!(!redact::assignments(&yaml).contains(&format!("{}z", input.trim())), "{input:?}");
+    }
     // A secret flag's value never survives a shell command line.
     if !input.contains(['\'', '"', '\\', '\n', ';', '&', '|', '(', ')', '#', ' ', '\t', '=']) && input.len() >= 4 {
         let redacted = redact::shell(&format!("tool --password {input} -v"));

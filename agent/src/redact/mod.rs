@@ -2,12 +2,14 @@
 //! connection strings. What is removed is replaced by `***`; the shape of
 //! the text stays, so a reader still sees what was done.
 
+mod assignments;
 mod request;
 mod shell;
 mod sql;
 mod words;
 
 pub use self::{
+    assignments::assignments,
     request::request_target,
     shell::shell,
     sql::{sql, sql_with_findings},

@@ -5,7 +5,8 @@
 //! masking, with the injected credential overwritten). Before it reaches
 //! the audit log it goes through a redaction of its own, whoever the
 //! person is: JSON member and form field values whose names suggest a
-//! secret, the default detectors' hits, connection strings and
+//! secret, values of secret-named `key: value` and `KEY=value` lines in
+//! text (YAML, `.env`), the default detectors' hits, connection strings and
 //! `password=` in any text, and on Kubernetes targets Secrets' values. Bodies that are not text
 //! (protobuf, images, compressed) are left out, with their size: nothing
 //! in them could be redacted.
@@ -102,8 +103,9 @@ enum Kind {
     Json,
     /// By form field names, then as text.
     Form,
-    /// By the detectors and the free-text redactor (connection strings,
-    /// SQL passwords).
+    /// By secret-named `key: value` / `KEY=value` lines (YAML, `.env`),
+    /// the detectors and the free-text redactor (connection strings, SQL
+    /// passwords).
     Text,
 }
 
@@ -113,7 +115,7 @@ fn redacted(text: &str, kind: Kind, redactor: &Arc<Masker>) -> (Option<String>, 
     let (body_kind, text) = match kind {
         Kind::Json => (BodyKind::Json, std::borrow::Cow::Borrowed(text)),
         Kind::Form => (BodyKind::Text, std::borrow::Cow::Owned(crate::redact::form_secrets(text))),
-        Kind::Text => (BodyKind::Text, std::borrow::Cow::Borrowed(text)),
+        Kind::Text => (BodyKind::Text, std::borrow::Cow::Owned(crate::redact::assignments(text))),
     };
     let mut masker = BodyMasker::new(Arc::clone(redactor), body_kind);
     let mut out = Vec::with_capacity(text.len());
@@ -194,6 +196,8 @@ mod tests {
         let text = kept("text/plain", 4096, &[b"connect postgresql://bob:pw123@db/x as bob@example.com\n"]);
         let text = text["text"].as_str().unwrap();
         assert!(!text.contains("pw123") && !text.contains("bob@example.com"), "{text}");
+        let yaml = kept("application/yaml", 4096, &[b"kind: Secret\nstringData:\n  password: hunter2\n"]);
+        assert_eq!(yaml["text"], "kind: Secret\nstringData:\n  password: ***\n");
         let binary = kept("application/vnd.kubernetes.protobuf", 4096, &[b"k8s\0secret"]);
         assert_eq!(binary["left_out"], "not text");
         assert!(binary["text"].is_null());

@@ -1,0 +1,108 @@
+//! Values given to secret-named keys, line by line: YAML's `password: x`
+//! (and the block a `key: |` opens), `.env`'s and INI's `API_KEY=x`. What
+//! kept text bodies (a YAML manifest, a config file) hold where JSON's
+//! member names would tell.
+
+use super::{REDACTED, SECRET_NAME_PARTS};
+
+/// `text` with the value of every `name: value` / `name = value` line whose
+/// name suggests a secret replaced, and every line of a block scalar such a
+/// name opens (`key: |`, `key: >-`).
+pub fn assignments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // The indentation a secret block scalar's lines go deeper than.
+    let mut block_deeper_than: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let indent = body.len() - body.trim_start().len();
+        if let Some(depth) = block_deeper_than {
+            if body.trim().is_empty() || indent > depth {
+                out.push_str(&line[..indent.min(body.len())]);
+                if !body.trim().is_empty() {
+                    out.push_str(REDACTED);
+                }
+                out.push_str(&line[body.len()..]);
+                continue;
+            }
+            block_deeper_than = None;
+        }
+        match secret_value(body) {
+            Some(value_at) => {
+                let value = body[value_at..].trim();
+                out.push_str(&body[..value_at]);
+                out.push_str(REDACTED);
+                out.push_str(&line[body.len()..]);
+                if value.starts_with(['|', '>']) {
+                    block_deeper_than = Some(indent);
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// Where the value of a secret-named `name: value` / `name=value` line
+/// begins; `None` when the line is none, its name no secret's, or its
+/// value empty (a YAML mapping opening below it).
+fn secret_value(line: &str) -> Option<usize> {
+    let start = line.len() - line.trim_start().len();
+    let rest = &line[start..];
+    // A YAML list item (`- password: x`) or a shell's `export NAME=x`.
+    let skipped = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("export ")).map_or(0, |r| rest.len() - r.len());
+    let name_start = start + skipped;
+    let sep = line[name_start..].find([':', '='])? + name_start;
+    let name = line[name_start..sep].trim().trim_matches(['"', '\'']);
+    let plain_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-. ".contains(&b));
+    let lower = name.to_ascii_lowercase();
+    if !plain_name || !SECRET_NAME_PARTS.iter().any(|part| lower.contains(part)) {
+        return None;
+    }
+    // YAML's `:` must be followed by a space (or end the line): `a:b` is a scalar.
+    let after = &line[sep + 1..];
+    if line.as_bytes()[sep] == b':' && !after.starts_with([' ', '\t']) {
+        return None;
+    }
+    let value = after.trim_start();
+    if value.is_empty() || value.starts_with('#') {
+        return None;
+    }
+    Some(line.len() - value.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_values_of_secret_keys_are_redacted_with_their_blocks() {
+        let yaml = "apiVersion: v1\nkind: Secret\nstringData:\n  password: hunter2\n  \"api_key\": 'k-123'\n  \
+                    user: alice\n  tls_key: |\n    -----BEGIN KEY-----\n    abc\n\n    def\n  note: ok\n\
+                    users:\n- name: bob\n  token: t-456\n- auth_token: t-789  # comment\n";
+        let out = assignments(yaml);
+        for secret in ["hunter2", "k-123", "BEGIN KEY", "abc", "def", "t-456", "t-789"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        for kept in ["kind: Secret", "user: alice", "note: ok", "- name: bob", "stringData:\n"] {
+            assert!(out.contains(kept), "{kept} lost from {out}");
+        }
+        assert!(out.contains("  password: ***\n  \"api_key\": ***\n"), "{out}");
+        assert!(out.contains("  tls_key: ***\n    ***\n    ***\n\n    ***\n  note: ok"), "{out}");
+    }
+
+    #[test]
+    fn env_and_ini_assignments_of_secret_names_are_redacted() {
+        let text = "export GITHUB_TOKEN=ghp_x\r\nDB_PASSWORD = s3cret\nHOST=db\nurl: https://x/a:b\n[auth]\n";
+        assert_eq!(
+            assignments(text),
+            "export GITHUB_TOKEN=***\r\nDB_PASSWORD = ***\nHOST=db\nurl: https://x/a:b\n[auth]\n"
+        );
+    }
+
+    #[test]
+    fn lines_that_only_look_like_assignments_are_kept() {
+        for text in ["a password:is not yaml", "key:value", "secrets:\n  - name: x\n", "pass:", "token = # none"] {
+            assert_eq!(assignments(text), text, "{text}");
+        }
+    }
+}
