@@ -32,6 +32,7 @@ pub mod logging;
 pub mod masking;
 pub mod metrics;
 pub mod panics;
+pub mod percent;
 pub mod policy;
 pub mod process;
 pub mod proxy;

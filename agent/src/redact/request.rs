@@ -68,7 +68,7 @@ fn split(pair: &str) -> (String, Option<&str>) {
 /// Percent-escapes and `+` decoded (an escape that is not one kept as it
 /// is; bytes that are not UTF-8 replaced).
 fn decoded(text: &str) -> String {
-    crate::policy::https::percent_decoded(&text.replace('+', " "))
+    crate::percent::decoded(&text.replace('+', " "))
 }
 
 /// `text` as a query value: what is not unreserved (or `*`) escaped.

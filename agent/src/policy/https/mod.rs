@@ -55,7 +55,7 @@ use std::path::PathBuf;
 use crate::policy::OpenBaoAuth;
 
 pub(super) use self::load::{RawHttps, options};
-pub use self::rules::{KubeReading, Reading, RequestRule, deciding_rule, normalized_path, percent_decoded};
+pub use self::rules::{KubeReading, Reading, RequestRule, deciding_rule, normalized_path};
 
 /// HTTPS options of a target; present, its requests are terminated,
 /// attributed, recorded one by one, and re-sent with Airlock's credential.

@@ -115,34 +115,12 @@ pub fn deciding_rule<'r>(rules: &'r [RequestRule], readings: &[Reading<'_>]) -> 
     })
 }
 
-/// `path` with its percent-escapes decoded (an escape that is not one
-/// kept as it is; bytes that are not UTF-8 replaced).
-pub fn percent_decoded(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(high), Some(low)) => {
-                decoded.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            (byte, ..) => {
-                decoded.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
-}
-
 /// A request path as servers resolve it: percent-escapes decoded, `//`
 /// collapsed, `.` and `..` segments resolved. Rules are matched against it
 /// as well as the path as written, so `/%66iles/../files//x` cannot slip
 /// past a rule for `/files/*`.
 pub fn normalized_path(path: &str) -> String {
-    let decoded = percent_decoded(path);
+    let decoded = crate::percent::decoded(path);
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split(['/', '\\']) {
         match segment {

@@ -33,7 +33,7 @@ pub fn secrets_masking(target: Option<&MaskingPolicy>) -> MaskingPolicy {
 /// name), where a reading that resolves them would see another request.
 /// kubectl never sends such paths; Airlock refuses them.
 pub fn ambiguous_path(path: &str) -> bool {
-    let decoded = crate::policy::https::percent_decoded(path);
+    let decoded = crate::percent::decoded(path);
     let inner = decoded.trim_matches('/');
     decoded.contains('\\') || (!inner.is_empty() && inner.split('/').any(|s| matches!(s, "" | "." | "..")))
 }

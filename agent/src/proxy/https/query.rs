@@ -13,7 +13,7 @@ pub fn values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item =
             return None;
         }
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let (key, value) = (unescape(key)?, unescape(value)?);
+        let (key, value) = (crate::percent::query_unescaped(key)?, crate::percent::query_unescaped(value)?);
         (key == name.as_bytes()).then_some(value)
     })
 }
@@ -24,32 +24,6 @@ pub fn values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item =
 pub fn flag(query: Option<&str>, name: &str) -> Option<bool> {
     let value = values(query, name).next()?;
     Some(!(value == b"0" || value.eq_ignore_ascii_case(b"false")))
-}
-
-/// Go's `url.QueryUnescape`; `None` for a `%` not followed by two hex digits.
-fn unescape(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while let Some(&byte) = bytes.get(at) {
-        match byte {
-            b'%' => {
-                let hex = |i: usize| bytes.get(i).and_then(|b| (*b as char).to_digit(16));
-                let (high, low) = (hex(at + 1)?, hex(at + 2)?);
-                out.push(u8::try_from(high * 16 + low).ok()?);
-                at += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                at += 1;
-            }
-            byte => {
-                out.push(byte);
-                at += 1;
-            }
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
