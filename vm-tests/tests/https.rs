@@ -404,6 +404,10 @@ fn request_rules_refuse_or_hold_requests_by_method_and_path() {
         vec!["-X", "DELETE", "--path-as-is", "//files/report.json"],
         vec!["-X", "DELETE", "--path-as-is", "/files/x/../report.json"],
         vec!["-X", "POST", "-H", "X-HTTP-Method-Override: delete", "/files/report.json"],
+        // A form's `_method` field, as Rails and Laravel read it.
+        vec!["-d", "note=x&_method=DELETE", "/files/report.json"],
+        vec!["-d", "%5Fmethod=delete", "/files/report.json"],
+        vec!["-F", "note=x", "-F", "_method=DELETE", "/files/report.json"],
     ] {
         let (path, flags) = evasion.split_last().unwrap();
         let url = t.url("https", path);
@@ -413,6 +417,19 @@ fn request_rules_refuse_or_hold_requests_by_method_and_path() {
         assert!(out.stdout.ends_with("\n403"), "{evasion:?}: {out:?}");
     }
     assert_eq!(t.nginx.requests().len(), before, "no refused request reached the target");
+    // A form too large to read for its `_method` is refused where rules
+    // tell methods apart; one that asks for no other method goes through.
+    let large = t.lab.dir.path().join("large-form");
+    fs::write(&large, format!("note={}", "x".repeat(300 * 1024))).unwrap();
+    set_mode(&large, 0o644);
+    let data = format!("@{}", large.display());
+    let out = t.curl("alice", &["--data-binary", &data, "-w", "\n%{http_code}", &t.url("https", "/files/report.json")]);
+    assert!(out.stdout.ends_with("\n403") && out.stdout.contains("a form over 256 KiB"), "{out:?}");
+    assert_eq!(t.nginx.requests().len(), before, "no refused request reached the target");
+    let out = t.curl("alice", &["-d", "note=x", "-w", "\n%{http_code}", &t.url("https", "/files/report.json")]);
+    assert!(out.stdout.ends_with("\n404"), "{out:?}");
+    let seen = t.nginx.requests();
+    assert_eq!(seen.last().unwrap()["request"], "POST /files/report.json HTTP/1.1");
     // Other methods on the same path pass.
     let out = t.curl("alice", &["-w", "\n%{http_code}", &t.url("https", "/files/none.json")]);
     assert!(out.stdout.ends_with("\n404"), "{out:?}");
@@ -445,9 +462,12 @@ fn request_rules_refuse_or_hold_requests_by_method_and_path() {
     });
     let seen = t.nginx.requests();
     assert_eq!(seen.last().unwrap()["request"], "POST /deploy?token=abc HTTP/1.1");
-    let records = t.lab.agent().wait_for_records("http.request", 7);
+    let records = t.lab.agent().wait_for_records("http.request", 12);
     assert_eq!(records[0]["detail"]["refused"], "request refused: files on the API are not deleted from workstations");
     assert_eq!(records[0]["detail"]["status"], 403);
+    // The form read ahead went on whole.
+    let form = records.iter().find(|r| r["detail"]["status"] == 404 && r["detail"]["method"] == "POST");
+    assert_eq!(form.expect("the form's record")["detail"]["request_bytes"], 6, "{records:?}");
 }
 
 /// Takes the host CA out of the system trust store, whatever happens.

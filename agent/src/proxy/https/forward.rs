@@ -26,7 +26,9 @@ use crate::{
 };
 
 use super::{
-    Session, exec, grpc,
+    Session, exec,
+    form_method::{self, Replayed},
+    grpc,
     kubernetes::{self, KubeRequest},
     mask::{self, Masked, Plan},
     query,
@@ -38,8 +40,9 @@ use super::{
 pub(super) type ClientBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The client's request bodies as the target gets them: counted, their
-/// trailer fields cleaned ([`clean_trailers`]).
-pub(super) type TargetBody = Counted<MapFrame<Incoming, fn(Frame<Bytes>) -> Frame<Bytes>>>;
+/// trailer fields cleaned ([`clean_trailers`]), a form's first frames
+/// perhaps read ahead ([`form_method`]).
+pub(super) type TargetBody = Counted<MapFrame<Replayed<Incoming>, fn(Frame<Bytes>) -> Frame<Bytes>>>;
 
 /// Headers that describe one hop, not the request (RFC 9110 §7.6.1);
 /// names, not text, so removing them parses nothing. `Trailer` is not one:
@@ -96,8 +99,27 @@ pub(super) async fn forward(
         exchange.failed(503, error.clone());
         return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
     }
+    // A form may pass for another method (`_method`): where rules tell
+    // methods apart, it is read first. The API server reads no such field.
+    let mut read_ahead = std::collections::VecDeque::new();
+    let mut form_methods = Vec::new();
+    if !k8s
+        && session.rules.iter().any(|rule| !rule.methods.is_empty())
+        && let Some(form) = form_method::Form::of(request.method(), request.headers())
+    {
+        let read = form_method::read_ahead(request.body_mut(), form_method::READ_AHEAD_CAP).await;
+        match read.and_then(|(frames, bytes)| Ok((frames, form.methods_in(&bytes)?))) {
+            Ok((frames, methods)) => (read_ahead, form_methods) = (frames, methods),
+            Err(why) => {
+                let message = format!("airlock: request refused: {why}");
+                exchange.refused(message.clone());
+                return Ok(answer(said, StatusCode::FORBIDDEN, &message, RULE_HINT));
+            }
+        }
+    }
     if !session.rules.is_empty() {
-        let methods = methods_of(&request);
+        let mut methods = methods_of(&request);
+        methods.extend(form_methods);
         let paths = [request.uri().path(), normalized.as_str()];
         let resource = kube.as_ref().filter(|k| k.resource_request).map(KubeRequest::resource_name);
         let namespace = kube.as_ref().map_or("", |k| k.namespace.as_str());
@@ -182,7 +204,7 @@ pub(super) async fn forward(
         }
     }
     let content_type = upstream.headers_ref().and_then(|headers| headers.get(header::CONTENT_TYPE));
-    let body = body.map_frame(clean_trailers as fn(_) -> _);
+    let body = Replayed::after(read_ahead, body).map_frame(clean_trailers as fn(_) -> _);
     let body = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToUpstream, content_type);
     let Ok(upstream) = upstream.body(body) else {
         exchange.failed(400, "the request could not be rebuilt".into());
@@ -323,9 +345,9 @@ fn unreadable(parts: &hyper::http::response::Parts, body: &Incoming, masked: boo
 const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
 /// The query parameter with which frameworks (Rails, Laravel) let a
-/// request pass for another method. (A form body may carry it too, which
-/// Airlock does not read before forwarding.)
-const METHOD_PARAMETER: &str = "_method";
+/// request pass for another method; a form's field of that name is read
+/// by [`form_method`].
+const METHOD_PARAMETER: &str = form_method::FIELD;
 
 /// The request's method, and those its override headers and query ask
 /// for, in upper case, as frameworks compare them.

@@ -16,6 +16,7 @@ mod bodies;
 pub mod channels;
 mod credential;
 mod exec;
+mod form_method;
 mod forward;
 mod grpc;
 mod host;
