@@ -160,6 +160,9 @@ addresses = ["{v4}"]
 action = "allow"
 users = ["*"]
 
+[target.https]
+server_name = "{v4}"
+
 [target.https.credential]
 kind = "header_file"
 header = "Authorization"

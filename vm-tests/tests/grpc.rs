@@ -67,7 +67,7 @@ fn grpc_calls_of_every_kind_pass_with_airlocks_credential_and_their_status() {
     let target = |name: &str, protocol: &str, port: u16, tls: &str| {
         format!(
             "[[target]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nport = {port}\naddresses = [\"{ip}\"]\n\n\
-             [[target.access]]\naction = \"allow\"\nusers = [\"{alice}\"]\n\n[target.https]\n{tls}\n\
+             [[target.access]]\naction = \"allow\"\nusers = [\"{alice}\"]\n\n[target.https]\nserver_name = \"{ip}\"\n{tls}\n\
              [target.https.credential]\nkind = \"header_file\"\nheader = \"Authorization\"\nfile = \"{token}\"\n\n\
              [[target.https.rule]]\npath = \"/airlock.test.Echo/Drop*\"\naction = \"deny\"\n\
              reason = \"drops are not made from workstations\"\n\n",

@@ -28,6 +28,7 @@ users = ["{alice}"]
 
 [target.https]
 ca_file = "{ca}"
+server_name = "{v4}"
 strip_cookies = ["session"]
 
 [target.https.credential]
@@ -593,6 +594,7 @@ fn a_request_naming_another_site_at_the_targets_address_is_refused_as_misdirecte
     let t = https_lab();
     let v4 = t.lab.target.v4.to_string();
     let url = t.url("https", "/hello");
+    let userinfo = format!("Host: {v4}:x@admin.internal");
     // The connection is for the address alice dialled; a Host, an HTTP/2
     // :authority or an absolute request target naming another site there
     // would take Airlock's credential to that site.
@@ -600,6 +602,7 @@ fn a_request_naming_another_site_at_the_targets_address_is_refused_as_misdirecte
         ("Host", vec!["-H", "Host: admin.internal", url.as_str()]),
         ("HTTP/2 :authority", vec!["--http2", "-H", "Host: admin.internal:443", url.as_str()]),
         ("absolute target", vec!["--http1.1", "--request-target", "https://admin.internal/hello", url.as_str()]),
+        ("userinfo", vec!["-H", &userinfo, url.as_str()]),
     ] {
         let mut full = vec!["-w", "\n%{http_code}"];
         full.extend(args);
@@ -608,7 +611,7 @@ fn a_request_naming_another_site_at_the_targets_address_is_refused_as_misdirecte
         assert!(out.stdout.contains(&format!("this connection is for {v4}")), "{case}: {out:?}");
     }
     assert!(t.nginx.requests().is_empty(), "a misdirected request reached the target: {:?}", t.nginx.requests());
-    let refused = t.lab.agent().wait_for_records("http.request", 3);
+    let refused = t.lab.agent().wait_for_records("http.request", 4);
     assert!(refused.iter().all(|r| r["detail"]["status"] == 421), "{refused:?}");
 
     // The address itself, with or without the port, is the target.

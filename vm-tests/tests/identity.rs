@@ -428,6 +428,7 @@ users = ["alice@example.com", "{bob}"]
 
 [target.https]
 ca_file = "{ca}"
+server_name = "127.0.0.1"
 
 [target.https.credential]
 kind = "openbao_token"

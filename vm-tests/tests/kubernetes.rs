@@ -84,6 +84,7 @@ users = ["{alice}"]
 
 [target.https]
 ca_file = "{ca}"
+server_name = "{v4}"
 
 [target.https.credential]
 kind = "kubernetes_impersonation"
@@ -418,7 +419,7 @@ fn kubectl_reaches_a_kubernetes_target_in_http2_where_it_offers_it() {
     let alice = lab.user("alice").name.clone();
     lab.start_agent(&format!(
         "[[target]]\nname = \"cluster\"\nprotocol = \"kubernetes\"\nport = 443\naddresses = [\"{v4}\"]\n\n\
-         [[target.access]]\naction = \"allow\"\nusers = [\"{alice}\"]\n\n[target.https]\nca_file = \"{ca}\"\n\n\
+         [[target.access]]\naction = \"allow\"\nusers = [\"{alice}\"]\n\n[target.https]\nca_file = \"{ca}\"\nserver_name = \"{v4}\"\n\n\
          [target.https.credential]\nkind = \"kubernetes_impersonation\"\nfile = \"{token}\"\n",
         ca = target.ca.display(),
         token = token.display(),

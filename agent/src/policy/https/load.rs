@@ -118,6 +118,19 @@ pub(in crate::policy) fn options(
     {
         error(0, format!("server_name {name:?} is not a DNS name or IP address"));
     }
+    // One address can serve many sites: a target that sends a credential
+    // names the one it is for, or a client would choose (by its TLS name
+    // and Host) which site gets it.
+    if let Some(credential) = &raw.credential
+        && raw.server_name.is_none()
+    {
+        error(
+            credential.span().start,
+            "a target that sends a credential must name the site it is for: set server_name to the name in the \
+             target's certificate (or the address clients dial); requests naming another site are refused"
+                .into(),
+        );
+    }
     let credential = raw.credential.and_then(|credential| {
         let at = credential.span().start;
         let credential = credential.into_inner();
@@ -292,7 +305,7 @@ mod tests {
         let errors = |credential: &str| {
             let text = format!(
                 "[[target]]\nname = \"bao\"\nprotocol = \"https\"\nport = 8200\naddresses = [\"10.0.0.1\"]\n\
-                 [target.https.credential]\n{credential}\n"
+                 [target.https]\nserver_name = \"bao\"\n[target.https.credential]\n{credential}\n"
             );
             match crate::policy::Policy::from_sources([(std::path::Path::new("b.toml"), text.as_str())]) {
                 Ok(policy) => {
@@ -311,6 +324,10 @@ mod tests {
         assert!(refused[0].contains("sends the person's own token"), "{refused:?}");
         let both = "openbao = { addr = \"https://b\", token_file = \"/t\", jwt_auth = { role = \"r\" } }";
         assert!(errors(&format!("kind = \"openbao_token\"\n{both}"))[0].contains("needs one of token_file"));
+        let unnamed = "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.1\"]\n\
+                       [target.https.credential]\nkind = \"header_file\"\nheader = \"X-Key\"\nfile = \"/k\"\n";
+        let refused = crate::policy::Policy::from_sources([(std::path::Path::new("a.toml"), unnamed)]).unwrap_err();
+        assert!(refused.errors[0].to_string().contains("must name the site it is for: set server_name"), "{refused:?}");
     }
 
     #[test]

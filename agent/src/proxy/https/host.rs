@@ -43,6 +43,12 @@ impl AllowedHosts {
         if self.any_name {
             return true;
         }
+        // Userinfo (`api.internal:x@admin.internal`) would hide the host
+        // hyper sends from the one read here; an authority hyper cannot
+        // parse would be read apart too.
+        if authority.contains('@') || authority.parse::<hyper::http::uri::Authority>().is_err() {
+            return false;
+        }
         let Some(host) = host_part(authority) else { return false };
         if let Ok(ip) = host.parse::<IpAddr>() {
             return ip == self.address || self.name.as_deref().and_then(|n| n.parse::<IpAddr>().ok()) == Some(ip);
@@ -63,12 +69,10 @@ fn canonical(name: &str) -> String {
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
-/// The host of `host[:port]`, `[v6]:port` or a bare v6 address; `None`
-/// when there is none.
+/// The host of `host[:port]` or `[v6][:port]`; `None` when there is none.
 fn host_part(authority: &str) -> Option<&str> {
     let host = match authority.strip_prefix('[') {
         Some(rest) => rest.split_once(']')?.0,
-        None if authority.matches(':').count() > 1 => authority,
         None => authority.rsplit_once(':').map_or(authority, |(host, _port)| host),
     };
     (!host.is_empty()).then_some(host)
@@ -90,7 +94,19 @@ mod tests {
         {
             assert!(hosts.allow(named), "{named}");
         }
-        for named in ["admin.internal", "api.internal.evil", "10.1.2.4", "", ":443", "[::1]:443", "api.internal@x"] {
+        for named in [
+            "admin.internal",
+            "api.internal.evil",
+            "10.1.2.4",
+            "",
+            ":443",
+            "[::1]:443",
+            "api.internal@x",
+            "api.internal:x@admin.internal",
+            "10.1.2.3:x@admin.internal",
+            "api.internal/x",
+            "api.internal admin",
+        ] {
             assert!(!hosts.allow(named), "{named}");
         }
         assert_eq!(hosts.describe(), "api.internal (or 10.1.2.3)");
@@ -103,8 +119,9 @@ mod tests {
         assert!(!hosts.allow("kubernetes.default.svc"));
         assert_eq!(hosts.describe(), "10.1.2.3");
         let v6 = AllowedHosts::site(None, "fd00::1".parse().unwrap());
-        assert!(v6.allow("[fd00::1]:443") && v6.allow("[FD00:0::1]") && v6.allow("fd00::1"));
+        assert!(v6.allow("[fd00::1]:443") && v6.allow("[FD00:0::1]"));
         assert!(!v6.allow("[fd00::2]:443") && !v6.allow("[fd00::1"));
+        assert!(!v6.allow("[fd00::1]:x@admin.internal"));
     }
 
     #[test]

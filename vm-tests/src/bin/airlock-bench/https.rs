@@ -43,7 +43,7 @@ pub fn run(parts: &[&str]) {
     set_mode(&token, 0o600);
     let policy = format!(
         "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"{v4}\"]\n\n\
-         [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.https]\nca_file = \"{ca}\"\n\n\
+         [[target.access]]\naction = \"allow\"\nusers = [\"*\"]\n\n[target.https]\nca_file = \"{ca}\"\nserver_name = \"{v4}\"\n\n\
          [target.https.credential]\nkind = \"header_file\"\nheader = \"Authorization\"\nfile = \"{token}\"\n",
         ca = target.ca.display(),
         token = token.display(),
