@@ -409,6 +409,8 @@ fn request_rules_refuse_or_hold_requests_by_method_and_path() {
         vec!["-d", "note=x&_method=DELETE", "/files/report.json"],
         vec!["-d", "%5Fmethod=delete", "/files/report.json"],
         vec!["-F", "note=x", "-F", "_method=DELETE", "/files/report.json"],
+        vec!["-H", "Content-Type:", "-d", "_method=POST& _method=DELETE", "/files/report.json"],
+        vec!["-H", "Content-Type: application/json", "-d", r#"{"_method":"DELETE"}"#, "/files/report.json"],
     ] {
         let (path, flags) = evasion.split_last().unwrap();
         let url = t.url("https", path);
@@ -463,7 +465,7 @@ fn request_rules_refuse_or_hold_requests_by_method_and_path() {
     });
     let seen = t.nginx.requests();
     assert_eq!(seen.last().unwrap()["request"], "POST /deploy?token=abc HTTP/1.1");
-    let records = t.lab.agent().wait_for_records("http.request", 12);
+    let records = t.lab.agent().wait_for_records("http.request", 14);
     assert_eq!(records[0]["detail"]["refused"], "request refused: files on the API are not deleted from workstations");
     assert_eq!(records[0]["detail"]["status"], 403);
     // The form read ahead went on whole.

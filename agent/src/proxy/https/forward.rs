@@ -99,24 +99,26 @@ pub(super) async fn forward(
         exchange.failed(503, error.clone());
         return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, error, CREDENTIAL_HINT));
     }
-    // A form may pass for another method (`_method`): where rules tell
-    // methods apart, it is read first. The API server reads no such field.
-    let mut read_ahead = std::collections::VecDeque::new();
-    let mut form_methods = Vec::new();
-    if !k8s
-        && session.rules.iter().any(|rule| !rule.methods.is_empty())
-        && let Some(form) = form_method::Form::of(request.method(), request.headers())
-    {
-        let read = form_method::read_ahead(request.body_mut(), form_method::READ_AHEAD_CAP).await;
-        match read.and_then(|(frames, bytes)| Ok((frames, form.methods_in(&bytes)?))) {
-            Ok((frames, methods)) => (read_ahead, form_methods) = (frames, methods),
-            Err(why) => {
-                let message = format!("airlock: request refused: {why}");
-                exchange.refused(message.clone());
-                return Ok(answer(said, StatusCode::FORBIDDEN, &message, RULE_HINT));
-            }
+    // A form may pass for another method (`_method`): where a rule naming
+    // methods is about this path, it is read first (the API server reads
+    // no such field).
+    let paths = [request.uri().path(), normalized.as_str()];
+    let method_rules_here =
+        !k8s && session.rules.iter().any(|r| !r.methods.is_empty() && r.matches(&r.methods, &paths));
+    let read = match form_method::Form::of(request.method(), request.headers()) {
+        _ if !method_rules_here => Ok(Default::default()),
+        Ok(Some(form)) => form.read_methods(request.body_mut()).await,
+        Ok(None) => Ok(Default::default()),
+        Err(why) => Err(why),
+    };
+    let (read_ahead, form_methods) = match read {
+        Ok(read) => read,
+        Err(why) => {
+            let message = format!("airlock: request refused: {why}");
+            exchange.refused(message.clone());
+            return Ok(answer(said, StatusCode::FORBIDDEN, &message, RULE_HINT));
         }
-    }
+    };
     if !session.rules.is_empty() {
         let mut methods = methods_of(&request);
         methods.extend(form_methods);
