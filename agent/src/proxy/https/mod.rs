@@ -15,6 +15,7 @@
 mod bodies;
 pub mod channels;
 mod credential;
+mod echo;
 mod exec;
 mod form_method;
 mod forward;

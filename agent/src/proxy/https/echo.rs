@@ -1,0 +1,280 @@
+//! The injected secret as an answer may echo it: as sent, with any of its
+//! characters escaped on its own (encoders choose which: .NET escapes `+`,
+//! Gson `=`, PHP `/`), and for a `Basic` credential decoded. Found by a
+//! small automaton over each character's spellings, so a secret holding
+//! `%` or `\` is found escaped too.
+//!
+//! How much of a frame waits for the next one never depends on the
+//! secret's text: the trailing run of bytes that could belong to any
+//! spelling, up to the longest spelling. A tail held back only when it
+//! began the secret would tell a client that can make the target stream
+//! text of its choosing (a pod's log, an echo) whether its guess was a
+//! prefix of the secret, one character at a time.
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use bytes::Bytes;
+use hyper::header::HeaderValue;
+
+/// Secrets shorter than this are not searched for: too likely by chance.
+const MIN_SECRET: usize = 8;
+
+/// Bytes any echo may be made of, whatever the secret: what tokens, their
+/// escapes and entities are written with.
+const TOKEN_BYTES: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=%\\&#;";
+
+/// The longest spelling of one character (`\u00XX`, `&#xHH;`).
+const LONGEST_SPELLING: usize = 6;
+
+/// The injected secret in every form an answer may echo it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Echoes {
+    /// Distinct, each at least [`MIN_SECRET`] long; the secret as sent first.
+    forms: Vec<Bytes>,
+    /// Bytes an echo may hold: [`TOKEN_BYTES`] and those the forms need.
+    alphabet: [bool; 256],
+    /// The longest an echo can be.
+    longest: usize,
+}
+
+impl Echoes {
+    /// The secret part of an injected header value — the token of
+    /// `Bearer TOKEN` / `Basic …`, else the whole value — and its forms.
+    pub(super) fn of(value: &HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let (scheme, secret) = match bytes.iter().position(|&b| b == b' ') {
+            Some(space) if bytes[..space].iter().all(u8::is_ascii_alphabetic) => (&bytes[..space], &bytes[space + 1..]),
+            _ => (&b""[..], bytes),
+        };
+        let mut forms = vec![secret.to_vec()];
+        if scheme.eq_ignore_ascii_case(b"basic")
+            && let Ok(decoded) = STANDARD.decode(secret)
+        {
+            // A server quoting the login it refused gives it decoded.
+            let password = decoded.iter().position(|&b| b == b':').map(|colon| decoded[colon + 1..].to_vec());
+            forms.push(decoded);
+            forms.extend(password);
+        }
+        let mut alphabet = [false; 256];
+        for &byte in TOKEN_BYTES {
+            alphabet[usize::from(byte)] = true;
+        }
+        let mut echoes = Self { forms: Vec::new(), alphabet, longest: 0 };
+        for form in forms {
+            if form.len() >= MIN_SECRET && !echoes.forms.iter().any(|f| f[..] == form[..]) {
+                for &byte in &form {
+                    for spelling in spellings(byte) {
+                        for &b in spelling.as_slice() {
+                            echoes.alphabet[usize::from(b)] = true;
+                            echoes.alphabet[usize::from(b.to_ascii_uppercase())] = true;
+                        }
+                    }
+                }
+                echoes.longest = echoes.longest.max(form.len() * LONGEST_SPELLING);
+                echoes.forms.push(Bytes::from(form));
+            }
+        }
+        (!echoes.forms.is_empty()).then_some(echoes)
+    }
+
+    /// Whether any form stands in `text`.
+    pub(super) fn found_in(&self, text: &[u8]) -> bool {
+        self.forms.iter().any(|form| find(form, text).is_some())
+    }
+
+    /// Overwrites every form in `bytes` with `*`, keeping its length.
+    pub(super) fn overwrite(&self, bytes: &mut [u8]) {
+        for form in &self.forms {
+            let mut from = 0;
+            while let Some((at, len)) = find(form, &bytes[from..]) {
+                let start = from + at;
+                bytes[start..start + len].fill(b'*');
+                from = start + len;
+            }
+        }
+    }
+
+    /// How many of the last bytes of `text` wait for more: the trailing run
+    /// of bytes an echo may hold, at most one short of the longest echo.
+    /// Whatever the secret, the same text waits the same.
+    pub(super) fn held_back(&self, text: &[u8]) -> usize {
+        let run = text.iter().rev().take_while(|&&b| self.alphabet[usize::from(b)]).count();
+        run.min(self.longest - 1)
+    }
+}
+
+/// Whether encoders leave `byte` as it is: what URLs never escape.
+fn plain(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~".contains(&byte)
+}
+
+/// One way a character is written; compared ignoring ASCII case (hex
+/// digits, `\u`, `&#x`).
+#[derive(Clone, Copy)]
+struct Spelling {
+    bytes: [u8; LONGEST_SPELLING],
+    len: usize,
+}
+
+impl Spelling {
+    fn new(text: &[u8]) -> Self {
+        let mut bytes = [0; LONGEST_SPELLING];
+        bytes[..text.len()].copy_from_slice(text);
+        Self { bytes, len: text.len() }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The ways `byte` may stand in an echo: itself; and unless it is
+/// [`plain`], `%XX`, JSON's `\u00XX` (ASCII), HTML's `&#D;` and `&#xHH;`,
+/// and JSON's short escapes (`\/`, `\"`, `\\`), a form's `+` for a space.
+fn spellings(byte: u8) -> impl Iterator<Item = Spelling> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (high, low) = (HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]);
+    let mut all = [Spelling::new(&[byte]); 7];
+    let mut count = 1;
+    let mut add = |text: &[u8]| {
+        all[count] = Spelling::new(text);
+        count += 1;
+    };
+    if !plain(byte) {
+        add(&[b'%', high, low]);
+        add(&[b'&', b'#', b'x', high, low, b';']);
+        let decimal = format!("&#{byte};");
+        add(decimal.as_bytes());
+        if byte.is_ascii() {
+            add(&[b'\\', b'u', b'0', b'0', high, low]);
+        }
+        match byte {
+            b'/' | b'"' | b'\\' => add(&[b'\\', byte]),
+            b' ' => add(b"+"),
+            _ => {}
+        }
+    }
+    all.into_iter().take(count)
+}
+
+/// How `text` begins against a secret.
+enum Matched {
+    /// With all of it, this many bytes long.
+    Whole(usize),
+    /// With a beginning of it, then `text` ends.
+    Partial,
+    No,
+}
+
+/// Where `secret` first stands in `text`, and how long it is there.
+fn find(secret: &[u8], text: &[u8]) -> Option<(usize, usize)> {
+    if secret.iter().all(|&b| plain(b)) {
+        return memchr::memmem::find(text, secret).map(|at| (at, secret.len()));
+    }
+    let first = secret[0];
+    let candidate = |from: usize| match plain(first) {
+        true => memchr::memchr(first, &text[from..]),
+        false => memchr::memchr3(first, b'\\', b'%', &text[from..])
+            .into_iter()
+            .chain(memchr::memchr2(b'&', b'+', &text[from..]))
+            .min(),
+    };
+    let mut from = 0;
+    while let Some(found) = candidate(from) {
+        let at = from + found;
+        if let Matched::Whole(len) = match_at(secret, &text[at..]) {
+            return Some((at, len));
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Runs the secret's characters over `text` from its start, each spelled
+/// any way, keeping every position a spelling can reach (a literal `%` and
+/// the `%25` it may be both match).
+fn match_at(secret: &[u8], text: &[u8]) -> Matched {
+    let mut positions = vec![0];
+    let mut partial = false;
+    for &byte in secret {
+        let mut next = Vec::with_capacity(positions.len());
+        for &at in &positions {
+            for spelling in spellings(byte) {
+                let spelling = spelling.as_slice();
+                let seen = spelling.len().min(text.len() - at);
+                if !text[at..at + seen].eq_ignore_ascii_case(&spelling[..seen]) {
+                    continue;
+                }
+                if seen < spelling.len() {
+                    partial = true;
+                } else if !next.contains(&(at + seen)) {
+                    next.push(at + seen);
+                }
+            }
+        }
+        if next.is_empty() {
+            return if partial { Matched::Partial } else { Matched::No };
+        }
+        positions = next;
+    }
+    Matched::Whole(positions.into_iter().max().unwrap_or(0))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(in crate::proxy::https) fn echoes(value: &'static str) -> Echoes {
+        Echoes::of(&HeaderValue::from_static(value)).unwrap()
+    }
+
+    fn forms(value: &'static str) -> Vec<String> {
+        echoes(value).forms.iter().map(|f| String::from_utf8(f.to_vec()).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_token_of_a_scheme_is_the_secret_and_a_basic_login_also_decoded() {
+        assert_eq!(forms("Bearer abcdefgh12"), ["abcdefgh12"]);
+        assert_eq!(forms("key-0123456789"), ["key-0123456789"]);
+        assert!(Echoes::of(&HeaderValue::from_static("Bearer short")).is_none());
+        // alice:hunter2-secret
+        let basic = forms("Basic YWxpY2U6aHVudGVyMi1zZWNyZXQ=");
+        assert_eq!(basic, ["YWxpY2U6aHVudGVyMi1zZWNyZXQ=", "alice:hunter2-secret", "hunter2-secret"]);
+        assert!(echoes("Basic YWxpY2U6aHVudGVyMi1zZWNyZXQ=").found_in(b"login alice%3Ahunter2-secret refused"));
+    }
+
+    #[test]
+    fn each_character_may_be_spelled_its_own_way() {
+        let secret = b"ab/cd+ef==";
+        for echo in [
+            &b"ab\\/cd+ef=="[..],
+            b"ab/cd\\u002Bef==",
+            b"ab/cd+ef\\u003d\\u003D",
+            b"ab%2fcd%2Bef%3D=",
+            b"ab/cd&#43;ef&#x3D;=",
+            b"x ab/cd+ef== y",
+        ] {
+            assert!(find(secret, echo).is_some(), "{}", String::from_utf8_lossy(echo));
+        }
+        for other in [&b"ab/cd+ef="[..], b"ab/cd ef==", b"ab\\u002fcd+ef\\u003", b"ab%2cd+ef=="] {
+            assert!(find(secret, other).is_none(), "{}", String::from_utf8_lossy(other));
+        }
+        // A `%` or `\` in the secret, escaped in the echo.
+        assert_eq!(find(b"50%off-deal", b"x=50%25off-deal"), Some((2, 13)));
+        assert_eq!(find(b"pa\"ss\\word1", br#""pa\"ss\\word1""#), Some((1, 13)));
+        assert_eq!(find(b"two words!", b"q=two+words%21"), Some((2, 12)));
+    }
+
+    #[test]
+    fn what_waits_depends_on_the_text_not_the_secret() {
+        let one = echoes("Bearer token-123456789");
+        let other = echoes("Bearer zzzzz-999999999");
+        for text in [&b"plain words"[..], b"a tok", b"a token-1234567", b"{\"a\":\"b\"}", b"line\n", b"x=%2"] {
+            assert_eq!(one.held_back(text), other.held_back(text), "{}", String::from_utf8_lossy(text));
+        }
+        assert_eq!(one.held_back(b"a token-1234567"), 13);
+        assert_eq!(one.held_back(b"{\"a\":\"b\"}"), 0);
+        assert_eq!(one.held_back(b"line\n"), 0);
+        let long = [b'x'; 500];
+        assert_eq!(one.held_back(&long), 15 * LONGEST_SPELLING - 1);
+    }
+}
