@@ -6,8 +6,9 @@
 use super::{REDACTED, SECRET_NAME_PARTS};
 
 /// `text` with the value of every `name: value` / `name = value` line whose
-/// name suggests a secret replaced, and every line of a block scalar such a
-/// name opens (`key: |`, `key: >-`).
+/// name suggests a secret replaced, and every line below such a name that
+/// is deeper than it (a block scalar, `key: |`; a value or mapping on the
+/// next lines).
 pub fn assignments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     // The indentation a secret block scalar's lines go deeper than.
@@ -27,6 +28,11 @@ pub fn assignments(text: &str) -> String {
             block_deeper_than = None;
         }
         match secret_value(body) {
+            // `password:` with its value on the lines below.
+            Some(value_at) if value_at == body.len() => {
+                out.push_str(line);
+                block_deeper_than = Some(indent);
+            }
             Some(value_at) => {
                 let value = body[value_at..].trim();
                 out.push_str(&body[..value_at]);
@@ -43,8 +49,8 @@ pub fn assignments(text: &str) -> String {
 }
 
 /// Where the value of a secret-named `name: value` / `name=value` line
-/// begins; `None` when the line is none, its name no secret's, or its
-/// value empty (a YAML mapping opening below it).
+/// begins (the line's end: YAML's value is on the lines below); `None`
+/// when the line is none or its name no secret's.
 fn secret_value(line: &str) -> Option<usize> {
     let start = line.len() - line.trim_start().len();
     let rest = &line[start..];
@@ -60,11 +66,11 @@ fn secret_value(line: &str) -> Option<usize> {
     }
     // YAML's `:` must be followed by a space (or end the line): `a:b` is a scalar.
     let after = &line[sep + 1..];
-    if line.as_bytes()[sep] == b':' && !after.starts_with([' ', '\t']) {
+    if line.as_bytes()[sep] == b':' && !after.is_empty() && !after.starts_with([' ', '\t']) {
         return None;
     }
     let value = after.trim_start();
-    if value.is_empty() || value.starts_with('#') {
+    if value.starts_with('#') || (value.is_empty() && line.as_bytes()[sep] == b'=') {
         return None;
     }
     Some(line.len() - value.len())
@@ -91,6 +97,12 @@ mod tests {
     }
 
     #[test]
+    fn values_on_the_lines_below_a_secret_key_are_redacted() {
+        let yaml = "password:\n  hunter2\ncredentials:\n  user: a\n  pin: 1234\nname: x\n";
+        assert_eq!(assignments(yaml), "password:\n  ***\ncredentials:\n  ***\n  ***\nname: x\n");
+    }
+
+    #[test]
     fn env_and_ini_assignments_of_secret_names_are_redacted() {
         let text = "export GITHUB_TOKEN=ghp_x\r\nDB_PASSWORD = s3cret\nHOST=db\nurl: https://x/a:b\n[auth]\n";
         assert_eq!(
@@ -101,7 +113,7 @@ mod tests {
 
     #[test]
     fn lines_that_only_look_like_assignments_are_kept() {
-        for text in ["a password:is not yaml", "key:value", "secrets:\n  - name: x\n", "pass:", "token = # none"] {
+        for text in ["a password:is not yaml", "key:value", "pass:", "token = # none", "token=\nnext"] {
             assert_eq!(assignments(text), text, "{text}");
         }
     }
