@@ -5,11 +5,11 @@
 //! `%` or `\` is found escaped too.
 //!
 //! How much of a frame waits for the next one never depends on the
-//! secret's text: the trailing run of bytes that could belong to any
-//! spelling, up to the longest spelling. A tail held back only when it
-//! began the secret would tell a client that can make the target stream
-//! text of its choosing (a pod's log, an echo) whether its guess was a
-//! prefix of the secret, one character at a time.
+//! secret's text: the bytes since the frame's last line break, up to a cap
+//! that depends only on the secret's length rounded up to a power of two.
+//! A tail held back only when it began the secret would tell a client that
+//! can make the target stream text of its choosing (a pod's log, an echo)
+//! whether its guess was a prefix of the secret, one character at a time.
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
@@ -18,22 +18,18 @@ use hyper::header::HeaderValue;
 /// Secrets shorter than this are not searched for: too likely by chance.
 const MIN_SECRET: usize = 8;
 
-/// Bytes any echo may be made of, whatever the secret: what tokens, their
-/// escapes and entities are written with.
-const TOKEN_BYTES: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=%\\&#;";
-
 /// The longest spelling of one character (`\u00XX`, `&#xHH;`).
 const LONGEST_SPELLING: usize = 6;
 
 /// The injected secret in every form an answer may echo it in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(super) struct Echoes {
-    /// Distinct, each at least [`MIN_SECRET`] long; the secret as sent first.
+    /// Distinct, each at least [`MIN_SECRET`] long and on one line; the
+    /// secret as sent first.
     forms: Vec<Bytes>,
-    /// Bytes an echo may hold: [`TOKEN_BYTES`] and those the forms need.
-    alphabet: [bool; 256],
-    /// The longest an echo can be.
-    longest: usize,
+    /// How many bytes at most wait for the rest of an echo: the longest an
+    /// echo can be, rounded up to a power of two.
+    hold_cap: usize,
 }
 
 impl Echoes {
@@ -54,22 +50,12 @@ impl Echoes {
             forms.push(decoded);
             forms.extend(password);
         }
-        let mut alphabet = [false; 256];
-        for &byte in TOKEN_BYTES {
-            alphabet[usize::from(byte)] = true;
-        }
-        let mut echoes = Self { forms: Vec::new(), alphabet, longest: 0 };
+        let mut echoes = Self { forms: Vec::new(), hold_cap: 0 };
         for form in forms {
-            if form.len() >= MIN_SECRET && !echoes.forms.iter().any(|f| f[..] == form[..]) {
-                for &byte in &form {
-                    for spelling in spellings(byte) {
-                        for &b in spelling.as_slice() {
-                            echoes.alphabet[usize::from(b)] = true;
-                            echoes.alphabet[usize::from(b.to_ascii_uppercase())] = true;
-                        }
-                    }
-                }
-                echoes.longest = echoes.longest.max(form.len() * LONGEST_SPELLING);
+            // No echo spans a line break: no spelling holds one.
+            let one_line = !form.contains(&b'\n') && !form.contains(&b'\r');
+            if form.len() >= MIN_SECRET && one_line && !echoes.forms.iter().any(|f| f[..] == form[..]) {
+                echoes.hold_cap = echoes.hold_cap.max((form.len() * LONGEST_SPELLING).next_power_of_two());
                 echoes.forms.push(Bytes::from(form));
             }
         }
@@ -93,12 +79,19 @@ impl Echoes {
         }
     }
 
-    /// How many of the last bytes of `text` wait for more: the trailing run
-    /// of bytes an echo may hold, at most one short of the longest echo.
-    /// Whatever the secret, the same text waits the same.
+    /// How many of the last bytes of `text` wait for more: those since its
+    /// last line break, at most the cap. Whatever the secret, the same text
+    /// waits the same (but for the cap's power of two).
     pub(super) fn held_back(&self, text: &[u8]) -> usize {
-        let run = text.iter().rev().take_while(|&&b| self.alphabet[usize::from(b)]).count();
-        run.min(self.longest - 1)
+        let since_break = memchr::memrchr2(b'\n', b'\r', text).map_or(text.len(), |at| text.len() - at - 1);
+        since_break.min(self.hold_cap - 1)
+    }
+}
+
+impl std::fmt::Debug for Echoes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret itself.
+        f.debug_struct("Echoes").field("forms", &self.forms.len()).finish_non_exhaustive()
     }
 }
 
@@ -128,12 +121,13 @@ impl Spelling {
 }
 
 /// The ways `byte` may stand in an echo: itself; and unless it is
-/// [`plain`], `%XX`, JSON's `\u00XX` (ASCII), HTML's `&#D;` and `&#xHH;`,
-/// and JSON's short escapes (`\/`, `\"`, `\\`), a form's `+` for a space.
+/// [`plain`], `%XX`, JSON's `\u00XX` (ASCII), HTML's `&#D;`, `&#xHH;` and
+/// named entities, JSON's short escapes (`\/`, `\"`, `\\`), a form's `+`
+/// for a space.
 fn spellings(byte: u8) -> impl Iterator<Item = Spelling> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let (high, low) = (HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]);
-    let mut all = [Spelling::new(&[byte]); 7];
+    let mut all = [Spelling::new(&[byte]); 8];
     let mut count = 1;
     let mut add = |text: &[u8]| {
         all[count] = Spelling::new(text);
@@ -148,7 +142,15 @@ fn spellings(byte: u8) -> impl Iterator<Item = Spelling> {
             add(&[b'\\', b'u', b'0', b'0', high, low]);
         }
         match byte {
-            b'/' | b'"' | b'\\' => add(&[b'\\', byte]),
+            b'/' | b'\\' => add(&[b'\\', byte]),
+            b'"' => {
+                add(b"\\\"");
+                add(b"&quot;");
+            }
+            b'&' => add(b"&amp;"),
+            b'<' => add(b"&lt;"),
+            b'>' => add(b"&gt;"),
+            b'\'' => add(b"&apos;"),
             b' ' => add(b"+"),
             _ => {}
         }
@@ -156,32 +158,24 @@ fn spellings(byte: u8) -> impl Iterator<Item = Spelling> {
     all.into_iter().take(count)
 }
 
-/// How `text` begins against a secret.
-enum Matched {
-    /// With all of it, this many bytes long.
-    Whole(usize),
-    /// With a beginning of it, then `text` ends.
-    Partial,
-    No,
-}
-
 /// Where `secret` first stands in `text`, and how long it is there.
 fn find(secret: &[u8], text: &[u8]) -> Option<(usize, usize)> {
     if secret.iter().all(|&b| plain(b)) {
         return memchr::memmem::find(text, secret).map(|at| (at, secret.len()));
     }
-    let first = secret[0];
-    let candidate = |from: usize| match plain(first) {
-        true => memchr::memchr(first, &text[from..]),
-        false => memchr::memchr3(first, b'\\', b'%', &text[from..])
-            .into_iter()
-            .chain(memchr::memchr2(b'&', b'+', &text[from..]))
-            .min(),
-    };
+    // Where an echo may start: the bytes the first character's spellings
+    // start with, found in one pass.
+    let mut starts = [false; 256];
+    for spelling in spellings(secret[0]) {
+        let first = spelling.as_slice()[0];
+        starts[usize::from(first)] = true;
+        starts[usize::from(first.to_ascii_uppercase())] = true;
+        starts[usize::from(first.to_ascii_lowercase())] = true;
+    }
     let mut from = 0;
-    while let Some(found) = candidate(from) {
+    while let Some(found) = text[from..].iter().position(|&b| starts[usize::from(b)]) {
         let at = from + found;
-        if let Matched::Whole(len) = match_at(secret, &text[at..]) {
+        if let Some(len) = match_at(secret, &text[at..]) {
             return Some((at, len));
         }
         from = at + 1;
@@ -189,34 +183,32 @@ fn find(secret: &[u8], text: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// Runs the secret's characters over `text` from its start, each spelled
-/// any way, keeping every position a spelling can reach (a literal `%` and
-/// the `%25` it may be both match).
-fn match_at(secret: &[u8], text: &[u8]) -> Matched {
+/// How long `secret` is where it begins `text`, if it does: its
+/// characters run over `text`, each spelled any way, keeping every
+/// position a spelling reaches (a literal `%` and the `%25` it may be
+/// both match).
+fn match_at(secret: &[u8], text: &[u8]) -> Option<usize> {
     let mut positions = vec![0];
-    let mut partial = false;
     for &byte in secret {
         let mut next = Vec::with_capacity(positions.len());
         for &at in &positions {
             for spelling in spellings(byte) {
                 let spelling = spelling.as_slice();
-                let seen = spelling.len().min(text.len() - at);
-                if !text[at..at + seen].eq_ignore_ascii_case(&spelling[..seen]) {
-                    continue;
-                }
-                if seen < spelling.len() {
-                    partial = true;
-                } else if !next.contains(&(at + seen)) {
-                    next.push(at + seen);
+                let fits = text.len() - at >= spelling.len();
+                if fits
+                    && text[at..at + spelling.len()].eq_ignore_ascii_case(spelling)
+                    && !next.contains(&(at + spelling.len()))
+                {
+                    next.push(at + spelling.len());
                 }
             }
         }
         if next.is_empty() {
-            return if partial { Matched::Partial } else { Matched::No };
+            return None;
         }
         positions = next;
     }
-    Matched::Whole(positions.into_iter().max().unwrap_or(0))
+    positions.into_iter().max()
 }
 
 #[cfg(test)]
@@ -262,6 +254,7 @@ pub(super) mod tests {
         assert_eq!(find(b"50%off-deal", b"x=50%25off-deal"), Some((2, 13)));
         assert_eq!(find(b"pa\"ss\\word1", br#""pa\"ss\\word1""#), Some((1, 13)));
         assert_eq!(find(b"two words!", b"q=two+words%21"), Some((2, 12)));
+        assert_eq!(find(b"a&b<c>\"d'", b"a&amp;b&lt;c&gt;&quot;d&apos;"), Some((0, 29)));
     }
 
     #[test]
@@ -271,10 +264,11 @@ pub(super) mod tests {
         for text in [&b"plain words"[..], b"a tok", b"a token-1234567", b"{\"a\":\"b\"}", b"line\n", b"x=%2"] {
             assert_eq!(one.held_back(text), other.held_back(text), "{}", String::from_utf8_lossy(text));
         }
-        assert_eq!(one.held_back(b"a token-1234567"), 13);
-        assert_eq!(one.held_back(b"{\"a\":\"b\"}"), 0);
+        assert_eq!(one.held_back(b"a token-1234567"), 15);
+        assert_eq!(one.held_back(b"{\"a\":\"b\"}\n{\"c"), 3);
         assert_eq!(one.held_back(b"line\n"), 0);
         let long = [b'x'; 500];
-        assert_eq!(one.held_back(&long), 15 * LONGEST_SPELLING - 1);
+        assert_eq!(one.held_back(&long), 127, "15 bytes spelled at most 6 each: 90, rounded up");
+        assert!(!format!("{one:?}").contains("token"), "{one:?}");
     }
 }

@@ -9,6 +9,7 @@
 //! asked for uncompressed, and refused when they come compressed).
 
 use std::{
+    future::Future as _,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -32,6 +33,11 @@ pub(super) fn headers(headers: &mut HeaderMap, echoes: &Echoes) {
     }
 }
 
+/// How long held bytes wait for the rest of an echo when the answer
+/// pauses. A target echoes a header in one write; a stream that waits for
+/// its client (gRPC's ping-pong, a watch between events) must go on.
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A body with every occurrence of a secret overwritten, across frame
 /// boundaries: a frame's last bytes wait for the next only when they could
 /// be part of an echo ([`Echoes::held_back`]). A frame holding none of it
@@ -43,12 +49,14 @@ pub(super) struct Scrubbed<B> {
     held: BytesMut,
     /// Trailers that came while bytes were held: sent after them.
     trailers: Option<HeaderMap>,
+    /// When held bytes go out if nothing follows them.
+    flush: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
 }
 
 impl<B> Scrubbed<B> {
     pub fn new(inner: B, echoes: Echoes) -> Self {
-        Self { inner, echoes, held: BytesMut::new(), trailers: None, done: false }
+        Self { inner, echoes, held: BytesMut::new(), trailers: None, flush: None, done: false }
     }
 }
 
@@ -67,10 +75,23 @@ where
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending if this.held.is_empty() => return Poll::Pending,
+                Poll::Pending => {
+                    // Held bytes go out once the answer pauses: a stream
+                    // waiting on its client (gRPC, a watch) must not stall.
+                    let deadline = tokio::time::Instant::now() + HOLD_AT_MOST;
+                    let timer = this.flush.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.flush = None;
+                    let held = this.held.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(held))));
+                }
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(mut data) => {
+                        this.flush = None;
                         // Not copied when the body's data are `Bytes` already.
                         let data = data.copy_to_bytes(data.remaining());
                         if this.held.is_empty() && !this.echoes.found_in(&data) {
@@ -196,6 +217,39 @@ mod tests {
             let out = Scrubbed::new(Chunks::of(&body, size), secret.clone()).collect().await.unwrap().to_bytes();
             assert_eq!(out, whole, "{} in chunks of {size}", String::from_utf8_lossy(&body));
         }
+    }
+
+    /// A body fed from a channel: pending until the test sends.
+    struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    #[tokio::test]
+    async fn held_bytes_go_out_when_the_answer_pauses() {
+        let (send, receive) = tokio::sync::mpsc::channel(4);
+        let mut body = Scrubbed::new(Fed(receive), echoes("Bearer token-123456789"));
+        send.send(Bytes::from_static(b"line\npartial tok")).await.unwrap();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "line\n");
+        let started = std::time::Instant::now();
+        let second = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await.expect("flushed");
+        assert_eq!(second.unwrap().unwrap().into_data().unwrap(), "partial tok");
+        assert!(started.elapsed() >= HOLD_AT_MOST, "{:?}", started.elapsed());
+        // An echo that comes whole after a pause is still overwritten.
+        send.send(Bytes::from_static(b"token-123456789\n")).await.unwrap();
+        drop(send);
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(rest, "***************\n");
     }
 
     #[test]
