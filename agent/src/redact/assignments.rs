@@ -11,13 +11,16 @@ use super::{REDACTED, SECRET_NAME_PARTS};
 /// next lines).
 pub fn assignments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    // The indentation a secret block scalar's lines go deeper than.
-    let mut block_deeper_than: Option<usize> = None;
+    // Below a secret key: the indentation its value's lines go deeper than,
+    // and whether `- ` items at that same indentation are its list (after
+    // `key:` alone, as Go's YAML writes a list).
+    let mut below: Option<(usize, bool)> = None;
     for line in text.split_inclusive('\n') {
         let body = line.trim_end_matches(['\n', '\r']);
         let indent = body.len() - body.trim_start().len();
-        if let Some(depth) = block_deeper_than {
-            if body.trim().is_empty() || indent > depth {
+        if let Some((depth, list)) = below {
+            let item = list && indent == depth && body.trim_start().starts_with('-');
+            if body.trim().is_empty() || indent > depth || item {
                 out.push_str(&line[..indent.min(body.len())]);
                 if !body.trim().is_empty() {
                     out.push_str(REDACTED);
@@ -25,22 +28,20 @@ pub fn assignments(text: &str) -> String {
                 out.push_str(&line[body.len()..]);
                 continue;
             }
-            block_deeper_than = None;
+            below = None;
         }
         match secret_value(body) {
             // `password:` with its value on the lines below.
             Some(value_at) if value_at == body.len() => {
                 out.push_str(line);
-                block_deeper_than = Some(indent);
+                below = Some((indent, true));
             }
             Some(value_at) => {
-                let value = body[value_at..].trim();
                 out.push_str(&body[..value_at]);
                 out.push_str(REDACTED);
                 out.push_str(&line[body.len()..]);
-                if value.starts_with(['|', '>']) {
-                    block_deeper_than = Some(indent);
-                }
+                // A block scalar, or a quoted or plain value going on below.
+                below = Some((indent, false));
             }
             None => out.push_str(line),
         }
@@ -100,6 +101,8 @@ mod tests {
     fn values_on_the_lines_below_a_secret_key_are_redacted() {
         let yaml = "password:\n  hunter2\ncredentials:\n  user: a\n  pin: 1234\nname: x\n";
         assert_eq!(assignments(yaml), "password:\n  ***\ncredentials:\n  ***\n  ***\nname: x\n");
+        let more = "tokens:\n- t1\n- t2\nkey: \"abc\n  def\"\napi_key: !!binary |\n  QUJD\nname: y\n";
+        assert_eq!(assignments(more), "tokens:\n***\n***\nkey: ***\n  ***\napi_key: ***\n  ***\nname: y\n");
     }
 
     #[test]

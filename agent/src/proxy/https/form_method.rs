@@ -38,50 +38,31 @@ pub(super) enum Form {
 }
 
 impl Form {
-    /// The form a POST carries, if its body is one frameworks read
-    /// `_method` from; `Err` when its type could be read two ways.
-    pub(super) fn of(method: &Method, headers: &HeaderMap) -> Result<Option<Self>, String> {
-        if method != Method::POST {
-            return Ok(None);
+    /// The ways frameworks may read a POST's body for `_method` (none for
+    /// another method, or a body no framework reads it from); `Err` when
+    /// its type could be read two ways.
+    pub(super) fn of(method: &Method, headers: &HeaderMap) -> Result<Vec<Self>, String> {
+        // Symfony upper-cases the method it is given.
+        if !method.as_str().eq_ignore_ascii_case("POST") {
+            return Ok(Vec::new());
         }
-        let Some(content_type) = headers.get(header::CONTENT_TYPE) else { return Ok(Some(Self::UrlEncoded)) };
-        let content_type = String::from_utf8_lossy(content_type.as_bytes()).to_ascii_lowercase();
+        let Some(content_type) = headers.get(header::CONTENT_TYPE) else { return Ok(vec![Self::UrlEncoded]) };
+        let written = String::from_utf8_lossy(content_type.as_bytes()).into_owned();
+        let lower = written.to_ascii_lowercase();
         // Rack ends the media type at `;` or `,`, PHP also at a space.
-        let media = content_type.trim_start().split([';', ',', ' ', '\t']).next().unwrap_or_default();
-        Ok(match media {
-            "" | "application/x-www-form-urlencoded" => Some(Self::UrlEncoded),
-            "application/json" => Some(Self::Json),
-            json if json.starts_with("application/") && json.ends_with("+json") => Some(Self::Json),
-            multipart if multipart.starts_with("multipart/") => {
-                let boundaries: Vec<&str> = content_type
-                    .split([';', ','])
-                    .filter_map(|param| param.split_once('='))
-                    .filter(|(name, _)| name.trim() == "boundary")
-                    .map(|(_, value)| value.trim().trim_matches('"'))
-                    .collect();
-                match boundaries[..] {
-                    [] => Some(Self::Multipart(String::new())),
-                    [one] => Some(Self::Multipart(original_case(headers, one))),
-                    _ => return Err("the form's type gives more than one boundary".into()),
-                }
-            }
-            _ => None,
-        })
-    }
-
-    /// Reads `body` ahead (at most [`READ_AHEAD_CAP`], within
-    /// [`READ_AHEAD_TIMEOUT`]) for the methods its `_method` fields ask
-    /// for: the frames to send on in its place, and those methods; `Err`
-    /// with why it may not go.
-    pub(super) async fn read_methods<B>(&self, body: &mut B) -> Result<(VecDeque<Frame<Bytes>>, Vec<String>), String>
-    where
-        B: Body<Data = Bytes> + Unpin,
-        B::Error: std::fmt::Display,
-    {
-        let read = tokio::time::timeout(READ_AHEAD_TIMEOUT, read_ahead(body, READ_AHEAD_CAP)).await;
-        let (frames, data) =
-            read.map_err(|_| format!("the form did not arrive within {} s", READ_AHEAD_TIMEOUT.as_secs()))??;
-        Ok((frames, self.methods_in(&data)?))
+        let media = lower.trim_start().split([';', ',', ' ', '\t']).next().unwrap_or_default();
+        let mut forms = Vec::new();
+        if media.is_empty() || media == "application/x-www-form-urlencoded" {
+            forms.push(Self::UrlEncoded);
+        }
+        if media.starts_with("multipart/") {
+            forms.push(Self::Multipart(boundary(&written)?));
+        }
+        // Laravel reads a body as JSON wherever its type says `/json` or `+json`.
+        if lower.contains("/json") || lower.contains("+json") {
+            forms.push(Self::Json);
+        }
+        Ok(forms)
     }
 
     /// The methods `body`'s `_method` fields ask for, upper-cased; `Err`
@@ -93,37 +74,82 @@ impl Form {
             Self::Json => match serde_json::from_slice::<serde_json::Value>(body) {
                 Ok(serde_json::Value::Object(members)) => members
                     .iter()
-                    .filter(|(name, _)| field_name(name) == FIELD)
+                    .filter(|(name, _)| names_the_field(name))
                     .map(|(_, value)| value.as_str().map_or_else(|| value.to_string(), str::to_owned))
                     .collect(),
-                _ => Vec::new(),
+                Ok(_) => Vec::new(),
+                // PHP reads deeper documents than serde_json.
+                Err(_) if mentions_the_field(body) => {
+                    return Err(format!("the body names {FIELD} in JSON Airlock cannot read"));
+                }
+                Err(_) => Vec::new(),
             },
         };
         Ok(found.into_iter().map(|method| method.trim().to_ascii_uppercase()).collect())
     }
 }
 
-/// The boundary as the header wrote it (the type was lower-cased to be read).
-fn original_case(headers: &HeaderMap, lower: &str) -> String {
-    let written = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let written = written.unwrap_or_default();
-    match written.to_ascii_lowercase().find(lower) {
-        Some(at) => written[at..at + lower.len()].to_owned(),
-        None => lower.to_owned(),
+/// The boundary a multipart type gives, as written; `Err` when
+/// frameworks could read it apart (PHP takes the first `boundary`
+/// anywhere in the type, Rack the last; both keep spaces).
+fn boundary(written: &str) -> Result<String, String> {
+    let lower = written.to_ascii_lowercase();
+    let mut found = lower.match_indices("boundary");
+    let Some((at, _)) = found.next() else { return Ok(String::new()) };
+    if found.next().is_some() {
+        return Err("the form's type names more than one boundary".into());
     }
+    let rest = written[at + "boundary".len()..].strip_prefix('=').unwrap_or_default();
+    let value = rest.split([';', ',']).next().unwrap_or_default();
+    let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+    if value.is_empty() || value.trim() != value {
+        return Err("the form's boundary is empty or padded with spaces, which frameworks read apart".into());
+    }
+    Ok(value.to_owned())
 }
 
-/// A field's name as frameworks compare it: percent-decoded, leading
-/// spaces dropped (Rack splits on `& *`), `.`, ` ` and `[` as `_` (PHP),
-/// in lower case (more readings, never fewer).
-fn field_name(raw: &str) -> String {
+/// Whether a field's name is `_method` as a framework reads it:
+/// percent-decoded, cut at a NUL (PHP), less leading spaces (Rack splits on
+/// `& *`); then PHP's (`.`, ` `, `[` as `_`) or Rack 2's (brackets around
+/// the name dropped) reading; case ignored (more readings, never fewer).
+fn names_the_field(raw: &str) -> bool {
     let decoded = crate::percent::decoded(&raw.replace('+', " "));
-    decoded
-        .trim_start()
-        .chars()
-        .map(|c| if matches!(c, '.' | ' ' | '[') { '_' } else { c })
-        .collect::<String>()
-        .to_lowercase()
+    let name = decoded.split('\0').next().unwrap_or_default().trim_start();
+    let php: String = name.chars().map(|c| if matches!(c, '.' | ' ' | '[') { '_' } else { c }).collect();
+    let unbracketed = name.trim_start_matches(['[', ']']);
+    let key_end = unbracketed.find(['[', ']']).unwrap_or(unbracketed.len());
+    let rack = unbracketed[key_end..].chars().all(|c| c == ']').then_some(&unbracketed[..key_end]);
+    php.eq_ignore_ascii_case(FIELD) || rack.is_some_and(|key| key.eq_ignore_ascii_case(FIELD))
+}
+
+/// Whether `body` holds the field's name in some spelling.
+fn mentions_the_field(body: &[u8]) -> bool {
+    let lower = body.to_ascii_lowercase();
+    ["_method", "%5fmethod", ".method", "%2emethod", " method", "+method", "[method"]
+        .iter()
+        .any(|name| memchr::memmem::find(&lower, name.as_bytes()).is_some())
+}
+
+/// Reads `body` ahead (at most [`READ_AHEAD_CAP`], within
+/// [`READ_AHEAD_TIMEOUT`]) for the methods its `_method` fields ask for,
+/// read each way in `forms`: the frames to send on in its place, and those
+/// methods; `Err` with why it may not go.
+pub(super) async fn read_methods<B>(
+    forms: &[Form],
+    body: &mut B,
+) -> Result<(VecDeque<Frame<Bytes>>, Vec<String>), String>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let read = tokio::time::timeout(READ_AHEAD_TIMEOUT, read_ahead(body, READ_AHEAD_CAP)).await;
+    let (frames, data) =
+        read.map_err(|_| format!("the form did not arrive within {} s", READ_AHEAD_TIMEOUT.as_secs()))??;
+    let mut methods = Vec::new();
+    for form in forms {
+        methods.extend(form.methods_in(&data)?);
+    }
+    Ok((frames, methods))
 }
 
 /// Every `_method` value of an urlencoded body, however its name is
@@ -132,55 +158,36 @@ fn urlencoded_fields(body: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(body);
     text.split(['&', ';'])
         .filter_map(|pair| pair.split_once('='))
-        .filter(|(name, _)| field_name(name) == FIELD)
+        .filter(|(name, _)| names_the_field(name))
         .map(|(_, value)| crate::percent::decoded(&value.replace('+', " ")))
         .collect()
 }
 
-/// The values of a multipart body's parts named `_method`; `Err` when a
-/// part's head cannot be read and names the field anyway.
+/// The values of a multipart body's parts named `_method`; `Err` when the
+/// body names the field but no part Airlock reads is it (frameworks' part
+/// parsers differ at the edges: a head Airlock cuts short, odd line ends).
 fn multipart_fields(body: &[u8], boundary: &str) -> Result<Vec<String>, String> {
-    let unreadable = || Err(format!("the form names {FIELD} in a part Airlock cannot read"));
-    let named = |bytes: &[u8]| {
-        let lower = bytes.to_ascii_lowercase();
-        ["_method", "%5fmethod", ".method", "%2emethod"]
-            .iter()
-            .any(|n| memchr::memmem::find(&lower, n.as_bytes()).is_some())
-    };
-    if boundary.is_empty() {
-        return if named(body) { unreadable() } else { Ok(Vec::new()) };
-    }
-    let delimiter = format!("--{boundary}");
     let mut values = Vec::new();
-    for part in split(body, delimiter.as_bytes()).skip(1) {
-        // The head ends at the first empty line, however lines end.
-        let ends = [&b"\r\n\r\n"[..], b"\n\n", b"\r\n\n", b"\n\r\n"];
-        let Some((head_end, gap)) =
-            ends.iter().filter_map(|end| memchr::memmem::find(part, end).map(|at| (at, end.len()))).min()
-        else {
-            if named(part) {
-                return unreadable();
+    if !boundary.is_empty() {
+        let delimiter = format!("--{boundary}");
+        for part in split(body, delimiter.as_bytes()).skip(1) {
+            let Some(head_end) = memchr::memmem::find(part, b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&part[..head_end]);
+            let named = head
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .filter(|(field, _)| field.trim().eq_ignore_ascii_case("content-disposition"))
+                .flat_map(|(_, value)| value.split(';').skip(1).map(str::to_owned).collect::<Vec<_>>())
+                .filter_map(|param| param.split_once('=').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+                .any(|(key, value)| key.eq_ignore_ascii_case("name") && names_the_field(value.trim_matches('"')));
+            if named {
+                let value = &part[head_end + 4..];
+                values.push(String::from_utf8_lossy(value.strip_suffix(b"\r\n").unwrap_or(value)).into_owned());
             }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&part[..head_end]);
-        let names: Vec<String> = head
-            .lines()
-            .filter_map(|line| line.split_once(':'))
-            .filter(|(field, _)| field.trim().eq_ignore_ascii_case("content-disposition"))
-            .flat_map(|(_, value)| value.split(';').skip(1).map(str::to_owned).collect::<Vec<_>>())
-            .filter_map(|param| {
-                let (key, value) = param.split_once('=')?;
-                key.trim().eq_ignore_ascii_case("name").then(|| field_name(value.trim().trim_matches('"')))
-            })
-            .collect();
-        if names.iter().any(|name| name == FIELD) {
-            let value = &part[head_end + gap..];
-            let value = value.strip_suffix(b"\r\n").or_else(|| value.strip_suffix(b"\n")).unwrap_or(value);
-            values.push(String::from_utf8_lossy(value).into_owned());
-        } else if names.is_empty() && named(&part[..head_end]) {
-            return unreadable();
         }
+    }
+    if values.is_empty() && mentions_the_field(body) {
+        return Err(format!("the form names {FIELD} where Airlock reads no field of that name"));
     }
     Ok(values)
 }
@@ -280,53 +287,76 @@ mod tests {
     use crate::proxy::https::test_body::Chunks;
     use hyper::header::HeaderValue;
 
-    fn form(content_type: &'static str) -> Result<Option<Form>, String> {
+    fn forms(content_type: &'static str) -> Result<Vec<Form>, String> {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         Form::of(&Method::POST, &headers)
     }
 
+    fn methods(forms: &[Form], body: &[u8]) -> Result<Vec<String>, String> {
+        let mut all = Vec::new();
+        for form in forms {
+            all.extend(form.methods_in(body)?);
+        }
+        Ok(all)
+    }
+
     #[test]
     fn posts_are_read_as_frameworks_read_their_type() {
-        assert_eq!(form("application/x-www-form-urlencoded; charset=utf-8"), Ok(Some(Form::UrlEncoded)));
-        assert_eq!(form("application/x-www-form-urlencoded, x"), Ok(Some(Form::UrlEncoded)));
-        assert_eq!(form("Multipart/Form-Data; boundary=\"XyZ\""), Ok(Some(Form::Multipart("XyZ".into()))));
-        assert_eq!(form("multipart/mixed; boundary=b"), Ok(Some(Form::Multipart("b".into()))));
-        assert!(form("multipart/form-data; boundary=a; boundary=b").is_err());
-        assert_eq!(form("application/merge-patch+json"), Ok(Some(Form::Json)));
-        assert_eq!(form("application/octet-stream"), Ok(None));
-        assert_eq!(
-            Form::of(&Method::POST, &HeaderMap::new()),
-            Ok(Some(Form::UrlEncoded)),
-            "Rack reads an untyped POST"
-        );
+        use Form::*;
+        assert_eq!(forms("application/x-www-form-urlencoded; charset=utf-8"), Ok(vec![UrlEncoded]));
+        assert_eq!(forms("application/x-www-form-urlencoded, x"), Ok(vec![UrlEncoded]));
+        assert_eq!(forms("application/x-www-form-urlencoded; a=/json"), Ok(vec![UrlEncoded, Json]), "Laravel");
+        assert_eq!(forms("Multipart/Form-Data; boundary=\"XyZ\""), Ok(vec![Multipart("XyZ".into())]));
+        assert_eq!(forms("multipart/form-data; boundary=TA"), Ok(vec![Multipart("TA".into())]));
+        assert_eq!(forms("multipart/mixed; boundary=b"), Ok(vec![Multipart("b".into())]));
+        for ambiguous in ["multipart/form-data; boundary=a; boundary=b", "multipart/form-data; xboundary=a; boundary=b"]
+        {
+            assert!(forms(ambiguous).is_err(), "{ambiguous}");
+        }
+        assert!(forms("multipart/form-data; boundary= a").is_err());
+        assert_eq!(forms("text/json"), Ok(vec![Json]));
+        assert_eq!(forms("application/merge-patch+json"), Ok(vec![Json]));
+        assert_eq!(forms("application/octet-stream"), Ok(vec![]));
+        assert_eq!(Form::of(&Method::POST, &HeaderMap::new()), Ok(vec![UrlEncoded]), "Rack reads an untyped POST");
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
-        assert_eq!(Form::of(&Method::PUT, &headers), Ok(None), "frameworks read the field of a POST only");
+        assert_eq!(Form::of(&Method::PUT, &headers), Ok(vec![]), "frameworks read the field of a POST only");
+        let lower_post = Method::from_bytes(b"post").unwrap();
+        assert_eq!(Form::of(&lower_post, &headers), Ok(vec![UrlEncoded]), "Symfony upper-cases the method");
     }
 
     #[test]
     fn every_method_a_form_may_ask_for_is_read() {
-        let urlencoded = Form::UrlEncoded;
-        assert_eq!(urlencoded.methods_in(b"a=1&_method=delete").unwrap(), ["DELETE"]);
-        assert_eq!(urlencoded.methods_in(b"%5Fmethod=put&b=2").unwrap(), ["PUT"]);
-        // Rack: the last of two wins, a key may follow `& `; PHP: `.` and ` ` are `_`.
-        assert_eq!(urlencoded.methods_in(b"_method=POST& _method=DELETE").unwrap(), ["POST", "DELETE"]);
-        assert_eq!(urlencoded.methods_in(b".method=DELETE").unwrap(), ["DELETE"]);
-        assert_eq!(urlencoded.methods_in(b"x=1;%2Emethod=patch").unwrap(), ["PATCH"]);
-        assert!(urlencoded.methods_in(b"name=x&note=find_method").unwrap().is_empty());
-        assert_eq!(Form::Json.methods_in(br#"{"a":1,"_method":"delete"}"#).unwrap(), ["DELETE"]);
-        assert!(Form::Json.methods_in(b"[1]").unwrap().is_empty());
+        let urlencoded = [Form::UrlEncoded];
+        assert_eq!(methods(&urlencoded, b"a=1&_method=delete").unwrap(), ["DELETE"]);
+        assert_eq!(methods(&urlencoded, b"%5Fmethod=put&b=2").unwrap(), ["PUT"]);
+        // Rack: the last of two wins, a key may follow `& `, brackets around it
+        // are dropped; PHP: `.` and ` ` are `_`, a NUL ends the name.
+        assert_eq!(methods(&urlencoded, b"_method=POST& _method=DELETE").unwrap(), ["POST", "DELETE"]);
+        for name in ["[_method]", "_method]", ".method", "%2Emethod", "_method%00x", "_METHOD"] {
+            let body = format!("x=1;{name}=patch");
+            assert_eq!(methods(&urlencoded, body.as_bytes()).unwrap(), ["PATCH"], "{name}");
+        }
+        assert!(methods(&urlencoded, b"_method[]=DELETE&payment_method=card").unwrap().is_empty());
+        assert!(methods(&urlencoded, b"name=x&note=find_method").unwrap().is_empty());
+        assert_eq!(methods(&[Form::Json], br#"{"a":1,"_method":"delete"}"#).unwrap(), ["DELETE"]);
+        assert!(methods(&[Form::Json], b"[1]").unwrap().is_empty());
+        let deep = format!("{{\"_method\":\"DELETE\",\"x\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(methods(&[Form::Json], deep.as_bytes()).is_err(), "deeper than serde_json reads");
 
-        let multipart = Form::Multipart("B0undary".into());
-        let body = b"--B0undary\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello _method\r\n\
+        let multipart = [Form::Multipart("B0undary".into())];
+        let body = b"--B0undary\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n\
                      --B0undary\r\ncontent-disposition: form-data; name=_method\r\n\r\nPATCH\r\n--B0undary--\r\n";
-        assert_eq!(multipart.methods_in(body).unwrap(), ["PATCH"]);
-        let bare_lines = b"--B0undary\nContent-Disposition: form-data; name=\".method\"\n\nDELETE\n--B0undary--";
-        assert_eq!(multipart.methods_in(bare_lines).unwrap(), ["DELETE"]);
-        let headless = b"--B0undary\r\nContent-Disposition: form-data; name=\"_method\"DELETE--B0undary--";
-        assert!(multipart.methods_in(headless).is_err());
-        assert!(Form::Multipart(String::new()).methods_in(b"name=\"_method\"").is_err());
+        assert_eq!(methods(&multipart, body).unwrap(), ["PATCH"]);
+        for odd in [
+            &b"--B0undary\nContent-Disposition: form-data; name=\".method\"\n\nDELETE\n--B0undary--"[..],
+            b"--B0undary\r\n\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--B0undary--",
+            b"--TA\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--TA--",
+        ] {
+            assert!(methods(&multipart, odd).is_err(), "{}", String::from_utf8_lossy(odd));
+        }
+        assert!(methods(&[Form::Multipart(String::new())], b"name=\"_method\"").is_err());
     }
 
     #[tokio::test]

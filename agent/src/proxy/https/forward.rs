@@ -107,8 +107,8 @@ pub(super) async fn forward(
         !k8s && session.rules.iter().any(|r| !r.methods.is_empty() && r.matches(&r.methods, &paths));
     let read = match form_method::Form::of(request.method(), request.headers()) {
         _ if !method_rules_here => Ok(Default::default()),
-        Ok(Some(form)) => form.read_methods(request.body_mut()).await,
-        Ok(None) => Ok(Default::default()),
+        Ok(forms) if forms.is_empty() => Ok(Default::default()),
+        Ok(forms) => form_method::read_methods(&forms, request.body_mut()).await,
         Err(why) => Err(why),
     };
     let (read_ahead, form_methods) = match read {
@@ -157,7 +157,15 @@ pub(super) async fn forward(
                 GuardAction::Deny => Some(format!("request refused: {reason}")),
                 GuardAction::Approve => {
                     let shown = crate::redact::request_target(path_of(&request));
-                    session.hold(&format!("{} {host}{shown}", request.method()), &reason).await.err()
+                    // The approver sees every method the request may pass for.
+                    let own = request.method().as_str();
+                    let mut others: Vec<&str> = methods.iter().map(String::as_str).filter(|m| *m != own).collect();
+                    others.dedup();
+                    let method = match others.is_empty() {
+                        true => own.to_owned(),
+                        false => format!("{own} (as {})", others.join(", ")),
+                    };
+                    session.hold(&format!("{method} {host}{shown}"), &reason).await.err()
                 }
             };
             if let Some(refusal) = refusal {
