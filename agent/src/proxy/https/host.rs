@@ -13,10 +13,12 @@ use std::net::IpAddr;
 /// The hosts a session's requests may name.
 #[derive(Debug, Clone)]
 pub(super) struct AllowedHosts {
-    /// The site's name, lowercase, with no trailing dot; `None` where only
-    /// the address may be named (a client that dialled an IP address with
-    /// no name configured), or where any name may be (see `any_name`).
+    /// The site's name, with no trailing dot; `None` where only the
+    /// address may be named (a client that dialled an IP address with no
+    /// name configured), or where any name may be (see `any_name`).
     name: Option<String>,
+    /// The site's name where it is an address.
+    name_address: Option<IpAddr>,
     /// The target's address, which a client that dialled it may name.
     address: IpAddr,
     /// A plain-HTTP target with no `server_name`: nothing names the site
@@ -28,12 +30,14 @@ impl AllowedHosts {
     /// For a connection to `address` whose site is `name` (policy's
     /// `server_name`, else the name the client asked for in its handshake).
     pub(super) fn site(name: Option<&str>, address: IpAddr) -> Self {
-        Self { name: name.map(canonical), address, any_name: false }
+        let name = name.map(|n| n.strip_suffix('.').unwrap_or(n).to_owned());
+        let name_address = name.as_deref().and_then(|n| n.parse().ok());
+        Self { name, name_address, address, any_name: false }
     }
 
     /// For a plain-HTTP target that names no site: every host.
     pub(super) fn any(address: IpAddr) -> Self {
-        Self { name: None, address, any_name: true }
+        Self { name: None, name_address: None, address, any_name: true }
     }
 
     /// Whether a request naming `authority` (`host[:port]`) may go on.
@@ -44,38 +48,27 @@ impl AllowedHosts {
             return true;
         }
         // Userinfo (`api.internal:x@admin.internal`) would hide the host
-        // hyper sends from the one read here; an authority hyper cannot
-        // parse would be read apart too.
-        if authority.contains('@') || authority.parse::<hyper::http::uri::Authority>().is_err() {
+        // hyper sends from the one read here; the host is read as hyper
+        // reads it, and what it cannot parse goes nowhere.
+        if authority.contains('@') {
             return false;
         }
-        let Some(host) = host_part(authority) else { return false };
+        let Ok(parsed) = authority.parse::<hyper::http::uri::Authority>() else { return false };
+        let host = parsed.host().trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return ip == self.address || self.name.as_deref().and_then(|n| n.parse::<IpAddr>().ok()) == Some(ip);
+            return ip == self.address || Some(ip) == self.name_address;
         }
-        self.name.as_deref().is_some_and(|name| canonical(host) == name)
+        let host = host.strip_suffix('.').unwrap_or(host);
+        !host.is_empty() && self.name.as_deref().is_some_and(|name| name.eq_ignore_ascii_case(host))
     }
 
     /// What requests may name, for the refusal's text.
     pub(super) fn describe(&self) -> String {
-        match &self.name {
-            Some(name) if name.parse::<IpAddr>().is_err() => format!("{name} (or {})", self.address),
+        match (&self.name, self.name_address) {
+            (Some(name), None) => format!("{} (or {})", name.to_ascii_lowercase(), self.address),
             _ => self.address.to_string(),
         }
     }
-}
-
-fn canonical(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
-}
-
-/// The host of `host[:port]` or `[v6][:port]`; `None` when there is none.
-fn host_part(authority: &str) -> Option<&str> {
-    let host = match authority.strip_prefix('[') {
-        Some(rest) => rest.split_once(']')?.0,
-        None => authority.rsplit_once(':').map_or(authority, |(host, _port)| host),
-    };
-    (!host.is_empty()).then_some(host)
 }
 
 #[cfg(test)]
