@@ -102,14 +102,14 @@ pub(super) async fn forward(
     // A form may pass for another method (`_method`): where a rule naming
     // methods is about this path, it is read first (the API server reads
     // no such field).
-    let paths = [request.uri().path(), normalized.as_str()];
-    let method_rules_here =
-        !k8s && session.rules.iter().any(|r| !r.methods.is_empty() && r.matches(&r.methods, &paths));
-    let read = match form_method::Form::of(request.method(), request.headers()) {
-        _ if !method_rules_here => Ok(Default::default()),
-        Ok(forms) if forms.is_empty() => Ok(Default::default()),
-        Ok(forms) => form_method::read_methods(&forms, request.body_mut()).await,
-        Err(why) => Err(why),
+    let method_rules_here = !k8s && {
+        let paths = [request.uri().path(), normalized.as_str()];
+        session.rules.iter().any(|r| !r.methods.is_empty() && r.matches(&r.methods, &paths))
+    };
+    let read = match method_rules_here.then(|| form_method::Form::of(request.method(), request.headers())) {
+        Some(Ok(forms)) if !forms.is_empty() => form_method::read_methods(&forms, request.body_mut()).await,
+        Some(Err(why)) => Err(why),
+        _ => Ok(Default::default()),
     };
     let (read_ahead, form_methods) = match read {
         Ok(read) => read,
@@ -159,8 +159,12 @@ pub(super) async fn forward(
                     let shown = crate::redact::request_target(path_of(&request));
                     // The approver sees every method the request may pass for.
                     let own = request.method().as_str();
-                    let mut others: Vec<&str> = methods.iter().map(String::as_str).filter(|m| *m != own).collect();
-                    others.dedup();
+                    let mut others: Vec<&str> = Vec::new();
+                    for other in methods.iter().map(String::as_str).filter(|m| *m != own) {
+                        if !others.contains(&other) {
+                            others.push(other);
+                        }
+                    }
                     let method = match others.is_empty() {
                         true => own.to_owned(),
                         false => format!("{own} (as {})", others.join(", ")),
