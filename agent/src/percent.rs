@@ -11,6 +11,13 @@ pub fn decoded(text: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// A form's or query's name or value as shown or compared: [`decoded`],
+/// with `+` a space (a bad escape still stays as it is).
+pub fn form_decoded(text: &str) -> String {
+    let bytes = unescape(text, Escapes::LenientForm).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Go's `url.QueryUnescape`: `+` is a space; `None` for a `%` not followed
 /// by two hex digits.
 pub fn query_unescaped(text: &str) -> Option<Vec<u8>> {
@@ -21,6 +28,8 @@ pub fn query_unescaped(text: &str) -> Option<Vec<u8>> {
 enum Escapes {
     /// Paths and shown text: a bad escape kept, `+` a plus.
     Lenient,
+    /// Form and query text shown or compared: a bad escape kept, `+` a space.
+    LenientForm,
     /// A query as Go reads it: a bad escape fails, `+` a space.
     Query,
 }
@@ -41,7 +50,7 @@ fn unescape(text: &str, escapes: Escapes) -> Option<Vec<u8>> {
                 _ if escapes == Escapes::Query => return None,
                 _ => out.push(b'%'),
             },
-            (b'+', Escapes::Query) => out.push(b' '),
+            (b'+', Escapes::Query | Escapes::LenientForm) => out.push(b' '),
             (byte, _) => out.push(byte),
         }
         at += 1;
@@ -58,6 +67,7 @@ mod tests {
         assert_eq!(decoded("/%66iles/a%2Fb+c"), "/files/a/b+c");
         assert_eq!(decoded("/100%/x%4"), "/100%/x%4");
         assert_eq!(decoded("%ff%C3%A9"), "\u{fffd}é");
+        assert_eq!(form_decoded("a+b%2B100%"), "a b+100%");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! decoded, as servers read them: `%74oken=` is `token=`.
 
 use super::{REDACTED, SECRET_NAME_PARTS, command_line};
+use crate::percent::form_decoded as decoded;
 
 /// Parameters whose values are a command's arguments, one per value.
 const ARGUMENTS: [&str; 1] = ["command"];
@@ -63,12 +64,6 @@ pub fn request_target(target: &str) -> String {
 fn split(pair: &str) -> (String, Option<&str>) {
     let (name, value) = pair.split_once('=').map_or((pair, None), |(n, v)| (n, Some(v)));
     (decoded(name).to_ascii_lowercase(), value)
-}
-
-/// Percent-escapes and `+` decoded (an escape that is not one kept as it
-/// is; bytes that are not UTF-8 replaced).
-fn decoded(text: &str) -> String {
-    crate::percent::decoded(&text.replace('+', " "))
 }
 
 /// `text` as a query value: what is not unreserved (or `*`) escaped.

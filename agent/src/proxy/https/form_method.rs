@@ -113,7 +113,7 @@ fn boundary(written: &str) -> Result<String, String> {
 /// `& *`); then PHP's (`.`, ` `, `[` as `_`) or Rack 2's (brackets around
 /// the name dropped) reading; case ignored (more readings, never fewer).
 fn names_the_field(raw: &str) -> bool {
-    let decoded = crate::percent::decoded(&raw.replace('+', " "));
+    let decoded = crate::percent::form_decoded(raw);
     let name = decoded.split('\0').next().unwrap_or_default().trim_start();
     let php: String = name.chars().map(|c| if matches!(c, '.' | ' ' | '[') { '_' } else { c }).collect();
     let unbracketed = name.trim_start_matches(['[', ']']);
@@ -159,7 +159,7 @@ fn urlencoded_fields(body: &[u8]) -> Vec<String> {
     text.split(['&', ';'])
         .filter_map(|pair| pair.split_once('='))
         .filter(|(name, _)| names_the_field(name))
-        .map(|(_, value)| crate::percent::decoded(&value.replace('+', " ")))
+        .map(|(_, value)| crate::percent::form_decoded(value))
         .collect()
 }
 
