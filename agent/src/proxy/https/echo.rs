@@ -136,8 +136,14 @@ fn spellings(byte: u8) -> impl Iterator<Item = Spelling> {
     if !plain(byte) {
         add(&[b'%', high, low]);
         add(&[b'&', b'#', b'x', high, low, b';']);
-        let decimal = format!("&#{byte};");
-        add(decimal.as_bytes());
+        // `&#D;` in as few digits as the byte needs, on the stack: this
+        // runs for every candidate position of an answer.
+        let (hundreds, tens, ones) = (b'0' + byte / 100, b'0' + byte / 10 % 10, b'0' + byte % 10);
+        match byte {
+            0..=9 => add(&[b'&', b'#', ones, b';']),
+            10..=99 => add(&[b'&', b'#', tens, ones, b';']),
+            _ => add(&[b'&', b'#', hundreds, tens, ones, b';']),
+        }
         if byte.is_ascii() {
             add(&[b'\\', b'u', b'0', b'0', high, low]);
         }
@@ -254,6 +260,7 @@ pub(super) mod tests {
         assert_eq!(find(b"50%off-deal", b"x=50%25off-deal"), Some((2, 13)));
         assert_eq!(find(b"pa\"ss\\word1", br#""pa\"ss\\word1""#), Some((1, 13)));
         assert_eq!(find(b"two words!", b"q=two+words%21"), Some((2, 12)));
+        assert_eq!(find(b"a{bcd}efgh", b"a&#123;bcd&#x7d;efgh"), Some((0, 20)));
         assert_eq!(find(b"a&b<c>\"d'", b"a&amp;b&lt;c&gt;&quot;d&apos;"), Some((0, 29)));
     }
 
