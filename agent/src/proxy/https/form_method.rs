@@ -16,7 +16,7 @@ use http_body_util::BodyExt as _;
 use hyper::{HeaderMap, Method, header};
 
 /// The field frameworks read.
-pub(super) const FIELD: &str = "_method";
+const FIELD: &str = "_method";
 
 /// The most of a form read before it is forwarded; a larger one, where it
 /// matters, is refused: a `_method` past the cap would go unjudged.
@@ -152,9 +152,9 @@ where
     Ok((frames, methods))
 }
 
-/// Every `_method` value of an urlencoded body, however its name is
-/// written; pairs split on `&` and `;`.
-fn urlencoded_fields(body: &[u8]) -> Vec<String> {
+/// Every `_method` value of an urlencoded body (or a query), however its
+/// name is written; pairs split on `&` and `;`.
+pub(super) fn urlencoded_fields(body: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(body);
     text.split(['&', ';'])
         .filter_map(|pair| pair.split_once('='))

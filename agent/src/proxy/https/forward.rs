@@ -358,11 +358,6 @@ fn unreadable(parts: &hyper::http::response::Parts, body: &Incoming, masked: boo
 /// Headers with which frameworks let a request pass for another method.
 const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
-/// The query parameter with which frameworks (Rails, Laravel) let a
-/// request pass for another method; a form's field of that name is read
-/// by [`form_method`].
-const METHOD_PARAMETER: &str = form_method::FIELD;
-
 /// The request's method, and those its override headers and query ask
 /// for, in upper case, as frameworks compare them.
 fn methods_of<B>(request: &Request<B>) -> Vec<String> {
@@ -370,8 +365,8 @@ fn methods_of<B>(request: &Request<B>) -> Vec<String> {
     for name in METHOD_OVERRIDES {
         methods.extend(request.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned));
     }
-    let asked = query::values(request.uri().query(), METHOD_PARAMETER);
-    methods.extend(asked.map(|method| String::from_utf8_lossy(&method).into_owned()));
+    // The query's `_method` (Symfony reads it there too), however its name is written.
+    methods.extend(form_method::urlencoded_fields(request.uri().query().unwrap_or_default().as_bytes()));
     for method in &mut methods {
         method.make_ascii_uppercase();
     }
@@ -614,6 +609,15 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_passes_for_every_method_its_headers_and_query_ask_for() {
+        let request = Request::post("/files/x?a=1&.method=delete;%5Fmethod=put")
+            .header("x-http-method-override", "patch")
+            .body(())
+            .unwrap();
+        assert_eq!(methods_of(&request), ["POST", "PATCH", "DELETE", "PUT"]);
+    }
 
     fn fields(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut fields = HeaderMap::new();
