@@ -239,10 +239,33 @@ impl Agent {
         fs::read_to_string(&self.config.log).unwrap_or_default()
     }
 
-    /// Every audit record written so far.
+    /// Every audit record written so far. A line that is not a record is
+    /// allowed only as the torn tail of a killed agent, which the next
+    /// start terminates and reports (`audit.torn_record`) after it.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
         let text = fs::read_to_string(self.config.audit_dir.join("audit.jsonl")).unwrap_or_default();
-        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))).collect()
+        let mut records = Vec::new();
+        let mut torn: Option<(String, String)> = None;
+        for line in text.lines() {
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(record) => {
+                    if record["kind"] == "audit.torn_record" {
+                        torn = None;
+                    }
+                    records.push(record);
+                }
+                Err(e) => {
+                    if let Some((line, e)) = torn.take() {
+                        panic!("bad audit line {line:?}: {e}");
+                    }
+                    torn = Some((line.to_owned(), e.to_string()));
+                }
+            }
+        }
+        // A torn line not yet reported: the restart has not written yet.
+        let reported_or_last = torn.as_ref().is_none_or(|(line, _)| text.trim_end().ends_with(line.as_str()));
+        assert!(reported_or_last, "bad audit line {torn:?}");
+        records
     }
 
     /// Audit records of one kind.
