@@ -28,7 +28,7 @@ users = ["{alice}"]
 
 [target.https]
 ca_file = "{ca}"
-server_name = "{v4}"
+server_name = "api.lab"
 strip_cookies = ["session"]
 
 [target.https.credential]
@@ -610,17 +610,23 @@ fn a_request_naming_another_site_at_the_targets_address_is_refused_as_misdirecte
         full.extend(args);
         let out = t.curl("alice", &full);
         assert!(out.stdout.ends_with("\n421"), "{case}: {out:?}");
-        assert!(out.stdout.contains(&format!("this connection is for {v4}")), "{case}: {out:?}");
+        assert!(out.stdout.contains(&format!("this connection is for api.lab (or {v4})")), "{case}: {out:?}");
     }
     assert!(t.nginx.requests().is_empty(), "a misdirected request reached the target: {:?}", t.nginx.requests());
     let refused = t.lab.agent().wait_for_records("http.request", 4);
     assert!(refused.iter().all(|r| r["detail"]["status"] == 421), "{refused:?}");
 
-    // The address itself, with or without the port, is the target.
-    let host = format!("Host: {v4}:443");
-    let out = t.curl("alice", &["-H", &host, &url]);
-    assert_eq!(out.stdout, "hello from nginx\n", "{out:?}");
-    assert_eq!(t.nginx.requests().last().expect("nginx saw it")["host"], v4);
+    // The site's own name, and the address itself with or without the
+    // port, are the target; a request for the bare address reaches the
+    // target naming the site, not whichever site serves the address.
+    for host in [format!("Host: {v4}"), format!("Host: {v4}:443"), "Host: API.lab".to_owned()] {
+        for protocol in ["--http1.1", "--http2"] {
+            let out = t.curl("alice", &[protocol, "-H", &host, &url]);
+            assert_eq!(out.stdout, "hello from nginx\n", "{host} {protocol}: {out:?}");
+            let seen = t.nginx.requests().last().expect("nginx saw it")["host"].clone();
+            assert_eq!(seen, "api.lab", "{host} {protocol}");
+        }
+    }
     // A plain-HTTP target that names no site takes any Host (docs/https.md).
     let out = t.curl("alice", &["-H", "Host: admin.internal", &t.url("http", "/hello")]);
     assert_eq!(out.stdout, "hello from nginx\n", "{out:?}");

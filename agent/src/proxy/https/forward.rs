@@ -193,7 +193,7 @@ pub(super) async fn forward(
     let tty = query::flag(request.uri().query(), "tty").unwrap_or(false);
     let trailers = takes_trailers(request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-    let Ok(uri) = upstream_uri(&session.scheme, host, request.uri()) else {
+    let Ok(uri) = upstream_uri(&session.scheme, &session.hosts.for_target(host), request.uri()) else {
         exchange.failed(400, format!("the request's host {host:?} is not a valid authority"));
         return Ok(answer(said, StatusCode::BAD_REQUEST, "airlock: the request names no valid host", ""));
     };

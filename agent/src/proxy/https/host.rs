@@ -7,8 +7,13 @@
 //! target. So a request must name the site the connection to the target
 //! is for — the name its certificate was checked against — or the target's
 //! address itself. Anything else is misdirected (RFC 9110 §15.5.20).
+//!
+//! A request that names the bare address goes to the target naming the
+//! site instead: a server shared by many sites hands a request for its
+//! address to its default site, which need not be the one the credential
+//! is for.
 
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 /// The hosts a session's requests may name.
 #[derive(Debug, Clone)]
@@ -62,6 +67,25 @@ impl AllowedHosts {
         !host.is_empty() && self.name.as_deref().is_some_and(|name| name.eq_ignore_ascii_case(host))
     }
 
+    /// The authority the target is sent for a request that named
+    /// `authority` (one [`Self::allow`] let through): the site's name, with
+    /// the port written, where the request named the target's bare address;
+    /// else `authority` as written.
+    pub(super) fn for_target<'a>(&self, authority: &'a str) -> Cow<'a, str> {
+        let (Some(name), None, false) = (&self.name, self.name_address, self.any_name) else {
+            return Cow::Borrowed(authority);
+        };
+        let Ok(parsed) = authority.parse::<hyper::http::uri::Authority>() else { return Cow::Borrowed(authority) };
+        let host = parsed.host().trim_start_matches('[').trim_end_matches(']');
+        if host.parse::<IpAddr>().ok() != Some(self.address) {
+            return Cow::Borrowed(authority);
+        }
+        match parsed.port_u16() {
+            Some(port) => Cow::Owned(format!("{name}:{port}")),
+            None => Cow::Owned(name.clone()),
+        }
+    }
+
     /// What requests may name, for the refusal's text.
     pub(super) fn describe(&self) -> String {
         match (&self.name, self.name_address) {
@@ -103,6 +127,21 @@ mod tests {
             assert!(!hosts.allow(named), "{named}");
         }
         assert_eq!(hosts.describe(), "api.internal (or 10.1.2.3)");
+    }
+
+    #[test]
+    fn a_request_for_the_bare_address_goes_to_the_target_naming_the_site() {
+        let hosts = AllowedHosts::site(Some("API.internal."), v4());
+        assert_eq!(hosts.for_target("10.1.2.3"), "API.internal");
+        assert_eq!(hosts.for_target("10.1.2.3:8443"), "API.internal:8443");
+        assert_eq!(hosts.for_target("api.internal:443"), "api.internal:443");
+        let v6 = AllowedHosts::site(Some("api.internal"), "fd00::1".parse().unwrap());
+        assert_eq!(v6.for_target("[fd00:0::1]:443"), "api.internal:443");
+        // Where no name was set, or the name is itself an address, what
+        // the request wrote is what the target gets.
+        assert_eq!(AllowedHosts::site(None, v4()).for_target("10.1.2.3:443"), "10.1.2.3:443");
+        assert_eq!(AllowedHosts::site(Some("10.9.9.9"), v4()).for_target("10.1.2.3"), "10.1.2.3");
+        assert_eq!(AllowedHosts::any(v4()).for_target("10.1.2.3"), "10.1.2.3");
     }
 
     #[test]
