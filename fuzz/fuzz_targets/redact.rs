@@ -40,6 +40,11 @@ fuzz_target!(|data: &[u8]| {
         let yaml = format!("{input}\ndata:\n  api_token: {input}z\n{input}\n");
         assert!(!redact::assignments(&yaml).contains(&format!("{}z", input.trim())), "{input:?}");
     }
+    // Nor a flow mapping's, whatever stands before it on the line.
+    if !input.contains(['\n', '\r', '#', ',', '{', '}', '"', '\'']) && input.trim().len() >= 4 {
+        let flow = format!("{input} {{a: 1, api_token: {input}z}}\n");
+        assert!(!redact::assignments(&flow).contains(&format!("{}z", input.trim())), "{input:?}");
+    }
     // A secret flag's value never survives a shell command line.
     if !input.contains(['\'', '"', '\\', '\n', ';', '&', '|', '(', ')', '#', ' ', '\t', '=']) && input.len() >= 4 {
         let redacted = redact::shell(&format!("tool --password {input} -v"));

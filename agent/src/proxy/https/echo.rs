@@ -23,7 +23,7 @@ const LONGEST_SPELLING: usize = 6;
 
 /// The injected secret in every form an answer may echo it in.
 #[derive(Clone, PartialEq, Eq)]
-pub(super) struct Echoes {
+pub struct Echoes {
     /// Distinct, each at least [`MIN_SECRET`] long and on one line; the
     /// secret as sent first.
     forms: Vec<Bytes>,
@@ -35,7 +35,7 @@ pub(super) struct Echoes {
 impl Echoes {
     /// The secret part of an injected header value — the token of
     /// `Bearer TOKEN` / `Basic …`, else the whole value — and its forms.
-    pub(super) fn of(value: &HeaderValue) -> Option<Self> {
+    pub fn of(value: &HeaderValue) -> Option<Self> {
         let bytes = value.as_bytes();
         let (scheme, secret) = match bytes.iter().position(|&b| b == b' ') {
             Some(space) if bytes[..space].iter().all(u8::is_ascii_alphabetic) => (&bytes[..space], &bytes[space + 1..]),
@@ -63,12 +63,12 @@ impl Echoes {
     }
 
     /// Whether any form stands in `text`.
-    pub(super) fn found_in(&self, text: &[u8]) -> bool {
+    pub fn found_in(&self, text: &[u8]) -> bool {
         self.forms.iter().any(|form| find(form, text).is_some())
     }
 
     /// Overwrites every form in `bytes` with `*`, keeping its length.
-    pub(super) fn overwrite(&self, bytes: &mut [u8]) {
+    pub fn overwrite(&self, bytes: &mut [u8]) {
         for form in &self.forms {
             let mut from = 0;
             while let Some((at, len)) = find(form, &bytes[from..]) {
@@ -82,7 +82,7 @@ impl Echoes {
     /// How many of the last bytes of `text` wait for more: those since its
     /// last line break, at most the cap. Whatever the secret, the same text
     /// waits the same (but for the cap's power of two).
-    pub(super) fn held_back(&self, text: &[u8]) -> usize {
+    pub fn held_back(&self, text: &[u8]) -> usize {
         let since_break = memchr::memrchr2(b'\n', b'\r', text).map_or(text.len(), |at| text.len() - at - 1);
         since_break.min(self.hold_cap - 1)
     }

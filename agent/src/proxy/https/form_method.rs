@@ -27,7 +27,7 @@ const READ_AHEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 
 /// How a POSTed body is written, as frameworks read `_method` from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Form {
+pub enum Form {
     /// `application/x-www-form-urlencoded`, or no type at all (Rack reads
     /// an untyped POST as a form).
     UrlEncoded,
@@ -41,7 +41,7 @@ impl Form {
     /// The ways frameworks may read a POST's body for `_method` (none for
     /// another method, or a body no framework reads it from); `Err` when
     /// its type could be read two ways.
-    pub(super) fn of(method: &Method, headers: &HeaderMap) -> Result<Vec<Self>, String> {
+    pub fn of(method: &Method, headers: &HeaderMap) -> Result<Vec<Self>, String> {
         // Symfony upper-cases the method it is given.
         if !method.as_str().eq_ignore_ascii_case("POST") {
             return Ok(Vec::new());
@@ -67,7 +67,7 @@ impl Form {
 
     /// The methods `body`'s `_method` fields ask for, upper-cased; `Err`
     /// when a part names a field Airlock cannot read.
-    pub(super) fn methods_in(&self, body: &[u8]) -> Result<Vec<String>, String> {
+    pub fn methods_in(&self, body: &[u8]) -> Result<Vec<String>, String> {
         let found = match self {
             Self::UrlEncoded => urlencoded_fields(body),
             Self::Multipart(boundary) => multipart_fields(body, boundary)?,
@@ -154,7 +154,7 @@ where
 
 /// Every `_method` value of an urlencoded body (or a query), however its
 /// name is written; pairs split on `&` and `;`.
-pub(super) fn urlencoded_fields(body: &[u8]) -> Vec<String> {
+pub fn urlencoded_fields(body: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(body);
     text.split(['&', ';'])
         .filter_map(|pair| pair.split_once('='))

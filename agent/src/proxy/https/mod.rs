@@ -15,9 +15,9 @@
 mod bodies;
 pub mod channels;
 mod credential;
-mod echo;
+pub mod echo;
 mod exec;
-mod form_method;
+pub mod form_method;
 mod forward;
 mod grpc;
 mod host;
@@ -26,7 +26,7 @@ mod mask;
 mod query;
 mod record;
 pub mod refuse;
-mod scrub;
+pub mod scrub;
 pub mod spdy;
 #[cfg(test)]
 mod test_body;

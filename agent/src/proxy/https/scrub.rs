@@ -21,7 +21,7 @@ use hyper::header::{HeaderMap, HeaderValue};
 pub(super) use super::echo::Echoes;
 
 /// Overwrites the secret wherever it stands in `headers`' values.
-pub(super) fn headers(headers: &mut HeaderMap, echoes: &Echoes) {
+pub fn headers(headers: &mut HeaderMap, echoes: &Echoes) {
     for value in headers.values_mut() {
         if echoes.found_in(value.as_bytes()) {
             let mut bytes = value.as_bytes().to_vec();
@@ -42,7 +42,7 @@ const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(100);
 /// boundaries: a frame's last bytes wait for the next only when they could
 /// be part of an echo ([`Echoes::held_back`]). A frame holding none of it
 /// passes as it came, not copied: that is nearly every frame.
-pub(super) struct Scrubbed<B> {
+pub struct Scrubbed<B> {
     inner: B,
     echoes: Echoes,
     /// Bytes held back (a possible start of the secret).
@@ -55,6 +55,7 @@ pub(super) struct Scrubbed<B> {
 }
 
 impl<B> Scrubbed<B> {
+    /// `inner` with every echo of `echoes` overwritten.
     pub fn new(inner: B, echoes: Echoes) -> Self {
         Self { inner, echoes, held: BytesMut::new(), trailers: None, flush: None, done: false }
     }
