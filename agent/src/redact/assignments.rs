@@ -1,7 +1,8 @@
 //! Values given to secret-named keys, line by line: YAML's `password: x`
-//! (and the block a `key: |` opens), `.env`'s and INI's `API_KEY=x`. What
-//! kept text bodies (a YAML manifest, a config file) hold where JSON's
-//! member names would tell.
+//! (and the block a `key: |` opens), its flow mappings (`{password: x}`,
+//! and JSON written as text), `.env`'s and INI's `API_KEY=x`. What kept
+//! text bodies (a YAML manifest, a config file) hold where JSON's member
+//! names would tell.
 
 use super::{REDACTED, SECRET_NAME_PARTS};
 
@@ -43,10 +44,60 @@ pub fn assignments(text: &str) -> String {
                 // A block scalar, or a quoted or plain value going on below.
                 below = Some((indent, false));
             }
+            None if body.contains('{') => {
+                out.push_str(&flow_pairs(body));
+                out.push_str(&line[body.len()..]);
+            }
             None => out.push_str(line),
         }
     }
     out
+}
+
+/// `line` with the value of every secret-named pair in a flow mapping
+/// (`{password: x, user: y}`, `{"token":"x"}`) replaced: a name just after
+/// `{` or `,`, quoted or not, then `:`; its value runs to the `,` or `}`
+/// that ends it (or its closing quote). More is redacted than YAML would
+/// read as such a pair (`{a:b}`), never less.
+fn flow_pairs(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(open) = rest.find(['{', ',']) {
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        let Some(colon) = rest.find(':') else { continue };
+        let name = rest[..colon].trim().trim_matches(['"', '\'']).to_ascii_lowercase();
+        let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-. ".contains(&b));
+        if !plain || !SECRET_NAME_PARTS.iter().any(|part| name.contains(part)) {
+            continue;
+        }
+        let after = &rest[colon + 1..];
+        let value = after.trim_start();
+        let end = match value.as_bytes().first() {
+            Some(&quote @ (b'"' | b'\'')) => quoted_end(value, quote),
+            _ => value.find([',', '}']).unwrap_or(value.len()),
+        };
+        out.push_str(&rest[..colon + 1 + after.len() - value.len()]);
+        out.push_str(REDACTED);
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the string `value` opens with `quote` ends (past its closing
+/// quote; the line's end when it has none). A `\` escapes within `"`.
+fn quoted_end(value: &str, quote: u8) -> usize {
+    let bytes = value.as_bytes();
+    let mut at = 1;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'\\' if quote == b'"' => at += 2,
+            byte if byte == quote => return at + 1,
+            _ => at += 1,
+        }
+    }
+    bytes.len()
 }
 
 /// Where the value of a secret-named `name: value` / `name=value` line
@@ -112,6 +163,21 @@ mod tests {
             assignments(text),
             "export GITHUB_TOKEN=***\r\nDB_PASSWORD = ***\nHOST=db\nurl: https://x/a:b\n[auth]\n"
         );
+    }
+
+    #[test]
+    fn secret_values_in_flow_mappings_and_json_text_are_redacted() {
+        let text = "stringData: {password: hunter2, user: alice}\n- {token: \"t-1, x\", name: a}\n\
+                    {\"api_key\":\"k-2\\\"y\",\"id\":3} {'secret': 's-3'}\noidc: {client_secret: s-4}\n";
+        let out = assignments(text);
+        assert_eq!(
+            out,
+            "stringData: {password: ***, user: alice}\n- {token: ***, name: a}\n\
+             {\"api_key\":***,\"id\":3} {'secret': ***}\noidc: {client_secret: ***}\n"
+        );
+        for kept in ["{a: b, c: d}", "x: {url: \"https://h/a,b\"}", "{", "text, with: commas"] {
+            assert_eq!(assignments(kept), kept, "{kept}");
+        }
     }
 
     #[test]
