@@ -29,6 +29,7 @@ users = ["{alice}"]
 [target.https]
 ca_file = "{ca}"
 server_name = "api.lab"
+other_names = ["alias.lab"]
 strip_cookies = ["session"]
 
 [target.https.credential]
@@ -610,7 +611,10 @@ fn a_request_naming_another_site_at_the_targets_address_is_refused_as_misdirecte
         full.extend(args);
         let out = t.curl("alice", &full);
         assert!(out.stdout.ends_with("\n421"), "{case}: {out:?}");
-        assert!(out.stdout.contains(&format!("this connection is for api.lab (or {v4})")), "{case}: {out:?}");
+        assert!(
+            out.stdout.contains(&format!("this connection is for api.lab, alias.lab (or {v4})")),
+            "{case}: {out:?}"
+        );
     }
     assert!(t.nginx.requests().is_empty(), "a misdirected request reached the target: {:?}", t.nginx.requests());
     let refused = t.lab.agent().wait_for_records("http.request", 4);
@@ -627,6 +631,10 @@ fn a_request_naming_another_site_at_the_targets_address_is_refused_as_misdirecte
             assert_eq!(seen, "api.lab", "{host} {protocol}");
         }
     }
+    // A name policy gives the same site (`other_names`) goes as written.
+    let out = t.curl("alice", &["-H", "Host: alias.lab:443", &url]);
+    assert_eq!(out.stdout, "hello from nginx\n", "{out:?}");
+    assert_eq!(t.nginx.requests().last().expect("nginx saw it")["host"], "alias.lab");
     // A plain-HTTP target that names no site takes any Host (docs/https.md).
     let out = t.curl("alice", &["-H", "Host: admin.internal", &t.url("http", "/hello")]);
     assert_eq!(out.stdout, "hello from nginx\n", "{out:?}");

@@ -15,6 +15,8 @@ pub(in crate::policy) struct RawHttps {
     ca_file: Option<Spanned<String>>,
     server_name: Option<String>,
     #[serde(default)]
+    other_names: Vec<String>,
+    #[serde(default)]
     strip_cookies: Vec<String>,
     mask_secrets: Option<Spanned<bool>>,
     record_bodies: Option<Spanned<RawRecordBodies>>,
@@ -117,6 +119,15 @@ pub(in crate::policy) fn options(
         && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
     {
         error(0, format!("server_name {name:?} is not a DNS name or IP address"));
+    }
+    for name in &raw.other_names {
+        let dns = rustls_pki_types::ServerName::try_from(name.as_str());
+        if !matches!(dns, Ok(rustls_pki_types::ServerName::DnsName(_))) {
+            error(0, format!("other_names: {name:?} is not a DNS name (the address may always be named)"));
+        }
+    }
+    if !raw.other_names.is_empty() && raw.server_name.is_none() {
+        error(0, "other_names are other names of the site server_name names: set server_name too".into());
     }
     // One address can serve many sites: a target that sends a credential
     // names the one it is for, or a client would choose (by its TLS name
@@ -262,6 +273,7 @@ pub(in crate::policy) fn options(
     HttpsOptions {
         ca_file,
         server_name: raw.server_name,
+        other_names: raw.other_names,
         strip_cookies: raw.strip_cookies,
         credential,
         rules,
@@ -328,6 +340,23 @@ mod tests {
                        [target.https.credential]\nkind = \"header_file\"\nheader = \"X-Key\"\nfile = \"/k\"\n";
         let refused = crate::policy::Policy::from_sources([(std::path::Path::new("a.toml"), unnamed)]).unwrap_err();
         assert!(refused.errors[0].to_string().contains("must name the site it is for: set server_name"), "{refused:?}");
+    }
+
+    #[test]
+    fn other_names_are_dns_names_of_a_named_site() {
+        let load = |https: &str| {
+            let text = format!(
+                "[[target]]\nname = \"api\"\nprotocol = \"https\"\nport = 443\naddresses = [\"10.0.0.1\"]\n\
+                 [target.https]\n{https}\n"
+            );
+            crate::policy::Policy::from_sources([(std::path::Path::new("o.toml"), text.as_str())])
+        };
+        let policy = load("server_name = \"api.internal\"\nother_names = [\"api-lb.corp\"]").unwrap();
+        assert_eq!(policy.targets[0].https.as_ref().unwrap().other_names, ["api-lb.corp"]);
+        let refused = load("server_name = \"api.internal\"\nother_names = [\"10.0.0.2\"]").unwrap_err();
+        assert!(refused.errors[0].to_string().contains("is not a DNS name"), "{refused:?}");
+        let refused = load("other_names = [\"api-lb.corp\"]").unwrap_err();
+        assert!(refused.errors[0].to_string().contains("set server_name too"), "{refused:?}");
     }
 
     #[test]

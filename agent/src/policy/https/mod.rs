@@ -4,6 +4,7 @@
 //! [target.https]
 //! ca_file = "/etc/airlock/api-ca.pem"   # roots the target's certificate is checked against (default: system)
 //! server_name = "api.internal"          # name checked in it (default: the name the client asked for)
+//! other_names = ["api-lb.corp"]         # other names of the same site requests may name (Host)
 //! strip_cookies = ["session"]           # client cookies never forwarded (Authorization and Impersonate-* never are)
 //! record_bodies = { max_bytes = 16384 } # bodies in request records, each cut at max_bytes (or `true`: 16 KiB);
 //!                                       # secrets redacted, binary bodies left out; default: not recorded
@@ -65,6 +66,9 @@ pub struct HttpsOptions {
     pub ca_file: Option<PathBuf>,
     /// Name checked in the target's certificate; `None`: the name the client asked for.
     pub server_name: Option<String>,
+    /// Other names of the site (a load balancer's alias) that requests may
+    /// name besides `server_name` and the address.
+    pub other_names: Vec<String>,
     /// Client cookies removed before forwarding (names, ASCII case-insensitive).
     pub strip_cookies: Vec<String>,
     /// What is sent instead of the client's credential; `None`: nothing.

@@ -24,6 +24,10 @@ pub(super) struct AllowedHosts {
     name: Option<String>,
     /// The site's name where it is an address.
     name_address: Option<IpAddr>,
+    /// Other names of the same site (policy's `other_names`: a load
+    /// balancer's alias), which requests may name as well; lower case, no
+    /// trailing dot.
+    others: Vec<String>,
     /// The target's address, which a client that dialled it may name.
     address: IpAddr,
     /// A plain-HTTP target with no `server_name`: nothing names the site
@@ -37,12 +41,18 @@ impl AllowedHosts {
     pub(super) fn site(name: Option<&str>, address: IpAddr) -> Self {
         let name = name.map(|n| n.strip_suffix('.').unwrap_or(n).to_owned());
         let name_address = name.as_deref().and_then(|n| n.parse().ok());
-        Self { name, name_address, address, any_name: false }
+        Self { name, name_address, others: Vec::new(), address, any_name: false }
+    }
+
+    /// These hosts, and `others`, names the operator gave the same site.
+    pub(super) fn with_other_names(mut self, others: &[String]) -> Self {
+        self.others = others.iter().map(|n| n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase()).collect();
+        self
     }
 
     /// For a plain-HTTP target that names no site: every host.
     pub(super) fn any(address: IpAddr) -> Self {
-        Self { name: None, name_address: None, address, any_name: true }
+        Self { name: None, name_address: None, others: Vec::new(), address, any_name: true }
     }
 
     /// Whether a request naming `authority` (`host[:port]`) may go on.
@@ -64,7 +74,9 @@ impl AllowedHosts {
             return ip == self.address || Some(ip) == self.name_address;
         }
         let host = host.strip_suffix('.').unwrap_or(host);
-        !host.is_empty() && self.name.as_deref().is_some_and(|name| name.eq_ignore_ascii_case(host))
+        !host.is_empty()
+            && (self.name.as_deref().is_some_and(|name| name.eq_ignore_ascii_case(host))
+                || self.others.iter().any(|other| other.eq_ignore_ascii_case(host)))
     }
 
     /// The authority the target is sent for a request that named
@@ -88,9 +100,14 @@ impl AllowedHosts {
 
     /// What requests may name, for the refusal's text.
     pub(super) fn describe(&self) -> String {
-        match (&self.name, self.name_address) {
-            (Some(name), None) => format!("{} (or {})", name.to_ascii_lowercase(), self.address),
-            _ => self.address.to_string(),
+        let mut names: Vec<String> = match (&self.name, self.name_address) {
+            (Some(name), None) => vec![name.to_ascii_lowercase()],
+            _ => Vec::new(),
+        };
+        names.extend(self.others.iter().cloned());
+        match names.is_empty() {
+            true => self.address.to_string(),
+            false => format!("{} (or {})", names.join(", "), self.address),
         }
     }
 }
@@ -127,6 +144,15 @@ mod tests {
             assert!(!hosts.allow(named), "{named}");
         }
         assert_eq!(hosts.describe(), "api.internal (or 10.1.2.3)");
+    }
+
+    #[test]
+    fn other_names_of_the_site_may_be_named_and_go_as_written() {
+        let hosts = AllowedHosts::site(Some("k8s.internal"), v4()).with_other_names(&["K8S-LB.corp.".into()]);
+        assert!(hosts.allow("k8s-lb.corp:6443") && hosts.allow("K8S-LB.CORP") && hosts.allow("k8s.internal"));
+        assert!(!hosts.allow("k8s-lb.corp.evil") && !hosts.allow("corp"));
+        assert_eq!(hosts.for_target("k8s-lb.corp:6443"), "k8s-lb.corp:6443");
+        assert_eq!(hosts.describe(), "k8s.internal, k8s-lb.corp (or 10.1.2.3)");
     }
 
     #[test]

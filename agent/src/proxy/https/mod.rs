@@ -286,7 +286,8 @@ pub async fn proxy(
             (Some((_, name)), _) => host::AllowedHosts::site(Some(&name.to_str()), destination.ip()),
             (None, Some(name)) => host::AllowedHosts::site(Some(name), destination.ip()),
             (None, None) => host::AllowedHosts::any(destination.ip()),
-        };
+        }
+        .with_other_names(&options.other_names);
         let target = upstream::Target { destination, tls: target_tls, connect_timeout: shared.connect_timeout };
         let secret = inject.first().and_then(|(_, value)| scrub::Echoes::of(value));
         Arc::new(Session {
