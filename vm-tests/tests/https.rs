@@ -606,6 +606,9 @@ fn a_request_naming_another_site_at_the_targets_address_is_refused_as_misdirecte
         ("HTTP/2 :authority", vec!["--http2", "-H", "Host: admin.internal:443", url.as_str()]),
         ("absolute target", vec!["--http1.1", "--request-target", "https://admin.internal/hello", url.as_str()]),
         ("userinfo", vec!["-H", &userinfo, url.as_str()]),
+        // A server may read a bracketed name as an address and give it
+        // to its default site.
+        ("bracketed name", vec!["-H", "Host: [api.lab]", url.as_str()]),
     ] {
         let mut full = vec!["-w", "\n%{http_code}"];
         full.extend(args);
@@ -617,7 +620,7 @@ fn a_request_naming_another_site_at_the_targets_address_is_refused_as_misdirecte
         );
     }
     assert!(t.nginx.requests().is_empty(), "a misdirected request reached the target: {:?}", t.nginx.requests());
-    let refused = t.lab.agent().wait_for_records("http.request", 4);
+    let refused = t.lab.agent().wait_for_records("http.request", 5);
     assert!(refused.iter().all(|r| r["detail"]["status"] == 421), "{refused:?}");
 
     // The site's own name, and the address itself with or without the

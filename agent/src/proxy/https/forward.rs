@@ -79,7 +79,7 @@ pub(super) async fn forward(
         let message = "airlock: the audit log cannot be written, so no request may go through";
         return Ok(answer(said, StatusCode::SERVICE_UNAVAILABLE, message, UNRECORDED_HINT));
     }
-    if !session.hosts.allow(host) {
+    let Some(target_authority) = session.hosts.resolve(host) else {
         let message = format!(
             "airlock: this connection is for {}; the request names {}, another site, which this target's \
              credential and policy are not for",
@@ -88,7 +88,7 @@ pub(super) async fn forward(
         );
         exchange.failed(421, message.clone());
         return Ok(answer(said, StatusCode::MISDIRECTED_REQUEST, &message, MISDIRECTED_HINT));
-    }
+    };
     if k8s && kubernetes::ambiguous_path(request.uri().path()) {
         let message = "airlock: the path has an empty, `.` or `..` segment or a backslash, which the API server \
                        and Airlock could read as different requests";
@@ -193,7 +193,7 @@ pub(super) async fn forward(
     let tty = query::flag(request.uri().query(), "tty").unwrap_or(false);
     let trailers = takes_trailers(request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-    let Ok(uri) = upstream_uri(&session.scheme, &session.hosts.for_target(host), request.uri()) else {
+    let Ok(uri) = upstream_uri(&session.scheme, &target_authority, request.uri()) else {
         exchange.failed(400, format!("the request's host {host:?} is not a valid authority"));
         return Ok(answer(said, StatusCode::BAD_REQUEST, "airlock: the request names no valid host", ""));
     };
@@ -474,14 +474,23 @@ fn clean_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
     }
 }
 
-/// The client's credentials, which never reach the target, and Host,
-/// which hyper sets (HTTP/1.1) or makes :authority (HTTP/2) from the URI.
+/// The client's credentials, which never reach the target; Host, which
+/// hyper sets (HTTP/1.1) or makes :authority (HTTP/2) from the URI; and
+/// the headers by which servers behind a proxy may take another site or
+/// path than the one the request names, and that Airlock judged.
 fn never_forwarded(name: &HeaderName) -> bool {
     name == header::AUTHORIZATION
         || name == header::PROXY_AUTHORIZATION
         || name == header::HOST
         || name.as_str().starts_with("impersonate-")
+        || ROUTING_HEADERS.contains(&name.as_str())
 }
+
+/// Headers a server may route by instead of the request's own host and
+/// path: a proxy's word (`Forwarded: host=`, `X-Forwarded-Host`), IIS's
+/// rewrites that Zend and old Symfony honour (`X-Original-URL`,
+/// `X-Rewrite-URL`). From a client they are its own claims.
+const ROUTING_HEADERS: [&str; 4] = ["forwarded", "x-forwarded-host", "x-original-url", "x-rewrite-url"];
 
 /// Removes hop-by-hop headers, and those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -668,9 +677,13 @@ mod tests {
     }
 
     #[test]
-    fn client_credentials_and_host_never_go_to_the_target() {
+    fn client_credentials_host_and_routing_claims_never_go_to_the_target() {
         let mut headers = fields(&[
             ("authorization", "Bearer client-token"),
+            ("forwarded", "host=admin.internal"),
+            ("x-forwarded-host", "admin.internal"),
+            ("x-original-url", "/admin/delete"),
+            ("x-rewrite-url", "/admin/delete"),
             ("proxy-authorization", "Basic eDp5"),
             ("impersonate-user", "admin"),
             ("impersonate-group", "system:masters"),

@@ -13,7 +13,7 @@
 //! address to its default site, which need not be the one the credential
 //! is for.
 
-use std::{borrow::Cow, net::IpAddr};
+use std::net::IpAddr;
 
 /// The hosts a session's requests may name.
 #[derive(Debug, Clone)]
@@ -55,47 +55,63 @@ impl AllowedHosts {
         Self { name: None, name_address: None, others: Vec::new(), address, any_name: true }
     }
 
-    /// Whether a request naming `authority` (`host[:port]`) may go on.
-    /// The port is not compared: servers choose a site by name, and the
-    /// connection's port is the one the client dialled whatever it wrote.
-    pub(super) fn allow(&self, authority: &str) -> bool {
+    /// The authority the target is sent for a request naming `authority`
+    /// (`host[:port]`); `None` when it names another site. The port is not
+    /// compared (servers choose a site by name, and the connection's port
+    /// is the one the client dialled whatever it wrote), but kept.
+    ///
+    /// What goes out is written by Airlock, not copied: the site's name (or
+    /// the other name matched) in lower case with no trailing dot, or the
+    /// address; a request naming the bare address goes out naming the
+    /// site. A server must not be handed a spelling of the name it could
+    /// read as another (`[api.internal]`, `api.internal.`) and give to a
+    /// catch-all site.
+    pub(super) fn resolve(&self, authority: &str) -> Option<String> {
         if self.any_name {
-            return true;
+            return Some(authority.to_owned());
         }
         // Userinfo (`api.internal:x@admin.internal`) would hide the host
         // hyper sends from the one read here; the host is read as hyper
         // reads it, and what it cannot parse goes nowhere.
         if authority.contains('@') {
-            return false;
+            return None;
         }
-        let Ok(parsed) = authority.parse::<hyper::http::uri::Authority>() else { return false };
-        let host = parsed.host().trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return ip == self.address || Some(ip) == self.name_address;
-        }
-        let host = host.strip_suffix('.').unwrap_or(host);
-        !host.is_empty()
-            && (self.name.as_deref().is_some_and(|name| name.eq_ignore_ascii_case(host))
-                || self.others.iter().any(|other| other.eq_ignore_ascii_case(host)))
-    }
-
-    /// The authority the target is sent for a request that named
-    /// `authority` (one [`Self::allow`] let through): the site's name, with
-    /// the port written, where the request named the target's bare address;
-    /// else `authority` as written.
-    pub(super) fn for_target<'a>(&self, authority: &'a str) -> Cow<'a, str> {
-        let (Some(name), None, false) = (&self.name, self.name_address, self.any_name) else {
-            return Cow::Borrowed(authority);
+        let parsed = authority.parse::<hyper::http::uri::Authority>().ok()?;
+        let host = parsed.host();
+        // After the host, nothing or a port that is a number.
+        let port = match parsed.as_str().get(host.len()..)? {
+            "" => None,
+            rest => Some(rest.strip_prefix(':')?.parse::<u16>().ok()?),
         };
-        let Ok(parsed) = authority.parse::<hyper::http::uri::Authority>() else { return Cow::Borrowed(authority) };
-        let host = parsed.host().trim_start_matches('[').trim_end_matches(']');
-        if host.parse::<IpAddr>().ok() != Some(self.address) {
-            return Cow::Borrowed(authority);
-        }
-        match parsed.port_u16() {
-            Some(port) => Cow::Owned(format!("{name}:{port}")),
-            None => Cow::Owned(name.clone()),
-        }
+        let host = match host.strip_prefix('[') {
+            // Brackets hold an IPv6 address and nothing else.
+            Some(inner) => IpAddr::V6(inner.strip_suffix(']')?.parse().ok()?).to_string(),
+            None => host.to_owned(),
+        };
+        let site = if let Ok(ip) = host.parse::<IpAddr>() {
+            if ip == self.address {
+                match (self.name_address, &self.name) {
+                    (Some(named), _) => named.to_string(),
+                    (None, Some(name)) => name.to_ascii_lowercase(),
+                    (None, None) => ip.to_string(),
+                }
+            } else if Some(ip) == self.name_address {
+                ip.to_string()
+            } else {
+                return None;
+            }
+        } else {
+            let host = host.strip_suffix('.').unwrap_or(&host);
+            let named =
+                self.name.iter().chain(&self.others).find(|name| !host.is_empty() && name.eq_ignore_ascii_case(host));
+            named?.to_ascii_lowercase()
+        };
+        // An IPv6 address goes in brackets again.
+        let site = if site.contains(':') { format!("[{site}]") } else { site };
+        Some(match port {
+            Some(port) => format!("{site}:{port}"),
+            None => site,
+        })
     }
 
     /// What requests may name, for the refusal's text.
@@ -123,10 +139,15 @@ mod tests {
     #[test]
     fn the_site_and_the_address_may_be_named_any_other_site_may_not() {
         let hosts = AllowedHosts::site(Some("API.internal."), v4());
-        for named in
-            ["api.internal", "API.INTERNAL:443", "api.internal.", "api.internal:8443", "10.1.2.3", "10.1.2.3:443"]
-        {
-            assert!(hosts.allow(named), "{named}");
+        for (named, sent) in [
+            ("api.internal", "api.internal"),
+            ("API.INTERNAL:443", "api.internal:443"),
+            ("api.internal.", "api.internal"),
+            ("api.internal.:8443", "api.internal:8443"),
+            ("10.1.2.3", "api.internal"),
+            ("10.1.2.3:443", "api.internal:443"),
+        ] {
+            assert_eq!(hosts.resolve(named).as_deref(), Some(sent), "{named}");
         }
         for named in [
             "admin.internal",
@@ -135,62 +156,59 @@ mod tests {
             "",
             ":443",
             "[::1]:443",
+            "[api.internal]",
+            "[api.internal.]:443",
+            "api.internal:abc",
+            "api.internal:",
+            "api.internal:99999",
             "api.internal@x",
             "api.internal:x@admin.internal",
             "10.1.2.3:x@admin.internal",
             "api.internal/x",
             "api.internal admin",
         ] {
-            assert!(!hosts.allow(named), "{named}");
+            assert_eq!(hosts.resolve(named), None, "{named}");
         }
         assert_eq!(hosts.describe(), "api.internal (or 10.1.2.3)");
     }
 
     #[test]
-    fn other_names_of_the_site_may_be_named_and_go_as_written() {
+    fn other_names_of_the_site_may_be_named_and_go_as_policy_writes_them() {
         let hosts = AllowedHosts::site(Some("k8s.internal"), v4()).with_other_names(&["K8S-LB.corp.".into()]);
-        assert!(hosts.allow("k8s-lb.corp:6443") && hosts.allow("K8S-LB.CORP") && hosts.allow("k8s.internal"));
-        assert!(!hosts.allow("k8s-lb.corp.evil") && !hosts.allow("corp"));
-        assert_eq!(hosts.for_target("k8s-lb.corp:6443"), "k8s-lb.corp:6443");
+        assert_eq!(hosts.resolve("K8S-LB.CORP.:6443").as_deref(), Some("k8s-lb.corp:6443"));
+        assert_eq!(hosts.resolve("k8s.internal").as_deref(), Some("k8s.internal"));
+        assert_eq!(hosts.resolve("k8s-lb.corp.evil"), None);
+        assert_eq!(hosts.resolve("corp"), None);
+        assert_eq!(hosts.resolve("[k8s-lb.corp]"), None);
         assert_eq!(hosts.describe(), "k8s.internal, k8s-lb.corp (or 10.1.2.3)");
-    }
-
-    #[test]
-    fn a_request_for_the_bare_address_goes_to_the_target_naming_the_site() {
-        let hosts = AllowedHosts::site(Some("API.internal."), v4());
-        assert_eq!(hosts.for_target("10.1.2.3"), "API.internal");
-        assert_eq!(hosts.for_target("10.1.2.3:8443"), "API.internal:8443");
-        assert_eq!(hosts.for_target("api.internal:443"), "api.internal:443");
-        let v6 = AllowedHosts::site(Some("api.internal"), "fd00::1".parse().unwrap());
-        assert_eq!(v6.for_target("[fd00:0::1]:443"), "api.internal:443");
-        // Where no name was set, or the name is itself an address, what
-        // the request wrote is what the target gets.
-        assert_eq!(AllowedHosts::site(None, v4()).for_target("10.1.2.3:443"), "10.1.2.3:443");
-        assert_eq!(AllowedHosts::site(Some("10.9.9.9"), v4()).for_target("10.1.2.3"), "10.1.2.3");
-        assert_eq!(AllowedHosts::any(v4()).for_target("10.1.2.3"), "10.1.2.3");
     }
 
     #[test]
     fn a_client_that_dialled_an_address_may_name_only_it() {
         let hosts = AllowedHosts::site(None, v4());
-        assert!(hosts.allow("10.1.2.3:6443"));
-        assert!(!hosts.allow("kubernetes.default.svc"));
+        assert_eq!(hosts.resolve("10.1.2.3:6443").as_deref(), Some("10.1.2.3:6443"));
+        assert_eq!(hosts.resolve("kubernetes.default.svc"), None);
         assert_eq!(hosts.describe(), "10.1.2.3");
         let v6 = AllowedHosts::site(None, "fd00::1".parse().unwrap());
-        assert!(v6.allow("[fd00::1]:443") && v6.allow("[FD00:0::1]"));
-        assert!(!v6.allow("[fd00::2]:443") && !v6.allow("[fd00::1"));
-        assert!(!v6.allow("[fd00::1]:x@admin.internal"));
+        assert_eq!(v6.resolve("[FD00:0::1]:443").as_deref(), Some("[fd00::1]:443"));
+        assert_eq!(v6.resolve("[fd00::1]").as_deref(), Some("[fd00::1]"));
+        for named in ["[fd00::2]:443", "[fd00::1", "[fd00::1]:x@admin.internal", "[fd00::1%eth0]"] {
+            assert_eq!(v6.resolve(named), None, "{named}");
+        }
+        let named_v6 = AllowedHosts::site(Some("api.internal"), "fd00::1".parse().unwrap());
+        assert_eq!(named_v6.resolve("[fd00:0::1]:443").as_deref(), Some("api.internal:443"));
     }
 
     #[test]
-    fn a_site_named_by_address_is_matched_as_an_address() {
+    fn a_site_named_by_address_is_matched_and_sent_as_that_address() {
         let hosts = AllowedHosts::site(Some("10.9.9.9"), v4());
-        assert!(hosts.allow("10.9.9.9:443") && hosts.allow("10.1.2.3"));
-        assert!(!hosts.allow("example.internal"));
+        assert_eq!(hosts.resolve("10.9.9.9:443").as_deref(), Some("10.9.9.9:443"));
+        assert_eq!(hosts.resolve("10.1.2.3").as_deref(), Some("10.9.9.9"));
+        assert_eq!(hosts.resolve("example.internal"), None);
     }
 
     #[test]
-    fn a_plain_http_target_with_no_site_lets_every_host_through() {
-        assert!(AllowedHosts::any(v4()).allow("whatever.internal:80"));
+    fn a_plain_http_target_with_no_site_lets_every_host_through_as_written() {
+        assert_eq!(AllowedHosts::any(v4()).resolve("Whatever.internal:80").as_deref(), Some("Whatever.internal:80"));
     }
 }
