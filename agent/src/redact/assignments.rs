@@ -44,7 +44,7 @@ pub fn assignments(text: &str) -> String {
                 // A block scalar, or a quoted or plain value going on below.
                 below = Some((indent, false));
             }
-            None if body.contains('{') => {
+            None if body.contains(['{', ',']) => {
                 out.push_str(&flow_pairs(body));
                 out.push_str(&line[body.len()..]);
             }
@@ -55,44 +55,98 @@ pub fn assignments(text: &str) -> String {
 }
 
 /// `line` with the value of every secret-named pair in a flow mapping
-/// (`{password: x, user: y}`, `{"token":"x"}`) replaced: a name just after
-/// `{` or `,`, quoted or not, then `:`; its value runs to the `,` or `}`
-/// that ends it (or its closing quote). More is redacted than YAML would
-/// read as such a pair (`{a:b}`), never less.
+/// (`{password: x, user: y}`, `{"token":"x"}`, a mapping's later lines)
+/// replaced: a name just after `{` or `,`, quoted or not, then `:`; its
+/// value runs to the `,`, `}` or `]` that ends it, or past its closing
+/// quote or bracket. More is redacted than YAML would read as such a pair
+/// (`{a:b}`), never less. Linear: a name is looked for in at most
+/// [`MAX_NAME`] bytes.
 fn flow_pairs(line: &str) -> String {
+    let bytes = line.as_bytes();
     let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(open) = rest.find(['{', ',']) {
-        out.push_str(&rest[..=open]);
-        rest = &rest[open + 1..];
-        let Some(colon) = rest.find(':') else { continue };
-        let name = rest[..colon].trim().trim_matches(['"', '\'']).to_ascii_lowercase();
-        let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-. ".contains(&b));
-        if !plain || !SECRET_NAME_PARTS.iter().any(|part| name.contains(part)) {
+    let (mut copied, mut at) = (0, 0);
+    while at < bytes.len() {
+        let opens = matches!(bytes[at], b'{' | b',');
+        at += 1;
+        if !opens {
             continue;
         }
-        let after = &rest[colon + 1..];
-        let value = after.trim_start();
-        let end = match value.as_bytes().first() {
-            Some(&quote @ (b'"' | b'\'')) => quoted_end(value, quote),
-            _ => value.find([',', '}']).unwrap_or(value.len()),
-        };
-        out.push_str(&rest[..colon + 1 + after.len() - value.len()]);
+        let Some((name, value_start)) = pair_name(line, at) else { continue };
+        if !SECRET_NAME_PARTS.iter().any(|part| name.contains(part)) {
+            continue;
+        }
+        let value_end = flow_value_end(bytes, value_start);
+        out.push_str(&line[copied..value_start]);
         out.push_str(REDACTED);
-        rest = &value[end..];
+        (copied, at) = (value_end, value_end);
     }
-    out.push_str(rest);
+    out.push_str(&line[copied..]);
     out
 }
 
-/// Where the string `value` opens with `quote` ends (past its closing
-/// quote; the line's end when it has none). A `\` escapes within `"`.
-fn quoted_end(value: &str, quote: u8) -> usize {
-    let bytes = value.as_bytes();
-    let mut at = 1;
+/// The longest member name looked for.
+const MAX_NAME: usize = 64;
+
+/// The name (lower case) of a pair starting at `from` (spaces, the name,
+/// quoted or not, spaces, `:`), and where its value starts.
+fn pair_name(line: &str, from: usize) -> Option<(String, usize)> {
+    let bytes = line.as_bytes();
+    let start = from + bytes[from..].iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    let (name, after) = match bytes.get(start) {
+        Some(&quote @ (b'"' | b'\'')) => {
+            let len = bytes[start + 1..].iter().take(MAX_NAME).position(|&b| b == quote)?;
+            (&line[start + 1..start + 1 + len], start + len + 2)
+        }
+        _ => {
+            let name_byte = |b: &u8| b.is_ascii_alphanumeric() || b"_-. ".contains(b);
+            let len = bytes[start..].iter().take(MAX_NAME).take_while(|b| name_byte(b)).count();
+            (&line[start..start + len], start + len)
+        }
+    };
+    let colon = after + bytes.get(after..)?.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    if bytes.get(colon) != Some(&b':') || name.trim().is_empty() {
+        return None;
+    }
+    let value = colon + 1 + bytes[colon + 1..].iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    Some((name.trim().to_ascii_lowercase(), value))
+}
+
+/// Where a flow value starting at `start` ends: past its closing quote
+/// (`\` escapes in `"`, `''` in `'`) or the bracket matching its opening
+/// one, else at the `,`, `}` or `]` that ends it; the line's end when
+/// nothing does.
+fn flow_value_end(bytes: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut at = start;
+    while at < bytes.len() {
+        match bytes[at] {
+            quote @ (b'"' | b'\'') => at = quoted_end(bytes, at, quote),
+            b'{' | b'[' => {
+                depth += 1;
+                at += 1;
+            }
+            b'}' | b']' | b',' if depth == 0 => return at,
+            b'}' | b']' => {
+                depth -= 1;
+                at += 1;
+                if depth == 0 {
+                    return at;
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// Past the closing quote of the string opening at `open`; the line's end
+/// when it has none.
+fn quoted_end(bytes: &[u8], open: usize, quote: u8) -> usize {
+    let mut at = open + 1;
     while at < bytes.len() {
         match bytes[at] {
             b'\\' if quote == b'"' => at += 2,
+            b'\'' if quote == b'\'' && bytes.get(at + 1) == Some(&b'\'') => at += 2,
             byte if byte == quote => return at + 1,
             _ => at += 1,
         }
@@ -175,9 +229,23 @@ mod tests {
             "stringData: {password: ***, user: alice}\n- {token: ***, name: a}\n\
              {\"api_key\":***,\"id\":3} {'secret': ***}\noidc: {client_secret: ***}\n"
         );
-        for kept in ["{a: b, c: d}", "x: {url: \"https://h/a,b\"}", "{", "text, with: commas"] {
+        for kept in ["{a: b, c: d}", "x: {url: \"https://h/a,b\"}", "{", "text, with: commas", "{,,,:"] {
             assert_eq!(assignments(kept), kept, "{kept}");
         }
+        // Values that are lists or mappings, YAML's '' escape, a mapping's
+        // later lines.
+        let more = "{tokens: [t1, t2], n: 1}\n{credentials: {user: a, pin: 1234}}\n{password: 'it''s, h2'}\n \
+                    port: 1, password: x}\n{ \"token\" : \"x\" }\n[{secret: s}]\n{a: {secret: q}}\n";
+        assert_eq!(
+            assignments(more),
+            "{tokens: ***, n: 1}\n{credentials: ***}\n{password: ***}\n port: 1, password: ***}\n\
+             { \"token\" : ***}\n[{secret: ***}]\n{a: {secret: ***}}\n"
+        );
+        // A long line of openers is read once, not once per opener.
+        let long = format!("{}:", "{,".repeat(200_000));
+        let started = std::time::Instant::now();
+        assert_eq!(assignments(&long), long);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]
