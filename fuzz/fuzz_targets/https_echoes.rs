@@ -10,34 +10,10 @@
 //! - overwriting the whole answer at once leaves no echo either.
 #![no_main]
 
-use airlock::proxy::https::{echo::Echoes, scrub::Scrubbed};
-use bytes::Bytes;
-use http_body::{Body, Frame};
+use airlock::proxy::https::{echo::Echoes, scrub::Scrubbed, test_body::Chunks};
 use http_body_util::BodyExt as _;
 use hyper::header::HeaderValue;
 use libfuzzer_sys::fuzz_target;
-use std::{
-    collections::VecDeque,
-    convert::Infallible,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
-/// The answer, one chunk per frame.
-struct Chunks(VecDeque<Bytes>);
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, data)) = data.split_first() else { return };
@@ -54,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let size = usize::from(cut).max(1);
-    let chunks = Chunks(body.chunks(size).map(Bytes::copy_from_slice).collect());
+    let chunks = Chunks::of(body, size);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
     let sent = runtime.block_on(async { Scrubbed::new(chunks, echoes.clone()).collect().await }).expect("infallible");
     let sent = sent.to_bytes();

@@ -28,8 +28,8 @@ mod record;
 pub mod refuse;
 pub mod scrub;
 pub mod spdy;
-#[cfg(test)]
-mod test_body;
+#[cfg(any(test, fuzzing))]
+pub mod test_body;
 mod upstream;
 pub mod websocket;
 

@@ -1,4 +1,5 @@
-//! A body made of given chunks, for the tests of the body wrappers.
+//! A body made of given chunks, for the tests and fuzz targets of the body
+//! wrappers.
 
 use std::{
     collections::VecDeque,
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 
 /// Yields its chunks one frame each, then ends.
-pub(super) struct Chunks(pub VecDeque<Bytes>);
+pub struct Chunks(pub VecDeque<Bytes>);
 
 impl Chunks {
     /// `text` cut into chunks of `size` bytes.
