@@ -57,8 +57,8 @@ pub fn assignments(text: &str) -> String {
 /// `line` with the value of every secret-named pair in a flow mapping
 /// (`{password: x, user: y}`, `{"token":"x"}`, a mapping's later lines)
 /// replaced: a name just after `{` or `,`, quoted or not, then `:`; its
-/// value runs to the `,`, `}` or `]` that ends it, or past its closing
-/// quote or bracket. More is redacted than YAML would read as such a pair
+/// value runs to the `,` or `}` that ends it, outside quotes and
+/// brackets. More is redacted than YAML would read as such a pair
 /// (`{a:b}`), never less. Linear: a name is looked for in at most
 /// [`MAX_NAME`] bytes.
 fn flow_pairs(line: &str) -> String {
@@ -111,10 +111,9 @@ fn pair_name(line: &str, from: usize) -> Option<(String, usize)> {
     Some((name.trim().to_ascii_lowercase(), value))
 }
 
-/// Where a flow value starting at `start` ends: past its closing quote
-/// (`\` escapes in `"`, `''` in `'`) or the bracket matching its opening
-/// one, else at the `,`, `}` or `]` that ends it; the line's end when
-/// nothing does.
+/// Where a flow value starting at `start` ends: at the first `,` or `}`
+/// outside its quotes (`\` escapes in `"`, `''` in `'`) and brackets;
+/// the line's end when nothing ends it.
 fn flow_value_end(bytes: &[u8], start: usize) -> usize {
     let mut depth = 0usize;
     let mut at = start;
@@ -125,13 +124,13 @@ fn flow_value_end(bytes: &[u8], start: usize) -> usize {
                 depth += 1;
                 at += 1;
             }
-            b'}' | b']' | b',' if depth == 0 => return at,
+            b'}' | b',' if depth == 0 => return at,
+            // A plain scalar may not hold `]`, but one that does is cut
+            // no shorter for it.
+            b']' if depth == 0 => at += 1,
             b'}' | b']' => {
                 depth -= 1;
                 at += 1;
-                if depth == 0 {
-                    return at;
-                }
             }
             _ => at += 1,
         }
@@ -241,6 +240,10 @@ mod tests {
             "{tokens: ***, n: 1}\n{credentials: ***}\n{password: ***}\n port: 1, password: ***}\n\
              { \"token\" : ***}\n[{secret: ***}]\n{a: {secret: ***}}\n"
         );
+        // A value no YAML would write is still cut no shorter than it runs
+        // (found by fuzzing).
+        assert_eq!(assignments("{a: 1, api_token: ]&]x}"), "{a: 1, api_token: ***}");
+        assert_eq!(assignments("{password: [x]tail, n: 1}"), "{password: ***, n: 1}");
         // A long line of openers is read once, not once per opener.
         let long = format!("{}:", "{,".repeat(200_000));
         let started = std::time::Instant::now();
