@@ -44,7 +44,7 @@ impl AllowedHosts {
         Self { name, name_address, others: Vec::new(), address, any_name: false }
     }
 
-    /// These hosts, and `others`, names the operator gave the same site.
+    /// These hosts and also `others`: names the operator gave the same site.
     pub(super) fn with_other_names(mut self, others: &[String]) -> Self {
         self.others = others.iter().map(|n| n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase()).collect();
         self
