@@ -18,9 +18,9 @@ use std::net::IpAddr;
 /// The hosts a session's requests may name.
 #[derive(Debug, Clone)]
 pub(super) struct AllowedHosts {
-    /// The site's name, with no trailing dot; `None` where only the
-    /// address may be named (a client that dialled an IP address with no
-    /// name configured), or where any name may be (see `any_name`).
+    /// The site's name, in lower case with no trailing dot; `None` where
+    /// only the address may be named (a client that dialled an IP address
+    /// with no name configured), or where any name may be (see `any_name`).
     name: Option<String>,
     /// The site's name where it is an address.
     name_address: Option<IpAddr>,
@@ -39,14 +39,14 @@ impl AllowedHosts {
     /// For a connection to `address` whose site is `name` (policy's
     /// `server_name`, else the name the client asked for in its handshake).
     pub(super) fn site(name: Option<&str>, address: IpAddr) -> Self {
-        let name = name.map(|n| n.strip_suffix('.').unwrap_or(n).to_owned());
+        let name = name.map(canonical_name);
         let name_address = name.as_deref().and_then(|n| n.parse().ok());
         Self { name, name_address, others: Vec::new(), address, any_name: false }
     }
 
     /// These hosts and also `others`: names the operator gave the same site.
     pub(super) fn with_other_names(mut self, others: &[String]) -> Self {
-        self.others = others.iter().map(|n| n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase()).collect();
+        self.others = others.iter().map(|n| canonical_name(n)).collect();
         self
     }
 
@@ -83,28 +83,27 @@ impl AllowedHosts {
             "" => None,
             rest => Some(rest.strip_prefix(':')?.parse::<u16>().ok()?),
         };
-        let host = match host.strip_prefix('[') {
+        let ip = match host.strip_prefix('[') {
             // Brackets hold an IPv6 address and nothing else.
-            Some(inner) => IpAddr::V6(inner.strip_suffix(']')?.parse().ok()?).to_string(),
-            None => host.to_owned(),
+            Some(inner) => Some(IpAddr::V6(inner.strip_suffix(']')?.parse().ok()?)),
+            None => host.parse::<IpAddr>().ok(),
         };
-        let site = if let Ok(ip) = host.parse::<IpAddr>() {
-            if ip == self.address {
-                match (self.name_address, &self.name) {
-                    (Some(named), _) => named.to_string(),
-                    (None, Some(name)) => name.to_ascii_lowercase(),
-                    (None, None) => ip.to_string(),
-                }
-            } else if Some(ip) == self.name_address {
-                ip.to_string()
-            } else {
-                return None;
+        let site = match ip {
+            Some(ip) if ip == self.address => match (self.name_address, &self.name) {
+                (Some(named), _) => named.to_string(),
+                (None, Some(name)) => name.clone(),
+                (None, None) => ip.to_string(),
+            },
+            Some(ip) if Some(ip) == self.name_address => ip.to_string(),
+            Some(_) => return None,
+            None => {
+                let host = host.strip_suffix('.').unwrap_or(host);
+                self.name
+                    .iter()
+                    .chain(&self.others)
+                    .find(|name| !host.is_empty() && name.eq_ignore_ascii_case(host))?
+                    .clone()
             }
-        } else {
-            let host = host.strip_suffix('.').unwrap_or(&host);
-            let named =
-                self.name.iter().chain(&self.others).find(|name| !host.is_empty() && name.eq_ignore_ascii_case(host));
-            named?.to_ascii_lowercase()
         };
         // An IPv6 address goes in brackets again.
         let site = if site.contains(':') { format!("[{site}]") } else { site };
@@ -117,7 +116,7 @@ impl AllowedHosts {
     /// What requests may name, for the refusal's text.
     pub(super) fn describe(&self) -> String {
         let mut names: Vec<String> = match (&self.name, self.name_address) {
-            (Some(name), None) => vec![name.to_ascii_lowercase()],
+            (Some(name), None) => vec![name.clone()],
             _ => Vec::new(),
         };
         names.extend(self.others.iter().cloned());
@@ -126,6 +125,11 @@ impl AllowedHosts {
             false => format!("{} (or {})", names.join(", "), self.address),
         }
     }
+}
+
+/// A name as it is compared and sent: lower case, no trailing dot.
+fn canonical_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 #[cfg(test)]
