@@ -213,6 +213,21 @@ fn kubectl_works_with_no_token_on_the_host_while_secrets_are_masked_and_deletes_
     assert!(spdy_sh.contains("sh: nope: not found"), "{spdy_sh}");
     assert!(recordings[3]["detail"]["status"].as_str().unwrap().contains("NonZeroExitCode"), "{}", recordings[3]);
 
+    // A pod that runs as the service account whose token Airlock holds can
+    // print it: what the API server relays is searched as an answer is,
+    // across frames, over WebSocket and SPDY, before it is recorded.
+    const TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    let overwritten = "*".repeat(api.token.len());
+    let printed = kubectl(&["exec", "web-1", "--", "cat", TOKEN_FILE]);
+    assert!(printed.success() && printed.stdout == overwritten, "{printed:?}\n{}", lab.agent().log());
+    let printed = lab.run_as("alice", "/bin/sh", &["-c", &format!("{}cat {TOKEN_FILE}", over_spdy("true"))]);
+    assert!(printed.success() && printed.stdout == overwritten, "{printed:?}\n{}", lab.agent().log());
+    let recordings = lab.agent().wait_for_records("kubernetes.recording", 6);
+    for recording in &recordings[4..6] {
+        let cast = fs::read_to_string(recording["detail"]["path"].as_str().unwrap()).unwrap();
+        assert!(cast.contains(&overwritten) && !cast.contains(&api.token), "{cast}");
+    }
+
     // A command's secret, in the query that carries its arguments, is
     // redacted in the request's record as on a command line.
     let flagged = kubectl(&["exec", "web-1", "--", "echo", "--password=exec-secret-9"]);

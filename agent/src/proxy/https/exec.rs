@@ -1,10 +1,13 @@
 //! `kubectl exec` and `attach` sessions recorded as asciicast: once the API
 //! server agrees to a WebSocket channel protocol or to SPDY/3.1, both
-//! directions are relayed untouched while their frames are read
+//! directions are relayed while their frames are read
 //! ([`super::websocket`], [`super::spdy`]):
 //! stdout and stderr as output, stdin as input (a terminal's only as far as
 //! it was echoed, as for SSH), window sizes as resizes. A stream Airlock
-//! cannot read ends the session: it does not run unrecorded.
+//! cannot read ends the session: it does not run unrecorded. What the
+//! target sends is searched for the injected credential first
+//! ([`super::upgraded`]): a pod running as the service account whose token
+//! Airlock holds can print it.
 
 use std::sync::{
     Arc, Mutex,
@@ -12,38 +15,18 @@ use std::sync::{
 };
 
 use hyper::HeaderMap;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{
     channels::{
         ChannelReader, Piece,
         channel::{ERROR, RESIZE, STDERR, STDIN, STDOUT},
     },
-    spdy, websocket,
+    spdy,
+    upgraded::{self, Framing},
+    websocket,
 };
 use crate::recording::Recording;
-
-/// How the upgraded connection frames its streams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// RFC 6455 WebSocket, a Kubernetes channel protocol inside.
-    WebSocket,
-    /// SPDY/3.1, one stream per channel.
-    Spdy,
-}
-
-impl Framing {
-    /// The framing an `Upgrade` header asks for, if Airlock reads it.
-    pub fn of_upgrade(protocol: &[u8]) -> Option<Self> {
-        if protocol.eq_ignore_ascii_case(b"websocket") {
-            Some(Self::WebSocket)
-        } else if protocol.eq_ignore_ascii_case(b"SPDY/3.1") {
-            Some(Self::Spdy)
-        } else {
-            None
-        }
-    }
-}
 
 /// WebSocket subprotocols whose frames Airlock reads: Kubernetes' binary
 /// channel protocols. Others offered by the client are dropped, so the API
@@ -51,8 +34,6 @@ impl Framing {
 pub const READABLE_PROTOCOLS: [&str; 4] =
     ["v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "channel.k8s.io"];
 
-/// Bytes read from either side at a time.
-const CHUNK: usize = 32 * 1024;
 /// Most of a command's status message kept for the record.
 const MAX_STATUS: usize = 4096;
 
@@ -86,7 +67,15 @@ pub struct Ended {
 
 /// Relays `client` ⇄ `target`, framed as `framing`, recording into
 /// `recording`; `tty`: stdin is a terminal's (recorded only as echoed).
-pub async fn relay<C, T>(client: C, target: T, recording: Arc<Mutex<Recording>>, tty: bool, framing: Framing) -> Ended
+/// What the target sends goes through `filter` (the credential
+/// overwritten) before it is recorded or relayed.
+pub async fn relay<C, T>(
+    (client, target): (C, T),
+    recording: Arc<Mutex<Recording>>,
+    tty: bool,
+    framing: Framing,
+    filter: Option<upgraded::EchoFilter>,
+) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
@@ -94,24 +83,24 @@ where
     match framing {
         Framing::WebSocket => {
             let readers = (websocket::Decoder::new(true), websocket::Decoder::new(false));
-            relay_read_by(client, target, recording, tty, readers).await
+            relay_read_by((client, target), recording, tty, readers, filter).await
         }
         Framing::Spdy => {
             let streams = spdy::Streams::default();
             let readers = (spdy::Decoder::new(streams.clone()), spdy::Decoder::new(streams));
-            relay_read_by(client, target, recording, tty, readers).await
+            relay_read_by((client, target), recording, tty, readers, filter).await
         }
     }
 }
 
 /// [`relay`], reading what the client sends with `readers.0` and what the
-/// target sends with `readers.1`.
+/// target sends, once through `filter`, with `readers.1`.
 async fn relay_read_by<C, T, R>(
-    client: C,
-    target: T,
+    (client, target): (C, T),
     recording: Arc<Mutex<Recording>>,
     tty: bool,
     readers: (R, R),
+    filter: Option<upgraded::EchoFilter>,
 ) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -122,29 +111,41 @@ where
     let (mut target_read, mut target_write) = tokio::io::split(target);
     let status = Mutex::new(None);
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
-    let up = pump(&mut client_read, &mut target_write, readers.0, &sent, |piece| {
-        let mut recording = recording.lock().unwrap_or_else(|p| p.into_inner());
-        match piece {
-            Piece::Data { channel: STDIN, bytes } if tty => recording.input(&bytes),
-            Piece::Data { channel: STDIN, bytes } => recording.stdin(&bytes),
-            Piece::Data { channel: RESIZE, bytes } => match terminal_size(&bytes) {
-                Some((width, height)) => recording.resize(width, height),
-                None => Ok(()),
-            },
+    let up = upgraded::pump(
+        &mut client_read,
+        &mut target_write,
+        None,
+        &sent,
+        recorded_by(readers.0, |piece| {
+            let mut recording = recording.lock().unwrap_or_else(|p| p.into_inner());
+            match piece {
+                Piece::Data { channel: STDIN, bytes } if tty => recording.input(&bytes),
+                Piece::Data { channel: STDIN, bytes } => recording.stdin(&bytes),
+                Piece::Data { channel: RESIZE, bytes } => match terminal_size(&bytes) {
+                    Some((width, height)) => recording.resize(width, height),
+                    None => Ok(()),
+                },
+                _ => Ok(()),
+            }
+        }),
+    );
+    let down = upgraded::pump(
+        &mut target_read,
+        &mut client_write,
+        filter,
+        &received,
+        recorded_by(readers.1, |piece| match piece {
+            Piece::Data { channel: STDOUT | STDERR, bytes } => {
+                recording.lock().unwrap_or_else(|p| p.into_inner()).output(&bytes)
+            }
+            Piece::Data { channel: ERROR, bytes } => {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_STATUS)]).into_owned();
+                *status.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+                Ok(())
+            }
             _ => Ok(()),
-        }
-    });
-    let down = pump(&mut target_read, &mut client_write, readers.1, &received, |piece| match piece {
-        Piece::Data { channel: STDOUT | STDERR, bytes } => {
-            recording.lock().unwrap_or_else(|p| p.into_inner()).output(&bytes)
-        }
-        Piece::Data { channel: ERROR, bytes } => {
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_STATUS)]).into_owned();
-            *status.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
-            Ok(())
-        }
-        _ => Ok(()),
-    });
+        }),
+    );
     // The target's end, or a failure either way, ends the session; the
     // client's end of its stream leaves the target's answer to come.
     let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
@@ -159,43 +160,20 @@ where
     Ended { bytes: (sent.load(Relaxed), received.load(Relaxed)), status, error }
 }
 
-/// Copies `from` to `to`, counting into `copied` and handing what the
-/// frames carry to `note`; why it stopped, if not at the end of the stream.
-async fn pump<R, W, D: ChannelReader>(
-    from: &mut R,
-    to: &mut W,
+/// Reads the bytes handed to it with `decoder`, handing what the frames
+/// carry to `note`: what cannot be read or recorded is refused, and so not
+/// relayed.
+fn recorded_by<D: ChannelReader>(
     mut decoder: D,
-    copied: &AtomicU64,
     mut note: impl FnMut(Piece) -> std::io::Result<()>,
-) -> Option<String>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; CHUNK];
+) -> impl FnMut(&[u8]) -> Result<(), String> {
     let mut pieces = Vec::new();
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) => {
-                let _ = to.shutdown().await;
-                return None;
-            }
-            Ok(n) => n,
-            Err(error) => return Some(error.to_string()),
-        };
-        // Read before it goes on: what cannot be recorded is not relayed.
-        if let Err(error) = decoder.feed(&buf[..n], &mut pieces) {
-            return Some(error.to_string());
-        }
+    move |bytes| {
+        decoder.feed(bytes, &mut pieces).map_err(|error| error.to_string())?;
         for piece in pieces.drain(..) {
-            if let Err(error) = note(piece) {
-                return Some(format!("the recording cannot be written: {error}"));
-            }
+            note(piece).map_err(|error| format!("the recording cannot be written: {error}"))?;
         }
-        if let Err(error) = to.write_all(&buf[..n]).await {
-            return Some(error.to_string());
-        }
-        copied.fetch_add(n as u64, Relaxed);
+        Ok(())
     }
 }
 

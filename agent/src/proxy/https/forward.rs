@@ -34,6 +34,7 @@ use super::{
     query,
     record::{Counted, Direction, Exchange},
     scrub::{self, Scrubbed},
+    upgraded,
 };
 
 /// Bodies sent to the client.
@@ -182,8 +183,8 @@ pub(super) async fn forward(
     let upgrade = upgrade_of(&request);
     // A shell in a pod is recorded, over a protocol Airlock can read.
     let recorded = kube.as_ref().is_some_and(KubeRequest::opens_a_shell);
-    let framing = upgrade.as_ref().and_then(|u| exec::Framing::of_upgrade(u.as_bytes()));
-    let websocket = framing == Some(exec::Framing::WebSocket);
+    let framing = upgrade.as_ref().and_then(|u| upgraded::Framing::of_upgrade(u.as_bytes()));
+    let websocket = framing == Some(upgraded::Framing::WebSocket);
     if recorded && upgrade.is_some() && framing.is_none() {
         let message = "airlock: exec and attach are recorded, which Airlock does over WebSocket and SPDY/3.1, \
                        not the protocol this client asked for";
@@ -210,6 +211,10 @@ pub(super) async fn forward(
         // The client's headers move to the target's request: nothing reads them after.
         let incoming = std::mem::take(&mut parts.headers);
         *headers = outgoing_headers(incoming, &session, (upgrade.as_ref(), trailers), (masker, strict_masking));
+        // Compressed frames would hide an echo of the credential.
+        if websocket && session.secret.is_some() {
+            headers.remove("sec-websocket-extensions");
+        }
         if recorded && websocket && !exec::offer_readable_protocols(headers) {
             let message = "airlock: exec and attach are recorded, and the client offered no channel protocol Airlock \
                            reads (v5.channel.k8s.io, v4.channel.k8s.io)";
@@ -247,11 +252,13 @@ pub(super) async fn forward(
     {
         exchange.upgraded();
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        // What the target sends is searched as it says it switched to.
+        let filter = session.secret.as_ref().map(|echoes| upgraded::echo_filter(echoes, response.headers()));
         if recorded {
             // The stream is read as the target said it switched to, which
             // must be what the client asked for.
             let switched =
-                response.headers().get(header::UPGRADE).and_then(|u| exec::Framing::of_upgrade(u.as_bytes()));
+                response.headers().get(header::UPGRADE).and_then(|u| upgraded::Framing::of_upgrade(u.as_bytes()));
             let Some(framing) = switched.filter(|switched| Some(*switched) == framing) else {
                 let message = "airlock: the API server switched to a protocol other than the one asked for; \
                                exec sessions do not run unrecorded";
@@ -274,7 +281,8 @@ pub(super) async fn forward(
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else { return };
                 let recording = std::sync::Arc::new(std::sync::Mutex::new(recording));
                 let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                let relay = exec::relay(client, upstream, std::sync::Arc::clone(&recording), tty, framing);
+                let recorded = std::sync::Arc::clone(&recording);
+                let relay = exec::relay((client, upstream), recorded, tty, framing, filter);
                 // An access window closing ends the shell too.
                 let ended = tokio::select! {
                     ended = relay => ended,
@@ -286,11 +294,12 @@ pub(super) async fn forward(
             let live = std::sync::Arc::clone(&session.live);
             tokio::spawn(async move {
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else { return };
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    live.bytes.to_upstream.fetch_add(up, Relaxed);
-                    live.bytes.to_client.fetch_add(down, Relaxed);
+                let ((up, down), error) = upgraded::relay(TokioIo::new(client), TokioIo::new(upstream), filter).await;
+                use std::sync::atomic::Ordering::Relaxed;
+                live.bytes.to_upstream.fetch_add(up, Relaxed);
+                live.bytes.to_client.fetch_add(down, Relaxed);
+                if let Some(error) = error {
+                    tracing::warn!(session = %live.id, error, "upgraded connection ended");
                 }
             });
         }

@@ -30,6 +30,7 @@ pub mod scrub;
 pub mod spdy;
 #[cfg(any(test, fuzzing))]
 pub mod test_body;
+pub mod upgraded;
 mod upstream;
 pub mod websocket;
 

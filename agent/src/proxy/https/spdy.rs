@@ -22,7 +22,10 @@ use std::{
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-use super::channels::{ChannelReader, Piece, channel};
+use super::{
+    channels::{ChannelReader, Piece, channel},
+    upgraded::{Frame, Frames, Text},
+};
 
 /// The zlib dictionary of SPDY/3 header blocks (draft 3 §2.6.10.1), as
 /// Go's `spdystream` (which kubectl and the API server use) has it.
@@ -91,15 +94,14 @@ impl Streams {
 /// Reads the frames of one direction of a SPDY connection.
 pub struct Decoder {
     streams: Streams,
-    /// This direction's header compression context.
-    inflate: Decompress,
+    blocks: HeaderBlocks,
     buf: Vec<u8>,
 }
 
 impl Decoder {
     /// A reader of one direction, sharing `streams` with the other's.
     pub fn new(streams: Streams) -> Self {
-        Self { streams, inflate: Decompress::new(true), buf: Vec::new() }
+        Self { streams, blocks: HeaderBlocks::default(), buf: Vec::new() }
     }
 }
 
@@ -111,14 +113,7 @@ impl ChannelReader for Decoder {
     }
 
     fn frame(&mut self, at: usize, out: &mut Vec<Piece>) -> Result<Option<usize>, SpdyError> {
-        let Some(head) = self.buf.get(at..at + 8) else { return Ok(None) };
-        let word = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-        let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
-        let control = word & 0x8000_0000 != 0;
-        let limit = if control { MAX_CONTROL } else { MAX_DATA };
-        if len > limit {
-            return Err(SpdyError::TooLarge(if control { "control frame" } else { "data frame" }, len));
-        }
+        let Some(Head { control, word, len }) = Head::read(&self.buf[at..])? else { return Ok(None) };
         let Some(body) = self.buf.get(at + 8..at + 8 + len) else { return Ok(None) };
         if !control {
             let stream = word & 0x7fff_ffff;
@@ -128,10 +123,6 @@ impl ChannelReader for Decoder {
             }
             return Ok(Some(8 + len));
         }
-        let version = ((word >> 16) & 0x7fff) as u16;
-        if version != 3 {
-            return Err(SpdyError::Version(version));
-        }
         let body = body.to_vec();
         match word as u16 {
             SYN_STREAM => {
@@ -139,7 +130,7 @@ impl ChannelReader for Decoder {
                     return Err(SpdyError::Invalid("SYN_STREAM shorter than its fields"));
                 };
                 let stream = u32::from_be_bytes([a, b, c, d]) & 0x7fff_ffff;
-                let headers = self.inflate(block)?;
+                let headers = self.blocks.inflate(block)?;
                 let kind = header(&headers, b"streamtype")?.ok_or(SpdyError::Invalid("a stream with no streamtype"))?;
                 let channel = match kind {
                     b"stdin" => channel::STDIN,
@@ -152,8 +143,7 @@ impl ChannelReader for Decoder {
                 self.streams.open(stream, channel)?;
             }
             SYN_REPLY | HEADERS => {
-                let block = body.get(4..).ok_or(SpdyError::Invalid("header frame shorter than its fields"))?;
-                self.inflate(block)?;
+                self.blocks.inflate(header_block(&body, word as u16)?)?;
             }
             GOAWAY => out.push(Piece::Close),
             // RST_STREAM, SETTINGS, PING, WINDOW_UPDATE, and types the
@@ -164,15 +154,85 @@ impl ChannelReader for Decoder {
     }
 }
 
-impl Decoder {
+/// The frames a target sends, read for echoes of the credential
+/// ([`super::upgraded::EchoFilter`]) on any SPDY connection, an exec's or
+/// a port-forward's: data frames' payloads, and header blocks inflated.
+#[derive(Default)]
+pub struct ServerFrames(HeaderBlocks);
+
+impl Frames for ServerFrames {
+    fn next(&mut self, bytes: &[u8]) -> Result<Option<Frame>, String> {
+        let Some(Head { control, word, len }) = Head::read(bytes).map_err(|error| error.to_string())? else {
+            return Ok(None);
+        };
+        let Some(body) = bytes.get(8..8 + len) else { return Ok(None) };
+        let text = match (control, word as u16) {
+            (false, _) => Text::Stream(8..8 + len),
+            (true, kind @ (SYN_STREAM | SYN_REPLY | HEADERS)) => {
+                let block = header_block(body, kind).map_err(|error| error.to_string())?;
+                Text::Compressed(self.0.inflate(block).map_err(|error| error.to_string())?)
+            }
+            (true, _) => Text::None,
+        };
+        Ok(Some(Frame { len: 8 + len, text }))
+    }
+}
+
+/// A frame's header (draft 3 §2.2): control or data, its first word and
+/// its length.
+struct Head {
+    control: bool,
+    word: u32,
+    len: usize,
+}
+
+impl Head {
+    /// The header at the start of `bytes`, if it is all there; a control
+    /// frame's version is checked.
+    fn read(bytes: &[u8]) -> Result<Option<Self>, SpdyError> {
+        let Some(head) = bytes.get(..8) else { return Ok(None) };
+        let word = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
+        let control = word & 0x8000_0000 != 0;
+        let limit = if control { MAX_CONTROL } else { MAX_DATA };
+        if len > limit {
+            return Err(SpdyError::TooLarge(if control { "control frame" } else { "data frame" }, len));
+        }
+        let version = ((word >> 16) & 0x7fff) as u16;
+        if control && version != 3 {
+            return Err(SpdyError::Version(version));
+        }
+        Ok(Some(Self { control, word, len }))
+    }
+}
+
+/// Where the header block of control frame `kind`'s `body` starts, if it
+/// has one: after a SYN_STREAM's stream ids and priority, a SYN_REPLY's or
+/// HEADERS' stream id.
+fn header_block(body: &[u8], kind: u16) -> Result<&[u8], SpdyError> {
+    let fields = if kind == SYN_STREAM { 10 } else { 4 };
+    body.get(fields..).ok_or(SpdyError::Invalid("header frame shorter than its fields"))
+}
+
+/// One direction's header compression context: every header block of the
+/// connection is inflated in order, or the next does not.
+struct HeaderBlocks(Decompress);
+
+impl Default for HeaderBlocks {
+    fn default() -> Self {
+        Self(Decompress::new(true))
+    }
+}
+
+impl HeaderBlocks {
     /// Inflates one header block in this direction's zlib stream.
     fn inflate(&mut self, block: &[u8]) -> Result<Vec<u8>, SpdyError> {
         let mut out = Vec::with_capacity(block.len().saturating_mul(4).clamp(256, MAX_HEADERS));
         let mut input = block;
         loop {
-            let (read_before, out_before) = (self.inflate.total_in(), out.len());
-            let result = self.inflate.decompress_vec(input, &mut out, FlushDecompress::Sync);
-            let used = (self.inflate.total_in() - read_before) as usize;
+            let (read_before, out_before) = (self.0.total_in(), out.len());
+            let result = self.0.decompress_vec(input, &mut out, FlushDecompress::Sync);
+            let used = (self.0.total_in() - read_before) as usize;
             input = &input[used..];
             match result {
                 Ok(Status::StreamEnd) if !input.is_empty() => {
@@ -181,7 +241,7 @@ impl Decoder {
                 Ok(_) => {}
                 // The stream's first block asks for the dictionary (FDICT).
                 Err(error) if error.needs_dictionary().is_some() => {
-                    self.inflate.set_dictionary(DICTIONARY).map_err(|e| SpdyError::Headers(e.to_string()))?;
+                    self.0.set_dictionary(DICTIONARY).map_err(|e| SpdyError::Headers(e.to_string()))?;
                     continue;
                 }
                 Err(error) => return Err(SpdyError::Headers(error.to_string())),
@@ -382,5 +442,35 @@ mod tests {
         assert!(body.len() < MAX_CONTROL, "{}", body.len());
         let result = read(&mut Decoder::new(Streams::default()), &control(SYN_STREAM, 0, &body), 4096);
         assert!(matches!(result, Err(SpdyError::TooLarge("header block", _))), "{result:?}");
+    }
+
+    #[test]
+    fn echoes_are_overwritten_in_data_frames_and_refused_in_header_blocks() {
+        use crate::proxy::https::{
+            echo::tests::echoes,
+            upgraded::{FilterError, echo_filter, tests::switching},
+        };
+        let secret = echoes("Bearer token-123456789");
+        let mut headers = Deflate::new();
+        let mut wire = syn_reply(&mut headers, 1);
+        wire.extend(data(1, 0, b"printed: token-1234"));
+        wire.extend(data(1, 0, b"56789\n"));
+        let mut want = syn_reply(&mut Deflate::new(), 1);
+        want.extend(data(1, 0, b"printed: **********"));
+        want.extend(data(1, 0, b"*****\n"));
+        for size in [1, 5, wire.len()] {
+            let mut filter = echo_filter(&secret, &switching("SPDY/3.1", None));
+            let mut out = Vec::new();
+            for chunk in wire.chunks(size) {
+                filter.feed(chunk).unwrap();
+                out.extend_from_slice(filter.ready());
+                filter.sent();
+            }
+            assert_eq!(out, want, "chunks of {size}");
+        }
+        let mut body = 1u32.to_be_bytes().to_vec();
+        body.extend(Deflate::new().block(&[("x-echo", "Bearer token-123456789")]));
+        let mut filter = echo_filter(&secret, &switching("SPDY/3.1", None));
+        assert_eq!(filter.feed(&control(SYN_REPLY, 0, &body)), Err(FilterError::CompressedEcho));
     }
 }

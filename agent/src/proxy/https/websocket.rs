@@ -11,8 +11,11 @@
 /// read's worth (32 KiB) at a time.
 const MAX_FRAME: u64 = 16 << 20;
 
-use super::channels::ChannelReader;
 pub use super::channels::Piece;
+use super::{
+    channels::ChannelReader,
+    upgraded::{Frame, Frames, Text},
+};
 
 /// Why frames could not be read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,22 +47,29 @@ impl Decoder {
     }
 }
 
-impl ChannelReader for Decoder {
-    type Error = FrameError;
+/// A frame's header (RFC 6455 §5.2).
+struct Head {
+    fin: bool,
+    opcode: u8,
+    /// The masking key of a client's frame.
+    key: Option<[u8; 4]>,
+    /// The header's length: where the payload starts.
+    header: usize,
+    /// The payload's length.
+    len: usize,
+}
 
-    fn buffer(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    fn frame(&mut self, at: usize, out: &mut Vec<Piece>) -> Result<Option<usize>, FrameError> {
-        let bytes = &self.buf[at..];
+impl Head {
+    /// The header at the start of `bytes`, if it is all there, of a frame
+    /// sent by a client (`from_client`) or server.
+    fn read(bytes: &[u8], from_client: bool) -> Result<Option<Self>, FrameError> {
         let [first, second, ..] = *bytes else { return Ok(None) };
         let (fin, reserved, opcode) = (first & 0x80 != 0, first & 0x70, first & 0x0f);
         let masked = second & 0x80 != 0;
         if reserved != 0 {
             return Err(FrameError::Invalid("reserved bits set (an extension Airlock did not allow)"));
         }
-        if masked != self.from_client {
+        if masked != from_client {
             return Err(FrameError::Invalid("client frames must be masked and server frames not"));
         }
         let (len, mut header) = match second & 0x7f {
@@ -83,7 +93,22 @@ impl ChannelReader for Decoder {
         } else {
             None
         };
-        let len = len as usize;
+        Ok(Some(Self { fin, opcode, key, header, len: len as usize }))
+    }
+}
+
+impl ChannelReader for Decoder {
+    type Error = FrameError;
+
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    fn frame(&mut self, at: usize, out: &mut Vec<Piece>) -> Result<Option<usize>, FrameError> {
+        let bytes = &self.buf[at..];
+        let Some(Head { fin, opcode, key, header, len }) = Head::read(bytes, self.from_client)? else {
+            return Ok(None);
+        };
         let Some(payload) = bytes.get(header..header + len) else { return Ok(None) };
         let mut payload = payload.to_vec();
         if let Some(key) = key {
@@ -122,8 +147,48 @@ impl ChannelReader for Decoder {
     }
 }
 
+/// The frames a server sends, read for echoes of the credential
+/// ([`super::upgraded::EchoFilter`]): data frames' payloads as one stream,
+/// control frames' (a close frame's reason) each on its own. Extensions
+/// were not offered: a compressed frame is an error, as is a masked one.
+pub struct ServerFrames {
+    /// Each message starts with the byte naming its channel (Kubernetes'
+    /// channel protocols), which is not part of the text.
+    channels: bool,
+    /// A data message is open.
+    in_message: bool,
+}
+
+impl ServerFrames {
+    /// A reader of a server's frames; `channels`: of a Kubernetes channel
+    /// protocol.
+    pub fn new(channels: bool) -> Self {
+        Self { channels, in_message: false }
+    }
+}
+
+impl Frames for ServerFrames {
+    fn next(&mut self, bytes: &[u8]) -> Result<Option<Frame>, String> {
+        let Some(head) = Head::read(bytes, false).map_err(|error| error.to_string())? else { return Ok(None) };
+        let end = head.header + head.len;
+        if bytes.len() < end {
+            return Ok(None);
+        }
+        let text = match head.opcode {
+            0x8..=0xf => Text::Apart(head.header..end),
+            opcode => {
+                let starts_message = opcode != 0 && !self.in_message;
+                let skip = usize::from(starts_message && self.channels && head.len > 0);
+                self.in_message = !head.fin;
+                Text::Stream(head.header + skip..end)
+            }
+        };
+        Ok(Some(Frame { len: end, text }))
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A frame as a client (masked with `key`) or server writes it.
