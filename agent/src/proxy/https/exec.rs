@@ -114,7 +114,7 @@ where
     let up = upgraded::pump(
         &mut client_read,
         &mut target_write,
-        None,
+        upgraded::Filters::default(),
         &sent,
         recorded_by(readers.0, |piece| {
             let mut recording = recording.lock().unwrap_or_else(|p| p.into_inner());
@@ -132,7 +132,7 @@ where
     let down = upgraded::pump(
         &mut target_read,
         &mut client_write,
-        filter,
+        upgraded::Filters { echoes: filter, masking: None },
         &received,
         recorded_by(readers.1, |piece| match piece {
             Piece::Data { channel: STDOUT | STDERR, bytes } => {

@@ -35,6 +35,7 @@ use super::{
     record::{Counted, Direction, Exchange},
     scrub::{self, Scrubbed},
     upgraded,
+    websocket_masking::MessageMasker,
 };
 
 /// Bodies sent to the client.
@@ -211,8 +212,9 @@ pub(super) async fn forward(
         // The client's headers move to the target's request: nothing reads them after.
         let incoming = std::mem::take(&mut parts.headers);
         *headers = outgoing_headers(incoming, &session, (upgrade.as_ref(), trailers), (masker, strict_masking));
-        // Compressed frames would hide an echo of the credential.
-        if websocket && session.secret.is_some() {
+        // Compressed frames would hide an echo of the credential, and what
+        // masking must find.
+        if websocket && (session.secret.is_some() || masker.is_some()) {
             headers.remove("sec-websocket-extensions");
         }
         if recorded && websocket && !exec::offer_readable_protocols(headers) {
@@ -252,13 +254,12 @@ pub(super) async fn forward(
     {
         exchange.upgraded();
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        // What the target sends is searched as it says it switched to.
+        // What the target sends is read as it says it switched to.
         let filter = session.secret.as_ref().map(|echoes| upgraded::echo_filter(echoes, response.headers()));
+        let switched =
+            response.headers().get(header::UPGRADE).and_then(|u| upgraded::Framing::of_upgrade(u.as_bytes()));
         if recorded {
-            // The stream is read as the target said it switched to, which
-            // must be what the client asked for.
-            let switched =
-                response.headers().get(header::UPGRADE).and_then(|u| upgraded::Framing::of_upgrade(u.as_bytes()));
+            // Which must be what the client asked for.
             let Some(framing) = switched.filter(|switched| Some(*switched) == framing) else {
                 let message = "airlock: the API server switched to a protocol other than the one asked for; \
                                exec sessions do not run unrecorded";
@@ -292,9 +293,18 @@ pub(super) async fn forward(
             });
         } else {
             let live = std::sync::Arc::clone(&session.live);
+            // A WebSocket's text messages are masked as answers are; a
+            // terminal's (exec, above) are not, as SSH sessions are not.
+            let masking = match switched {
+                Some(upgraded::Framing::WebSocket) => {
+                    masker.map(|masker| MessageMasker::new(std::sync::Arc::clone(masker)))
+                }
+                _ => None,
+            };
+            let filters = upgraded::Filters { masking, echoes: filter };
             tokio::spawn(async move {
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else { return };
-                let ((up, down), error) = upgraded::relay(TokioIo::new(client), TokioIo::new(upstream), filter).await;
+                let ((up, down), error) = upgraded::relay(TokioIo::new(client), TokioIo::new(upstream), filters).await;
                 use std::sync::atomic::Ordering::Relaxed;
                 live.bytes.to_upstream.fetch_add(up, Relaxed);
                 live.bytes.to_client.fetch_add(down, Relaxed);

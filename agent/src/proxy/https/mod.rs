@@ -33,6 +33,7 @@ pub mod test_body;
 pub mod upgraded;
 mod upstream;
 pub mod websocket;
+pub mod websocket_masking;
 
 pub(crate) use record::RequestRecord;
 

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use hyper::{HeaderMap, header};
 
-use super::{echo::Echoes, exec::READABLE_PROTOCOLS, spdy, websocket};
+use super::{echo::Echoes, exec::READABLE_PROTOCOLS, spdy, websocket, websocket_masking::MessageMasker};
 
 /// Bytes read from either side at a time.
 const CHUNK: usize = 32 * 1024;
@@ -216,15 +216,23 @@ impl EchoFilter {
     }
 }
 
-/// Copies `from` to `to` — through `filter`, if any — counting into
-/// `copied`, and handing each piece to `inspect` before it goes on (what
-/// it refuses is not sent); why it stopped, if not at the end of the stream.
-/// A frame still incomplete when the stream ends is not sent: it was not
-/// searched.
+/// What is done to one direction's bytes before they go on.
+#[derive(Default)]
+pub struct Filters {
+    /// WebSocket text messages masked (and so re-framed).
+    pub masking: Option<MessageMasker>,
+    /// The credential overwritten, after masking: in what the client gets.
+    pub echoes: Option<EchoFilter>,
+}
+
+/// Copies `from` to `to` through `filters`, counting into `copied`, and
+/// handing each piece to `inspect` before it goes on (what it refuses is
+/// not sent); why it stopped, if not at the end of the stream. A frame
+/// still incomplete when the stream ends is not sent: it was not read.
 pub async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
-    mut filter: Option<EchoFilter>,
+    mut filters: Filters,
     copied: &AtomicU64,
     mut inspect: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Option<String>
@@ -233,8 +241,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; CHUNK];
+    let mut masked = Vec::new();
     loop {
-        let waiting = filter.as_ref().is_some_and(EchoFilter::holds);
+        let waiting = filters.echoes.as_ref().is_some_and(EchoFilter::holds);
         let read = match waiting {
             // `read` is cancel-safe: a read cut short by the timer lost nothing.
             true => tokio::time::timeout(HOLD_AT_MOST, from.read(&mut buf)).await.ok(),
@@ -246,17 +255,27 @@ where
             Some(Ok(n)) => (n, false),
             Some(Err(error)) => return Some(error.to_string()),
         };
-        let out = match filter.as_mut() {
-            Some(filter) => {
-                if let Err(error) = filter.feed(&buf[..n]) {
+        let came = match filters.masking.as_mut() {
+            Some(masking) => {
+                masked.clear();
+                if let Err(error) = masking.feed(&buf[..n], &mut masked) {
+                    return Some(error.to_string());
+                }
+                &masked[..]
+            }
+            None => &buf[..n],
+        };
+        let out = match filters.echoes.as_mut() {
+            Some(echoes) => {
+                if let Err(error) = echoes.feed(came) {
                     return Some(error.to_string());
                 }
                 if n == 0 {
-                    filter.release();
+                    echoes.release();
                 }
-                filter.ready()
+                echoes.ready()
             }
-            None => &buf[..n],
+            None => came,
         };
         if !out.is_empty() {
             if let Err(error) = inspect(out) {
@@ -267,8 +286,8 @@ where
             }
             copied.fetch_add(out.len() as u64, Relaxed);
         }
-        if let Some(filter) = filter.as_mut() {
-            filter.sent();
+        if let Some(echoes) = filters.echoes.as_mut() {
+            echoes.sent();
         }
         if ended {
             let _ = to.shutdown().await;
@@ -277,9 +296,9 @@ where
     }
 }
 
-/// Relays `client` ⇄ `target`, what the target sends through `filter`:
+/// Relays `client` ⇄ `target`, what the target sends through `filters`:
 /// the bytes each way, and why it stopped early, if it did.
-pub async fn relay<C, T>(client: C, target: T, filter: Option<EchoFilter>) -> ((u64, u64), Option<String>)
+pub async fn relay<C, T>(client: C, target: T, filters: Filters) -> ((u64, u64), Option<String>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
@@ -287,8 +306,8 @@ where
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut target_read, mut target_write) = tokio::io::split(target);
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
-    let up = pump(&mut client_read, &mut target_write, None, &sent, |_| Ok(()));
-    let down = pump(&mut target_read, &mut client_write, filter, &received, |_| Ok(()));
+    let up = pump(&mut client_read, &mut target_write, Filters::default(), &sent, |_| Ok(()));
+    let down = pump(&mut target_read, &mut client_write, filters, &received, |_| Ok(()));
     // Either side's end leaves the other's to come, as a half-closed TCP
     // connection would; a failure either way ends both.
     let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
@@ -421,7 +440,7 @@ pub(super) mod tests {
         let (client, mut client_end) = tokio::io::duplex(1024);
         let (target, mut target_end) = tokio::io::duplex(1024);
         let filter = echo_filter(&echoes("Bearer token-123456789"), &switching("websocket", None));
-        let relay = tokio::spawn(relay(client, target, Some(filter)));
+        let relay = tokio::spawn(relay(client, target, Filters { echoes: Some(filter), ..Filters::default() }));
         // The client's frames go to the target as they came.
         let asked = frame(true, 1, b"token-123456789", Some([7, 7, 7, 7]));
         client_end.write_all(&asked).await.unwrap();
@@ -447,7 +466,7 @@ pub(super) mod tests {
         let (client, _client_end) = tokio::io::duplex(1024);
         let (target, mut target_end) = tokio::io::duplex(1024);
         let filter = echo_filter(&echoes("Bearer token-123456789"), &switching("websocket", None));
-        let relay = tokio::spawn(relay(client, target, Some(filter)));
+        let relay = tokio::spawn(relay(client, target, Filters { echoes: Some(filter), ..Filters::default() }));
         let mut compressed = frame(true, 1, b"x", None);
         compressed[0] |= 0x40;
         target_end.write_all(&compressed).await.unwrap();

@@ -48,21 +48,53 @@ impl Decoder {
 }
 
 /// A frame's header (RFC 6455 §5.2).
-struct Head {
-    fin: bool,
-    opcode: u8,
+pub(super) struct Head {
+    /// The last frame of its message.
+    pub fin: bool,
+    pub opcode: u8,
     /// The masking key of a client's frame.
-    key: Option<[u8; 4]>,
+    pub key: Option<[u8; 4]>,
     /// The header's length: where the payload starts.
-    header: usize,
+    pub header: usize,
     /// The payload's length.
-    len: usize,
+    pub len: usize,
+}
+
+/// Opcodes (RFC 6455 §5.2).
+pub(super) mod opcode {
+    /// A message's later frame.
+    pub const CONTINUATION: u8 = 0x0;
+    /// The first frame of a text (UTF-8) message.
+    pub const TEXT: u8 = 0x1;
+    /// The first frame of a binary message.
+    pub const BINARY: u8 = 0x2;
+    /// The close handshake's frame: control frames start here.
+    pub const CLOSE: u8 = 0x8;
+    /// The last control frame's opcode; those above are reserved.
+    pub const PONG: u8 = 0xa;
+}
+
+/// Appends a whole, unfragmented frame as a server sends it (unmasked).
+pub(super) fn write_server_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        len if len < 126 => out.push(len as u8),
+        len if len <= 0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
 }
 
 impl Head {
     /// The header at the start of `bytes`, if it is all there, of a frame
     /// sent by a client (`from_client`) or server.
-    fn read(bytes: &[u8], from_client: bool) -> Result<Option<Self>, FrameError> {
+    pub(super) fn read(bytes: &[u8], from_client: bool) -> Result<Option<Self>, FrameError> {
         let [first, second, ..] = *bytes else { return Ok(None) };
         let (fin, reserved, opcode) = (first & 0x80 != 0, first & 0x70, first & 0x0f);
         let masked = second & 0x80 != 0;
