@@ -46,7 +46,9 @@ pub fn start(lab: &mut Lab) -> Nginx {
         r#"
     log_format seen escape=json '{{"request":"$request","protocol":"$server_protocol","status":$status,'
         '"authorization":"$http_authorization","x_api_key":"$http_x_api_key","cookie":"$http_cookie",'
-        '"impersonate_user":"$http_impersonate_user","host":"$host","body_bytes":$request_length}}';
+        '"impersonate_user":"$http_impersonate_user","host":"$host","body_bytes":$request_length,'
+        '"forwarded":"$http_forwarded","x_forwarded_host":"$http_x_forwarded_host",'
+        '"x_original_url":"$http_x_original_url"}}';
     server {{
         listen {ip}:443 ssl http2;
         listen {ip}:80;

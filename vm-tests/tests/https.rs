@@ -125,6 +125,14 @@ fn requests_carry_airlocks_credential_never_the_clients_and_each_is_recorded() {
             "Impersonate-User: system:admin",
             "-H",
             "Cookie: session=client-session; theme=dark",
+            // Headers servers behind a proxy may route by, instead of the
+            // host and path Airlock judged.
+            "-H",
+            "Forwarded: host=admin.lab",
+            "-H",
+            "X-Forwarded-Host: admin.lab",
+            "-H",
+            "X-Original-URL: /admin",
             &url,
         ],
     );
@@ -136,6 +144,9 @@ fn requests_carry_airlocks_credential_never_the_clients_and_each_is_recorded() {
     assert_eq!(first["authorization"], INJECTED, "{first}");
     assert_eq!(first["impersonate_user"], "", "{first}");
     assert_eq!(first["cookie"], "theme=dark", "{first}");
+    for routing in ["forwarded", "x_forwarded_host", "x_original_url"] {
+        assert_eq!(first[routing], "", "{routing} arrived: {first}");
+    }
 
     let record = t.lab.agent().wait_for_records("http.request", 1).remove(0);
     assert_eq!(record["identity"]["user"], t.lab.user("alice").name);
@@ -255,8 +266,12 @@ fn bodies_are_recorded_where_the_target_asks_cut_at_its_cap_and_redacted() {
     // The HTTPS target does not record bodies.
     let unrecorded = t.curl("alice", &["-d", "x=1", &t.url("https", "/hello")]);
     assert!(unrecorded.success(), "{unrecorded:?}");
+    // YAML's flow mappings hold assignments too.
+    let yaml = "db: {user: app, password: zz-yaml-secret-zz, port: 5432}\n";
+    let config = t.curl("alice", &["-H", "Content-Type: application/yaml", "--data-binary", yaml, &plain("/config")]);
+    assert!(config.success(), "{config:?}");
 
-    let records = t.lab.agent().wait_for_records("http.request", 5);
+    let records = t.lab.agent().wait_for_records("http.request", 6);
     let detail = |i: usize| records[i]["detail"].clone();
     let sent = detail(0)["request_body"].clone();
     assert_eq!(sent["content_type"], "application/json");
@@ -280,9 +295,11 @@ fn bodies_are_recorded_where_the_target_asks_cut_at_its_cap_and_redacted() {
     assert_eq!(detail(3)["request_body"]["left_out"], "not text");
     assert!(detail(3)["request_body"]["text"].is_null());
     assert!(detail(4).get("request_body").is_none(), "{}", detail(4));
+    let yaml = detail(5)["request_body"]["text"].as_str().unwrap().to_owned();
+    assert!(yaml.starts_with("db: {user: app, password: ") && yaml.ends_with(", port: 5432}\n"), "{yaml}");
 
     let log = fs::read_to_string(t.lab.agent().config.audit_dir.join("audit.jsonl")).unwrap();
-    for secret in ["hunter2-xyz", "zz-form-secret-zz", "zz-binary-secret-zz"] {
+    for secret in ["hunter2-xyz", "zz-form-secret-zz", "zz-binary-secret-zz", "zz-yaml-secret-zz"] {
         assert!(!log.contains(secret), "{secret} reached the audit log");
     }
 }

@@ -323,6 +323,8 @@ mod tests {
         assert_eq!(json_secrets("no json here"), "no json here");
         let argv = command_line(strings(&["tool", r#"{"client_secret":"s3"}"#]));
         assert_eq!(argv[1], r#"{"client_secret":"***"}"#);
+        let yaml = command_line(strings(&["curl", "--data-binary", "db: {user: app, password: s3, port: 5432}\n"]));
+        assert_eq!(yaml[2], "db: {user: app, password: ***, port: 5432}\n");
     }
 
     #[test]

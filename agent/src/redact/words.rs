@@ -37,7 +37,7 @@ pub(super) enum Secret {
     /// All after its first `n` bytes, spaces included: one value (a header's).
     Rest(usize),
     /// The values of its secret-named fields, after its first `n` bytes (a
-    /// form or JSON request body).
+    /// form, JSON or YAML request body).
     Fields(usize),
 }
 
@@ -210,7 +210,17 @@ pub(super) fn redacted(word: &str, secret: Secret) -> String {
         Secret::After(n) | Secret::Rest(n) => format!("{}{REDACTED}", word.get(..n).unwrap_or_default()),
         Secret::Fields(n) => {
             let (flag, body) = word.split_at_checked(n).unwrap_or(("", word));
-            format!("{flag}{}", super::json_secrets(&super::form_secrets(body)))
+            // JSON, YAML (`key: value`, which a form URL-encodes) or a form,
+            // each read its own way: a JSON body is also YAML's flow mapping,
+            // but read as JSON, its quotes kept.
+            let json = serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok();
+            let yaml = [": ", ":\t", ":\n"].iter().any(|colon| body.contains(colon));
+            let body = match (json, yaml) {
+                (true, _) => super::json_secrets(body),
+                (false, true) => super::json_secrets(&super::assignments(body)),
+                (false, false) => super::json_secrets(&super::form_secrets(body)),
+            };
+            format!("{flag}{body}")
         }
     }
 }
