@@ -26,7 +26,9 @@ use crate::{
 };
 
 use super::{
-    Session, exec,
+    Session,
+    early_answer::{self, Answer, Upload},
+    exec,
     form_method::{self, Replayed},
     grpc,
     kubernetes::{self, KubeRequest},
@@ -44,7 +46,7 @@ pub(super) type ClientBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + S
 /// The client's request bodies as the target gets them: counted, their
 /// trailer fields cleaned ([`clean_trailers`]), a form's first frames
 /// perhaps read ahead ([`form_method`]).
-pub(super) type TargetBody = Counted<MapFrame<Replayed<Incoming>, fn(Frame<Bytes>) -> Frame<Bytes>>>;
+pub(super) type TargetBody = Upload<Counted<MapFrame<Replayed<Incoming>, fn(Frame<Bytes>) -> Frame<Bytes>>>>;
 
 /// Headers that describe one hop, not the request (RFC 9110 §7.6.1);
 /// names, not text, so removing them parses nothing. `Trailer` is not one:
@@ -227,6 +229,9 @@ pub(super) async fn forward(
     let content_type = upstream.headers_ref().and_then(|headers| headers.get(header::CONTENT_TYPE));
     let body = Replayed::after(read_ahead, body).map_frame(clean_trailers as fn(_) -> _);
     let body = Counted::new(body, std::sync::Arc::clone(&exchange), Direction::ToUpstream, content_type);
+    // Given up if the answer is over first.
+    let upload = std::sync::Arc::new(early_answer::Link::default());
+    let body = Upload::new(body, std::sync::Arc::clone(&upload));
     let Ok(upstream) = upstream.body(body) else {
         exchange.failed(400, "the request could not be rebuilt".into());
         return Ok(answer(said, StatusCode::BAD_REQUEST, "airlock: the request could not be rebuilt", ""));
@@ -238,7 +243,8 @@ pub(super) async fn forward(
     // takes trailers (gRPC, whose status travels in them), or that talks
     // to Kubernetes: its clients keep many watches open at once, each of
     // which would hold a connection of its own to the API server.
-    let http2 = parts.version == Version::HTTP_2 && (trailers || session.kubernetes);
+    let from_http2 = parts.version == Version::HTTP_2;
+    let http2 = from_http2 && (trailers || session.kubernetes);
     let client = if http2 { &session.clients.any } else { &session.clients.http1 };
     let mut response = match client.request(upstream).await {
         Ok(response) => response,
@@ -352,8 +358,8 @@ pub(super) async fn forward(
         None => body,
     };
     let content_type = parts.headers.get(header::CONTENT_TYPE);
-    let body = Counted::new(body, exchange, Direction::ToClient, content_type).boxed();
-    Ok(Response::from_parts(parts, body))
+    let body = Counted::new(body, exchange, Direction::ToClient, content_type);
+    Ok(Response::from_parts(parts, Answer::new(body, upload, from_http2).boxed()))
 }
 
 /// Why an answer Airlock must read (to mask it, or to find its own

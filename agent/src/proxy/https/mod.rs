@@ -15,6 +15,7 @@
 mod bodies;
 pub mod channels;
 mod credential;
+mod early_answer;
 pub mod echo;
 mod exec;
 pub mod form_method;
