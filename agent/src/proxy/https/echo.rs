@@ -1,6 +1,7 @@
 //! The injected secret as an answer may echo it: as sent, with any of its
 //! characters escaped on its own (encoders choose which: .NET escapes `+`,
-//! Gson `=`, PHP `/`), and for a `Basic` credential decoded. Found by a
+//! Gson `=`, PHP `/`; Python's JSON every character outside ASCII), and
+//! for a `Basic` credential decoded. Found by a
 //! small automaton over each character's spellings, so a secret holding
 //! `%` or `\` is found escaped too.
 //!
@@ -120,11 +121,17 @@ impl Spelling {
     }
 }
 
+impl AsRef<[u8]> for Spelling {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 /// The ways `byte` may stand in an echo: itself; and unless it is
 /// [`plain`], `%XX`, JSON's `\u00XX` (ASCII), HTML's `&#D;`, `&#xHH;` and
 /// named entities, JSON's short escapes (`\/`, `\"`, `\\`), a form's `+`
 /// for a space.
-fn spellings(byte: u8) -> impl Iterator<Item = Spelling> {
+fn spellings(byte: u8) -> impl Iterator<Item = Spelling> + Clone {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let (high, low) = (HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]);
     let mut all = [Spelling::new(&[byte]); 8];
@@ -178,6 +185,11 @@ fn find(secret: &[u8], text: &[u8]) -> Option<(usize, usize)> {
         starts[usize::from(first.to_ascii_uppercase())] = true;
         starts[usize::from(first.to_ascii_lowercase())] = true;
     }
+    // A first character outside ASCII, escaped whole.
+    if utf8_width(secret) > 1 {
+        starts[usize::from(b'\\')] = true;
+        starts[usize::from(b'&')] = true;
+    }
     let mut from = 0;
     while let Some(found) = text[from..].iter().position(|&b| starts[usize::from(b)]) {
         let at = from + found;
@@ -192,20 +204,22 @@ fn find(secret: &[u8], text: &[u8]) -> Option<(usize, usize)> {
 /// How long `secret` is where it begins `text`, if it does: its
 /// characters run over `text`, each spelled any way, keeping every
 /// position a spelling reaches (a literal `%` and the `%25` it may be
-/// both match).
+/// both match). A character of several UTF-8 bytes is spelled byte by byte
+/// (raw, `%C3%A4`) or whole ([`char_spellings`]).
 fn match_at(secret: &[u8], text: &[u8]) -> Option<usize> {
     let mut positions = vec![0];
-    for &byte in secret {
-        let mut next = Vec::with_capacity(positions.len());
-        for &at in &positions {
-            for spelling in spellings(byte) {
-                let spelling = spelling.as_slice();
-                let fits = text.len() - at >= spelling.len();
-                if fits
-                    && text[at..at + spelling.len()].eq_ignore_ascii_case(spelling)
-                    && !next.contains(&(at + spelling.len()))
-                {
-                    next.push(at + spelling.len());
+    let mut at = 0;
+    while at < secret.len() {
+        let width = utf8_width(&secret[at..]);
+        let mut next = step(&positions, spellings(secret[at]), text);
+        for &byte in &secret[at + 1..at + width] {
+            next = step(&next, spellings(byte), text);
+        }
+        if width > 1 {
+            let whole = std::str::from_utf8(&secret[at..at + width]).ok().and_then(|c| c.chars().next());
+            for spelled in step(&positions, whole.into_iter().flat_map(char_spellings), text) {
+                if !next.contains(&spelled) {
+                    next.push(spelled);
                 }
             }
         }
@@ -213,8 +227,53 @@ fn match_at(secret: &[u8], text: &[u8]) -> Option<usize> {
             return None;
         }
         positions = next;
+        at += width;
     }
     positions.into_iter().max()
+}
+
+/// Where each of `positions` in `text` gets to when one of `spellings`
+/// follows it there.
+fn step<S: AsRef<[u8]>>(positions: &[usize], spellings: impl Iterator<Item = S> + Clone, text: &[u8]) -> Vec<usize> {
+    let mut next = Vec::with_capacity(positions.len());
+    for &at in positions {
+        for spelling in spellings.clone() {
+            let spelling = spelling.as_ref();
+            let fits = text.len() - at >= spelling.len();
+            if fits
+                && text[at..at + spelling.len()].eq_ignore_ascii_case(spelling)
+                && !next.contains(&(at + spelling.len()))
+            {
+                next.push(at + spelling.len());
+            }
+        }
+    }
+    next
+}
+
+/// How many bytes the character `bytes` starts with takes: a whole UTF-8
+/// character of several bytes, else one byte.
+fn utf8_width(bytes: &[u8]) -> usize {
+    let width = match bytes[0] {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return 1,
+    };
+    match bytes.get(..width).map(std::str::from_utf8) {
+        Some(Ok(_)) => width,
+        _ => 1,
+    }
+}
+
+/// The ways a character outside ASCII is written whole: JSON's `\uXXXX`
+/// (a surrogate pair beyond the first plane: Python's `json.dumps` and
+/// others escape all of them) and HTML's `&#xH;` and `&#D;`.
+fn char_spellings(c: char) -> Vec<Vec<u8>> {
+    let mut units = [0u16; 2];
+    let json: String = c.encode_utf16(&mut units).iter().map(|unit| format!("\\u{unit:04x}")).collect();
+    let code = u32::from(c);
+    vec![json.into_bytes(), format!("&#x{code:x};").into_bytes(), format!("&#{code};").into_bytes()]
 }
 
 #[cfg(test)]
@@ -262,6 +321,29 @@ pub(super) mod tests {
         assert_eq!(find(b"two words!", b"q=two+words%21"), Some((2, 12)));
         assert_eq!(find(b"a{bcd}efgh", b"a&#123;bcd&#x7d;efgh"), Some((0, 20)));
         assert_eq!(find(b"a&b<c>\"d'", b"a&amp;b&lt;c&gt;&quot;d&apos;"), Some((0, 29)));
+    }
+
+    #[test]
+    fn characters_outside_ascii_are_found_escaped_whole_or_byte_by_byte() {
+        let secret = "pässwörd-\u{1f511}-ok".as_bytes();
+        for echo in [
+            "pässwörd-\u{1f511}-ok",
+            r#"p\u00e4ssw\u00F6rd-\ud83d\udd11-ok"#,
+            "p%C3%A4ssw%c3%b6rd-%F0%9F%94%91-ok",
+            "p&#228;ssw&#xf6;rd-&#x1f511;-ok",
+            r#"p\u00e4sswörd-🔑-ok"#,
+        ] {
+            assert_eq!(find(secret, echo.as_bytes()), Some((0, echo.len())), "{echo}");
+        }
+        for other in [r#"p\u00e5ssw\u00f6rd-\ud83d\udd11-ok"#, r#"pässwörd-\ud83d-ok"#] {
+            assert_eq!(find(secret, other.as_bytes()), None, "{other}");
+        }
+        // Found first in a text that starts with its escape.
+        assert_eq!(find("äbcdefghi".as_bytes(), br"x \u00e4bcdefghi"), Some((2, 14)));
+        let mut body = br#"{"echo":"p\u00e4ssw\u00f6rd-\ud83d\udd11-ok"}"#.to_vec();
+        let echoes = Echoes::of(&HeaderValue::from_bytes(&[b"Bearer ", secret].concat()).unwrap()).unwrap();
+        echoes.overwrite(&mut body);
+        assert_eq!(body, format!(r#"{{"echo":"{}"}}"#, "*".repeat(34)).as_bytes());
     }
 
     #[test]
