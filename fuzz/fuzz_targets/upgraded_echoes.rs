@@ -12,26 +12,9 @@
 //!   `*` of its own, which overwriting could otherwise spell again).
 #![no_main]
 
-use airlock::proxy::https::{
-    echo::Echoes,
-    upgraded::{EchoFilter, FilterError, echo_filter},
-};
+use airlock::proxy::https::{echo::Echoes, upgraded::echo_filter};
 use hyper::{HeaderMap, header::HeaderValue};
 use libfuzzer_sys::fuzz_target;
-
-/// Everything `filter` passes of `wire` fed in chunks of `size`, the held
-/// tail released at the end.
-fn passed(mut filter: EchoFilter, wire: &[u8], size: usize) -> Result<Vec<u8>, FilterError> {
-    let mut out = Vec::new();
-    for chunk in wire.chunks(size) {
-        filter.feed(chunk)?;
-        out.extend_from_slice(filter.ready());
-        filter.sent();
-    }
-    filter.release();
-    out.extend_from_slice(filter.ready());
-    Ok(out)
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&choice, data)) = data.split_first() else { return };
@@ -51,8 +34,8 @@ fuzz_target!(|data: &[u8]| {
         switching.insert("sec-websocket-protocol", HeaderValue::from_static(subprotocol));
     }
     let size = usize::from(choice / 4).max(1);
-    let whole = passed(echo_filter(&echoes, &switching), wire, wire.len().max(1));
-    let chunked = passed(echo_filter(&echoes, &switching), wire, size);
+    let whole = echo_filter(&echoes, &switching).filter_all(wire, wire.len());
+    let chunked = echo_filter(&echoes, &switching).filter_all(wire, size);
     let checkable = !secret.contains(&b'*');
     match (&whole, &chunked) {
         (Ok(whole), Ok(chunked)) => assert_eq!(whole.len(), chunked.len(), "the cut changed what passed"),

@@ -459,13 +459,7 @@ mod tests {
         want.extend(data(1, 0, b"printed: **********"));
         want.extend(data(1, 0, b"*****\n"));
         for size in [1, 5, wire.len()] {
-            let mut filter = echo_filter(&secret, &switching("SPDY/3.1", None));
-            let mut out = Vec::new();
-            for chunk in wire.chunks(size) {
-                filter.feed(chunk).unwrap();
-                out.extend_from_slice(filter.ready());
-                filter.sent();
-            }
+            let out = echo_filter(&secret, &switching("SPDY/3.1", None)).filter_all(&wire, size).unwrap();
             assert_eq!(out, want, "chunks of {size}");
         }
         let mut body = 1u32.to_be_bytes().to_vec();
