@@ -2,9 +2,11 @@
 //! credential was injected, what the target sends is searched for echoes of
 //! it as an answer's body is ([`super::scrub`]): a WebSocket or SPDY
 //! connection carries them in its frames' payloads, read across frame
-//! boundaries; any other protocol, in its bytes as they come. What cannot
-//! be searched (a compressed frame, a compressed SPDY header block holding
-//! the secret) ends the connection rather than reach the client.
+//! boundaries; any other protocol, in its bytes as they come. Where
+//! answers are masked, a WebSocket's text messages are masked first
+//! ([`super::websocket_masking`]). What cannot be searched (a compressed
+//! frame, a compressed SPDY header block holding the secret) ends the
+//! connection rather than reach the client.
 
 use std::{
     ops::Range,
