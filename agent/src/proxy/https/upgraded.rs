@@ -364,13 +364,13 @@ pub(super) mod tests {
         let secret = "Bearer token-123456789";
         let mut wire = frame(false, 1, b"{\"auth\":\"Bearer tok", None);
         wire.extend(frame(true, 9, b"ping", None));
-        wire.extend(frame(true, 0, b"en-1234", None));
+        wire.extend(frame(false, 0, b"en-1234", None));
         wire.extend(frame(true, 0, b"56789\"}", None));
         wire.extend(frame(true, 2, b"\x01token-123456789\n", None));
         wire.extend(frame(true, 8, b"\x03\xe8token-123456789", None));
         let mut want = frame(false, 1, b"{\"auth\":\"Bearer ***", None);
         want.extend(frame(true, 9, b"ping", None));
-        want.extend(frame(true, 0, b"*******", None));
+        want.extend(frame(false, 0, b"*******", None));
         want.extend(frame(true, 0, b"*****\"}", None));
         want.extend(frame(true, 2, b"\x01***************\n", None));
         want.extend(frame(true, 8, b"\x03\xe8***************", None));

@@ -36,14 +36,13 @@ pub struct Decoder {
     /// The stream of the message whose frames are arriving, once its first
     /// byte came.
     channel: Option<u8>,
-    /// A data message is open (its first frame came without FIN).
-    in_message: bool,
+    messages: Messages,
 }
 
 impl Decoder {
     /// A decoder of the frames a client (`from_client`) or server sends.
     pub fn new(from_client: bool) -> Self {
-        Self { from_client, buf: Vec::new(), channel: None, in_message: false }
+        Self { from_client, buf: Vec::new(), channel: None, messages: Messages::default() }
     }
 }
 
@@ -72,6 +71,47 @@ pub(super) mod opcode {
     pub const CLOSE: u8 = 0x8;
     /// The last control frame's opcode; those above are reserved.
     pub const PONG: u8 = 0xa;
+}
+
+/// Where a frame stands among its connection's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Place {
+    /// A control frame (close, ping, pong), which may come between a
+    /// message's frames.
+    Control,
+    /// The first frame of a message of this opcode (text or binary).
+    Starts(u8),
+    /// A later frame of the open message.
+    Continues,
+}
+
+/// The data message whose frames are arriving: each frame's place in the
+/// connection's messages, checked against RFC 6455 §5.4–5.5.
+#[derive(Default)]
+pub(super) struct Messages {
+    /// A message is open (its first frame came without FIN).
+    open: bool,
+}
+
+impl Messages {
+    /// Where the frame of `head` stands; an error if it may not stand there.
+    pub(super) fn place(&mut self, head: &Head) -> Result<Place, FrameError> {
+        let place = match head.opcode {
+            opcode::CLOSE..=opcode::PONG if !head.fin || head.len > 125 => {
+                return Err(FrameError::Invalid("control frames are short and unfragmented"));
+            }
+            opcode::CLOSE..=opcode::PONG => return Ok(Place::Control),
+            opcode::CONTINUATION if !self.open => return Err(FrameError::Invalid("continuation without a message")),
+            opcode::TEXT | opcode::BINARY if self.open => {
+                return Err(FrameError::Invalid("new message inside a fragmented one"));
+            }
+            opcode::CONTINUATION => Place::Continues,
+            start @ (opcode::TEXT | opcode::BINARY) => Place::Starts(start),
+            _ => return Err(FrameError::Invalid("unknown opcode")),
+        };
+        self.open = !head.fin;
+        Ok(place)
+    }
 }
 
 /// Appends a whole, unfragmented frame as a server sends it (unmasked).
@@ -138,26 +178,17 @@ impl ChannelReader for Decoder {
 
     fn frame(&mut self, at: usize, out: &mut Vec<Piece>) -> Result<Option<usize>, FrameError> {
         let bytes = &self.buf[at..];
-        let Some(Head { fin, opcode, key, header, len }) = Head::read(bytes, self.from_client)? else {
-            return Ok(None);
-        };
+        let Some(head) = Head::read(bytes, self.from_client)? else { return Ok(None) };
+        let (header, len) = (head.header, head.len);
         let Some(payload) = bytes.get(header..header + len) else { return Ok(None) };
         let mut payload = payload.to_vec();
-        if let Some(key) = key {
+        if let Some(key) = head.key {
             payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= key[i % 4]);
         }
-        match opcode {
-            0x8..=0xf => {
-                if !fin || len > 125 {
-                    return Err(FrameError::Invalid("control frames are short and unfragmented"));
-                }
-                if opcode == 0x8 {
-                    out.push(Piece::Close);
-                }
-            }
-            0x0 if !self.in_message => return Err(FrameError::Invalid("continuation without a message")),
-            0x1 | 0x2 if self.in_message => return Err(FrameError::Invalid("new message inside a fragmented one")),
-            0x0..=0x2 => {
+        match self.messages.place(&head)? {
+            Place::Control if head.opcode == opcode::CLOSE => out.push(Piece::Close),
+            Place::Control => {}
+            Place::Starts(_) | Place::Continues => {
                 let mut data = &payload[..];
                 if self.channel.is_none()
                     && let Some((&channel, rest)) = data.split_first()
@@ -168,12 +199,10 @@ impl ChannelReader for Decoder {
                 if let (Some(channel), false) = (self.channel, data.is_empty()) {
                     out.push(Piece::Data { channel, bytes: data.to_vec() });
                 }
-                self.in_message = !fin;
-                if fin {
+                if head.fin {
                     self.channel = None;
                 }
             }
-            _ => return Err(FrameError::Invalid("unknown opcode")),
         }
         Ok(Some(header + len))
     }
@@ -187,15 +216,14 @@ pub struct ServerFrames {
     /// Each message starts with the byte naming its channel (Kubernetes'
     /// channel protocols), which is not part of the text.
     channels: bool,
-    /// A data message is open.
-    in_message: bool,
+    messages: Messages,
 }
 
 impl ServerFrames {
     /// A reader of a server's frames; `channels`: of a Kubernetes channel
     /// protocol.
     pub fn new(channels: bool) -> Self {
-        Self { channels, in_message: false }
+        Self { channels, messages: Messages::default() }
     }
 }
 
@@ -206,14 +234,10 @@ impl Frames for ServerFrames {
         if bytes.len() < end {
             return Ok(None);
         }
-        let text = match head.opcode {
-            0x8..=0xf => Text::Apart(head.header..end),
-            opcode => {
-                let starts_message = opcode != 0 && !self.in_message;
-                let skip = usize::from(starts_message && self.channels && head.len > 0);
-                self.in_message = !head.fin;
-                Text::Stream(head.header + skip..end)
-            }
+        let text = match self.messages.place(&head).map_err(|error| error.to_string())? {
+            Place::Control => Text::Apart(head.header..end),
+            Place::Starts(_) if self.channels && head.len > 0 => Text::Stream(head.header + 1..end),
+            Place::Starts(_) | Place::Continues => Text::Stream(head.header..end),
         };
         Ok(Some(Frame { len: end, text }))
     }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::websocket::{Head, opcode, write_server_frame};
+use super::websocket::{Head, Messages, Place, opcode, write_server_frame};
 use crate::masking::{BodyKind, BodyMasker, Masker};
 
 /// Largest text message held to be masked whole.
@@ -40,12 +40,13 @@ pub struct MessageMasker {
     /// Bytes of a frame not complete yet.
     wire: Vec<u8>,
     message: Option<Message>,
+    messages: Messages,
 }
 
 impl MessageMasker {
     /// A masker of messages for the person `masker` was built for.
     pub fn new(masker: Arc<Masker>) -> Self {
-        Self { masker, wire: Vec::new(), message: None }
+        Self { masker, wire: Vec::new(), message: None, messages: Messages::default() }
     }
 
     /// Appends to `out` the frames `bytes` complete, text messages masked.
@@ -62,20 +63,17 @@ impl MessageMasker {
             let frame = at..end;
             let payload = at + head.header..end;
             at = end;
-            let message = match (head.opcode, self.message.as_mut()) {
-                (opcode::CLOSE.., _) if !head.fin || head.len > 125 => {
-                    return Err(unreadable("a control frame fragmented or over 125 bytes"));
-                }
-                (opcode::CLOSE..=opcode::PONG, _) => {
+            let place = self.messages.place(&head).map_err(|e| MessageError::Unreadable(e.to_string()))?;
+            let message = match (place, self.message.as_mut()) {
+                (Place::Control, _) => {
                     out.extend_from_slice(&self.wire[frame]);
                     continue;
                 }
-                (opcode::CONTINUATION, Some(message)) => message,
-                (opcode::CONTINUATION, None) => return Err(unreadable("a continuation frame without a message")),
-                (_, Some(_)) => return Err(unreadable("a new message inside a fragmented one")),
-                (opcode::TEXT, None) => self.message.insert(Message::Text(Vec::new())),
-                (opcode::BINARY, None) => self.message.insert(Message::Binary),
-                (_, None) => return Err(unreadable("an unknown opcode")),
+                (Place::Starts(opcode::TEXT), _) => self.message.insert(Message::Text(Vec::new())),
+                (Place::Starts(_), _) => self.message.insert(Message::Binary),
+                (Place::Continues, Some(message)) => message,
+                // `place` knows of no continuation without its message.
+                (Place::Continues, None) => return Err(unreadable("a continuation frame without a message")),
             };
             match message {
                 Message::Binary => out.extend_from_slice(&self.wire[frame]),
