@@ -55,7 +55,11 @@ fn wake(waker: &Mutex<Option<Waker>>) {
 }
 
 fn register(waker: &Mutex<Option<Waker>>, cx: &Context<'_>) {
-    *waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+    let mut slot = waker.lock().unwrap_or_else(|p| p.into_inner());
+    // Polled for every frame of an upload: the same task's waker is kept, not cloned again.
+    if !slot.as_ref().is_some_and(|kept| kept.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
 }
 
 /// Why an upload was given up.
